@@ -1,0 +1,31 @@
+"""slimtvm: compile compressed ONNX networks ahead of time with Apache TVM for x86-64 and aarch64.
+
+Public API::
+
+    artifact = slimtvm.compile("model.onnx", "model.so", target="host")   # needs full apache-tvm
+    model = slimtvm.load("model.so")                                     # TVM runtime only
+    outputs = model.run({"input": x})
+
+``compile`` is imported lazily so that ``load`` works on a device with only TVM's runtime.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import SlimError
+
+
+def compile(model, output=None, target="host", input_shapes=None):  # noqa: A001 - the natural name
+    """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`."""
+    from .compiler.build import compile_model
+
+    return compile_model(model, output=output, target=target, input_shapes=input_shapes)
+
+
+def load(library_path):
+    """Load a compiled artifact; see :func:`slimtvm.compiler.runtime.load`."""
+    from .compiler.runtime import load as _load
+
+    return _load(library_path)
+
+
+__all__ = ["SlimError", "compile", "load", "__version__"]

@@ -1,0 +1,152 @@
+"""ONNX → artifact: frontend, slimtvm graph passes, TVM lowering, export, manifest.
+
+Writes ``OUT.so`` and ``OUT.json`` atomically (temporary files renamed into place), so a failed or
+interrupted compile leaves no partial artifact and never damages an existing one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+from .. import __version__
+from ..errors import SlimError
+from ..targets.presets import TargetSpec, resolve_target
+from .atomic import atomic_path, write_text_atomic
+from .frontend import import_onnx
+from .manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
+
+
+@dataclass
+class Artifact:
+    """A compiled model on disk: the shared library and its manifest."""
+
+    library_path: str
+    manifest: dict
+
+    @property
+    def manifest_path(self) -> str:
+        return manifest_path_for(self.library_path)
+
+    def load(self):
+        """Load the library into this process (refuses one built for another architecture)."""
+        from .runtime import load
+
+        return load(self.library_path)
+
+
+def compile_model(model, output: str | None = None, target="host", input_shapes: dict | None = None) -> Artifact:
+    """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
+
+    ``target`` is a preset name (``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``), TVM target
+    JSON, or a dict. ``input_shapes`` maps input names to static shapes and is required for inputs
+    with dynamic dimensions. With ``output=None`` the artifact goes to a new temporary folder.
+
+    Refuses (``SlimError``) bad models, unknown targets, a missing cross compiler, an output path
+    in a folder that does not exist, and anything TVM cannot compile, leaving no output file.
+    """
+    started = time.perf_counter()
+    spec = resolve_target(target)
+    output = _output_path(output)
+    frontend = import_onnx(model, input_shapes)
+    from . import pipeline
+
+    passes = pipeline.graph_passes()
+    tvm_target = spec.tvm_target()
+    executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, passes)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "slimtvm_version": __version__,
+        "tvm_version": _tvm_version(),
+        "model": {"source": model if isinstance(model, (str, os.PathLike)) else "<in-memory ModelProto>", "sha256": frontend.model_sha256},
+        "inputs": [info.to_json() for info in frontend.inputs],
+        "outputs": [info.to_json() for info in frontend.outputs],
+        "target": {"preset": spec.name, "arch": spec.arch, "tvm": spec.config, "linker": spec.cross_compiler or "host default"},
+        "passes": [{"name": name, **stats} for name, stats in passes.reports().items()],
+        "warnings": list(frontend.warnings),
+        "library": {"file": os.path.basename(output)},
+    }
+    export_started = time.perf_counter()
+    _export(executable, output, spec, manifest)
+    manifest["timings_seconds"] = {
+        "passes": round(pass_seconds, 3),
+        "lowering": round(lower_seconds, 3),
+        "export": round(time.perf_counter() - export_started, 3),
+        "total": round(time.perf_counter() - started, 3),
+    }
+    write_text_atomic(manifest_path_for(output), json.dumps(manifest, indent=2, default=str) + "\n")
+    return Artifact(output, manifest)
+
+
+def _output_path(output: str | None) -> str:
+    if output is None:
+        return os.path.join(tempfile.mkdtemp(prefix="slimtvm-"), "model.so")
+    output = os.fspath(output)
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise SlimError(f"output folder {folder} does not exist")
+    if os.path.isdir(output):
+        raise SlimError(f"output path {output} is a directory; give a file name such as model.so")
+    if not output.endswith(".so"):
+        raise SlimError(f"output path {output} must end in .so (the manifest goes beside it as .json)")
+    return output
+
+
+def _lower(mod, tvm_target, passes):
+    import tvm
+
+    from .pipeline import lowering_passes
+
+    with tvm_target:
+        t0 = time.perf_counter()
+        try:
+            mod = tvm.transform.Sequential(passes.sequence())(mod)
+        except SlimError:
+            raise
+        except Exception as err:
+            raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {_first_line(err)}") from None
+        t1 = time.perf_counter()
+        try:
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target)))
+        except Exception as err:
+            raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {_first_line(err)}") from None
+    return executable, t1 - t0, time.perf_counter() - t1
+
+
+def _export(executable, output: str, spec: TargetSpec, manifest: dict) -> None:
+    """Export the library atomically and record its hash in ``manifest``."""
+    workdir = tempfile.mkdtemp(prefix="slimtvm-export-")
+    try:
+        staged = os.path.join(workdir, "model.so")
+        try:
+            if spec.cross_compiler:
+                from tvm.support import cc
+
+                executable.export_library(staged, fcompile=cc.cross_compiler(spec.cross_compiler))
+            else:
+                executable.export_library(staged)
+        except Exception as err:
+            raise SlimError(f"linking the shared library failed: {_first_line(err)}") from None
+        manifest["library"]["sha256"] = sha256_of_file(staged)
+        manifest["library"]["bytes"] = os.path.getsize(staged)
+        with atomic_path(output) as tmp:
+            shutil.copyfile(staged, tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return str(tvm.__version__)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

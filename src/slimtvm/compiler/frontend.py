@@ -1,0 +1,106 @@
+"""ONNX → Relax: check the model, fix input shapes, import with TVM's ONNX frontend.
+
+The result is a :class:`FrontendResult` holding the Relax ``IRModule`` (weights as constants),
+the static input and output descriptions for the manifest, and warnings met on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+
+import onnx
+
+from ..errors import SlimError
+from .onnx_model import (
+    TensorInfo,
+    load_onnx,
+    output_infos,
+    resolve_input_infos,
+    warn_nonfinite_weights,
+    with_static_inputs,
+)
+
+
+@dataclass
+class FrontendResult:
+    """What the frontend hands to the pass pipeline."""
+
+    mod: object  # tvm.IRModule
+    onnx_model: onnx.ModelProto  # with static input shapes and inferred shapes
+    inputs: list
+    outputs: list
+    model_sha256: str
+    warnings: list = field(default_factory=list)
+
+
+def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResult:
+    """Load, check and import an ONNX model into Relax with static input shapes.
+
+    Refuses (``SlimError``): anything :func:`load_onnx` refuses, dynamic inputs without a shape in
+    ``input_shapes``, operators TVM's ONNX frontend does not implement (all of them named), and
+    import failures (the first line of TVM's message). Warns when weights hold NaN/Inf.
+    """
+    model = load_onnx(path_or_model)
+    model_bytes = model.SerializeToString()
+    inputs = resolve_input_infos(model, input_shapes)
+    nonfinite = warn_nonfinite_weights(model)
+    static_model = with_static_inputs(model, inputs)
+    _refuse_unsupported_ops(static_model)
+    mod = _relax_import(static_model, inputs)
+    outputs = _relax_outputs(mod, output_infos(static_model))
+    notes = [f"weights with NaN/Inf: {name} ({count})" for name, count in nonfinite]
+    return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes)
+
+
+def _refuse_unsupported_ops(model: onnx.ModelProto) -> None:
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    supported = onnx_frontend._get_convert_map()
+    missing = sorted({node.op_type for node in model.graph.node if node.op_type not in supported})
+    if missing:
+        raise SlimError(f"TVM's ONNX frontend cannot import operator(s) {', '.join(missing)} used by the model")
+
+
+def _relax_import(model: onnx.ModelProto, inputs: list):
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shape_dict = {info.name: list(info.shape) for info in inputs}
+    dtype_dict = {info.name: info.dtype for info in inputs}
+    with warnings.catch_warnings():
+        # the importer warns about every value_info without a shape; that is normal ONNX
+        warnings.filterwarnings("ignore", message="Field 'shape' of 'type' is required")
+        try:
+            mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict)
+        except tvm.error.OpNotImplemented as err:
+            raise SlimError(f"TVM's ONNX frontend cannot import the model: {_first_line(err)}") from None
+        except Exception as err:
+            raise SlimError(f"TVM's ONNX frontend failed to import the model: {type(err).__name__}: {_first_line(err)}") from None
+    return mod
+
+
+def _relax_outputs(mod, onnx_outputs: list) -> list:
+    """Output infos with the static shapes Relax inferred (ONNX inference may leave some unknown)."""
+    from tvm import relax
+
+    ret = mod["main"].ret_ty
+    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    if len(fields) != len(onnx_outputs):
+        raise SlimError(f"imported model returns {len(fields)} tensors but the ONNX graph declares {len(onnx_outputs)} outputs")
+    infos = []
+    for info, sinfo in zip(onnx_outputs, fields):
+        if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
+            raise SlimError(f"output {info.name!r} is not a tensor of known shape after import")
+        try:
+            shape = tuple(int(d) for d in sinfo.shape.values)
+        except (TypeError, ValueError):
+            raise SlimError(f"output {info.name!r} has a data-dependent shape {sinfo.shape}; slimtvm needs static shapes") from None
+        infos.append(TensorInfo(info.name, shape, str(sinfo.dtype)))
+    return infos
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

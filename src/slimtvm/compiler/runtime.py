@@ -1,0 +1,133 @@
+"""Load and run a slimtvm artifact with TVM's runtime alone (this module runs on the target board).
+
+Imports only numpy, the standard library and ``tvm.runtime`` — never TVM's compiler, onnx or
+onnxruntime — so it works with a runtime-only TVM install.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+
+from ..errors import SlimError
+from .manifest import read_manifest, verify_library
+
+
+def _host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def set_num_threads(threads: int) -> None:
+    """Limit TVM's runtime thread pool to ``threads`` threads (refuses ``threads`` < 1)."""
+    import tvm.runtime
+
+    if int(threads) < 1:
+        raise SlimError(f"thread count must be at least 1, not {threads}")
+    config = tvm.get_global_func("runtime.config_threadpool")
+    config(1, int(threads))  # mode 1: the "big" cores, i.e. all cores on a uniform CPU
+
+
+class Model:
+    """A loaded artifact: ``run()`` maps input names to arrays and returns outputs by name."""
+
+    def __init__(self, library_path: str, manifest: dict, device=None):
+        import tvm.runtime
+        from tvm.runtime.vm import VirtualMachine
+
+        self.library_path = library_path
+        self.manifest = manifest
+        self._device = device or tvm.runtime.cpu(0)
+        try:
+            library = tvm.runtime.load_module(library_path)
+        except Exception as err:
+            raise SlimError(f"TVM cannot load {library_path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+        self._vm = VirtualMachine(library, self._device)
+        self._main = self._vm["main"]
+
+    @property
+    def input_names(self) -> list:
+        return [entry["name"] for entry in self.manifest["inputs"]]
+
+    @property
+    def output_names(self) -> list:
+        return [entry["name"] for entry in self.manifest["outputs"]]
+
+    def check_inputs(self, inputs: dict) -> list:
+        """The inputs as contiguous arrays in the manifest's order and dtypes.
+
+        Refuses missing or unexpected names, wrong shapes, and dtypes that do not convert safely.
+        """
+        if not isinstance(inputs, dict):
+            raise SlimError("inputs must be a dict mapping input names to arrays")
+        expected = {entry["name"]: entry for entry in self.manifest["inputs"]}
+        unknown = sorted(set(inputs) - set(expected))
+        missing = [name for name in expected if name not in inputs]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(map(repr, missing))}")
+            if unknown:
+                parts.append(f"unexpected {', '.join(map(repr, unknown))}")
+            raise SlimError(f"inputs do not match the model: {'; '.join(parts)} (the model takes {', '.join(map(repr, expected))})")
+        arrays = []
+        for name, entry in expected.items():
+            array = np.asarray(inputs[name])
+            shape = tuple(entry["shape"])
+            if array.shape != shape:
+                raise SlimError(f"input {name!r} has shape {list(array.shape)}; the model was compiled for {list(shape)}")
+            dtype = np.dtype(entry["dtype"])
+            if array.dtype != dtype:
+                if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+                    raise SlimError(f"input {name!r} has dtype {array.dtype}; the model takes {dtype}")
+                array = array.astype(dtype)
+            arrays.append(np.ascontiguousarray(array))
+        return arrays
+
+    def to_device(self, inputs: dict) -> list:
+        """Checked inputs as TVM tensors, for timing loops that exclude the copy."""
+        import tvm.runtime
+
+        return [tvm.runtime.tensor(array, self._device) for array in self.check_inputs(inputs)]
+
+    def run_device(self, tensors: list):
+        """Run on already-converted tensors; returns TVM's raw result."""
+        return self._main(*tensors)
+
+    def run(self, inputs: dict) -> dict:
+        """Run the model on ``inputs`` (name → array) and return ``{output name: ndarray}``."""
+        result = self.run_device(self.to_device(inputs))
+        outputs = [result] if hasattr(result, "numpy") else list(result)
+        if len(outputs) != len(self.output_names):
+            raise SlimError(f"the library returned {len(outputs)} outputs, the manifest lists {len(self.output_names)}")
+        return {name: tensor.numpy() for name, tensor in zip(self.output_names, outputs)}
+
+    def random_inputs(self, seed: int = 0) -> dict:
+        """Inputs of the manifest's shapes and dtypes: standard normal floats, small integers."""
+        rng = np.random.default_rng(seed)
+        made = {}
+        for entry in self.manifest["inputs"]:
+            dtype = np.dtype(entry["dtype"])
+            if np.issubdtype(dtype, np.floating):
+                made[entry["name"]] = rng.standard_normal(entry["shape"]).astype(dtype)
+            elif dtype == np.bool_:
+                made[entry["name"]] = rng.integers(0, 2, entry["shape"]).astype(dtype)
+            else:
+                made[entry["name"]] = rng.integers(0, 10, entry["shape"]).astype(dtype)
+        return made
+
+
+def load(library_path: str) -> Model:
+    """Load ``model.so`` with its ``model.json`` manifest.
+
+    Refuses (``SlimError``) a missing library or manifest, a library whose sha256 differs from the
+    manifest's, and a library built for another CPU architecture than this machine's.
+    """
+    library_path = os.fspath(library_path)
+    if not os.path.isfile(library_path):
+        raise SlimError(f"library not found: {library_path}")
+    manifest = read_manifest(library_path)
+    verify_library(library_path, manifest, _host_arch())
+    return Model(library_path, manifest)

@@ -1,0 +1,1 @@
+"""Relax graph passes, one per file. A pass never imports a schedule (see DESIGN.md)."""

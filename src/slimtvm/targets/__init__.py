@@ -1,0 +1,1 @@
+"""Target presets, cross toolchains and machine detection."""

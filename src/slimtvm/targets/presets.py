@@ -1,0 +1,149 @@
+"""Named compilation targets: ``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``, or TVM target JSON.
+
+A preset resolves to a :class:`TargetSpec`: the TVM target (dict form; TVM 0.27 rejects
+``-mtriple`` strings), the CPU architecture of the code it produces (as ``platform.machine()``
+names it) and the C++ compiler that links the shared library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+
+from ..errors import SlimError
+
+PRESET_NAMES = ("host", "x86-64", "x86-64-avx512", "aarch64")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A resolved target: what to give TVM, which architecture, which linker."""
+
+    name: str
+    config: dict
+    arch: str  # "x86_64" or "aarch64"
+    cross_compiler: str | None = None  # None: TVM's default host compiler
+    notes: tuple = field(default_factory=tuple)
+
+    def tvm_target(self):
+        """The ``tvm.target.Target`` for this spec (imports TVM's compiler)."""
+        import tvm
+
+        return tvm.target.Target(self.config)
+
+
+def host_arch() -> str:
+    """The architecture of this machine, normalised to ``x86_64`` or ``aarch64``."""
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def _host_cpu_name() -> str:
+    """LLVM's name for this CPU (e.g. ``znver3``), detected by TVM's bundled LLVM."""
+    import tvm
+
+    detect = tvm.get_global_func("target.llvm_get_system_cpu", allow_missing=True)
+    name = str(detect()) if detect is not None else ""
+    return name if name and name != "generic" else ""
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _x86_config(mcpu: str | None, mattr: list[str] | None = None) -> dict:
+    config = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "num-cores": _cpu_count()}
+    if mcpu:
+        config["mcpu"] = mcpu
+    if mattr:
+        config["mattr"] = mattr
+    return config
+
+
+def _aarch64_config() -> dict:
+    return {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+
+
+def resolve_target(target: str | dict | None) -> TargetSpec:
+    """Resolve a preset name, a TVM target JSON string or a target dict to a :class:`TargetSpec`.
+
+    Refuses (``SlimError``) an unknown preset name, malformed JSON, a target TVM rejects, and
+    non-CPU targets (slimtvm produces CPU code only).
+    """
+    if target is None or target == "host":
+        return _host_spec()
+    if isinstance(target, str) and target in PRESET_NAMES:
+        return _preset_spec(target)
+    if isinstance(target, str):
+        text = target.strip()
+        if not text.startswith("{"):
+            raise SlimError(
+                f"unknown target {target!r}: use one of {', '.join(PRESET_NAMES)} or a TVM target as JSON"
+                ' (e.g. \'{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}\')'
+            )
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SlimError(f"target JSON is malformed: {err}") from None
+    elif isinstance(target, dict):
+        config = dict(target)
+    else:
+        raise SlimError(f"target must be a preset name, JSON text or a dict, not {type(target).__name__}")
+    return _custom_spec(config)
+
+
+def _host_spec() -> TargetSpec:
+    arch = host_arch()
+    if arch == "x86_64":
+        return TargetSpec("host", _x86_config(_host_cpu_name()), "x86_64")
+    if arch == "aarch64":
+        config = _aarch64_config()
+        cpu = _host_cpu_name()
+        if cpu:
+            config["mcpu"] = cpu
+        return TargetSpec("host", config, "aarch64")
+    raise SlimError(f"unsupported host architecture {arch!r}: slimtvm targets x86_64 and aarch64")
+
+
+def _preset_spec(name: str) -> TargetSpec:
+    arch = host_arch()
+    if name == "x86-64":
+        # A portable x86-64 build: AVX2 + FMA (Haswell and later, Zen and later).
+        spec = TargetSpec(name, _x86_config("haswell"), "x86_64")
+    elif name == "x86-64-avx512":
+        spec = TargetSpec(name, _x86_config("skylake-avx512"), "x86_64")
+    else:  # aarch64
+        spec = TargetSpec(name, _aarch64_config(), "aarch64")
+    if spec.arch != arch:
+        from .toolchain import cross_compiler_for
+
+        spec = TargetSpec(spec.name, spec.config, spec.arch, cross_compiler_for(spec.arch))
+    return spec
+
+
+def _custom_spec(config: dict) -> TargetSpec:
+    import tvm
+
+    kind = config.get("kind")
+    if kind != "llvm":
+        raise SlimError(f"target kind {kind!r} is not supported: slimtvm compiles for CPUs (kind 'llvm')")
+    try:
+        tvm.target.Target(config)
+    except Exception as err:  # TVM raises ValueError/TVMError with long texts
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise SlimError(f"TVM rejects the target {json.dumps(config)}: {first_line}") from None
+    triple = str(config.get("mtriple", ""))
+    if triple.startswith("aarch64") or triple.startswith("arm64"):
+        arch = "aarch64"
+    elif triple == "" or triple.startswith("x86_64"):
+        arch = "x86_64" if triple else host_arch()
+    else:
+        raise SlimError(f"target triple {triple!r} is not supported: slimtvm targets x86_64 and aarch64")
+    cross = None
+    if arch != host_arch():
+        from .toolchain import cross_compiler_for
+
+        cross = cross_compiler_for(arch)
+    return TargetSpec("custom", config, arch, cross)
