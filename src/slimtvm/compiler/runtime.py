@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -30,6 +32,29 @@ def set_num_threads(threads: int) -> None:
     config(1, int(threads))  # mode 1: the "big" cores, i.e. all cores on a uniform CPU
 
 
+# realpath → sha256 of the library that dlopen() mapped under that path in this process. dlopen
+# hands back that same mapping whenever it sees the path again, even after the file was replaced,
+# so a recompiled artifact at the same path would silently run the old code.
+_MAPPED_BY_PATH: dict = {}
+_ALIAS_BY_SHA: dict = {}  # sha256 → private copy already loaded under its own unique path
+
+
+def _loadable_path(library_path: str, sha256: str) -> str:
+    """A path that makes dlopen load *this* file: the path itself, or a private copy if stale.
+
+    (A symlink is not enough: the loader resolves it back to the stale path.)
+    """
+    real = os.path.realpath(library_path)
+    mapped = _MAPPED_BY_PATH.setdefault(real, sha256)
+    if mapped == sha256:
+        return library_path
+    if sha256 not in _ALIAS_BY_SHA:
+        alias = os.path.join(tempfile.mkdtemp(prefix="slimtvm-reload-"), f"{sha256[:16]}-{os.path.basename(real)}")
+        shutil.copyfile(real, alias)
+        _ALIAS_BY_SHA[sha256] = alias
+    return _ALIAS_BY_SHA[sha256]
+
+
 class Model:
     """A loaded artifact: ``run()`` maps input names to arrays and returns outputs by name."""
 
@@ -41,7 +66,7 @@ class Model:
         self.manifest = manifest
         self._device = device or tvm.runtime.cpu(0)
         try:
-            library = tvm.runtime.load_module(library_path)
+            library = tvm.runtime.load_module(_loadable_path(library_path, manifest["library"]["sha256"]))
         except Exception as err:
             raise SlimError(f"TVM cannot load {library_path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
         self._vm = VirtualMachine(library, self._device)

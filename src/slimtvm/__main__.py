@@ -1,0 +1,7 @@
+"""``python -m slimtvm`` is the ``slimtvm`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""The ``slimtvm`` command: compile | run | bench | inspect.
+
+A problem with the user's input prints one line, ``slimtvm: error: ...``, and exits with status 2;
+no partial output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from .errors import SlimError
+
+EXIT_USER_ERROR = 2
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
+    print(f"slimtvm: warning: {message}", file=sys.stderr)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimtvm", description="Compile compressed ONNX networks ahead of time with Apache TVM.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{compile,run,bench,inspect}")
+
+    p = sub.add_parser("compile", help="compile MODEL.onnx into OUT.so + OUT.json")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("-o", "--output", required=True, help="output library (.so); the manifest is written beside it as .json")
+    p.add_argument("--target", default="host", help="host | x86-64 | x86-64-avx512 | aarch64 | TVM target JSON (default: host)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions (repeatable)")
+
+    p = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file")
+    p.add_argument("library", help="compiled library (.so) with its .json manifest beside it")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help=".npz file keyed by the model's input names")
+    source.add_argument("--random-input", action="store_true", help="make random inputs of the manifest's shapes")
+    p.add_argument("--output", help="write the outputs to this .npz file, keyed by output names")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-input (default 0)")
+
+    p = sub.add_parser("bench", help="time an artifact against onnxruntime in one process")
+    p.add_argument("library", help="compiled library (.so)")
+    p.add_argument("--vs-onnxruntime", required=True, metavar="MODEL.onnx", help="the ONNX model the library was compiled from")
+    p.add_argument("--threads", type=int, default=1, help="threads for both engines (default 1)")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per engine (default: about 10 s worth, 5..200)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up runs per engine (default 3)")
+
+    p = sub.add_parser("inspect", help="print a per-layer table of an ONNX model and what slimtvm does with it")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
+    p.add_argument("--no-passes", action="store_true", help="skip running the graph passes for the summary (no TVM needed)")
+    return parser
+
+
+def _cmd_compile(args) -> int:
+    from .compiler.build import compile_model
+    from .compiler.onnx_model import parse_shape_overrides
+
+    artifact = compile_model(args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape))
+    manifest = artifact.manifest
+    print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
+    print(f"target: {manifest['target']['preset']} ({manifest['target']['arch']}), {manifest['timings_seconds']['total']:.1f} s")
+    for info in manifest["inputs"]:
+        print(f"input  {info['name']}: {info['dtype']}{info['shape']}")
+    for info in manifest["outputs"]:
+        print(f"output {info['name']}: {info['dtype']}{info['shape']}")
+    for entry in manifest["passes"]:
+        print(_describe_pass(entry))
+    return 0
+
+
+def _describe_pass(entry: dict) -> str:
+    if entry["name"] == "fold_batchnorm":
+        text = f"fold_batchnorm: {entry['batchnorms_folded']} folded"
+        if entry["folded_by_position"]:
+            text += " (" + ", ".join(f"{k} {v}" for k, v in entry["folded_by_position"].items()) + ")"
+        text += f", {entry['batchnorms_decomposed']} decomposed to mul+add"
+        if entry["decomposed_because"]:
+            text += " (" + "; ".join(f"{v}× {k}" for k, v in entry["decomposed_because"].items()) + ")"
+        return text
+    return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
+
+
+def _load_npz(path: str) -> dict:
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise SlimError(f"input file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise SlimError(f"{path} is a single .npy array; give an .npz keyed by input names")
+            return {name: data[name] for name in data.files}
+    except SlimError:
+        raise
+    except Exception as err:
+        raise SlimError(f"{path} is not a readable .npz file: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+
+
+def _cmd_run(args) -> int:
+    import numpy as np
+
+    from .compiler.atomic import atomic_path
+    from .compiler.runtime import load
+
+    model = load(args.library)
+    inputs = model.random_inputs(args.seed) if args.random_input else _load_npz(args.input)
+    if args.output and not args.output.endswith(".npz"):
+        raise SlimError(f"--output {args.output} must end in .npz")
+    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise SlimError(f"output folder {os.path.dirname(os.path.abspath(args.output))} does not exist")
+    outputs = model.run(inputs)
+    for name, value in outputs.items():
+        line = f"{name}: {value.dtype}{list(value.shape)}"
+        if value.size and np.issubdtype(value.dtype, np.number):
+            line += f"  min {value.min():.6g}  max {value.max():.6g}  mean {value.mean():.6g}"
+            if value.ndim == 2 and value.shape[0] == 1 and value.shape[1] > 1:
+                top = np.argsort(value[0])[::-1][:5]
+                line += "  top-5 " + ", ".join(f"{int(i)}:{value[0, i]:.4g}" for i in top)
+        print(line)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .compiler.bench import bench
+    from .compiler.onnx_model import load_onnx
+    from .compiler.runtime import load
+
+    if not os.path.isfile(args.vs_onnxruntime):
+        raise SlimError(f"model file not found: {args.vs_onnxruntime}")
+    load_onnx(args.vs_onnxruntime)
+    if args.runs is not None and args.runs < 1:
+        raise SlimError(f"--runs must be at least 1, not {args.runs}")
+    model = load(args.library)
+    result = bench(model, args.vs_onnxruntime, threads=args.threads, runs=args.runs, warmup=args.warmup)
+    print("\n".join(result.lines()))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .compiler.layer_table import format_table, layer_rows
+    from .compiler.onnx_model import load_onnx, parse_shape_overrides, resolve_input_infos, with_static_inputs
+
+    model = load_onnx(args.model)
+    shapes = parse_shape_overrides(args.input_shape)
+    inputs = resolve_input_infos(model, shapes)
+    static = with_static_inputs(model, inputs)
+    print(format_table(layer_rows(static), static))
+    if not args.no_passes:
+        from .compiler.frontend import import_onnx
+        from .compiler.layer_table import pass_summary
+
+        reports = pass_summary(import_onnx(args.model, shapes))
+        for name, stats in reports.items():
+            print(_describe_pass({"name": name, **stats}))
+    return 0
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "inspect": _cmd_inspect}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``slimtvm`` command; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warnings
+    try:
+        return COMMANDS[args.command](args)
+    except SlimError as err:
+        print(f"slimtvm: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("slimtvm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Time a slimtvm artifact and onnxruntime on the same inputs, in one process, same thread count.
+
+Each engine gets warm-up runs, then the two are timed in alternating rounds (so drift on a shared
+machine hits both alike) and the medians are compared. Also checks that the outputs agree.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SlimError
+
+
+@dataclass
+class BenchResult:
+    slimtvm_ms: float
+    onnxruntime_ms: float
+    runs: int
+    threads: int
+    max_relative_difference: float
+
+    @property
+    def ratio(self) -> float:
+        """slimtvm time / onnxruntime time: below 1 means slimtvm is faster."""
+        return self.slimtvm_ms / self.onnxruntime_ms
+
+    def lines(self) -> list:
+        return [
+            f"slimtvm      {self.slimtvm_ms:10.3f} ms  (median of {self.runs} runs, {self.threads} thread{'s' if self.threads > 1 else ''})",
+            f"onnxruntime  {self.onnxruntime_ms:10.3f} ms  (median of {self.runs} runs, {self.threads} thread{'s' if self.threads > 1 else ''})",
+            f"outputs agree: max relative difference {self.max_relative_difference:.2e}",
+            f"ratio slimtvm/onnxruntime = {self.ratio:.2f}  ({'slimtvm faster' if self.ratio < 1 else 'onnxruntime faster'}, speed-up {1 / self.ratio:.2f}x)",
+        ]
+
+
+def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max|actual − expected| / max|expected| (0 when both are all zero)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    diff = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
+    if scale == 0.0:
+        return diff
+    return diff / scale
+
+
+def onnxruntime_session(model_path: str, threads: int):
+    """An onnxruntime CPU session limited to ``threads`` intra-op threads (one inter-op thread)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SlimError("onnxruntime is not installed: pip install onnxruntime (or slimtvm's [bench] extra)") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise SlimError(f"onnxruntime cannot load {model_path}: {str(err).strip().splitlines()[0]}") from None
+
+
+def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warmup: int = 3, seed: int = 0, budget_seconds: float = 10.0) -> BenchResult:
+    """Benchmark a loaded :class:`~slimtvm.compiler.runtime.Model` against onnxruntime on ``onnx_path``.
+
+    ``runs=None`` picks a count from ``budget_seconds`` per engine (at least 5, at most 200).
+    Refuses a model whose inputs differ from the ONNX model's.
+    """
+    from .runtime import set_num_threads
+
+    if threads < 1:
+        raise SlimError(f"--threads must be at least 1, not {threads}")
+    set_num_threads(threads)
+    session = onnxruntime_session(onnx_path, threads)
+    ort_names = sorted(i.name for i in session.get_inputs())
+    if ort_names != sorted(model.input_names):
+        raise SlimError(f"{onnx_path} takes inputs {ort_names}, the artifact takes {sorted(model.input_names)}: not the same model")
+    inputs = model.random_inputs(seed)
+    device_inputs = model.to_device(inputs)
+
+    def run_tvm():
+        result = model.run_device(device_inputs)
+        return result
+
+    def run_ort():
+        return session.run(None, inputs)
+
+    for _ in range(max(1, warmup)):
+        run_tvm()
+        run_ort()
+    ours = model.run(inputs)
+    theirs = dict(zip([o.name for o in session.get_outputs()], run_ort()))
+    difference = max(relative_difference(ours[name], theirs[name]) for name in model.output_names if name in theirs)
+    if runs is None:
+        single = max(_time_once(run_tvm), _time_once(run_ort), 1e-6)
+        runs = int(min(200, max(5, budget_seconds / single)))
+    tvm_times, ort_times = [], []
+    for _ in range(runs):
+        tvm_times.append(_time_once(run_tvm))
+        ort_times.append(_time_once(run_ort))
+    return BenchResult(statistics.median(tvm_times) * 1e3, statistics.median(ort_times) * 1e3, runs, threads, difference)
+
+
+def _time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -1,0 +1,50 @@
+"""Shared fixtures: onnxruntime as the reference, compile-and-run, relative error."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import slimtvm  # noqa: E402
+from slimtvm.compiler.bench import relative_difference  # noqa: E402
+
+# "≤ 1e-4 relative": max|slimtvm − onnxruntime| / max|onnxruntime| over each output tensor.
+RELATIVE_TOLERANCE = 1e-4
+
+
+def onnxruntime_outputs(model, inputs: dict) -> dict:
+    """Run ``model`` (ModelProto or path) in onnxruntime's CPU provider; outputs by name."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, inputs)))
+
+
+def assert_outputs_match(actual: dict, expected: dict, tolerance: float = RELATIVE_TOLERANCE) -> dict:
+    """Every expected output is present with its shape and within ``tolerance`` (relative)."""
+    assert set(expected) <= set(actual), f"missing outputs {set(expected) - set(actual)}"
+    errors = {}
+    for name, reference in expected.items():
+        assert actual[name].shape == reference.shape, f"{name}: shape {actual[name].shape} != {reference.shape}"
+        errors[name] = relative_difference(actual[name], reference)
+        assert errors[name] <= tolerance, f"{name}: relative difference {errors[name]:.3e} > {tolerance:g}"
+    return errors
+
+
+@pytest.fixture
+def compile_and_run(tmp_path):
+    """compile_and_run(model, inputs, **compile options) → (outputs, artifact)."""
+
+    def run(model, inputs, name="model", **options):
+        artifact = slimtvm.compile(model, str(tmp_path / f"{name}.so"), **options)
+        return artifact.load().run(inputs), artifact
+
+    return run
