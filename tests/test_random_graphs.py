@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from onnx_builders import GraphBuilder
 
 import slimtvm
+from slimtvm.compiler.layer_table import layer_rows
 
 EXAMPLES = int(os.environ.get("SLIMTVM_GRAPH_EXAMPLES", "300"))
 
@@ -102,8 +103,13 @@ def _check(model, shape, workdir, counter):
     rng = np.random.default_rng(counter["examples"])
     inputs = {"x": rng.standard_normal(shape).astype(np.float32)}
     path = os.path.join(workdir, "model.so")
-    outputs = slimtvm.compile(model, path).load().run(inputs)
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    artifact = slimtvm.compile(model, path)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    # `slimtvm inspect`'s per-layer preview must agree with what the pass really did
+    report = artifact.manifest["passes"][0]
+    plans = [row.plan for row in layer_rows(model) if row.op == "BatchNormalization"]
+    assert sum(plan.startswith("fold") for plan in plans) == report["batchnorms_folded"]
+    assert sum(plan.startswith("decompose") for plan in plans) == report["batchnorms_decomposed"]
 
 
 def _run(examples, tmp_path):

@@ -72,31 +72,87 @@ def _macs(node, shapes) -> int:
     return 0
 
 
-def _batchnorm_plan(node, producers, consumers, constants, outputs) -> str:
-    source = producers.get(node.input[0])
-    if (
-        source is not None
-        and source.op_type in LINEAR_OPS
-        and len(source.input) > 1
-        and source.input[1] in constants
-        and len(consumers.get(source.output[0], [])) == 1
-        and source.output[0] not in outputs
-    ):
-        return f"fold into {source.name or source.op_type} before it"
-    users = consumers.get(node.output[0], [])
-    foldable = [
-        user
-        for user in users
-        if user.op_type in ("Conv", "Gemm", "MatMul")
-        and user.input[0] == node.output[0]
-        and len(user.input) > 1
-        and user.input[1] in constants
-        and not (user.op_type == "Gemm" and _attr(user, "transA", 0))
-    ]
-    if users and len(foldable) == len(users) and node.output[0] not in outputs:
-        return "fold into " + ", ".join(user.name or user.op_type for user in users) + " after it"
-    before = source.op_type if source is not None else "graph input"
-    return f"decompose to mul+add (after {before}; not every user is a conv/gemm)"
+class _BatchNormPreview:
+    """Mirror of the fold_batchnorm pass's rules on the ONNX graph, iterated like the pass.
+
+    A BN already planned to fold is looked through: after a backward fold the next BN sees the
+    linear layer as its producer; after a forward fold its readers see the BN's consumers.
+    """
+
+    def __init__(self, model: onnx.ModelProto, constants: set):
+        self.constants = constants
+        self.producers = {out: node for node in model.graph.node for out in node.output}
+        self.consumers = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.outputs = {value.name for value in model.graph.output}
+        self.plans = {}  # BN node name → ("before"|"after", [nodes]) or ("decompose", reason)
+        batchnorms = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
+        changed = True
+        while changed:
+            changed = False
+            for node in batchnorms:
+                if node.name not in self.plans:
+                    plan = self._backward(node) or self._forward(node)
+                    if plan:
+                        self.plans[node.name] = plan
+                        changed = True
+        for node in batchnorms:
+            if node.name not in self.plans:
+                source = self._producer(node.input[0])
+                before = source.op_type if source is not None else "graph input"
+                self.plans[node.name] = ("decompose", f"after {before}; not every user is a conv/gemm")
+
+    def _producer(self, tensor):
+        node = self.producers.get(tensor)
+        while node is not None and node.op_type == "BatchNormalization" and self.plans.get(node.name, ("",))[0] == "before":
+            node = self.plans[node.name][1][0]
+        return node
+
+    def _readers(self, tensor) -> list:
+        readers = []
+        for node in self.consumers.get(tensor, []):
+            if node.op_type == "BatchNormalization" and self.plans.get(node.name, ("",))[0] == "after":
+                readers.extend(self._readers(node.output[0]))
+            else:
+                readers.append(node)
+        return readers
+
+    def _backward(self, node):
+        source = self._producer(node.input[0])
+        if (
+            source is not None
+            and source.op_type in LINEAR_OPS
+            and len(source.input) > 1
+            and source.input[1] in self.constants
+            and len(self.consumers.get(node.input[0], [])) == 1
+            and node.input[0] not in self.outputs
+        ):
+            return ("before", [source])
+        return None
+
+    def _forward(self, node):
+        users = self._readers(node.output[0])
+        foldable = [
+            user
+            for user in users
+            if user.op_type in ("Conv", "Gemm", "MatMul")
+            and len(user.input) > 1
+            and user.input[1] in self.constants
+            and user.input[1] != node.output[0]
+            and not (user.op_type == "Gemm" and _attr(user, "transA", 0))
+        ]
+        if users and len(foldable) == len(users) and node.output[0] not in self.outputs:
+            return ("after", users)
+        return None
+
+    def describe(self, node) -> str:
+        kind, detail = self.plans[node.name]
+        if kind == "decompose":
+            return f"decompose to mul+add ({detail})"
+        names = ", ".join(n.name or n.op_type for n in detail)
+        return f"fold {'back' if kind == 'before' else 'forward'} into {names}"
 
 
 def layer_rows(model: onnx.ModelProto) -> list:
@@ -104,19 +160,14 @@ def layer_rows(model: onnx.ModelProto) -> list:
     shapes = _shapes(model)
     constants = {init.name for init in model.graph.initializer}
     constants |= {node.output[0] for node in model.graph.node if node.op_type in ("Constant", "ConstantOfShape")}
-    producers = {out: node for node in model.graph.node for out in node.output}
-    consumers = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {value.name for value in model.graph.output}
+    preview = _BatchNormPreview(model, constants)
     rows = []
     for index, node in enumerate(model.graph.node):
         if node.op_type in ("Constant", "ConstantOfShape") and node.output[0] in constants and all(i in constants or i == "" for i in node.input):
             continue  # weights, not layers
         params = sum(_prod(shapes.get(name, [])) for name in node.input if name in constants and name in shapes)
         if node.op_type == "BatchNormalization":
-            plan = _batchnorm_plan(node, producers, consumers, constants, outputs)
+            plan = preview.describe(node)
         elif node.op_type in ("Conv", "ConvTranspose"):
             plan = "fp32 conv (TVM-generated)"
         elif node.op_type in ("Gemm", "MatMul"):

@@ -1,0 +1,74 @@
+"""aarch64: cross-compile on this x86 host, run the artifact under qemu user-mode emulation with a
+runtime-only TVM (as on a board: no compiler, no onnx), compare with onnxruntime on the host.
+
+The emulated Python comes from scripts/setup_arm_emulation.sh (cached; ~25-50 s the first time).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_outputs_match, onnxruntime_outputs
+from light_zoo import LIGHT, with_logits_output, with_random_weights
+from onnx_builders import bn_positions_model
+
+import slimtvm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.aarch64
+
+
+@pytest.fixture(scope="session")
+def arm_python():
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "setup_arm_emulation.sh")], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+def run_under_emulation(arm_python, library, inputs, tmp_path) -> dict:
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"), TVM_NUM_THREADS="2")
+    proc = subprocess.run(
+        [arm_python, "-m", "slimtvm", "run", library, "--input", str(tmp_path / "inputs.npz"), "--output", str(tmp_path / "outputs.npz")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "outputs.npz") as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def test_emulated_python_has_only_the_tvm_runtime(arm_python):
+    """The emulated side is a board stand-in: aarch64, TVM runtime, no compiler, no onnx."""
+    code = "import platform, tvm, importlib.util as u; print(platform.machine(), hasattr(tvm, 'relax'), u.find_spec('onnx') is None)"
+    proc = subprocess.run([arm_python, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["aarch64", "False", "True"]
+
+
+def test_bn_folded_model_runs_under_emulation(arm_python, tmp_path):
+    model = bn_positions_model(seed=21)
+    artifact = slimtvm.compile(model, str(tmp_path / "bn.so"), target="aarch64")
+    assert artifact.manifest["target"]["arch"] == "aarch64"
+    assert artifact.manifest["passes"][0]["batchnorms_folded"] == 8
+    inputs = {"x": np.random.default_rng(4).standard_normal((1, 4, 12, 11)).astype(np.float32)}
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
+
+
+def test_light_squeezenet_runs_under_emulation(arm_python, tmp_path):
+    """Random weights and the logits as an extra output, so the comparison means something."""
+    model, logits = with_logits_output(with_random_weights(onnx.load(os.path.join(LIGHT, "light_squeezenet.onnx")), seed=3))
+    artifact = slimtvm.compile(model, str(tmp_path / "squeezenet.so"), target="aarch64")
+    inputs = {"data_0": np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    outputs = run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path)
+    expected = onnxruntime_outputs(model, inputs)
+    assert_outputs_match(outputs, expected)
+    assert np.argmax(outputs[logits]) == np.argmax(expected[logits])

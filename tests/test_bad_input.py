@@ -1,0 +1,167 @@
+"""Bad input: one clear line naming the problem, exit status 2, and no output file left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx_builders import GraphBuilder
+
+from slimtvm.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    g = GraphBuilder(seed=0)
+    x = g.input([1, 2, 5, 5])
+    model = g.model(g.relu(g.batchnorm(g.conv(x, 2, 3, pads=(1, 1, 1, 1)), 3)))
+    path = tmp_path_factory.mktemp("model") / "small.onnx"
+    onnx.save(model, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def small_artifact(small_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifact") / "small.so"
+    assert main(["compile", small_model, "-o", str(out)]) == 0
+    return str(out)
+
+
+def fails_cleanly(argv, capsys, folder, expect_in_message):
+    """Run the CLI; assert exit 2, one stderr line containing ``expect_in_message``, no new files."""
+    before = set(os.listdir(folder))
+    status = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("slimtvm: error: ")
+    assert expect_in_message in err[0], err[0]
+    assert set(os.listdir(folder)) == before, f"left files behind: {set(os.listdir(folder)) - before}"
+    return err[0]
+
+
+def test_missing_model_file(tmp_path, capsys):
+    fails_cleanly(["compile", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "out.so")], capsys, tmp_path, "model file not found")
+
+
+def test_truncated_model(small_model, tmp_path, capsys):
+    data = open(small_model, "rb").read()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 2])
+    fails_cleanly(["compile", str(bad), "-o", str(tmp_path / "out.so")], capsys, tmp_path, "truncated.onnx is not")
+
+
+def test_not_an_onnx_file(tmp_path, capsys):
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("these are notes, not a neural network\n" * 20)
+    fails_cleanly(["compile", str(bad), "-o", str(tmp_path / "out.so")], capsys, tmp_path, "notes.onnx is not")
+
+
+def test_operator_tvm_cannot_import(tmp_path, capsys):
+    """Celu is valid ONNX and runs in onnxruntime, but TVM 0.27's ONNX frontend lacks it."""
+    node = helper.make_node("Celu", ["x"], ["y"])
+    graph = helper.make_graph([node], "celu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "celu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    fails_cleanly(["compile", str(path), "-o", str(tmp_path / "out.so")], capsys, tmp_path, "cannot import operator(s) Celu")
+
+
+def test_dynamic_dimension_without_input_shape(tmp_path, capsys):
+    g = GraphBuilder(seed=1)
+    x = g.input(None, name="images", dims=["batch", 2, 5, 5])
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(g.model(g.relu(g.conv(x, 2, 2))), path)
+    line = fails_cleanly(["compile", str(path), "-o", str(tmp_path / "out.so")], capsys, tmp_path, "'images' has dynamic dimensions")
+    assert "--input-shape images=N,2,5,5" in line
+    # …and with the shape given, it compiles
+    assert main(["compile", str(path), "-o", str(tmp_path / "out.so"), "--input-shape", "images=1,2,5,5"]) == 0
+
+
+def test_input_shape_for_unknown_input(small_model, tmp_path, capsys):
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--input-shape", "y=1,2,5,5"], capsys, tmp_path, "'y', which is not an input")
+
+
+def test_malformed_input_shape(small_model, tmp_path, capsys):
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--input-shape", "x=1,two"], capsys, tmp_path, "malformed")
+
+
+def test_nan_weights_warn_but_compile(tmp_path, capsys):
+    g = GraphBuilder(seed=2)
+    x = g.input([1, 2, 4, 4])
+    y = g.conv(x, 2, 2)
+    model = g.model(y)
+    weight = onnx.numpy_helper.to_array(model.graph.initializer[0]).copy()
+    weight[0, 0, 0, 0] = np.nan
+    weight[1, 0, 0, 0] = np.inf
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(weight, model.graph.initializer[0].name))
+    path = tmp_path / "nan.onnx"
+    onnx.save(model, path)
+    status = main(["compile", str(path), "-o", str(tmp_path / "nan.so")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 0
+    assert len(err) == 1 and err[0].startswith("slimtvm: warning: model weights contain NaN/Inf values: w1 (2)")
+
+
+def test_unknown_target(small_model, tmp_path, capsys):
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", "riscv-pro"], capsys, tmp_path, "unknown target 'riscv-pro'")
+
+
+def test_malformed_target_json(small_model, tmp_path, capsys):
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", '{"kind": "llvm",'], capsys, tmp_path, "target JSON is malformed")
+
+
+def test_non_cpu_target(small_model, tmp_path, capsys):
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", '{"kind": "cuda"}'], capsys, tmp_path, "kind 'cuda' is not supported")
+
+
+def test_missing_cross_compiler(small_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", "aarch64"], capsys, tmp_path, "cross compiler aarch64-linux-gnu-g++ not found")
+
+
+def test_output_folder_missing(small_model, tmp_path, capsys):
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "no" / "such" / "out.so")], capsys, tmp_path, "does not exist")
+
+
+def test_failed_compile_keeps_the_existing_artifact(small_model, small_artifact, tmp_path, capsys):
+    """A compile that fails must not touch an artifact already at the output path."""
+    before = open(small_artifact, "rb").read()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    status = main(["compile", str(bad), "-o", small_artifact])
+    assert status == 2
+    capsys.readouterr()
+    assert open(small_artifact, "rb").read() == before
+
+
+def test_npz_with_wrong_names(small_artifact, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", images=np.zeros((1, 2, 5, 5), np.float32))
+    fails_cleanly(["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")], capsys, tmp_path, "missing 'x'; unexpected 'images'")
+
+
+def test_npz_with_wrong_shape(small_artifact, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", x=np.zeros((1, 2, 6, 5), np.float32))
+    fails_cleanly(["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")], capsys, tmp_path, "input 'x' has shape [1, 2, 6, 5]; the model was compiled for [1, 2, 5, 5]")
+
+
+def test_input_file_that_is_not_npz(small_artifact, tmp_path, capsys):
+    (tmp_path / "in.npz").write_text("hello")
+    fails_cleanly(["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")], capsys, tmp_path, "not a readable .npz")
+
+
+def test_errors_are_one_line_from_a_real_process(tmp_path):
+    """The installed entry point: exit status 2 and a single line, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "slimtvm", "compile", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.so")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"slimtvm: error: model file not found: {tmp_path / 'missing.onnx'}"]
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,85 @@
+"""The CLI's happy paths: compile → run → bench, and inspect, on a real model with batch norms."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_outputs_match, onnxruntime_outputs
+from onnx_builders import bn_positions_model
+
+from slimtvm.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "bn_positions.onnx"
+    onnx.save(bn_positions_model(), path)
+    return str(path)
+
+
+def test_compile_run_and_outputs_match(model_path, tmp_path, capsys):
+    library = str(tmp_path / "model.so")
+    assert main(["compile", model_path, "-o", library]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {library}" in printed
+    assert "fold_batchnorm: 8 folded" in printed and "1 decomposed to mul+add" in printed
+    manifest = json.load(open(library[:-3] + ".json"))
+    assert [entry["name"] for entry in manifest["inputs"]] == ["x"]
+    assert manifest["target"]["arch"] == "x86_64" or manifest["target"]["arch"] == "aarch64"
+
+    x = np.random.default_rng(5).standard_normal((1, 4, 12, 11)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main(["run", library, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")]) == 0
+    printed = capsys.readouterr().out
+    for entry in manifest["outputs"]:
+        assert f"{entry['name']}: float32{entry['shape']}" in printed
+    with np.load(tmp_path / "out.npz") as saved:
+        outputs = {name: saved[name] for name in saved.files}
+    assert_outputs_match(outputs, onnxruntime_outputs(model_path, {"x": x}))
+
+
+def test_run_with_random_input(model_path, tmp_path, capsys):
+    library = str(tmp_path / "model.so")
+    assert main(["compile", model_path, "-o", library]) == 0
+    capsys.readouterr()
+    assert main(["run", library, "--random-input"]) == 0
+    assert "top-5" in capsys.readouterr().out  # the [1, 5] output gets a top-5 line
+
+
+def test_bench_prints_both_times_and_the_ratio(model_path, tmp_path, capsys):
+    library = str(tmp_path / "model.so")
+    assert main(["compile", model_path, "-o", library]) == 0
+    capsys.readouterr()
+    assert main(["bench", library, "--vs-onnxruntime", model_path, "--threads", "1", "--runs", "5", "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("slimtvm ") and "median of 5 runs, 1 thread" in lines[0]
+    assert lines[1].startswith("onnxruntime ")
+    assert float(lines[2].split()[-1]) <= 1e-4  # "outputs agree: max relative difference X"
+    assert lines[3].startswith("ratio slimtvm/onnxruntime = ")
+
+
+def test_bench_refuses_a_different_model(model_path, tmp_path, capsys):
+    library = str(tmp_path / "model.so")
+    assert main(["compile", model_path, "-o", library]) == 0
+    other = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_squeezenet.onnx")
+    capsys.readouterr()
+    assert main(["bench", library, "--vs-onnxruntime", other, "--runs", "1"]) == 2
+    assert "not the same model" in capsys.readouterr().err
+
+
+def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
+    assert main(["inspect", model_path]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:7] == ["#", "name", "op", "output", "params", "MACs", "slimtvm"]
+    conv = next(line for line in lines if " Conv " in f" {line} " and "3x3" not in line)
+    assert "fp32 conv" in conv
+    # first conv: 8 outputs of 6x5 (after stride 2, pads, dilation), 4 in-channels × 3×3 taps
+    assert "1x8x6x5" in conv and f"{8 * 6 * 5 * 4 * 9:,}" in conv
+    assert sum("fold back into" in line or "fold forward into" in line for line in lines) == 8
+    assert sum("decompose to mul+add" in line for line in lines) == 1
+    assert lines[-1].startswith("fold_batchnorm: 8 folded")

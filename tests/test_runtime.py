@@ -1,0 +1,73 @@
+"""The artifact on disk: manifest contents, integrity and architecture checks, reloading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import onnxruntime_outputs
+from onnx_builders import GraphBuilder
+
+import slimtvm
+from slimtvm.compiler.manifest import elf_architecture, sha256_of_file
+
+
+def tiny_model(seed):
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 6, 6])
+    return g.model(g.gemm(g.node("Flatten", [g.relu(g.conv(x, 3, 2, pads=(1, 1, 1, 1)))]), 72, 4))
+
+
+def test_manifest_describes_the_library(tmp_path):
+    artifact = slimtvm.compile(tiny_model(0), str(tmp_path / "m.so"))
+    manifest = json.load(open(tmp_path / "m.json"))
+    assert manifest == json.loads(json.dumps(artifact.manifest))
+    assert manifest["library"]["sha256"] == sha256_of_file(str(tmp_path / "m.so"))
+    assert manifest["inputs"] == [{"name": "x", "shape": [1, 3, 6, 6], "dtype": "float32"}]
+    assert manifest["outputs"][0]["shape"] == [1, 4]
+    assert manifest["tvm_version"] == "0.27.0.post1"
+    assert manifest["target"]["arch"] == elf_architecture(str(tmp_path / "m.so"))
+    assert manifest["passes"][0]["name"] == "fold_batchnorm"
+    assert not [name for name in __import__("os").listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_load_refuses_a_modified_library(tmp_path):
+    slimtvm.compile(tiny_model(0), str(tmp_path / "m.so"))
+    with open(tmp_path / "m.so", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(slimtvm.SlimError, match="does not match its manifest"):
+        slimtvm.load(str(tmp_path / "m.so"))
+
+
+def test_load_refuses_a_library_without_manifest(tmp_path):
+    slimtvm.compile(tiny_model(0), str(tmp_path / "m.so"))
+    shutil.copy(tmp_path / "m.so", tmp_path / "lonely.so")
+    with pytest.raises(slimtvm.SlimError, match="manifest .*lonely.json not found"):
+        slimtvm.load(str(tmp_path / "lonely.so"))
+
+
+def test_load_refuses_another_architecture(tmp_path):
+    slimtvm.compile(tiny_model(0), str(tmp_path / "arm.so"), target="aarch64")
+    assert elf_architecture(str(tmp_path / "arm.so")) == "aarch64"
+    with pytest.raises(slimtvm.SlimError, match="built for aarch64; this machine is x86_64"):
+        slimtvm.load(str(tmp_path / "arm.so"))
+
+
+def test_recompiling_to_the_same_path_runs_the_new_model(tmp_path):
+    """dlopen caches by path; a recompiled artifact must still run its own code."""
+    x = {"x": np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float32)}
+    for seed in (0, 1, 0, 2):
+        model = tiny_model(seed)
+        outputs = slimtvm.compile(model, str(tmp_path / "same.so")).load().run(x)
+        expected = onnxruntime_outputs(model, x)
+        name = next(iter(expected))
+        np.testing.assert_allclose(outputs[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_compile_without_output_path_uses_a_temporary_folder():
+    artifact = slimtvm.compile(tiny_model(3))
+    assert artifact.library_path.endswith("model.so")
+    x = {"x": np.ones((1, 3, 6, 6), np.float32)}
+    assert artifact.load().run(x)[artifact.manifest["outputs"][0]["name"]].shape == (1, 4)
