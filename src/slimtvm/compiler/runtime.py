@@ -36,7 +36,6 @@ def set_num_threads(threads: int) -> None:
 # hands back that same mapping whenever it sees the path again, even after the file was replaced,
 # so a recompiled artifact at the same path would silently run the old code.
 _MAPPED_BY_PATH: dict = {}
-_ALIAS_BY_SHA: dict = {}  # sha256 → private copy already loaded under its own unique path
 
 
 def _loadable_path(library_path: str, sha256: str) -> str:
@@ -48,11 +47,9 @@ def _loadable_path(library_path: str, sha256: str) -> str:
     mapped = _MAPPED_BY_PATH.setdefault(real, sha256)
     if mapped == sha256:
         return library_path
-    if sha256 not in _ALIAS_BY_SHA:
-        alias = os.path.join(tempfile.mkdtemp(prefix="slimtvm-reload-"), f"{sha256[:16]}-{os.path.basename(real)}")
-        shutil.copyfile(real, alias)
-        _ALIAS_BY_SHA[sha256] = alias
-    return _ALIAS_BY_SHA[sha256]
+    alias = os.path.join(tempfile.mkdtemp(prefix="slimtvm-reload-"), f"{sha256[:16]}-{os.path.basename(real)}")
+    shutil.copyfile(real, alias)  # removed again once loaded (see Model.__init__)
+    return alias
 
 
 class Model:
@@ -65,10 +62,14 @@ class Model:
         self.library_path = library_path
         self.manifest = manifest
         self._device = device or tvm.runtime.cpu(0)
+        loadable = _loadable_path(library_path, manifest["library"]["sha256"])
         try:
-            library = tvm.runtime.load_module(_loadable_path(library_path, manifest["library"]["sha256"]))
+            library = tvm.runtime.load_module(loadable)
         except Exception as err:
             raise SlimError(f"TVM cannot load {library_path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+        finally:
+            if loadable != library_path:  # the private copy is mapped now; its file is not needed
+                shutil.rmtree(os.path.dirname(loadable), ignore_errors=True)
         self._vm = VirtualMachine(library, self._device)
         self._main = self._vm["main"]
 
