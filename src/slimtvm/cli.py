@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from .errors import SlimError
+from .errors import SlimError, first_line
 
 EXIT_USER_ERROR = 2
 
@@ -94,7 +94,7 @@ def _load_npz(path: str) -> dict:
     except SlimError:
         raise
     except Exception as err:
-        raise SlimError(f"{path} is not a readable .npz file: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+        raise SlimError(f"{path} is not a readable .npz file: {first_line(err)}") from None
 
 
 def _cmd_run(args) -> int:

@@ -10,3 +10,9 @@ class SlimError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (TVM's can run to pages), or its type name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

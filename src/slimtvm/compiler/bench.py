@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SlimError
+from ..errors import SlimError, first_line
 
 
 @dataclass
@@ -62,7 +62,7 @@ def onnxruntime_session(model_path: str, threads: int):
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise SlimError(f"onnxruntime cannot load {model_path}: {str(err).strip().splitlines()[0]}") from None
+        raise SlimError(f"onnxruntime cannot load {model_path}: {first_line(err)}") from None
 
 
 def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warmup: int = 3, seed: int = 0, budget_seconds: float = 10.0) -> BenchResult:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
-from ..errors import SlimError
+from ..errors import SlimError, first_line
 from ..targets.presets import TargetSpec, resolve_target
 from .atomic import atomic_path, write_text_atomic
 from .frontend import import_onnx
@@ -109,12 +109,12 @@ def _lower(mod, tvm_target, passes):
         except SlimError:
             raise
         except Exception as err:
-            raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {_first_line(err)}") from None
+            raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {first_line(err)}") from None
         t1 = time.perf_counter()
         try:
             executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target)))
         except Exception as err:
-            raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {_first_line(err)}") from None
+            raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {first_line(err)}") from None
     return executable, t1 - t0, time.perf_counter() - t1
 
 
@@ -131,7 +131,7 @@ def _export(executable, output: str, spec: TargetSpec, manifest: dict) -> None:
             else:
                 executable.export_library(staged)
         except Exception as err:
-            raise SlimError(f"linking the shared library failed: {_first_line(err)}") from None
+            raise SlimError(f"linking the shared library failed: {first_line(err)}") from None
         manifest["library"]["sha256"] = sha256_of_file(staged)
         manifest["library"]["bytes"] = os.path.getsize(staged)
         with atomic_path(output) as tmp:
@@ -146,7 +146,3 @@ def _tvm_version() -> str:
 
     return str(tvm.__version__)
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

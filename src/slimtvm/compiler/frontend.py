@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..errors import SlimError
+from ..errors import SlimError, first_line
 from .onnx_model import (
     TensorInfo,
     load_onnx,
@@ -75,9 +75,9 @@ def _relax_import(model: onnx.ModelProto, inputs: list):
         try:
             mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict)
         except tvm.error.OpNotImplemented as err:
-            raise SlimError(f"TVM's ONNX frontend cannot import the model: {_first_line(err)}") from None
+            raise SlimError(f"TVM's ONNX frontend cannot import the model: {first_line(err)}") from None
         except Exception as err:
-            raise SlimError(f"TVM's ONNX frontend failed to import the model: {type(err).__name__}: {_first_line(err)}") from None
+            raise SlimError(f"TVM's ONNX frontend failed to import the model: {type(err).__name__}: {first_line(err)}") from None
     return mod
 
 
@@ -100,7 +100,3 @@ def _relax_outputs(mod, onnx_outputs: list) -> list:
         infos.append(TensorInfo(info.name, shape, str(sinfo.dtype)))
     return infos
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

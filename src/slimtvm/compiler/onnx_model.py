@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import SlimError
+from ..errors import SlimError, first_line
 
 ONNX_TO_NUMPY = {
     onnx.TensorProto.FLOAT: "float32",
@@ -59,7 +59,7 @@ def load_onnx(path_or_model) -> onnx.ModelProto:
         try:
             model = onnx.load(path)
         except Exception as err:
-            raise SlimError(f"{path} is not a readable ONNX model (truncated or another format): {_first_line(err)}") from None
+            raise SlimError(f"{path} is not a readable ONNX model (truncated or another format): {first_line(err)}") from None
         if len(model.graph.node) == 0 and len(model.graph.output) == 0:
             # protobuf accepts many byte strings as an empty message; an ONNX model has outputs
             raise SlimError(f"{path} is not an ONNX model: it decodes to an empty graph")
@@ -69,7 +69,7 @@ def load_onnx(path_or_model) -> onnx.ModelProto:
         # A tensor type without a shape (common for graph outputs) is accepted by onnxruntime and
         # TVM; shapes are inferred later. Every other checker complaint is fatal.
         if "Field 'shape' of 'type' is required but missing" not in str(err):
-            raise SlimError(f"{where} fails the ONNX checker: {_first_line(err)}") from None
+            raise SlimError(f"{where} fails the ONNX checker: {first_line(err)}") from None
     return model
 
 
@@ -163,7 +163,7 @@ def with_static_inputs(model: onnx.ModelProto, inputs: list) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception as err:
-        raise SlimError(f"ONNX shape inference fails on the model with inputs {[i.to_json() for i in inputs]}: {_first_line(err)}") from None
+        raise SlimError(f"ONNX shape inference fails on the model with inputs {[i.to_json() for i in inputs]}: {first_line(err)}") from None
 
 
 def output_infos(model: onnx.ModelProto) -> list:
@@ -201,7 +201,3 @@ def warn_nonfinite_weights(model: onnx.ModelProto) -> list:
         warnings.warn(f"model weights contain NaN/Inf values: {listed}{more}; outputs will likely be NaN/Inf", stacklevel=2)
     return found
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

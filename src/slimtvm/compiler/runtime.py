@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from ..errors import SlimError
+from ..errors import SlimError, first_line
 from .manifest import read_manifest, verify_library
 
 
@@ -66,7 +66,7 @@ class Model:
         try:
             library = tvm.runtime.load_module(loadable)
         except Exception as err:
-            raise SlimError(f"TVM cannot load {library_path}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+            raise SlimError(f"TVM cannot load {library_path}: {first_line(err)}") from None
         finally:
             if loadable != library_path:  # the private copy is mapped now; its file is not needed
                 shutil.rmtree(os.path.dirname(loadable), ignore_errors=True)

@@ -162,16 +162,20 @@ class _BatchNorm:
     shift: np.ndarray  # t, float64
 
 
+def _batchnorm_calls(graph: _Graph):
+    """(var, call) for every ``var = batch_norm(...)[0]`` binding, in order."""
+    for var in graph.order:
+        value = graph.value[var]
+        if isinstance(value, relax.TupleGetItem) and value.index == 0:
+            call = graph.call(value.tuple_value, {"relax.nn.batch_norm"})
+            if call is not None:
+                yield var, call
+
+
 def _find_batchnorms(graph: _Graph) -> list:
     """Inference batch_norms with constant parameters and a static input shape."""
     found = []
-    for var in graph.order:
-        value = graph.value[var]
-        if not (isinstance(value, relax.TupleGetItem) and value.index == 0):
-            continue
-        call = graph.call(value.tuple_value, {"relax.nn.batch_norm"})
-        if call is None:
-            continue
+    for var, call in _batchnorm_calls(graph):
         params = [_const(arg) for arg in call.args[1:5]]
         shape = _shape(call.args[0])
         if any(p is None for p in params) or shape is None:
@@ -449,13 +453,7 @@ def _fold_function(func, mod, report: BatchNormFoldReport):
     graph = _Graph(func)
     readable = {bn.var: bn for bn in _find_batchnorms(graph)}
     plan_items = []
-    for var in graph.order:
-        value = graph.value[var]
-        if not (isinstance(value, relax.TupleGetItem) and value.index == 0):
-            continue
-        call = graph.call(value.tuple_value, {"relax.nn.batch_norm"})
-        if call is None:
-            continue
+    for var, call in _batchnorm_calls(graph):
         bn = readable.get(var)
         if bn is None:
             reason = "parameters are not constants" if _shape(call.args[0]) is not None else "input shape is not static"

@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from ..errors import SlimError
+from ..errors import SlimError, first_line
 
 PRESET_NAMES = ("host", "x86-64", "x86-64-avx512", "aarch64")
 
@@ -132,8 +132,7 @@ def _custom_spec(config: dict) -> TargetSpec:
     try:
         tvm.target.Target(config)
     except Exception as err:  # TVM raises ValueError/TVMError with long texts
-        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise SlimError(f"TVM rejects the target {json.dumps(config)}: {first_line}") from None
+        raise SlimError(f"TVM rejects the target {json.dumps(config)}: {first_line(err)}") from None
     triple = str(config.get("mtriple", ""))
     if triple.startswith("aarch64") or triple.startswith("arm64"):
         arch = "aarch64"
