@@ -85,8 +85,8 @@ def cnn_models(draw):
             x = g.node("MaxPool" if layer == "maxpool" else "AveragePool", [x], **attrs)
             height, width = oh, ow
     outputs = []
-    if draw(st.booleans()):
-        outputs.append(x)  # a spatial output as well
+    if draw(st.booleans()) and x != "x":
+        outputs.append(x)  # a spatial output as well (not the graph input itself)
     flat = g.node("Flatten", [x])
     features = channels * height * width
     if draw(st.booleans()):
