@@ -71,3 +71,17 @@ def test_compile_without_output_path_uses_a_temporary_folder():
     assert artifact.library_path.endswith("model.so")
     x = {"x": np.ones((1, 3, 6, 6), np.float32)}
     assert artifact.load().run(x)[artifact.manifest["outputs"][0]["name"]].shape == (1, 4)
+
+
+def test_setting_threads_keeps_the_callers_cpu_set():
+    """TVM pins the calling thread when it builds its pool; slimtvm must hand the CPU set back,
+    or every thread the application creates afterwards shares one core."""
+    import os
+
+    from slimtvm.compiler.runtime import set_num_threads
+
+    before = os.sched_getaffinity(0)
+    set_num_threads(len(before))
+    assert os.sched_getaffinity(0) == before
+    set_num_threads(1)
+    assert os.sched_getaffinity(0) == before

@@ -1,7 +1,10 @@
 """Time a slimtvm artifact and onnxruntime on the same inputs, in one process, same thread count.
 
-Each engine gets warm-up runs, then the two are timed in alternating rounds (so drift on a shared
-machine hits both alike) and the medians are compared. Also checks that the outputs agree.
+Each engine gets warm-up runs; then the two are timed in alternating blocks of consecutive runs (so
+drift on a shared machine hits both alike) and the medians are compared. The first run of each
+block is dropped: both runtimes keep their worker threads spinning for a while after a run, and on
+a machine with few cores the other engine's spinning threads would slow that first run down.
+Also checks that the outputs agree.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ def onnxruntime_session(model_path: str, threads: int):
         raise SlimError(f"onnxruntime cannot load {model_path}: {first_line(err)}") from None
 
 
+BLOCK = 5  # timed runs per engine per block (plus one dropped run)
+
+
 def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warmup: int = 3, seed: int = 0, budget_seconds: float = 10.0) -> BenchResult:
     """Benchmark a loaded :class:`~slimtvm.compiler.runtime.Model` against onnxruntime on ``onnx_path``.
 
@@ -100,9 +106,11 @@ def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warm
         single = max(_time_once(run_tvm), _time_once(run_ort), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
     tvm_times, ort_times = [], []
-    for _ in range(runs):
-        tvm_times.append(_time_once(run_tvm))
-        ort_times.append(_time_once(run_ort))
+    while len(tvm_times) < runs:
+        block = min(BLOCK, runs - len(tvm_times))
+        for fn, times in ((run_tvm, tvm_times), (run_ort, ort_times)):
+            fn()  # dropped: the other engine's threads may still be spinning
+            times.extend(_time_once(fn) for _ in range(block))
     return BenchResult(statistics.median(tvm_times) * 1e3, statistics.median(ort_times) * 1e3, runs, threads, difference)
 
 

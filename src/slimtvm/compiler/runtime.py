@@ -29,7 +29,13 @@ def set_num_threads(threads: int) -> None:
     if int(threads) < 1:
         raise SlimError(f"thread count must be at least 1, not {threads}")
     config = tvm.get_global_func("runtime.config_threadpool")
+    # TVM pins the *calling* thread to one core when it sets up its pool; every thread the
+    # application starts later (onnxruntime's pool, say) would inherit that single core. Give the
+    # caller its CPU set back; TVM's own workers stay pinned.
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     config(1, int(threads))  # mode 1: the "big" cores, i.e. all cores on a uniform CPU
+    if affinity is not None:
+        os.sched_setaffinity(0, affinity)
 
 
 # realpath → sha256 of the library that dlopen() mapped under that path in this process. dlopen
