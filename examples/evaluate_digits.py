@@ -42,4 +42,7 @@ def main(library: str, onnx_path: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: evaluate_digits.py LIBRARY.so MODEL.onnx")
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    try:
+        sys.exit(main(sys.argv[1], sys.argv[2]))
+    except slimtvm.SlimError as err:
+        sys.exit(f"evaluate_digits: error: {err}")

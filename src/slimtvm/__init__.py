@@ -11,7 +11,10 @@ Public API::
 
 __version__ = "0.1.0"
 
+from .compiler.runtime import use_all_cores_by_default as _use_all_cores_by_default
 from .errors import SlimError
+
+_use_all_cores_by_default()
 
 
 def compile(model, output=None, target="host", input_shapes=None):  # noqa: A001 - the natural name

@@ -2,8 +2,9 @@
 
 Each engine gets warm-up runs; then the two are timed in alternating blocks of consecutive runs (so
 drift on a shared machine hits both alike) and the medians are compared. The first run of each
-block is dropped: both runtimes keep their worker threads spinning for a while after a run, and on
-a machine with few cores the other engine's spinning threads would slow that first run down.
+block is dropped and each block starts after a short pause: both runtimes keep their worker threads
+spinning for a while after a run, and on a machine with few cores the other engine's spinning
+threads would slow this one down.
 Also checks that the outputs agree.
 """
 
@@ -69,6 +70,7 @@ def onnxruntime_session(model_path: str, threads: int):
 
 
 BLOCK = 5  # timed runs per engine per block (plus one dropped run)
+SETTLE_SECONDS = 0.05  # pause between blocks: lets the other engine's spinning workers go to sleep
 
 
 def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warmup: int = 3, seed: int = 0, budget_seconds: float = 10.0) -> BenchResult:
@@ -109,6 +111,7 @@ def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warm
     while len(tvm_times) < runs:
         block = min(BLOCK, runs - len(tvm_times))
         for fn, times in ((run_tvm, tvm_times), (run_ort, ort_times)):
+            time.sleep(SETTLE_SECONDS)
             fn()  # dropped: the other engine's threads may still be spinning
             times.extend(_time_once(fn) for _ in range(block))
     return BenchResult(statistics.median(tvm_times) * 1e3, statistics.median(ort_times) * 1e3, runs, threads, difference)

@@ -18,6 +18,7 @@ from .onnx_model import (
     load_onnx,
     output_infos,
     resolve_input_infos,
+    sums_as_adds,
     warn_nonfinite_weights,
     with_static_inputs,
 )
@@ -46,7 +47,7 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     model_bytes = model.SerializeToString()
     inputs = resolve_input_infos(model, input_shapes)
     nonfinite = warn_nonfinite_weights(model)
-    static_model = with_static_inputs(model, inputs)
+    static_model = sums_as_adds(with_static_inputs(model, inputs))
     _refuse_unsupported_ops(static_model)
     mod = _relax_import(static_model, inputs)
     outputs = _relax_outputs(mod, output_infos(static_model))

@@ -201,3 +201,30 @@ def warn_nonfinite_weights(model: onnx.ModelProto) -> list:
         warnings.warn(f"model weights contain NaN/Inf values: {listed}{more}; outputs will likely be NaN/Inf", stacklevel=2)
     return found
 
+
+
+def sums_as_adds(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy where every multi-input ``Sum`` is a left-to-right chain of ``Add`` nodes.
+
+    Exact: Sum and Add broadcast alike and the chain adds in Sum's order. TVM's importer turns Sum
+    into ``stack`` + ``sum`` over a new axis, which copies every input into a 5-D tensor and
+    stops ``ConvertLayout`` (residual blocks in ResNet-50 exports are Sums).
+    """
+    if not any(node.op_type == "Sum" and len(node.input) > 1 for node in model.graph.node):
+        return model
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    nodes = []
+    for node in rewritten.graph.node:
+        if node.op_type != "Sum" or len(node.input) < 2:
+            nodes.append(node)
+            continue
+        current = node.input[0]
+        for position, operand in enumerate(node.input[1:], start=1):
+            last = position == len(node.input) - 1
+            out = node.output[0] if last else f"{node.output[0]}__slimtvm_partial_sum{position}"
+            nodes.append(onnx.helper.make_node("Add", [current, operand], [out], name=f"{node.name or node.output[0]}__add{position}"))
+            current = out
+    del rewritten.graph.node[:]
+    rewritten.graph.node.extend(nodes)
+    return rewritten

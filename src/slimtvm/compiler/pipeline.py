@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from ..passes.fold_batchnorm import FoldBatchNorm
+from ..passes.remove_dropout import RemoveDropout
 
 PIPELINE_NAME = "slimtvm"
 
@@ -27,6 +28,7 @@ class GraphPasses:
     def sequence(self) -> list:
         return [
             relax.transform.FoldConstant(),  # weights computed in the graph become constants
+            RemoveDropout(),
             self.fold_batchnorm,
             relax.transform.FoldConstant(),
         ]
@@ -42,8 +44,36 @@ def graph_passes() -> GraphPasses:
 
 
 def lowering_passes(target) -> list:
-    """TVM's CPU lowering after slimtvm's graph passes: legalize, fuse, plan memory, VM code."""
-    return [relax.backend.cpu_generic.get_default_pipeline(target)]
+    """From the optimised Relax graph to VM code, with slimtvm's kernels and layouts.
+
+    Convolutions move to the blocked NCHW[x]c layout (x = the target's fp32 SIMD lanes, at least 8;
+    layout transforms only where the graph leaves that layout), are legalized to slimtvm's
+    computes, fused with their element-wise neighbours, and scheduled by slimtvm's rules; then
+    TVM's CPU lowering plans memory and emits VM code.
+    """
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from tvm.s_tir import dlight
+
+    from ..schedules.conv2d_nchwc import Conv2dNCHWc, blocked_layouts, legalize_conv2d
+    from ..schedules.generic_cpu import GenericCPU
+    from ..targets.presets import simd_lanes
+
+    lanes = simd_lanes(target)
+    block = max(lanes, 8)
+    return [
+        relax.transform.ConvertLayout({"relax.nn.conv2d": blocked_layouts(block)}),
+        relax.transform.Normalize(),
+        relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
+        relax.transform.LegalizeOps({"relax.nn.conv2d": legalize_conv2d}),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+        dlight.ApplyDefaultSchedule(Conv2dNCHWc(lanes), GenericCPU(lanes)),
+        *cpu_generic.dataflow_lower_passes(target),
+        *cpu_generic.finalize_passes(target),
+    ]
 
 
 def relax_pipeline(target=None, passes: GraphPasses | None = None) -> tvm.transform.Pass:

@@ -22,6 +22,27 @@ def _host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
+def use_all_cores_by_default() -> None:
+    """Let TVM's thread pool use every physical core unless ``TVM_NUM_THREADS`` says otherwise.
+
+    TVM sizes its pool once, from ``TVM_NUM_THREADS`` or else half the logical CPUs (it assumes
+    two hardware threads per core), and never grows it later. On machines without SMT — this
+    project's 2-core VMs among them — that halves the usable cores. Must run before the first
+    parallel kernel; ``import slimtvm`` calls it.
+    """
+    if "TVM_NUM_THREADS" in os.environ:
+        return
+    cores = None
+    try:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False)
+    except ImportError:  # runtime-only board without psutil
+        pass
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["TVM_NUM_THREADS"] = str(max(1, min(cores or available, available)))
+
+
 def set_num_threads(threads: int) -> None:
     """Limit TVM's runtime thread pool to ``threads`` threads (refuses ``threads`` < 1)."""
     import tvm.runtime

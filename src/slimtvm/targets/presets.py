@@ -146,3 +146,22 @@ def _custom_spec(config: dict) -> TargetSpec:
 
         cross = cross_compiler_for(arch)
     return TargetSpec("custom", config, arch, cross)
+
+
+def simd_lanes(target) -> int:
+    """fp32 lanes of the target's widest vector unit: 16 (AVX-512), 8 (AVX2), 4 (NEON / SSE)."""
+    mcpu = str(target.attrs.get("mcpu", "")) if hasattr(target, "attrs") else ""
+    mattr = [str(a) for a in target.attrs.get("mattr", [])] if hasattr(target, "attrs") else []
+    triple = str(target.attrs.get("mtriple", "")) if hasattr(target, "attrs") else ""
+    if triple.startswith("aarch64") or triple.startswith("arm"):
+        return 4
+    if "+avx512f" in mattr or "avx512" in mcpu or mcpu in AVX512_CPUS:
+        return 16
+    return 8
+
+
+# LLVM CPU names with AVX-512F (the presets and common server/desktop parts)
+AVX512_CPUS = {
+    "skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "icelake-client", "tigerlake",
+    "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5", "rocketlake", "cannonlake",
+}

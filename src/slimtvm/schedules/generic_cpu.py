@@ -1,0 +1,95 @@
+"""Fallback CPU schedule for every PrimFunc no specialised rule takes.
+
+Element-wise, layout-transform, padding, pooling and small reduction kernels are memory-bound.
+What matters is to inline chains of element-wise stages (FuseTIR leaves one block per op, each
+with a full-size intermediate buffer), run the outer loops in parallel, and vectorize the
+innermost loop where it is contiguous. Nothing here is tuned; MetaSchedule can replace it.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir.dlight.base import ScheduleRule
+
+MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
+
+
+def _is_reduction(sch, block) -> bool:
+    """A block with an init or any reduction iterator — also when that iterator has extent 1.
+
+    (dlight's own analysis calls a reduction over unit loops "spatial"; reverse-inlining a bias add
+    into such a block then adds the bias twice, once in init and once per update.)
+    """
+    stmt = sch.get(block)
+    return stmt.init is not None or any(int(var.iter_type) != 0 for var in stmt.iter_vars)
+
+
+def _inline_elementwise(sch) -> list:
+    """Inline element-wise blocks into their neighbours (never into a reduction); return the rest."""
+    root = sch.get_sblock("root")
+    changed = True
+    while changed:
+        changed = False
+        for block in sch.get_child_blocks(root):
+            if _is_reduction(sch, block):
+                continue
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except Exception:  # noqa: BLE001 - not inlinable (an output, or read by a reduction's init)
+                pass
+            if any(_is_reduction(sch, producer) for producer in sch.get_producers(block)):
+                continue
+            try:
+                sch.reverse_compute_inline(block)
+                changed = True
+                break
+            except Exception:  # noqa: BLE001
+                pass
+    return list(sch.get_child_blocks(root))
+
+
+class GenericCPU(ScheduleRule):
+    """dlight rule: inline element-wise chains, parallelize outer loops, vectorize inner ones."""
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            blocks = _inline_elementwise(sch)
+        except Exception:  # noqa: BLE001 - e.g. opaque blocks: leave the function to TVM
+            return None
+        for block in blocks:
+            self._schedule_block(sch, block)
+        return sch
+
+    def _schedule_block(self, sch, block) -> None:
+        loops = sch.get_loops(block)
+        stmt = sch.get(block)
+        if not loops or len(loops) != len(stmt.iter_vars):
+            return  # loops and iterators do not map one to one: leave this block as it is
+        if not _is_reduction(sch, block):
+            inner = loops[-1]
+            extent = sch.get(inner).extent
+            if isinstance(extent, tvm.tirx.IntImm) and int(extent) > MAX_VECTOR and int(extent) % self.lanes == 0:
+                _, inner = sch.split(inner, [None, self.lanes])
+            if isinstance(sch.get(inner).extent, tvm.tirx.IntImm) and int(sch.get(inner).extent) <= MAX_VECTOR:
+                try:
+                    sch.vectorize(inner)
+                except Exception:  # noqa: BLE001 - a loop TIR cannot vectorize stays scalar, still correct
+                    pass
+            outer = sch.get_loops(block)[:-1]
+        else:  # a reduction: parallel over its leading spatial loops only
+            outer = []
+            for loop, var in zip(loops, stmt.iter_vars):
+                if int(var.iter_type) != 0:
+                    break
+                outer.append(loop)
+        if outer:
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
