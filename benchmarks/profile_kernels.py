@@ -1,0 +1,70 @@
+"""Where does the time go? Per-kernel profile of a slimtvm artifact (TVM's VM profiler).
+
+    .venv/bin/python benchmarks/profile_kernels.py light_resnet50 [--threads 1] [--top 15]
+
+Compiles the model (the light-zoo models with seeded random weights, or a path to an .onnx),
+runs TVM's profiler, and prints the most expensive kernels with their share of the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+import slimtvm  # noqa: E402
+from compare_onnxruntime import model_path  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="digits_cnn, a light-zoo name (light_resnet50, ...) or an .onnx path")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args(argv)
+    import tvm
+    from tvm import relax
+
+    from slimtvm.compiler.runtime import set_num_threads
+
+    with tempfile.TemporaryDirectory() as workdir:
+        path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)
+        artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"))
+        set_num_threads(args.threads)
+        library = tvm.runtime.load_module(artifact.library_path)
+        vm = relax.VirtualMachine(library, tvm.cpu())
+        model = artifact.load()
+        inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
+        rows, started = [], {}
+
+        def instrument(func, name, before, _ret, *_args):
+            # the VM calls this around every call instruction; kernels are timed wall-clock
+            if before:
+                started[name] = time.perf_counter()
+            else:
+                rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6))
+            return 0
+
+        for _ in range(2):
+            vm["main"](*inputs)
+        vm.set_instrument(instrument)
+        vm["main"](*inputs)
+        totals = {}
+        for name, duration in rows:
+            totals[name] = totals.get(name, 0.0) + duration
+        total = sum(totals.values())
+        print(f"{args.model}: {total / 1e3:.2f} ms in {len(rows)} calls, {args.threads} thread(s)")
+        for name, duration in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"{duration / 1e3:9.3f} ms  {100 * duration / total:5.1f}%  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The fp32 lowering: graph clean-ups and layout passes are exact, and the blocked-layout kernels
+and fallback schedules compute what onnxruntime computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from conftest import assert_outputs_match, onnxruntime_outputs
+from onnx_builders import GraphBuilder, digits_like_input
+from test_fold_batchnorm import relax_op_counts
+
+from slimtvm.compiler.frontend import import_onnx
+from slimtvm.compiler.pipeline import graph_passes, lowering_passes
+from slimtvm.passes.pad_conv_channels import PadConvChannels
+
+
+def lowered(model):
+    target = tvm.target.Target({"kind": "llvm"})
+    mod = import_onnx(model).mod
+    with target:
+        mod = tvm.transform.Sequential(graph_passes().sequence())(mod)
+        for step in lowering_passes(target)[:2]:  # PadConvChannels, ConvertLayout
+            mod = step(mod)
+    return mod
+
+
+def test_rgb_stem_is_padded_into_the_blocked_layout(compile_and_run):
+    g = GraphBuilder(seed=3)
+    x = g.input([1, 3, 20, 20])
+    model = g.model(g.relu(g.conv(x, 3, 16, kernel=7, stride=2, pads=(3, 3, 3, 3))))
+    counts = relax_op_counts(lowered(model))
+    assert counts["relax.nn.pad"] == 1 and counts["relax.layout_transform"] >= 2  # into and out of NCHW8c
+    inputs = {"x": digits_like_input((1, 3, 20, 20), seed=4)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_channel_padding_leaves_other_convs_alone():
+    g = GraphBuilder(seed=3)
+    x = g.input([1, 3, 8, 8])
+    model = g.model(g.conv(x, 3, 5, kernel=3))  # 5 output channels: not a multiple of the block
+    padding = PadConvChannels(8)
+    padding(import_onnx(model).mod)
+    assert padding.padded == 0
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_blocked_convs_with_groups_match(compile_and_run, groups):
+    """Channel counts that are multiples of 8 take the NCHW8c path, grouped convs included."""
+    g = GraphBuilder(seed=groups)
+    x = g.input([1, 16, 9, 9])
+    y = g.conv(x, 16, 32, kernel=3, stride=1, pads=(1, 0, 2, 1), groups=groups)
+    y = g.conv(g.relu(y), 32, 16, kernel=1, stride=2)
+    model = g.model(g.node("MaxPool", [y], kernel_shape=[2, 2], strides=[1, 1]))
+    inputs = {"x": digits_like_input((1, 16, 9, 9), seed=5)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_unit_reduction_conv_adds_its_bias_once(compile_and_run):
+    """A 1×1 conv over one channel has only unit reduction loops; a schedule that treats it as
+    element-wise and inlines the bias into it adds the bias twice (seen with dlight's helpers)."""
+    g = GraphBuilder(seed=6)
+    x = g.input([1, 1, 4, 4])
+    model = g.model(g.relu(g.conv(x, 1, 16, kernel=1)))
+    inputs = {"x": digits_like_input((1, 1, 4, 4), seed=6)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_sum_becomes_adds_and_stays_exact(compile_and_run):
+    g = GraphBuilder(seed=8)
+    x = g.input([1, 8, 6, 6])
+    a = g.conv(x, 8, 8, kernel=1)
+    b = g.relu(a)
+    c = g.node("GlobalAveragePool", [x])  # broadcasts against the others
+    model = g.model(g.node("Sum", [a, b, c]))
+    assert relax_op_counts(import_onnx(model).mod).get("relax.stack", 0) == 0
+    inputs = {"x": digits_like_input((1, 8, 6, 6), seed=9)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_dropout_is_removed(compile_and_run):
+    g = GraphBuilder(seed=10)
+    x = g.input([1, 8, 5, 5])
+    model = g.model(g.conv(g.node("Dropout", [g.relu(g.conv(x, 8, 8, kernel=1))]), 8, 8, kernel=1))
+    assert relax_op_counts(lowered(model)).get("relax.nn.dropout", 0) == 0
+    inputs = {"x": digits_like_input((1, 8, 5, 5), seed=11)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_threads_default_to_all_physical_cores():
+    """TVM would size its pool at half the logical CPUs; import slimtvm asks for every physical core."""
+    import os
+
+    import psutil
+
+    expected = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
+    assert os.environ["TVM_NUM_THREADS"] == str(expected)
