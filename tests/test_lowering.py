@@ -100,3 +100,11 @@ def test_threads_default_to_all_physical_cores():
 
     expected = min(psutil.cpu_count(logical=False) or 1, len(os.sched_getaffinity(0)))
     assert os.environ["TVM_NUM_THREADS"] == str(expected)
+
+
+@pytest.mark.parametrize("width,expected", [(56, 8), (28, 7), (14, 7), (7, 7), (13, 13), (27, 9), (55, 5), (1, 1)])
+def test_register_tile_prefers_divisors_of_the_width(width, expected):
+    from slimtvm.schedules.conv2d_nchwc import default_reg_n
+
+    assert default_reg_n(width, oc_bn=8, lanes=8) == expected
+    assert width % default_reg_n(width, oc_bn=8, lanes=8) == 0

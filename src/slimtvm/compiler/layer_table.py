@@ -155,6 +155,24 @@ class _BatchNormPreview:
         return f"fold {'back' if kind == 'before' else 'forward'} into {names}"
 
 
+BLOCK = 8  # channels per block of the blocked conv layout on AVX2 and NEON (16 with AVX-512)
+
+
+def _conv_plan(node, shapes) -> str:
+    """Which conv kernel the lowering picks (mirrors compiler/pipeline.py's layout choice)."""
+    weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if not weight or len(weight) != 4:
+        return "fp32 conv, generic schedule"
+    cout, cin_per_group = weight[0], weight[1]
+    groups = _attr(node, "group", 1)
+    if groups == 1 and cout % BLOCK == 0:
+        padded = "" if cin_per_group % BLOCK == 0 else ", input channels zero-padded"
+        return f"fp32 conv, blocked NCHW{BLOCK}c kernel{padded}"
+    if groups > 1 and cout % BLOCK == 0 and cin_per_group % BLOCK == 0:
+        return f"fp32 grouped conv, NCHW{BLOCK}c, generic schedule"
+    return "fp32 conv, generic schedule"
+
+
 def layer_rows(model: onnx.ModelProto) -> list:
     """One :class:`LayerRow` per node of the (shape-inferred) model."""
     shapes = _shapes(model)
@@ -168,10 +186,12 @@ def layer_rows(model: onnx.ModelProto) -> list:
         params = sum(_prod(shapes.get(name, [])) for name in node.input if name in constants and name in shapes)
         if node.op_type == "BatchNormalization":
             plan = preview.describe(node)
-        elif node.op_type in ("Conv", "ConvTranspose"):
-            plan = "fp32 conv (TVM-generated)"
+        elif node.op_type == "Conv":
+            plan = _conv_plan(node, shapes)
+        elif node.op_type == "ConvTranspose":
+            plan = "fp32 conv-transpose, generic schedule"
         elif node.op_type in ("Gemm", "MatMul"):
-            plan = "fp32 dense (TVM-generated)"
+            plan = "fp32 dense, generic schedule"
         else:
             plan = "TVM op"
         out = shapes.get(node.output[0]) if node.output else None
