@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import tvm
 from tvm import s_tir, te, topi
-from tvm.s_tir.dlight.base import ScheduleRule
+
+from .cpu_rule import CPURule
 
 CONV_BLOCK = "conv2d_NCHWc"
 
@@ -150,19 +151,13 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, reg_n: int, unroll_kw: bool = Tru
         sch.vectorize(loops[-1])
 
 
-class Conv2dNCHWc(ScheduleRule):
+class Conv2dNCHWc(CPURule):
     """dlight rule: schedules any PrimFunc whose main block is TOPI's conv2d_NCHWc."""
 
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-
-    def apply(self, func, target, tunable):
-        if not isinstance(func, tvm.tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
+    def schedule(self, sch):
         try:
             block = sch.get_sblock(CONV_BLOCK)
-        except Exception:  # no such block: not this rule's function
+        except Exception:  # noqa: BLE001 - no such block: not this rule's function
             return None
         loops = sch.get_loops(block)
         out_width, oc_bn = int(sch.get(loops[3]).extent), int(sch.get(loops[4]).extent)

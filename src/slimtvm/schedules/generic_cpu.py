@@ -9,8 +9,8 @@ innermost loop where it is contiguous. Nothing here is tuned; MetaSchedule can r
 from __future__ import annotations
 
 import tvm
-from tvm import s_tir
-from tvm.s_tir.dlight.base import ScheduleRule
+
+from .cpu_rule import CPURule
 
 MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
 
@@ -51,16 +51,10 @@ def _inline_elementwise(sch) -> list:
     return list(sch.get_child_blocks(root))
 
 
-class GenericCPU(ScheduleRule):
+class GenericCPU(CPURule):
     """dlight rule: inline element-wise chains, parallelize outer loops, vectorize inner ones."""
 
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-
-    def apply(self, func, target, tunable):
-        if not isinstance(func, tvm.tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
+    def schedule(self, sch):
         try:
             blocks = _inline_elementwise(sch)
         except Exception:  # noqa: BLE001 - e.g. opaque blocks: leave the function to TVM
