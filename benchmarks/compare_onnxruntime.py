@@ -6,7 +6,8 @@
 For each model: compile with slimtvm for this machine (default schedules, no tuning), then for each
 thread count time both engines in alternating rounds after warm-up (median) and print the ratio
 slimtvm/onnxruntime (below 1: slimtvm is faster). The light-zoo models get seeded random weights
-(their shipped weights are all 0.02). Ends with one line per measurement.
+(their shipped weights are all 0.02); resnet18 and mobilenet_v2 are torchvision's architectures
+written in ONNX with random weights (benchmarks/architectures.py). Ends with one line per measurement.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 import slimtvm  # noqa: E402
 from slimtvm.compiler.bench import bench  # noqa: E402
 
-DEFAULT_MODELS = "digits_cnn,light_squeezenet,light_resnet50"
+DEFAULT_MODELS = "digits_cnn,resnet18,mobilenet_v2,light_squeezenet,light_resnet50"
 
 
 def model_path(name: str, workdir: str) -> str:
     if name == "digits_cnn":
         return os.path.join(HERE, "..", "examples", "digits_cnn.onnx")
+    from architectures import ARCHITECTURES
+
+    if name in ARCHITECTURES:
+        path = os.path.join(workdir, f"{name}.onnx")
+        onnx.save(ARCHITECTURES[name](seed=0), path)
+        return path
     from light_zoo import LIGHT, with_random_weights
 
     path = os.path.join(workdir, f"{name}.onnx")

@@ -7,12 +7,14 @@ The default suite runs ``SLIMTVM_GRAPH_EXAMPLES`` examples (300); ``-m slow`` ru
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
+import onnx
 import pytest
 from conftest import assert_outputs_match, onnxruntime_outputs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from onnx_builders import GraphBuilder
 
@@ -91,7 +93,9 @@ def cnn_models(draw):
     features = channels * height * width
     if draw(st.booleans()):
         flat = g.batchnorm(flat, features)  # BN → Gemm
-    y = g.gemm(flat, features, draw(st.integers(1, 7)))
+    # At least 3 classifier outputs: with one output, cancellation can make it ~1e-4 while float32
+    # rounding of its O(1) terms is ~1e-7, and "relative to max|reference|" then means nothing.
+    y = g.gemm(flat, features, draw(st.integers(3, 7)))
     if draw(st.booleans()):
         y = g.batchnorm(y, int(g.initializers[-1].dims[0]))  # Gemm → BN
     outputs.append(y)
@@ -100,7 +104,9 @@ def cnn_models(draw):
 
 def _check(model, shape, workdir, counter):
     counter["examples"] += 1
-    rng = np.random.default_rng(counter["examples"])
+    note(f"ops: {[(n.op_type, [(a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute]) for n in model.graph.node]}")
+    # the input depends only on the model, so a failing example replays with the same input
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(model.SerializeToString()).digest()[:8], "little"))
     inputs = {"x": rng.standard_normal(shape).astype(np.float32)}
     path = os.path.join(workdir, "model.so")
     artifact = slimtvm.compile(model, path)

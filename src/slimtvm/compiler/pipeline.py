@@ -63,7 +63,7 @@ def lowering_passes(target) -> list:
     block = max(lanes, 8)  # 16-channel blocks on AVX2 measured 1.83x ORT on ResNet-50 against 1.56x
     return [
         PadConvChannels(block),  # RGB stems join the blocked layout (exact: zero channels)
-        relax.transform.ConvertLayout({"relax.nn.conv2d": blocked_layouts(block)}),
+        _convert_layout_or_keep({"relax.nn.conv2d": blocked_layouts(block)}),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
         relax.transform.LegalizeOps({"relax.nn.conv2d": legalize_conv2d}),
@@ -76,6 +76,28 @@ def lowering_passes(target) -> list:
         *cpu_generic.dataflow_lower_passes(target),
         *cpu_generic.finalize_passes(target),
     ]
+
+
+def _convert_layout_or_keep(desired: dict) -> tvm.transform.Pass:
+    """Relax's ConvertLayout, or — if it fails inside TVM on some graph — the module unchanged.
+
+    ConvertLayout is an optimisation: without it every kernel stays in NCHW and takes the generic
+    schedules, slower but exact. A warning names TVM's complaint.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="slimtvm.ConvertLayoutOrKeep")
+    def _convert(mod, _ctx):
+        try:
+            return relax.transform.ConvertLayout(desired)(mod)
+        except Exception as err:  # noqa: BLE001 - TVM InternalError; fall back to plain layouts
+            import warnings
+
+            from ..errors import first_line
+
+            warnings.warn(f"blocked layouts not applied (TVM ConvertLayout failed: {first_line(err)}); kernels stay in NCHW", stacklevel=2)
+            return mod
+
+    return _convert
 
 
 def relax_pipeline(target=None, passes: GraphPasses | None = None) -> tvm.transform.Pass:
