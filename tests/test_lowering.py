@@ -102,12 +102,23 @@ def test_threads_default_to_all_physical_cores():
     assert os.environ["TVM_NUM_THREADS"] == str(expected)
 
 
-@pytest.mark.parametrize("width,expected", [(56, 8), (28, 7), (14, 7), (7, 7), (13, 13), (27, 9), (55, 5), (1, 1)])
-def test_register_tile_prefers_divisors_of_the_width(width, expected):
-    from slimtvm.schedules.conv2d_nchwc import default_reg_n
+@pytest.mark.parametrize(
+    "oc_chunks,height,width,expected",
+    [
+        (8, 56, 56, (4, 1, 3)),  # 12 accumulators along a row; 56 % 3 == 2
+        (16, 28, 28, (4, 3, 1)),  # 28 % 3 == 1: the 1-column tail is slow, so 3 rows instead
+        (18, 56, 56, (6, 1, 2)),  # MobileNetV2's 144 channels
+        (3, 56, 56, (3, 1, 4)),  # 24 channels
+        (5, 7, 7, (1, 1, 7)),  # no multi-block tile divides 5: a whole 7-wide row of one block
+        (1, 1, 1, (1, 1, 1)),
+    ],
+)
+def test_default_tile_fills_the_accumulator_budget(oc_chunks, height, width, expected):
+    from slimtvm.schedules.conv2d_nchwc import default_tile
 
-    assert default_reg_n(width, oc_bn=8, lanes=8) == expected
-    assert width % default_reg_n(width, oc_bn=8, lanes=8) == 0
+    tile = default_tile(oc_chunks, height, width)
+    assert (tile.oc_tile, tile.reg_h, tile.reg_n) == expected
+    assert tile.oc_tile * tile.reg_h * tile.reg_n <= 12
 
 
 def test_layout_conversion_failure_falls_back_to_plain_layout(compile_and_run):
