@@ -17,11 +17,18 @@ from .errors import SlimError
 _use_all_cores_by_default()
 
 
-def compile(model, output=None, target="host", input_shapes=None):  # noqa: A001 - the natural name
+def compile(model, output=None, target="host", input_shapes=None, db=None):  # noqa: A001 - the natural name
     """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`."""
     from .compiler.build import compile_model
 
-    return compile_model(model, output=output, target=target, input_shapes=input_shapes)
+    return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db)
+
+
+def tune(model, db, target="host", trials=64, **options):
+    """Tune a model's kernels into a database folder; see :func:`slimtvm.compiler.tune.tune_model`."""
+    from .compiler.tune import tune_model
+
+    return tune_model(model, db, target=target, trials=trials, **options)
 
 
 def load(library_path):

@@ -1,4 +1,4 @@
-"""The ``slimtvm`` command: compile | run | bench | inspect.
+"""The ``slimtvm`` command: compile | run | bench | tune | inspect.
 
 A problem with the user's input prints one line, ``slimtvm: error: ...``, and exits with status 2;
 no partial output file is left behind.
@@ -22,13 +22,25 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimtvm", description="Compile compressed ONNX networks ahead of time with Apache TVM.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{compile,run,bench,inspect}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{compile,run,bench,tune,inspect}")
 
     p = sub.add_parser("compile", help="compile MODEL.onnx into OUT.so + OUT.json")
     p.add_argument("model", help="ONNX model file")
     p.add_argument("-o", "--output", required=True, help="output library (.so); the manifest is written beside it as .json")
     p.add_argument("--target", default="host", help="host | x86-64 | x86-64-avx512 | aarch64 | TVM target JSON (default: host)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions (repeatable)")
+    p.add_argument("--db", metavar="DIR", help="tuning database from `slimtvm tune`: its best schedules replace the defaults")
+
+    p = sub.add_parser("tune", help="tune MODEL.onnx's kernels with MetaSchedule (XGBoost) into a database")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--db", required=True, metavar="DIR", help="database folder (created if missing; a run resumes what is there)")
+    p.add_argument("--trials", type=int, required=True, help="measured schedules the database should hold for this model, in all")
+    p.add_argument("--target", default="host", help="host | x86-64 | x86-64-avx512 | aarch64 | TVM target JSON (default: host)")
+    p.add_argument("--rpc", metavar="HOST:PORT[:KEY]", help="measure on the TVM RPC server there (needed for another architecture)")
+    p.add_argument("--threads", type=int, default=None, help="threads kernels are measured with (default: all physical cores)")
+    p.add_argument("--trials-per-round", type=int, default=8, help="candidates measured per search round (default 8)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
+    p.add_argument("--seed", type=int, default=None, help="seed of the search (default: random)")
 
     p = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file")
     p.add_argument("library", help="compiled library (.so) with its .json manifest beside it")
@@ -56,7 +68,7 @@ def _cmd_compile(args) -> int:
     from .compiler.build import compile_model
     from .compiler.onnx_model import parse_shape_overrides
 
-    artifact = compile_model(args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape))
+    artifact = compile_model(args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape), db=args.db)
     manifest = artifact.manifest
     print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
     print(f"target: {manifest['target']['preset']} ({manifest['target']['arch']}), {manifest['timings_seconds']['total']:.1f} s")
@@ -66,6 +78,41 @@ def _cmd_compile(args) -> int:
         print(f"output {info['name']}: {info['dtype']}{info['shape']}")
     for entry in manifest["passes"]:
         print(_describe_pass(entry))
+    if "tuning" in manifest:
+        tuned = manifest["tuning"]["tuned_kernels"]
+        print(f"tuning database {manifest['tuning']['database']}: {len(tuned)} kernels from its records, the rest default schedules")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from .compiler.onnx_model import parse_shape_overrides
+    from .compiler.tune import tune_model
+
+    summary = tune_model(
+        args.model,
+        args.db,
+        target=args.target,
+        trials=args.trials,
+        rpc=args.rpc,
+        threads=args.threads,
+        input_shapes=parse_shape_overrides(args.input_shape),
+        trials_per_round=args.trials_per_round,
+        seed=args.seed,
+    )
+    print(f"{summary.database}: {summary.trials_before} trials before, {summary.trials_run} measured now, {summary.seconds:.0f} s")
+    default_total = best_total = 0.0
+    for task in summary.tasks:
+        default, best = summary.default_seconds.get(task.name), summary.best_seconds.get(task.name)
+        line = f"  {task.name} (x{task.weight}): best {best * 1e3:.3f} ms" if best else f"  {task.name}: no valid measurement"
+        if default:
+            line += f", default {default * 1e3:.3f} ms"
+        print(line)
+        if best:
+            best_total += task.weight * best
+        if default:
+            default_total += task.weight * default
+    print(f"tuned kernels: {best_total * 1e3:.2f} ms per run" + (f" (default schedules measured {default_total * 1e3:.2f} ms)" if default_total else ""))
+    print(f"use it: slimtvm compile {args.model} -o model.so --target {args.target} --db {args.db}")
     return 0
 
 
@@ -161,7 +208,7 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "inspect": _cmd_inspect}
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "bench": _cmd_bench, "tune": _cmd_tune, "inspect": _cmd_inspect}
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,9 @@ def atomic_path(destination: str):
     folder = os.path.dirname(os.path.abspath(destination)) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(destination) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file gets the usual permissions
     try:
         yield tmp
         os.replace(tmp, destination)

@@ -40,14 +40,15 @@ class Artifact:
         return load(self.library_path)
 
 
-def compile_model(model, output: str | None = None, target="host", input_shapes: dict | None = None) -> Artifact:
+def compile_model(model, output: str | None = None, target="host", input_shapes: dict | None = None, db: str | None = None) -> Artifact:
     """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
 
     ``target`` is a preset name (``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``), TVM target
     JSON, or a dict. ``input_shapes`` maps input names to static shapes and is required for inputs
     with dynamic dimensions. With ``output=None`` the artifact goes to a new temporary folder.
 
-    Refuses (``SlimError``) bad models, unknown targets, a missing cross compiler, an output path
+    Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
+    database, a missing cross compiler, an output path
     in a folder that does not exist, and anything TVM cannot compile, leaving no output file.
     """
     started = time.perf_counter()
@@ -56,9 +57,14 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
     frontend = import_onnx(model, input_shapes)
     from . import pipeline
 
+    database = None
+    if db is not None:
+        from .tuning_db import open_database
+
+        database = open_database(os.fspath(db), spec, create=False)
     passes = pipeline.graph_passes()
     tvm_target = spec.tvm_target()
-    executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, passes)
+    executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, passes, database)
     manifest = {
         "format": MANIFEST_FORMAT,
         "slimtvm_version": __version__,
@@ -71,6 +77,8 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
         "warnings": list(frontend.warnings),
         "library": {"file": os.path.basename(output)},
     }
+    if database is not None:
+        manifest["tuning"] = {"database": os.path.abspath(database.path), "records": database.record_count, "tuned_kernels": database.applied}
     export_started = time.perf_counter()
     _export(executable, output, spec, manifest)
     manifest["timings_seconds"] = {
@@ -97,7 +105,7 @@ def _output_path(output: str | None) -> str:
     return output
 
 
-def _lower(mod, tvm_target, passes):
+def _lower(mod, tvm_target, passes, database=None):
     import tvm
 
     from .pipeline import lowering_passes
@@ -112,7 +120,7 @@ def _lower(mod, tvm_target, passes):
             raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {first_line(err)}") from None
         t1 = time.perf_counter()
         try:
-            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target)))
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target, database)))
         except Exception as err:
             raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {first_line(err)}") from None
     return executable, t1 - t0, time.perf_counter() - t1

@@ -15,6 +15,7 @@ from tvm import relax
 
 from ..passes.fold_batchnorm import FoldBatchNorm
 from ..passes.remove_dropout import RemoveDropout
+from ..passes.scalar_min_max import ScalarMinMaxAsOps
 
 PIPELINE_NAME = "slimtvm"
 
@@ -29,6 +30,7 @@ class GraphPasses:
         return [
             relax.transform.FoldConstant(),  # weights computed in the graph become constants
             RemoveDropout(),
+            ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
             self.fold_batchnorm,
             relax.transform.FoldConstant(),
         ]
@@ -43,27 +45,28 @@ def graph_passes() -> GraphPasses:
     return GraphPasses(fold_batchnorm=FoldBatchNorm())
 
 
-def lowering_passes(target) -> list:
+def lowering_passes(target, database=None) -> list:
     """From the optimised Relax graph to VM code, with slimtvm's kernels and layouts.
 
     Convolutions move to the blocked NCHW[x]c layout (x = the target's fp32 SIMD lanes, at least 8;
     layout transforms only where the graph leaves that layout), are legalized to slimtvm's
-    computes, fused with their element-wise neighbours, and scheduled by slimtvm's rules; then
-    TVM's CPU lowering plans memory and emits VM code.
+    computes, fused with their element-wise neighbours, and scheduled: by the best record of a
+    MetaSchedule ``database`` (a ``TuningDatabase``) where it has one, else by slimtvm's default
+    rules. Then TVM's CPU lowering plans memory and emits VM code.
     """
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-    from tvm.s_tir import dlight
+    return kernel_passes(target) + scheduling_passes(target, database)
 
+
+def kernel_passes(target) -> list:
+    """Layouts, legalization and fusion: the module whose PrimFuncs are the tuning tasks."""
     from ..passes.pad_conv_channels import PadConvChannels
-    from ..schedules.conv2d_nchwc import Conv2dNCHWc, blocked_layouts, legalize_conv2d
-    from ..schedules.generic_cpu import GenericCPU
+    from ..schedules.conv2d_nchwc import blocked_layouts_for, legalize_conv2d
     from ..targets.presets import simd_lanes
 
-    lanes = simd_lanes(target)
-    block = max(lanes, 8)  # 16-channel blocks on AVX2 measured 1.83x ORT on ResNet-50 against 1.56x
+    block = max(simd_lanes(target), 8)  # 16-channel blocks on AVX2 measured 1.83x ORT on ResNet-50 against 1.56x
     return [
         PadConvChannels(block),  # RGB stems join the blocked layout (exact: zero channels)
-        _convert_layout_or_keep({"relax.nn.conv2d": blocked_layouts(block)}),
+        _convert_layout_or_keep(lambda call: blocked_layouts_for(call, block)),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
         relax.transform.LegalizeOps({"relax.nn.conv2d": legalize_conv2d}),
@@ -72,14 +75,48 @@ def lowering_passes(target) -> list:
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
-        dlight.ApplyDefaultSchedule(Conv2dNCHWc(lanes), GenericCPU(lanes)),
+    ]
+
+
+def scheduling_passes(target, database=None) -> list:
+    """Tuned schedules from ``database`` (if given), default rules for the rest, then VM lowering."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from tvm.s_tir import dlight
+
+    from ..schedules.rules import default_rules
+    from ..targets.presets import simd_lanes
+
+    tuned = [_apply_database(database)] if database is not None else []
+    return [
+        *tuned,
+        dlight.ApplyDefaultSchedule(*default_rules(simd_lanes(target))),  # skips functions already scheduled
         *cpu_generic.dataflow_lower_passes(target),
         *cpu_generic.finalize_passes(target),
     ]
 
 
-def _convert_layout_or_keep(desired: dict) -> tvm.transform.Pass:
+def _apply_database(database) -> tvm.transform.Pass:
+    """MetaSchedule's ApplyDatabase with ``database`` (a TuningDatabase) as the current database.
+
+    Counts the kernels it scheduled into ``database.applied`` (kernel names) for the manifest.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="slimtvm.ApplyTuningDatabase")
+    def _apply(mod, _ctx):
+        with database.database:
+            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        database.applied = sorted(
+            gvar.name_hint for gvar, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and "tirx.is_scheduled" in func.attrs
+        )
+        return mod
+
+    return _apply
+
+
+def _convert_layout_or_keep(layouts_for_call) -> tvm.transform.Pass:
     """Relax's ConvertLayout, or — if it fails inside TVM on some graph — the module unchanged.
+
+    ``layouts_for_call(call)`` gives the desired layouts of each conv2d call (op name → layouts).
 
     ConvertLayout is an optimisation: without it every kernel stays in NCHW and takes the generic
     schedules, slower but exact. A warning names TVM's complaint.
@@ -88,7 +125,7 @@ def _convert_layout_or_keep(desired: dict) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.ConvertLayoutOrKeep")
     def _convert(mod, _ctx):
         try:
-            return relax.transform.ConvertLayout(desired)(mod)
+            return relax.transform.ConvertLayout({}, layouts_for_call)(mod)
         except Exception as err:  # noqa: BLE001 - TVM InternalError; fall back to plain layouts
             import warnings
 

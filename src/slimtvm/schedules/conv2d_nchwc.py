@@ -20,6 +20,7 @@ import tvm
 from tvm import s_tir, te, topi
 
 from .cpu_rule import CPURule
+from .depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
 
 CONV_BLOCK = "conv2d_NCHWc"
 
@@ -27,6 +28,25 @@ CONV_BLOCK = "conv2d_NCHWc"
 def blocked_layouts(block: int) -> list:
     """ConvertLayout's desired [data, kernel, output] layouts for ``block`` channels per block."""
     return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"]
+
+
+def blocked_layouts_for(call, block: int) -> dict:
+    """ConvertLayout's callback: desired layouts for one call, by op name.
+
+    Every conv2d goes to the blocked layout; a depthwise kernel blocks only its output channels.
+    Other ops get no wish and follow their inputs' layouts.
+    """
+    if not hasattr(call.op, "name") or call.op.name != "relax.nn.conv2d":
+        return {}
+    return {"relax.nn.conv2d": _conv_layouts(call, block)}
+
+
+def _conv_layouts(call, block: int) -> list:
+    kernel_shape = call.args[1].ty.shape
+    groups = int(call.attrs.groups)
+    if groups > 1 and int(kernel_shape[1]) == 1 and int(kernel_shape[0]) == groups:
+        return [f"NCHW{block}c", f"OIHW1i{block}o", f"NCHW{block}c"]
+    return blocked_layouts(block)
 
 
 def legalize_conv2d(bb, call):
@@ -39,6 +59,19 @@ def legalize_conv2d(bb, call):
     if len(attrs.data_layout) == 4:
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
     out_dtype = str(attrs.out_dtype) if attrs.out_dtype is not None and str(attrs.out_dtype) not in ("", "void", "None") else str(call.args[0].ty.dtype)
+    data_shape, kernel_shape = call.args[0].ty.shape, call.args[1].ty.shape
+    if int(attrs.groups) > 1 and attrs.data_layout == attrs.out_layout and is_depthwise(data_shape, kernel_shape, int(attrs.groups)):
+        padding = [int(v) for v in attrs.padding]
+        return bb.call_te(
+            depthwise_conv2d_nchwc,
+            call.args[0],
+            call.args[1],
+            attrs.strides,
+            padding,
+            attrs.dilation,
+            out_dtype,
+            primfunc_name_hint="depthwise_conv2d_NCHWc",
+        )
     if int(attrs.groups) == 1 and attrs.data_layout == attrs.out_layout:
         return bb.call_te(
             topi.nn.conv2d_NCHWc,

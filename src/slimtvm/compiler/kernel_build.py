@@ -1,0 +1,33 @@
+"""Build and export one kernel in MetaSchedule's builder workers (``f_build`` / ``f_export``).
+
+MetaSchedule's default build function imports ``tvm.s_tir.tensor_intrin``, which registers every
+tensor intrinsic TVM has and takes 30–40 s per import on this machine; since the builder starts
+fresh workers for every round, that alone timed out each round. slimtvm's kernels use no tensor
+intrinsics, so this builder skips that import and otherwise does what TVM's does.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def build_kernel(mod, target, _params=None):
+    """Compile a scheduled PrimFunc module for ``target`` (MetaSchedule's ``f_build`` contract)."""
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return build(mod, target=target)
+
+
+def export_kernel(cross_compiler: str | None, mod) -> str:
+    """Write a built kernel as a shared library (cross-linked when ``cross_compiler`` is given)."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="slimtvm-kernel-"), "kernel.so")
+    if cross_compiler:
+        mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    else:
+        mod.export_library(path)
+    return path

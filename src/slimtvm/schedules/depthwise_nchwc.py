@@ -1,0 +1,109 @@
+"""fp32 depthwise conv2d in the blocked NCHW[x]c layout: compute and CPU schedule.
+
+Compute: ``out[n, c, y, x, b] = Σ_{ky,kx} pad(data)[n, c, y·s + ky·d, x·s + kx·d, b] ·
+kernel[c, 0, ky, kx, 0, b]`` — each channel block is one SIMD vector, so the kernel is a
+vector multiply-add per tap with no broadcast. (TOPI declares ``depthwise_conv2d_NCHWc`` but
+registers no compute for it in 0.27.)
+
+Schedule: parallel over (batch, channel block, ``reg_h`` output rows); a register tile of
+``reg_h`` rows × ``reg_n`` columns × one channel block accumulates all taps (unrolled) before the
+fused epilogue writes it. Depthwise layers are memory-bound: what matters is that each input
+vector loaded is reused by the neighbouring outputs of the tile while it is in registers or L1.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, te, topi
+
+from .cpu_rule import CPURule
+
+DEPTHWISE_BLOCK = "depthwise_conv2d_NCHWc"
+
+
+def is_depthwise(data_shape, kernel_shape, groups: int) -> bool:
+    """Blocked shapes of a depthwise conv with multiplier 1: one input channel per group."""
+    channels = int(data_shape[1]) * int(data_shape[4])
+    out_channels = int(kernel_shape[0]) * int(kernel_shape[5])
+    return groups == channels == out_channels and int(kernel_shape[1]) == 1 and int(kernel_shape[4]) == 1
+
+
+def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype):
+    """TE compute of a blocked depthwise conv; ``padding`` is (top, left, bottom, right)."""
+    n, chunks, height, width, block = data.shape
+    _, _, kh, kw, _, _ = kernel.shape
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    top, left, bottom, right = (int(v) for v in padding)
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    padded = data
+    if top or left or bottom or right:
+        padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    return te.compute(
+        (n, chunks, out_h, out_w, block),
+        lambda b, c, y, x, v: te.sum(
+            padded[b, c, y * sh + ry * dh, x * sw + rx * dw, v].astype(out_dtype) * kernel[c, 0, ry, rx, 0, v].astype(out_dtype),
+            axis=[ry, rx],
+        ),
+        name=DEPTHWISE_BLOCK,
+    )
+
+
+def default_depthwise_tile(out_h: int, out_w: int) -> tuple[int, int]:
+    """(reg_h, reg_n): up to 8 accumulators along the row, preferring a divisor of the width."""
+    reg_n = max(d for d in range(1, min(8, out_w) + 1) if out_w % d == 0)
+    if reg_n < 4 and out_w > reg_n:
+        reg_n = min(8, out_w)
+    return 1, reg_n
+
+
+def schedule_depthwise_nchwc(sch: s_tir.Schedule, reg_h=1, reg_n=1) -> None:
+    """Apply the register-tiled schedule (module docstring) to the fused PrimFunc in ``sch``.
+
+    ``reg_h`` and ``reg_n`` are ints (the default) or MetaSchedule random variables (the template):
+    the instructions issued do not depend on their values.
+    """
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(block).name_hint for block in blocks]
+    index = names.index(DEPTHWISE_BLOCK)
+    conv = blocks[index]
+    pads = [block for block, name in zip(blocks[:index], names[:index]) if name.startswith("data_pad")]
+    epilogue = blocks[index + 1 :]
+    for block in epilogue[:-1]:
+        sch.compute_inline(block)
+    out = epilogue[-1] if epilogue else sch.cache_write(conv, 0, "global")
+
+    n, chunk, oh, ow, vec = sch.get_loops(out)
+    oh_outer, oh_inner = sch.split(oh, [None, reg_h])
+    ow_outer, ow_inner = sch.split(ow, [None, reg_n])
+    sch.reorder(n, chunk, oh_outer, ow_outer, oh_inner, ow_inner, vec)
+    sch.parallel(sch.fuse(n, chunk, oh_outer))
+    sch.vectorize(vec)
+    sch.compute_at(conv, ow_outer, preserve_unit_loops=True)
+    # Below ow_outer: batch, chunk, oh, ow, vec, ky, kx (unit loops are kept).
+    tile_h, tile_w, conv_vec, ky, kx = sch.get_loops(conv)[-5:]
+    sch.reorder(ky, kx, tile_h, tile_w, conv_vec)
+    for loop in (kx, tile_h, tile_w):
+        sch.unroll(loop)
+    sch.vectorize(conv_vec)
+    sch.decompose_reduction(conv, ky)
+    for pad in pads:
+        loops = sch.get_loops(pad)
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+
+
+class DepthwiseNCHWc(CPURule):
+    """dlight rule: schedules any PrimFunc whose main block is slimtvm's blocked depthwise conv."""
+
+    def schedule(self, sch):
+        try:
+            block = sch.get_sblock(DEPTHWISE_BLOCK)
+        except Exception:  # noqa: BLE001 - no such block: not this rule's function
+            return None
+        _, _, out_h, out_w, _ = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:5])
+        reg_h, reg_n = default_depthwise_tile(out_h, out_w)
+        schedule_depthwise_nchwc(sch, reg_h, reg_n)
+        return sch

@@ -1,0 +1,92 @@
+"""MetaSchedule design spaces for slimtvm's kernels: the default schedules with sampled tiles.
+
+Each kernel's schedule function takes its tile factors as ints (the untuned default) or as
+MetaSchedule random variables. Here they are sampled with ``sample_categorical`` over the
+values that make sense for the kernel's shape, so one trace covers the whole space and the
+XGBoost cost model ranks candidates before they are measured. Conv kernels get one design
+space per channel-block tile (so that the accumulator budget bounds the spatial choices).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, schedule_conv2d_nchwc
+from .dense import MATMUL_BLOCK, _is_plain_matmul, schedule_dense
+from .depthwise_nchwc import DEPTHWISE_BLOCK, schedule_depthwise_nchwc
+
+MAX_ACCUMULATORS = 16  # the search may spill a little past the default budget; measuring decides
+
+
+def _categorical(sch: s_tir.Schedule, values: list[int]):
+    values = sorted(set(values))
+    return sch.sample_categorical(values, [1.0 / len(values)] * len(values))
+
+
+def _block(sch: s_tir.Schedule, name: str):
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001 - no such block in this function
+        return None
+
+
+def kernel_kind(sch: s_tir.Schedule) -> str | None:
+    """``"conv2d"``, ``"depthwise"``, ``"dense"`` or None: which template fits this PrimFunc."""
+    if _block(sch, CONV_BLOCK) is not None:
+        return "conv2d"
+    if _block(sch, DEPTHWISE_BLOCK) is not None:
+        return "depthwise"
+    block = _block(sch, MATMUL_BLOCK)
+    if block is not None and _is_plain_matmul(sch, block):
+        return "dense"
+    return None
+
+
+def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """The design spaces of the PrimFunc in ``sch`` (copies of it, traced); [] when none fits."""
+    kind = kernel_kind(sch)
+    if kind == "conv2d":
+        return _conv_spaces(sch, lanes)
+    if kind == "depthwise":
+        return [_depthwise_space(sch)]
+    if kind == "dense":
+        return [_dense_space(sch, lanes)]
+    return []
+
+
+def _conv_spaces(sch, lanes) -> list:
+    loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
+    _, oc_chunks, out_h, out_w = (int(sch.get(loop).extent) for loop in loops[:4])
+    budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
+    spaces = []
+    for oc_tile in (t for t in (1, 2, 3, 4, 6, 8) if oc_chunks % t == 0):
+        per_block = budget // oc_tile
+        space = sch.copy()
+        reg_h = _categorical(space, [h for h in (1, 2, 3, 4) if h <= min(out_h, per_block)])
+        widths = [w for w in (1, 2, 3, 4, 5, 6, 7, 8, 12, 14, 16) if w <= min(out_w, per_block)]
+        reg_n = _categorical(space, widths)
+        schedule_conv2d_nchwc(space, oc_tile, reg_h, reg_n)
+        spaces.append(space)
+    return spaces
+
+
+def _depthwise_space(sch):
+    loops = sch.get_loops(sch.get_sblock(DEPTHWISE_BLOCK))
+    out_h, out_w = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
+    space = sch.copy()
+    reg_h = _categorical(space, [h for h in (1, 2, 4) if h <= out_h])
+    reg_n = _categorical(space, [w for w in (1, 2, 4, 7, 8, 14, 16) if w <= out_w])
+    schedule_depthwise_nchwc(space, reg_h, reg_n)
+    return space
+
+
+def _dense_space(sch, lanes):
+    loops = sch.get_loops(sch.get_sblock(MATMUL_BLOCK))
+    rows, cols, reduction = (int(sch.get(loop).extent) for loop in loops)
+    space = sch.copy()
+    row_tile = _categorical(space, [r for r in (1, 2, 4) if rows % r == 0])
+    col_tiles = [c for c in range(lanes, cols + 1, lanes) if cols % c == 0 and c <= 1024] or [cols]
+    col_tile = _categorical(space, col_tiles[-6:])
+    k_unroll = _categorical(space, [k for k in (1, 2, 4, 8) if reduction % k == 0])
+    schedule_dense(space, lanes, row_tile, col_tile, k_unroll)
+    return space
