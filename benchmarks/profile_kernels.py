@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import slimtvm  # noqa: E402
-from compare_onnxruntime import model_path  # noqa: E402
+from fp32_vs_onnxruntime import model_path  # noqa: E402
 
 
 def main(argv=None) -> int:

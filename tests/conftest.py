@@ -39,6 +39,21 @@ def assert_outputs_match(actual: dict, expected: dict, tolerance: float = RELATI
     return errors
 
 
+def fails_cleanly(argv, capsys, folder, expect_in_message):
+    """Run the CLI; assert exit 2, one stderr line containing ``expect_in_message``, no new files."""
+    from slimtvm.cli import main
+
+    before = set(os.listdir(folder))
+    status = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("slimtvm: error: ")
+    assert expect_in_message in err[0], err[0]
+    assert set(os.listdir(folder)) == before, f"left files behind: {set(os.listdir(folder)) - before}"
+    return err[0]
+
+
 @pytest.fixture
 def compile_and_run(tmp_path):
     """compile_and_run(model, inputs, **compile options) → (outputs, artifact)."""

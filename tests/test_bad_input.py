@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from conftest import fails_cleanly
 from onnx_builders import GraphBuilder
 
 from slimtvm.cli import main
@@ -30,19 +31,6 @@ def small_artifact(small_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifact") / "small.so"
     assert main(["compile", small_model, "-o", str(out)]) == 0
     return str(out)
-
-
-def fails_cleanly(argv, capsys, folder, expect_in_message):
-    """Run the CLI; assert exit 2, one stderr line containing ``expect_in_message``, no new files."""
-    before = set(os.listdir(folder))
-    status = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2
-    assert len(err) == 1, err
-    assert err[0].startswith("slimtvm: error: ")
-    assert expect_in_message in err[0], err[0]
-    assert set(os.listdir(folder)) == before, f"left files behind: {set(os.listdir(folder)) - before}"
-    return err[0]
 
 
 def test_missing_model_file(tmp_path, capsys):

@@ -71,12 +71,10 @@ def open_database(path: str, spec, create: bool) -> TuningDatabase:
             raise SlimError(f"tuning database path is a file, not a folder: {path}")
         os.makedirs(path)
     if not os.path.exists(card_path):
-        if any(os.path.exists(os.path.join(path, name)) for name in (WORKLOADS, RECORDS)) or (os.listdir(path) and not create):
-            raise SlimError(f"not a slimtvm tuning database (no {CARD}): {path}")
+        if os.listdir(path):
+            raise SlimError(f"not a slimtvm tuning database (no {CARD}, and the folder is not empty): {path}")
         if not create:
             raise SlimError(f"tuning database is empty (no {CARD}): {path}")
-        if os.listdir(path):
-            raise SlimError(f"tuning database folder is not empty and not a slimtvm database: {path}")
         write_text_atomic(card_path, json.dumps({"format": FORMAT, "version": VERSION, "target": target_identity(spec)}, indent=1) + "\n")
     card = _read_card(card_path)
     if card.get("target") != target_identity(spec):

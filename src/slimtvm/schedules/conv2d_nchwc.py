@@ -34,9 +34,13 @@ def blocked_layouts_for(call, block: int) -> dict:
     """ConvertLayout's callback: desired layouts for one call, by op name.
 
     Every conv2d goes to the blocked layout; a depthwise kernel blocks only its output channels.
-    Other ops get no wish and follow their inputs' layouts.
+    conv2d_transpose asks for plain NCHW: TVM's layout inference for it fails on blocked inputs
+    ("Layouts must have the same size"). Other ops get no wish and follow their inputs' layouts.
     """
-    if not hasattr(call.op, "name") or call.op.name != "relax.nn.conv2d":
+    name = getattr(call.op, "name", "")
+    if name == "relax.nn.conv2d_transpose":
+        return {name: ["NCHW", "IOHW", "NCHW"]}
+    if name != "relax.nn.conv2d":
         return {}
     return {"relax.nn.conv2d": _conv_layouts(call, block)}
 

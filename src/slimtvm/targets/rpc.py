@@ -47,6 +47,24 @@ def connect(address_host: str, address_port: int, address_key: str, _rpc_config=
     return rpc.connect(address_host, address_port, key=address_key, session_timeout=SESSION_TIMEOUT_SECONDS)
 
 
+def alloc_arguments_from_host(session, device, args_info, alloc_repeat):
+    """Kernel arguments for a measurement, filled with random data made here and copied over.
+
+    (MetaSchedule's default fills them on the device with ``tvm.contrib.random``, which a
+    runtime-only TVM on a board does not have.)
+    """
+    import numpy as np
+    from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+    generator = np.random.default_rng(0)
+
+    def fill(tensor):
+        values = generator.uniform(-1.0, 1.0, size=tuple(tensor.shape))
+        tensor.copyfrom(values.astype(str(tensor.dtype)))
+
+    return alloc_argument_common(fill, device, args_info, alloc_repeat)
+
+
 def check_reachable(address: RPCAddress) -> None:
     """Connect once, so that a wrong address fails now with one line rather than per trial."""
     try:
@@ -70,6 +88,7 @@ def remote_builder_and_runner(spec, address: RPCAddress, evaluator):
         rpc_config=ms.runner.RPCConfig(tracker_host="unused", tracker_port=1, tracker_key="unused", session_timeout_sec=SESSION_TIMEOUT_SECONDS),
         evaluator_config=evaluator,
         f_create_session=functools.partial(connect, address.host, address.port, address.key),
+        f_alloc_argument=alloc_arguments_from_host,
         max_workers=1,
     )
     return builder, runner

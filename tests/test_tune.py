@@ -1,0 +1,207 @@
+"""`slimtvm tune` and `compile --db`: tunable templates, MetaSchedule runs, the database's safety.
+
+Timings are never asserted (shared, noisy machines): these tests check that tuned schedules
+compute the right answer, that a killed run loses nothing, and that bad databases are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_outputs_match, fails_cleanly, onnxruntime_outputs
+from onnx_builders import GraphBuilder
+
+import slimtvm
+from slimtvm.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(REPO, "examples", "digits_cnn.onnx")
+RECORDS = "database_tuning_record.json"
+
+
+def template_models():
+    """Small graphs whose kernels cover each template: odd widths, strides, 1x1, 7x7/2, depthwise,
+    channel counts of 3 and 5 blocks, dense with one and two rows."""
+    models = []
+    g = GraphBuilder(seed=31)
+    x = g.input([1, 8, 13, 11])
+    y = g.relu(g.conv(x, 8, 24, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.conv(y, 24, 24, kernel=3, pads=(1, 1, 1, 1), groups=24)
+    y = g.relu(g.conv(y, 24, 40, kernel=1, stride=2))
+    models.append(g.model(g.gemm(g.node("Flatten", [y]), 40 * 7 * 6, 24)))
+    g = GraphBuilder(seed=32)
+    x = g.input([2, 16, 19, 19])
+    y = g.conv(x, 16, 16, kernel=7, stride=2, pads=(3, 3, 3, 3))
+    y = g.conv(y, 16, 16, kernel=3, stride=2, pads=(1, 1, 1, 1), groups=16)
+    models.append(g.model(g.gemm(g.node("Flatten", [y]), 16 * 5 * 5, 10)))
+    return models
+
+
+def random_input(model, seed):
+    generator = np.random.default_rng(seed)
+    inputs = {}
+    for value in model.graph.input:
+        shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        inputs[value.name] = generator.standard_normal(shape).astype(np.float32)
+    return inputs
+
+
+@pytest.mark.parametrize("model_index", [0, 1])
+def test_every_sampled_template_schedule_computes_the_same_result(model_index):
+    """Random decisions of every design space, built and run, against the unscheduled kernel."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from slimtvm.compiler.tune import extract_tuning_tasks
+    from slimtvm.schedules.templates import design_spaces
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+
+    spec = resolve_target("host")
+    target = spec.tvm_target()
+    tasks = extract_tuning_tasks(template_models()[model_index], spec)
+    assert {t.kind for t in tasks} == {"conv2d", "depthwise", "dense"}
+    checked = 0
+    for task in tasks:
+        infos = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+        args = [np.random.default_rng(seed).uniform(-1, 1, size=[int(d) for d in info.shape]).astype(str(info.dtype)) for seed, info in enumerate(infos)]
+        reference = _run(tvm.compile(task.mod, target=target), args)
+        for seed in range(4):
+            for space in design_spaces(s_tir.Schedule(task.mod, seed=seed + 1), simd_lanes(target)):
+                out = _run(tvm.compile(space.mod, target=target), args)
+                np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(), err_msg=f"{task.name}: {space.trace}")
+                checked += 1
+    assert checked >= 4 * len(tasks)
+
+
+def _run(executable, args):
+    import tvm
+
+    module = executable.jit() if hasattr(executable, "jit") else executable
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    module["main"](*tensors)
+    return tensors[-1].numpy()
+
+
+@pytest.fixture(scope="module")
+def tuned_digits(tmp_path_factory):
+    """The digits CNN tuned with a small budget: 6 default schedules + about 8 searched."""
+    db = str(tmp_path_factory.mktemp("tune") / "db")
+    summary = slimtvm.tune(DIGITS, db, trials=14, trials_per_round=4, progress=False, seed=3)
+    return db, summary
+
+
+def test_tune_measures_defaults_then_searches(tuned_digits):
+    db, summary = tuned_digits
+    assert len(summary.tasks) == 6
+    assert set(summary.default_seconds) == {t.name for t in summary.tasks}  # every default measured first
+    assert summary.trials_run >= 14 - 6
+    with open(os.path.join(db, RECORDS)) as handle:
+        assert sum(1 for _ in handle) >= 14
+    for task in summary.tasks:  # the best never loses to the default: the default is a record too
+        assert summary.best_seconds[task.name] <= summary.default_seconds[task.name]
+
+
+def test_compile_with_the_database_matches_onnxruntime(tuned_digits, tmp_path):
+    db, summary = tuned_digits
+    artifact = slimtvm.compile(DIGITS, str(tmp_path / "tuned.so"), db=db)
+    assert len(artifact.manifest["tuning"]["tuned_kernels"]) == len(summary.tasks)
+    with np.load(os.path.join(REPO, "examples", "digits_test.npz")) as data:
+        images = data["images"][:16]
+    model = artifact.load()
+    for image in images:
+        inputs = {"image": image[None].astype(np.float32)}
+        assert_outputs_match(model.run(inputs), onnxruntime_outputs(DIGITS, inputs))
+
+
+def test_killed_tuning_run_resumes_without_losing_records(tmp_path):
+    """SIGKILL a `slimtvm tune` part-way, resume it: every earlier record is still there, in order."""
+    db = tmp_path / "db"
+    command = [sys.executable, "-m", "slimtvm", "tune", DIGITS, "--db", str(db), "--trials", "200", "--trials-per-round", "2", "--seed", "5"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = db / RECORDS
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            if records.exists() and records.read_bytes().count(b"\n") >= 10:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the tuning run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the run and its builder/runner workers: the group we started
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    before = records.read_bytes()
+    complete = before[: before.rfind(b"\n") + 1]  # a torn last line is the one measurement in flight
+    assert complete.count(b"\n") >= 10
+    status = main(["tune", DIGITS, "--db", str(db), "--trials", str(complete.count(b"\n") + 4), "--trials-per-round", "2", "--seed", "6"])
+    assert status == 0
+    after = records.read_bytes()
+    assert after.startswith(complete), "records measured before the kill were lost or changed"
+    assert after.count(b"\n") >= complete.count(b"\n") + 4
+    artifact = slimtvm.compile(DIGITS, str(tmp_path / "resumed.so"), db=str(db))
+    assert artifact.manifest["tuning"]["records"] == after.count(b"\n")
+
+
+def _copy_db(tuned_digits, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned_digits[0], db)
+    return db
+
+
+def test_a_torn_last_record_is_dropped_with_a_warning(tuned_digits, tmp_path):
+    db = _copy_db(tuned_digits, tmp_path)
+    records = db / RECORDS
+    lines = records.read_bytes().count(b"\n")
+    with open(records, "ab") as handle:
+        handle.write(b'[0, {"trace": [[["GetSBlock"')  # what a kill in the middle of a write leaves
+    with pytest.warns(UserWarning, match="dropped an incomplete last tuning record"):
+        artifact = slimtvm.compile(DIGITS, str(tmp_path / "m.so"), db=str(db))
+    assert artifact.manifest["tuning"]["records"] == lines
+    assert records.read_bytes().count(b"\n") == lines and records.read_bytes().endswith(b"\n")
+
+
+def test_a_damaged_record_is_refused(tuned_digits, tmp_path, capsys):
+    db = _copy_db(tuned_digits, tmp_path)
+    lines = (db / RECORDS).read_bytes().split(b"\n")
+    lines[2] = b"this is not json"
+    (db / RECORDS).write_bytes(b"\n".join(lines))
+    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--db", str(db)], capsys, tmp_path, "line 3 is not valid JSON")
+
+
+def test_a_database_for_another_target_is_refused(tuned_digits, tmp_path, capsys):
+    db = _copy_db(tuned_digits, tmp_path)
+    card = json.loads((db / "slimtvm-db.json").read_text())
+    card["target"]["mcpu"] = "cortex-a72"
+    (db / "slimtvm-db.json").write_text(json.dumps(card))
+    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--db", str(db)], capsys, tmp_path, "was made for target")
+    fails_cleanly(["tune", DIGITS, "--db", str(db), "--trials", "20"], capsys, tmp_path, "was made for target")
+
+
+def test_a_folder_that_is_not_a_database_is_refused(tmp_path, capsys):
+    folder = tmp_path / "stuff"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--db", str(folder)], capsys, tmp_path, "not a slimtvm tuning database")
+    fails_cleanly(["tune", DIGITS, "--db", str(folder), "--trials", "20"], capsys, tmp_path, "not a slimtvm tuning database")
+    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--db", str(tmp_path / "none")], capsys, tmp_path, "tuning database not found")
+
+
+def test_tune_refuses_bad_options(tmp_path, capsys):
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "0"], capsys, tmp_path, "--trials must be at least 1")
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--rpc", "localhost"], capsys, tmp_path, "--rpc must be HOST:PORT")
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--target", "aarch64"], capsys, tmp_path, "give --rpc")
+    g = GraphBuilder(seed=1)
+    path = tmp_path / "no_kernels.onnx"
+    onnx.save(g.model(g.relu(g.input([1, 4]))), path)
+    fails_cleanly(["tune", str(path), "--db", str(tmp_path / "db"), "--trials", "5"], capsys, tmp_path, "no kernel slimtvm can tune")
