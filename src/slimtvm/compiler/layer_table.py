@@ -166,8 +166,11 @@ def _conv_plan(node, shapes) -> str:
     cout, cin_per_group = weight[0], weight[1]
     groups = _attr(node, "group", 1)
     if groups == 1 and cout % BLOCK == 0:
-        padded = "" if cin_per_group % BLOCK == 0 else ", input channels zero-padded"
-        return f"fp32 conv, blocked NCHW{BLOCK}c kernel{padded}"
+        if cin_per_group % BLOCK:
+            return f"fp32 conv, plain NCHW input → NCHW{BLOCK}c kernel"
+        return f"fp32 conv, blocked NCHW{BLOCK}c kernel"
+    if groups > 1 and groups == cout and cin_per_group == 1 and cout % BLOCK == 0:
+        return f"fp32 depthwise conv, NCHW{BLOCK}c kernel"
     if groups > 1 and cout % BLOCK == 0 and cin_per_group % BLOCK == 0:
         return f"fp32 grouped conv, NCHW{BLOCK}c, generic schedule"
     return "fp32 conv, generic schedule"
@@ -191,7 +194,7 @@ def layer_rows(model: onnx.ModelProto) -> list:
         elif node.op_type == "ConvTranspose":
             plan = "fp32 conv-transpose, generic schedule"
         elif node.op_type in ("Gemm", "MatMul"):
-            plan = "fp32 dense, generic schedule"
+            plan = "fp32 dense kernel"
         else:
             plan = "TVM op"
         out = shapes.get(node.output[0]) if node.output else None

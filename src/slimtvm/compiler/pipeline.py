@@ -59,13 +59,11 @@ def lowering_passes(target, database=None) -> list:
 
 def kernel_passes(target) -> list:
     """Layouts, legalization and fusion: the module whose PrimFuncs are the tuning tasks."""
-    from ..passes.pad_conv_channels import PadConvChannels
     from ..schedules.conv2d_nchwc import blocked_layouts_for, legalize_conv2d
     from ..targets.presets import simd_lanes
 
     block = max(simd_lanes(target), 8)  # 16-channel blocks on AVX2 measured 1.83x ORT on ResNet-50 against 1.56x
     return [
-        PadConvChannels(block),  # RGB stems join the blocked layout (exact: zero channels)
         _convert_layout_or_keep(lambda call: blocked_layouts_for(call, block)),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here

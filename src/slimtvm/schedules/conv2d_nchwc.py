@@ -48,8 +48,12 @@ def blocked_layouts_for(call, block: int) -> dict:
 def _conv_layouts(call, block: int) -> list:
     kernel_shape = call.args[1].ty.shape
     groups = int(call.attrs.groups)
-    if groups > 1 and int(kernel_shape[1]) == 1 and int(kernel_shape[0]) == groups:
+    out_channels, in_channels = int(kernel_shape[0]), int(kernel_shape[1])
+    if groups > 1 and in_channels == 1 and out_channels == groups:
         return [f"NCHW{block}c", f"OIHW1i{block}o", f"NCHW{block}c"]
+    if groups == 1 and in_channels % block != 0 and out_channels % block == 0:
+        # An RGB stem: read the plain input, write blocked output (no padded input channels).
+        return ["NCHW", f"OIHW{block}o", f"NCHW{block}c"]
     return blocked_layouts(block)
 
 
@@ -60,7 +64,7 @@ def legalize_conv2d(bb, call):
     because TOPI's conv2d_NCHWc has no groups.
     """
     attrs = call.attrs
-    if len(attrs.data_layout) == 4:
+    if len(attrs.data_layout) == 4 and len(attrs.out_layout) == 4:
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
     out_dtype = str(attrs.out_dtype) if attrs.out_dtype is not None and str(attrs.out_dtype) not in ("", "void", "None") else str(call.args[0].ty.dtype)
     data_shape, kernel_shape = call.args[0].ty.shape, call.args[1].ty.shape
@@ -75,6 +79,17 @@ def legalize_conv2d(bb, call):
             attrs.dilation,
             out_dtype,
             primfunc_name_hint="depthwise_conv2d_NCHWc",
+        )
+    if int(attrs.groups) == 1 and attrs.data_layout == "NCHW" and len(attrs.out_layout) > 4:
+        return bb.call_te(
+            plain_input_conv2d_nchwc,
+            call.args[0],
+            call.args[1],
+            attrs.strides,
+            [int(v) for v in attrs.padding],
+            attrs.dilation,
+            out_dtype,
+            primfunc_name_hint="conv2d_NCHWc_plain_input",
         )
     if int(attrs.groups) == 1 and attrs.data_layout == attrs.out_layout:
         return bb.call_te(
@@ -99,6 +114,37 @@ def legalize_conv2d(bb, call):
         int(attrs.groups),
         out_dtype,
         primfunc_name_hint="group_conv2d_blocked",
+    )
+
+
+def plain_input_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype):
+    """Conv from a plain NCHW input to NCHW[x]c output; kernel ``OIHW[x]o``, padding (t, l, b, r).
+
+    The block is named like TOPI's conv2d_NCHWc and has the same iterators (n, oc_chunk, oh, ow,
+    oc_block, ic, kh, kw), so the same register-tiled schedule and template apply. Made for RGB
+    stems: each input value is broadcast against a vector of ``x`` output channels, as MLAS does,
+    instead of padding 3 input channels to a block of 8.
+    """
+    n, channels, height, width = data.shape
+    o_chunks, _, kh, kw, o_block = kernel.shape
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    top, left, bottom, right = (int(v) for v in padding)
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    padded = data
+    if top or left or bottom or right:
+        padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
+    ic = te.reduce_axis((0, channels), name="ic")
+    ry = te.reduce_axis((0, kh), name="kh")
+    rx = te.reduce_axis((0, kw), name="kw")
+    return te.compute(
+        (n, o_chunks, out_h, out_w, o_block),
+        lambda b, oc, y, x, ob: te.sum(
+            padded[b, ic, y * sh + ry * dh, x * sw + rx * dw].astype(out_dtype) * kernel[oc, ic, ry, rx, ob].astype(out_dtype),
+            axis=[ic, ry, rx],
+        ),
+        name=CONV_BLOCK,
     )
 
 
@@ -182,7 +228,11 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile=1, reg_h=1, reg_n=1) -> N
 
     # Below ow_outer: batch, oc_inner, oh, ow, oc_block, ic, kh, kw (unit loops are kept).
     tile_oc, tile_h, tile_w, vec, ic, kh, kw = sch.get_loops(conv)[-7:]
+    # ic runs over every input channel; blocked inputs split it into chunks of one channel block
+    # (a plain-input stem, whose channels are not a multiple of the block, is one chunk).
     ic_bn = int(sch.get(vec).extent)
+    if int(sch.get(ic).extent) % ic_bn:
+        ic_bn = int(sch.get(ic).extent)
     ic_outer, ic_inner = sch.split(ic, [None, ic_bn])
     sch.reorder(ic_outer, kh, ic_inner, kw, tile_oc, tile_h, tile_w, vec)
     for loop in (kw, tile_oc, tile_h, tile_w):

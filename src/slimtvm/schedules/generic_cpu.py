@@ -85,5 +85,28 @@ class GenericCPU(CPURule):
                 if int(var.iter_type) != 0:
                     break
                 outer.append(loop)
+            vector = self._channel_block_loop(sch, block, outer)
+            if vector is not None:  # pooling in a blocked layout: parallel outside, vector inside
+                parallel = sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0]
+                sch.parallel(parallel)
+                first_reduction = sch.get_loops(block)[1]  # loops now: parallel, reductions..., vector
+                init = sch.decompose_reduction(block, first_reduction)
+                sch.vectorize(sch.get_loops(init)[-1])
+                sch.unroll(vector)  # TIR refuses to vectorize a reduction's loop; LLVM's SLP pass packs it
+                return
         if outer:
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+    def _channel_block_loop(self, sch, block, spatial):
+        """Pooling in a blocked layout: a reduction whose innermost spatial loop (the channel
+        block, a multiple of the SIMD width) is followed only by reduction loops. Moves that loop
+        inside the reduction loops and returns it (None when the block is not of that shape)."""
+        stmt = sch.get(block)
+        if len(spatial) < 2 or len(spatial) == len(stmt.iter_vars):
+            return None
+        inner = spatial[-1]
+        extent = sch.get(inner).extent
+        if not isinstance(extent, tvm.tirx.IntImm) or int(extent) % self.lanes or int(extent) > MAX_VECTOR:
+            return None
+        sch.reorder(*sch.get_loops(block)[len(spatial) :], inner)
+        return inner
