@@ -72,3 +72,46 @@ def test_light_squeezenet_runs_under_emulation(arm_python, tmp_path):
     expected = onnxruntime_outputs(model, inputs)
     assert_outputs_match(outputs, expected)
     assert np.argmax(outputs[logits]) == np.argmax(expected[logits])
+
+
+@pytest.fixture
+def rpc_server(arm_python, tmp_path):
+    """An aarch64 TVM RPC server under qemu on 127.0.0.1 (scripts/rpc_server.sh), stopped by PID."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for this test
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = os.path.join(REPO, "scripts", "rpc_server.sh")
+    env = dict(os.environ, ARM_PYTHON=arm_python)
+    state = str(tmp_path / "rpc-state")
+    proc = subprocess.run(["bash", script, "start", str(port), state], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run(["bash", script, "stop", str(port), state], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_tune_two_tasks_for_aarch64_through_the_emulated_rpc_server(rpc_server, arm_python, tmp_path):
+    """MetaSchedule measures on the (emulated) device over RPC; the tuned artifact is exact there.
+    Timings under emulation mean nothing: the flow is what is tested."""
+    from onnx_builders import GraphBuilder
+
+    from slimtvm.compiler.tuning_db import open_database
+    from slimtvm.targets.presets import resolve_target
+
+    g = GraphBuilder(seed=5)
+    y = g.relu(g.conv(g.input([1, 8, 8, 8]), 8, 16, kernel=3, pads=(1, 1, 1, 1)))
+    model = g.model(g.gemm(g.node("Flatten", [y]), 16 * 8 * 8, 10))
+    path = str(tmp_path / "two.onnx")
+    onnx.save(model, path)
+    db = str(tmp_path / "db")
+    summary = slimtvm.tune(path, db, target="aarch64", rpc=rpc_server, trials=6, trials_per_round=2, progress=False, seed=0)
+    assert sorted(t.kind for t in summary.tasks) == ["conv2d", "dense"]
+    records = open_database(db, resolve_target("aarch64"), create=False).records_per_workload
+    assert len(records) == 2 and all(count >= 2 for count in records.values()), records  # default + searched, each task
+    artifact = slimtvm.compile(path, str(tmp_path / "two.so"), target="aarch64", db=db)
+    assert len(artifact.manifest["tuning"]["tuned_kernels"]) == 2
+    inputs = {"x": np.random.default_rng(1).standard_normal((1, 8, 8, 8)).astype(np.float32)}
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))

@@ -78,7 +78,7 @@ def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
     lines = out.splitlines()
     assert lines[0].split()[:7] == ["#", "name", "op", "output", "params", "MACs", "slimtvm"]
     conv = next(line for line in lines if " Conv " in f" {line} " and "3x3" not in line)
-    assert "fp32 conv, blocked NCHW8c kernel, input channels zero-padded" in conv  # 4 → 8 channels
+    assert "fp32 conv, plain NCHW input → NCHW8c kernel" in conv  # 4 input channels: not a block
     # first conv: 8 outputs of 6x5 (after stride 2, pads, dilation), 4 in-channels × 3×3 taps
     assert "1x8x6x5" in conv and f"{8 * 6 * 5 * 4 * 9:,}" in conv
     assert sum("fold back into" in line or "fold forward into" in line for line in lines) == 8

@@ -63,3 +63,24 @@ def test_light_architecture_with_random_weights_matches_onnxruntime(name, compil
     if logits is not None:
         assert np.std(expected[logits]) > 0  # random weights give informative logits
         assert np.argmax(outputs[logits]) == np.argmax(expected[logits])
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "squeezenet" else pytest.mark.slow) for n in MODELS])
+def test_light_architecture_with_tuned_schedules_matches_onnxruntime(name, tmp_path):
+    """Tuned builds are as exact as default ones: a short `slimtvm tune` (each kernel's default
+    plus one search round), then `compile --db` (SqueezeNet in CI, all nine with -m slow)."""
+    import slimtvm
+    from slimtvm.compiler.tune import extract_tuning_tasks
+    from slimtvm.targets.presets import resolve_target
+
+    original = onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
+    model, logits = with_logits_output(with_random_weights(original, seed=3))
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(model, path)
+    tasks = extract_tuning_tasks(path, resolve_target("host"))
+    summary = slimtvm.tune(path, str(tmp_path / "db"), trials=len(tasks) + 8, trials_per_round=8, progress=False, seed=4)
+    assert summary.trials_run >= 8
+    artifact = slimtvm.compile(path, str(tmp_path / f"{name}.so"), db=str(tmp_path / "db"))
+    assert artifact.manifest["tuning"]["tuned_kernels"]
+    inputs = _input(model, seed=5)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))

@@ -41,6 +41,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials-per-round", type=int, default=8, help="candidates measured per search round (default 8)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
     p.add_argument("--seed", type=int, default=None, help="seed of the search (default: random)")
+    p.add_argument("--all-kernels", action="store_true", help="also tune kernels without a slimtvm template (pooling, element-wise) in MetaSchedule's generic space")
 
     p = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file")
     p.add_argument("library", help="compiled library (.so) with its .json manifest beside it")
@@ -98,6 +99,7 @@ def _cmd_tune(args) -> int:
         input_shapes=parse_shape_overrides(args.input_shape),
         trials_per_round=args.trials_per_round,
         seed=args.seed,
+        all_kernels=args.all_kernels,
     )
     print(f"{summary.database}: {summary.trials_before} trials before, {summary.trials_run} measured now, {summary.seconds:.0f} s")
     default_total = best_total = 0.0

@@ -182,10 +182,11 @@ def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12) -> Co
     """The untuned tile: as many channel blocks as divide ``oc_chunks`` (4, else 6, 3, 2, 1), and
     the rest of the accumulator budget along a row or a column.
 
-    Measured on this machine (Zen, AVX2, 1 thread; /tmp-free sweep over ResNet and MobileNetV2
-    shapes): 12-accumulator tiles reach 45–51 G MAC/s, 8-accumulator ones 38–40, 7 columns × 1
-    block 32–35. A 4 × 3 tile leaves a 1-column tail when ``out_w % 3 == 1``, and then LLVM's code
-    for it measured half as fast as the 3-row shape, which is chosen instead.
+    Measured on this machine (Zen 2, AVX2, 1 thread) with ``benchmarks/conv_layers.py --sweep``
+    over ResNet and MobileNetV2 shapes: 12-accumulator tiles reach 45–51 G MAC/s, 8-accumulator
+    ones 38–40, 7 columns × 1 block 32–35. A 4 × 3 tile leaves a 1-column tail when
+    ``out_w % 3 == 1``, and then LLVM's code for it measured half as fast as the 3-row shape,
+    which is chosen instead.
     """
     oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
     spatial = max(1, budget // oc_tile)

@@ -1,0 +1,135 @@
+"""One conv layer at a time: slimtvm's blocked conv kernel (default tile, or a sweep of tiles)
+against onnxruntime's conv of the same shape, side by side in one process, 1 thread.
+
+    .venv/bin/python benchmarks/conv_layers.py [--layers stem,l1,...] [--sweep] [--runs 30]
+
+Shapes: ResNet-18's stem and 3×3 convs, ResNet-50's 1×1 convs, MobileNetV2's expansions.
+slimtvm's kernel is timed alone (TVM's time_evaluator, weights warm in cache); onnxruntime runs a
+one-node Conv+Relu graph (median of ``--runs`` after warm-up). ``--sweep`` times every register
+tile of a candidate list instead of the default: it is how the defaults in
+schedules/conv2d_nchwc.py (``default_tile``) were chosen. G MAC/s = multiply-adds per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name: (in channels, input size, kernel, out channels, stride, padding)
+LAYERS = {
+    "stem": (3, 224, 7, 64, 2, 3),
+    "l1": (64, 56, 3, 64, 1, 1),
+    "l2": (128, 28, 3, 128, 1, 1),
+    "l3": (256, 14, 3, 256, 1, 1),
+    "l4": (512, 7, 3, 512, 1, 1),
+    "l2_stride2": (64, 56, 3, 128, 2, 1),
+    "r50_1x1_up": (64, 56, 1, 256, 1, 0),
+    "r50_1x1_down": (256, 56, 1, 64, 1, 0),
+    "r50_1x1_14": (1024, 14, 1, 256, 1, 0),
+    "r50_1x1_7": (2048, 7, 1, 512, 1, 0),
+    "mbv2_expand": (24, 56, 1, 144, 1, 0),
+    "mbv2_project": (144, 56, 1, 24, 1, 0),
+}
+SWEEP = [(1, 1, 7), (4, 1, 3), (4, 3, 1), (4, 1, 2), (4, 2, 1), (2, 1, 4), (2, 2, 2), (2, 1, 6), (2, 1, 7), (3, 1, 4), (6, 1, 2), (8, 1, 1)]
+
+
+def conv_onnx(channels, size, kernel, out_channels, stride, padding, seed=0):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array((rng.standard_normal((out_channels, channels, kernel, kernel)) * 0.05).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(out_channels).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[padding] * 4),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight, bias])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def onnxruntime_ms(model, shape, runs) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    for _ in range(5):
+        session.run(None, {"x": x})
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, {"x": x})
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1e3
+
+
+def slimtvm_kernel(model, tile=None):
+    """The model's conv kernel as one PrimFunc module, scheduled by the default rule or ``tile``."""
+    from tvm import s_tir
+
+    import slimtvm  # noqa: F401 - sets the thread count
+    from slimtvm.compiler.tune import extract_tuning_tasks
+    from slimtvm.schedules.conv2d_nchwc import schedule_conv2d_nchwc
+    from slimtvm.schedules.rules import default_rules
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+
+    spec = resolve_target("host")
+    (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind == "conv2d"]
+    sch = s_tir.Schedule(task.mod)
+    if tile is None:
+        sch = default_rules(simd_lanes(spec.tvm_target()))[0].schedule(sch)
+    else:
+        schedule_conv2d_nchwc(sch, *tile)
+    return sch.mod, spec.tvm_target()
+
+
+def slimtvm_ms(mod, target, runs) -> float:
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    executable = tvm.compile(mod, target=target).jit()
+    infos = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+    args = [tvm.runtime.tensor(np.random.default_rng(i).uniform(-1, 1, [int(d) for d in info.shape]).astype("float32")) for i, info in enumerate(infos)]
+    return executable.time_evaluator("main", tvm.cpu(), number=5, repeat=runs)(*args).median * 1e3
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", default=",".join(LAYERS))
+    parser.add_argument("--sweep", action="store_true", help="time every tile of the candidate list")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args(argv)
+    os.environ["TVM_NUM_THREADS"] = "1"
+    sys.path.insert(0, os.path.join(HERE, "..", "src"))
+    print("| layer | shape | onnxruntime ms | slimtvm ms | ratio | slimtvm G MAC/s | onnxruntime G MAC/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.layers.split(","):
+        channels, size, kernel, out_channels, stride, padding = LAYERS[name]
+        out = (size + 2 * padding - kernel) // stride + 1
+        macs = out * out * out_channels * channels * kernel * kernel
+        model = conv_onnx(channels, size, kernel, out_channels, stride, padding)
+        reference = onnxruntime_ms(model, (1, channels, size, size), args.runs)
+        tiles = SWEEP if args.sweep else [None]
+        for tile in tiles:
+            try:
+                mod, target = slimtvm_kernel(model, tile)
+            except Exception as err:  # noqa: BLE001 - a tile that does not fit this shape
+                print(f"| {name} {tile} | - | - | - | {type(err).__name__} | - | - |")
+                continue
+            ours = slimtvm_ms(mod, target, args.runs)
+            label = f"{name} {tile}" if tile else name
+            shape = f"{channels}→{out_channels} {kernel}×{kernel}/{stride} @{size}"
+            print(f"| {label} | {shape} | {reference:.3f} | {ours:.3f} | {ours / reference:.2f} | {macs / ours / 1e6:.1f} | {macs / reference / 1e6:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
