@@ -127,6 +127,11 @@ def _describe_pass(entry: dict) -> str:
         if entry["decomposed_because"]:
             text += " (" + "; ".join(f"{v}× {k}" for k, v in entry["decomposed_because"].items()) + ")"
         return text
+    if entry["name"] == "binarize":
+        text = f"binarize: {entry['binary_convs']} binary convs, {entry['binary_dense']} binary dense layers (XNOR + popcount)"
+        if entry["stayed_float_because"]:
+            text += "; stayed float: " + "; ".join(f"{v}× {k}" for k, v in entry["stayed_float_because"].items())
+        return text
     return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
 
 

@@ -182,6 +182,7 @@ def layer_rows(model: onnx.ModelProto) -> list:
     constants = {init.name for init in model.graph.initializer}
     constants |= {node.output[0] for node in model.graph.node if node.op_type in ("Constant", "ConstantOfShape")}
     preview = _BatchNormPreview(model, constants)
+    sign_outputs = {node.output[0] for node in model.graph.node if node.op_type == "Sign"}
     rows = []
     for index, node in enumerate(model.graph.node):
         if node.op_type in ("Constant", "ConstantOfShape") and node.output[0] in constants and all(i in constants or i == "" for i in node.input):
@@ -189,6 +190,8 @@ def layer_rows(model: onnx.ModelProto) -> list:
         params = sum(_prod(shapes.get(name, [])) for name in node.input if name in constants and name in shapes)
         if node.op_type == "BatchNormalization":
             plan = preview.describe(node)
+        elif node.op_type in ("Conv", "Gemm", "MatMul") and node.input[0] in sign_outputs:
+            plan = "binary (XNOR + popcount) if the weights are ±α per channel; see the binarize summary"
         elif node.op_type == "Conv":
             plan = _conv_plan(node, shapes)
         elif node.op_type == "ConvTranspose":

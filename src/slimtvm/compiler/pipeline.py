@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import relax
 
+from ..passes.binarize import DetectBinaryLayers
 from ..passes.fold_batchnorm import FoldBatchNorm
 from ..passes.remove_dropout import RemoveDropout
 from ..passes.scalar_min_max import ScalarMinMaxAsOps
@@ -25,6 +26,7 @@ class GraphPasses:
     """slimtvm's graph passes, in order, as instances so their reports can be read afterwards."""
 
     fold_batchnorm: FoldBatchNorm
+    binarize: DetectBinaryLayers
 
     def sequence(self) -> list:
         return [
@@ -33,16 +35,17 @@ class GraphPasses:
             ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
             self.fold_batchnorm,
             relax.transform.FoldConstant(),
+            self.binarize,  # after folding: in-graph weight binarization is constant by now
         ]
 
     def reports(self) -> dict:
         """Statistics of each slimtvm pass after a run, keyed by pass name (for the manifest)."""
-        return {"fold_batchnorm": self.fold_batchnorm.report.to_json()}
+        return {"fold_batchnorm": self.fold_batchnorm.report.to_json(), "binarize": self.binarize.report.to_json()}
 
 
 def graph_passes() -> GraphPasses:
     """Fresh instances of slimtvm's graph passes."""
-    return GraphPasses(fold_batchnorm=FoldBatchNorm())
+    return GraphPasses(fold_batchnorm=FoldBatchNorm(), binarize=DetectBinaryLayers())
 
 
 def lowering_passes(target, database=None) -> list:

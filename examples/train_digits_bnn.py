@@ -1,0 +1,127 @@
+"""Train a small binarized network (BNN) on scikit-learn's digits and export it to ONNX.
+
+    pip install torch==2.13.0 scikit-learn onnx
+    python examples/train_digits_bnn.py   # writes examples/digits_bnn.onnx (uses digits_test.npz's split)
+
+XNOR-Net / BinaryConnect style, as a user would write it in PyTorch: a float stem, then blocks of
+BatchNorm → Sign → binary conv (weights α_c · sign(W) per output channel) → max-pool, a binary
+dense layer, and a float classifier. Sign uses a straight-through estimator for training; the
+ONNX export has real ``Sign`` nodes on the activations, and the weights are binarized *in the
+graph* (Abs → ReduceMean → Sign → Mul on the float weights), which slimtvm must fold away and
+recognise. One block has a residual shortcut around its binary conv (Bi-Real style).
+
+Not part of slimtvm's install: the committed ``digits_bnn.onnx`` is what tests and examples use.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from train_digits_cnn import load_data
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EPOCHS = 60
+
+
+class SignSTE(torch.autograd.Function):
+    """sign(x) forward; gradient passed where |x| ≤ 1 (straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("Sign", x)
+
+
+def binary_weight(weight):
+    """α_c · sign(W): α_c = mean |W| over each output channel (XNOR-Net)."""
+    alpha = weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
+    return alpha * SignSTE.apply(weight)
+
+
+class BinaryConv(nn.Conv2d):
+    def forward(self, x):
+        return nn.functional.conv2d(SignSTE.apply(x), binary_weight(self.weight), None, self.stride, self.padding, self.dilation, self.groups)
+
+
+class BinaryLinear(nn.Linear):
+    def forward(self, x):
+        return nn.functional.linear(SignSTE.apply(x), binary_weight(self.weight))
+
+
+class DigitsBNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 32, 3, padding=1, bias=False)  # first layer stays float
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv1 = BinaryConv(32, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.conv2 = BinaryConv(64, 64, 3, padding=1, bias=False)  # residual shortcut around it
+        self.bn3 = nn.BatchNorm2d(64)
+        self.conv3 = BinaryConv(64, 128, 3, stride=2, padding=1, bias=False)
+        self.bn4 = nn.BatchNorm1d(128 * 4 * 4)
+        self.fc1 = BinaryLinear(128 * 4 * 4, 128, bias=False)
+        self.bn5 = nn.BatchNorm1d(128)
+        self.fc2 = nn.Linear(128, 10)  # classifier stays float
+
+    def forward(self, x):
+        x = self.bn1(self.stem(x))  # BN → Sign (inside conv1) → binary conv → pool
+        x = nn.functional.max_pool2d(self.conv1(x), 2)  # 16×16
+        x = self.bn2(x)
+        x = x + self.conv2(x)  # Bi-Real shortcut
+        x = nn.functional.max_pool2d(self.conv3(self.bn3(x)), 2)  # 8×8 → 4×4
+        x = self.fc1(self.bn4(torch.flatten(x, 1)))
+        return self.fc2(torch.relu(self.bn5(x)))
+
+
+def main():
+    torch.manual_seed(0)
+    x_train, x_test, y_train, y_test = load_data()
+    model = DigitsBNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    data = torch.utils.data.TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
+    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS)
+    for epoch in range(EPOCHS):
+        model.train()
+        for images, labels in loader:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
+        if (epoch + 1) % 10 == 0:
+            print(f"epoch {epoch + 1}: loss {loss.item():.3f}, test accuracy {accuracy:.3f}")
+    model.eval()
+    path = os.path.join(HERE, "digits_bnn.onnx")
+    torch.onnx.export(
+        model,
+        torch.from_numpy(x_test[:1]),
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+        training=torch.onnx.TrainingMode.PRESERVE,
+        do_constant_folding=False,  # keep the in-graph weight binarization, as exporters often do
+    )
+    print(f"wrote {path}; test accuracy {accuracy:.3f}")
+
+
+if __name__ == "__main__":
+    main()

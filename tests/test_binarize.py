@@ -1,0 +1,121 @@
+"""Binarized layers: detection is exact, and the bitserial kernels compute onnxruntime's outputs.
+
+Inputs are random normals (no exact zeros: ONNX's Sign(0) is 0, slimtvm's is +1). Each test model
+applies Sign directly to a graph input or to a value computed identically in both engines, so no
+activation can sit within rounding distance of the Sign threshold here; deep models are covered
+with an explicit check of the pre-Sign values (test_digits_bnn.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_outputs_match, onnxruntime_outputs
+from onnx_builders import GraphBuilder
+
+from slimtvm.passes.binarize import pack_weight_signs, two_valued_scale
+
+
+def binary_weight(rng, shape, channel_axis=0, negative_channels=False):
+    """±α_c per output channel, α_c > 0 (some channels all negative scale when asked)."""
+    signs = rng.choice([-1.0, 1.0], size=shape)
+    alpha_shape = [1] * len(shape)
+    alpha_shape[channel_axis] = shape[channel_axis]
+    alpha = rng.uniform(0.05, 0.5, size=alpha_shape)
+    return (signs * alpha).astype(np.float32)
+
+
+def sign_conv(g, x, cin, cout, kernel=3, stride=1, pads=(0, 0, 0, 0), dilation=1, groups=1):
+    k = (kernel, kernel)
+    weight = binary_weight(g.rng, (cout, cin // groups, *k))
+    s = g.node("Sign", [x])
+    return g.node("Conv", [s, g.const(weight)], kernel_shape=list(k), strides=[stride, stride], pads=list(pads), dilations=[dilation, dilation], group=groups)
+
+
+def normal_input(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def compiled_report(artifact):
+    return next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
+
+
+@pytest.mark.parametrize(
+    "cin,cout,kernel,stride,pads,dilation,groups,size",
+    [
+        (16, 8, 3, 1, (1, 1, 1, 1), 1, 1, 9),  # padded: border taps contribute 0
+        (40, 16, 3, 2, (1, 0, 2, 1), 1, 1, 11),  # strided, asymmetric padding, 40 = 32 + 8 channels
+        (64, 32, 1, 1, (0, 0, 0, 0), 1, 1, 7),  # 1x1, two full words
+        (8, 8, 3, 1, (2, 2, 2, 2), 2, 1, 8),  # dilated
+        (32, 32, 3, 1, (1, 1, 1, 1), 1, 4, 6),  # grouped: 8 channels per group
+        (3, 16, 5, 2, (2, 2, 2, 2), 1, 1, 13),  # 3 channels: one partly filled word
+    ],
+)
+def test_binary_conv_matches_onnxruntime(compile_and_run, cin, cout, kernel, stride, pads, dilation, groups, size):
+    g = GraphBuilder(seed=cin + cout + kernel)
+    x = g.input([1, cin, size, size])
+    model = g.model(sign_conv(g, x, cin, cout, kernel, stride, pads, dilation, groups))
+    inputs = {"x": normal_input((1, cin, size, size), seed=size)}
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_convs"] == 1
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_binary_dense_matches_onnxruntime(compile_and_run):
+    g = GraphBuilder(seed=7)
+    x = g.input([2, 100])
+    weight = binary_weight(g.rng, (100, 24), channel_axis=1)  # MatMul weight [K, N]
+    model = g.model(g.node("MatMul", [g.node("Sign", [x]), g.const(weight)]))
+    inputs = {"x": normal_input((2, 100), seed=8)}
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_dense"] == 1
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_batch_norm_with_negative_scales_after_a_binary_conv_stays_binary(compile_and_run):
+    """Conv→BN folds into the weights (×s_c, some s_c < 0): still ±β per channel, still binary."""
+    g = GraphBuilder(seed=9)
+    x = g.input([1, 16, 8, 8])
+    y = g.batchnorm(sign_conv(g, x, 16, 16, pads=(1, 1, 1, 1)), 16, negative_scales=True)
+    model = g.model(g.relu(y))
+    inputs = {"x": normal_input((1, 16, 8, 8), seed=10)}
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_convs"] == 1
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_weights_binarized_in_the_graph_are_recognised(compile_and_run):
+    """The export pattern α = mean|W| (ReduceMean of Abs), Sign(W)·α, computed at run time."""
+    g = GraphBuilder(seed=11)
+    x = g.input([1, 8, 6, 6])
+    float_weight = g.const(g.rng.standard_normal((16, 8, 3, 3)).astype(np.float32))
+    alpha = g.node("ReduceMean", [g.node("Abs", [float_weight])], axes=[1, 2, 3], keepdims=1)
+    weight = g.node("Mul", [alpha, g.node("Sign", [float_weight])])
+    model = g.model(g.node("Conv", [g.node("Sign", [x]), weight], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    inputs = {"x": normal_input((1, 8, 6, 6), seed=12)}
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_convs"] == 1
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_sign_fed_conv_with_general_weights_stays_float_and_says_why(compile_and_run):
+    g = GraphBuilder(seed=13)
+    x = g.input([1, 8, 6, 6])
+    model = g.model(g.node("Conv", [g.node("Sign", [x]), g.const(g.rng.standard_normal((8, 8, 3, 3)).astype(np.float32))], kernel_shape=[3, 3]))
+    inputs = {"x": normal_input((1, 8, 6, 6), seed=14)}
+    outputs, artifact = compile_and_run(model, inputs)
+    report = compiled_report(artifact)
+    assert report["binary_convs"] == 0
+    assert report["stayed_float_because"] == {"weights take more than two values (±α) per output channel": 1}
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_two_valued_scale_and_packing():
+    weight = np.array([[0.5, -0.5, 0.5], [-0.25, -0.25, 0.25]], dtype=np.float32)
+    alpha, reason = two_valued_scale(weight, 0)
+    assert reason is None and alpha.tolist() == [0.5, 0.25]
+    assert two_valued_scale(np.array([[0.5, 0.4]], dtype=np.float32), 0) == (None, "weights take more than two values (±α) per output channel")
+    packed = pack_weight_signs(np.concatenate([weight, -np.ones((2, 32), np.float32)], axis=1))
+    assert packed.shape == (2, 2)
+    assert packed[:, 0].tolist() == [0b101, 0b100]  # channels 0..31 in word 0, bit b = channel b > 0
+    assert packed[:, 1].tolist() == [0, 0]  # channels 32..34 all negative, unused bits 0
