@@ -83,4 +83,5 @@ def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
     assert "1x8x6x5" in conv and f"{8 * 6 * 5 * 4 * 9:,}" in conv
     assert sum("fold back into" in line or "fold forward into" in line for line in lines) == 8
     assert sum("decompose to mul+add" in line for line in lines) == 1
-    assert lines[-1].startswith("fold_batchnorm: 8 folded")
+    assert lines[-2].startswith("fold_batchnorm: 8 folded")
+    assert lines[-1] == "binarize: 0 binary convs, 0 binary dense layers (XNOR + popcount)"
