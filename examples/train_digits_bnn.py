@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from torch import nn
 
-from train_digits_cnn import load_data
+from train_digits_cnn import load_data, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EPOCHS = 60
@@ -88,26 +87,10 @@ class DigitsBNN(nn.Module):
 
 def main():
     torch.manual_seed(0)
-    x_train, x_test, y_train, y_test = load_data()
+    split = load_data()
+    x_test = split[1]
     model = DigitsBNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    data = torch.utils.data.TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train))
-    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS)
-    for epoch in range(EPOCHS):
-        model.train()
-        for images, labels in loader:
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(images), labels)
-            loss.backward()
-            optimizer.step()
-        schedule.step()
-        model.eval()
-        with torch.no_grad():
-            accuracy = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
-        if (epoch + 1) % 10 == 0:
-            print(f"epoch {epoch + 1}: loss {loss.item():.3f}, test accuracy {accuracy:.3f}")
-    model.eval()
+    accuracy = train(model, split, torch.optim.Adam(model.parameters(), lr=3e-3), EPOCHS, log_every=10)
     path = os.path.join(HERE, "digits_bnn.onnx")
     torch.onnx.export(
         model,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
+from .stages import conv_output_hw
+
 WORD_BITS = 32
 
 
@@ -50,9 +52,8 @@ def binary_conv2d_nchw(data, weight_bits, alpha, in_channels_per_group, strides,
     per_group = int(in_channels_per_group)
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilation)
-    top, left, bottom, right = (int(v) for v in padding)
-    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    top, left, _, _ = (int(v) for v in padding)
+    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
     grouped = te.compute((n, groups, per_group, height, width), lambda b, g, c, y, x: data[b, g * per_group + c, y, x], name="group_view")
     packed = pack_signs(grouped, 2, "packed_data")
     out_per_group = out_channels // groups

@@ -20,6 +20,7 @@ import tvm
 from tvm import s_tir, te, topi
 
 from .cpu_rule import CPURule
+from .stages import conv_output_hw, find_block, schedule_padding, split_stages
 from .depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
 
 CONV_BLOCK = "conv2d_NCHWc"
@@ -130,8 +131,7 @@ def plain_input_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilation)
     top, left, bottom, right = (int(v) for v in padding)
-    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
     padded = data
     if top or left or bottom or right:
         padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
@@ -207,16 +207,8 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile=1, reg_h=1, reg_n=1) -> N
     MetaSchedule (the tunable template): the instructions issued do not depend on the values,
     so a MetaSchedule trace can be replayed with other decisions.
     """
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    names = [sch.get(block).name_hint for block in blocks]
-    index = names.index(CONV_BLOCK)
-    conv = blocks[index]
-    pads = [block for block, name in zip(blocks[:index], names[:index]) if name.startswith("data_pad")]
-    epilogue = blocks[index + 1 :]
-    for block in epilogue[:-1]:
-        sch.compute_inline(block)
-    # Without an epilogue, a write-back stage plays its part: conv accumulates into a cache.
-    out = epilogue[-1] if epilogue else sch.cache_write(conv, 0, "global")
+    stages = split_stages(sch, CONV_BLOCK)
+    conv, out = stages.main, stages.out
 
     n, oc_chunk, oh, ow, oc_block = sch.get_loops(out)
     oc_outer, oc_inner = sch.split(oc_chunk, [None, oc_tile])
@@ -240,19 +232,15 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile=1, reg_h=1, reg_n=1) -> N
         sch.unroll(loop)
     sch.vectorize(vec)
     sch.decompose_reduction(conv, ic_outer)
-    for pad in pads:
-        loops = sch.get_loops(pad)
-        sch.parallel(sch.fuse(*loops[:3]))
-        sch.vectorize(loops[-1])
+    schedule_padding(sch, stages.pads)
 
 
 class Conv2dNCHWc(CPURule):
     """dlight rule: schedules any PrimFunc whose main block is TOPI's conv2d_NCHWc."""
 
     def schedule(self, sch):
-        try:
-            block = sch.get_sblock(CONV_BLOCK)
-        except Exception:  # noqa: BLE001 - no such block: not this rule's function
+        block = find_block(sch, CONV_BLOCK)
+        if block is None:
             return None
         _, oc_chunks, out_h, out_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:4])
         tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from tvm import s_tir
 
 from .cpu_rule import CPURule
+from .stages import find_block, split_stages
 
 MATMUL_BLOCK = "matmul"
 
@@ -41,14 +42,8 @@ def default_dense_tile(rows: int, cols: int, reduction: int, lanes: int) -> Dens
 
 def schedule_dense(sch: s_tir.Schedule, lanes: int, row_tile=1, col_tile=8, k_unroll=1) -> None:
     """Apply the schedule of the module docstring; factors are ints or MetaSchedule variables."""
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    names = [sch.get(block).name_hint for block in blocks]
-    index = names.index(MATMUL_BLOCK)
-    matmul = blocks[index]
-    epilogue = blocks[index + 1 :]
-    for block in epilogue[:-1]:
-        sch.compute_inline(block)
-    out = epilogue[-1] if epilogue else sch.cache_write(matmul, 0, "global")
+    stages = split_stages(sch, MATMUL_BLOCK)
+    matmul, out = stages.main, stages.out
 
     rows, cols = sch.get_loops(out)
     rows_outer, rows_inner = sch.split(rows, [None, row_tile])
@@ -76,9 +71,8 @@ class Dense(CPURule):
     """dlight rule: schedules a PrimFunc whose main block is a 2-D ``matmul``."""
 
     def schedule(self, sch):
-        try:
-            block = sch.get_sblock(MATMUL_BLOCK)
-        except Exception:  # noqa: BLE001 - no such block: not this rule's function
+        block = find_block(sch, MATMUL_BLOCK)
+        if block is None:
             return None
         if not _is_plain_matmul(sch, block):
             return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 from tvm import s_tir, te, topi
 
 from .cpu_rule import CPURule
+from .stages import conv_output_hw, find_block, schedule_padding, split_stages
 
 DEPTHWISE_BLOCK = "depthwise_conv2d_NCHWc"
 
@@ -34,8 +35,7 @@ def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype):
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilation)
     top, left, bottom, right = (int(v) for v in padding)
-    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
     padded = data
     if top or left or bottom or right:
         padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
@@ -65,15 +65,8 @@ def schedule_depthwise_nchwc(sch: s_tir.Schedule, reg_h=1, reg_n=1) -> None:
     ``reg_h`` and ``reg_n`` are ints (the default) or MetaSchedule random variables (the template):
     the instructions issued do not depend on their values.
     """
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    names = [sch.get(block).name_hint for block in blocks]
-    index = names.index(DEPTHWISE_BLOCK)
-    conv = blocks[index]
-    pads = [block for block, name in zip(blocks[:index], names[:index]) if name.startswith("data_pad")]
-    epilogue = blocks[index + 1 :]
-    for block in epilogue[:-1]:
-        sch.compute_inline(block)
-    out = epilogue[-1] if epilogue else sch.cache_write(conv, 0, "global")
+    stages = split_stages(sch, DEPTHWISE_BLOCK)
+    conv, out = stages.main, stages.out
 
     n, chunk, oh, ow, vec = sch.get_loops(out)
     oh_outer, oh_inner = sch.split(oh, [None, reg_h])
@@ -89,19 +82,15 @@ def schedule_depthwise_nchwc(sch: s_tir.Schedule, reg_h=1, reg_n=1) -> None:
         sch.unroll(loop)
     sch.vectorize(conv_vec)
     sch.decompose_reduction(conv, ky)
-    for pad in pads:
-        loops = sch.get_loops(pad)
-        sch.parallel(sch.fuse(*loops[:3]))
-        sch.vectorize(loops[-1])
+    schedule_padding(sch, stages.pads)
 
 
 class DepthwiseNCHWc(CPURule):
     """dlight rule: schedules any PrimFunc whose main block is slimtvm's blocked depthwise conv."""
 
     def schedule(self, sch):
-        try:
-            block = sch.get_sblock(DEPTHWISE_BLOCK)
-        except Exception:  # noqa: BLE001 - no such block: not this rule's function
+        block = find_block(sch, DEPTHWISE_BLOCK)
+        if block is None:
             return None
         _, _, out_h, out_w, _ = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:5])
         reg_h, reg_n = default_depthwise_tile(out_h, out_w)

@@ -14,6 +14,7 @@ from tvm import s_tir
 from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, schedule_conv2d_nchwc
 from .dense import MATMUL_BLOCK, _is_plain_matmul, schedule_dense
 from .depthwise_nchwc import DEPTHWISE_BLOCK, schedule_depthwise_nchwc
+from .stages import find_block
 
 MAX_ACCUMULATORS = 16  # the search may spill a little past the default budget; measuring decides
 
@@ -23,20 +24,13 @@ def _categorical(sch: s_tir.Schedule, values: list[int]):
     return sch.sample_categorical(values, [1.0 / len(values)] * len(values))
 
 
-def _block(sch: s_tir.Schedule, name: str):
-    try:
-        return sch.get_sblock(name)
-    except Exception:  # noqa: BLE001 - no such block in this function
-        return None
-
-
 def kernel_kind(sch: s_tir.Schedule) -> str | None:
     """``"conv2d"``, ``"depthwise"``, ``"dense"`` or None: which template fits this PrimFunc."""
-    if _block(sch, CONV_BLOCK) is not None:
+    if find_block(sch, CONV_BLOCK) is not None:
         return "conv2d"
-    if _block(sch, DEPTHWISE_BLOCK) is not None:
+    if find_block(sch, DEPTHWISE_BLOCK) is not None:
         return "depthwise"
-    block = _block(sch, MATMUL_BLOCK)
+    block = find_block(sch, MATMUL_BLOCK)
     if block is not None and _is_plain_matmul(sch, block):
         return "dense"
     return None

@@ -1,0 +1,59 @@
+"""The stages every slimtvm kernel schedule starts from: the main block, its padding, its epilogue.
+
+A fused PrimFunc is [padding stages] → main block (conv / depthwise / matmul) → [element-wise
+epilogue]. The schedules compute the main block per register tile inside the loops of the
+epilogue's last stage; without an epilogue a write-back stage takes its place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir
+
+
+@dataclass
+class KernelStages:
+    main: object  # block RV of the main computation
+    pads: list  # block RVs of its zero-padding stages
+    out: object  # block RV of the stage that writes the result (epilogue or write-back)
+
+
+def find_block(sch: s_tir.Schedule, name: str):
+    """The block called ``name``, or None when the PrimFunc has none."""
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001 - no such block in this function
+        return None
+
+
+def split_stages(sch: s_tir.Schedule, main_name: str) -> KernelStages:
+    """Inline the epilogue into its last stage (or add a write-back) and name the stages."""
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(block).name_hint for block in blocks]
+    index = names.index(main_name)
+    main = blocks[index]
+    pads = [block for block, name in zip(blocks[:index], names[:index]) if name.startswith("data_pad")]
+    epilogue = blocks[index + 1 :]
+    for block in epilogue[:-1]:
+        sch.compute_inline(block)
+    out = epilogue[-1] if epilogue else sch.cache_write(main, 0, "global")
+    return KernelStages(main, pads, out)
+
+
+def schedule_padding(sch: s_tir.Schedule, pads: list) -> None:
+    """Padding runs as its own stage: parallel over its outer loops, innermost loop vectorized."""
+    for pad in pads:
+        loops = sch.get_loops(pad)
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
+
+
+def conv_output_hw(height, width, kernel_h, kernel_w, strides, padding, dilation) -> tuple:
+    """Output height and width of a conv; ``padding`` is (top, left, bottom, right)."""
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    top, left, bottom, right = (int(v) for v in padding)
+    out_h = (int(height) + top + bottom - (int(kernel_h) - 1) * dh - 1) // sh + 1
+    out_w = (int(width) + left + right - (int(kernel_w) - 1) * dw - 1) // sw + 1
+    return out_h, out_w
