@@ -127,7 +127,8 @@ def test_killed_tuning_run_resumes_without_losing_records(tmp_path):
     """SIGKILL a `slimtvm tune` part-way, resume it: every earlier record is still there, in order."""
     db = tmp_path / "db"
     command = [sys.executable, "-m", "slimtvm", "tune", DIGITS, "--db", str(db), "--trials", "200", "--trials-per-round", "2", "--seed", "5"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "tune.log", "wb")  # noqa: SIM115 - closed below, after the process ends
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     records = db / RECORDS
     try:
         deadline = time.monotonic() + 400
@@ -135,12 +136,13 @@ def test_killed_tuning_run_resumes_without_losing_records(tmp_path):
             if records.exists() and records.read_bytes().count(b"\n") >= 10:
                 break
             time.sleep(0.5)
-        assert proc.poll() is None, "the tuning run ended before it could be killed"
+        assert proc.poll() is None, "the tuning run ended before it could be killed: " + (tmp_path / "tune.log").read_text()[-2000:]
         os.killpg(proc.pid, signal.SIGKILL)  # the run and its builder/runner workers: the group we started
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        log.close()
     before = records.read_bytes()
     complete = before[: before.rfind(b"\n") + 1]  # a torn last line is the one measurement in flight
     assert complete.count(b"\n") >= 10
