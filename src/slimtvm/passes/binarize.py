@@ -24,6 +24,7 @@ import tvm
 from tvm import relax
 
 from ..schedules.bitserial import WORD_BITS, binary_conv2d_nchw, binary_dense, words_for
+from .constants import constant_value
 
 
 @dataclass
@@ -34,12 +35,6 @@ class BinarizeReport:
 
     def to_json(self) -> dict:
         return {"binary_convs": self.binary_convs, "binary_dense": self.binary_dense, "stayed_float_because": dict(self.stayed_float)}
-
-
-def _constant(expr):
-    if isinstance(expr, tvm.ir.GenericConst):
-        return expr.value.numpy()
-    return None
 
 
 def two_valued_scale(weight: np.ndarray, channel_axis: int):
@@ -86,7 +81,7 @@ class _Rewriter(relax.PyExprMutator):
         source = self._sign_input(call.args[0])
         if source is None:
             return call
-        weight = _constant(call.args[1])
+        weight = constant_value(call.args[1])
         if weight is None:
             self.report.stayed_float["weights are not constants"] += 1
             return call

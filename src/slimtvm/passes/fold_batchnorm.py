@@ -40,6 +40,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .constants import constant_value
+
 CONV_OPS = {"relax.nn.conv1d": 1, "relax.nn.conv2d": 2, "relax.nn.conv3d": 3}
 CONV_TRANSPOSE_OPS = {"relax.nn.conv1d_transpose": 1, "relax.nn.conv2d_transpose": 2}
 CONV_DATA_LAYOUTS = {"NCW", "NCHW", "NCDHW"}
@@ -128,13 +130,6 @@ class _Graph:
         return None
 
 
-def _const(expr):
-    """numpy value of a Relax constant, else None."""
-    if isinstance(expr, tvm.ir.GenericConst):  # TVM 0.27's Relax constant: data in .value
-        return expr.value.numpy()
-    return None
-
-
 def _shape(expr):
     ty = expr.ty
     if isinstance(ty, relax.TensorType) and ty.shape is not None:
@@ -176,7 +171,7 @@ def _find_batchnorms(graph: _Graph) -> list:
     """Inference batch_norms with constant parameters and a static input shape."""
     found = []
     for var, call in _batchnorm_calls(graph):
-        params = [_const(arg) for arg in call.args[1:5]]
+        params = [constant_value(arg) for arg in call.args[1:5]]
         shape = _shape(call.args[0])
         if any(p is None for p in params) or shape is None:
             continue  # left for the decomposition step, which reports it
@@ -216,9 +211,9 @@ def _layer_with_bias(graph: _Graph, var, layer_ops):
     if add is None:
         return None
     lhs, rhs = add.args
-    if _const(lhs) is not None and isinstance(rhs, relax.Var):
+    if constant_value(lhs) is not None and isinstance(rhs, relax.Var):
         lhs, rhs = rhs, lhs
-    bias = _const(rhs)
+    bias = constant_value(rhs)
     layer = graph.call(lhs, layer_ops)
     if layer is None or bias is None or graph.sole_user(lhs) is None:
         return None
@@ -237,7 +232,7 @@ def _plan_backward(graph: _Graph, bn: _BatchNorm):
         return None
     layer, layer_var, bias, _ = found
     op = layer.op.name
-    weight = _const(layer.args[1])
+    weight = constant_value(layer.args[1])
     if weight is None or str(weight.dtype) != _dtype(data):
         return None
     channels = out_shape[bn.axis]
@@ -301,7 +296,7 @@ def _plan_forward_one(graph: _Graph, bn: _BatchNorm, user):
     layer = graph.call(user, set(CONV_OPS) | {"relax.matmul"})
     if layer is None or not layer.args[0].same_as(bn.var) or layer.args[1].same_as(bn.var):
         return None
-    weight = _const(layer.args[1])
+    weight = constant_value(layer.args[1])
     out_shape = _shape(user)
     if weight is None or out_shape is None:
         return None
@@ -333,7 +328,7 @@ def _plan_forward_one(graph: _Graph, bn: _BatchNorm, user):
     add = graph.call(add_var, {"relax.add"}) if add_var is not None else None
     if add is not None:
         others = [arg for arg in add.args if not arg.same_as(user)]
-        bias = _const(others[0]) if len(others) == 1 else None
+        bias = constant_value(others[0]) if len(others) == 1 else None
         if bias is not None and np.broadcast_shapes(bias.shape, extra.shape, out_shape) == tuple(out_shape):
             merged = (np.broadcast_to(bias.astype(np.float64), np.broadcast_shapes(bias.shape, extra.shape)) + extra)
             builder = _rebuild_layer(layer, new_weight.astype(dtype), merged.astype(dtype), data=bn.data)

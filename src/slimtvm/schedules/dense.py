@@ -61,7 +61,7 @@ def schedule_dense(sch: s_tir.Schedule, lanes: int, row_tile=1, col_tile=8, k_un
     sch.decompose_reduction(matmul, k_outer)
 
 
-def _is_plain_matmul(sch, block) -> bool:
+def is_plain_matmul(sch, block) -> bool:
     """Two spatial iterators and one reduction, as Relax legalizes a 2-D ``matmul``."""
     iter_types = [int(var.iter_type) for var in sch.get(block).iter_vars]
     return len(iter_types) == 3 and iter_types[:2] == [0, 0] and iter_types[2] != 0 and len(sch.get_loops(block)) == 3
@@ -74,7 +74,7 @@ class Dense(CPURule):
         block = find_block(sch, MATMUL_BLOCK)
         if block is None:
             return None
-        if not _is_plain_matmul(sch, block):
+        if not is_plain_matmul(sch, block):
             return None
         rows, cols, reduction = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
         tile = default_dense_tile(rows, cols, reduction, self.lanes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, schedule_conv2d_nchwc
-from .dense import MATMUL_BLOCK, _is_plain_matmul, schedule_dense
+from .dense import MATMUL_BLOCK, is_plain_matmul, schedule_dense
 from .depthwise_nchwc import DEPTHWISE_BLOCK, schedule_depthwise_nchwc
 from .stages import find_block
 
@@ -31,7 +31,7 @@ def kernel_kind(sch: s_tir.Schedule) -> str | None:
     if find_block(sch, DEPTHWISE_BLOCK) is not None:
         return "depthwise"
     block = find_block(sch, MATMUL_BLOCK)
-    if block is not None and _is_plain_matmul(sch, block):
+    if block is not None and is_plain_matmul(sch, block):
         return "dense"
     return None
 
