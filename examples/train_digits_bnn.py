@@ -20,44 +20,11 @@ import os
 import torch
 from torch import nn
 
+from binary_torch import BinaryConv, BinaryLinear
 from train_digits_cnn import load_data, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EPOCHS = 60
-
-
-class SignSTE(torch.autograd.Function):
-    """sign(x) forward; gradient passed where |x| ≤ 1 (straight-through estimator)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sign(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
-
-    @staticmethod
-    def symbolic(g, x):
-        return g.op("Sign", x)
-
-
-def binary_weight(weight):
-    """α_c · sign(W): α_c = mean |W| over each output channel (XNOR-Net)."""
-    alpha = weight.abs().mean(dim=tuple(range(1, weight.dim())), keepdim=True)
-    return alpha * SignSTE.apply(weight)
-
-
-class BinaryConv(nn.Conv2d):
-    def forward(self, x):
-        return nn.functional.conv2d(SignSTE.apply(x), binary_weight(self.weight), None, self.stride, self.padding, self.dilation, self.groups)
-
-
-class BinaryLinear(nn.Linear):
-    def forward(self, x):
-        return nn.functional.linear(SignSTE.apply(x), binary_weight(self.weight))
 
 
 class DigitsBNN(nn.Module):

@@ -104,17 +104,26 @@ def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warm
     ours = model.run(inputs)
     theirs = dict(zip([o.name for o in session.get_outputs()], run_ort()))
     difference = max(relative_difference(ours[name], theirs[name]) for name in model.output_names if name in theirs)
+    tvm_ms, ort_ms, runs = time_side_by_side(run_tvm, run_ort, runs, budget_seconds)
+    return BenchResult(tvm_ms, ort_ms, runs, threads, difference)
+
+
+def time_side_by_side(first, second, runs: int | None = None, budget_seconds: float = 10.0) -> tuple:
+    """Median milliseconds of ``first()`` and ``second()`` timed in alternating blocks, and the run count.
+
+    Call after warm-up. ``runs=None`` picks a count from ``budget_seconds`` per engine (5..200).
+    """
     if runs is None:
-        single = max(_time_once(run_tvm), _time_once(run_ort), 1e-6)
+        single = max(_time_once(first), _time_once(second), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
-    tvm_times, ort_times = [], []
-    while len(tvm_times) < runs:
-        block = min(BLOCK, runs - len(tvm_times))
-        for fn, times in ((run_tvm, tvm_times), (run_ort, ort_times)):
+    first_times, second_times = [], []
+    while len(first_times) < runs:
+        block = min(BLOCK, runs - len(first_times))
+        for fn, times in ((first, first_times), (second, second_times)):
             time.sleep(SETTLE_SECONDS)
             fn()  # dropped: the other engine's threads may still be spinning
             times.extend(_time_once(fn) for _ in range(block))
-    return BenchResult(statistics.median(tvm_times) * 1e3, statistics.median(ort_times) * 1e3, runs, threads, difference)
+    return statistics.median(first_times) * 1e3, statistics.median(second_times) * 1e3, runs
 
 
 def _time_once(fn) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import relax
 
-from ..passes.binarize import DetectBinaryLayers
+from ..passes.binarize import DetectBinaryLayers, LowerBinaryLayers
 from ..passes.fold_batchnorm import FoldBatchNorm
 from ..passes.remove_dropout import RemoveDropout
 from ..passes.scalar_min_max import ScalarMinMaxAsOps
@@ -70,6 +70,7 @@ def kernel_passes(target) -> list:
         _convert_layout_or_keep(lambda call: blocked_layouts_for(call, block)),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
+        LowerBinaryLayers(),  # binary kernels in the layouts just chosen
         relax.transform.LegalizeOps({"relax.nn.conv2d": legalize_conv2d}),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -8,7 +8,8 @@ into such a conv scales each channel by ``s_c``, which keeps it two-valued (a ne
 flips the signs, which the packed bits record).
 
 Such a layer becomes slimtvm's bitserial kernel (schedules/bitserial.py): activations and
-weights packed 32 channels to a word, XNOR + popcount, then one multiply by ``α_c``. It computes
+weights packed to bits, XNOR + popcount, then one multiply by ``α_c``. Detection (and its report)
+is a graph pass; the replacement happens after layout conversion (``LowerBinaryLayers``). It computes
 what the ONNX model computes except where an activation is exactly 0: ONNX's Sign(0) is 0, here
 it is +1. Layers fed by Sign whose weights are not two-valued stay float, and the report says why.
 Refuses nothing; a model without binarized layers is returned unchanged.
@@ -16,6 +17,7 @@ Refuses nothing; a model without binarized layers is returned unchanged.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,7 +25,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..schedules.bitserial import WORD_BITS, binary_conv2d_nchw, binary_dense, words_for
+from ..schedules.bitserial import WORD_BITS, binary_conv2d_nchw, binary_conv2d_packed, binary_dense, count_dtype, padded_channel_bytes, padded_out_channels, words_for
 from .constants import constant_value
 
 
@@ -58,11 +60,54 @@ def pack_weight_signs(weight_rows: np.ndarray) -> np.ndarray:
     return (bits.reshape(rows, -1, WORD_BITS) << shifts).sum(axis=2).astype(np.uint32)
 
 
+def pack_conv_weight_bytes(weight: np.ndarray):
+    """OIHW ±α weights → (uint8 ``[KH, KW, CB, O']`` sign bytes, ``[KH, KW, O']`` tap sums).
+
+    Bit b of byte k is ``weight[o, 8k + b] > 0``; channel and output-channel padding is 0 bits.
+    A tap sum is C − 2·(ones among the tap's bits): what the tap adds when its activations are
+    all 0 bits, which is what the kernel subtracts for taps over the zero padding.
+    """
+    out_channels, channels, kh, kw = weight.shape
+    bits = np.zeros((kh, kw, padded_channel_bytes(channels) * 8, padded_out_channels(out_channels)), dtype=np.uint8)
+    bits[:, :, :channels, :out_channels] = np.transpose(weight > 0, (2, 3, 1, 0))
+    weight_bytes = np.packbits(bits, axis=2, bitorder="little")
+    tap_sums = np.zeros((kh, kw, bits.shape[3]), dtype=np.int32)
+    tap_sums[:, :, :out_channels] = channels - 2 * np.transpose((weight > 0).sum(axis=1), (1, 2, 0))
+    return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(kh * kw * channels))
+
+
+def weight_as_oihw(weight: np.ndarray, kernel_layout: str):
+    """A conv weight in ``OIHW``, ``OIHW{b}o`` or ``OIHW{b}i{b}o`` (ConvertLayout's) back in OIHW;
+    None for another layout."""
+    if kernel_layout == "OIHW":
+        return weight
+    if re.fullmatch(r"OIHW\d+o", kernel_layout):  # [O/b, I, KH, KW, b]
+        chunks, channels, kh, kw, block = weight.shape
+        return np.transpose(weight, (0, 4, 1, 2, 3)).reshape(chunks * block, channels, kh, kw)
+    if re.fullmatch(r"OIHW\d+i\d+o", kernel_layout):  # [O/b, I/b, KH, KW, bi, bo]
+        out_chunks, in_chunks, kh, kw, in_block, out_block = weight.shape
+        return np.transpose(weight, (0, 5, 1, 4, 2, 3)).reshape(out_chunks * out_block, in_chunks * in_block, kh, kw)
+    return None
+
+
+def channel_block(layout: str) -> int:
+    """``b`` of an ``NCHW{b}c`` layout, 0 for ``NCHW``; raises ValueError for anything else."""
+    if layout == "NCHW":
+        return 0
+    match = re.fullmatch(r"NCHW(\d+)c", layout)
+    if match is None:
+        raise ValueError(layout)
+    return int(match.group(1))
+
+
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod, report: BinarizeReport):
+    """Finds binarized layers (the report); with ``lower=True`` also replaces them by kernels."""
+
+    def __init__(self, mod, report: BinarizeReport, lower: bool):
         super().__init__(mod)
         self.report = report
+        self.lower = lower
 
     def _sign_input(self, expr):
         """``x`` if ``expr`` is (bound to) ``relax.sign(x)``, else None."""
@@ -89,17 +134,26 @@ class _Rewriter(relax.PyExprMutator):
 
     def _conv(self, call, source, weight):
         attrs = call.attrs
-        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW") or weight.ndim != 4:
-            self.report.stayed_float["conv layout is not NCHW/OIHW"] += 1
+        weight = weight_as_oihw(weight, str(attrs.kernel_layout)) if weight.ndim in (4, 5, 6) else None
+        try:
+            layouts = (channel_block(str(attrs.data_layout)), channel_block(str(attrs.out_layout)))
+        except ValueError:
+            layouts = None
+        if weight is None or layouts is None:
+            self.report.stayed_float[f"conv layout {attrs.data_layout}/{attrs.kernel_layout} is not supported"] += 1
             return call
         alpha, reason = two_valued_scale(weight, 0)
         if alpha is None:
             self.report.stayed_float[reason] += 1
             return call
         out_channels, per_group, kh, kw = weight.shape
+        self.report.binary_convs += 1
+        if not self.lower:
+            return call
+        if int(attrs.groups) == 1:
+            return self._packed_conv(call, source, weight, alpha, *layouts)
         rows = np.transpose(weight, (0, 2, 3, 1)).reshape(-1, per_group)  # [O·KH·KW, C/g]
         packed = pack_weight_signs(rows).reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2).copy()
-        self.report.binary_convs += 1
         return self.builder_.call_te(
             binary_conv2d_nchw,
             source,
@@ -110,6 +164,25 @@ class _Rewriter(relax.PyExprMutator):
             [int(v) for v in attrs.padding],
             [int(v) for v in attrs.dilation],
             int(attrs.groups),
+            *layouts,
+            primfunc_name_hint="binary_conv2d",
+        )
+
+    def _packed_conv(self, call, source, weight, alpha, in_block, out_block):
+        attrs = call.attrs
+        weight_bytes, tap_sums = pack_conv_weight_bytes(weight)
+        return self.builder_.call_te(
+            binary_conv2d_packed,
+            source,
+            relax.const(weight_bytes, "uint8"),
+            relax.const(alpha, "float32"),
+            relax.const(tap_sums, str(tap_sums.dtype)),
+            int(weight.shape[1]),
+            [int(v) for v in attrs.strides],
+            [int(v) for v in attrs.padding],
+            [int(v) for v in attrs.dilation],
+            in_block,
+            out_block,
             primfunc_name_hint="binary_conv2d",
         )
 
@@ -122,6 +195,8 @@ class _Rewriter(relax.PyExprMutator):
             self.report.stayed_float[reason] += 1
             return call
         self.report.binary_dense += 1
+        if not self.lower:
+            return call
         return self.builder_.call_te(
             binary_dense,
             source,
@@ -132,20 +207,42 @@ class _Rewriter(relax.PyExprMutator):
         )
 
 
+def _run(mod, report: BinarizeReport, lower: bool):
+    rewriter = _Rewriter(mod, report, lower)
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    mod = rewriter.builder_.get()
+    if lower and (report.binary_convs or report.binary_dense):
+        mod = relax.transform.DeadCodeElimination()(mod)
+    return mod
+
+
 @tvm.transform.module_pass(opt_level=0, name="slimtvm.DetectBinaryLayers")
 class DetectBinaryLayers:
-    """Relax module pass: binarized conv2d/matmul layers become bitserial kernels (see module doc)."""
+    """Graph pass: finds the binarized conv2d/matmul layers and reports them (and why the others
+    fed by Sign stay float). Leaves the module unchanged: :class:`LowerBinaryLayers` replaces
+    them by kernels once convolutions have their final layouts."""
 
     def __init__(self):
         self.report = BinarizeReport()
 
     def transform_module(self, mod, _ctx):
         self.report = BinarizeReport()
-        rewriter = _Rewriter(mod, self.report)
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        mod = rewriter.builder_.get()
-        if self.report.binary_convs or self.report.binary_dense:
-            mod = relax.transform.DeadCodeElimination()(mod)
+        _run(mod, self.report, lower=False)
         return mod
+
+
+@tvm.transform.module_pass(opt_level=0, name="slimtvm.LowerBinaryLayers")
+class LowerBinaryLayers:
+    """Kernel pass (after ConvertLayout and constant folding): binarized layers become bitserial
+    kernels that read and write the layouts ConvertLayout chose (NCHW or NCHW[b]c), so the float
+    ops around them (batch norm, residual adds) stay in the blocked layout and fuse into their
+    epilogue. Weights in OIHW[b]o / OIHW[b]i[b]o are read back as OIHW."""
+
+    def __init__(self):
+        self.report = BinarizeReport()
+
+    def transform_module(self, mod, _ctx):
+        self.report = BinarizeReport()
+        return _run(mod, self.report, lower=True)
