@@ -1,8 +1,8 @@
 """Binary (1-bit × 1-bit) conv2d and dense computes: XNOR + popcount on bit-packed channels.
 
 Two conv computes. :func:`binary_conv2d_packed` is the fast one (groups = 1; its schedule is in
-schedules/bitserial_conv.py): activations are packed 8 channels to a byte in rows
-``[N, H, C/8, W]`` and weights to bytes ``[KH, KW, C/8, O]``, so that one activation byte is
+schedules/bitserial_conv.py): activations are packed 8 channels to a byte,
+``[N, H, W, C/8]`` and weights to bytes ``[KH, KW, C/8, O]``, so that one activation byte is
 broadcast against a vector of 32 output channels and popcounts run on byte lanes (AVX2 ``vpshufb``,
 NEON ``cnt``). :func:`binary_conv2d_nchw` (32-bit words, any groups) is the general fallback.
 
@@ -149,13 +149,13 @@ def binary_dense(data, weight_bits, alpha, in_features):
 
 
 def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int = 0, name=PACKED_ROWS_BLOCK):
-    """float NCHW (or NCHW[block]c) ``data`` → uint8 ``[N, rows, channel_bytes, cols]``: bit b of byte k at
+    """float NCHW (or NCHW[block]c) ``data`` → uint8 ``[N, rows, cols, channel_bytes]``: bit b of byte k at
     (row, col) is 1 when channel 8k + b at pixel (row − top, col − left) is ≥ 0. Positions outside
     the image (the conv's zero padding) and channels past the last one are 0 bits."""
     n, channels, height, width = nchw_dims(data, block)
     read = nchw_reader(data, block)
 
-    def packed(b, row, byte, col):
+    def packed(b, row, col, byte):
         iy, ix = row - top, col - left
         inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
         cy = tirx.max(tirx.min(iy, height - 1), 0)
@@ -168,7 +168,7 @@ def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, lef
             value = value | tirx.if_then_else(positive, tirx.const(1 << bit, "uint8"), tirx.const(0, "uint8"))
         return value
 
-    return te.compute((n, rows, channel_bytes, cols), packed, name=name)
+    return te.compute((n, rows, cols, channel_bytes), packed, name=name)
 
 
 def binary_conv2d_packed(data, weight_bytes, alpha, tap_sums, channels, strides, padding, dilation, in_block=0, out_block=0):
@@ -195,7 +195,7 @@ def binary_conv2d_packed(data, weight_bytes, alpha, tap_sums, channels, strides,
     partial = te.compute(
         (n, out_h, out_w, kh, kw, channel_bytes // chunk, padded_out),
         lambda b, y, x, ry, rx, c, o: te.sum(
-            tirx.popcount(packed[b, y * sh + ry * dh, c * chunk + byte, x * sw + rx * dw] ^ weight_bytes[ry, rx, c * chunk + byte, o]), axis=byte
+            tirx.popcount(packed[b, y * sh + ry * dh, x * sw + rx * dw, c * chunk + byte] ^ weight_bytes[ry, rx, c * chunk + byte, o]), axis=byte
         ),
         name=PACKED_PARTIAL_BLOCK,
     )

@@ -1,6 +1,6 @@
 """Schedule of the packed binary conv (schedules/bitserial.py, ``binary_conv2d_packed``).
 
-Stages: pack the input signs into byte rows (parallel over rows, vectorized along the row) →
+Stages: pack the input signs into bytes ``[N, row, col, channel byte]`` (parallel over rows) →
 per output row, the popcount nest → the float epilogue (scale, padding correction and whatever
 element-wise ops were fused after it), written in NCHW.
 
@@ -93,8 +93,9 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     sch.vectorize(c_lane)
     sch.decompose_reduction(counts, ry)
 
-    b, row_p, byte, col_p = sch.get_loops(packed)
+    b, row_p, col_p, byte = sch.get_loops(packed)
     sch.parallel(sch.fuse(b, row_p))
+    sch.reorder(byte, col_p)
     sch.vectorize(col_p)
 
 
