@@ -12,7 +12,9 @@ import subprocess
 import numpy as np
 import onnx
 import pytest
+from binary_graphs import conv_graph, conv_specs, near_threshold
 from conftest import assert_outputs_match, onnxruntime_outputs
+from hypothesis import HealthCheck, assume, given, settings
 from light_zoo import LIGHT, with_logits_output, with_random_weights
 from onnx_builders import bn_positions_model
 
@@ -115,3 +117,15 @@ def test_tune_two_tasks_for_aarch64_through_the_emulated_rpc_server(rpc_server, 
     assert len(artifact.manifest["tuning"]["tuned_kernels"]) == 2
     inputs = {"x": np.random.default_rng(1).standard_normal((1, 8, 8, 8)).astype(np.float32)}
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(spec=conv_specs())
+def test_random_binary_convs_under_emulation(arm_python, tmp_path, spec):
+    """The property test's random binarized graphs (a smaller set), compiled for aarch64 (NEON
+    byte popcounts) and run under qemu, give onnxruntime's outputs on the host."""
+    model, inputs, pre_sign = conv_graph(spec)
+    expected = onnxruntime_outputs(model, inputs)
+    assume(pre_sign is None or not near_threshold(expected[pre_sign]))
+    artifact = slimtvm.compile(model, str(tmp_path / "binary.so"), target="aarch64")
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), expected)

@@ -28,3 +28,25 @@ def test_fp32_benchmark_smoke_runs_untuned_and_tuned():
         difference = float(re.search(r"max relative output difference ([0-9.e+-]+)", claim).group(1))
         assert difference <= 1e-4, claim
     assert "| digits_cnn | 1 |" in proc.stdout
+
+
+def _run_smoke(script: str) -> str:
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), "--smoke"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_binary_layers_benchmark_smoke():
+    out = _run_smoke("binary_layers.py")
+    claims = [line for line in out.splitlines() if line.startswith("claim: binary l4")]
+    assert len(claims) == 1, out
+    row = next(line for line in out.splitlines() if line.startswith("| l4 |"))
+    assert float(row.rsplit("|", 2)[-2]) <= 1e-4, row  # slimtvm vs onnxruntime on the binary model
+
+
+def test_binary_models_benchmark_smoke():
+    out = _run_smoke("binary_models.py")
+    match = re.search(r"min cosine ([0-9.]+), top-1 agreement (\d+)/(\d+), max relative difference ([0-9.e+-]+)", out)
+    assert match, out
+    assert float(match.group(1)) >= 0.999 and match.group(2) == match.group(3) and float(match.group(4)) <= 1e-4, out
+    assert "| digits BNN vs digits CNN (smoke) | 1 |" in out

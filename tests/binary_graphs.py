@@ -1,0 +1,104 @@
+"""Random binarized ONNX graphs for the property tests (hypothesis strategies and a seeded variant).
+
+A graph: ``Sign → Conv (±α per channel) [→ BatchNorm (negative scales allowed)] [→ MaxPool]
+[→ Sign → Conv 3×3 pad 1 [+ residual]]``, or ``Sign → MatMul (±α)``. Every graph also outputs
+the value that feeds its second Sign, so a test can see whether a float sum landed within
+rounding distance of the threshold (the one allowed difference) instead of loosening tolerances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+from onnx_builders import GraphBuilder
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    dilation: int
+    pads: tuple
+    groups: int
+    size: int
+    batchnorm: bool
+    maxpool: bool
+    second: int  # output channels of a second binary conv (0: none)
+    residual: bool
+    seed: int
+
+
+@st.composite
+def conv_specs(draw) -> ConvSpec:
+    groups = draw(st.sampled_from([1, 1, 1, 2, 4]))
+    cin = groups * draw(st.integers(1, 72 // groups))
+    cout = groups * draw(st.integers(1, 72 // groups))
+    kernel = draw(st.sampled_from([1, 2, 3, 3, 5]))
+    dilation = draw(st.sampled_from([1, 1, 2]))
+    stride = draw(st.sampled_from([1, 1, 2, 3]))
+    pads = tuple(draw(st.integers(0, min(2, (kernel - 1) * dilation))) for _ in range(4))
+    effective = (kernel - 1) * dilation + 1
+    size = draw(st.integers(max(1, effective - min(pads[0] + pads[2], pads[1] + pads[3])), 12))
+    out = (size + min(pads[0] + pads[2], pads[1] + pads[3]) - effective) // stride + 1
+    batchnorm = draw(st.booleans())
+    maxpool = draw(st.booleans()) and out >= 2
+    second = draw(st.sampled_from([0, 0, cout, 8, 33]))
+    residual = second == cout and draw(st.booleans())
+    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, draw(st.integers(0, 2**16)))
+
+
+def binary_weight(rng, shape) -> np.ndarray:
+    """±α_c per output channel (axis 0), α_c in [0.05, 0.5]."""
+    alpha = rng.uniform(0.05, 0.5, size=(shape[0],) + (1,) * (len(shape) - 1))
+    return (rng.choice([-1.0, 1.0], size=shape) * alpha).astype(np.float32)
+
+
+def add_binary_conv(g: GraphBuilder, x: str, spec: ConvSpec) -> tuple:
+    """The spec's layers from input ``x``; returns (output, value feeding the second Sign or None)."""
+    weight = binary_weight(g.rng, (spec.cout, spec.cin // spec.groups, spec.kernel, spec.kernel))
+    y = g.node("Conv", [g.node("Sign", [x]), g.const(weight)], kernel_shape=[spec.kernel] * 2, strides=[spec.stride] * 2, pads=list(spec.pads), dilations=[spec.dilation] * 2, group=spec.groups)
+    if spec.batchnorm:
+        y = g.batchnorm(y, spec.cout, negative_scales=True)
+    if spec.maxpool:
+        y = g.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    if not spec.second:
+        return y, None
+    pre_sign = y
+    weight = binary_weight(g.rng, (spec.second, spec.cout, 3, 3))
+    z = g.node("Conv", [g.node("Sign", [y]), g.const(weight)], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    if spec.residual:
+        z = g.node("Add", [z, y])
+    return z, pre_sign
+
+
+def conv_graph(spec: ConvSpec):
+    """(model, inputs, name of the pre-Sign output or None) for one spec."""
+    g = GraphBuilder(seed=spec.seed)
+    x = g.input([1, spec.cin, spec.size, spec.size])
+    out, pre_sign = add_binary_conv(g, x, spec)
+    model = g.model([out] + ([pre_sign] if pre_sign else []))
+    inputs = {"x": np.random.default_rng(spec.seed + 1).standard_normal((1, spec.cin, spec.size, spec.size)).astype(np.float32)}
+    return model, inputs, pre_sign
+
+
+@st.composite
+def dense_specs(draw) -> tuple:
+    return draw(st.integers(1, 3)), draw(st.integers(1, 200)), draw(st.integers(1, 70)), draw(st.integers(0, 2**16))
+
+
+def dense_graph(rows: int, features: int, outputs: int, seed: int):
+    g = GraphBuilder(seed=seed)
+    x = g.input([rows, features])
+    y = g.node("MatMul", [g.node("Sign", [x]), g.const(binary_weight(g.rng, (outputs, features)).T.copy())])
+    inputs = {"x": np.random.default_rng(seed + 1).standard_normal((rows, features)).astype(np.float32)}
+    return g.model(y), inputs
+
+
+def near_threshold(pre_sign: np.ndarray) -> bool:
+    """True when some value feeding a Sign is within float rounding (1e-5 relative) of 0."""
+    scale = float(np.max(np.abs(pre_sign))) or 1.0
+    return bool(np.any(np.abs(pre_sign) <= 1e-5 * scale))
