@@ -207,3 +207,32 @@ def test_tune_refuses_bad_options(tmp_path, capsys):
     path = tmp_path / "no_kernels.onnx"
     onnx.save(g.model(g.relu(g.input([1, 4]))), path)
     fails_cleanly(["tune", str(path), "--db", str(tmp_path / "db"), "--trials", "5"], capsys, tmp_path, "no kernel slimtvm can tune")
+
+
+def test_sampled_binary_conv_templates_compute_the_same_result():
+    """Random decisions of the binary conv template on the digits BNN's binary convs. The popcount
+    sums are exact; the fused float epilogue (scale, batch norm) may round differently (FMA)."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from slimtvm.compiler.tune import extract_tuning_tasks
+    from slimtvm.schedules.templates import design_spaces
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+
+    spec = resolve_target("host")
+    target = spec.tvm_target()
+    tasks = [t for t in extract_tuning_tasks(os.path.join(REPO, "examples", "digits_bnn.onnx"), spec) if t.kind == "binary_conv2d"]
+    assert len(tasks) >= 2
+    for task in tasks:
+        infos = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+        rng = np.random.default_rng(0)
+        args = [
+            rng.integers(0, 256, size=[int(d) for d in info.shape]).astype(str(info.dtype)) if "int" in str(info.dtype) else rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
+            for info in infos
+        ]
+        reference = _run(tvm.compile(task.mod, target=target), args)
+        for seed in range(4):
+            (space,) = design_spaces(s_tir.Schedule(task.mod, seed=seed + 1), simd_lanes(target))
+            out = _run(tvm.compile(space.mod, target=target), args)
+            np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6 * np.abs(reference).max(), err_msg=f"{task.name}: {space.trace}")

@@ -1,7 +1,7 @@
 """``slimtvm tune``: MetaSchedule with the XGBoost cost model over a model's kernels.
 
 The model goes through the same passes as ``compile`` up to kernel fusion; each fused PrimFunc
-that one of slimtvm's templates covers (blocked conv2d, depthwise conv2d, dense) is a task. Other
+that one of slimtvm's templates covers (blocked conv2d, depthwise conv2d, dense, binary conv2d) is a task. Other
 kernels (pooling, element-wise, layout changes) keep their default schedules.
 
 Before searching, each task's *default* schedule is measured and committed like any other
@@ -114,7 +114,7 @@ def tune_model(
         raise SlimError(f"target {spec.name} ({spec.arch}) cannot be measured on this {host_arch()} machine: give --rpc HOST:PORT of a device")
     tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels)
     if not tasks:
-        raise SlimError("the model has no kernel slimtvm can tune (no conv2d, depthwise conv2d or dense layer)")
+        raise SlimError("the model has no kernel slimtvm can tune (no conv2d, depthwise conv2d, dense or binary conv layer)")
     database = open_database(os.fspath(db), spec, create=True)
     started = time.perf_counter()
     with _measuring_threads(threads), tempfile.TemporaryDirectory(prefix="slimtvm-tune-") as scratch:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from .bitserial import CHANNEL_LANES, PACKED_CONV_BLOCK
+from .bitserial_conv import schedule_binary_conv
 from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, schedule_conv2d_nchwc
 from .dense import MATMUL_BLOCK, is_plain_matmul, schedule_dense
 from .depthwise_nchwc import DEPTHWISE_BLOCK, schedule_depthwise_nchwc
@@ -25,7 +27,9 @@ def _categorical(sch: s_tir.Schedule, values: list[int]):
 
 
 def kernel_kind(sch: s_tir.Schedule) -> str | None:
-    """``"conv2d"``, ``"depthwise"``, ``"dense"`` or None: which template fits this PrimFunc."""
+    """``"conv2d"``, ``"depthwise"``, ``"dense"``, ``"binary_conv2d"`` or None: which template fits this PrimFunc."""
+    if find_block(sch, PACKED_CONV_BLOCK) is not None:
+        return "binary_conv2d"
     if find_block(sch, CONV_BLOCK) is not None:
         return "conv2d"
     if find_block(sch, DEPTHWISE_BLOCK) is not None:
@@ -45,6 +49,8 @@ def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
         return [_depthwise_space(sch)]
     if kind == "dense":
         return [_dense_space(sch, lanes)]
+    if kind == "binary_conv2d":
+        return [_binary_conv_space(sch)]
     return []
 
 
@@ -83,4 +89,15 @@ def _dense_space(sch, lanes):
     col_tile = _categorical(space, col_tiles[-6:])
     k_unroll = _categorical(space, [k for k in (1, 2, 4, 8) if reduction % k == 0])
     schedule_dense(space, lanes, row_tile, col_tile, k_unroll)
+    return space
+
+
+def _binary_conv_space(sch):
+    loops = sch.get_loops(sch.get_sblock(PACKED_CONV_BLOCK))
+    out_w, padded_out = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
+    vectors = padded_out // CHANNEL_LANES
+    space = sch.copy()
+    reg_n = _categorical(space, [w for w in (1, 2, 3, 4, 7, 8) if w <= out_w])
+    oc_vectors = _categorical(space, [v for v in (1, 2, 4) if vectors % v == 0])
+    schedule_binary_conv(space, reg_n, oc_vectors)
     return space
