@@ -2,14 +2,16 @@
 onnxruntime's outputs (≤ 1e-4 relative; popcount sums are exact, only the float scale and the
 reordered float sums of batch norm differ). 300 examples in the default suite, more with -m slow.
 
-The one allowed difference — a value feeding the second Sign within rounding distance of 0 — is
-detected from the pre-Sign output and such examples are discarded (``assume``), not tolerated.
+Without a residual, the BN (and max-pool) before the second Sign become integer thresholds (and
+an OR) in the first conv, which writes packed bits: the manifest must say so. The one allowed
+difference — a value feeding the second Sign within rounding distance of 0 — is detected from a
+probe model's pre-Sign output and such examples are discarded (``assume``), not tolerated.
 """
 
 from __future__ import annotations
 
 import pytest
-from binary_graphs import conv_graph, conv_specs, dense_graph, dense_specs, near_threshold
+from binary_graphs import conv_graph, conv_specs, dense_graph, dense_specs, sign_margin_ok
 from conftest import assert_outputs_match, onnxruntime_outputs
 from hypothesis import HealthCheck, assume, given, settings
 
@@ -19,13 +21,15 @@ COMMON = dict(deadline=None, derandomize=True, suppress_health_check=[HealthChec
 
 
 def _check_conv(spec, tmp_path):
-    model, inputs, pre_sign = conv_graph(spec)
-    expected = onnxruntime_outputs(model, inputs)
-    assume(pre_sign is None or not near_threshold(expected[pre_sign]))
+    model, inputs, probe = conv_graph(spec)
+    assume(sign_margin_ok(probe, inputs, onnxruntime_outputs))
     artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
-    report = next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
-    assert report["binary_convs"] == (2 if spec.second else 1), report
-    assert_outputs_match(artifact.load().run(inputs), expected)
+    passes = {p["name"]: p for p in artifact.manifest["passes"]}
+    assert passes["binarize"]["binary_convs"] == passes["binary_blocks"]["binary_convs_lowered"] == (2 if spec.second else 1), passes
+    fused = bool(spec.second) and not spec.residual and spec.groups == 1
+    assert passes["binary_blocks"]["thresholds_fused"] == int(fused), passes
+    assert passes["binary_blocks"]["max_pools_on_bits"] == int(fused and spec.maxpool), passes
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
 @settings(max_examples=230, **COMMON)

@@ -132,6 +132,8 @@ def _describe_pass(entry: dict) -> str:
         if entry["stayed_float_because"]:
             text += "; stayed float: " + "; ".join(f"{v}× {k}" for k, v in entry["stayed_float_because"].items())
         return text
+    if entry["name"] == "binary_blocks":
+        return f"binary_blocks: {entry['thresholds_fused']} BN → Sign pairs fused into integer thresholds (packed bits between binary convs), {entry['max_pools_on_bits']} max-pools on bits (OR)"
     return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
 
 

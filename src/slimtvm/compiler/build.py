@@ -120,7 +120,7 @@ def _lower(mod, tvm_target, passes, database=None):
             raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {first_line(err)}") from None
         t1 = time.perf_counter()
         try:
-            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target, database)))
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target, database, passes.lower_binary)))
         except Exception as err:
             raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {first_line(err)}") from None
     return executable, t1 - t0, time.perf_counter() - t1

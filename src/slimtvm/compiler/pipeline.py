@@ -27,6 +27,7 @@ class GraphPasses:
 
     fold_batchnorm: FoldBatchNorm
     binarize: DetectBinaryLayers
+    lower_binary: LowerBinaryLayers  # runs in the lowering (after ConvertLayout); its report is here too
 
     def sequence(self) -> list:
         return [
@@ -40,15 +41,19 @@ class GraphPasses:
 
     def reports(self) -> dict:
         """Statistics of each slimtvm pass after a run, keyed by pass name (for the manifest)."""
-        return {"fold_batchnorm": self.fold_batchnorm.report.to_json(), "binarize": self.binarize.report.to_json()}
+        return {
+            "fold_batchnorm": self.fold_batchnorm.report.to_json(),
+            "binarize": self.binarize.report.to_json(),
+            "binary_blocks": self.lower_binary.blocks_report(),
+        }
 
 
 def graph_passes() -> GraphPasses:
     """Fresh instances of slimtvm's graph passes."""
-    return GraphPasses(fold_batchnorm=FoldBatchNorm(), binarize=DetectBinaryLayers())
+    return GraphPasses(fold_batchnorm=FoldBatchNorm(), binarize=DetectBinaryLayers(), lower_binary=LowerBinaryLayers())
 
 
-def lowering_passes(target, database=None) -> list:
+def lowering_passes(target, database=None, lower_binary: LowerBinaryLayers | None = None) -> list:
     """From the optimised Relax graph to VM code, with slimtvm's kernels and layouts.
 
     Convolutions move to the blocked NCHW[x]c layout (x = the target's fp32 SIMD lanes, at least 8;
@@ -57,11 +62,12 @@ def lowering_passes(target, database=None) -> list:
     MetaSchedule ``database`` (a ``TuningDatabase``) where it has one, else by slimtvm's default
     rules. Then TVM's CPU lowering plans memory and emits VM code.
     """
-    return kernel_passes(target) + scheduling_passes(target, database)
+    return kernel_passes(target, lower_binary) + scheduling_passes(target, database)
 
 
-def kernel_passes(target) -> list:
-    """Layouts, legalization and fusion: the module whose PrimFuncs are the tuning tasks."""
+def kernel_passes(target, lower_binary: LowerBinaryLayers | None = None) -> list:
+    """Layouts, legalization and fusion: the module whose PrimFuncs are the tuning tasks.
+    ``lower_binary``: the binary-layer lowering instance, to read its report afterwards."""
     from ..schedules.conv2d_nchwc import blocked_layouts_for, legalize_conv2d
     from ..targets.presets import simd_lanes
 
@@ -70,7 +76,7 @@ def kernel_passes(target) -> list:
         _convert_layout_or_keep(lambda call: blocked_layouts_for(call, block)),
         relax.transform.Normalize(),
         relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
-        LowerBinaryLayers(),  # binary kernels in the layouts just chosen
+        lower_binary or LowerBinaryLayers(),  # binary kernels in the layouts just chosen, thresholds fused
         relax.transform.LegalizeOps({"relax.nn.conv2d": legalize_conv2d}),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -148,7 +154,7 @@ def relax_pipeline(target=None, passes: GraphPasses | None = None) -> tvm.transf
         chosen = target or tvm.target.Target.current()
         if chosen is None:
             raise ValueError("the slimtvm pipeline needs a target: pass one or call it inside `with target:`")
-        seq = passes.sequence() + lowering_passes(chosen)
+        seq = passes.sequence() + lowering_passes(chosen, lower_binary=passes.lower_binary)
         return tvm.transform.Sequential(seq)(mod)
 
     return _pipeline

@@ -25,7 +25,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..schedules.bitserial import WORD_BITS, binary_conv2d_nchw, binary_conv2d_packed, binary_dense, count_dtype, padded_channel_bytes, padded_out_channels, words_for
+from ..schedules.binary_conv_packed import binary_conv2d_packed, binary_conv2d_to_bits, count_dtype, packed_input_extent, padded_channel_bytes, padded_out_channels
+from ..schedules.stages import conv_output_hw
+from .binary_blocks import PackedConv, threshold_plan, use_counts
+from ..schedules.bitserial import WORD_BITS, binary_conv2d_nchw, binary_dense, words_for
 from .constants import constant_value
 
 
@@ -34,6 +37,8 @@ class BinarizeReport:
     binary_convs: int = 0
     binary_dense: int = 0
     stayed_float: Counter = field(default_factory=Counter)  # reason -> count
+    fused_thresholds: int = 0  # lowering only: BN → Sign pairs that became integer thresholds
+    or_pools: int = 0  # lowering only: max-pools that run on packed bits
 
     def to_json(self) -> dict:
         return {"binary_convs": self.binary_convs, "binary_dense": self.binary_dense, "stayed_float_because": dict(self.stayed_float)}
@@ -108,14 +113,33 @@ class _Rewriter(relax.PyExprMutator):
         super().__init__(mod)
         self.report = report
         self.lower = lower
+        self.uses: dict = {}  # var -> readers, of the function being rewritten
+        self.packed_convs: dict = {}  # PrimFunc name -> PackedConv, for threshold fusion
 
-    def _sign_input(self, expr):
-        """``x`` if ``expr`` is (bound to) ``relax.sign(x)``, else None."""
+    def visit_function(self, func):
+        self.uses = use_counts(func)
+        return self.visit_expr(func)
+
+    def _bound(self, expr):
         if isinstance(expr, relax.Var):
             bound = self.lookup_binding(expr)
-            expr = bound if bound is not None else expr
-        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.sign":
-            return expr.args[0]
+            return bound if bound is not None else expr
+        return expr
+
+    def _sign_input(self, expr):
+        """(``x``, layout of ``x`` if it differs from the conv's) when ``expr`` is (bound to)
+        ``relax.sign(x)`` or to ``layout_transform(sign(x))`` (ConvertLayout puts the transform
+        after a Sign on an NCHW value; the kernel then reads ``x`` in NCHW itself); else None."""
+        expr = self._bound(expr)
+        if not isinstance(expr, relax.Call):
+            return None
+        name = getattr(expr.op, "name", "")
+        if name == "relax.sign":
+            return expr.args[0], None
+        if name == "relax.layout_transform":
+            inner = self._bound(expr.args[0])
+            if isinstance(inner, relax.Call) and getattr(inner.op, "name", "") == "relax.sign" and len(inner.args[0].ty.shape) == 4:
+                return inner.args[0], 0
         return None
 
     def visit_call_(self, call):
@@ -123,22 +147,25 @@ class _Rewriter(relax.PyExprMutator):
         name = getattr(call.op, "name", "")
         if name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
-        source = self._sign_input(call.args[0])
-        if source is None:
+        found = self._sign_input(call.args[0])
+        if found is None:
             return call
+        source, source_block = found
         weight = constant_value(call.args[1])
         if weight is None:
             self.report.stayed_float["weights are not constants"] += 1
             return call
-        return self._conv(call, source, weight) if name == "relax.nn.conv2d" else self._dense(call, source, weight)
+        return self._conv(call, source, weight, source_block) if name == "relax.nn.conv2d" else self._dense(call, source, weight)
 
-    def _conv(self, call, source, weight):
+    def _conv(self, call, source, weight, source_block=None):
         attrs = call.attrs
         weight = weight_as_oihw(weight, str(attrs.kernel_layout)) if weight.ndim in (4, 5, 6) else None
         try:
             layouts = (channel_block(str(attrs.data_layout)), channel_block(str(attrs.out_layout)))
         except ValueError:
             layouts = None
+        if layouts is not None and source_block is not None:
+            layouts = (source_block, layouts[1])
         if weight is None or layouts is None:
             self.report.stayed_float[f"conv layout {attrs.data_layout}/{attrs.kernel_layout} is not supported"] += 1
             return call
@@ -171,19 +198,61 @@ class _Rewriter(relax.PyExprMutator):
     def _packed_conv(self, call, source, weight, alpha, in_block, out_block):
         attrs = call.attrs
         weight_bytes, tap_sums = pack_conv_weight_bytes(weight)
+        shape = [int(d) for d in source.ty.shape]
+        conv = PackedConv(
+            source, weight_bytes, tap_sums, alpha, int(weight.shape[1]), (shape[2], shape[3]),
+            [int(v) for v in attrs.strides], [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation], in_block, out_block,
+        )
+        plan = threshold_plan(self.lookup_binding, self.uses, call.args[0], source, self.packed_convs)
+        if plan is not None:
+            conv.source = self.builder_.emit(self._bits_from(plan, conv), "sign_bits")
+            self.report.fused_thresholds += 1
+            self.report.or_pools += int(bool(plan.pool))
+        lowered = self._emit_packed(conv)
+        self.packed_convs[lowered.args[0].name_hint] = conv
+        return lowered
+
+    def _emit_packed(self, conv: PackedConv):
         return self.builder_.call_te(
             binary_conv2d_packed,
-            source,
-            relax.const(weight_bytes, "uint8"),
-            relax.const(alpha, "float32"),
-            relax.const(tap_sums, str(tap_sums.dtype)),
-            int(weight.shape[1]),
-            [int(v) for v in attrs.strides],
-            [int(v) for v in attrs.padding],
-            [int(v) for v in attrs.dilation],
-            in_block,
-            out_block,
+            conv.source,
+            relax.const(conv.weight_bytes, "uint8"),
+            relax.const(conv.alpha, "float32"),
+            relax.const(conv.tap_sums, str(conv.tap_sums.dtype)),
+            conv.channels,
+            list(conv.image_hw),
+            conv.strides,
+            conv.padding,
+            conv.dilation,
+            conv.in_block,
+            conv.out_block,
             primfunc_name_hint="binary_conv2d",
+        )
+
+    def _bits_from(self, plan, consumer: PackedConv):
+        """The producer of ``plan`` again, writing ``consumer``'s packed, zero-padded input."""
+        producer = plan.producer
+        kh, kw, channel_bytes, _ = consumer.weight_bytes.shape
+        out_h, out_w = conv_output_hw(*consumer.image_hw, kh, kw, consumer.strides, consumer.padding, consumer.dilation)
+        rows, cols = packed_input_extent(out_h, out_w, kh, kw, consumer.strides, consumer.dilation)
+        next_conv = [int(channel_bytes), rows, cols, consumer.padding[0], consumer.padding[1]]
+        return self.builder_.call_te(
+            binary_conv2d_to_bits,
+            producer.source,
+            relax.const(producer.weight_bytes, "uint8"),
+            relax.const(producer.tap_sums, str(producer.tap_sums.dtype)),
+            relax.const(plan.flip, "int32"),
+            relax.const(plan.threshold, "int32"),
+            producer.channels,
+            producer.out_channels,
+            list(producer.image_hw),
+            producer.strides,
+            producer.padding,
+            producer.dilation,
+            producer.in_block,
+            list(plan.pool),
+            next_conv,
+            primfunc_name_hint="binary_conv2d_bits",
         )
 
     def _dense(self, call, source, weight):
@@ -211,7 +280,7 @@ def _run(mod, report: BinarizeReport, lower: bool):
     rewriter = _Rewriter(mod, report, lower)
     for gvar, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+            rewriter.builder_.update_func(gvar, rewriter.visit_function(func))
     mod = rewriter.builder_.get()
     if lower and (report.binary_convs or report.binary_dense):
         mod = relax.transform.DeadCodeElimination()(mod)
@@ -246,3 +315,12 @@ class LowerBinaryLayers:
     def transform_module(self, mod, _ctx):
         self.report = BinarizeReport()
         return _run(mod, self.report, lower=True)
+
+    def blocks_report(self) -> dict:
+        """The manifest entry for the fusion between binary layers (passes/binary_blocks.py)."""
+        return {
+            "binary_convs_lowered": self.report.binary_convs,
+            "binary_dense_lowered": self.report.binary_dense,
+            "thresholds_fused": self.report.fused_thresholds,
+            "max_pools_on_bits": self.report.or_pools,
+        }

@@ -1,8 +1,10 @@
 """Schedule of the packed binary conv (schedules/bitserial.py, ``binary_conv2d_packed``).
 
-Stages: pack the input signs into bytes ``[N, row, col, channel byte]`` (parallel over rows) →
-per output row, the popcount nest → the float epilogue (scale, padding correction and whatever
-element-wise ops were fused after it), written in NCHW.
+Stages: pack the input signs into bytes ``[N, row, col, channel byte]`` (parallel over rows;
+absent when a producing binary conv wrote bits) → per output row, the popcount nest → the float
+epilogue (scale, padding correction and whatever element-wise ops were fused after it, written in
+NCHW or NCHW[b]c), or, for bit output, the thresholds (and OR-pool) writing the next conv's
+packed input.
 
 The popcount nest keeps a register tile of ``reg_n`` output pixels × ``oc_vectors`` vectors of
 32 output channels. For every tap and every chunk of up to 16 channel bytes it sums byte
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from .bitserial import CHANNEL_LANES, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_ROWS_BLOCK
+from .binary_conv_packed import CHANNEL_LANES, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_ROWS_BLOCK, SIGN_BITS_BLOCK
 from .cpu_rule import CPURule
 from .stages import find_block
 
@@ -45,25 +47,21 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     """Apply the module docstring's schedule; the factors are ints or MetaSchedule variables."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(block).name_hint for block in blocks]
-    packed, partial, counts, dots = (blocks[names.index(name)] for name in (PACKED_ROWS_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK))
+    partial, counts, dots = (blocks[names.index(name)] for name in (PACKED_PARTIAL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK))
+    packed = blocks[names.index(PACKED_ROWS_BLOCK)] if PACKED_ROWS_BLOCK in names else None  # absent: bits come packed
     epilogue = blocks[names.index(PACKED_DOT_BLOCK) + 1 :]
     for block in epilogue[:-1]:
         sch.compute_inline(block)
     out = epilogue[-1]
 
-    loops = sch.get_loops(out)
-    if len(loops) == 5:  # NCHW[b]c: a row's channel blocks, each pixel's block one vector
-        n, chunk, row, col, lane = loops
-        sch.reorder(n, row, chunk, col, lane)
+    if SIGN_BITS_BLOCK in names:  # bits out: dots rows in parallel, then the small bit stage
+        n, row, col, byte = sch.get_loops(out)
         sch.parallel(sch.fuse(n, row))
-        sch.vectorize(lane)
-    else:  # NCHW: a row per channel, vectorized along the row
-        n, channel, row, col = loops
-        sch.reorder(n, row, channel, col)
+        n, row = sch.get_loops(dots)[:2]
         sch.parallel(sch.fuse(n, row))
-        sch.vectorize(col)
-    sch.compute_at(dots, sch.get_loops(out)[0], preserve_unit_loops=True)
-
+    else:
+        _schedule_float_out(sch, out)
+        sch.compute_at(dots, sch.get_loops(out)[0], preserve_unit_loops=True)
 
     # dots under the output row: n, y (unit), x, o — tiled; counts computed per tile.
     x, o = sch.get_loops(dots)[-2:]
@@ -93,10 +91,25 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     sch.vectorize(c_lane)
     sch.decompose_reduction(counts, ry)
 
-    b, row_p, col_p, byte = sch.get_loops(packed)
-    sch.parallel(sch.fuse(b, row_p))
-    sch.reorder(byte, col_p)
-    sch.vectorize(col_p)
+    if packed is not None:
+        b, row_p, col_p, byte = sch.get_loops(packed)
+        sch.parallel(sch.fuse(b, row_p))
+        sch.reorder(byte, col_p)
+        sch.vectorize(col_p)
+
+
+def _schedule_float_out(sch, out) -> None:
+    loops = sch.get_loops(out)
+    if len(loops) == 5:  # NCHW[b]c: a row's channel blocks, each pixel's block one vector
+        n, chunk, row, col, lane = loops
+        sch.reorder(n, row, chunk, col, lane)
+        sch.parallel(sch.fuse(n, row))
+        sch.vectorize(lane)
+    else:  # NCHW: a row per channel, vectorized along the row
+        n, channel, row, col = loops
+        sch.reorder(n, row, channel, col)
+        sch.parallel(sch.fuse(n, row))
+        sch.vectorize(col)
 
 
 class BinaryConv(CPURule):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .bitserial import CHANNEL_LANES, PACKED_CONV_BLOCK
+from .binary_conv_packed import CHANNEL_LANES, PACKED_CONV_BLOCK
 from .bitserial_conv import schedule_binary_conv
 from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, schedule_conv2d_nchwc
 from .dense import MATMUL_BLOCK, is_plain_matmul, schedule_dense

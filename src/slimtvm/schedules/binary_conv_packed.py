@@ -1,0 +1,221 @@
+"""The fast binary conv2d (groups = 1): byte-packed activations, byte-lane popcounts, and its two
+epilogues — float output, or sign bits for the next binary conv (integer thresholds).
+
+Activations are packed 8 channels to a byte, ``[N, rows, cols, CB]`` (channel bytes innermost,
+zero-padded rows and columns around the image, CB = :func:`padded_channel_bytes`); weights are
+bytes ``[KH, KW, CB, O']`` with O' = :func:`padded_out_channels`. One activation byte is broadcast
+against a vector of 32 output channels' weight bytes, so popcounts run on byte lanes (AVX2
+``vpshufb``, NEON ``cnt``); the schedule is in schedules/bitserial_conv.py.
+
+Convention (bipolar): bit 1 is +1, bit 0 is −1; ``x ≥ 0 → +1`` (ONNX's Sign(0) is 0: the one
+documented difference). For one tap, the dot product of C signs is ``C − 2·popcount(a XOR w)``.
+Zero padding is a third value that contributes 0: the popcount sum runs over every tap (padding
+bytes are 0 bits) and subtracts, for the taps outside the image, ``tap_sums`` = what such a tap
+added (``C − 2·ones(w)``).
+
+Bit output: BN and any per-channel scale/shift before a Sign make ``a_c·dot + b_c ≥ 0`` per
+channel, i.e. ``flip_c·dot ≥ threshold_c`` with ``flip_c`` ∈ {1, −1, 0} (the pass computes the
+integers). A max-pool between them becomes a bitwise OR of the bits (Sign is monotone; the pool's
+−∞ padding is a 0 bit). The bits are written in the next conv's packed, zero-padded layout.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+from .stages import conv_output_hw
+
+CHANNEL_LANES = 32  # output channels per vector of byte popcounts (one AVX2 register)
+MAX_CHUNK_BYTES = 16  # bytes summed in 8-bit lanes before widening: 16 · 8 = 128 < 256
+
+PACKED_ROWS_BLOCK = "packed_rows"
+PACKED_PARTIAL_BLOCK = "binary_conv2d_partial"
+PACKED_CONV_BLOCK = "binary_conv2d_counts"
+PACKED_DOT_BLOCK = "binary_conv2d_dot"
+SIGN_BITS_BLOCK = "sign_bits"
+
+
+def chunk_bytes(channel_bytes: int) -> int:
+    """Bytes per 8-bit partial sum: all of them up to 16, else 16 (the channel bytes are then
+    padded to a multiple of 16 with zero bytes, which never disagree)."""
+    return min(channel_bytes, MAX_CHUNK_BYTES)
+
+
+def padded_channel_bytes(channels: int) -> int:
+    channel_bytes = (channels + 7) // 8
+    chunk = chunk_bytes(channel_bytes)
+    return (channel_bytes + chunk - 1) // chunk * chunk
+
+
+def padded_out_channels(out_channels: int) -> int:
+    return (out_channels + CHANNEL_LANES - 1) // CHANNEL_LANES * CHANNEL_LANES
+
+
+def count_dtype(total_bits: int) -> str:
+    """The integer type of a conv's popcount sums and dot products: int16 when they fit."""
+    return "int16" if total_bits < 2**15 else "int32"
+
+
+def packed_input_extent(out_h: int, out_w: int, kh: int, kw: int, strides, dilation) -> tuple:
+    """(rows, cols) of packed input a conv reads: its padded input window."""
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    return (out_h - 1) * sh + (kh - 1) * dh + 1, (out_w - 1) * sw + (kw - 1) * dw + 1
+
+
+def nchw_reader(data, block: int):
+    """``read(n, c, y, x)`` for ``data`` in NCHW (``block`` 0) or NCHW[block]c."""
+    if block:
+        return lambda n, c, y, x: data[n, c // block, y, x, c % block]
+    return lambda n, c, y, x: data[n, c, y, x]
+
+
+def nchw_dims(data, block: int) -> tuple:
+    """(N, C, H, W) of ``data`` in NCHW or NCHW[block]c."""
+    shape = [int(d) for d in data.shape]
+    return (shape[0], shape[1] * block, shape[2], shape[3]) if block else tuple(shape)
+
+
+def in_layout(shape_nchw: tuple, block: int, value, name: str):
+    """A compute of NCHW ``shape_nchw`` laid out as NCHW (block 0) or NCHW[block]c; ``value(n, c, y, x)``."""
+    n, c, h, w = shape_nchw
+    if block:
+        return te.compute((n, c // block, h, w, block), lambda b, chunk, y, x, lane: value(b, chunk * block + lane, y, x), name=name)
+    return te.compute((n, c, h, w), value, name=name)
+
+
+def _byte_of_bits(bit_of, byte, channels: int):
+    """Σ_b bit_of(8·byte + b) << b over the channels that exist (a uint8 expression)."""
+    value = tirx.const(0, "uint8")
+    for bit in range(8):
+        channel = byte * 8 + bit
+        on = tirx.all(channel < channels, bit_of(tirx.min(channel, channels - 1)))
+        value = value | tirx.if_then_else(on, tirx.const(1 << bit, "uint8"), tirx.const(0, "uint8"))
+    return value
+
+
+def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int = 0, name=PACKED_ROWS_BLOCK):
+    """float NCHW (or NCHW[block]c) ``data`` → uint8 ``[N, rows, cols, channel_bytes]``: bit b of
+    byte k at (row, col) is 1 when channel 8k + b at pixel (row − top, col − left) is ≥ 0.
+    Positions outside the image (the conv's zero padding) and channels past the last are 0 bits."""
+    n, channels, height, width = nchw_dims(data, block)
+    read = nchw_reader(data, block)
+
+    def packed(b, row, col, byte):
+        iy, ix = row - top, col - left
+        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
+        cy = tirx.max(tirx.min(iy, height - 1), 0)
+        cx = tirx.max(tirx.min(ix, width - 1), 0)
+        return _byte_of_bits(lambda c: tirx.all(inside, read(b, c, cy, cx) >= 0), byte, channels)
+
+    return te.compute((n, rows, cols, channel_bytes), packed, name=name)
+
+
+def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int, width: int, strides, padding, dilation):
+    """Integer dot products ``[N, OH, OW, O']`` of the packed input (rows and columns from
+    (−top, −left), zero outside the ``height`` × ``width`` image) with the weights, padded taps
+    contributing 0."""
+    n = int(packed.shape[0])
+    kh, kw, channel_bytes, padded_out = (int(d) for d in weight_bytes.shape)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    top, left, _, _ = (int(v) for v in padding)
+    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
+    chunk = chunk_bytes(channel_bytes)
+    byte = te.reduce_axis((0, chunk), name="byte")
+    partial = te.compute(
+        (n, out_h, out_w, kh, kw, channel_bytes // chunk, padded_out),
+        lambda b, y, x, ry, rx, c, o: te.sum(
+            tirx.popcount(packed[b, y * sh + ry * dh, x * sw + rx * dw, c * chunk + byte] ^ weight_bytes[ry, rx, c * chunk + byte, o]), axis=byte
+        ),
+        name=PACKED_PARTIAL_BLOCK,
+    )
+    total_bits = kh * kw * int(channels)
+    counts_type = count_dtype(total_bits)
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rc = te.reduce_axis((0, channel_bytes // chunk), name="rc")
+    counts = te.compute(
+        (n, out_h, out_w, padded_out),
+        lambda b, y, x, o: te.sum(partial[b, y, x, ry, rx, rc, o].astype(counts_type), axis=[ry, rx, rc]),
+        name=PACKED_CONV_BLOCK,
+    )
+
+    def corrected(b, y, x, o):
+        dot = tirx.const(total_bits, counts_type) - counts[b, y, x, o] * tirx.const(2, counts_type)
+        for ty in range(kh):
+            for tx in range(kw):
+                iy, ix = y * sh + ty * dh - top, x * sw + tx * dw - left
+                outside = tirx.any(iy < 0, iy >= height, ix < 0, ix >= width)
+                dot = dot - tirx.if_then_else(outside, tap_sums[ty, tx, o], tirx.const(0, counts_type))
+        return dot
+
+    return te.compute((n, out_h, out_w, padded_out), corrected, name=PACKED_DOT_BLOCK)
+
+
+def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block):
+    """(packed bytes, height, width): ``source`` is float (packed here) or already-packed uint8."""
+    kh, kw, channel_bytes, _ = (int(d) for d in weight_bytes.shape)
+    if str(source.dtype) == "uint8":
+        height, width = (int(v) for v in image_hw)
+        return source, height, width
+    _, _, height, width = nchw_dims(source, in_block)
+    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
+    rows, cols = packed_input_extent(out_h, out_w, kh, kw, strides, dilation)
+    top, left = int(padding[0]), int(padding[1])
+    return pack_sign_rows(source, channel_bytes, rows, cols, top, left, in_block), height, width
+
+
+def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0):
+    """α_o · Σ_in-bounds taps sign(x) ⋆ sign(w), float NCHW or NCHW[out_block]c out.
+
+    ``source``: float NCHW / NCHW[in_block]c (packed here), or uint8 bits already packed by a
+    producing binary conv (``image_hw`` is then the image size; ignored otherwise).
+    ``alpha`` float ``[O]``; ``tap_sums`` ``[KH, KW, O']`` (:func:`count_dtype`)."""
+    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block)
+    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation)
+    n, out_h, out_w, _ = (int(d) for d in dots.shape)
+    out_channels = int(alpha.shape[0])
+    return in_layout((n, out_channels, out_h, out_w), out_block, lambda b, o, y, x: dots[b, y, x, o].astype("float32") * alpha[o], "binary_conv2d_scaled")
+
+
+def binary_conv2d_to_bits(source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv):
+    """Sign bits of ``a_c·dot + b_c`` (as ``flip_c·dot ≥ threshold_c``), optionally max-pooled
+    (OR), written packed for the next binary conv.
+
+    ``pool``: () or (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w) of
+    a max-pool between the BN and the Sign. ``next_conv``: (channel_bytes, rows, cols, top, left) of the
+    consumer's packed input (see :func:`packed_input_extent`)."""
+    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block)
+    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation)
+    n, out_h, out_w, _ = (int(d) for d in dots.shape)
+    next_bytes, rows, cols, top, left = (int(v) for v in next_conv)
+    bits = te.compute(
+        (n, out_h, out_w, next_bytes),
+        lambda b, y, x, k: _byte_of_bits(lambda c: dots[b, y, x, c].astype("int32") * flip[c].astype("int32") >= threshold[c], k, out_channels),
+        name=SIGN_BITS_BLOCK,
+    )
+    source_bits, bits_h, bits_w = bits, out_h, out_w
+    if pool:
+        pkh, pkw, psh, psw, ptop, pleft, bits_h, bits_w = (int(v) for v in pool)
+
+        def pooled(b, py, px, k):
+            value = tirx.const(0, "uint8")
+            for wy in range(pkh):
+                for wx in range(pkw):
+                    iy, ix = py * psh + wy - ptop, px * psw + wx - pleft
+                    inside = tirx.all(iy >= 0, iy < out_h, ix >= 0, ix < out_w)
+                    read = bits[b, tirx.max(tirx.min(iy, out_h - 1), 0), tirx.max(tirx.min(ix, out_w - 1), 0), k]
+                    value = value | tirx.if_then_else(inside, read, tirx.const(0, "uint8"))
+            return value
+
+        source_bits = te.compute((n, bits_h, bits_w, next_bytes), pooled, name="sign_bits_pooled")
+    return te.compute(
+        (n, rows, cols, next_bytes),
+        lambda b, r, c, k: tirx.if_then_else(
+            tirx.all(r >= top, r < top + bits_h, c >= left, c < left + bits_w),
+            source_bits[b, tirx.max(tirx.min(r - top, bits_h - 1), 0), tirx.max(tirx.min(c - left, bits_w - 1), 0), k],
+            tirx.const(0, "uint8"),
+        ),
+        name="packed_next",
+    )
