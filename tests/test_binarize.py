@@ -119,3 +119,22 @@ def test_two_valued_scale_and_packing():
     assert packed.shape == (2, 2)
     assert packed[:, 0].tolist() == [0b101, 0b100]  # channels 0..31 in word 0, bit b = channel b > 0
     assert packed[:, 1].tolist() == [0, 0]  # channels 32..34 all negative, unused bits 0
+
+
+def test_inspect_names_each_binary_and_float_layer(tmp_path, capsys):
+    """`slimtvm inspect` says, per Sign-fed layer, binary or float and why (graph order)."""
+    import onnx
+
+    from slimtvm.cli import main
+
+    g = GraphBuilder(seed=15)
+    x = g.input([1, 8, 6, 6])
+    y = sign_conv(g, x, 8, 16, pads=(1, 1, 1, 1))
+    y = g.node("Conv", [g.node("Sign", [y]), g.const(g.rng.standard_normal((8, 16, 3, 3)).astype(np.float32))], kernel_shape=[3, 3])
+    path = str(tmp_path / "mixed.onnx")
+    onnx.save(g.model(y), path)
+    assert main(["inspect", path]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.split()[2:3] == ["Conv"]]
+    assert len(lines) == 2
+    assert "binary (XNOR + popcount" in lines[0]
+    assert "stays float: weights take more than two values" in lines[1]

@@ -206,14 +206,17 @@ def _cmd_inspect(args) -> int:
     shapes = parse_shape_overrides(args.input_shape)
     inputs = resolve_input_infos(model, shapes)
     static = with_static_inputs(model, inputs)
-    print(format_table(layer_rows(static), static))
+    reports = {}
     if not args.no_passes:
         from .compiler.frontend import import_onnx
         from .compiler.layer_table import pass_summary
 
         reports = pass_summary(import_onnx(args.model, shapes))
-        for name, stats in reports.items():
-            print(_describe_pass({"name": name, **stats}))
+        reports.pop("binary_blocks", None)  # decided during lowering: reported by compile
+    decisions = reports["binarize"]["layers"] if "binarize" in reports else None
+    print(format_table(layer_rows(static, decisions), static))
+    for name, stats in reports.items():
+        print(_describe_pass({"name": name, **stats}))
     return 0
 
 

@@ -176,8 +176,18 @@ def _conv_plan(node, shapes) -> str:
     return "fp32 conv, generic schedule"
 
 
-def layer_rows(model: onnx.ModelProto) -> list:
-    """One :class:`LayerRow` per node of the (shape-inferred) model."""
+def _binary_plan(decisions) -> str:
+    """The plan of the next Sign-fed linear layer: the binarize pass's decision when known."""
+    if decisions is None or not decisions:
+        return "binary (XNOR + popcount) if the weights are ±α per channel; see the binarize summary"
+    decision = decisions.pop(0)
+    return "binary (XNOR + popcount, α per output channel)" if decision == "binary" else f"stays float: {decision}"
+
+
+def layer_rows(model: onnx.ModelProto, binary_layers: list | None = None) -> list:
+    """One :class:`LayerRow` per node of the (shape-inferred) model. ``binary_layers``: the
+    binarize pass's per-layer decisions (its report's ``layers``), in graph order."""
+    binary_decisions = list(binary_layers) if binary_layers is not None else None
     shapes = _shapes(model)
     constants = {init.name for init in model.graph.initializer}
     constants |= {node.output[0] for node in model.graph.node if node.op_type in ("Constant", "ConstantOfShape")}
@@ -191,7 +201,7 @@ def layer_rows(model: onnx.ModelProto) -> list:
         if node.op_type == "BatchNormalization":
             plan = preview.describe(node)
         elif node.op_type in ("Conv", "Gemm", "MatMul") and node.input[0] in sign_outputs:
-            plan = "binary (XNOR + popcount) if the weights are ±α per channel; see the binarize summary"
+            plan = _binary_plan(binary_decisions)
         elif node.op_type == "Conv":
             plan = _conv_plan(node, shapes)
         elif node.op_type == "ConvTranspose":

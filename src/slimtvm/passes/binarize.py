@@ -38,10 +38,15 @@ class BinarizeReport:
     binary_dense: int = 0
     stayed_float: Counter = field(default_factory=Counter)  # reason -> count
     fused_thresholds: int = 0  # lowering only: BN → Sign pairs that became integer thresholds
+    layers: list = field(default_factory=list)  # per Sign-fed conv/matmul, in graph order: "binary" or the reason it stays float
     or_pools: int = 0  # lowering only: max-pools that run on packed bits
 
     def to_json(self) -> dict:
-        return {"binary_convs": self.binary_convs, "binary_dense": self.binary_dense, "stayed_float_because": dict(self.stayed_float)}
+        return {"binary_convs": self.binary_convs, "binary_dense": self.binary_dense, "stayed_float_because": dict(self.stayed_float), "layers": list(self.layers)}
+
+    def stays_float(self, reason: str) -> None:
+        self.stayed_float[reason] += 1
+        self.layers.append(reason)
 
 
 def two_valued_scale(weight: np.ndarray, channel_axis: int):
@@ -153,7 +158,7 @@ class _Rewriter(relax.PyExprMutator):
         source, source_block = found
         weight = constant_value(call.args[1])
         if weight is None:
-            self.report.stayed_float["weights are not constants"] += 1
+            self.report.stays_float("weights are not constants")
             return call
         return self._conv(call, source, weight, source_block) if name == "relax.nn.conv2d" else self._dense(call, source, weight)
 
@@ -167,14 +172,15 @@ class _Rewriter(relax.PyExprMutator):
         if layouts is not None and source_block is not None:
             layouts = (source_block, layouts[1])
         if weight is None or layouts is None:
-            self.report.stayed_float[f"conv layout {attrs.data_layout}/{attrs.kernel_layout} is not supported"] += 1
+            self.report.stays_float(f"conv layout {attrs.data_layout}/{attrs.kernel_layout} is not supported")
             return call
         alpha, reason = two_valued_scale(weight, 0)
         if alpha is None:
-            self.report.stayed_float[reason] += 1
+            self.report.stays_float(reason)
             return call
         out_channels, per_group, kh, kw = weight.shape
         self.report.binary_convs += 1
+        self.report.layers.append("binary")
         if not self.lower:
             return call
         if int(attrs.groups) == 1:
@@ -257,13 +263,14 @@ class _Rewriter(relax.PyExprMutator):
 
     def _dense(self, call, source, weight):
         if weight.ndim != 2 or len(call.args[0].ty.shape) != 2:
-            self.report.stayed_float["matmul is not 2-D"] += 1
+            self.report.stays_float("matmul is not 2-D")
             return call
         alpha, reason = two_valued_scale(weight, 1)  # weight [K, N]: output channels on axis 1
         if alpha is None:
-            self.report.stayed_float[reason] += 1
+            self.report.stays_float(reason)
             return call
         self.report.binary_dense += 1
+        self.report.layers.append("binary")
         if not self.lower:
             return call
         return self.builder_.call_te(
