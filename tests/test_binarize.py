@@ -138,3 +138,24 @@ def test_inspect_names_each_binary_and_float_layer(tmp_path, capsys):
     assert len(lines) == 2
     assert "binary (XNOR + popcount" in lines[0]
     assert "stays float: weights take more than two values" in lines[1]
+
+
+@pytest.mark.parametrize("form", ["where_less", "where_greater_equal", "ste_sign"])
+def test_zero_preserving_binarizers_are_exact_on_exact_zeros(compile_and_run, form):
+    """where(x < 0, −1, 1), where(x ≥ 0, 1, −1) and Larq's sign(sign(x) + 0.1) map 0 to +1 like
+    slimtvm, so after a ReLU (many exact zeros) the binary conv still matches onnxruntime."""
+    g = GraphBuilder(seed=16)
+    x = g.input([1, 24, 7, 7])
+    r = g.relu(x)
+    if form == "where_less":
+        s = g.node("Where", [g.node("Less", [r, g.const(np.float32(0.0), "z")]), g.const(np.float32(-1.0), "m"), g.const(np.float32(1.0), "p")])
+    elif form == "where_greater_equal":
+        s = g.node("Where", [g.node("GreaterOrEqual", [r, g.const(np.float32(0.0), "z")]), g.const(np.float32(1.0), "p"), g.const(np.float32(-1.0), "m")])
+    else:
+        s = g.node("Sign", [g.node("Add", [g.node("Sign", [r]), g.const(np.float32(0.1), "c")])])
+    y = g.node("Conv", [s, g.const(binary_weight(g.rng, (16, 24, 3, 3)))], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = g.model(y)
+    inputs = {"x": normal_input((1, 24, 7, 7), seed=17)}
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_convs"] == 1
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))

@@ -17,11 +17,19 @@ from .errors import SlimError
 _use_all_cores_by_default()
 
 
-def compile(model, output=None, target="host", input_shapes=None, db=None):  # noqa: A001 - the natural name
-    """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`."""
+def compile(model, output=None, target="host", input_shapes=None, db=None, binarize=None):  # noqa: A001 - the natural name
+    """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`.
+
+    ``binarize``: None, ``"weights"``, ``"weights+activations"`` or a
+    :class:`~slimtvm.compress.binarize_layers.BinarizeRequest` (lossy; the error is reported).
+    """
     from .compiler.build import compile_model
 
-    return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db)
+    if isinstance(binarize, str):
+        from .compress.binarize_layers import BinarizeRequest
+
+        binarize = BinarizeRequest(binarize)
+    return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize)
 
 
 def tune(model, db, target="host", trials=64, **options):

@@ -30,6 +30,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", help="host | x86-64 | x86-64-avx512 | aarch64 | TVM target JSON (default: host)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions (repeatable)")
     p.add_argument("--db", metavar="DIR", help="tuning database from `slimtvm tune`: its best schedules replace the defaults")
+    p.add_argument("--binarize", choices=["weights", "weights+activations"], help="lossy: binarize float Conv/Gemm/MatMul layers (BWN or XNOR-Net, α = mean|W| per output channel) and report the error")
+    p.add_argument("--keep-float", default="first,last", metavar="LIST", help="with --binarize: layers kept float, comma-separated names or first/last/none (default first,last)")
+    p.add_argument("--calibration", metavar="FILE.npz", help="with --binarize: inputs to measure the error on (default: 8 seeded normal samples)")
 
     p = sub.add_parser("tune", help="tune MODEL.onnx's kernels with MetaSchedule (XGBoost) into a database")
     p.add_argument("model", help="ONNX model file")
@@ -69,7 +72,14 @@ def _cmd_compile(args) -> int:
     from .compiler.build import compile_model
     from .compiler.onnx_model import parse_shape_overrides
 
-    artifact = compile_model(args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape), db=args.db)
+    request = None
+    if args.binarize:
+        from .compress.binarize_layers import BinarizeRequest
+
+        request = BinarizeRequest(args.binarize, tuple(item.strip() for item in args.keep_float.split(",") if item.strip()), args.calibration)
+    elif args.calibration or args.keep_float != "first,last":
+        raise SlimError("--keep-float and --calibration only apply with --binarize")
+    artifact = compile_model(args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape), db=args.db, binarize=request)
     manifest = artifact.manifest
     print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
     print(f"target: {manifest['target']['preset']} ({manifest['target']['arch']}), {manifest['timings_seconds']['total']:.1f} s")
@@ -77,6 +87,10 @@ def _cmd_compile(args) -> int:
         print(f"input  {info['name']}: {info['dtype']}{info['shape']}")
     for info in manifest["outputs"]:
         print(f"output {info['name']}: {info['dtype']}{info['shape']}")
+    if "binarize_request" in manifest:
+        from .compress.binarize_layers import describe
+
+        print("\n".join(describe(manifest["binarize_request"])))
     for entry in manifest["passes"]:
         print(_describe_pass(entry))
     if "tuning" in manifest:
@@ -129,6 +143,8 @@ def _describe_pass(entry: dict) -> str:
         return text
     if entry["name"] == "binarize":
         text = f"binarize: {entry['binary_convs']} binary convs, {entry['binary_dense']} binary dense layers (XNOR + popcount)"
+        if entry.get("binary_weight_layers"):
+            text += f"; {entry['binary_weight_layers']} layers with binary weights and a float input (BWN) keep the fp32 kernel"
         if entry["stayed_float_because"]:
             text += "; stayed float: " + "; ".join(f"{v}× {k}" for k, v in entry["stayed_float_because"].items())
         return text

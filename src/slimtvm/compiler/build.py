@@ -40,12 +40,14 @@ class Artifact:
         return load(self.library_path)
 
 
-def compile_model(model, output: str | None = None, target="host", input_shapes: dict | None = None, db: str | None = None) -> Artifact:
+def compile_model(model, output: str | None = None, target="host", input_shapes: dict | None = None, db: str | None = None, binarize=None) -> Artifact:
     """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
 
     ``target`` is a preset name (``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``), TVM target
     JSON, or a dict. ``input_shapes`` maps input names to static shapes and is required for inputs
     with dynamic dimensions. With ``output=None`` the artifact goes to a new temporary folder.
+    ``binarize`` (a :class:`~slimtvm.compress.binarize_layers.BinarizeRequest`) binarizes float
+    layers first (lossy) and records the measured error in the manifest.
 
     Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
     database, a missing cross compiler, an output path
@@ -54,6 +56,11 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
     started = time.perf_counter()
     spec = resolve_target(target)
     output = _output_path(output)
+    request_report = None
+    if binarize is not None:
+        from ..compress.binarize_layers import apply_request
+
+        model, request_report = apply_request(model, binarize, input_shapes)
     frontend = import_onnx(model, input_shapes)
     from . import pipeline
 
@@ -77,6 +84,8 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
         "warnings": list(frontend.warnings),
         "library": {"file": os.path.basename(output)},
     }
+    if request_report is not None:
+        manifest["binarize_request"] = request_report.to_json()
     if database is not None:
         manifest["tuning"] = {"database": os.path.abspath(database.path), "records": database.record_count, "tuned_kernels": database.applied}
     export_started = time.perf_counter()

@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from ..passes.binarize import DetectBinaryLayers, LowerBinaryLayers
+from ..passes.canonical_sign import CanonicalizeSign
 from ..passes.fold_batchnorm import FoldBatchNorm
 from ..passes.remove_dropout import RemoveDropout
 from ..passes.scalar_min_max import ScalarMinMaxAsOps
@@ -34,6 +35,7 @@ class GraphPasses:
             relax.transform.FoldConstant(),  # weights computed in the graph become constants
             RemoveDropout(),
             ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
+            CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it
             self.fold_batchnorm,
             relax.transform.FoldConstant(),
             self.binarize,  # after folding: in-graph weight binarization is constant by now

@@ -37,12 +37,13 @@ class BinarizeReport:
     binary_convs: int = 0
     binary_dense: int = 0
     stayed_float: Counter = field(default_factory=Counter)  # reason -> count
+    binary_weight_layers: int = 0  # float input, ±α weights (BWN): recognised, fp32 kernel
     fused_thresholds: int = 0  # lowering only: BN → Sign pairs that became integer thresholds
     layers: list = field(default_factory=list)  # per Sign-fed conv/matmul, in graph order: "binary" or the reason it stays float
     or_pools: int = 0  # lowering only: max-pools that run on packed bits
 
     def to_json(self) -> dict:
-        return {"binary_convs": self.binary_convs, "binary_dense": self.binary_dense, "stayed_float_because": dict(self.stayed_float), "layers": list(self.layers)}
+        return {"binary_convs": self.binary_convs, "binary_dense": self.binary_dense, "stayed_float_because": dict(self.stayed_float), "layers": list(self.layers), "binary_weight_layers": self.binary_weight_layers}
 
     def stays_float(self, reason: str) -> None:
         self.stayed_float[reason] += 1
@@ -86,6 +87,14 @@ def pack_conv_weight_bytes(weight: np.ndarray):
     return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(kh * kw * channels))
 
 
+def _scalar(value):
+    """The single value of a constant whose elements are all equal, else None."""
+    if value is None or value.size == 0:
+        return None
+    flat = np.asarray(value, dtype=np.float64).reshape(-1)
+    return float(flat[0]) if np.all(flat == flat[0]) else None
+
+
 def weight_as_oihw(weight: np.ndarray, kernel_layout: str):
     """A conv weight in ``OIHW``, ``OIHW{b}o`` or ``OIHW{b}i{b}o`` (ConvertLayout's) back in OIHW;
     None for another layout."""
@@ -125,27 +134,57 @@ class _Rewriter(relax.PyExprMutator):
         self.uses = use_counts(func)
         return self.visit_expr(func)
 
-    def _bound(self, expr):
-        if isinstance(expr, relax.Var):
-            bound = self.lookup_binding(expr)
-            return bound if bound is not None else expr
-        return expr
+    def _bound(self, expr, through_layouts=True):
+        """What ``expr`` is bound to, looking through ``layout_transform`` (ConvertLayout's
+        NCHW ↔ NCHW[b]c relayouts of the same values) when asked."""
+        while True:
+            if isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                expr = bound if bound is not None else expr
+            if through_layouts and isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.layout_transform":
+                expr = expr.args[0]
+                continue
+            return expr
 
-    def _sign_input(self, expr):
-        """(``x``, layout of ``x`` if it differs from the conv's) when ``expr`` is (bound to)
-        ``relax.sign(x)`` or to ``layout_transform(sign(x))`` (ConvertLayout puts the transform
-        after a Sign on an NCHW value; the kernel then reads ``x`` in NCHW itself); else None."""
+    def _binarized(self, expr):
+        """``x`` when ``expr`` is (bound to) a binarization of ``x``: ``sign(x)`` (ONNX Sign:
+        0 → 0, the documented difference), ``where(x ≥ 0, 1, −1)``, ``where(x < 0, −1, 1)`` or
+        ``sign(sign(x) + c)`` with 0 < c < 1 (Larq's ste_sign) — the last three are exactly
+        slimtvm's 0 → +1. Layout transforms in between are looked through: the kernel reads
+        ``x`` in whatever layout ``x`` has. Else None."""
         expr = self._bound(expr)
         if not isinstance(expr, relax.Call):
             return None
         name = getattr(expr.op, "name", "")
         if name == "relax.sign":
-            return expr.args[0], None
-        if name == "relax.layout_transform":
             inner = self._bound(expr.args[0])
-            if isinstance(inner, relax.Call) and getattr(inner.op, "name", "") == "relax.sign" and len(inner.args[0].ty.shape) == 4:
-                return inner.args[0], 0
+            if isinstance(inner, relax.Call) and getattr(inner.op, "name", "") == "relax.add":
+                for index in (0, 1):
+                    offset = _scalar(constant_value(inner.args[1 - index]))
+                    nested = self._bound(inner.args[index])
+                    if offset is not None and 0 < offset < 1 and isinstance(nested, relax.Call) and getattr(nested.op, "name", "") == "relax.sign":
+                        return nested.args[0]
+            return expr.args[0]
+        if name == "relax.where":
+            values = (_scalar(constant_value(expr.args[1])), _scalar(constant_value(expr.args[2])))
+            condition = self._bound(expr.args[0])
+            if not isinstance(condition, relax.Call) or _scalar(constant_value(condition.args[1])) != 0.0:
+                return None
+            test = getattr(condition.op, "name", "")
+            if (test, values) in (("relax.greater_equal", (1.0, -1.0)), ("relax.less", (-1.0, 1.0))):
+                return condition.args[0]
         return None
+
+    def _sign_input(self, expr):
+        """(``x``, the channel block of ``x``'s layout: 0 for NCHW) for a binarized input
+        (:meth:`_binarized`), else None."""
+        source = self._binarized(expr)
+        if source is None:
+            return None
+        shape = source.ty.shape
+        if len(shape) == 5:
+            return source, int(shape[4])
+        return (source, 0) if len(shape) in (2, 4) else None
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -154,6 +193,8 @@ class _Rewriter(relax.PyExprMutator):
             return call
         found = self._sign_input(call.args[0])
         if found is None:
+            if not self.lower:
+                self._note_binary_weights(call, name)
             return call
         source, source_block = found
         weight = constant_value(call.args[1])
@@ -161,6 +202,19 @@ class _Rewriter(relax.PyExprMutator):
             self.report.stays_float("weights are not constants")
             return call
         return self._conv(call, source, weight, source_block) if name == "relax.nn.conv2d" else self._dense(call, source, weight)
+
+    def _note_binary_weights(self, call, name):
+        """Count a float-input layer whose weights are ±α per channel (BWN). It keeps the fp32
+        kernel: with a float input the product needs the float values anyway, and on these CPUs
+        an add/subtract kernel is no faster than a fused multiply-add one."""
+        weight = constant_value(call.args[1])
+        if weight is None or weight.ndim < 2:
+            return
+        if name == "relax.nn.conv2d" and str(call.attrs.kernel_layout) != "OIHW":
+            return
+        alpha, _ = two_valued_scale(weight, 0 if name == "relax.nn.conv2d" else weight.ndim - 1)
+        if alpha is not None:
+            self.report.binary_weight_layers += 1
 
     def _conv(self, call, source, weight, source_block=None):
         attrs = call.attrs

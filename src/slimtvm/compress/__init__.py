@@ -1,0 +1,1 @@
+"""Lossy compression on request (runs only when asked, and reports its error)."""
