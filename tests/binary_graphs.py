@@ -1,6 +1,6 @@
 """Random binarized ONNX graphs for the property tests (hypothesis strategies and a seeded variant).
 
-A graph: ``Sign → Conv (±α per channel) [→ BatchNorm (negative scales allowed)] [→ MaxPool]
+A graph: ``Sign (or a 2-bit quantizer) → Conv (±α per channel) [→ BatchNorm (negative scales allowed)] [→ MaxPool]
 [→ Sign → Conv 3×3 pad 1 [+ residual]]``, or ``Sign → MatMul (±α)``. Without a residual, slimtvm
 fuses the BN (and pool) before the second Sign into integer thresholds. A *probe* copy of each
 graph also outputs the value that feeds the second Sign, for onnxruntime only, so a test can see
@@ -32,6 +32,7 @@ class ConvSpec:
     second: int  # output channels of a second binary conv (0: none)
     residual: bool
     seed: int
+    activation_bits: int = 1  # 2: the first conv's input is a 2-bit unipolar quantizer, not Sign
 
 
 @st.composite
@@ -50,7 +51,15 @@ def conv_specs(draw) -> ConvSpec:
     maxpool = draw(st.booleans()) and out >= 2
     second = draw(st.sampled_from([0, 0, cout, 8, 33]))
     residual = second == cout and draw(st.booleans())
-    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, draw(st.integers(0, 2**16)))
+    bits = draw(st.sampled_from([1, 1, 1, 2])) if groups == 1 else 1
+    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, draw(st.integers(0, 2**16)), bits)
+
+
+def quantize_unit(g: GraphBuilder, x: str, bits: int) -> str:
+    """DoReFa-style k-bit activation as exported: Clip(0, 1) → Mul(L) → Round → Div(L)."""
+    levels = np.float32(2**bits - 1)
+    clipped = g.node("Clip", [x, g.const(np.float32(0.0), "lo"), g.const(np.float32(1.0), "hi")])
+    return g.node("Div", [g.node("Round", [g.node("Mul", [clipped, g.const(levels, "l")])]), g.const(levels, "l")])
 
 
 def binary_weight(rng, shape) -> np.ndarray:
@@ -62,7 +71,8 @@ def binary_weight(rng, shape) -> np.ndarray:
 def add_binary_conv(g: GraphBuilder, x: str, spec: ConvSpec) -> tuple:
     """The spec's layers from input ``x``; returns (output, value feeding the second Sign or None)."""
     weight = binary_weight(g.rng, (spec.cout, spec.cin // spec.groups, spec.kernel, spec.kernel))
-    y = g.node("Conv", [g.node("Sign", [x]), g.const(weight)], kernel_shape=[spec.kernel] * 2, strides=[spec.stride] * 2, pads=list(spec.pads), dilations=[spec.dilation] * 2, group=spec.groups)
+    binarized = g.node("Sign", [x]) if spec.activation_bits == 1 else quantize_unit(g, x, spec.activation_bits)
+    y = g.node("Conv", [binarized, g.const(weight)], kernel_shape=[spec.kernel] * 2, strides=[spec.stride] * 2, pads=list(spec.pads), dilations=[spec.dilation] * 2, group=spec.groups)
     if spec.batchnorm:
         y = g.batchnorm(y, spec.cout, negative_scales=True)
     if spec.maxpool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_outputs_match, onnxruntime_outputs
+from binary_graphs import quantize_unit
 from onnx_builders import GraphBuilder
 
 from slimtvm.passes.binarize import pack_weight_signs, two_valued_scale
@@ -158,4 +159,19 @@ def test_zero_preserving_binarizers_are_exact_on_exact_zeros(compile_and_run, fo
     inputs = {"x": normal_input((1, 24, 7, 7), seed=17)}
     outputs, artifact = compile_and_run(model, inputs)
     assert compiled_report(artifact)["binary_convs"] == 1
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+@pytest.mark.parametrize("bits,stride,pads", [(2, 1, (1, 1, 1, 1)), (2, 2, (1, 0, 2, 1)), (3, 1, (0, 0, 0, 0))])
+def test_k_bit_activations_use_the_unipolar_kernel(compile_and_run, bits, stride, pads):
+    """2- and 3-bit unipolar activations × binary weights (AND form, per bit plane) match
+    onnxruntime, zero padding included (a padded q is 0)."""
+    g = GraphBuilder(seed=18 + bits)
+    x = g.input([1, 20, 9, 9])
+    y = g.node("Conv", [quantize_unit(g, x, bits), g.const(binary_weight(g.rng, (40, 20, 3, 3)))], kernel_shape=[3, 3], strides=[stride, stride], pads=list(pads))
+    model = g.model(g.batchnorm(y, 40, negative_scales=True))
+    inputs = {"x": np.random.default_rng(19).uniform(-0.5, 1.5, (1, 20, 9, 9)).astype(np.float32)}
+    outputs, artifact = compile_and_run(model, inputs)
+    passes = {p["name"]: p for p in artifact.manifest["passes"]}
+    assert passes["binarize"]["binary_convs"] == 1 and passes["binary_blocks"]["k_bit_activation_convs"] == 1
     assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))

@@ -37,6 +37,7 @@ class BinarizeReport:
     binary_convs: int = 0
     binary_dense: int = 0
     stayed_float: Counter = field(default_factory=Counter)  # reason -> count
+    multibit_convs: int = 0  # lowering only: convs with k-bit unipolar activations
     binary_weight_layers: int = 0  # float input, ±α weights (BWN): recognised, fp32 kernel
     fused_thresholds: int = 0  # lowering only: BN → Sign pairs that became integer thresholds
     layers: list = field(default_factory=list)  # per Sign-fed conv/matmul, in graph order: "binary" or the reason it stays float
@@ -175,16 +176,56 @@ class _Rewriter(relax.PyExprMutator):
                 return condition.args[0]
         return None
 
-    def _sign_input(self, expr):
-        """(``x``, the channel block of ``x``'s layout: 0 for NCHW) for a binarized input
-        (:meth:`_binarized`), else None."""
-        source = self._binarized(expr)
-        if source is None:
+    def _call(self, expr, name):
+        """The call ``expr`` is bound to if it calls ``name`` (layouts looked through), else None."""
+        bound = self._bound(expr)
+        return bound if isinstance(bound, relax.Call) and getattr(bound.op, "name", "") == name else None
+
+    def _clipped_to_unit(self, expr):
+        """``x`` when ``expr`` is clip(x, 0, 1) (as clip, or max-then-min / min-then-max)."""
+        outer = self._bound(expr)
+        if not isinstance(outer, relax.Call):
             return None
+        name = getattr(outer.op, "name", "")
+        if name == "relax.clip":
+            return outer.args[0] if (_scalar(constant_value(outer.args[1])), _scalar(constant_value(outer.args[2]))) == (0.0, 1.0) else None
+        pairs = {"relax.minimum": ("relax.maximum", 1.0, 0.0), "relax.maximum": ("relax.minimum", 0.0, 1.0)}
+        if name not in pairs or _scalar(constant_value(outer.args[1])) != pairs[name][1]:
+            return None
+        inner = self._call(outer.args[0], pairs[name][0])
+        return inner.args[0] if inner is not None and _scalar(constant_value(inner.args[1])) == pairs[name][2] else None
+
+    def _unipolar(self, expr):
+        """(``x``, L) when ``expr`` is round(clip(x, 0, 1)·L)/L with L = 2^k − 1, k ∈ 1..4 (a
+        DoReFa-style k-bit activation quantizer, as ONNX Clip → Mul → Round → Div), else None."""
+        outer = self._bound(expr)
+        if not isinstance(outer, relax.Call) or getattr(outer.op, "name", "") not in ("relax.divide", "relax.multiply"):
+            return None
+        factor = _scalar(constant_value(outer.args[1]))
+        rounded = self._call(outer.args[0], "relax.round")
+        scaled = self._call(rounded.args[0], "relax.multiply") if rounded is not None else None
+        if factor is None or scaled is None:
+            return None
+        levels = _scalar(constant_value(scaled.args[1]))
+        if levels not in (3.0, 7.0, 15.0):
+            return None
+        expected = levels if getattr(outer.op, "name", "") == "relax.divide" else float(np.float32(1.0 / levels))
+        source = self._clipped_to_unit(scaled.args[0])
+        return (source, int(levels)) if factor == expected and source is not None else None
+
+    def _sign_input(self, expr):
+        """(``x``, the channel block of ``x``'s layout (0 for NCHW), activation levels: 1 for
+        sign bits, L = 2^k − 1 for a k-bit unipolar quantizer) for a binarized input, else None."""
+        source, levels = self._binarized(expr), 1
+        if source is None:
+            found = self._unipolar(expr)
+            if found is None:
+                return None
+            source, levels = found
         shape = source.ty.shape
         if len(shape) == 5:
-            return source, int(shape[4])
-        return (source, 0) if len(shape) in (2, 4) else None
+            return source, int(shape[4]), levels
+        return (source, 0, levels) if len(shape) in (2, 4) else None
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -196,12 +237,16 @@ class _Rewriter(relax.PyExprMutator):
             if not self.lower:
                 self._note_binary_weights(call, name)
             return call
-        source, source_block = found
+        source, source_block, levels = found
         weight = constant_value(call.args[1])
         if weight is None:
             self.report.stays_float("weights are not constants")
             return call
-        return self._conv(call, source, weight, source_block) if name == "relax.nn.conv2d" else self._dense(call, source, weight)
+        if levels > 1 and (name != "relax.nn.conv2d" or int(call.attrs.groups) != 1):
+            if two_valued_scale(weight, 0 if name == "relax.nn.conv2d" else weight.ndim - 1)[0] is not None:
+                self.report.stays_float("k-bit activations are supported in convs with groups = 1 only")
+            return call
+        return self._conv(call, source, weight, source_block, levels) if name == "relax.nn.conv2d" else self._dense(call, source, weight)
 
     def _note_binary_weights(self, call, name):
         """Count a float-input layer whose weights are ±α per channel (BWN). It keeps the fp32
@@ -216,7 +261,7 @@ class _Rewriter(relax.PyExprMutator):
         if alpha is not None:
             self.report.binary_weight_layers += 1
 
-    def _conv(self, call, source, weight, source_block=None):
+    def _conv(self, call, source, weight, source_block=None, levels=1):
         attrs = call.attrs
         weight = weight_as_oihw(weight, str(attrs.kernel_layout)) if weight.ndim in (4, 5, 6) else None
         try:
@@ -238,7 +283,7 @@ class _Rewriter(relax.PyExprMutator):
         if not self.lower:
             return call
         if int(attrs.groups) == 1:
-            return self._packed_conv(call, source, weight, alpha, *layouts)
+            return self._packed_conv(call, source, weight, alpha, *layouts, levels)
         rows = np.transpose(weight, (0, 2, 3, 1)).reshape(-1, per_group)  # [O·KH·KW, C/g]
         packed = pack_weight_signs(rows).reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2).copy()
         return self.builder_.call_te(
@@ -255,15 +300,18 @@ class _Rewriter(relax.PyExprMutator):
             primfunc_name_hint="binary_conv2d",
         )
 
-    def _packed_conv(self, call, source, weight, alpha, in_block, out_block):
+    def _packed_conv(self, call, source, weight, alpha, in_block, out_block, levels=1):
         attrs = call.attrs
         weight_bytes, tap_sums = pack_conv_weight_bytes(weight)
         shape = [int(d) for d in source.ty.shape]
         conv = PackedConv(
             source, weight_bytes, tap_sums, alpha, int(weight.shape[1]), (shape[2], shape[3]),
-            [int(v) for v in attrs.strides], [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation], in_block, out_block,
+            [int(v) for v in attrs.strides], [int(v) for v in attrs.padding], [int(v) for v in attrs.dilation], in_block, out_block, levels,
         )
-        plan = threshold_plan(self.lookup_binding, self.uses, call.args[0], source, self.packed_convs)
+        if levels > 1:
+            conv.alpha = (alpha / np.float32(levels)).astype(np.float32)
+            self.report.multibit_convs += 1
+        plan = None if levels > 1 else threshold_plan(self.lookup_binding, self.uses, call.args[0], source, self.packed_convs)
         if plan is not None:
             conv.source = self.builder_.emit(self._bits_from(plan, conv), "sign_bits")
             self.report.fused_thresholds += 1
@@ -286,6 +334,7 @@ class _Rewriter(relax.PyExprMutator):
             conv.dilation,
             conv.in_block,
             conv.out_block,
+            conv.levels,
             primfunc_name_hint="binary_conv2d",
         )
 
@@ -312,6 +361,7 @@ class _Rewriter(relax.PyExprMutator):
             producer.in_block,
             list(plan.pool),
             next_conv,
+            producer.levels,
             primfunc_name_hint="binary_conv2d_bits",
         )
 
@@ -382,6 +432,7 @@ class LowerBinaryLayers:
         return {
             "binary_convs_lowered": self.report.binary_convs,
             "binary_dense_lowered": self.report.binary_dense,
+            "k_bit_activation_convs": self.report.multibit_convs,
             "thresholds_fused": self.report.fused_thresholds,
             "max_pools_on_bits": self.report.or_pools,
         }

@@ -44,6 +44,7 @@ class PackedConv:
     dilation: list
     in_block: int
     out_block: int
+    levels: int = 1  # activation levels: 1 sign bits, 2^k − 1 for k-bit unipolar input
 
     @property
     def out_channels(self) -> int:

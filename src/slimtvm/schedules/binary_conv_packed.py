@@ -111,10 +111,37 @@ def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, lef
     return te.compute((n, rows, cols, channel_bytes), packed, name=name)
 
 
-def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int, width: int, strides, padding, dilation):
+def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int, levels: int, name=PACKED_ROWS_BLOCK):
+    """Unipolar k-bit activations: ``q = nearbyint(clip(x, 0, 1)·levels)`` (``levels`` = 2^k − 1,
+    ONNX's Clip → Mul → Round, round half to even) as bit planes, uint8
+    ``[N, rows, cols, k·channel_bytes]`` (plane-major: byte p·CB + k holds bit p of channels
+    8k..8k+7). Outside the image, and past the last channel, q = 0."""
+    n, channels, height, width = nchw_dims(data, block)
+    read = nchw_reader(data, block)
+    planes = int(levels).bit_length()
+
+    def level(b, c, y, x):
+        value = tirx.min(tirx.max(read(b, c, y, x), tirx.const(0.0, "float32")), tirx.const(1.0, "float32")) * tirx.const(float(levels), "float32")
+        return tirx.nearbyint(value).astype("int32")
+
+    def packed(b, row, col, index):
+        plane, byte = index // channel_bytes, index % channel_bytes
+        iy, ix = row - top, col - left
+        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
+        cy = tirx.max(tirx.min(iy, height - 1), 0)
+        cx = tirx.max(tirx.min(ix, width - 1), 0)
+        return _byte_of_bits(lambda c: tirx.all(inside, ((level(b, c, cy, cx) >> plane) & 1) == 1), byte, channels)
+
+    return te.compute((n, rows, cols, planes * channel_bytes), packed, name=name)
+
+
+def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int, width: int, strides, padding, dilation, levels: int = 1):
     """Integer dot products ``[N, OH, OW, O']`` of the packed input (rows and columns from
     (−top, −left), zero outside the ``height`` × ``width`` image) with the weights, padded taps
-    contributing 0."""
+    contributing 0. ``levels`` = 1: bipolar sign bits (XNOR form). ``levels`` = 2^k − 1: k unipolar
+    bit planes (AND form, :func:`unipolar_dots`)."""
+    if levels > 1:
+        return unipolar_dots(packed, weight_bytes, channels, height, width, strides, padding, dilation, levels)
     n = int(packed.shape[0])
     kh, kw, channel_bytes, padded_out = (int(d) for d in weight_bytes.shape)
     sh, sw = (int(v) for v in strides)
@@ -153,8 +180,49 @@ def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int,
     return te.compute((n, out_h, out_w, padded_out), corrected, name=PACKED_DOT_BLOCK)
 
 
-def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block):
-    """(packed bytes, height, width): ``source`` is float (packed here) or already-packed uint8."""
+def unipolar_dots(packed, weight_bytes, channels: int, height: int, width: int, strides, padding, dilation, levels: int):
+    """Σ q·s over the window, q ∈ {0..levels} in bit planes b_p, s = ±1 weight signs:
+    ``Σ_p 2^p·(2·popcount(b_p AND w) − popcount(b_p))``. Zero padding is q = 0 and adds nothing."""
+    n = int(packed.shape[0])
+    kh, kw, channel_bytes, padded_out = (int(d) for d in weight_bytes.shape)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
+    planes = int(levels).bit_length()
+    chunk = chunk_bytes(channel_bytes)
+    chunks = channel_bytes // chunk
+    byte = te.reduce_axis((0, chunk), name="byte")
+    partial = te.compute(
+        (n, out_h, out_w, kh, kw, chunks * planes, padded_out),
+        lambda b, y, x, ry, rx, c, o: te.sum(
+            tirx.popcount(packed[b, y * sh + ry * dh, x * sw + rx * dw, (c % planes) * channel_bytes + (c // planes) * chunk + byte] & weight_bytes[ry, rx, (c // planes) * chunk + byte, o]),
+            axis=byte,
+        ),
+        name=PACKED_PARTIAL_BLOCK,
+    )
+    counts_type = count_dtype(2 * int(levels) * kh * kw * int(channels))
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rc = te.reduce_axis((0, chunks * planes), name="rc")
+    counts = te.compute(
+        (n, out_h, out_w, padded_out),
+        lambda b, y, x, o: te.sum(partial[b, y, x, ry, rx, rc, o].astype(counts_type) << (rc % planes).astype(counts_type), axis=[ry, rx, rc]),
+        name=PACKED_CONV_BLOCK,
+    )
+    oy = te.reduce_axis((0, kh), name="oy")
+    ox = te.reduce_axis((0, kw), name="ox")
+    ok = te.reduce_axis((0, planes * channel_bytes), name="ok")
+    ones = te.compute(
+        (n, out_h, out_w),
+        lambda b, y, x: te.sum(tirx.popcount(packed[b, y * sh + oy * dh, x * sw + ox * dw, ok]).astype(counts_type) << (ok // channel_bytes).astype(counts_type), axis=[oy, ox, ok]),
+        name="unipolar_ones",
+    )
+    return te.compute((n, out_h, out_w, padded_out), lambda b, y, x, o: counts[b, y, x, o] * tirx.const(2, counts_type) - ones[b, y, x], name=PACKED_DOT_BLOCK)
+
+
+def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels=1):
+    """(packed bytes, height, width): ``source`` is float (packed here: sign bits, or ``levels``
+    unipolar bit planes) or already-packed uint8."""
     kh, kw, channel_bytes, _ = (int(d) for d in weight_bytes.shape)
     if str(source.dtype) == "uint8":
         height, width = (int(v) for v in image_hw)
@@ -163,31 +231,35 @@ def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation,
     out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
     rows, cols = packed_input_extent(out_h, out_w, kh, kw, strides, dilation)
     top, left = int(padding[0]), int(padding[1])
+    if levels > 1:
+        return pack_level_rows(source, channel_bytes, rows, cols, top, left, in_block, levels), height, width
     return pack_sign_rows(source, channel_bytes, rows, cols, top, left, in_block), height, width
 
 
-def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0):
+def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0, levels=1):
     """α_o · Σ_in-bounds taps sign(x) ⋆ sign(w), float NCHW or NCHW[out_block]c out.
 
     ``source``: float NCHW / NCHW[in_block]c (packed here), or uint8 bits already packed by a
     producing binary conv (``image_hw`` is then the image size; ignored otherwise).
-    ``alpha`` float ``[O]``; ``tap_sums`` ``[KH, KW, O']`` (:func:`count_dtype`)."""
-    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block)
-    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation)
+    ``alpha`` float ``[O]``; ``tap_sums`` ``[KH, KW, O']`` (:func:`count_dtype`). ``levels`` > 1:
+    unipolar activations ``q/levels`` (k-bit, AND form); ``alpha`` then already holds α/levels."""
+    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
+    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     out_channels = int(alpha.shape[0])
     return in_layout((n, out_channels, out_h, out_w), out_block, lambda b, o, y, x: dots[b, y, x, o].astype("float32") * alpha[o], "binary_conv2d_scaled")
 
 
-def binary_conv2d_to_bits(source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv):
+def binary_conv2d_to_bits(source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv, levels=1):
     """Sign bits of ``a_c·dot + b_c`` (as ``flip_c·dot ≥ threshold_c``), optionally max-pooled
     (OR), written packed for the next binary conv.
 
     ``pool``: () or (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w) of
     a max-pool between the BN and the Sign. ``next_conv``: (channel_bytes, rows, cols, top, left) of the
-    consumer's packed input (see :func:`packed_input_extent`)."""
-    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block)
-    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation)
+    consumer's packed input (see :func:`packed_input_extent`). ``levels``: the producer's own
+    input, as in :func:`binary_conv2d_packed`."""
+    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
+    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     next_bytes, rows, cols, top, left = (int(v) for v in next_conv)
     bits = te.compute(

@@ -91,6 +91,10 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     sch.vectorize(c_lane)
     sch.decompose_reduction(counts, ry)
 
+    if "unipolar_ones" in names:  # per-pixel popcount of the activation planes (k-bit input)
+        ones = blocks[names.index("unipolar_ones")]
+        n, row = sch.get_loops(ones)[:2]
+        sch.parallel(sch.fuse(n, row))
     if packed is not None:
         b, row_p, col_p, byte = sch.get_loops(packed)
         sch.parallel(sch.fuse(b, row_p))
