@@ -96,6 +96,19 @@ def _scalar(value):
     return float(flat[0]) if np.all(flat == flat[0]) else None
 
 
+def _plain_layout_transforms(func) -> dict:
+    """var -> var of a binding ``layout_transform(var)`` from NCHW[b]c (5-D) to NCHW (4-D)."""
+    found = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.layout_transform":
+                source = value.args[0]
+                if isinstance(source, relax.Var) and len(source.ty.shape) == 5 and len(binding.var.ty.shape) == 4:
+                    found[source] = binding.var
+    return found
+
+
 def weight_as_oihw(weight: np.ndarray, kernel_layout: str):
     """A conv weight in ``OIHW``, ``OIHW{b}o`` or ``OIHW{b}i{b}o`` (ConvertLayout's) back in OIHW;
     None for another layout."""
@@ -133,7 +146,20 @@ class _Rewriter(relax.PyExprMutator):
 
     def visit_function(self, func):
         self.uses = use_counts(func)
+        self.to_plain = _plain_layout_transforms(func)  # conv var -> its only reader, a relayout to NCHW
+        self.plain_outputs = {}  # that reader's var -> the kernel's NCHW result
+        self.binding_var = None
         return self.visit_expr(func)
+
+    def visit_var_binding_(self, binding):
+        if binding.var in self.plain_outputs:  # the kernel already wrote NCHW: no relayout
+            self.set_var_remap(binding.var, self.plain_outputs[binding.var])
+            return
+        self.binding_var, self.wrote_plain = binding.var, False
+        super().visit_var_binding_(binding)
+        if self.wrote_plain:
+            self.plain_outputs[self.to_plain[binding.var]] = self.get_var_remap(binding.var)
+        self.binding_var = None
 
     def _bound(self, expr, through_layouts=True):
         """What ``expr`` is bound to, looking through ``layout_transform`` (ConvertLayout's
@@ -316,6 +342,9 @@ class _Rewriter(relax.PyExprMutator):
             conv.source = self.builder_.emit(self._bits_from(plan, conv), "sign_bits")
             self.report.fused_thresholds += 1
             self.report.or_pools += int(bool(plan.pool))
+        reader = self.to_plain.get(self.binding_var)
+        if self.lower and out_block and reader is not None and self.uses.get(self.binding_var, 0) == 1:
+            conv.out_block, self.wrote_plain = 0, True  # write NCHW for the relayout that reads it
         lowered = self._emit_packed(conv)
         self.packed_convs[lowered.args[0].name_hint] = conv
         return lowered

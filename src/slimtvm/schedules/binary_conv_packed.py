@@ -29,6 +29,7 @@ CHANNEL_LANES = 32  # output channels per vector of byte popcounts (one AVX2 reg
 MAX_CHUNK_BYTES = 16  # bytes summed in 8-bit lanes before widening: 16 · 8 = 128 < 256
 
 PACKED_ROWS_BLOCK = "packed_rows"
+PACKED_IMAGE_BLOCK = "packed_image"
 PACKED_PARTIAL_BLOCK = "binary_conv2d_partial"
 PACKED_CONV_BLOCK = "binary_conv2d_counts"
 PACKED_DOT_BLOCK = "binary_conv2d_dot"
@@ -94,21 +95,30 @@ def _byte_of_bits(bit_of, byte, channels: int):
     return value
 
 
+def _padded_rows(image, rows: int, cols: int, top: int, left: int, name: str):
+    """``image`` uint8 [N, H, W, B] placed at (top, left) in zeros of [N, rows, cols, B]."""
+    n, height, width, depth = (int(d) for d in image.shape)
+
+    def padded(b, row, col, index):
+        iy, ix = row - top, col - left
+        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
+        value = image[b, tirx.max(tirx.min(iy, height - 1), 0), tirx.max(tirx.min(ix, width - 1), 0), index]
+        return tirx.if_then_else(inside, value, tirx.const(0, "uint8"))
+
+    return te.compute((n, rows, cols, depth), padded, name=name)
+
+
 def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int = 0, name=PACKED_ROWS_BLOCK):
     """float NCHW (or NCHW[block]c) ``data`` → uint8 ``[N, rows, cols, channel_bytes]``: bit b of
     byte k at (row, col) is 1 when channel 8k + b at pixel (row − top, col − left) is ≥ 0.
-    Positions outside the image (the conv's zero padding) and channels past the last are 0 bits."""
+    Positions outside the image (the conv's zero padding) and channels past the last are 0 bits.
+    The image is packed first (contiguous reads), then placed in its zero border."""
     n, channels, height, width = nchw_dims(data, block)
     read = nchw_reader(data, block)
-
-    def packed(b, row, col, byte):
-        iy, ix = row - top, col - left
-        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
-        cy = tirx.max(tirx.min(iy, height - 1), 0)
-        cx = tirx.max(tirx.min(ix, width - 1), 0)
-        return _byte_of_bits(lambda c: tirx.all(inside, read(b, c, cy, cx) >= 0), byte, channels)
-
-    return te.compute((n, rows, cols, channel_bytes), packed, name=name)
+    image = te.compute(
+        (n, height, width, channel_bytes), lambda b, y, x, byte: _byte_of_bits(lambda c: read(b, c, y, x) >= 0, byte, channels), name=PACKED_IMAGE_BLOCK
+    )
+    return _padded_rows(image, rows, cols, top, left, name)
 
 
 def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int, levels: int, name=PACKED_ROWS_BLOCK):
@@ -124,15 +134,59 @@ def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, le
         value = tirx.min(tirx.max(read(b, c, y, x), tirx.const(0.0, "float32")), tirx.const(1.0, "float32")) * tirx.const(float(levels), "float32")
         return tirx.nearbyint(value).astype("int32")
 
-    def packed(b, row, col, index):
+    def packed(b, y, x, index):
         plane, byte = index // channel_bytes, index % channel_bytes
-        iy, ix = row - top, col - left
-        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
-        cy = tirx.max(tirx.min(iy, height - 1), 0)
-        cx = tirx.max(tirx.min(ix, width - 1), 0)
-        return _byte_of_bits(lambda c: tirx.all(inside, ((level(b, c, cy, cx) >> plane) & 1) == 1), byte, channels)
+        return _byte_of_bits(lambda c: ((level(b, c, y, x) >> plane) & 1) == 1, byte, channels)
 
-    return te.compute((n, rows, cols, planes * channel_bytes), packed, name=name)
+    image = te.compute((n, height, width, planes * channel_bytes), packed, name=PACKED_IMAGE_BLOCK)
+    return _padded_rows(image, rows, cols, top, left, name)
+
+
+def _popcount_counts(packed, weight_bytes, strides, dilation, out_hw, combine, planes: int, counts_type: str):
+    """``Σ_taps,bytes popcount(combine(activation byte, weight byte)) · 2^plane`` per output
+    ``[N, OH, OW, O']``, summed in 8-bit lanes before widening.
+
+    A partial sum covers one tap's chunk of channel bytes, or — when a whole kernel row's bytes fit
+    (KW · CB ≤ 31, e.g. 3 × 8 bytes for 64 channels) — the whole row, which widens 3× less often.
+    With bit planes (unipolar input, plane-major bytes) each plane has its own partial sums."""
+    n = int(packed.shape[0])
+    kh, kw, channel_bytes, padded_out = (int(d) for d in weight_bytes.shape)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    out_h, out_w = out_hw
+    chunk = chunk_bytes(channel_bytes)
+    chunks = channel_bytes // chunk
+    whole_rows = chunks == 1 and kw * chunk * 8 <= 255
+    byte = te.reduce_axis((0, chunk), name="byte")
+
+    def act(b, y, x, ry, rx, plane, index):
+        return packed[b, y * sh + ry * dh, x * sw + rx * dw, plane * channel_bytes + index]
+
+    if whole_rows:
+        rx_in = te.reduce_axis((0, kw), name="rx_in")
+        groups = planes
+        partial = te.compute(
+            (n, out_h, out_w, kh, groups, padded_out),
+            lambda b, y, x, ry, g, o: te.sum(tirx.popcount(combine(act(b, y, x, ry, rx_in, g, byte), weight_bytes[ry, rx_in, byte, o])), axis=[rx_in, byte]),
+            name=PACKED_PARTIAL_BLOCK,
+        )
+    else:
+        groups = kw * chunks * planes  # g = (rx · chunks + c) · planes + plane
+
+        def one_chunk(b, y, x, ry, g, o):
+            plane, rest = g % planes, g // planes
+            rx, c = rest // chunks, rest % chunks
+            return te.sum(tirx.popcount(combine(act(b, y, x, ry, rx, plane, c * chunk + byte), weight_bytes[ry, rx, c * chunk + byte, o])), axis=byte)
+
+        partial = te.compute((n, out_h, out_w, kh, groups, padded_out), one_chunk, name=PACKED_PARTIAL_BLOCK)
+    ry = te.reduce_axis((0, kh), name="ry")
+    rg = te.reduce_axis((0, groups), name="rg")
+
+    def widened(b, y, x, o):
+        value = partial[b, y, x, ry, rg, o].astype(counts_type)
+        return te.sum(value << (rg % planes).astype(counts_type) if planes > 1 else value, axis=[ry, rg])
+
+    return te.compute((n, out_h, out_w, padded_out), widened, name=PACKED_CONV_BLOCK)
 
 
 def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int, width: int, strides, padding, dilation, levels: int = 1):
@@ -148,25 +202,9 @@ def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int,
     dh, dw = (int(v) for v in dilation)
     top, left, _, _ = (int(v) for v in padding)
     out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
-    chunk = chunk_bytes(channel_bytes)
-    byte = te.reduce_axis((0, chunk), name="byte")
-    partial = te.compute(
-        (n, out_h, out_w, kh, kw, channel_bytes // chunk, padded_out),
-        lambda b, y, x, ry, rx, c, o: te.sum(
-            tirx.popcount(packed[b, y * sh + ry * dh, x * sw + rx * dw, c * chunk + byte] ^ weight_bytes[ry, rx, c * chunk + byte, o]), axis=byte
-        ),
-        name=PACKED_PARTIAL_BLOCK,
-    )
     total_bits = kh * kw * int(channels)
     counts_type = count_dtype(total_bits)
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    rc = te.reduce_axis((0, channel_bytes // chunk), name="rc")
-    counts = te.compute(
-        (n, out_h, out_w, padded_out),
-        lambda b, y, x, o: te.sum(partial[b, y, x, ry, rx, rc, o].astype(counts_type), axis=[ry, rx, rc]),
-        name=PACKED_CONV_BLOCK,
-    )
+    counts = _popcount_counts(packed, weight_bytes, strides, dilation, (out_h, out_w), lambda a, w: a ^ w, 1, counts_type)
 
     def corrected(b, y, x, o):
         dot = tirx.const(total_bits, counts_type) - counts[b, y, x, o] * tirx.const(2, counts_type)
@@ -189,26 +227,8 @@ def unipolar_dots(packed, weight_bytes, channels: int, height: int, width: int, 
     dh, dw = (int(v) for v in dilation)
     out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
     planes = int(levels).bit_length()
-    chunk = chunk_bytes(channel_bytes)
-    chunks = channel_bytes // chunk
-    byte = te.reduce_axis((0, chunk), name="byte")
-    partial = te.compute(
-        (n, out_h, out_w, kh, kw, chunks * planes, padded_out),
-        lambda b, y, x, ry, rx, c, o: te.sum(
-            tirx.popcount(packed[b, y * sh + ry * dh, x * sw + rx * dw, (c % planes) * channel_bytes + (c // planes) * chunk + byte] & weight_bytes[ry, rx, (c // planes) * chunk + byte, o]),
-            axis=byte,
-        ),
-        name=PACKED_PARTIAL_BLOCK,
-    )
     counts_type = count_dtype(2 * int(levels) * kh * kw * int(channels))
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
-    rc = te.reduce_axis((0, chunks * planes), name="rc")
-    counts = te.compute(
-        (n, out_h, out_w, padded_out),
-        lambda b, y, x, o: te.sum(partial[b, y, x, ry, rx, rc, o].astype(counts_type) << (rc % planes).astype(counts_type), axis=[ry, rx, rc]),
-        name=PACKED_CONV_BLOCK,
-    )
+    counts = _popcount_counts(packed, weight_bytes, strides, dilation, (out_h, out_w), lambda a, w: a & w, planes, counts_type)
     oy = te.reduce_axis((0, kh), name="oy")
     ox = te.reduce_axis((0, kw), name="ox")
     ok = te.reduce_axis((0, planes * channel_bytes), name="ok")

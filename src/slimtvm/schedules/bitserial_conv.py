@@ -7,9 +7,10 @@ NCHW or NCHW[b]c), or, for bit output, the thresholds (and OR-pool) writing the 
 packed input.
 
 The popcount nest keeps a register tile of ``reg_n`` output pixels × ``oc_vectors`` vectors of
-32 output channels. For every tap and every chunk of up to 16 channel bytes it sums byte
-popcounts of ``activation byte XOR weight bytes`` in 8-bit lanes (at most 16 · 8 = 128, so no
-overflow), then widens the chunk's sum into the 16-bit (or 32-bit) counts. The activation byte is
+32 output channels. For every tap and every chunk of up to 16 channel bytes (or for a whole
+kernel row when its bytes fit: ≤ 31) it sums byte popcounts of ``activation byte XOR weight
+bytes`` in 8-bit lanes (no overflow: at most 31 · 8 = 248), then widens that sum into the 16-bit
+(or 32-bit) counts. The activation byte is
 broadcast; the 32 weight bytes are one vector load. On AVX2 LLVM emits the ``vpshufb`` nibble
 popcount for the byte lanes; on NEON, ``cnt``. Output rows run in parallel.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from .binary_conv_packed import CHANNEL_LANES, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_ROWS_BLOCK, SIGN_BITS_BLOCK
+from .binary_conv_packed import CHANNEL_LANES, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_IMAGE_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_ROWS_BLOCK, SIGN_BITS_BLOCK
 from .cpu_rule import CPURule
 from .stages import find_block
 
@@ -73,19 +74,22 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     sch.vectorize(o_lane)
     sch.compute_at(counts, x_outer, preserve_unit_loops=True)
 
-    # counts under the tile: n, y, x, o (the tile), ry, rx, rc
-    c_x, c_o, ry, rx, rc = sch.get_loops(counts)[-5:]
+    # counts under the tile: n, y, x, o (the tile), ry, group
+    c_x, c_o, ry, group = sch.get_loops(counts)[-4:]
     c_tile, c_lane = sch.split(c_o, [None, CHANNEL_LANES])
-    sch.reorder(ry, rx, rc, c_x, c_tile, c_lane)
-    sch.compute_at(partial, rc, preserve_unit_loops=True)
-    # partial under rc: n, y, x, ry, rx, c (units over the tile), o, byte
-    p_x, p_o, p_byte = [sch.get_loops(partial)[-i] for i in (6, 2, 1)]
-    sch.reorder(p_byte, p_x, p_o)
+    sch.reorder(ry, group, c_x, c_tile, c_lane)
+    sch.compute_at(partial, group, preserve_unit_loops=True)
+    # partial under the group: n, y, x, ry, group (units but the tile's x and o), o, then its
+    # reduction: byte, or kernel column and byte
+    loops = sch.get_loops(partial)
+    reductions = 2 if len(sch.get(partial).iter_vars) == 8 else 1
+    p_x, p_o = loops[-(reductions + 4)], loops[-(reductions + 1)]
+    sch.reorder(*loops[-reductions:], p_x, p_o)
     p_tile, p_lane = sch.split(p_o, [None, CHANNEL_LANES])
     sch.unroll(p_x)
     sch.unroll(p_tile)
     sch.vectorize(p_lane)
-    sch.decompose_reduction(partial, p_byte)
+    sch.decompose_reduction(partial, loops[-reductions])
     sch.unroll(c_x)
     sch.unroll(c_tile)
     sch.vectorize(c_lane)
@@ -95,11 +99,20 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
         ones = blocks[names.index("unipolar_ones")]
         n, row = sch.get_loops(ones)[:2]
         sch.parallel(sch.fuse(n, row))
+    if PACKED_IMAGE_BLOCK in names:  # the image's bytes before the zero border: rows in parallel
+        image = blocks[names.index(PACKED_IMAGE_BLOCK)]
+        b, row_i, col_i, byte_i = sch.get_loops(image)
+        sch.parallel(sch.fuse(b, row_i))
+        sch.reorder(byte_i, col_i)
+        sch.vectorize(col_i)
     if packed is not None:
         b, row_p, col_p, byte = sch.get_loops(packed)
         sch.parallel(sch.fuse(b, row_p))
-        sch.reorder(byte, col_p)
-        sch.vectorize(col_p)
+        if PACKED_IMAGE_BLOCK in names:  # a copy into the zero border: a pixel's bytes at a time
+            sch.vectorize(byte)
+        else:
+            sch.reorder(byte, col_p)
+            sch.vectorize(col_p)
 
 
 def _schedule_float_out(sch, out) -> None:
