@@ -1,4 +1,4 @@
-"""Named compilation targets: ``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``, or TVM target JSON.
+"""Named compilation targets: ``host``, ``x86-64``, ``x86-64-avx512``, ``x86-64-avx512-vpopcnt``, ``aarch64``, or TVM target JSON.
 
 A preset resolves to a :class:`TargetSpec`: the TVM target (dict form; TVM 0.27 rejects
 ``-mtriple`` strings), the CPU architecture of the code it produces (as ``platform.machine()``
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SlimError, first_line
 
-PRESET_NAMES = ("host", "x86-64", "x86-64-avx512", "aarch64")
+PRESET_NAMES = ("host", "x86-64", "x86-64-avx512", "x86-64-avx512-vpopcnt", "aarch64")
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,10 @@ def _preset_spec(name: str) -> TargetSpec:
         spec = TargetSpec(name, _x86_config("haswell"), "x86_64")
     elif name == "x86-64-avx512":
         spec = TargetSpec(name, _x86_config("skylake-avx512"), "x86_64")
+    elif name == "x86-64-avx512-vpopcnt":
+        # AVX-512 with VPOPCNTDQ and BITALG (Ice Lake and later, Zen 4 and later): the binary
+        # kernels' byte popcounts become single vpopcntb instructions.
+        spec = TargetSpec(name, _x86_config("icelake-server"), "x86_64")
     else:  # aarch64
         spec = TargetSpec(name, _aarch64_config(), "aarch64")
     if spec.arch != arch:
