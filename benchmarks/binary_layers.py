@@ -5,8 +5,8 @@
 For every shape, a one-layer ONNX model ``Sign → Conv`` with weights ±α per output channel is
 compiled by slimtvm (whole library: sign packing, XNOR/popcount, scale and padding correction),
 and checked against onnxruntime running that same model (bit-exact counts, so ≤ 1e-5). Then the
-library is timed side by side with onnxruntime running the plain fp32 ``Conv`` of the same shape
-(alternating blocks after warm-up, medians), and the table prints both times, the speed-up, and
+library is timed with onnxruntime running the plain fp32 ``Conv`` of the same shape in the same
+process (one engine after the other, 30 warm-up runs each, medians of 200), and the table prints both times, the speed-up, and
 slimtvm's binary multiply-adds per second against this machine's measured AVX2 XOR + popcount
 limit (≈ 345 G binary MAC/s per core, ../shared/DESIGN.md). ``--smoke``: CI's check that it runs.
 """
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default=",".join(LAYERS))
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--runs", type=int, default=None, help="timed runs per engine (default: ~5 s worth, 5..200)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per engine (default 200)")
     parser.add_argument("--smoke", action="store_true", help="CI check: one layer, 1 thread, 5 runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -92,7 +92,10 @@ def main(argv=None) -> int:
                 run_ours, run_theirs = (lambda: model.run_device(device_inputs)), (lambda: session.run(None, {"x": x}))
                 for _ in range(5):
                     run_ours(), run_theirs()
-                ours_ms, theirs_ms, runs = time_side_by_side(run_ours, run_theirs, args.runs, budget_seconds=5.0)
+                # one engine after the other (30 warm-up runs each): with 2 threads, the other
+                # engine's spinning workers slow sub-millisecond kernels for ~20 runs
+                runs = args.runs or 200
+                ours_ms, theirs_ms, runs = time_side_by_side(run_ours, run_theirs, runs, block=runs, warmup=30)
                 rows.append((name, channels, size, out_channels, stride, threads, theirs_ms, ours_ms, macs, exact, runs))
                 print(f"{name}: {threads} thread(s) onnxruntime fp32 {theirs_ms:.3f} ms, slimtvm binary {ours_ms:.3f} ms, speed-up {theirs_ms / ours_ms:.2f}x", flush=True)
     print()

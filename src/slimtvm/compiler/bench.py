@@ -108,21 +108,25 @@ def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warm
     return BenchResult(tvm_ms, ort_ms, runs, threads, difference)
 
 
-def time_side_by_side(first, second, runs: int | None = None, budget_seconds: float = 10.0) -> tuple:
-    """Median milliseconds of ``first()`` and ``second()`` timed in alternating blocks, and the run count.
+def time_side_by_side(first, second, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0) -> tuple:
+    """Median milliseconds of ``first()`` and ``second()`` timed in alternating blocks of ``block``
+    runs (each block after ``warmup`` untimed runs, at least one), and the run count.
 
     Call after warm-up. ``runs=None`` picks a count from ``budget_seconds`` per engine (5..200).
+    A ``block`` as large as ``runs`` times the engines one after the other: for sub-millisecond
+    kernels at several threads, where one engine's spinning workers slow the other's next runs.
     """
     if runs is None:
         single = max(_time_once(first), _time_once(second), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
     first_times, second_times = [], []
     while len(first_times) < runs:
-        block = min(BLOCK, runs - len(first_times))
+        count = min(block, runs - len(first_times))
         for fn, times in ((first, first_times), (second, second_times)):
             time.sleep(SETTLE_SECONDS)
-            fn()  # dropped: the other engine's threads may still be spinning
-            times.extend(_time_once(fn) for _ in range(block))
+            for _ in range(max(1, warmup)):
+                fn()  # dropped: the other engine's threads may still be spinning
+            times.extend(_time_once(fn) for _ in range(count))
     return statistics.median(first_times) * 1e3, statistics.median(second_times) * 1e3, runs
 
 
