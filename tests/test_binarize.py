@@ -201,3 +201,18 @@ def test_binary_kernels_use_the_targets_popcount_instruction(tmp_path, target, o
     artifact = slimtvm.compile(os.path.join(REPO, "examples", "digits_bnn.onnx"), str(tmp_path / "bnn.so"), target=target)
     listing = subprocess.run([objdump, "-d", artifact.library_path], capture_output=True, text=True, check=True).stdout
     assert listing.count(instruction) >= 8
+
+
+def test_max_pool_after_the_sign_is_moved_before_it(compile_and_run):
+    """Conv → BN → Sign → MaxPool → binary Conv: the pool commutes with Sign, so the second conv is
+    binary (its input is sign(max_pool(x))) and matches onnxruntime."""
+    g = GraphBuilder(seed=21)
+    x = g.input([1, 16, 8, 8])
+    y = g.batchnorm(sign_conv(g, x, 16, 32, pads=(1, 1, 1, 1)), 32, negative_scales=True)
+    pooled = g.node("MaxPool", [g.node("Sign", [y])], kernel_shape=[2, 2], strides=[2, 2])
+    z = g.node("Conv", [pooled, g.const(binary_weight(g.rng, (16, 32, 3, 3)))], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = g.model(z)
+    inputs = {"x": normal_input((1, 16, 8, 8), seed=22)}
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_convs"] == 2
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))

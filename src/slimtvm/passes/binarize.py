@@ -183,6 +183,8 @@ class _Rewriter(relax.PyExprMutator):
         if not isinstance(expr, relax.Call):
             return None
         name = getattr(expr.op, "name", "")
+        if name == "relax.nn.max_pool2d":
+            return self._pooled_binarized(expr)
         if name == "relax.sign":
             inner = self._bound(expr.args[0])
             if isinstance(inner, relax.Call) and getattr(inner.op, "name", "") == "relax.add":
@@ -238,6 +240,20 @@ class _Rewriter(relax.PyExprMutator):
         expected = levels if getattr(outer.op, "name", "") == "relax.divide" else float(np.float32(1.0 / levels))
         source = self._clipped_to_unit(scaled.args[0])
         return (source, int(levels)) if factor == expected and source is not None else None
+
+    def _pooled_binarized(self, pool):
+        """Max-pool after the binarization (Conv → BN → Sign → MaxPool → Conv): max-pool commutes
+        with a monotone binarizer, so the input is ``binarize(max_pool(x))``; returns a new
+        ``max_pool(x)`` (same attributes), or None when ``x`` is in another layout than the pool."""
+        source = self._binarized(pool.args[0])
+        inner = self._bound(pool.args[0], through_layouts=False)
+        if source is None or not isinstance(inner, relax.Call) or len(source.ty.shape) != len(pool.args[0].ty.shape):
+            return None
+        a = pool.attrs
+        return self.builder_.emit(
+            relax.op.nn.max_pool2d(source, a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode, a.count_include_pad, a.layout, a.out_layout),
+            "pooled_before_sign",
+        )
 
     def _sign_input(self, expr):
         """(``x``, the channel block of ``x``'s layout (0 for NCHW), activation levels: 1 for
