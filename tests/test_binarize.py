@@ -46,6 +46,14 @@ def compiled_report(artifact):
     return next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
 
 
+def check_binary_model(compile_and_run, model, inputs, binary_convs):
+    """Compile and run ``model``: ``binary_convs`` binary convs, onnxruntime's outputs."""
+    outputs, artifact = compile_and_run(model, inputs)
+    assert compiled_report(artifact)["binary_convs"] == binary_convs
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    return artifact
+
+
 @pytest.mark.parametrize(
     "cin,cout,kernel,stride,pads,dilation,groups,size",
     [
@@ -160,11 +168,7 @@ def test_zero_preserving_binarizers_are_exact_on_exact_zeros(compile_and_run, fo
     else:
         s = g.node("Sign", [g.node("Add", [g.node("Sign", [r]), g.const(np.float32(0.1), "c")])])
     y = g.node("Conv", [s, g.const(binary_weight(g.rng, (16, 24, 3, 3)))], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    model = g.model(y)
-    inputs = {"x": normal_input((1, 24, 7, 7), seed=17)}
-    outputs, artifact = compile_and_run(model, inputs)
-    assert compiled_report(artifact)["binary_convs"] == 1
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    check_binary_model(compile_and_run, g.model(y), {"x": normal_input((1, 24, 7, 7), seed=17)}, binary_convs=1)
 
 
 @pytest.mark.parametrize("bits,stride,pads", [(2, 1, (1, 1, 1, 1)), (2, 2, (1, 0, 2, 1)), (3, 1, (0, 0, 0, 0))])
@@ -211,8 +215,4 @@ def test_max_pool_after_the_sign_is_moved_before_it(compile_and_run):
     y = g.batchnorm(sign_conv(g, x, 16, 32, pads=(1, 1, 1, 1)), 32, negative_scales=True)
     pooled = g.node("MaxPool", [g.node("Sign", [y])], kernel_shape=[2, 2], strides=[2, 2])
     z = g.node("Conv", [pooled, g.const(binary_weight(g.rng, (16, 32, 3, 3)))], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    model = g.model(z)
-    inputs = {"x": normal_input((1, 16, 8, 8), seed=22)}
-    outputs, artifact = compile_and_run(model, inputs)
-    assert compiled_report(artifact)["binary_convs"] == 2
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    check_binary_model(compile_and_run, g.model(z), {"x": normal_input((1, 16, 8, 8), seed=22)}, binary_convs=2)
