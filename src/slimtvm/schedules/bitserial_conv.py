@@ -103,8 +103,13 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
         image = blocks[names.index(PACKED_IMAGE_BLOCK)]
         b, row_i, col_i, byte_i = sch.get_loops(image)
         sch.parallel(sch.fuse(b, row_i))
-        sch.reorder(byte_i, col_i)
-        sch.vectorize(col_i)
+        plain_input = len(sch.get(image).reads[0].region) == 4  # NCHW, not NCHW[b]c
+        if plain_input and int(sch.get(col_i).extent) >= 16:
+            # NCHW rows are contiguous: vectorize along them. Short rows (14, 7) and blocked
+            # NCHW8c input are left to LLVM's SLP vectorizer (8 channel compares per byte),
+            # measured faster there (benchmarks/binary_layers.py).
+            sch.reorder(byte_i, col_i)
+            sch.vectorize(col_i)
     if packed is not None:
         b, row_p, col_p, byte = sch.get_loops(packed)
         sch.parallel(sch.fuse(b, row_p))
