@@ -5,7 +5,9 @@ Activations are packed 8 channels to a byte, ``[N, rows, cols, CB]`` (channel by
 zero-padded rows and columns around the image, CB = :func:`padded_channel_bytes`); weights are
 bytes ``[KH, KW, CB, O']`` with O' = :func:`padded_out_channels`. One activation byte is broadcast
 against a vector of 32 output channels' weight bytes, so popcounts run on byte lanes (AVX2
-``vpshufb``, NEON ``cnt``); the schedule is in schedules/bitserial_conv.py.
+``vpshufb``, AVX-512 BITALG ``vpopcntb``, NEON ``cnt``); the schedule is in
+schedules/bitserial_conv.py. k-bit unipolar activations (``levels`` = 2^k − 1) are packed as k bit
+planes and use the AND form (:func:`unipolar_dots`).
 
 Convention (bipolar): bit 1 is +1, bit 0 is −1; ``x ≥ 0 → +1`` (ONNX's Sign(0) is 0: the one
 documented difference). For one tap, the dot product of C signs is ``C − 2·popcount(a XOR w)``.
@@ -26,7 +28,7 @@ from tvm import te, tirx
 from .stages import conv_output_hw
 
 CHANNEL_LANES = 32  # output channels per vector of byte popcounts (one AVX2 register)
-MAX_CHUNK_BYTES = 16  # bytes summed in 8-bit lanes before widening: 16 · 8 = 128 < 256
+MAX_CHUNK_BYTES = 16  # channel bytes per 8-bit partial sum (16 · 8 = 128 < 256); whole kernel rows when ≤ 31 bytes
 
 PACKED_ROWS_BLOCK = "packed_rows"
 PACKED_IMAGE_BLOCK = "packed_image"
