@@ -127,11 +127,12 @@ def _schedule_float_out(sch, out) -> None:
         sch.reorder(n, row, chunk, col, lane)
         sch.parallel(sch.fuse(n, row))
         sch.vectorize(lane)
-    else:  # NCHW: a row per channel, vectorized along the row
+    else:  # NCHW: a row per channel, vectorized along rows of 16 or more
         n, channel, row, col = loops
         sch.reorder(n, row, channel, col)
         sch.parallel(sch.fuse(n, row))
-        sch.vectorize(col)
+        if int(sch.get(col).extent) >= 16:  # short rows (14, 7): left to SLP, as for the packing
+            sch.vectorize(col)
 
 
 class BinaryConv(CPURule):
