@@ -40,7 +40,6 @@ SWEEP = [(1, 1, 7), (4, 1, 3), (4, 3, 1), (4, 1, 2), (4, 2, 1), (2, 1, 4), (2, 2
 
 
 def conv_onnx(channels, size, kernel, out_channels, stride, padding, seed=0):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)

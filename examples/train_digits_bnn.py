@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from binary_torch import BinaryConv, BinaryLinear
-from train_digits_cnn import load_data, train
+from train_digits_cnn import export_onnx, load_data, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EPOCHS = 60
@@ -59,17 +59,7 @@ def main():
     model = DigitsBNN()
     accuracy = train(model, split, torch.optim.Adam(model.parameters(), lr=3e-3), EPOCHS, log_every=10)
     path = os.path.join(HERE, "digits_bnn.onnx")
-    torch.onnx.export(
-        model,
-        torch.from_numpy(x_test[:1]),
-        path,
-        input_names=["image"],
-        output_names=["logits"],
-        opset_version=17,
-        dynamo=False,
-        training=torch.onnx.TrainingMode.PRESERVE,
-        do_constant_folding=False,  # keep the in-graph weight binarization, as exporters often do
-    )
+    export_onnx(model, x_test[:1], path, do_constant_folding=False)  # keep the in-graph weight binarization, as exporters often do
     print(f"wrote {path}; test accuracy {accuracy:.3f}")
 
 

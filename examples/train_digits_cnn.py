@@ -83,6 +83,24 @@ def train(model, split, optimizer, epochs: int, log_every: int = 1) -> float:
     return accuracy
 
 
+def export_onnx(model, sample, path: str, **options) -> None:
+    """Export ``model`` as the examples are exported: input ``image``, output ``logits``, opset
+    17, TorchScript exporter, PRESERVE (with the model in eval mode) so every BatchNormalization
+    stays as written — the default export would fuse Conv→BN itself, leaving slimtvm's pass
+    nothing to show. ``options`` go to ``torch.onnx.export``."""
+    torch.onnx.export(
+        model,
+        torch.from_numpy(sample),
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+        training=torch.onnx.TrainingMode.PRESERVE,
+        **options,
+    )
+
+
 def main():
     torch.manual_seed(0)
     split = load_data()
@@ -90,18 +108,7 @@ def main():
     model = DigitsCNN()
     accuracy = train(model, split, torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4), EPOCHS)
     path = os.path.join(HERE, "digits_cnn.onnx")
-    # PRESERVE (with the model in eval mode) keeps every BatchNormalization as written: the default
-    # export would fuse Conv→BN itself, leaving slimtvm's pass nothing to show.
-    torch.onnx.export(
-        model,
-        torch.from_numpy(x_test[:1]),
-        path,
-        input_names=["image"],
-        output_names=["logits"],
-        opset_version=17,
-        dynamo=False,
-        training=torch.onnx.TrainingMode.PRESERVE,
-    )
+    export_onnx(model, x_test[:1], path)
     np.savez_compressed(os.path.join(HERE, "digits_test.npz"), images=x_test, labels=y_test)
     np.savez(os.path.join(HERE, "digit_sample.npz"), image=x_test[:1])  # for `slimtvm run --input`
     print(f"wrote {path} and digits_test.npz ({len(y_test)} test images); test accuracy {accuracy:.3f}")

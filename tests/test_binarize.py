@@ -69,10 +69,7 @@ def test_binary_conv_matches_onnxruntime(compile_and_run, cin, cout, kernel, str
     g = GraphBuilder(seed=cin + cout + kernel)
     x = g.input([1, cin, size, size])
     model = g.model(sign_conv(g, x, cin, cout, kernel, stride, pads, dilation, groups))
-    inputs = {"x": normal_input((1, cin, size, size), seed=size)}
-    outputs, artifact = compile_and_run(model, inputs)
-    assert compiled_report(artifact)["binary_convs"] == 1
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    check_binary_model(compile_and_run, model, {"x": normal_input((1, cin, size, size), seed=size)}, binary_convs=1)
 
 
 def test_binary_dense_matches_onnxruntime(compile_and_run):
@@ -91,11 +88,7 @@ def test_batch_norm_with_negative_scales_after_a_binary_conv_stays_binary(compil
     g = GraphBuilder(seed=9)
     x = g.input([1, 16, 8, 8])
     y = g.batchnorm(sign_conv(g, x, 16, 16, pads=(1, 1, 1, 1)), 16, negative_scales=True)
-    model = g.model(g.relu(y))
-    inputs = {"x": normal_input((1, 16, 8, 8), seed=10)}
-    outputs, artifact = compile_and_run(model, inputs)
-    assert compiled_report(artifact)["binary_convs"] == 1
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    check_binary_model(compile_and_run, g.model(g.relu(y)), {"x": normal_input((1, 16, 8, 8), seed=10)}, binary_convs=1)
 
 
 def test_weights_binarized_in_the_graph_are_recognised(compile_and_run):
@@ -106,22 +99,15 @@ def test_weights_binarized_in_the_graph_are_recognised(compile_and_run):
     alpha = g.node("ReduceMean", [g.node("Abs", [float_weight])], axes=[1, 2, 3], keepdims=1)
     weight = g.node("Mul", [alpha, g.node("Sign", [float_weight])])
     model = g.model(g.node("Conv", [g.node("Sign", [x]), weight], kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
-    inputs = {"x": normal_input((1, 8, 6, 6), seed=12)}
-    outputs, artifact = compile_and_run(model, inputs)
-    assert compiled_report(artifact)["binary_convs"] == 1
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    check_binary_model(compile_and_run, model, {"x": normal_input((1, 8, 6, 6), seed=12)}, binary_convs=1)
 
 
 def test_sign_fed_conv_with_general_weights_stays_float_and_says_why(compile_and_run):
     g = GraphBuilder(seed=13)
     x = g.input([1, 8, 6, 6])
     model = g.model(g.node("Conv", [g.node("Sign", [x]), g.const(g.rng.standard_normal((8, 8, 3, 3)).astype(np.float32))], kernel_shape=[3, 3]))
-    inputs = {"x": normal_input((1, 8, 6, 6), seed=14)}
-    outputs, artifact = compile_and_run(model, inputs)
-    report = compiled_report(artifact)
-    assert report["binary_convs"] == 0
-    assert report["stayed_float_because"] == {"weights take more than two values (±α) per output channel": 1}
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    artifact = check_binary_model(compile_and_run, model, {"x": normal_input((1, 8, 6, 6), seed=14)}, binary_convs=0)
+    assert compiled_report(artifact)["stayed_float_because"] == {"weights take more than two values (±α) per output channel": 1}
 
 
 def test_two_valued_scale_and_packing():
@@ -180,10 +166,8 @@ def test_k_bit_activations_use_the_unipolar_kernel(compile_and_run, bits, stride
     y = g.node("Conv", [quantize_unit(g, x, bits), g.const(binary_weight(g.rng, (40, 20, 3, 3)))], kernel_shape=[3, 3], strides=[stride, stride], pads=list(pads))
     model = g.model(g.batchnorm(y, 40, negative_scales=True))
     inputs = {"x": np.random.default_rng(19).uniform(-0.5, 1.5, (1, 20, 9, 9)).astype(np.float32)}
-    outputs, artifact = compile_and_run(model, inputs)
-    passes = {p["name"]: p for p in artifact.manifest["passes"]}
-    assert passes["binarize"]["binary_convs"] == 1 and passes["binary_blocks"]["k_bit_activation_convs"] == 1
-    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+    artifact = check_binary_model(compile_and_run, model, inputs, binary_convs=1)
+    assert next(p for p in artifact.manifest["passes"] if p["name"] == "binary_blocks")["k_bit_activation_convs"] == 1
 
 
 @pytest.mark.parametrize(

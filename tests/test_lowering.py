@@ -3,7 +3,6 @@ and fallback schedules compute what onnxruntime computes."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tvm
 from conftest import assert_outputs_match, onnxruntime_outputs

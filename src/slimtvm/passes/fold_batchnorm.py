@@ -33,7 +33,6 @@ Refuses nothing: anything it does not understand is left as it was (and reported
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np

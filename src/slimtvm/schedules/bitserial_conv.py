@@ -35,9 +35,9 @@ class BinaryConvTile:
 
 
 def default_binary_tile(out_w: int, padded_out: int) -> BinaryConvTile:
-    """2 vectors × 2 pixels when the channels allow, else 1 vector × 4 pixels (measured by
-    ``benchmarks/binary_layers.py --sweep``: 300–340 G binary MAC/s on this machine's AVX2 core
-    for every ResNet-18 3×3 shape, within 5% of each other)."""
+    """2 vectors × 2 pixels when the channels allow, else 1 vector × 4 pixels. Measured on this
+    machine's AVX2 core for ResNet-18's 3×3 shapes (popcount core alone): tiles of 1–8 pixels ×
+    1–2 vectors were within 5% of each other; ``slimtvm tune`` searches them per layer."""
     vectors = padded_out // CHANNEL_LANES
     if vectors % 2 == 0:
         return BinaryConvTile(min(2, out_w), 2)
