@@ -28,7 +28,11 @@ LAYERS = {
     "l2": (128, 28, 3, 128, 1, 1),
     "l3": (256, 14, 3, 256, 1, 1),
     "l4": (512, 7, 3, 512, 1, 1),
+    "l4_6": (512, 6, 3, 512, 1, 1),
+    "l3_12": (256, 12, 3, 256, 1, 1),
     "l2_stride2": (64, 56, 3, 128, 2, 1),
+    "l3_stride2": (128, 28, 3, 256, 2, 1),
+    "l4_stride2": (256, 14, 3, 512, 2, 1),
     "r50_1x1_up": (64, 56, 1, 256, 1, 0),
     "r50_1x1_down": (256, 56, 1, 64, 1, 0),
     "r50_1x1_14": (1024, 14, 1, 256, 1, 0),
@@ -36,7 +40,7 @@ LAYERS = {
     "mbv2_expand": (24, 56, 1, 144, 1, 0),
     "mbv2_project": (144, 56, 1, 24, 1, 0),
 }
-SWEEP = [(1, 1, 7), (4, 1, 3), (4, 3, 1), (4, 1, 2), (4, 2, 1), (2, 1, 4), (2, 2, 2), (2, 1, 6), (2, 1, 7), (3, 1, 4), (6, 1, 2), (8, 1, 1)]
+SWEEP = [(4, 3, False), (4, 3, True), (4, 2, False), (2, 6, False), (2, 5, False), (3, 4, False), (3, 4, True), (6, 2, False), (1, 12, False), (8, 1, False)]  # (channel blocks, pixels, channels outside)
 
 
 def conv_onnx(channels, size, kernel, out_channels, stride, padding, seed=0):
@@ -76,17 +80,18 @@ def slimtvm_kernel(model, tile=None):
 
     import slimtvm  # noqa: F401 - sets the thread count
     from slimtvm.compiler.tune import extract_tuning_tasks
-    from slimtvm.schedules.conv2d_nchwc import schedule_conv2d_nchwc
-    from slimtvm.schedules.rules import default_rules
+    from slimtvm.schedules.conv2d_nchwc import CONV_BLOCK, Conv2dNCHWc, chunk_rows, schedule_conv2d_nchwc
     from slimtvm.targets.presets import resolve_target, simd_lanes
 
     spec = resolve_target("host")
     (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind == "conv2d"]
     sch = s_tir.Schedule(task.mod)
     if tile is None:
-        sch = default_rules(simd_lanes(spec.tvm_target()))[0].schedule(sch)
+        sch = Conv2dNCHWc(simd_lanes(spec.tvm_target())).schedule(sch)
     else:
-        schedule_conv2d_nchwc(sch, *tile)
+        out_h, out_w = (int(sch.get(loop).extent) for loop in sch.get_loops(sch.get_sblock(CONV_BLOCK))[2:4])
+        oc_tile, px, channels_outside = tile
+        schedule_conv2d_nchwc(sch, oc_tile, px, chunk_rows(out_h, out_w), channels_outside)
     return sch.mod, spec.tvm_target()
 
 

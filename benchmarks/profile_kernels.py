@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--db", help="compile with this tuning database (from slimtvm tune)")
+    parser.add_argument("--repeat", type=int, default=10, help="instrumented runs; each kernel's median is shown")
     args = parser.parse_args(argv)
     import tvm
     from tvm import relax
@@ -55,12 +57,18 @@ def main(argv=None) -> int:
         for _ in range(2):
             vm["main"](*inputs)
         vm.set_instrument(instrument)
-        vm["main"](*inputs)
-        totals = {}
-        for name, duration in rows:
-            totals[name] = totals.get(name, 0.0) + duration
+        per_run = []
+        for _ in range(args.repeat):
+            rows.clear()
+            vm["main"](*inputs)
+            run = {}
+            for name, duration in rows:
+                run[name] = run.get(name, 0.0) + duration
+            per_run.append(run)
+        calls = len(rows)
+        totals = {name: statistics.median(run[name] for run in per_run) for name in per_run[0]}
         total = sum(totals.values())
-        print(f"{args.model}: {total / 1e3:.2f} ms in {len(rows)} calls, {args.threads} thread(s)")
+        print(f"{args.model}: {total / 1e3:.2f} ms in {calls} calls, {args.threads} thread(s), median of {args.repeat} runs per kernel")
         for name, duration in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
             print(f"{duration / 1e3:9.3f} ms  {100 * duration / total:5.1f}%  {name}")
     return 0

@@ -104,11 +104,12 @@ def test_threads_default_to_all_physical_cores():
 @pytest.mark.parametrize(
     "oc_chunks,height,width,expected",
     [
-        (8, 56, 56, (4, 1, 3)),  # 12 accumulators along a row; 56 % 3 == 2
-        (16, 28, 28, (4, 3, 1)),  # 28 % 3 == 1: the 1-column tail is slow, so 3 rows instead
-        (18, 56, 56, (6, 1, 2)),  # MobileNetV2's 144 channels
-        (3, 56, 56, (3, 1, 4)),  # 24 channels
-        (5, 7, 7, (1, 1, 7)),  # no multi-block tile divides 5: a whole 7-wide row of one block
+        (8, 56, 56, (4, 3, 4)),  # 12 accumulators: 4 blocks × 3 pixels; chunks of 4 rows (224 pixels)
+        (64, 7, 7, (4, 3, 7)),  # the whole 7 × 7 image is one chunk: 16 tiles and a 1-pixel tail
+        (18, 56, 56, (6, 2, 4)),  # MobileNetV2's 144 channels
+        (3, 112, 112, (3, 4, 2)),  # 24 channels at 112 × 112: 2-row chunks
+        (5, 7, 7, (1, 12, 7)),  # no multi-block tile divides 5: one block × 12 pixels
+        (2, 1, 300, (2, 6, 1)),  # rows wider than a chunk: one row per chunk
         (1, 1, 1, (1, 1, 1)),
     ],
 )
@@ -116,8 +117,16 @@ def test_default_tile_fills_the_accumulator_budget(oc_chunks, height, width, exp
     from slimtvm.schedules.conv2d_nchwc import default_tile
 
     tile = default_tile(oc_chunks, height, width)
-    assert (tile.oc_tile, tile.reg_h, tile.reg_n) == expected
-    assert tile.oc_tile * tile.reg_h * tile.reg_n <= 12
+    assert (tile.oc_tile, tile.px, tile.rows, tile.channels_outside) == (*expected, False)
+    assert tile.oc_tile * tile.px <= 12
+    assert height % tile.rows == 0
+
+
+@pytest.mark.parametrize("in_channels,taps,expected", [(256, 9, True), (128, 9, True), (64, 9, False), (1024, 1, False), (3, 49, False)])
+def test_input_channels_loop_outside_the_tiles_for_deep_3x3_convs(in_channels, taps, expected):
+    from slimtvm.schedules.conv2d_nchwc import default_tile
+
+    assert default_tile(32, 14, 14, 12, in_channels, taps).channels_outside is expected
 
 
 def test_conv_transpose_after_blocked_conv_stays_plain_and_exact(compile_and_run):

@@ -3,13 +3,25 @@
 Compute: TOPI's ``conv2d_NCHWc`` (data ``[N, C/x, H, W, x]``, kernel ``OIHW[x]i[x]o``), reached by
 Relax's ``ConvertLayout`` and then :func:`legalize_conv2d`.
 
-Schedule: the classic direct convolution that TVM ≤ 0.19 used on x86. The output is computed in
-register tiles of ``reg_n`` output columns × one ``oc_bn`` channel block. The tile is held in
-``reg_n · oc_bn / lanes`` vector registers. The reduction runs over input-channel chunks, kernel
-rows, the input-channel block and the (unrolled) kernel columns; each step broadcasts one input
-value and multiplies it by a vector of weights. The tile loop ``n · oc_chunk · oh`` runs in
-parallel. The fused epilogue (bias, ReLU, residual add, …) is applied to each tile while it is
-still hot, and zero padding runs as its own parallel, vectorized stage.
+Schedule: the classic direct convolution that TVM ≤ 0.19 used on x86, with the output pixels of
+each channel block numbered in one run (``p = row · width + column``, by
+``transform_block_layout``), so that a register tile of ``px`` consecutive pixels × ``oc_tile``
+channel blocks may wrap from one row to the next. A 7 × 7 output then splits into 16 tiles of 3
+pixels and a single 1-pixel tail, where per-row tiles left a 1-pixel tail on every row (7 = 3 + 3 + 1)
+and ran ResNet's last stage 16% slower. The tile is held in ``oc_tile · px`` vector registers; the
+reduction runs over input-channel chunks, kernel rows, the input-channel block and the (unrolled)
+kernel columns, each step broadcasting one input value against a vector of weights. The tail
+tile is a loop partition of its own, so the full tiles carry no bounds check.
+
+Work is parallel over (batch, groups of ``oc_tile`` channel blocks, chunks of ``rows`` output
+rows); each chunk's accumulators are written to a small buffer and the fused epilogue (bias,
+ReLU, residual add, …) reads them back while they are in cache. Zero padding runs as its own
+parallel, vectorized stage.
+
+``channels_outside``: the input-channel chunks loop outside the pixel tiles (as MLAS's NCHWc
+kernel does), so one chunk's weights (9 KB for a 3×3 kernel) stay in L1 for every tile of the
+chunk, and each tile's accumulators are reloaded once per input-channel block. Otherwise every
+tile streams all its weights (up to 590 KB on ResNet's last stage) from L2 or L3.
 """
 
 from __future__ import annotations
@@ -165,11 +177,16 @@ def _grouped_blocked_conv(data, kernel, strides, padding, dilation, groups, out_
 
 @dataclass(frozen=True)
 class ConvTile:
-    """A register tile: ``oc_tile`` channel blocks × ``reg_h`` output rows × ``reg_n`` columns."""
+    """A register tile of ``oc_tile`` channel blocks × ``px`` consecutive output pixels, in
+    parallel chunks of ``rows`` output rows."""
 
     oc_tile: int
-    reg_h: int
-    reg_n: int
+    px: int
+    rows: int
+    channels_outside: bool = False
+
+
+MAX_CHUNK_PIXELS = 256  # a chunk's accumulators stay ≤ oc_tile · 256 · 32 B: in L1/L2, and enough chunks for 2 threads
 
 
 def accumulator_budget(lanes: int) -> int:
@@ -178,61 +195,92 @@ def accumulator_budget(lanes: int) -> int:
     return 24 if lanes >= 16 else 12
 
 
-def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12) -> ConvTile:
-    """The untuned tile: as many channel blocks as divide ``oc_chunks`` (4, else 6, 3, 2, 1), and
-    the rest of the accumulator budget along a row or a column.
+def chunk_rows(out_h: int, out_w: int) -> int:
+    """Output rows per parallel chunk: the largest divisor of ``out_h`` whose chunk has at most
+    :data:`MAX_CHUNK_PIXELS` pixels (at least one row)."""
+    return max(d for d in range(1, out_h + 1) if out_h % d == 0 and (d * out_w <= MAX_CHUNK_PIXELS or d == 1))
+
+
+def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1) -> ConvTile:
+    """The untuned tile: as many channel blocks as divide ``oc_chunks`` (4, else 6, 3, 2, 1) and
+    the rest of the accumulator budget as consecutive pixels.
 
     Measured on this machine (Zen 2, AVX2, 1 thread) with ``benchmarks/conv_layers.py --sweep``
-    over ResNet and MobileNetV2 shapes: 12-accumulator tiles reach 45–51 G MAC/s, 8-accumulator
-    ones 38–40, 7 columns × 1 block 32–35. A 4 × 3 tile leaves a 1-column tail when
-    ``out_w % 3 == 1``, and then LLVM's code for it measured half as fast as the 3-row shape,
-    which is chosen instead.
+    over ResNet-18's 3×3 shapes: 4 blocks × 3 pixels reaches 46–50 G MAC/s (42.5 on the 7×7
+    layer, where per-row tiles reached 36.5); 2 × 6 and 1 × 12 measured 27–40 (LLVM keeps more
+    broadcasts live than there are registers).
     """
     oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
-    spatial = max(1, budget // oc_tile)
-    if spatial == 3 and out_w >= 3:  # 4 × 3 with a tail (45–51 G MAC/s) beats 4 × 2 (38–40)
-        return ConvTile(oc_tile, 3, 1) if out_w % 3 == 1 and out_h >= 3 else ConvTile(oc_tile, 1, 3)
-    reg_n = max(d for d in range(1, min(spatial, out_w) + 1) if out_w % d == 0)
-    if reg_n < spatial // 2 and out_w > reg_n:  # no good divisor: a tail tile beats tiny tiles
-        reg_n = min(spatial, out_w)
-    reg_h = max(d for d in range(1, max(1, spatial // reg_n) + 1) if out_h % d == 0)
-    return ConvTile(oc_tile, reg_h, reg_n)
+    px = max(1, min(budget // oc_tile, out_h * out_w))
+    return ConvTile(oc_tile, px, chunk_rows(out_h, out_w), channels_outside_by_default(in_channels, kernel_taps))
 
 
-def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile=1, reg_h=1, reg_n=1) -> None:
-    """Apply the register-tiled schedule to the fused PrimFunc in ``sch`` (see module docstring).
+def channels_outside_by_default(in_channels: int, kernel_taps: int) -> bool:
+    """Input channels outside the pixel tiles for kernels larger than 1×1 with ≥ 128 input
+    channels. Measured (``benchmarks/conv_layers.py``, 1 thread): +9–15% on ResNet-18's 3×3
+    layers from 128 input channels up (l3 44.8 → 49.6 G MAC/s, l4 and the strided ones alike),
+    neutral at 128, −2% at 64, and −25% on 1×1 kernels, where a tile's 12 accumulators would be
+    reloaded every 96 multiply-adds."""
+    return kernel_taps > 1 and in_channels >= 128
 
-    The register tile is ``oc_tile`` channel blocks × ``reg_h`` output rows × ``reg_n`` output
-    columns. Each factor is an int (the default schedule) or a random variable sampled by
-    MetaSchedule (the tunable template): the instructions issued do not depend on the values,
-    so a MetaSchedule trace can be replayed with other decisions.
+
+def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, rows: int = 1, channels_outside: bool = False) -> None:
+    """Apply the module docstring's schedule to the fused PrimFunc in ``sch``.
+
+    ``oc_tile`` must divide the output channel blocks and ``rows`` the output rows (ints: each
+    MetaSchedule design space is one tile, see schedules/templates.py). The pixel tile ``px`` may
+    leave a tail; it becomes its own loop.
     """
     stages = split_stages(sch, CONV_BLOCK)
     conv, out = stages.main, stages.out
+    out_w = int(sch.get(sch.get_loops(conv)[3]).extent)
+    sch.transform_block_layout(conv, lambda n, oc, oh, ow, ob, ic, kh, kw: (n, oc, oh * out_w + ow, ob, ic, kh, kw))
 
     n, oc_chunk, oh, ow, oc_block = sch.get_loops(out)
     oc_outer, oc_inner = sch.split(oc_chunk, [None, oc_tile])
-    oh_outer, oh_inner = sch.split(oh, [None, reg_h])
-    ow_outer, ow_inner = sch.split(ow, [None, reg_n])
-    sch.reorder(n, oc_outer, oh_outer, ow_outer, oc_inner, oh_inner, ow_inner, oc_block)
-    sch.parallel(sch.fuse(n, oc_outer, oh_outer))
+    oh_outer, oh_inner = sch.split(oh, [None, rows])
+    sch.reorder(n, oc_outer, oh_outer, oc_inner, oh_inner, ow, oc_block)
+    chunk = sch.fuse(n, oc_outer, oh_outer)
+    sch.parallel(chunk)
     sch.vectorize(oc_block)
-    sch.compute_at(conv, ow_outer, preserve_unit_loops=True)
+    sch.compute_at(conv, chunk, preserve_unit_loops=True)
 
-    # Below ow_outer: batch, oc_inner, oh, ow, oc_block, ic, kh, kw (unit loops are kept).
-    tile_oc, tile_h, tile_w, vec, ic, kh, kw = sch.get_loops(conv)[-7:]
+    # Below the chunk: batch, oc_inner, pixel, oc_block, ic, kh, kw (unit loops are kept).
+    tile_oc, pixel, vec = sch.get_loops(conv)[-6:-3]
+    ic_bn = int(sch.get(vec).extent)
+    sch.reorder(pixel, tile_oc)
+    pixels = int(sch.get(pixel).extent)
+    parts = sch.loop_partition(pixel, [pixels // px * px]) if pixels % px and pixels > px else [pixel]
+    for part in parts:
+        _tile_and_reduce(sch, sch.get_child_blocks(part)[0], ic_bn, px, channels_outside)
+    schedule_padding(sch, stages.pads)
+
+
+def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool) -> None:
+    """Under one pixel loop: ``px``-pixel tiles (the tail: one tile of what is left), the reduction
+    outside the unrolled tile, its input-channel chunks outside the tiles if ``channels_outside``."""
+    pixel, tile_oc, vec, ic, kh, kw = sch.get_loops(conv)[-6:]
     # ic runs over every input channel; blocked inputs split it into chunks of one channel block
     # (a plain-input stem, whose channels are not a multiple of the block, is one chunk).
-    ic_bn = int(sch.get(vec).extent)
     if int(sch.get(ic).extent) % ic_bn:
         ic_bn = int(sch.get(ic).extent)
     ic_outer, ic_inner = sch.split(ic, [None, ic_bn])
-    sch.reorder(ic_outer, kh, ic_inner, kw, tile_oc, tile_h, tile_w, vec)
-    for loop in (kw, tile_oc, tile_h, tile_w):
+    pixels = int(sch.get(pixel).extent)
+    unrolled = [kw, tile_oc, pixel]
+    if int(sch.get(pixel).min) == 0 and pixels > px:
+        pixel_outer, pixel = sch.split(pixel, [None, px])
+        unrolled[-1] = pixel
+        if channels_outside:
+            sch.reorder(ic_outer, pixel_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
+            unrolled.append(ic_inner)
+        else:
+            sch.reorder(pixel_outer, ic_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
+    else:
+        sch.reorder(ic_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
+    for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(vec)
     sch.decompose_reduction(conv, ic_outer)
-    schedule_padding(sch, stages.pads)
 
 
 class Conv2dNCHWc(CPURule):
@@ -242,7 +290,7 @@ class Conv2dNCHWc(CPURule):
         block = find_block(sch, CONV_BLOCK)
         if block is None:
             return None
-        _, oc_chunks, out_h, out_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:4])
-        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes))
-        schedule_conv2d_nchwc(sch, tile.oc_tile, tile.reg_h, tile.reg_n)
+        _, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
+        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w)
+        schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside)
         return sch

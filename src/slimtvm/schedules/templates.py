@@ -3,8 +3,10 @@
 Each kernel's schedule function takes its tile factors as ints (the untuned default) or as
 MetaSchedule random variables. Here they are sampled with ``sample_categorical`` over the
 values that make sense for the kernel's shape, so one trace covers the whole space and the
-XGBoost cost model ranks candidates before they are measured. Conv kernels get one design
-space per channel-block tile (so that the accumulator budget bounds the spatial choices).
+XGBoost cost model ranks candidates before they are measured. fp32 conv kernels get one design
+space per (channel blocks, pixels) tile instead: the pixel tile decides where the loop is
+partitioned for its tail, which a replayed trace cannot recompute from a new decision. Tiles
+using less than half the accumulator budget are left out (never faster when measured).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from tvm import s_tir
 
 from .binary_conv_packed import CHANNEL_LANES, PACKED_CONV_BLOCK
 from .bitserial_conv import schedule_binary_conv
-from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, schedule_conv2d_nchwc
+from .conv2d_nchwc import CONV_BLOCK, accumulator_budget, chunk_rows, schedule_conv2d_nchwc
 from .dense import MATMUL_BLOCK, is_plain_matmul, schedule_dense
 from .depthwise_nchwc import DEPTHWISE_BLOCK, schedule_depthwise_nchwc
 from .stages import find_block
@@ -56,17 +58,18 @@ def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
 
 def _conv_spaces(sch, lanes) -> list:
     loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
-    _, oc_chunks, out_h, out_w = (int(sch.get(loop).extent) for loop in loops[:4])
+    _, oc_chunks, out_h, out_w, _, _, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
     budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
+    rows = chunk_rows(out_h, out_w)
+    orders = (False, True) if kernel_h * kernel_w > 1 else (False,)
     spaces = []
     for oc_tile in (t for t in (1, 2, 3, 4, 6, 8) if oc_chunks % t == 0):
         per_block = budget // oc_tile
-        space = sch.copy()
-        reg_h = _categorical(space, [h for h in (1, 2, 3, 4) if h <= min(out_h, per_block)])
-        widths = [w for w in (1, 2, 3, 4, 5, 6, 7, 8, 12, 14, 16) if w <= min(out_w, per_block)]
-        reg_n = _categorical(space, widths)
-        schedule_conv2d_nchwc(space, oc_tile, reg_h, reg_n)
-        spaces.append(space)
+        for px in range(max(1, per_block // 2), min(per_block, out_h * out_w) + 1):
+            for channels_outside in orders:
+                space = sch.copy()
+                schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside)
+                spaces.append(space)
     return spaces
 
 
