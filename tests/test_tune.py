@@ -83,6 +83,24 @@ def test_every_sampled_template_schedule_computes_the_same_result(model_index):
     assert checked >= 4 * len(tasks)
 
 
+def test_conv_template_has_design_spaces_for_a_one_pixel_output():
+    """A conv whose output is 1×1 (fewer pixels than half a tile) still gets its tile spaces:
+    densenet121's tuning once found none and MetaSchedule stopped."""
+    from tvm import s_tir
+
+    from slimtvm.compiler.tune import extract_tuning_tasks
+    from slimtvm.schedules.templates import design_spaces
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+
+    g = GraphBuilder(seed=5)
+    x = g.input([1, 16, 3, 3])
+    model = g.model(g.node("Flatten", [g.relu(g.conv(x, 16, 32, kernel=3))]))
+    spec = resolve_target("host")
+    (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind == "conv2d"]
+    spaces = design_spaces(s_tir.Schedule(task.mod), simd_lanes(spec.tvm_target()))
+    assert len(spaces) >= 2  # channel-block tiles × the two loop orders, one pixel each
+
+
 def _run(executable, args):
     import tvm
 
