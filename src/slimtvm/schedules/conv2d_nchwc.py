@@ -217,10 +217,10 @@ def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_ch
 
 def channels_outside_by_default(in_channels: int, kernel_taps: int) -> bool:
     """Input channels outside the pixel tiles for kernels larger than 1×1 with ≥ 128 input
-    channels. Measured (``benchmarks/conv_layers.py``, 1 thread): +9–15% on ResNet-18's 3×3
-    layers from 128 input channels up (l3 44.8 → 49.6 G MAC/s, l4 and the strided ones alike),
-    neutral at 128, −2% at 64, and −25% on 1×1 kernels, where a tile's 12 accumulators would be
-    reloaded every 96 multiply-adds."""
+    channels. Measured (``benchmarks/conv_layers.py``, 1 thread): +9–16% on ResNet-18's 3×3
+    layers with 256 and 512 input channels (l3 44.8 → 49.6 G MAC/s) and on the strided one with
+    128, neutral on the stride-1 one with 128, −2% with 64, and −25% on 1×1 kernels, where a
+    tile's 12 accumulators would be reloaded every 96 multiply-adds."""
     return kernel_taps > 1 and in_channels >= 128
 
 
