@@ -122,6 +122,8 @@ def dense_graph(rows: int, features: int, outputs: int, seed: int):
 
 
 def near_threshold(pre_sign: np.ndarray) -> bool:
-    """True when some value feeding a Sign is within float rounding (1e-5 relative) of 0."""
-    scale = float(np.max(np.abs(pre_sign))) or 1.0
+    """True when some value feeding a Sign is within float rounding of 0: 1e-5 relative to the
+    largest value, and at least 1e-5 absolute (a sum that cancels exactly leaves rounding noise
+    of its terms, ~1e-11 here, which a tensor of such values alone would otherwise hide)."""
+    scale = max(float(np.max(np.abs(pre_sign))), 1.0)
     return bool(np.any(np.abs(pre_sign) <= 1e-5 * scale))

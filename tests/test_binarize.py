@@ -63,6 +63,9 @@ def check_binary_model(compile_and_run, model, inputs, binary_convs):
         (8, 8, 3, 1, (2, 2, 2, 2), 2, 1, 8),  # dilated
         (32, 32, 3, 1, (1, 1, 1, 1), 1, 4, 6),  # grouped: 8 channels per group
         (3, 16, 5, 2, (2, 2, 2, 2), 1, 1, 13),  # 3 channels: one partly filled word
+        (64, 16, 3, 1, (1, 1, 1, 1), 1, 1, 16),  # 8x8 register transposes: sign bytes in, 8-pixel dot rows out
+        (128, 24, 3, 2, (1, 1, 1, 1), 1, 1, 24),  # two byte tiles per pixel in, 4-pixel dot rows out
+        (72, 12, 3, 1, (1, 1, 1, 1), 1, 1, 8),  # 9 bytes, 12 channels: no transpose tile fits
     ],
 )
 def test_binary_conv_matches_onnxruntime(compile_and_run, cin, cout, kernel, stride, pads, dilation, groups, size):

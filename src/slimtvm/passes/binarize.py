@@ -88,6 +88,12 @@ def pack_conv_weight_bytes(weight: np.ndarray):
     return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(kh * kw * channels))
 
 
+def split_weight_nibbles(weight_bytes: np.ndarray) -> np.ndarray:
+    """uint8 ``[KH, KW, CB, O']`` → ``[KH, KW, CB, 2, O']``: each byte's low nibble, then its
+    high nibble, the weights of the AVX2 table popcount (schedules/binary_conv_packed.py)."""
+    return np.ascontiguousarray(np.stack([weight_bytes & 15, weight_bytes >> 4], axis=3))
+
+
 def _scalar(value):
     """The single value of a constant whose elements are all equal, else None."""
     if value is None or value.size == 0:
@@ -137,10 +143,11 @@ def channel_block(layout: str) -> int:
 class _Rewriter(relax.PyExprMutator):
     """Finds binarized layers (the report); with ``lower=True`` also replaces them by kernels."""
 
-    def __init__(self, mod, report: BinarizeReport, lower: bool):
+    def __init__(self, mod, report: BinarizeReport, lower: bool, popcount_tables: bool = False):
         super().__init__(mod)
         self.report = report
         self.lower = lower
+        self.popcount_tables = popcount_tables
         self.uses: dict = {}  # var -> readers, of the function being rewritten
         self.packed_convs: dict = {}  # PrimFunc name -> PackedConv, for threshold fusion
 
@@ -369,7 +376,7 @@ class _Rewriter(relax.PyExprMutator):
         return self.builder_.call_te(
             binary_conv2d_packed,
             conv.source,
-            relax.const(conv.weight_bytes, "uint8"),
+            relax.const(self._kernel_weights(conv.weight_bytes), "uint8"),
             relax.const(conv.alpha, "float32"),
             relax.const(conv.tap_sums, str(conv.tap_sums.dtype)),
             conv.channels,
@@ -383,6 +390,10 @@ class _Rewriter(relax.PyExprMutator):
             primfunc_name_hint="binary_conv2d",
         )
 
+    def _kernel_weights(self, weight_bytes: np.ndarray) -> np.ndarray:
+        """The packed conv's weights as its kernel reads them: bytes, or nibbles for AVX2 tables."""
+        return split_weight_nibbles(weight_bytes) if self.popcount_tables else weight_bytes
+
     def _bits_from(self, plan, consumer: PackedConv):
         """The producer of ``plan`` again, writing ``consumer``'s packed, zero-padded input."""
         producer = plan.producer
@@ -393,7 +404,7 @@ class _Rewriter(relax.PyExprMutator):
         return self.builder_.call_te(
             binary_conv2d_to_bits,
             producer.source,
-            relax.const(producer.weight_bytes, "uint8"),
+            relax.const(self._kernel_weights(producer.weight_bytes), "uint8"),
             relax.const(producer.tap_sums, str(producer.tap_sums.dtype)),
             relax.const(plan.flip, "int32"),
             relax.const(plan.threshold, "int32"),
@@ -432,8 +443,8 @@ class _Rewriter(relax.PyExprMutator):
         )
 
 
-def _run(mod, report: BinarizeReport, lower: bool):
-    rewriter = _Rewriter(mod, report, lower)
+def _run(mod, report: BinarizeReport, lower: bool, popcount_tables: bool = False):
+    rewriter = _Rewriter(mod, report, lower, popcount_tables)
     for gvar, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gvar, rewriter.visit_function(func))
@@ -467,10 +478,16 @@ class LowerBinaryLayers:
 
     def __init__(self):
         self.report = BinarizeReport()
+        self.popcount_tables = False
+
+    def use_popcount_tables(self, enabled: bool) -> None:
+        """Give the packed binary convs weight nibbles for the AVX2 table popcount
+        (:func:`slimtvm.targets.presets.popcount_by_table` says when the target wants it)."""
+        self.popcount_tables = enabled
 
     def transform_module(self, mod, _ctx):
         self.report = BinarizeReport()
-        return _run(mod, self.report, lower=True)
+        return _run(mod, self.report, lower=True, popcount_tables=self.popcount_tables)
 
     def blocks_report(self) -> dict:
         """The manifest entry for the fusion between binary layers (passes/binary_blocks.py)."""

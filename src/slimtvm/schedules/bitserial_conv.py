@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from .binary_conv_packed import CHANNEL_LANES, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_IMAGE_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_ROWS_BLOCK, SIGN_BITS_BLOCK
+from .binary_conv_packed import CHANNEL_LANES, DOTS_BY_CHANNEL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_IMAGE_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_PLANES_BLOCK, PACKED_ROWS_BLOCK, POPCOUNT_TABLE_BLOCK, SIGN_BITS_BLOCK
 from .cpu_rule import CPURule
 from .stages import find_block
+from .transpose_intrin import TILE_ROWS, transpose_intrin
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,20 @@ class BinaryConvTile:
     oc_vectors: int
 
 
-def default_binary_tile(out_w: int, padded_out: int) -> BinaryConvTile:
-    """2 vectors × 2 pixels when the channels allow, else 1 vector × 4 pixels. Measured on this
-    machine's AVX2 core for ResNet-18's 3×3 shapes (popcount core alone): tiles of 1–8 pixels ×
-    1–2 vectors were within 5% of each other; ``slimtvm tune`` searches them per layer."""
+def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = False) -> BinaryConvTile:
+    """Byte popcounts (NEON ``cnt``, AVX-512 ``vpopcntb``): 2 vectors × 2 pixels when the
+    channels allow, else 1 vector × 4 pixels (on this machine's AVX2 core, before the table form,
+    tiles of 1–8 pixels × 1–2 vectors were within 5% of each other).
+
+    AVX2 table popcounts: 2 vectors (when the channels allow) × 4 pixels, or × the whole row
+    when it is at most 8 pixels. Measured on ResNet-18's 3×3 shapes (whole kernel, 1 thread,
+    against 2 pixels × 2 vectors): 0.319 / 0.329 ms at 56×56×64, 0.304 / 0.337 at 28×28×128,
+    0.305 / 0.314 at 14×14×256 (best there: 2 pixels × 4 vectors, 0.293), and 7 pixels at
+    7×7×512: 0.314 against 0.382 ms for 4. Tiles of 8 pixels on wide rows ran 20–50% slower.
+    ``slimtvm tune`` searches them per layer."""
     vectors = padded_out // CHANNEL_LANES
+    if popcount_table:
+        return BinaryConvTile(out_w if out_w <= 8 else 4, 2 if vectors % 2 == 0 else 1)
     if vectors % 2 == 0:
         return BinaryConvTile(min(2, out_w), 2)
     return BinaryConvTile(min(4, out_w), 1)
@@ -50,7 +60,8 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     names = [sch.get(block).name_hint for block in blocks]
     partial, counts, dots = (blocks[names.index(name)] for name in (PACKED_PARTIAL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK))
     packed = blocks[names.index(PACKED_ROWS_BLOCK)] if PACKED_ROWS_BLOCK in names else None  # absent: bits come packed
-    epilogue = blocks[names.index(PACKED_DOT_BLOCK) + 1 :]
+    by_channel = blocks[names.index(DOTS_BY_CHANNEL_BLOCK)] if DOTS_BY_CHANNEL_BLOCK in names else None
+    epilogue = blocks[names.index(DOTS_BY_CHANNEL_BLOCK if by_channel is not None else PACKED_DOT_BLOCK) + 1 :]
     for block in epilogue[:-1]:
         sch.compute_inline(block)
     out = epilogue[-1]
@@ -62,7 +73,15 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
         sch.parallel(sch.fuse(n, row))
     else:
         _schedule_float_out(sch, out)
-        sch.compute_at(dots, sch.get_loops(out)[0], preserve_unit_loops=True)
+        row = sch.get_loops(out)[0]
+        tile = _transpose_tile(sch, by_channel) if by_channel is not None else None
+        if by_channel is not None and tile is None:
+            sch.compute_inline(by_channel)  # the float epilogue gathers from the dots directly
+        elif by_channel is not None:
+            sch.compute_at(by_channel, row, preserve_unit_loops=True)
+        sch.compute_at(dots, row, preserve_unit_loops=True)
+        if tile is not None:  # after dots' compute_at, which cannot see into a tensorized block
+            _transpose_in_tiles(sch, by_channel, tile)
 
     # dots under the output row: n, y (unit), x, o — tiled; counts computed per tile.
     x, o = sch.get_loops(dots)[-2:]
@@ -95,11 +114,15 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     sch.vectorize(c_lane)
     sch.decompose_reduction(counts, ry)
 
+    if POPCOUNT_TABLE_BLOCK in names:  # 16 KB per call: 0.5 µs
+        sch.vectorize(sch.get_loops(blocks[names.index(POPCOUNT_TABLE_BLOCK)])[-1])
     if "unipolar_ones" in names:  # per-pixel popcount of the activation planes (k-bit input)
         ones = blocks[names.index("unipolar_ones")]
         n, row = sch.get_loops(ones)[:2]
         sch.parallel(sch.fuse(n, row))
-    if PACKED_IMAGE_BLOCK in names:  # the image's bytes before the zero border: rows in parallel
+    if PACKED_PLANES_BLOCK in names:
+        _pack_by_planes(sch, blocks[names.index(PACKED_PLANES_BLOCK)], blocks[names.index(PACKED_IMAGE_BLOCK)])
+    elif PACKED_IMAGE_BLOCK in names:  # the image's bytes before the zero border: rows in parallel
         image = blocks[names.index(PACKED_IMAGE_BLOCK)]
         b, row_i, col_i, byte_i = sch.get_loops(image)
         sch.parallel(sch.fuse(b, row_i))
@@ -118,6 +141,51 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
         else:
             sch.reorder(byte, col_p)
             sch.vectorize(col_p)
+
+
+def _pack_by_planes(sch, planes, image) -> None:
+    """NCHW input: sign bytes along each row (vectorized: contiguous floats in, contiguous bytes
+    out), then transposed to pixel-major bytes in 8 × 8 register tiles. Rows not a multiple of 8
+    pixels, or fewer than 8 channel bytes, pack pixel-major directly (vectorized along rows of
+    16 or more pixels, else left to LLVM's SLP vectorizer)."""
+    b, row, byte, col = sch.get_loops(planes)
+    channel_bytes, width = int(sch.get(byte).extent), int(sch.get(col).extent)
+    if width % TILE_ROWS or channel_bytes % 8:
+        sch.compute_inline(planes)
+        b, row_i, col_i, byte_i = sch.get_loops(image)
+        sch.parallel(sch.fuse(b, row_i))
+        if width >= 16:
+            sch.reorder(byte_i, col_i)
+            sch.vectorize(col_i)
+        return
+    sch.parallel(sch.fuse(b, row))
+    sch.vectorize(col)
+    b, row_i, col_i, byte_i = sch.get_loops(image)
+    sch.parallel(sch.fuse(b, row_i))
+    col_outer, col_inner = sch.split(col_i, [None, TILE_ROWS])
+    byte_outer, byte_inner = sch.split(byte_i, [None, 8])
+    sch.reorder(col_outer, byte_outer, col_inner, byte_inner)
+    sch.tensorize(col_inner, transpose_intrin(8, "uint8"))
+
+
+def _transpose_tile(sch, by_channel) -> int | None:
+    """Pixels per transpose tile for the dots' rows (8 or 4, dividing the row), or None: rows
+    of other widths (14, 7) are gathered by the float epilogue, measured faster there."""
+    channels, width = (int(sch.get(loop).extent) for loop in sch.get_loops(by_channel)[-2:])
+    if channels % TILE_ROWS:
+        return None
+    return next((cols for cols in (8, 4) if width % cols == 0), None)
+
+
+def _transpose_in_tiles(sch, by_channel, cols: int) -> None:
+    """A row's dots ``[pixel, channel]`` → ``[channel, pixel]`` in 8-channel × ``cols``-pixel
+    register tiles (schedules/transpose_intrin.py)."""
+    channel, pixel = sch.get_loops(by_channel)[-2:]
+    channel_outer, channel_inner = sch.split(channel, [None, TILE_ROWS])
+    pixel_outer, pixel_inner = sch.split(pixel, [None, cols])
+    sch.reorder(channel_outer, pixel_outer, channel_inner, pixel_inner)
+    dtype = str(sch.get(by_channel).writes[0].source.dtype)
+    sch.tensorize(channel_inner, transpose_intrin(cols, dtype))
 
 
 def _schedule_float_out(sch, out) -> None:
@@ -143,6 +211,6 @@ class BinaryConv(CPURule):
         if block is None:
             return None
         _, _, out_w, padded_out = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:4])
-        tile = default_binary_tile(out_w, padded_out)
+        tile = default_binary_tile(out_w, padded_out, find_block(sch, POPCOUNT_TABLE_BLOCK) is not None)
         schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors)
         return sch
