@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 import onnx
 import pytest
-from binary_graphs import conv_graph, conv_specs, sign_margin_ok
+from binary_graphs import ConvSpec, conv_graph, conv_specs, sign_margin_ok
 from conftest import assert_outputs_match, onnxruntime_outputs
 from hypothesis import HealthCheck, assume, given, settings
 from light_zoo import LIGHT, with_logits_output, with_random_weights
@@ -129,3 +129,12 @@ def test_random_binary_convs_under_emulation(arm_python, tmp_path, spec):
     expected = onnxruntime_outputs(model, inputs)
     artifact = slimtvm.compile(model, str(tmp_path / "binary.so"), target="aarch64")
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), expected)
+
+
+def test_binary_conv_register_transposes_under_emulation(arm_python, tmp_path):
+    """NCHW in and out at 64 channels and 16 pixels per row: the sign packing and the dot products
+    go through the 8 × 8 register transposes (NEON zip shuffles here)."""
+    spec = ConvSpec(cin=64, cout=16, kernel=3, stride=1, dilation=1, pads=(1, 1, 1, 1), groups=1, size=16, batchnorm=False, maxpool=False, second=0, residual=False, seed=3, activation_bits=1)
+    model, inputs, _ = conv_graph(spec)
+    artifact = slimtvm.compile(model, str(tmp_path / "transposes.so"), target="aarch64")
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
