@@ -74,8 +74,9 @@ def byte_popcounts(weights, combine):
     :data:`POPCOUNT_TABLE_BLOCK` (loads at ``table + 64·a``: no nibble arithmetic on the scalar
     side), which the 32 channels' weight nibbles index. Measured on ResNet-18's 56×56×64 binary
     conv core: 0.285 ms with rows per nibble (16 × 32 table), 0.24 ms with rows per byte, against
-    0.33 ms for LLVM's popcount (its best tile). The expression is valid only vectorized over exactly 32 channels
-    (``CHANNEL_LANES``, as schedules/bitserial_conv.py does); scalar code would not compile."""
+    0.33 ms for LLVM's popcount (its best tile). The expression is valid only vectorized over
+    exactly 32 channels (``CHANNEL_LANES``, as schedules/bitserial_conv.py does); scalar code
+    would not compile."""
     if len(weights.shape) == 4:
         return lambda a, ry, rx, k, o: tirx.popcount(combine(a, weights[ry, rx, k, o]))
     table = te.compute(

@@ -120,9 +120,12 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
         ones = blocks[names.index("unipolar_ones")]
         n, row = sch.get_loops(ones)[:2]
         sch.parallel(sch.fuse(n, row))
-    if PACKED_PLANES_BLOCK in names:
-        _pack_by_planes(sch, blocks[names.index(PACKED_PLANES_BLOCK)], blocks[names.index(PACKED_IMAGE_BLOCK)])
+    planes = blocks[names.index(PACKED_PLANES_BLOCK)] if PACKED_PLANES_BLOCK in names else None
+    if planes is not None and _planes_transpose(sch, planes):
+        _pack_by_planes(sch, planes, blocks[names.index(PACKED_IMAGE_BLOCK)])
     elif PACKED_IMAGE_BLOCK in names:  # the image's bytes before the zero border: rows in parallel
+        if planes is not None:
+            sch.compute_inline(planes)
         image = blocks[names.index(PACKED_IMAGE_BLOCK)]
         b, row_i, col_i, byte_i = sch.get_loops(image)
         sch.parallel(sch.fuse(b, row_i))
@@ -143,21 +146,17 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
             sch.vectorize(col_p)
 
 
+def _planes_transpose(sch, planes) -> bool:
+    """Whether NCHW sign bytes can go through 8 × 8 transposes: rows a multiple of 8 pixels and
+    channel bytes a multiple of 8. Otherwise they are packed pixel-major directly."""
+    channel_bytes, width = (int(sch.get(loop).extent) for loop in sch.get_loops(planes)[-2:])
+    return width % TILE_ROWS == 0 and channel_bytes % 8 == 0
+
+
 def _pack_by_planes(sch, planes, image) -> None:
     """NCHW input: sign bytes along each row (vectorized: contiguous floats in, contiguous bytes
-    out), then transposed to pixel-major bytes in 8 × 8 register tiles. Rows not a multiple of 8
-    pixels, or fewer than 8 channel bytes, pack pixel-major directly (vectorized along rows of
-    16 or more pixels, else left to LLVM's SLP vectorizer)."""
-    b, row, byte, col = sch.get_loops(planes)
-    channel_bytes, width = int(sch.get(byte).extent), int(sch.get(col).extent)
-    if width % TILE_ROWS or channel_bytes % 8:
-        sch.compute_inline(planes)
-        b, row_i, col_i, byte_i = sch.get_loops(image)
-        sch.parallel(sch.fuse(b, row_i))
-        if width >= 16:
-            sch.reorder(byte_i, col_i)
-            sch.vectorize(col_i)
-        return
+    out), then transposed to pixel-major bytes in 8 × 8 register tiles."""
+    b, row, _, col = sch.get_loops(planes)
     sch.parallel(sch.fuse(b, row))
     sch.vectorize(col)
     b, row_i, col_i, byte_i = sch.get_loops(image)

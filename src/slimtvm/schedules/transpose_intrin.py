@@ -15,20 +15,14 @@ from tvm.script import tirx as T
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder.tirx import prim_func as build_prim_func
 
-TILE_ROWS = 8  # rows of C: output channels per tile
-
-
-def transpose_intrin_name(rows: int, cols: int, dtype: str) -> str:
-    return f"slimtvm_transpose_{rows}x{cols}_{dtype}"
+TILE_ROWS = 8  # rows of C per tile (output channels, or pixels for the sign bytes)
 
 
 def transpose_intrin(cols: int, dtype: str, rows: int = TILE_ROWS) -> str:
     """The registered name of the ``rows`` × ``cols`` transpose of ``dtype`` (registered on first
     use): ``A`` is ``[cols, rows]`` and ``C`` is ``[rows, cols]``, both with a free row stride."""
-    name = transpose_intrin_name(rows, cols, dtype)
-    try:
-        TensorIntrin.get(name)
-    except Exception:  # TVM raises a ValueError/TVMError naming the missing intrinsic
+    name = f"slimtvm_transpose_{rows}x{cols}_{dtype}"
+    if TensorIntrin.get(name, allow_missing=True) is None:
         TensorIntrin.register(name, *_transpose_functions(rows, cols, dtype))
     return name
 
