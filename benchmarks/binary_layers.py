@@ -8,7 +8,7 @@ and checked against onnxruntime running that same model (bit-exact counts, so �
 library is timed with onnxruntime running the plain fp32 ``Conv`` of the same shape in the same
 process (one engine after the other, 30 warm-up runs each, medians of 200), and the table prints both times, the speed-up, and
 slimtvm's binary multiply-adds per second against this machine's measured AVX2 XOR + popcount
-limit (≈ 345 G binary MAC/s per core, ../shared/DESIGN.md; slimtvm's AVX2 table popcount needs
+limit (≈ 345 G binary MAC/s per core, hand-written AVX2 C on an AMD Zen 2 host; slimtvm's AVX2 table popcount needs
 fewer instructions per byte than that XOR + popcount, so a layer can pass 100%). ``--smoke``:
 CI's check that it runs.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-ROOFLINE_PER_CORE = 345e9  # binary MAC/s, register-blocked AVX2 XOR + popcount (DESIGN.md)
+ROOFLINE_PER_CORE = 345e9  # binary MAC/s, register-blocked AVX2 XOR + popcount on an AMD Zen 2 host
 
 # name: (in channels, input size, out channels, stride)
 LAYERS = {
@@ -52,7 +52,11 @@ def conv_model(channels, size, out_channels, stride, binary: bool, seed=0):
     if binary:
         nodes.insert(0, helper.make_node("Sign", ["x"], ["s"]))
     graph = helper.make_graph(
-        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")]
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
     )
     return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -70,8 +74,8 @@ def main(argv=None) -> int:
     import onnx
 
     import slimtvm
-    from slimtvm.compiler.bench import onnxruntime_session, relative_difference, time_side_by_side
-    from slimtvm.compiler.runtime import set_num_threads
+    from slimtvm.runtime.artifact import set_num_threads
+    from slimtvm.runtime.bench import onnxruntime_session, relative_difference, time_side_by_side
 
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -99,16 +103,25 @@ def main(argv=None) -> int:
                 runs = args.runs or 200
                 ours_ms, theirs_ms, runs = time_side_by_side(run_ours, run_theirs, runs, block=runs, warmup=30)
                 rows.append((name, channels, size, out_channels, stride, threads, theirs_ms, ours_ms, macs, exact, runs))
-                print(f"{name}: {threads} thread(s) onnxruntime fp32 {theirs_ms:.3f} ms, slimtvm binary {ours_ms:.3f} ms, speed-up {theirs_ms / ours_ms:.2f}x", flush=True)
+                print(
+                    f"{name}: {threads} thread(s) onnxruntime fp32 {theirs_ms:.3f} ms, slimtvm binary {ours_ms:.3f} ms, speed-up {theirs_ms / ours_ms:.2f}x",
+                    flush=True,
+                )
     print()
-    print("| layer | shape | threads | onnxruntime fp32 ms | slimtvm binary ms | speed-up | slimtvm G binary MAC/s | of roofline | max rel. diff vs ORT (binary model) |")
+    print(
+        "| layer | shape | threads | onnxruntime fp32 ms | slimtvm binary ms | speed-up | slimtvm G binary MAC/s | of roofline | max rel. diff vs ORT (binary model) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, c, size, o, stride, threads, theirs, ours, macs, exact, _ in rows:
         rate = macs / ours / 1e6
-        print(f"| {name} | {c}→{o} 3×3/{stride} @{size} | {threads} | {theirs:.3f} | {ours:.3f} | {theirs / ours:.2f}x | {rate:.0f} | {rate * 1e9 / (ROOFLINE_PER_CORE * threads):.0%} | {exact:.1e} |")
+        print(
+            f"| {name} | {c}→{o} 3×3/{stride} @{size} | {threads} | {theirs:.3f} | {ours:.3f} | {theirs / ours:.2f}x | {rate:.0f} | {rate * 1e9 / (ROOFLINE_PER_CORE * threads):.0%} | {exact:.1e} |"
+        )
     print()
     for name, c, size, o, stride, threads, theirs, ours, macs, exact, runs in rows:
-        print(f"claim: binary {name} ({c}→{o} 3×3/{stride} @{size}) at {threads} thread(s): {theirs / ours:.2f}x faster than onnxruntime fp32 (median of {runs} runs)")
+        print(
+            f"claim: binary {name} ({c}→{o} 3×3/{stride} @{size}) at {threads} thread(s): {theirs / ours:.2f}x faster than onnxruntime fp32 (median of {runs} runs)"
+        )
     return 0
 
 

@@ -36,7 +36,6 @@ def models(workdir: str, smoke: bool) -> tuple:
         examples = os.path.join(HERE, "..", "examples")
         return os.path.join(examples, "digits_bnn.onnx"), os.path.join(examples, "digits_cnn.onnx")
     import onnx
-
     from architectures import resnet18
     from birealnet18 import export
 
@@ -56,14 +55,16 @@ def main(argv=None) -> int:
     if args.smoke:
         args.threads, args.runs, args.inputs = "1", 5, 2
     import slimtvm
-    from slimtvm.compiler.bench import onnxruntime_session, relative_difference, time_side_by_side
-    from slimtvm.compiler.runtime import set_num_threads
+    from slimtvm.runtime.artifact import set_num_threads
+    from slimtvm.runtime.bench import onnxruntime_session, relative_difference, time_side_by_side
 
     with tempfile.TemporaryDirectory() as workdir:
         binary_path, float_path = models(workdir, args.smoke)
         artifact = slimtvm.compile(binary_path, os.path.join(workdir, "binary.so"))
         report = next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
-        print(f"slimtvm: {report['binary_convs']} binary convs, {report['binary_dense']} binary dense layers; compile {artifact.manifest['timings_seconds']['total']:.1f} s")
+        print(
+            f"slimtvm: {report['binary_convs']} binary convs, {report['binary_dense']} binary dense layers; compile {artifact.manifest['timings_seconds']['total']:.1f} s"
+        )
         model = artifact.load()
         (name,) = model.input_names
         shape = model.random_inputs(0)[name].shape
@@ -77,7 +78,9 @@ def main(argv=None) -> int:
             cosines.append(cosine(ours, theirs))
             top1 += int(np.argmax(ours) == np.argmax(theirs))
             differences.append(relative_difference(ours, theirs))
-        print(f"exactness vs onnxruntime on the binary model, {args.inputs} random inputs: min cosine {min(cosines):.6f}, top-1 agreement {top1}/{args.inputs}, max relative difference {max(differences):.1e}")
+        print(
+            f"exactness vs onnxruntime on the binary model, {args.inputs} random inputs: min cosine {min(cosines):.6f}, top-1 agreement {top1}/{args.inputs}, max relative difference {max(differences):.1e}"
+        )
 
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         float_name = onnxruntime_session(float_path, 1).get_inputs()[0].name
@@ -91,7 +94,9 @@ def main(argv=None) -> int:
                 run_ours(), run_theirs()
             ours_ms, theirs_ms, runs = time_side_by_side(run_ours, run_theirs, args.runs)
             rows.append((threads, theirs_ms, ours_ms, runs))
-            print(f"{threads} thread(s): onnxruntime float {theirs_ms:.2f} ms, slimtvm binary {ours_ms:.2f} ms, speed-up {theirs_ms / ours_ms:.2f}x", flush=True)
+            print(
+                f"{threads} thread(s): onnxruntime float {theirs_ms:.2f} ms, slimtvm binary {ours_ms:.2f} ms, speed-up {theirs_ms / ours_ms:.2f}x", flush=True
+            )
     label = "digits BNN vs digits CNN (smoke)" if args.smoke else "Bi-Real Net 18 (slimtvm) vs float ResNet-18 (onnxruntime)"
     print()
     print("| model | threads | onnxruntime float ms | slimtvm binary ms | speed-up |")
@@ -100,7 +105,9 @@ def main(argv=None) -> int:
         print(f"| {label} | {threads} | {theirs:.2f} | {ours:.2f} | {theirs / ours:.2f}x |")
     print()
     for threads, theirs, ours, runs in rows:
-        print(f"claim: {label} at {threads} thread(s): {theirs / ours:.2f}x faster (median of {runs} runs); output cosine ≥ {min(cosines):.6f}, top-1 {top1}/{args.inputs}")
+        print(
+            f"claim: {label} at {threads} thread(s): {theirs / ours:.2f}x faster (median of {runs} runs); output cosine ≥ {min(cosines):.6f}, top-1 {top1}/{args.inputs}"
+        )
     return 0
 
 

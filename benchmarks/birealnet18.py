@@ -20,9 +20,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 def build(seed: int = 0):
     """The Bi-Real Net 18 module in eval mode (random weights, random BN statistics)."""
     import torch
-    from torch import nn
-
     from binary_torch import BinaryConv
+    from torch import nn
 
     class Block(nn.Module):
         def __init__(self, cin, cout, stride):

@@ -39,7 +39,18 @@ LAYERS = {
     "mbv2_expand": (24, 56, 1, 144, 1, 0),
     "mbv2_project": (144, 56, 1, 24, 1, 0),
 }
-SWEEP = [(4, 3, False), (4, 3, True), (4, 2, False), (2, 6, False), (2, 5, False), (3, 4, False), (3, 4, True), (6, 2, False), (1, 12, False), (8, 1, False)]  # (channel blocks, pixels, channels outside)
+SWEEP = [
+    (4, 3, False),
+    (4, 3, True),
+    (4, 2, False),
+    (2, 6, False),
+    (2, 5, False),
+    (3, 4, False),
+    (3, 4, True),
+    (6, 2, False),
+    (1, 12, False),
+    (8, 1, False),
+]  # (channel blocks, pixels, channels outside)
 
 
 def conv_onnx(channels, size, kernel, out_channels, stride, padding, seed=0):
@@ -52,7 +63,13 @@ def conv_onnx(channels, size, kernel, out_channels, stride, padding, seed=0):
         helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[padding] * 4),
         helper.make_node("Relu", ["c"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight, bias])
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight, bias],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -78,9 +95,9 @@ def slimtvm_kernel(model, tile=None):
     from tvm import s_tir
 
     import slimtvm  # noqa: F401 - sets the thread count
-    from slimtvm.compiler.tune import extract_tuning_tasks
     from slimtvm.schedules.conv2d_nchwc import CONV_BLOCK, Conv2dNCHWc, chunk_rows, schedule_conv2d_nchwc
     from slimtvm.targets.presets import resolve_target, simd_lanes
+    from slimtvm.tuning.tune import extract_tuning_tasks
 
     spec = resolve_target("host")
     (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind == "conv2d"]
@@ -132,7 +149,10 @@ def main(argv=None) -> int:
             ours = slimtvm_ms(mod, target, args.runs)
             label = f"{name} {tile}" if tile else name
             shape = f"{channels}→{out_channels} {kernel}×{kernel}/{stride} @{size}"
-            print(f"| {label} | {shape} | {reference:.3f} | {ours:.3f} | {ours / reference:.2f} | {macs / ours / 1e6:.1f} | {macs / reference / 1e6:.1f} |", flush=True)
+            print(
+                f"| {label} | {shape} | {reference:.3f} | {ours:.3f} | {ours / reference:.2f} | {macs / ours / 1e6:.1f} | {macs / reference / 1e6:.1f} |",
+                flush=True,
+            )
     return 0
 
 

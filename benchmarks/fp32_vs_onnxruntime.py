@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import slimtvm  # noqa: E402
-from slimtvm.compiler.bench import bench  # noqa: E402
+from slimtvm.runtime.bench import bench  # noqa: E402
 
 DEFAULT_MODELS = "digits_cnn,resnet18,mobilenet_v2,light_squeezenet,light_resnet50"
 
@@ -74,7 +74,10 @@ def main(argv=None) -> int:
                 db = os.path.join(args.db_root, name)
                 summary = slimtvm.tune(path, db, trials=args.tune_trials, threads=args.tune_threads, progress=False)
                 tune_seconds = summary.seconds
-                print(f"{name}: tuned {len(summary.tasks)} kernels, {summary.trials_run} trials now ({summary.trials_before} before), {summary.seconds:.0f} s -> {db}", flush=True)
+                print(
+                    f"{name}: tuned {len(summary.tasks)} kernels, {summary.trials_run} trials now ({summary.trials_before} before), {summary.seconds:.0f} s -> {db}",
+                    flush=True,
+                )
                 builds["tuned"] = slimtvm.compile(path, os.path.join(workdir, f"{name}-tuned.so"), db=db)
             models = {kind: artifact.load() for kind, artifact in builds.items()}
             for threads in (int(t) for t in args.threads.split(",")):
@@ -88,12 +91,16 @@ def main(argv=None) -> int:
     for name, threads, results, compile_seconds, tune_seconds in rows:
         untuned, tuned = results["untuned"], results.get("tuned")
         tuned_cells = f"{tuned.slimtvm_ms:.2f} | {tuned.ratio:.2f}" if tuned else "- | -"
-        print(f"| {name} | {threads} | {untuned.onnxruntime_ms:.2f} | {untuned.slimtvm_ms:.2f} | {untuned.ratio:.2f} | {tuned_cells} | {compile_seconds:.1f} | {f'{tune_seconds:.0f}' if tune_seconds else '-'} |")
+        print(
+            f"| {name} | {threads} | {untuned.onnxruntime_ms:.2f} | {untuned.slimtvm_ms:.2f} | {untuned.ratio:.2f} | {tuned_cells} | {compile_seconds:.1f} | {f'{tune_seconds:.0f}' if tune_seconds else '-'} |"
+        )
     print()
     for name, threads, results, _, _ in rows:
         for kind, result in results.items():
             budget = f", {args.tune_trials} trials" if kind == "tuned" else ""
-            print(f"claim: {name} at {threads} thread(s), {kind}{budget}: slimtvm/onnxruntime = {result.ratio:.2f} (max relative output difference {result.max_relative_difference:.1e})")
+            print(
+                f"claim: {name} at {threads} thread(s), {kind}{budget}: slimtvm/onnxruntime = {result.ratio:.2f} (max relative output difference {result.max_relative_difference:.1e})"
+            )
     return 0
 
 

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         print("larq-compute-engine is not installed here: run scripts/setup_lce_venv.sh and use .venv-lce/bin/python", file=sys.stderr)
         return 2
     import slimtvm
-    from slimtvm.compiler.runtime import set_num_threads
+    from slimtvm.runtime.artifact import set_num_threads
 
     flatbuffer = lce.convert_keras_model(larq_zoo.literature.BiRealNet(weights=None))
     model = slimtvm.load(args.library)
@@ -83,7 +83,9 @@ def main(argv=None) -> int:
     print()
     for threads, medians in rows:
         best = min((ms, label) for label, ms in medians.items() if label != "slimtvm")
-        print(f"claim: Bi-Real Net 18 at {threads} thread(s): slimtvm {medians['slimtvm']:.2f} ms, fastest LCE ({best[1]}) {best[0]:.2f} ms: {best[0] / medians['slimtvm']:.2f}x")
+        print(
+            f"claim: Bi-Real Net 18 at {threads} thread(s): slimtvm {medians['slimtvm']:.2f} ms, fastest LCE ({best[1]}) {best[0]:.2f} ms: {best[0] / medians['slimtvm']:.2f}x"
+        )
     return 0
 
 

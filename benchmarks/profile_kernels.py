@@ -15,12 +15,12 @@ import sys
 import tempfile
 import time
 
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-import slimtvm  # noqa: E402
 from fp32_vs_onnxruntime import model_path  # noqa: E402
+
+import slimtvm  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import tvm
     from tvm import relax
 
-    from slimtvm.compiler.runtime import set_num_threads
+    from slimtvm.runtime.artifact import set_num_threads
 
     with tempfile.TemporaryDirectory() as workdir:
         path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 import slimtvm
-from slimtvm.compiler.bench import relative_difference
+from slimtvm.runtime.bench import relative_difference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import os
 
 import torch
-from torch import nn
-
 from binary_torch import BinaryConv, BinaryLinear
+from torch import nn
 from train_digits_cnn import export_onnx, load_data, train
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -72,7 +72,15 @@ def add_binary_conv(g: GraphBuilder, x: str, spec: ConvSpec) -> tuple:
     """The spec's layers from input ``x``; returns (output, value feeding the second Sign or None)."""
     weight = binary_weight(g.rng, (spec.cout, spec.cin // spec.groups, spec.kernel, spec.kernel))
     binarized = g.node("Sign", [x]) if spec.activation_bits == 1 else quantize_unit(g, x, spec.activation_bits)
-    y = g.node("Conv", [binarized, g.const(weight)], kernel_shape=[spec.kernel] * 2, strides=[spec.stride] * 2, pads=list(spec.pads), dilations=[spec.dilation] * 2, group=spec.groups)
+    y = g.node(
+        "Conv",
+        [binarized, g.const(weight)],
+        kernel_shape=[spec.kernel] * 2,
+        strides=[spec.stride] * 2,
+        pads=list(spec.pads),
+        dilations=[spec.dilation] * 2,
+        group=spec.groups,
+    )
     if spec.batchnorm:
         y = g.batchnorm(y, spec.cout, negative_scales=True)
     if spec.maxpool:

@@ -12,10 +12,24 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import slimtvm  # noqa: E402
-from slimtvm.compiler.bench import relative_difference  # noqa: E402
+from slimtvm.runtime.bench import relative_difference  # noqa: E402
 
 # "≤ 1e-4 relative": max|slimtvm − onnxruntime| / max|onnxruntime| over each output tensor.
 RELATIVE_TOLERANCE = 1e-4
+
+
+def x86_kernel_presets() -> list:
+    """The x86 presets whose kernels this host can execute: the AVX2 build everywhere, and the
+    host's own when it has AVX-512 (16-lane blocks)."""
+    from slimtvm.targets.kernel_target import KernelTarget
+    from slimtvm.targets.presets import host_arch, resolve_target
+
+    if host_arch() != "x86_64":
+        return []
+    presets = ["x86-64"]
+    if KernelTarget.of(resolve_target("host").tvm_target()).lanes == 16:
+        presets.append("host")
+    return presets
 
 
 def onnxruntime_outputs(model, inputs: dict) -> dict:

@@ -100,8 +100,8 @@ def test_tune_two_tasks_for_aarch64_through_the_emulated_rpc_server(rpc_server, 
     Timings under emulation mean nothing: the flow is what is tested."""
     from onnx_builders import GraphBuilder
 
-    from slimtvm.compiler.tuning_db import open_database
     from slimtvm.targets.presets import resolve_target
+    from slimtvm.tuning.database import open_database
 
     g = GraphBuilder(seed=5)
     y = g.relu(g.conv(g.input([1, 8, 8, 8]), 8, 16, kernel=3, pads=(1, 1, 1, 1)))
@@ -134,7 +134,22 @@ def test_random_binary_convs_under_emulation(arm_python, tmp_path, spec):
 def test_binary_conv_register_transposes_under_emulation(arm_python, tmp_path):
     """NCHW in and out at 64 channels and 16 pixels per row: the sign packing and the dot products
     go through the 8 × 8 register transposes (NEON zip shuffles here)."""
-    spec = ConvSpec(cin=64, cout=16, kernel=3, stride=1, dilation=1, pads=(1, 1, 1, 1), groups=1, size=16, batchnorm=False, maxpool=False, second=0, residual=False, seed=3, activation_bits=1)
+    spec = ConvSpec(
+        cin=64,
+        cout=16,
+        kernel=3,
+        stride=1,
+        dilation=1,
+        pads=(1, 1, 1, 1),
+        groups=1,
+        size=16,
+        batchnorm=False,
+        maxpool=False,
+        second=0,
+        residual=False,
+        seed=3,
+        activation_bits=1,
+    )
     model, inputs, _ = conv_graph(spec)
     artifact = slimtvm.compile(model, str(tmp_path / "transposes.so"), target="aarch64")
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 from conftest import fails_cleanly
+from onnx import TensorProto, helper
 from onnx_builders import GraphBuilder
 
 from slimtvm.cli import main
@@ -53,7 +53,9 @@ def test_not_an_onnx_file(tmp_path, capsys):
 def test_operator_tvm_cannot_import(tmp_path, capsys):
     """Celu is valid ONNX and runs in onnxruntime, but TVM 0.27's ONNX frontend lacks it."""
     node = helper.make_node("Celu", ["x"], ["y"])
-    graph = helper.make_graph([node], "celu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph(
+        [node], "celu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])]
+    )
     path = tmp_path / "celu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     fails_cleanly(["compile", str(path), "-o", str(tmp_path / "out.so")], capsys, tmp_path, "cannot import operator(s) Celu")
@@ -109,7 +111,9 @@ def test_non_cpu_target(small_model, tmp_path, capsys):
 
 def test_missing_cross_compiler(small_model, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", "aarch64"], capsys, tmp_path, "cross compiler aarch64-linux-gnu-g++ not found")
+    fails_cleanly(
+        ["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", "aarch64"], capsys, tmp_path, "cross compiler aarch64-linux-gnu-g++ not found"
+    )
 
 
 def test_output_folder_missing(small_model, tmp_path, capsys):
@@ -129,12 +133,22 @@ def test_failed_compile_keeps_the_existing_artifact(small_model, small_artifact,
 
 def test_npz_with_wrong_names(small_artifact, tmp_path, capsys):
     np.savez(tmp_path / "in.npz", images=np.zeros((1, 2, 5, 5), np.float32))
-    fails_cleanly(["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")], capsys, tmp_path, "missing 'x'; unexpected 'images'")
+    fails_cleanly(
+        ["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")],
+        capsys,
+        tmp_path,
+        "missing 'x'; unexpected 'images'",
+    )
 
 
 def test_npz_with_wrong_shape(small_artifact, tmp_path, capsys):
     np.savez(tmp_path / "in.npz", x=np.zeros((1, 2, 6, 5), np.float32))
-    fails_cleanly(["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")], capsys, tmp_path, "input 'x' has shape [1, 2, 6, 5]; the model was compiled for [1, 2, 5, 5]")
+    fails_cleanly(
+        ["run", small_artifact, "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")],
+        capsys,
+        tmp_path,
+        "input 'x' has shape [1, 2, 6, 5]; the model was compiled for [1, 2, 5, 5]",
+    )
 
 
 def test_input_file_that_is_not_npz(small_artifact, tmp_path, capsys):

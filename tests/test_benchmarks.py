@@ -54,10 +54,14 @@ def test_binary_models_benchmark_smoke():
 
 def test_conv_layers_and_profile_scripts_run():
     """Both scripts once broke silently (the conv rule's index changed): run them on small cases."""
-    conv = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "conv_layers.py"), "--layers", "l4_6", "--runs", "2"], capture_output=True, text=True, timeout=600)
+    conv = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "conv_layers.py"), "--layers", "l4_6", "--runs", "2"], capture_output=True, text=True, timeout=600
+    )
     assert conv.returncode == 0, conv.stderr[-3000:]
     row = next(line for line in conv.stdout.splitlines() if line.startswith("| l4_6 |"))
     assert float(row.split("|")[4]) > 0, row  # slimtvm ms: a number, not an error name
-    profile = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "profile_kernels.py"), "digits_cnn", "--repeat", "2"], capture_output=True, text=True, timeout=600)
+    profile = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "profile_kernels.py"), "digits_cnn", "--repeat", "2"], capture_output=True, text=True, timeout=600
+    )
     assert profile.returncode == 0, profile.stderr[-3000:]
     assert "median of 2 runs per kernel" in profile.stdout, profile.stdout

@@ -12,12 +12,13 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_outputs_match, onnxruntime_outputs
 from binary_graphs import quantize_unit
+from conftest import assert_outputs_match, onnxruntime_outputs
 from onnx_builders import GraphBuilder
 
 import slimtvm
-from slimtvm.passes.binarize import pack_weight_signs, two_valued_scale
+from slimtvm.passes.detect_binary import two_valued_scale
+from slimtvm.schedules.binary_weights import pack_weight_signs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,7 +167,9 @@ def test_k_bit_activations_use_the_unipolar_kernel(compile_and_run, bits, stride
     onnxruntime, zero padding included (a padded q is 0)."""
     g = GraphBuilder(seed=18 + bits)
     x = g.input([1, 20, 9, 9])
-    y = g.node("Conv", [quantize_unit(g, x, bits), g.const(binary_weight(g.rng, (40, 20, 3, 3)))], kernel_shape=[3, 3], strides=[stride, stride], pads=list(pads))
+    y = g.node(
+        "Conv", [quantize_unit(g, x, bits), g.const(binary_weight(g.rng, (40, 20, 3, 3)))], kernel_shape=[3, 3], strides=[stride, stride], pads=list(pads)
+    )
     model = g.model(g.batchnorm(y, 40, negative_scales=True))
     inputs = {"x": np.random.default_rng(19).uniform(-0.5, 1.5, (1, 20, 9, 9)).astype(np.float32)}
     artifact = check_binary_model(compile_and_run, model, inputs, binary_convs=1)

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_outputs_match, fails_cleanly, onnxruntime_outputs
 
 import slimtvm
-from slimtvm.compress.binarize_layers import BinarizeRequest, binarize_model
+from slimtvm.compress.binarize_float_layers import BinarizeRequest, binarize_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(REPO, "examples", "digits_cnn.onnx")
@@ -42,10 +42,20 @@ def test_weights_only_binarization_is_recognised_as_bwn(tmp_path):
 
 
 def test_binarize_refuses_unknown_layers_and_options_cleanly(tmp_path, capsys):
-    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--binarize", "weights", "--keep-float", "first,/no/such"], capsys, tmp_path, "--keep-float: '/no/such' is not a Conv/Gemm/MatMul layer")
+    fails_cleanly(
+        ["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--binarize", "weights", "--keep-float", "first,/no/such"],
+        capsys,
+        tmp_path,
+        "--keep-float: '/no/such' is not a Conv/Gemm/MatMul layer",
+    )
     fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--keep-float", "first"], capsys, tmp_path, "only apply with --binarize")
     np.savez(tmp_path / "bad.npz", image=np.zeros((3, 5), np.float32))
-    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--binarize", "weights", "--calibration", str(tmp_path / "bad.npz")], capsys, tmp_path, "is not samples of the input shape")
+    fails_cleanly(
+        ["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--binarize", "weights", "--calibration", str(tmp_path / "bad.npz")],
+        capsys,
+        tmp_path,
+        "is not samples of the input shape",
+    )
 
 
 @pytest.mark.parametrize("keep", [("none",), ("first", "last")])

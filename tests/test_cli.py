@@ -73,15 +73,23 @@ def test_bench_refuses_a_different_model(model_path, tmp_path, capsys):
 
 
 def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
-    assert main(["inspect", model_path]) == 0
+    assert main(["inspect", model_path, "--target", "x86-64"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split()[:7] == ["#", "name", "op", "output", "params", "MACs", "slimtvm"]
+    assert lines[0] == "target: x86-64 (x86_64)"
+    assert lines[1].split()[:7] == ["#", "name", "op", "output", "params", "MACs", "slimtvm"]
     conv = next(line for line in lines if " Conv " in f" {line} " and "3x3" not in line)
     assert "fp32 conv, plain NCHW input → NCHW8c kernel" in conv  # 4 input channels: not a block
     # first conv: 8 outputs of 6x5 (after stride 2, pads, dilation), 4 in-channels × 3×3 taps
     assert "1x8x6x5" in conv and f"{8 * 6 * 5 * 4 * 9:,}" in conv
-    assert sum("fold back into" in line or "fold forward into" in line for line in lines) == 8
-    assert sum("decompose to mul+add" in line for line in lines) == 1
-    assert lines[-2].startswith("fold_batchnorm: 8 folded")
-    assert lines[-1] == "binarize: 0 binary convs, 0 binary dense layers (XNOR + popcount)"
+    assert sum("folded back into" in line or "folded forward into" in line for line in lines) == 8
+    assert sum("decomposed to multiply + add" in line for line in lines) == 1
+    assert any(line.startswith("fold_batchnorm: 8 folded") for line in lines)
+    assert "binarize: 0 binary convs, 0 binary dense layers (XNOR + popcount)" in lines
+    # what the lowering recorded: the conv after the depthwise one stays NCHW (ConvertLayout's
+    # choice), and it and the conv-transpose are named as generic fallbacks
+    assert "fp32 depthwise conv, NCHW8c kernel" in next(line for line in lines if " conv_21 " in line)
+    assert "NCHW (not blocked), generic schedule" in next(line for line in lines if " conv_23 " in line)
+    kernels = next(line for line in lines if line.startswith("kernels: "))
+    assert kernels.startswith("kernels: 3 slimtvm (conv2d 1, dense 1, depthwise 1)"), kernels
+    assert kernels.endswith("on the generic schedule: 2 (fused_conv2d_add1, fused_conv2d_transpose_add3)"), kernels

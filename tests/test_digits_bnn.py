@@ -17,7 +17,7 @@ import pytest
 from conftest import onnxruntime_outputs
 
 import slimtvm
-from slimtvm.compiler.bench import relative_difference
+from slimtvm.runtime.bench import relative_difference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(REPO, "examples", "digits_bnn.onnx")

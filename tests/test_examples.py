@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 import slimtvm
-from slimtvm.compiler.bench import relative_difference
+from slimtvm.runtime.bench import relative_difference
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 

@@ -12,8 +12,8 @@ from conftest import assert_outputs_match, onnxruntime_outputs
 from onnx_builders import GraphBuilder, bn_positions_model, digits_like_input
 from tvm import relax
 
-from slimtvm.compiler.frontend import import_onnx
-from slimtvm.compiler.pipeline import graph_passes
+from slimtvm.frontend.onnx_import import import_onnx
+from slimtvm.passes.sequence import GraphPasses
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
@@ -34,7 +34,7 @@ def relax_op_counts(mod) -> dict:
 
 def run_graph_passes(model, input_shapes=None):
     frontend = import_onnx(model, input_shapes)
-    passes = graph_passes()
+    passes = GraphPasses()
     with tvm.target.Target({"kind": "llvm"}):
         mod = tvm.transform.Sequential(passes.sequence())(frontend.mod)
     return mod, passes.reports()["fold_batchnorm"]

@@ -20,8 +20,8 @@ from conftest import assert_outputs_match, onnxruntime_outputs
 from light_zoo import LIGHT, with_logits_output, with_random_weights
 from onnx import numpy_helper
 
-from slimtvm.compiler.bench import relative_difference
-from slimtvm.compiler.onnx_model import graph_inputs
+from slimtvm.frontend.onnx_model import graph_inputs
+from slimtvm.runtime.bench import relative_difference
 
 MODELS = sorted(os.path.basename(p)[len("light_") : -len(".onnx")] for p in glob.glob(os.path.join(LIGHT, "light_*.onnx")))
 
@@ -70,8 +70,8 @@ def test_light_architecture_with_tuned_schedules_matches_onnxruntime(name, tmp_p
     """Tuned builds are as exact as default ones: a short `slimtvm tune` (each kernel's default
     plus one search round), then `compile --db` (SqueezeNet in CI, all nine with -m slow)."""
     import slimtvm
-    from slimtvm.compiler.tune import extract_tuning_tasks
     from slimtvm.targets.presets import resolve_target
+    from slimtvm.tuning.tune import extract_tuning_tasks
 
     original = onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
     model, logits = with_logits_output(with_random_weights(original, seed=3))

@@ -9,16 +9,18 @@ from conftest import assert_outputs_match, onnxruntime_outputs
 from onnx_builders import GraphBuilder, digits_like_input
 from test_fold_batchnorm import relax_op_counts
 
-from slimtvm.compiler.frontend import import_onnx
-from slimtvm.compiler.pipeline import graph_passes, lowering_passes
+from slimtvm.frontend.onnx_import import import_onnx
+from slimtvm.lowering.conv_layouts import convert_layout_or_keep
+from slimtvm.passes.sequence import GraphPasses
+from slimtvm.targets.kernel_target import KernelTarget
 
 
 def lowered(model):
     target = tvm.target.Target({"kind": "llvm"})
     mod = import_onnx(model).mod
     with target:
-        mod = tvm.transform.Sequential(graph_passes().sequence())(mod)
-        mod = lowering_passes(target)[0](mod)  # ConvertLayout
+        mod = tvm.transform.Sequential(GraphPasses().sequence())(mod)
+        mod = convert_layout_or_keep(KernelTarget.of(target).channel_block)(mod)
     return mod
 
 
@@ -151,15 +153,13 @@ def test_layout_conversion_failure_keeps_the_module_and_warns():
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
-    from slimtvm.compiler.pipeline import _convert_layout_or_keep
-
     g = GraphBuilder(seed=3)
     model = g.model(g.conv(g.input([1, 8, 6, 6]), 8, 8, kernel=3, pads=(1, 1, 1, 1)))
     mod = from_onnx(model)
 
-    def failing_callback(call):
+    def failing_callback(call, block):
         raise RuntimeError("Layouts must have the same size")
 
     with pytest.warns(UserWarning, match="blocked layouts not applied .*Layouts must have the same size"):
-        converted = _convert_layout_or_keep(failing_callback)(mod)
+        converted = convert_layout_or_keep(8, failing_callback)(mod)
     tvm.ir.assert_structural_equal(converted, mod)

@@ -8,9 +8,9 @@ import pytest
 import tvm
 from tvm import s_tir, te
 
-from slimtvm.passes.binarize import pack_conv_weight_bytes, split_weight_nibbles
-from slimtvm.schedules import binary_conv_packed as packed_conv
-from slimtvm.schedules.bitserial_conv import BinaryConv
+from slimtvm.schedules import binary_conv_compute as packed_conv
+from slimtvm.schedules.binary_conv_schedule import BinaryConv
+from slimtvm.schedules.binary_weights import pack_conv_weight_bytes, split_weight_nibbles
 from slimtvm.targets.presets import popcount_by_table, resolve_target
 
 

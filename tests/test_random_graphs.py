@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from onnx_builders import GraphBuilder
 
 import slimtvm
-from slimtvm.compiler.layer_table import layer_rows
+from slimtvm.compiler.layer_table import decisions_from_manifest, layer_rows
 
 EXAMPLES = int(os.environ.get("SLIMTVM_GRAPH_EXAMPLES", "300"))
 
@@ -111,11 +111,14 @@ def _check(model, shape, workdir, counter):
     path = os.path.join(workdir, "model.so")
     artifact = slimtvm.compile(model, path)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
-    # `slimtvm inspect`'s per-layer preview must agree with what the pass really did
+    # `slimtvm inspect` puts each recorded decision on its ONNX layer: one per BN, conv and gemm
     report = artifact.manifest["passes"][0]
-    plans = [row.plan for row in layer_rows(model) if row.op == "BatchNormalization"]
-    assert sum(plan.startswith("fold") for plan in plans) == report["batchnorms_folded"]
-    assert sum(plan.startswith("decompose") for plan in plans) == report["batchnorms_decomposed"]
+    rows = layer_rows(model, decisions_from_manifest(artifact.manifest))
+    plans = [row.plan for row in rows if row.op == "BatchNormalization"]
+    assert sum(plan.startswith("folded") for plan in plans) == report["batchnorms_folded"]
+    assert sum(plan.startswith("decomposed") for plan in plans) == report["batchnorms_decomposed"]
+    kernels = [row.plan for row in rows if row.op in ("Conv", "Gemm")]
+    assert kernels and all(plan.startswith(("fp32", "stays float")) for plan in kernels), kernels
 
 
 def _run(examples, tmp_path):

@@ -11,7 +11,7 @@ from conftest import onnxruntime_outputs
 from onnx_builders import GraphBuilder
 
 import slimtvm
-from slimtvm.compiler.manifest import elf_architecture, sha256_of_file
+from slimtvm.runtime.manifest import elf_architecture, sha256_of_file
 
 
 def tiny_model(seed):
@@ -78,7 +78,7 @@ def test_setting_threads_keeps_the_callers_cpu_set():
     or every thread the application creates afterwards shares one core."""
     import os
 
-    from slimtvm.compiler.runtime import set_num_threads
+    from slimtvm.runtime.artifact import set_num_threads
 
     before = os.sched_getaffinity(0)
     set_num_threads(len(before))

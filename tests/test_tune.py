@@ -17,7 +17,7 @@ import time
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_outputs_match, fails_cleanly, onnxruntime_outputs
+from conftest import assert_outputs_match, fails_cleanly, onnxruntime_outputs, x86_kernel_presets
 from onnx_builders import GraphBuilder
 
 import slimtvm
@@ -55,18 +55,20 @@ def random_input(model, seed):
     return inputs
 
 
+@pytest.mark.parametrize("preset", x86_kernel_presets())
 @pytest.mark.parametrize("model_index", [0, 1])
-def test_every_sampled_template_schedule_computes_the_same_result(model_index):
-    """Random decisions of every design space, built and run, against the unscheduled kernel."""
+def test_every_sampled_template_schedule_computes_the_same_result(model_index, preset):
+    """Random decisions of every design space, built and run, against the unscheduled kernel,
+    for every x86 kernel variant this host executes (on AVX-512, 8-channel convs take 8-blocks)."""
     import tvm
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from slimtvm.compiler.tune import extract_tuning_tasks
-    from slimtvm.schedules.templates import design_spaces
+    from slimtvm.schedules.registry import design_spaces
     from slimtvm.targets.presets import resolve_target, simd_lanes
+    from slimtvm.tuning.tune import extract_tuning_tasks
 
-    spec = resolve_target("host")
+    spec = resolve_target(preset)
     target = spec.tvm_target()
     tasks = extract_tuning_tasks(template_models()[model_index], spec)
     assert {t.kind for t in tasks} == {"conv2d", "depthwise", "dense"}
@@ -88,9 +90,9 @@ def test_conv_template_has_design_spaces_for_a_one_pixel_output():
     densenet121's tuning once found none and MetaSchedule stopped."""
     from tvm import s_tir
 
-    from slimtvm.compiler.tune import extract_tuning_tasks
-    from slimtvm.schedules.templates import design_spaces
+    from slimtvm.schedules.registry import design_spaces
     from slimtvm.targets.presets import resolve_target, simd_lanes
+    from slimtvm.tuning.tune import extract_tuning_tasks
 
     g = GraphBuilder(seed=5)
     x = g.input([1, 16, 3, 3])
@@ -235,10 +237,10 @@ def test_sampled_binary_conv_templates_compute_the_same_result():
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from slimtvm.compiler.tune import extract_tuning_tasks
-    from slimtvm.schedules.bitserial_conv import BinaryConv
-    from slimtvm.schedules.templates import design_spaces
+    from slimtvm.schedules.binary_conv_schedule import BinaryConv
+    from slimtvm.schedules.registry import design_spaces
     from slimtvm.targets.presets import resolve_target, simd_lanes
+    from slimtvm.tuning.tune import extract_tuning_tasks
 
     spec = resolve_target("host")
     target = spec.tvm_target()
@@ -248,7 +250,9 @@ def test_sampled_binary_conv_templates_compute_the_same_result():
         infos = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
         rng = np.random.default_rng(0)
         args = [
-            rng.integers(0, 256, size=[int(d) for d in info.shape]).astype(str(info.dtype)) if "int" in str(info.dtype) else rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
+            rng.integers(0, 256, size=[int(d) for d in info.shape]).astype(str(info.dtype))
+            if "int" in str(info.dtype)
+            else rng.standard_normal([int(d) for d in info.shape]).astype(str(info.dtype))
             for info in infos
         ]
         args = [a % 16 if a.ndim == 5 and a.dtype == np.uint8 else a for a in args]  # weight nibbles (AVX2 table form)

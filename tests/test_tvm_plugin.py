@@ -10,6 +10,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 import slimtvm.compiler.pipeline  # noqa: F401  (registers the pipeline)
+import slimtvm.passes.sequence
 
 
 def test_tvm_compile_with_the_slimtvm_pipeline():
@@ -41,6 +42,6 @@ def test_slimtvm_pipeline_leaves_no_batchnorm_kernel():
 
 
 def test_pipeline_lists_the_batchnorm_pass():
-    passes = slimtvm.compiler.pipeline.graph_passes()
+    passes = slimtvm.passes.sequence.GraphPasses()
     names = [p.info.name for p in passes.sequence()]
     assert "slimtvm.FoldBatchNorm" in names

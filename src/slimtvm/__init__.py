@@ -11,8 +11,8 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .compiler.runtime import use_all_cores_by_default as _use_all_cores_by_default
 from .errors import SlimError
+from .runtime.artifact import use_all_cores_by_default as _use_all_cores_by_default
 
 _use_all_cores_by_default()
 
@@ -21,27 +21,27 @@ def compile(model, output=None, target="host", input_shapes=None, db=None, binar
     """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`.
 
     ``binarize``: None, ``"weights"``, ``"weights+activations"`` or a
-    :class:`~slimtvm.compress.binarize_layers.BinarizeRequest` (lossy; the error is reported).
+    :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest` (lossy; the error is reported).
     """
     from .compiler.build import compile_model
 
     if isinstance(binarize, str):
-        from .compress.binarize_layers import BinarizeRequest
+        from .compress.binarize_float_layers import BinarizeRequest
 
         binarize = BinarizeRequest(binarize)
     return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize)
 
 
 def tune(model, db, target="host", trials=64, **options):
-    """Tune a model's kernels into a database folder; see :func:`slimtvm.compiler.tune.tune_model`."""
-    from .compiler.tune import tune_model
+    """Tune a model's kernels into a database folder; see :func:`slimtvm.tuning.tune.tune_model`."""
+    from .tuning.tune import tune_model
 
     return tune_model(model, db, target=target, trials=trials, **options)
 
 
 def load(library_path):
-    """Load a compiled artifact; see :func:`slimtvm.compiler.runtime.load`."""
-    from .compiler.runtime import load as _load
+    """Load a compiled artifact; see :func:`slimtvm.runtime.artifact.load`."""
+    from .runtime.artifact import load as _load
 
     return _load(library_path)
 

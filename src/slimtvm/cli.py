@@ -30,8 +30,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="host", help="host | x86-64 | x86-64-avx512 | x86-64-avx512-vpopcnt | aarch64 | TVM target JSON (default: host)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions (repeatable)")
     p.add_argument("--db", metavar="DIR", help="tuning database from `slimtvm tune`: its best schedules replace the defaults")
-    p.add_argument("--binarize", choices=["weights", "weights+activations"], help="lossy: binarize float Conv/Gemm/MatMul layers (BWN or XNOR-Net, α = mean|W| per output channel) and report the error")
-    p.add_argument("--keep-float", default="first,last", metavar="LIST", help="with --binarize: layers kept float, comma-separated names or first/last/none (default first,last)")
+    p.add_argument(
+        "--binarize",
+        choices=["weights", "weights+activations"],
+        help="lossy: binarize float Conv/Gemm/MatMul layers (BWN or XNOR-Net, α = mean|W| per output channel) and report the error",
+    )
+    p.add_argument(
+        "--keep-float",
+        default="first,last",
+        metavar="LIST",
+        help="with --binarize: layers kept float, comma-separated names or first/last/none (default first,last)",
+    )
     p.add_argument("--calibration", metavar="FILE.npz", help="with --binarize: inputs to measure the error on (default: 8 seeded normal samples)")
 
     p = sub.add_parser("tune", help="tune MODEL.onnx's kernels with MetaSchedule (XGBoost) into a database")
@@ -44,7 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials-per-round", type=int, default=8, help="candidates measured per search round (default 8)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
     p.add_argument("--seed", type=int, default=None, help="seed of the search (default: random)")
-    p.add_argument("--all-kernels", action="store_true", help="also tune kernels without a slimtvm template (pooling, element-wise) in MetaSchedule's generic space")
+    p.add_argument(
+        "--all-kernels", action="store_true", help="also tune kernels without a slimtvm template (pooling, element-wise) in MetaSchedule's generic space"
+    )
 
     p = sub.add_parser("run", help="run a compiled artifact on inputs from an .npz file")
     p.add_argument("library", help="compiled library (.so) with its .json manifest beside it")
@@ -64,17 +75,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print a per-layer table of an ONNX model and what slimtvm does with it")
     p.add_argument("model", help="ONNX model file")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
-    p.add_argument("--no-passes", action="store_true", help="skip running the graph passes for the summary (no TVM needed)")
+    p.add_argument("--target", default="host", help="the target whose kernels and layouts to show (as for compile; default: host)")
+    p.add_argument("--no-passes", action="store_true", help="show the ONNX graph alone: no passes, no lowering (no TVM needed)")
     return parser
 
 
 def _cmd_compile(args) -> int:
     from .compiler.build import compile_model
-    from .compiler.onnx_model import parse_shape_overrides
+    from .frontend.onnx_model import parse_shape_overrides
 
     request = None
     if args.binarize:
-        from .compress.binarize_layers import BinarizeRequest
+        from .compress.binarize_float_layers import BinarizeRequest
 
         request = BinarizeRequest(args.binarize, tuple(item.strip() for item in args.keep_float.split(",") if item.strip()), args.calibration)
     elif args.calibration or args.keep_float != "first,last":
@@ -88,7 +100,7 @@ def _cmd_compile(args) -> int:
     for info in manifest["outputs"]:
         print(f"output {info['name']}: {info['dtype']}{info['shape']}")
     if "binarize_request" in manifest:
-        from .compress.binarize_layers import describe
+        from .compress.binarize_float_layers import describe
 
         print("\n".join(describe(manifest["binarize_request"])))
     for entry in manifest["passes"]:
@@ -100,8 +112,8 @@ def _cmd_compile(args) -> int:
 
 
 def _cmd_tune(args) -> int:
-    from .compiler.onnx_model import parse_shape_overrides
-    from .compiler.tune import tune_model
+    from .frontend.onnx_model import parse_shape_overrides
+    from .tuning.tune import tune_model
 
     summary = tune_model(
         args.model,
@@ -148,6 +160,12 @@ def _describe_pass(entry: dict) -> str:
         if entry["stayed_float_because"]:
             text += "; stayed float: " + "; ".join(f"{v}× {k}" for k, v in entry["stayed_float_because"].items())
         return text
+    if entry["name"] == "kernels":
+        by_family = ", ".join(f"{name} {count}" for name, count in entry["by_family"].items())
+        text = f"kernels: {entry['slimtvm']} slimtvm ({by_family or 'none'}), {entry['generic']} generic (element-wise, pooling, layout)"
+        if entry["generic_fallbacks"]:
+            text += f"; convolutions/matmuls on the generic schedule: {len(entry['generic_fallbacks'])} ({', '.join(entry['generic_fallbacks'])})"
+        return text
     if entry["name"] == "binary_blocks":
         return f"binary_blocks: {entry['thresholds_fused']} BN → Sign pairs fused into integer thresholds (packed bits between binary convs), {entry['max_pools_on_bits']} max-pools on bits (OR)"
     return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
@@ -172,8 +190,8 @@ def _load_npz(path: str) -> dict:
 def _cmd_run(args) -> int:
     import numpy as np
 
-    from .compiler.atomic import atomic_path
-    from .compiler.runtime import load
+    from .atomic_files import atomic_path
+    from .runtime.artifact import load
 
     model = load(args.library)
     inputs = model.random_inputs(args.seed) if args.random_input else _load_npz(args.input)
@@ -199,9 +217,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .compiler.bench import bench
-    from .compiler.onnx_model import load_onnx
-    from .compiler.runtime import load
+    from .frontend.onnx_model import load_onnx
+    from .runtime.artifact import load
+    from .runtime.bench import bench
 
     if not os.path.isfile(args.vs_onnxruntime):
         raise SlimError(f"model file not found: {args.vs_onnxruntime}")
@@ -216,20 +234,21 @@ def _cmd_bench(args) -> int:
 
 def _cmd_inspect(args) -> int:
     from .compiler.layer_table import format_table, layer_rows
-    from .compiler.onnx_model import load_onnx, parse_shape_overrides, resolve_input_infos, with_static_inputs
+    from .frontend.onnx_model import load_onnx, parse_shape_overrides, resolve_input_infos, with_static_inputs
 
     model = load_onnx(args.model)
     shapes = parse_shape_overrides(args.input_shape)
     inputs = resolve_input_infos(model, shapes)
     static = with_static_inputs(model, inputs)
-    reports = {}
+    reports, decisions = {}, None
     if not args.no_passes:
-        from .compiler.frontend import import_onnx
-        from .compiler.layer_table import pass_summary
+        from .compiler.layer_table import recorded_decisions
+        from .frontend.onnx_import import import_onnx
+        from .targets.presets import resolve_target
 
-        reports = pass_summary(import_onnx(args.model, shapes))
-        reports.pop("binary_blocks", None)  # decided during lowering: reported by compile
-    decisions = reports["binarize"]["layers"] if "binarize" in reports else None
+        spec = resolve_target(args.target)
+        print(f"target: {spec.name} ({spec.arch})")
+        reports, decisions = recorded_decisions(import_onnx(args.model, shapes), spec.tvm_target())
     print(format_table(layer_rows(static, decisions), static))
     for name, stats in reports.items():
         print(_describe_pass({"name": name, **stats}))

@@ -1,5 +1,5 @@
-"""The compiler driver: frontend, pipeline, build, runtime, bench, inspection.
+"""The compiler driver: the pipeline's order (graph passes → lowering → schedules → TVM), the
+build of the artifact and its manifest, and ``inspect``'s per-layer table.
 
-Only :mod:`slimtvm.compiler.runtime` and :mod:`slimtvm.compiler.manifest` may be imported on a
-device that has TVM's runtime alone; every other module here needs the full apache-tvm wheel.
+Needs the full apache-tvm wheel. What runs on a board lives in :mod:`slimtvm.runtime`.
 """

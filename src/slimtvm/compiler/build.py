@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
+from ..atomic_files import atomic_path, write_text_atomic
 from ..errors import SlimError, first_line
+from ..frontend.onnx_import import import_onnx
+from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
 from ..targets.presets import TargetSpec, resolve_target
-from .atomic import atomic_path, write_text_atomic
-from .frontend import import_onnx
-from .manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
+from .pipeline import pipeline_for
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Artifact:
 
     def load(self):
         """Load the library into this process (refuses one built for another architecture)."""
-        from .runtime import load
+        from ..runtime.artifact import load
 
         return load(self.library_path)
 
@@ -46,7 +47,7 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
     ``target`` is a preset name (``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``), TVM target
     JSON, or a dict. ``input_shapes`` maps input names to static shapes and is required for inputs
     with dynamic dimensions. With ``output=None`` the artifact goes to a new temporary folder.
-    ``binarize`` (a :class:`~slimtvm.compress.binarize_layers.BinarizeRequest`) binarizes float
+    ``binarize`` (a :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest`) binarizes float
     layers first (lossy) and records the measured error in the manifest.
 
     Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
@@ -58,20 +59,18 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
     output = _output_path(output)
     request_report = None
     if binarize is not None:
-        from ..compress.binarize_layers import apply_request
+        from ..compress.binarize_float_layers import apply_request
 
         model, request_report = apply_request(model, binarize, input_shapes)
     frontend = import_onnx(model, input_shapes)
-    from . import pipeline
-
     database = None
     if db is not None:
-        from .tuning_db import open_database
+        from ..tuning.database import open_database
 
         database = open_database(os.fspath(db), spec, create=False)
-    passes = pipeline.graph_passes()
     tvm_target = spec.tvm_target()
-    executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, passes, database)
+    pipeline = pipeline_for(tvm_target)
+    executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, pipeline, database)
     manifest = {
         "format": MANIFEST_FORMAT,
         "slimtvm_version": __version__,
@@ -80,7 +79,8 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
         "inputs": [info.to_json() for info in frontend.inputs],
         "outputs": [info.to_json() for info in frontend.outputs],
         "target": {"preset": spec.name, "arch": spec.arch, "tvm": spec.config, "linker": spec.cross_compiler or "host default"},
-        "passes": [{"name": name, **stats} for name, stats in passes.reports().items()],
+        "passes": [{"name": name, **stats} for name, stats in pipeline.reports().items()],
+        "layers": [record.to_json() for record in pipeline.layer_records],
         "warnings": list(frontend.warnings),
         "library": {"file": os.path.basename(output)},
     }
@@ -114,22 +114,21 @@ def _output_path(output: str | None) -> str:
     return output
 
 
-def _lower(mod, tvm_target, passes, database=None):
+def _lower(mod, tvm_target, pipeline, database=None):
     import tvm
-
-    from .pipeline import lowering_passes
 
     with tvm_target:
         t0 = time.perf_counter()
         try:
-            mod = tvm.transform.Sequential(passes.sequence())(mod)
+            mod = tvm.transform.Sequential(pipeline.graph.sequence())(mod)
         except SlimError:
             raise
         except Exception as err:
             raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {first_line(err)}") from None
         t1 = time.perf_counter()
         try:
-            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering_passes(tvm_target, database, passes.lower_binary)))
+            lowering = pipeline.lowering.to_kernels() + pipeline.lowering.to_code(tvm_target, database)
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering))
         except Exception as err:
             raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {first_line(err)}") from None
     return executable, t1 - t0, time.perf_counter() - t1
@@ -162,4 +161,3 @@ def _tvm_version() -> str:
     import tvm
 
     return str(tvm.__version__)
-

@@ -1,1 +1,2 @@
-"""Relax graph passes, one per file. A pass never imports a schedule (see DESIGN.md)."""
+"""Relax graph passes, one per file, listed in order in passes/sequence.py. A pass recognises and
+records; it never imports a schedule or the lowering (docs/architecture.md; import-linter checks)."""

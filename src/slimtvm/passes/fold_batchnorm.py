@@ -39,6 +39,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..conv_geometry import tap_positions
 from .constants import constant_value
 
 CONV_OPS = {"relax.nn.conv1d": 1, "relax.nn.conv2d": 2, "relax.nn.conv3d": 3}
@@ -54,6 +55,7 @@ class BatchNormFoldReport:
 
     folded: dict = field(default_factory=dict)  # position -> count
     not_folded: dict = field(default_factory=dict)  # reason -> count
+    layers: list = field(default_factory=list)  # per batch_norm in graph order: what happened to it
 
     @property
     def folded_count(self) -> int:
@@ -69,6 +71,7 @@ class BatchNormFoldReport:
             "batchnorms_decomposed": self.not_folded_count,
             "folded_by_position": dict(sorted(self.folded.items())),
             "decomposed_because": dict(sorted(self.not_folded.items())),
+            "layers": list(self.layers),
         }
 
 
@@ -329,7 +332,7 @@ def _plan_forward_one(graph: _Graph, bn: _BatchNorm, user):
         others = [arg for arg in add.args if not arg.same_as(user)]
         bias = constant_value(others[0]) if len(others) == 1 else None
         if bias is not None and np.broadcast_shapes(bias.shape, extra.shape, out_shape) == tuple(out_shape):
-            merged = (np.broadcast_to(bias.astype(np.float64), np.broadcast_shapes(bias.shape, extra.shape)) + extra)
+            merged = np.broadcast_to(bias.astype(np.float64), np.broadcast_shapes(bias.shape, extra.shape)) + extra
             builder = _rebuild_layer(layer, new_weight.astype(dtype), merged.astype(dtype), data=bn.data)
             return position, add_var, builder
     builder = _rebuild_layer(layer, new_weight.astype(dtype), extra.astype(dtype), data=bn.data)
@@ -349,7 +352,7 @@ def _border_bias(taps: np.ndarray, in_size: tuple, out_size: tuple, attrs) -> np
     masks = []
     for dim in range(spatial):
         kernel = taps.shape[1 + dim]
-        rows = np.arange(out_size[dim])[:, None] * strides[dim] - pad_before[dim] + np.arange(kernel)[None, :] * dilation[dim]
+        rows = tap_positions(out_size[dim], kernel, strides[dim], dilation[dim], pad_before[dim])
         masks.append(((rows >= 0) & (rows < in_size[dim])).astype(np.float64))  # [out, k]
     if all(mask.all() for mask in masks):
         total = taps.reshape(taps.shape[0], -1).sum(axis=1)
@@ -383,6 +386,14 @@ def _plan_decompose(bn: _BatchNorm, ndim: int, dtype: str):
         return relax.op.add(scaled, shift)
 
     return [(bn.var, build)]
+
+
+def _describe_fold(position: str) -> str:
+    """``conv_then_bn`` → "folded back into the conv before it", ``bn_then_conv+bn_then_gemm`` →
+    "folded forward into the conv and gemm after it"."""
+    parts = position.split("+")
+    layers = " and ".join(sorted({part.replace("_then_bn", "").replace("bn_then_", "").replace("_", " ") for part in parts}))
+    return f"folded back into the {layers} before it" if parts[0].endswith("_then_bn") else f"folded forward into the {layers} after it"
 
 
 def _why_not(graph: _Graph, bn: _BatchNorm) -> str:
@@ -426,6 +437,9 @@ def _apply(func, mod, plan_items):
 
 def _fold_function(func, mod, report: BatchNormFoldReport):
     func = relax.analysis.remove_all_unused(func)
+    # Bindings keep their vars through the rewrites, so a BN's var names it in every round.
+    order = {var: index for index, (var, _) in enumerate(_batchnorm_calls(_Graph(func)))}
+    decisions = {}
     # Each round folds a set of BNs that touch disjoint bindings; repeat until none is left.
     for _ in range(64):
         graph = _Graph(func)
@@ -440,6 +454,7 @@ def _fold_function(func, mod, report: BatchNormFoldReport):
             touched |= keys
             plan_items.extend(items)
             report.folded[position] = report.folded.get(position, 0) + 1
+            decisions[order.get(bn.var)] = _describe_fold(position)
         if not plan_items:
             break
         func = _apply(func, mod, plan_items)
@@ -452,10 +467,13 @@ def _fold_function(func, mod, report: BatchNormFoldReport):
         if bn is None:
             reason = "parameters are not constants" if _shape(call.args[0]) is not None else "input shape is not static"
             report.not_folded[reason] = report.not_folded.get(reason, 0) + 1
+            decisions[order.get(var)] = f"kept as batch_norm: {reason}"
             continue
         reason = _why_not(graph, bn)
         report.not_folded[reason] = report.not_folded.get(reason, 0) + 1
+        decisions[order.get(var)] = f"decomposed to multiply + add: {reason}"
         plan_items.extend(_plan_decompose(bn, len(_shape(bn.data)), _dtype(bn.data)))
     if plan_items:
         func = _apply(func, mod, plan_items)
+    report.layers.extend(decisions.get(index, "decision not recorded") for index in range(len(order)))
     return func

@@ -1,12 +1,13 @@
-"""Kernel computes and schedule templates, one file per kernel family (see DESIGN.md).
+"""Kernel computes, schedules and weight layouts, one file per kernel family.
 
-- conv2d_nchwc: fp32 conv2d in the blocked NCHW[x]c layout (legalization + register-tiled schedule)
-- depthwise_nchwc: fp32 depthwise conv2d in NCHW[x]c (compute + register-tiled schedule)
+- registry: the one list of families (compute's main block, default rule, design spaces)
+- conv2d_nchwc: fp32 conv2d in the blocked NCHW[x]c layout
+- depthwise_nchwc: fp32 depthwise conv2d in NCHW[x]c
 - dense: fp32 2-D matmul (streaming matrix-vector schedule)
+- binary_conv_compute / binary_conv_schedule / binary_weights: the packed binary conv
+- binary_grouped_conv_and_dense: binary grouped convs and dense layers (32-bit words)
 - generic_cpu: the fallback rule for every other kernel (inline, parallelize, vectorize)
-- rules: the default rules in dlight's order
-- templates: the same schedules as MetaSchedule design spaces (sampled tiles)
+- stages, cpu_rule, transpose_intrin: what the schedules share
 
-The pipeline (compiler/pipeline.py) decides the layouts and applies these rules; schedules never
-import passes.
+Schedules never import passes or the lowering; :mod:`slimtvm.lowering` calls these computes.
 """

@@ -1,7 +1,8 @@
-"""fp32 conv2d in the blocked NCHW[x]c layout: legalization (compute) and CPU schedule.
+"""fp32 conv2d in the blocked NCHW[x]c layout: computes, CPU schedule and design spaces.
 
 Compute: TOPI's ``conv2d_NCHWc`` (data ``[N, C/x, H, W, x]``, kernel ``OIHW[x]i[x]o``), reached by
-Relax's ``ConvertLayout`` and then :func:`legalize_conv2d`.
+Relax's ``ConvertLayout`` and the legalization in lowering/conv_layouts.py; and
+:func:`plain_input_conv2d_nchwc` for RGB stems.
 
 Schedule: the classic direct convolution that TVM ≤ 0.19 used on x86, with the output pixels of
 each channel block numbered in one run (``p = row · width + column``, by
@@ -28,106 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tvm
 from tvm import s_tir, te, topi
 
+from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import conv_output_hw, find_block, schedule_padding, split_stages
-from .depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
+from .stages import schedule_padding, split_stages, zero_padded
 
 CONV_BLOCK = "conv2d_NCHWc"
-
-
-def blocked_layouts(block: int) -> list:
-    """ConvertLayout's desired [data, kernel, output] layouts for ``block`` channels per block."""
-    return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"]
-
-
-def blocked_layouts_for(call, block: int) -> dict:
-    """ConvertLayout's callback: desired layouts for one call, by op name.
-
-    Every conv2d goes to the blocked layout; a depthwise kernel blocks only its output channels.
-    conv2d_transpose asks for plain NCHW: TVM's layout inference for it fails on blocked inputs
-    ("Layouts must have the same size"). Other ops get no wish and follow their inputs' layouts.
-    """
-    name = getattr(call.op, "name", "")
-    if name == "relax.nn.conv2d_transpose":
-        return {name: ["NCHW", "IOHW", "NCHW"]}
-    if name != "relax.nn.conv2d":
-        return {}
-    return {"relax.nn.conv2d": _conv_layouts(call, block)}
-
-
-def _conv_layouts(call, block: int) -> list:
-    kernel_shape = call.args[1].ty.shape
-    groups = int(call.attrs.groups)
-    out_channels, in_channels = int(kernel_shape[0]), int(kernel_shape[1])
-    if groups > 1 and in_channels == 1 and out_channels == groups:
-        return [f"NCHW{block}c", f"OIHW1i{block}o", f"NCHW{block}c"]
-    if groups == 1 and in_channels % block != 0 and out_channels % block == 0:
-        # An RGB stem: read the plain input, write blocked output (no padded input channels).
-        return ["NCHW", f"OIHW{block}o", f"NCHW{block}c"]
-    return blocked_layouts(block)
-
-
-def legalize_conv2d(bb, call):
-    """Legalize ``relax.nn.conv2d``: blocked layouts to TE, plain NCHW to TVM's default.
-
-    A blocked conv with groups is computed as NCHW group conv between TE unpack/pack stages,
-    because TOPI's conv2d_NCHWc has no groups.
-    """
-    attrs = call.attrs
-    if len(attrs.data_layout) == 4 and len(attrs.out_layout) == 4:
-        return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
-    out_dtype = str(attrs.out_dtype) if attrs.out_dtype is not None and str(attrs.out_dtype) not in ("", "void", "None") else str(call.args[0].ty.dtype)
-    data_shape, kernel_shape = call.args[0].ty.shape, call.args[1].ty.shape
-    if int(attrs.groups) > 1 and attrs.data_layout == attrs.out_layout and is_depthwise(data_shape, kernel_shape, int(attrs.groups)):
-        padding = [int(v) for v in attrs.padding]
-        return bb.call_te(
-            depthwise_conv2d_nchwc,
-            call.args[0],
-            call.args[1],
-            attrs.strides,
-            padding,
-            attrs.dilation,
-            out_dtype,
-            primfunc_name_hint="depthwise_conv2d_NCHWc",
-        )
-    if int(attrs.groups) == 1 and attrs.data_layout == "NCHW" and len(attrs.out_layout) > 4:
-        return bb.call_te(
-            plain_input_conv2d_nchwc,
-            call.args[0],
-            call.args[1],
-            attrs.strides,
-            [int(v) for v in attrs.padding],
-            attrs.dilation,
-            out_dtype,
-            primfunc_name_hint="conv2d_NCHWc_plain_input",
-        )
-    if int(attrs.groups) == 1 and attrs.data_layout == attrs.out_layout:
-        return bb.call_te(
-            topi.nn.conv2d_NCHWc,
-            call.args[0],
-            call.args[1],
-            attrs.strides,
-            attrs.padding,
-            attrs.dilation,
-            attrs.data_layout,
-            attrs.out_layout,
-            out_dtype,
-            primfunc_name_hint="conv2d_NCHWc",
-        )
-    return bb.call_te(
-        _grouped_blocked_conv,
-        call.args[0],
-        call.args[1],
-        attrs.strides,
-        attrs.padding,
-        attrs.dilation,
-        int(attrs.groups),
-        out_dtype,
-        primfunc_name_hint="group_conv2d_blocked",
-    )
 
 
 def plain_input_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype):
@@ -140,27 +48,22 @@ def plain_input_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype
     """
     n, channels, height, width = data.shape
     o_chunks, _, kh, kw, o_block = kernel.shape
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    top, left, bottom, right = (int(v) for v in padding)
-    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
-    padded = data
-    if top or left or bottom or right:
-        padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
+    geometry = ConvGeometry.of(height, width, kh, kw, strides, padding, dilation)
+    padded = zero_padded(data, geometry)
     ic = te.reduce_axis((0, channels), name="ic")
     ry = te.reduce_axis((0, kh), name="kh")
     rx = te.reduce_axis((0, kw), name="kw")
     return te.compute(
-        (n, o_chunks, out_h, out_w, o_block),
+        (n, o_chunks, geometry.out_h, geometry.out_w, o_block),
         lambda b, oc, y, x, ob: te.sum(
-            padded[b, ic, y * sh + ry * dh, x * sw + rx * dw].astype(out_dtype) * kernel[oc, ic, ry, rx, ob].astype(out_dtype),
+            padded[b, ic, geometry.padded_row(y, ry), geometry.padded_col(x, rx)].astype(out_dtype) * kernel[oc, ic, ry, rx, ob].astype(out_dtype),
             axis=[ic, ry, rx],
         ),
         name=CONV_BLOCK,
     )
 
 
-def _grouped_blocked_conv(data, kernel, strides, padding, dilation, groups, out_dtype):
+def grouped_conv2d_blocked(data, kernel, strides, padding, dilation, groups, out_dtype):
     """NCHW[x]c grouped conv = unpack → TOPI group_conv2d_nchw → pack, in one TE graph."""
     n, c_chunks, h, w, c_block = data.shape
     o_chunks, i_chunks, kh, kw, i_block, o_block = kernel.shape
@@ -228,7 +131,7 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     """Apply the module docstring's schedule to the fused PrimFunc in ``sch``.
 
     ``oc_tile`` must divide the output channel blocks and ``rows`` the output rows (ints: each
-    MetaSchedule design space is one tile, see schedules/templates.py). The pixel tile ``px`` may
+    MetaSchedule design space is one tile, see :func:`conv2d_design_spaces`). The pixel tile ``px`` may
     leave a tail; it becomes its own loop.
     """
     stages = split_stages(sch, CONV_BLOCK)
@@ -286,11 +189,37 @@ def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool) -> 
 class Conv2dNCHWc(CPURule):
     """dlight rule: schedules any PrimFunc whose main block is TOPI's conv2d_NCHWc."""
 
-    def schedule(self, sch):
-        block = find_block(sch, CONV_BLOCK)
-        if block is None:
-            return None
+    main_block = CONV_BLOCK
+
+    def schedule_block(self, sch, block):
         _, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
         tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w)
         schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside)
         return sch
+
+
+MAX_ACCUMULATORS = 16  # the search may spill a little past the default budget; measuring decides
+
+
+def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """MetaSchedule design spaces: one per (channel blocks, pixels, loop order) tile, because the
+    pixel tile decides where the loop is partitioned for its tail, which a replayed trace cannot
+    recompute from a new decision. Only tiles that fill the accumulator budget or leave one
+    accumulator free are offered (smaller ones never measured faster), with one channel block
+    only when nothing else divides the channels: MetaSchedule replays every space's trace while
+    it samples, and 48 spaces per conv made tuning the light zoo's DenseNet take minutes."""
+    loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
+    _, oc_chunks, out_h, out_w, _, _, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
+    budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
+    rows = chunk_rows(out_h, out_w)
+    orders = (False, True) if kernel_h * kernel_w > 1 else (False,)
+    spaces = []
+    oc_tiles = [t for t in (2, 3, 4, 6, 8) if oc_chunks % t == 0] or [1]
+    for oc_tile in oc_tiles:
+        most = min(budget // oc_tile, out_h * out_w)
+        for px in sorted({most, max(1, most - 1)}):
+            for channels_outside in orders:
+                space = sch.copy()
+                schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside)
+                spaces.append(space)
+    return spaces

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tvm import s_tir
 
 from .cpu_rule import CPURule
-from .stages import find_block, split_stages
+from .stages import categorical, split_stages
 
 MATMUL_BLOCK = "matmul"
 
@@ -70,13 +70,27 @@ def is_plain_matmul(sch, block) -> bool:
 class Dense(CPURule):
     """dlight rule: schedules a PrimFunc whose main block is a 2-D ``matmul``."""
 
-    def schedule(self, sch):
-        block = find_block(sch, MATMUL_BLOCK)
-        if block is None:
-            return None
-        if not is_plain_matmul(sch, block):
-            return None
+    main_block = MATMUL_BLOCK
+
+    def accepts(self, sch, block) -> bool:
+        return is_plain_matmul(sch, block)
+
+    def schedule_block(self, sch, block):
         rows, cols, reduction = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
         tile = default_dense_tile(rows, cols, reduction, self.lanes)
         schedule_dense(sch, self.lanes, tile.row_tile, tile.col_tile, tile.k_unroll)
         return sch
+
+
+def dense_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """One MetaSchedule design space: the default schedule with sampled row, column and
+    reduction-unroll factors."""
+    loops = sch.get_loops(sch.get_sblock(MATMUL_BLOCK))
+    rows, cols, reduction = (int(sch.get(loop).extent) for loop in loops)
+    space = sch.copy()
+    row_tile = categorical(space, [r for r in (1, 2, 4) if rows % r == 0])
+    col_tiles = [c for c in range(lanes, cols + 1, lanes) if cols % c == 0 and c <= 1024] or [cols]
+    col_tile = categorical(space, col_tiles[-6:])
+    k_unroll = categorical(space, [k for k in (1, 2, 4, 8) if reduction % k == 0])
+    schedule_dense(space, lanes, row_tile, col_tile, k_unroll)
+    return [space]

@@ -13,10 +13,11 @@ vector loaded is reused by the neighbouring outputs of the tile while it is in r
 
 from __future__ import annotations
 
-from tvm import s_tir, te, topi
+from tvm import s_tir, te
 
+from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import conv_output_hw, find_block, schedule_padding, split_stages
+from .stages import categorical, schedule_padding, split_stages, zero_padded
 
 DEPTHWISE_BLOCK = "depthwise_conv2d_NCHWc"
 
@@ -32,19 +33,14 @@ def depthwise_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype):
     """TE compute of a blocked depthwise conv; ``padding`` is (top, left, bottom, right)."""
     n, chunks, height, width, block = data.shape
     _, _, kh, kw, _, _ = kernel.shape
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    top, left, bottom, right = (int(v) for v in padding)
-    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
-    padded = data
-    if top or left or bottom or right:
-        padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
+    geometry = ConvGeometry.of(height, width, kh, kw, strides, padding, dilation)
+    padded = zero_padded(data, geometry)
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
     return te.compute(
-        (n, chunks, out_h, out_w, block),
+        (n, chunks, geometry.out_h, geometry.out_w, block),
         lambda b, c, y, x, v: te.sum(
-            padded[b, c, y * sh + ry * dh, x * sw + rx * dw, v].astype(out_dtype) * kernel[c, 0, ry, rx, 0, v].astype(out_dtype),
+            padded[b, c, geometry.padded_row(y, ry), geometry.padded_col(x, rx), v].astype(out_dtype) * kernel[c, 0, ry, rx, 0, v].astype(out_dtype),
             axis=[ry, rx],
         ),
         name=DEPTHWISE_BLOCK,
@@ -88,11 +84,21 @@ def schedule_depthwise_nchwc(sch: s_tir.Schedule, reg_h=1, reg_n=1) -> None:
 class DepthwiseNCHWc(CPURule):
     """dlight rule: schedules any PrimFunc whose main block is slimtvm's blocked depthwise conv."""
 
-    def schedule(self, sch):
-        block = find_block(sch, DEPTHWISE_BLOCK)
-        if block is None:
-            return None
+    main_block = DEPTHWISE_BLOCK
+
+    def schedule_block(self, sch, block):
         _, _, out_h, out_w, _ = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:5])
         reg_h, reg_n = default_depthwise_tile(out_h, out_w)
         schedule_depthwise_nchwc(sch, reg_h, reg_n)
         return sch
+
+
+def depthwise_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """One MetaSchedule design space: the default schedule with sampled row and column tiles."""
+    loops = sch.get_loops(sch.get_sblock(DEPTHWISE_BLOCK))
+    out_h, out_w = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
+    space = sch.copy()
+    reg_h = categorical(space, [h for h in (1, 2, 4) if h <= out_h])
+    reg_n = categorical(space, [w for w in (1, 2, 4, 7, 8, 14, 16) if w <= out_w])
+    schedule_depthwise_nchwc(space, reg_h, reg_n)
+    return [space]

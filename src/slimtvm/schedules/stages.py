@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir
+from tvm import s_tir, topi
 
 
 @dataclass
@@ -25,6 +25,12 @@ def find_block(sch: s_tir.Schedule, name: str):
         return sch.get_sblock(name)
     except Exception:  # noqa: BLE001 - no such block in this function
         return None
+
+
+def categorical(sch: s_tir.Schedule, values: list):
+    """A MetaSchedule decision among ``values`` (duplicates dropped), all equally likely."""
+    values = sorted(set(values))
+    return sch.sample_categorical(values, [1.0 / len(values)] * len(values))
 
 
 def split_stages(sch: s_tir.Schedule, main_name: str) -> KernelStages:
@@ -49,11 +55,12 @@ def schedule_padding(sch: s_tir.Schedule, pads: list) -> None:
         sch.vectorize(loops[-1])
 
 
-def conv_output_hw(height, width, kernel_h, kernel_w, strides, padding, dilation) -> tuple:
-    """Output height and width of a conv; ``padding`` is (top, left, bottom, right)."""
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    top, left, bottom, right = (int(v) for v in padding)
-    out_h = (int(height) + top + bottom - (int(kernel_h) - 1) * dh - 1) // sh + 1
-    out_w = (int(width) + left + right - (int(kernel_w) - 1) * dw - 1) // sw + 1
-    return out_h, out_w
+def zero_padded(data, geometry):
+    """``data`` (NCHW, or NCHW[x]c with the block last) with ``geometry``'s zero padding on H
+    and W, as a ``data_pad`` stage; ``data`` itself when the conv has no padding."""
+    if not geometry.has_padding:
+        return data
+    extra = [0] * (len(data.shape) - 4)
+    before = [0, 0, geometry.top, geometry.left, *extra]
+    after = [0, 0, geometry.bottom, geometry.right, *extra]
+    return topi.nn.pad(data, before, after, name="data_pad")

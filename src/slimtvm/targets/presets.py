@@ -169,7 +169,7 @@ def simd_lanes(target) -> int:
 
 def popcount_by_table(target) -> bool:
     """Whether the binary convs count bits with AVX2 ``vpshufb`` tables (schedules/
-    binary_conv_packed.py): x86 targets with AVX2 and without AVX-512 BITALG, whose
+    binary_conv_compute.py): x86 targets with AVX2 and without AVX-512 BITALG, whose
     ``vpopcntb`` is faster still. aarch64 has a byte popcount (``cnt``)."""
     from tvm.target import codegen
 
@@ -183,6 +183,17 @@ AMD_SSE4A_CPUS = ("znver", "bdver", "btver", "amdfam10", "barcelona")
 
 # LLVM CPU names with AVX-512F (the presets and common server/desktop parts)
 AVX512_CPUS = {
-    "skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "icelake-client", "tigerlake",
-    "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5", "rocketlake", "cannonlake",
+    "skylake-avx512",
+    "cascadelake",
+    "cooperlake",
+    "icelake-server",
+    "icelake-client",
+    "tigerlake",
+    "sapphirerapids",
+    "emeraldrapids",
+    "graniterapids",
+    "znver4",
+    "znver5",
+    "rocketlake",
+    "cannonlake",
 }

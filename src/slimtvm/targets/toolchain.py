@@ -21,7 +21,6 @@ def cross_compiler_for(arch: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise SlimError(
-            f"cross compiler {name} not found on PATH: install it (Debian: apt-get install {DEBIAN_PACKAGES[arch]}) "
-            "or run scripts/setup_arm_emulation.sh"
+            f"cross compiler {name} not found on PATH: install it (Debian: apt-get install {DEBIAN_PACKAGES[arch]}) or run scripts/setup_arm_emulation.sh"
         )
     return path

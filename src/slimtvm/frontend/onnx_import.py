@@ -100,4 +100,3 @@ def _relax_outputs(mod, onnx_outputs: list) -> list:
             raise SlimError(f"output {info.name!r} has a data-dependent shape {sinfo.shape}; slimtvm needs static shapes") from None
         infos.append(TensorInfo(info.name, shape, str(sinfo.dtype)))
     return infos
-

@@ -1,4 +1,4 @@
-"""Schedule of the packed binary conv (schedules/bitserial.py, ``binary_conv2d_packed``).
+"""Schedule of the packed binary conv (schedules/binary_grouped_conv_and_dense.py, ``binary_conv2d_packed``).
 
 Stages: pack the input signs into bytes ``[N, row, col, channel byte]`` (parallel over rows;
 absent when a producing binary conv wrote bits) → per output row, the popcount nest → the float
@@ -21,9 +21,20 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from .binary_conv_packed import CHANNEL_LANES, DOTS_BY_CHANNEL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK, PACKED_IMAGE_BLOCK, PACKED_PARTIAL_BLOCK, PACKED_PLANES_BLOCK, PACKED_ROWS_BLOCK, POPCOUNT_TABLE_BLOCK, SIGN_BITS_BLOCK
+from .binary_conv_compute import (
+    CHANNEL_LANES,
+    DOTS_BY_CHANNEL_BLOCK,
+    PACKED_CONV_BLOCK,
+    PACKED_DOT_BLOCK,
+    PACKED_IMAGE_BLOCK,
+    PACKED_PARTIAL_BLOCK,
+    PACKED_PLANES_BLOCK,
+    PACKED_ROWS_BLOCK,
+    POPCOUNT_TABLE_BLOCK,
+    SIGN_BITS_BLOCK,
+)
 from .cpu_rule import CPURule
-from .stages import find_block
+from .stages import categorical, find_block
 from .transpose_intrin import TILE_ROWS, transpose_intrin
 
 
@@ -205,11 +216,23 @@ def _schedule_float_out(sch, out) -> None:
 class BinaryConv(CPURule):
     """dlight rule: schedules any PrimFunc whose main block is the packed binary conv."""
 
-    def schedule(self, sch):
-        block = find_block(sch, PACKED_CONV_BLOCK)
-        if block is None:
-            return None
+    main_block = PACKED_CONV_BLOCK
+
+    def schedule_block(self, sch, block):
         _, _, out_w, padded_out = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:4])
         tile = default_binary_tile(out_w, padded_out, find_block(sch, POPCOUNT_TABLE_BLOCK) is not None)
         schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors)
         return sch
+
+
+def binary_conv_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """One MetaSchedule design space: the default schedule with sampled pixel and channel-vector
+    tiles (the popcount form, byte or table, is fixed by the weights the lowering packed)."""
+    loops = sch.get_loops(sch.get_sblock(PACKED_CONV_BLOCK))
+    out_w, padded_out = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
+    vectors = padded_out // CHANNEL_LANES
+    space = sch.copy()
+    reg_n = categorical(space, [w for w in (1, 2, 3, 4, 7, 8) if w <= out_w])
+    oc_vectors = categorical(space, [v for v in (1, 2, 4) if vectors % v == 0])
+    schedule_binary_conv(space, reg_n, oc_vectors)
+    return [space]

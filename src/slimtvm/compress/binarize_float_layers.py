@@ -99,7 +99,9 @@ def binarize_model(model: onnx.ModelProto, mode: str, keep_float=("first", "last
         elif item in names:
             keep.add(item)
         elif item != "none":
-            raise SlimError(f"--keep-float: {item!r} is not a Conv/Gemm/MatMul layer with constant weights of this model (layers: {', '.join(names[:8])}{', …' if len(names) > 8 else ''})")
+            raise SlimError(
+                f"--keep-float: {item!r} is not a Conv/Gemm/MatMul layer with constant weights of this model (layers: {', '.join(names[:8])}{', …' if len(names) > 8 else ''})"
+            )
     users = {}
     for node in model.graph.node:
         for name in node.input:
@@ -217,7 +219,10 @@ def calibration_inputs(model: onnx.ModelProto, input_infos: list, count: int = 8
         for info in input_infos:
             if info.name not in arrays:
                 raise SlimError(f"--calibration {path}: no array named {info.name!r} (the model's input)")
-        return [{info.name: sample.astype(info.dtype) for info, sample in zip(input_infos, group)} for group in zip(*(_samples(arrays[info.name], info, path) for info in input_infos))]
+        return [
+            {info.name: sample.astype(info.dtype) for info, sample in zip(input_infos, group)}
+            for group in zip(*(_samples(arrays[info.name], info, path) for info in input_infos))
+        ]
     rng = np.random.default_rng(0)
     return [{info.name: rng.standard_normal(info.shape).astype(info.dtype) for info in input_infos} for _ in range(count)]
 
@@ -234,7 +239,7 @@ class BinarizeRequest:
 
 def apply_request(model, request: BinarizeRequest, input_shapes: dict | None = None) -> tuple:
     """(binarized static-shape ModelProto, BinarizeRequestReport) for ``model`` (path or proto)."""
-    from ..compiler.onnx_model import load_onnx, resolve_input_infos, with_static_inputs
+    from ..frontend.onnx_model import load_onnx, resolve_input_infos, with_static_inputs
 
     original = load_onnx(model)
     infos = resolve_input_infos(original, input_shapes)

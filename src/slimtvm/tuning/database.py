@@ -22,8 +22,8 @@ import os
 import warnings
 from dataclasses import dataclass, field
 
+from ..atomic_files import write_text_atomic
 from ..errors import SlimError, first_line
-from .atomic import write_text_atomic
 
 CARD = "slimtvm-db.json"
 WORKLOADS = "database_workload.json"

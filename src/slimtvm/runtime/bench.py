@@ -74,12 +74,12 @@ SETTLE_SECONDS = 0.05  # pause between blocks: lets the other engine's spinning 
 
 
 def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warmup: int = 3, seed: int = 0, budget_seconds: float = 10.0) -> BenchResult:
-    """Benchmark a loaded :class:`~slimtvm.compiler.runtime.Model` against onnxruntime on ``onnx_path``.
+    """Benchmark a loaded :class:`~slimtvm.runtime.artifact.Model` against onnxruntime on ``onnx_path``.
 
     ``runs=None`` picks a count from ``budget_seconds`` per engine (at least 5, at most 200).
     Refuses a model whose inputs differ from the ONNX model's.
     """
-    from .runtime import set_num_threads
+    from .artifact import set_num_threads
 
     if threads < 1:
         raise SlimError(f"--threads must be at least 1, not {threads}")

@@ -142,7 +142,8 @@ def resolve_input_infos(model: onnx.ModelProto, shape_overrides: dict | None = N
             dynamic = [d for d in dims if not isinstance(d, int) or d <= 0]
             if dynamic or not value.type.tensor_type.HasField("shape"):
                 raise SlimError(
-                    f"input {value.name!r} has dynamic dimensions {dims}: give its shape with --input-shape {value.name}=" + ",".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
+                    f"input {value.name!r} has dynamic dimensions {dims}: give its shape with --input-shape {value.name}="
+                    + ",".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
                 )
             shape = tuple(dims)
         infos.append(TensorInfo(value.name, tuple(int(d) for d in shape), _dtype(value)))
@@ -200,7 +201,6 @@ def warn_nonfinite_weights(model: onnx.ModelProto) -> list:
         more = f" and {len(found) - 5} more" if len(found) > 5 else ""
         warnings.warn(f"model weights contain NaN/Inf values: {listed}{more}; outputs will likely be NaN/Inf", stacklevel=2)
     return found
-
 
 
 def sums_as_adds(model: onnx.ModelProto) -> onnx.ModelProto:

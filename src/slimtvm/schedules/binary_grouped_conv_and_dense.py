@@ -1,7 +1,7 @@
 """Binary (1-bit × 1-bit) conv2d and dense computes: XNOR + popcount on bit-packed channels.
 
 The general computes: grouped convs and dense layers, channels packed into 32-bit words. Convs
-with groups = 1 use the fast byte-packed kernel of schedules/binary_conv_packed.py instead.
+with groups = 1 use the fast byte-packed kernel of schedules/binary_conv_compute.py instead.
 
 Convention (bipolar): a bit is 1 for +1 and 0 for −1. Activations are binarized here by
 ``x ≥ 0 → +1`` — ONNX's Sign gives 0 for an exact 0, the one difference slimtvm documents.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .binary_conv_packed import in_layout, nchw_dims, nchw_reader
-from .stages import conv_output_hw
+from ..conv_geometry import ConvGeometry
+from .binary_conv_compute import in_layout, nchw_dims, nchw_reader
 
 WORD_BITS = 32
 
@@ -56,10 +56,8 @@ def binary_conv2d_nchw(data, weight_bits, alpha, in_channels_per_group, strides,
     read = nchw_reader(data, in_block)
     out_channels, words, kh, kw = (int(d) for d in weight_bits.shape)
     per_group = int(in_channels_per_group)
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    top, left, _, _ = (int(v) for v in padding)
-    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
+    geometry = ConvGeometry.of(height, width, kh, kw, strides, padding, dilation)
+    out_h, out_w = geometry.out_hw
     grouped = te.compute((n, groups, per_group, height, width), lambda b, g, c, y, x: read(b, g * per_group + c, y, x), name="group_view")
     packed = pack_signs(grouped, 2, "packed_data")
     out_per_group = out_channels // groups
@@ -68,8 +66,8 @@ def binary_conv2d_nchw(data, weight_bits, alpha, in_channels_per_group, strides,
     rx = te.reduce_axis((0, kw), name="rx")
 
     def dot(b, o, y, x):
-        iy = y * sh + ry * dh - top
-        ix = x * sw + rx * dw - left
+        iy = geometry.padded_row(y, ry) - geometry.top
+        ix = geometry.padded_col(x, rx) - geometry.left
         inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
         g = o // out_per_group
         bits = tirx.min(per_group - word * WORD_BITS, WORD_BITS)

@@ -6,7 +6,7 @@ zero-padded rows and columns around the image, CB = :func:`padded_channel_bytes`
 bytes ``[KH, KW, CB, O']`` with O' = :func:`padded_out_channels`. One activation byte is broadcast
 against a vector of 32 output channels' weight bytes, so popcounts run on byte lanes (AVX2
 ``vpshufb``, AVX-512 BITALG ``vpopcntb``, NEON ``cnt``); the schedule is in
-schedules/bitserial_conv.py. k-bit unipolar activations (``levels`` = 2^k − 1) are packed as k bit
+schedules/binary_conv_schedule.py. k-bit unipolar activations (``levels`` = 2^k − 1) are packed as k bit
 planes and use the AND form (:func:`unipolar_dots`).
 
 Convention (bipolar): bit 1 is +1, bit 0 is −1; ``x ≥ 0 → +1`` (ONNX's Sign(0) is 0: the one
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .stages import conv_output_hw
+from ..conv_geometry import ConvGeometry
 
 CHANNEL_LANES = 32  # output channels per vector of byte popcounts (one AVX2 register)
 MAX_CHUNK_BYTES = 16  # channel bytes per 8-bit partial sum (16 · 8 = 128 < 256); whole kernel rows when ≤ 31 bytes
@@ -69,21 +69,19 @@ def byte_popcounts(weights, combine):
 
     Weight bytes ``[KH, KW, CB, O']``: LLVM's popcount (``cnt`` on NEON, ``vpopcntb`` with
     AVX-512 BITALG, a six-instruction ``vpshufb`` sequence on AVX2). Weight nibbles
-    ``[KH, KW, CB, 2, O']`` (low nibble, high nibble; see passes/binarize.py): the AVX2 table form,
+    ``[KH, KW, CB, 2, O']`` (low nibble, high nibble; see passes/detect_binary.py): the AVX2 table form,
     two ``vpshufb`` and two adds per 32 channels. The activation byte selects two 32-byte rows of
     :data:`POPCOUNT_TABLE_BLOCK` (loads at ``table + 64·a``: no nibble arithmetic on the scalar
     side), which the 32 channels' weight nibbles index. Measured on ResNet-18's 56×56×64 binary
     conv core: 0.285 ms with rows per nibble (16 × 32 table), 0.24 ms with rows per byte, against
     0.33 ms for LLVM's popcount (its best tile). The expression is valid only vectorized over
-    exactly 32 channels (``CHANNEL_LANES``, as schedules/bitserial_conv.py does); scalar code
+    exactly 32 channels (``CHANNEL_LANES``, as schedules/binary_conv_schedule.py does); scalar code
     would not compile."""
     if len(weights.shape) == 4:
         return lambda a, ry, rx, k, o: tirx.popcount(combine(a, weights[ry, rx, k, o]))
     table = te.compute(
         (256, 2 * CHANNEL_LANES),
-        lambda byte, lane: tirx.popcount(
-            combine(tirx.if_then_else(lane < CHANNEL_LANES, byte & 15, byte >> 4).astype("uint8"), (lane % 16).astype("uint8"))
-        ),
+        lambda byte, lane: tirx.popcount(combine(tirx.if_then_else(lane < CHANNEL_LANES, byte & 15, byte >> 4).astype("uint8"), (lane % 16).astype("uint8"))),
         name=POPCOUNT_TABLE_BLOCK,
     )
 
@@ -105,13 +103,6 @@ def padded_out_channels(out_channels: int) -> int:
 def count_dtype(total_bits: int) -> str:
     """The integer type of a conv's popcount sums and dot products: int16 when they fit."""
     return "int16" if total_bits < 2**15 else "int32"
-
-
-def packed_input_extent(out_h: int, out_w: int, kh: int, kw: int, strides, dilation) -> tuple:
-    """(rows, cols) of packed input a conv reads: its padded input window."""
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    return (out_h - 1) * sh + (kh - 1) * dh + 1, (out_w - 1) * sw + (kw - 1) * dw + 1
 
 
 def nchw_reader(data, block: int):
@@ -199,7 +190,7 @@ def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, le
     return _padded_rows(image, rows, cols, top, left, name)
 
 
-def _popcount_counts(packed, weight_bytes, strides, dilation, out_hw, combine, planes: int, counts_type: str):
+def _popcount_counts(packed, weight_bytes, geometry: ConvGeometry, combine, planes: int, counts_type: str):
     """``Σ_taps,bytes popcount(combine(activation byte, weight byte)) · 2^plane`` per output
     ``[N, OH, OW, O']``, summed in 8-bit lanes before widening.
 
@@ -208,9 +199,7 @@ def _popcount_counts(packed, weight_bytes, strides, dilation, out_hw, combine, p
     With bit planes (unipolar input, plane-major bytes) each plane has its own partial sums."""
     n = int(packed.shape[0])
     kh, kw, channel_bytes, padded_out = weight_dims(weight_bytes)
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    out_h, out_w = out_hw
+    out_h, out_w = geometry.out_hw
     chunk = chunk_bytes(channel_bytes)
     chunks = channel_bytes // chunk
     count = byte_popcounts(weight_bytes, combine)
@@ -218,7 +207,7 @@ def _popcount_counts(packed, weight_bytes, strides, dilation, out_hw, combine, p
     byte = te.reduce_axis((0, chunk), name="byte")
 
     def act(b, y, x, ry, rx, plane, index):
-        return packed[b, y * sh + ry * dh, x * sw + rx * dw, plane * channel_bytes + index]
+        return packed[b, geometry.padded_row(y, ry), geometry.padded_col(x, rx), plane * channel_bytes + index]
 
     if whole_rows:
         rx_in = te.reduce_axis((0, kw), name="rx_in")
@@ -247,24 +236,21 @@ def _popcount_counts(packed, weight_bytes, strides, dilation, out_hw, combine, p
     return te.compute((n, out_h, out_w, padded_out), widened, name=PACKED_CONV_BLOCK)
 
 
-def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int, width: int, strides, padding, dilation, levels: int = 1):
+def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, geometry: ConvGeometry, levels: int = 1):
     """Integer dot products ``[N, OH, OW, O']`` of the packed input (rows and columns from
-    (−top, −left), zero outside the ``height`` × ``width`` image) with the weights, padded taps
+    (−top, −left), zero outside the geometry's image) with the weights, padded taps
     contributing 0. ``levels`` = 1: bipolar sign bits (XNOR form). ``levels`` = 2^k − 1: k unipolar
     bit planes (AND form, :func:`unipolar_dots`)."""
     if levels > 1:
-        return unipolar_dots(packed, weight_bytes, channels, height, width, strides, padding, dilation, levels)
+        return unipolar_dots(packed, weight_bytes, channels, geometry, levels)
     n = int(packed.shape[0])
-    kh, kw, channel_bytes, padded_out = weight_dims(weight_bytes)
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    top, left, _, _ = (int(v) for v in padding)
-    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
+    kh, kw, _, padded_out = weight_dims(weight_bytes)
+    out_h, out_w = geometry.out_hw
     total_bits = kh * kw * int(channels)
     counts_type = count_dtype(total_bits)
-    counts = _popcount_counts(packed, weight_bytes, strides, dilation, (out_h, out_w), lambda a, w: a ^ w, 1, counts_type)
-    row_classes = _border_classes(out_h, kh, sh, dh, top, height)
-    col_classes = _border_classes(out_w, kw, sw, dw, left, width)
+    counts = _popcount_counts(packed, weight_bytes, geometry, lambda a, w: a ^ w, 1, counts_type)
+    row_classes = _border_classes(geometry.row_taps(), geometry.height)
+    col_classes = _border_classes(geometry.col_taps(), geometry.width)
     correction = _padding_correction(tap_sums, row_classes, col_classes, counts_type)
     row_class, col_class = _class_of(row_classes), _class_of(col_classes)
 
@@ -275,12 +261,13 @@ def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, height: int,
     return te.compute((n, out_h, out_w, padded_out), corrected, name=PACKED_DOT_BLOCK)
 
 
-def _border_classes(out_size: int, kernel: int, stride: int, dilation: int, pad_before: int, size: int) -> list:
-    """Output positions along one axis grouped by which kernel taps fall in the zero padding:
-    ``[(first, last, outside taps)]`` runs in order (typically: first rows, interior, last rows)."""
+def _border_classes(taps, size: int) -> list:
+    """Output positions along one axis (``taps``: ``[out, kernel]`` input coordinates) grouped by
+    which kernel taps fall in the zero padding: ``[(first, last, outside taps)]`` runs in order
+    (typically: first rows, interior, last rows)."""
     runs = []
-    for position in range(out_size):
-        outside = tuple(t for t in range(kernel) if not 0 <= position * stride + t * dilation - pad_before < size)
+    for position, coordinates in enumerate(taps):
+        outside = tuple(int(t) for t in (~((coordinates >= 0) & (coordinates < size))).nonzero()[0])
         if runs and runs[-1][2] == outside:
             runs[-1][1] = position
         else:
@@ -322,42 +309,45 @@ def _padding_correction(tap_sums, row_runs: list, col_runs: list, counts_type: s
     return te.compute((len(row_runs), len(col_runs), padded_out), summed, name=PADDING_CORRECTION_BLOCK)
 
 
-def unipolar_dots(packed, weight_bytes, channels: int, height: int, width: int, strides, padding, dilation, levels: int):
+def unipolar_dots(packed, weight_bytes, channels: int, geometry: ConvGeometry, levels: int):
     """Σ q·s over the window, q ∈ {0..levels} in bit planes b_p, s = ±1 weight signs:
     ``Σ_p 2^p·(2·popcount(b_p AND w) − popcount(b_p))``. Zero padding is q = 0 and adds nothing."""
     n = int(packed.shape[0])
     kh, kw, channel_bytes, padded_out = weight_dims(weight_bytes)
-    sh, sw = (int(v) for v in strides)
-    dh, dw = (int(v) for v in dilation)
-    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
+    out_h, out_w = geometry.out_hw
     planes = int(levels).bit_length()
     counts_type = count_dtype(2 * int(levels) * kh * kw * int(channels))
-    counts = _popcount_counts(packed, weight_bytes, strides, dilation, (out_h, out_w), lambda a, w: a & w, planes, counts_type)
+    counts = _popcount_counts(packed, weight_bytes, geometry, lambda a, w: a & w, planes, counts_type)
     oy = te.reduce_axis((0, kh), name="oy")
     ox = te.reduce_axis((0, kw), name="ox")
     ok = te.reduce_axis((0, planes * channel_bytes), name="ok")
     ones = te.compute(
         (n, out_h, out_w),
-        lambda b, y, x: te.sum(tirx.popcount(packed[b, y * sh + oy * dh, x * sw + ox * dw, ok]).astype(counts_type) << (ok // channel_bytes).astype(counts_type), axis=[oy, ox, ok]),
+        lambda b, y, x: te.sum(
+            tirx.popcount(packed[b, geometry.padded_row(y, oy), geometry.padded_col(x, ox), ok]).astype(counts_type)
+            << (ok // channel_bytes).astype(counts_type),
+            axis=[oy, ox, ok],
+        ),
         name="unipolar_ones",
     )
     return te.compute((n, out_h, out_w, padded_out), lambda b, y, x, o: counts[b, y, x, o] * tirx.const(2, counts_type) - ones[b, y, x], name=PACKED_DOT_BLOCK)
 
 
 def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels=1):
-    """(packed bytes, height, width): ``source`` is float (packed here: sign bits, or ``levels``
-    unipolar bit planes) or already-packed uint8."""
+    """(packed bytes, :class:`ConvGeometry`): ``source`` is float (packed here: sign bits, or
+    ``levels`` unipolar bit planes) or already-packed uint8 (``image_hw`` gives the image size)."""
     kh, kw, channel_bytes, _ = weight_dims(weight_bytes)
     if str(source.dtype) == "uint8":
         height, width = (int(v) for v in image_hw)
-        return source, height, width
-    _, _, height, width = nchw_dims(source, in_block)
-    out_h, out_w = conv_output_hw(height, width, kh, kw, strides, padding, dilation)
-    rows, cols = packed_input_extent(out_h, out_w, kh, kw, strides, dilation)
-    top, left = int(padding[0]), int(padding[1])
-    if levels > 1:
-        return pack_level_rows(source, channel_bytes, rows, cols, top, left, in_block, levels), height, width
-    return pack_sign_rows(source, channel_bytes, rows, cols, top, left, in_block), height, width
+    else:
+        _, _, height, width = nchw_dims(source, in_block)
+    geometry = ConvGeometry.of(height, width, kh, kw, strides, padding, dilation)
+    if str(source.dtype) == "uint8":
+        return source, geometry
+    rows, cols = geometry.window
+    pack = pack_level_rows if levels > 1 else pack_sign_rows
+    extra = (levels,) if levels > 1 else ()
+    return pack(source, channel_bytes, rows, cols, geometry.top, geometry.left, in_block, *extra), geometry
 
 
 def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0, levels=1):
@@ -367,8 +357,8 @@ def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_
     producing binary conv (``image_hw`` is then the image size; ignored otherwise).
     ``alpha`` float ``[O]``; ``tap_sums`` ``[KH, KW, O']`` (:func:`count_dtype`). ``levels`` > 1:
     unipolar activations ``q/levels`` (k-bit, AND form); ``alpha`` then already holds α/levels."""
-    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
-    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation, levels)
+    packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
+    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     out_channels = int(alpha.shape[0])
     if out_block:
@@ -378,16 +368,18 @@ def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_
     return in_layout((n, out_channels, out_h, out_w), 0, lambda b, o, y, x: by_channel[b, y, o, x].astype("float32") * alpha[o], "binary_conv2d_scaled")
 
 
-def binary_conv2d_to_bits(source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv, levels=1):
+def binary_conv2d_to_bits(
+    source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv, levels=1
+):
     """Sign bits of ``a_c·dot + b_c`` (as ``flip_c·dot ≥ threshold_c``), optionally max-pooled
     (OR), written packed for the next binary conv.
 
     ``pool``: () or (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w) of
     a max-pool between the BN and the Sign. ``next_conv``: (channel_bytes, rows, cols, top, left) of the
-    consumer's packed input (see :func:`packed_input_extent`). ``levels``: the producer's own
+    consumer's packed input (its :attr:`ConvGeometry.window`). ``levels``: the producer's own
     input, as in :func:`binary_conv2d_packed`."""
-    packed, height, width = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
-    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, height, width, strides, padding, dilation, levels)
+    packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
+    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     next_bytes, rows, cols, top, left = (int(v) for v in next_conv)
     bits = te.compute(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tvm import relax
 
-from .constants import constant_value
+from ..passes.constants import constant_value
 
 INT32_MAX = 2**31 - 1
 

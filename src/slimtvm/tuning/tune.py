@@ -1,13 +1,13 @@
 """``slimtvm tune``: MetaSchedule with the XGBoost cost model over a model's kernels.
 
 The model goes through the same passes as ``compile`` up to kernel fusion; each fused PrimFunc
-that one of slimtvm's templates covers (blocked conv2d, depthwise conv2d, dense, binary conv2d) is a task. Other
-kernels (pooling, element-wise, layout changes) keep their default schedules.
+that one of slimtvm's kernel families covers (schedules/registry.py) is a task. Other kernels
+(pooling, element-wise, layout changes) keep their default schedules.
 
 Before searching, each task's *default* schedule is measured and committed like any other
 candidate, so ``compile --db`` never picks something slower than the untuned build measured.
 The search then runs MetaSchedule's evolutionary strategy on the templates' design spaces
-(schedules/templates.py), measuring on this machine or on a remote device over TVM RPC.
+(each family's ``design_spaces``), measuring on this machine or on a remote device over TVM RPC.
 
 Budget and resume: ``trials`` is the total number of measured schedules the database should
 hold for this model's tasks. A run that finds records already there (a previous run, killed or
@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import SlimError, first_line
+from ..frontend.onnx_import import import_onnx
 from ..targets.presets import resolve_target
-from .frontend import import_onnx
-from .tuning_db import open_database
+from .database import open_database
 
 
 @dataclass
@@ -54,26 +54,30 @@ class TuneSummary:
 
 
 def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = False) -> list:
-    """The model's kernels that slimtvm's templates cover, as :class:`TuneTask` s; with
+    """The model's kernels that slimtvm's kernel families cover, as :class:`TuneTask` s; with
     ``all_kernels`` also every other kernel (kind ``"generic"``: MetaSchedule's own search space)."""
     import tvm
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from ..schedules.templates import kernel_kind
-    from . import pipeline
+    from ..lowering.sequence import LoweringPasses
+    from ..passes.sequence import GraphPasses
+    from ..schedules.registry import family_of
+    from ..targets.kernel_target import KernelTarget
 
     frontend = import_onnx(model, input_shapes)
     target = spec.tvm_target()
     with target:
         try:
-            mod = tvm.transform.Sequential(pipeline.graph_passes().sequence() + pipeline.kernel_passes(target))(frontend.mod)
+            steps = GraphPasses().sequence() + LoweringPasses(KernelTarget.of(target)).to_kernels()
+            mod = tvm.transform.Sequential(steps)(frontend.mod)
         except Exception as err:  # noqa: BLE001 - TVM errors: one line
             raise SlimError(f"preparing the model for tuning failed: {type(err).__name__}: {first_line(err)}") from None
     tasks = []
     for extracted in ms.relax_integration.extract_tasks(mod, target):
         task_mod = extracted.dispatched[0]
-        kind = kernel_kind(s_tir.Schedule(task_mod)) or ("generic" if all_kernels else None)
+        family = family_of(s_tir.Schedule(task_mod))
+        kind = family.name if family is not None else ("generic" if all_kernels else None)
         if kind is not None:
             tasks.append(TuneTask(extracted.task_name, task_mod, int(extracted.weight), kind))
     return tasks
@@ -107,14 +111,16 @@ def tune_model(
         raise SlimError(f"trials per round must be at least 1, got {trials_per_round}")
     spec = resolve_target(target)
     from ..targets.presets import host_arch
-    from ..targets.rpc import parse_rpc_address
+    from .rpc import parse_rpc_address
 
     address = parse_rpc_address(rpc) if rpc else None
     if address is None and spec.arch != host_arch():
         raise SlimError(f"target {spec.name} ({spec.arch}) cannot be measured on this {host_arch()} machine: give --rpc HOST:PORT of a device")
     tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels)
     if not tasks:
-        raise SlimError("the model has no kernel slimtvm can tune (no conv2d, depthwise conv2d, dense or binary conv layer)")
+        from ..schedules.registry import describe_families
+
+        raise SlimError(f"the model has no kernel slimtvm can tune (none of: {describe_families()})")
     database = open_database(os.fspath(db), spec, create=True)
     started = time.perf_counter()
     with _measuring_threads(threads), tempfile.TemporaryDirectory(prefix="slimtvm-tune-") as scratch:
@@ -162,7 +168,7 @@ def _builder_and_runner(spec, address):
         builder = ms.builder.LocalBuilder(max_workers=1, f_build=build_kernel, f_export=functools.partial(export_kernel, None))
         runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
         return builder, runner
-    from ..targets.rpc import remote_builder_and_runner
+    from .rpc import remote_builder_and_runner
 
     return remote_builder_and_runner(spec, address, evaluator)
 
@@ -194,11 +200,11 @@ def _measure_defaults(tasks, spec, database, builder, runner) -> dict:
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from ..schedules.rules import default_rules
-    from ..targets.presets import simd_lanes
+    from ..schedules.registry import default_rules
+    from ..targets.kernel_target import KernelTarget
 
     target = spec.tvm_target()
-    rules = default_rules(simd_lanes(target))
+    rules = default_rules(KernelTarget.of(target).lanes)
     measured = {}
     pending = []
     for task in tasks:
@@ -237,12 +243,12 @@ def _search(tasks, spec, database, builder, runner, remaining, per_round, scratc
     """MetaSchedule's evolutionary search over the templates, ``remaining`` trials in all."""
     from tvm.s_tir import meta_schedule as ms
 
-    from ..schedules.templates import design_spaces
-    from ..targets.presets import simd_lanes
-    from .tune_progress import ProgressCallback
+    from ..schedules.registry import design_spaces
+    from ..targets.kernel_target import KernelTarget
+    from .progress import ProgressCallback
 
     target = spec.tvm_target()
-    lanes = simd_lanes(target)
+    lanes = KernelTarget.of(target).lanes
     contexts = []
     for index, task in enumerate(tasks):
         if task.kind == "generic":  # no slimtvm template: MetaSchedule's own rules for the target

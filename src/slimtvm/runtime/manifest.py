@@ -72,7 +72,9 @@ def verify_library(library_path: str, manifest: dict, host_arch: str) -> None:
     actual = sha256_of_file(library_path)
     expected = manifest.get("library", {}).get("sha256")
     if actual != expected:
-        raise SlimError(f"{library_path} does not match its manifest: sha256 is {actual[:16]}…, manifest says {str(expected)[:16]}… (rebuild it or restore the original)")
+        raise SlimError(
+            f"{library_path} does not match its manifest: sha256 is {actual[:16]}…, manifest says {str(expected)[:16]}… (rebuild it or restore the original)"
+        )
     arch = elf_architecture(library_path)
     declared = manifest.get("target", {}).get("arch")
     if arch != declared:

@@ -81,7 +81,7 @@ def remote_builder_and_runner(spec, address: RPCAddress, evaluator):
     from tvm.s_tir import meta_schedule as ms
 
     check_reachable(address)
-    from ..compiler.kernel_build import build_kernel, export_kernel
+    from .kernel_build import build_kernel, export_kernel
 
     builder = ms.builder.LocalBuilder(max_workers=1, f_build=build_kernel, f_export=functools.partial(export_kernel, spec.cross_compiler))
     runner = ms.runner.RPCRunner(

@@ -1,0 +1,266 @@
+"""Binarized layers → binary kernels, in the layouts ConvertLayout chose.
+
+Runs after ConvertLayout and constant folding, with the recognition of
+:mod:`slimtvm.passes.detect_binary` (the same :class:`BinaryLayerMatcher`, so what is lowered is
+exactly what was detected). The kernels read and write NCHW or NCHW[b]c, so the float ops
+around them (batch norm, residual adds) stay in the blocked layout and fuse into their
+epilogue. Weights in OIHW[b]o / OIHW[b]i[b]o are read back as OIHW and packed into the layouts
+the kernels read (schedules/binary_weights.py): sign bytes, or nibbles for the AVX2 table
+popcount when the target wants it.
+
+Between two binary convs, BN → [MaxPool] → Sign becomes integer thresholds in the producer,
+which then writes the consumer's packed input (lowering/binary_thresholds.py). A conv whose
+only reader is a relayout to NCHW writes NCHW itself.
+
+Every conv2d and matmul visited also gets a :class:`LayerRecord` (binary or float, and which
+kernel), in graph order: the float ones are asked of lowering/conv_layouts.py, which legalizes
+them next.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..conv_geometry import ConvGeometry
+from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name, visit_relax_functions
+from ..schedules.binary_conv_compute import binary_conv2d_packed, binary_conv2d_to_bits
+from ..schedules.binary_grouped_conv_and_dense import binary_conv2d_nchw, binary_dense
+from ..schedules.binary_weights import pack_conv_weight_bytes, pack_weight_signs, split_weight_nibbles
+from .binary_thresholds import PackedConv, threshold_plan, use_counts
+from .conv_layouts import conv_kernel_for
+from .layer_records import LayerRecord
+
+
+def _plain_layout_transforms(func) -> dict:
+    """var -> var of a binding ``layout_transform(var)`` from NCHW[b]c (5-D) to NCHW (4-D)."""
+    found = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if op_name(value) == "relax.layout_transform":
+                source = value.args[0]
+                if isinstance(source, relax.Var) and len(source.ty.shape) == 5 and len(binding.var.ty.shape) == 4:
+                    found[source] = binding.var
+    return found
+
+
+def _layout_name(block: int) -> str:
+    return f"NCHW{block}c" if block else "NCHW"
+
+
+@relax.expr_functor.mutator
+class _BinaryLowering(BinaryLayerMatcher):
+    """The matcher whose hooks emit binary kernels and record every linear layer."""
+
+    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool):
+        super().__init__(mod, report)
+        self.records = records
+        self.popcount_tables = popcount_tables
+        self.uses: dict = {}  # var -> readers, of the function being rewritten
+        self.packed_convs: dict = {}  # PrimFunc name -> (PackedConv, its record), for threshold fusion
+
+    def visit_function(self, func):
+        self.uses = use_counts(func)
+        self.to_plain = _plain_layout_transforms(func)  # conv var -> its only reader, a relayout to NCHW
+        self.plain_outputs = {}  # that reader's var -> the kernel's NCHW result
+        self.binding_var = None
+        return super().visit_function(func)
+
+    def visit_var_binding_(self, binding):
+        if binding.var in self.plain_outputs:  # the kernel already wrote NCHW: no relayout
+            self.set_var_remap(binding.var, self.plain_outputs[binding.var])
+            return
+        self.binding_var, self.wrote_plain = binding.var, False
+        super().visit_var_binding_(binding)
+        if self.wrote_plain:
+            self.plain_outputs[self.to_plain[binding.var]] = self.get_var_remap(binding.var)
+        self.binding_var = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def float_layer(self, call, reason):
+        if op_name(call) == "relax.nn.conv2d":
+            kernel = conv_kernel_for(call)
+            family, plan = kernel.family, kernel.description
+        elif len(call.args[0].ty.shape) == 2 and len(call.args[1].ty.shape) == 2:
+            family, plan = "dense", "fp32 dense kernel"
+        else:
+            family, plan = "generic", "fp32 batched matmul, generic schedule"
+        if reason is not None:
+            plan = f"stays float: {reason}; {plan}"
+        self.records.append(LayerRecord(_record_op(call), family, plan))
+        return call
+
+    def binary_conv(self, call, source, weight, alpha, layouts, levels):
+        attrs = call.attrs
+        if int(attrs.groups) == 1:
+            return self._packed_conv(call, source, weight, alpha, *layouts, levels)
+        out_channels, per_group, kh, kw = weight.shape
+        rows = np.transpose(weight, (0, 2, 3, 1)).reshape(-1, per_group)  # [O·KH·KW, C/g]
+        packed = pack_weight_signs(rows).reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2).copy()
+        self.records.append(
+            LayerRecord(
+                "conv2d", "binary_grouped_conv2d", f"binary (XNOR + popcount, grouped conv in 32-bit words), groups = {int(attrs.groups)}, generic schedule"
+            )
+        )
+        return self.builder_.call_te(
+            binary_conv2d_nchw,
+            source,
+            relax.const(packed, "uint32"),
+            relax.const(alpha, "float32"),
+            per_group,
+            [int(v) for v in attrs.strides],
+            [int(v) for v in attrs.padding],
+            [int(v) for v in attrs.dilation],
+            int(attrs.groups),
+            *layouts,
+            primfunc_name_hint="binary_conv2d",
+        )
+
+    def binary_dense(self, call, source, weight, alpha):
+        self.records.append(LayerRecord("matmul", "binary_dense", "binary (XNOR + popcount, dense in 32-bit words), generic schedule"))
+        return self.builder_.call_te(
+            binary_dense,
+            source,
+            relax.const(pack_weight_signs(weight.T), "uint32"),
+            relax.const(alpha, "float32"),
+            int(weight.shape[0]),
+            primfunc_name_hint="binary_dense",
+        )
+
+    # ------------------------------------------------------------------ the packed conv
+
+    def _packed_conv(self, call, source, weight, alpha, in_block, out_block, levels=1):
+        attrs = call.attrs
+        weight_bytes, tap_sums = pack_conv_weight_bytes(weight)
+        shape = [int(d) for d in source.ty.shape]
+        conv = PackedConv(
+            source,
+            weight_bytes,
+            tap_sums,
+            alpha,
+            int(weight.shape[1]),
+            (shape[2], shape[3]),
+            [int(v) for v in attrs.strides],
+            [int(v) for v in attrs.padding],
+            [int(v) for v in attrs.dilation],
+            in_block,
+            out_block,
+            levels,
+        )
+        activations = "sign bits" if levels == 1 else f"{int(levels).bit_length()}-bit unipolar activations"
+        record = LayerRecord("conv2d", "binary_conv2d", f"binary (XNOR + popcount: {activations} × ±α weights, {self._popcount_form()})")
+        if levels > 1:
+            conv.alpha = (alpha / np.float32(levels)).astype(np.float32)
+            self.report.multibit_convs += 1
+        plan = (
+            None
+            if levels > 1
+            else threshold_plan(self.lookup_binding, self.uses, call.args[0], source, {name: packed for name, (packed, _) in self.packed_convs.items()})
+        )
+        if plan is not None:
+            conv.source = self.builder_.emit(self._bits_from(plan, conv), "sign_bits")
+            self.report.fused_thresholds += 1
+            self.report.or_pools += int(bool(plan.pool))
+            producer_record = next(rec for packed, rec in self.packed_convs.values() if packed is plan.producer)
+            producer_record.plan += ", writes packed bits (BN → Sign as integer thresholds" + (", max-pool as OR)" if plan.pool else ")")
+            record.plan += ", reads packed bits"
+        reader = self.to_plain.get(self.binding_var)
+        if out_block and reader is not None and self.uses.get(self.binding_var, 0) == 1:
+            conv.out_block, self.wrote_plain = 0, True  # write NCHW for the relayout that reads it
+        if plan is None:
+            record.plan += f", {_layout_name(conv.in_block)} in"
+        record.plan += f", {_layout_name(conv.out_block)} out"
+        self.records.append(record)
+        lowered = self._emit_packed(conv)
+        self.packed_convs[lowered.args[0].name_hint] = (conv, record)
+        return lowered
+
+    def _popcount_form(self) -> str:
+        return "AVX2 table popcount" if self.popcount_tables else "byte popcount"
+
+    def _emit_packed(self, conv: PackedConv):
+        return self.builder_.call_te(
+            binary_conv2d_packed,
+            conv.source,
+            relax.const(self._kernel_weights(conv.weight_bytes), "uint8"),
+            relax.const(conv.alpha, "float32"),
+            relax.const(conv.tap_sums, str(conv.tap_sums.dtype)),
+            conv.channels,
+            list(conv.image_hw),
+            conv.strides,
+            conv.padding,
+            conv.dilation,
+            conv.in_block,
+            conv.out_block,
+            conv.levels,
+            primfunc_name_hint="binary_conv2d",
+        )
+
+    def _kernel_weights(self, weight_bytes: np.ndarray) -> np.ndarray:
+        """The packed conv's weights as its kernel reads them: bytes, or nibbles for AVX2 tables."""
+        return split_weight_nibbles(weight_bytes) if self.popcount_tables else weight_bytes
+
+    def _bits_from(self, plan, consumer: PackedConv):
+        """The producer of ``plan`` again, writing ``consumer``'s packed, zero-padded input."""
+        producer = plan.producer
+        kh, kw, channel_bytes, _ = consumer.weight_bytes.shape
+        geometry = ConvGeometry.of(*consumer.image_hw, kh, kw, consumer.strides, consumer.padding, consumer.dilation)
+        rows, cols = geometry.window
+        next_conv = [int(channel_bytes), rows, cols, geometry.top, geometry.left]
+        return self.builder_.call_te(
+            binary_conv2d_to_bits,
+            producer.source,
+            relax.const(self._kernel_weights(producer.weight_bytes), "uint8"),
+            relax.const(producer.tap_sums, str(producer.tap_sums.dtype)),
+            relax.const(plan.flip, "int32"),
+            relax.const(plan.threshold, "int32"),
+            producer.channels,
+            producer.out_channels,
+            list(producer.image_hw),
+            producer.strides,
+            producer.padding,
+            producer.dilation,
+            producer.in_block,
+            list(plan.pool),
+            next_conv,
+            producer.levels,
+            primfunc_name_hint="binary_conv2d_bits",
+        )
+
+
+def _record_op(call) -> str:
+    return "conv2d" if op_name(call) == "relax.nn.conv2d" else "matmul"
+
+
+@tvm.transform.module_pass(opt_level=0, name="slimtvm.LowerBinaryLayers")
+class LowerBinaryLayers:
+    """Kernel pass (after ConvertLayout and constant folding): binarized layers become binary
+    kernels (module docstring); ``popcount_tables``: pack conv weights as nibbles for the AVX2
+    table popcount (:func:`slimtvm.targets.presets.popcount_by_table` says when a target wants
+    it). After a run, ``report`` holds the counts and ``records`` one :class:`LayerRecord` per
+    conv2d/matmul in graph order."""
+
+    def __init__(self, popcount_tables: bool = False):
+        self.popcount_tables = popcount_tables
+        self.report = BinarizeReport()
+        self.records: list = []
+
+    def transform_module(self, mod, _ctx):
+        self.report, self.records = BinarizeReport(), []
+        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables))
+        if self.report.binary_convs or self.report.binary_dense:
+            mod = relax.transform.DeadCodeElimination()(mod)
+        return mod
+
+    def blocks_report(self) -> dict:
+        """The manifest entry for the binary lowering and the fusion between binary layers."""
+        return {
+            "binary_convs_lowered": self.report.binary_convs,
+            "binary_dense_lowered": self.report.binary_dense,
+            "k_bit_activation_convs": self.report.multibit_convs,
+            "thresholds_fused": self.report.fused_thresholds,
+            "max_pools_on_bits": self.report.or_pools,
+        }

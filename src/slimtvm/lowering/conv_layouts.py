@@ -1,0 +1,154 @@
+"""Convolution layouts and legalization: which layout each conv2d gets, and which compute.
+
+1. :func:`convert_layout_or_keep`: Relax's ``ConvertLayout`` with slimtvm's wishes
+   (:func:`blocked_layouts_for`): every conv2d to the blocked NCHW[x]c layout (x = the target's
+   channel block), a depthwise kernel blocked on its output channels only, an RGB stem reading
+   plain NCHW. Layout transforms appear only where the graph leaves that layout.
+2. :func:`legalize_conv2d`: each conv2d call (in the layouts ConvertLayout gave it) becomes the
+   compute that :func:`conv_kernel_for` names — slimtvm's blocked conv, plain-input conv or
+   depthwise conv (schedules/), or TVM's generic compute where no slimtvm kernel applies. The
+   same function writes the per-layer record, so ``inspect`` and the manifest say what the
+   legalization actually did.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax, topi
+
+from ..errors import first_line
+from ..schedules.conv2d_nchwc import grouped_conv2d_blocked, plain_input_conv2d_nchwc
+from ..schedules.depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
+from ..targets.kernel_target import MIN_CHANNEL_BLOCK as MIN_BLOCK
+
+
+def blocked_layouts(block: int) -> list:
+    """ConvertLayout's desired [data, kernel, output] layouts for ``block`` channels per block."""
+    return [f"NCHW{block}c", f"OIHW{block}i{block}o", f"NCHW{block}c"]
+
+
+def blocked_layouts_for(call, block: int) -> dict:
+    """ConvertLayout's callback: desired layouts for one call, by op name.
+
+    Every conv2d goes to the blocked layout; a depthwise kernel blocks only its output channels.
+    conv2d_transpose asks for plain NCHW: TVM's layout inference for it fails on blocked inputs
+    ("Layouts must have the same size"). Other ops get no wish and follow their inputs' layouts.
+    """
+    name = getattr(call.op, "name", "")
+    if name == "relax.nn.conv2d_transpose":
+        return {name: ["NCHW", "IOHW", "NCHW"]}
+    if name != "relax.nn.conv2d":
+        return {}
+    return {"relax.nn.conv2d": _conv_layouts(call, block)}
+
+
+def _conv_layouts(call, block: int) -> list:
+    kernel_shape = call.args[1].ty.shape
+    groups = int(call.attrs.groups)
+    out_channels, in_channels = int(kernel_shape[0]), int(kernel_shape[1])
+    block = fitting_block(out_channels, in_channels * groups, block)
+    if groups > 1 and in_channels == 1 and out_channels == groups:
+        return [f"NCHW{block}c", f"OIHW1i{block}o", f"NCHW{block}c"]
+    if groups == 1 and in_channels % block != 0 and out_channels % block == 0:
+        # An RGB stem: read the plain input, write blocked output (no padded input channels).
+        return ["NCHW", f"OIHW{block}o", f"NCHW{block}c"]
+    return blocked_layouts(block)
+
+
+def fitting_block(out_channels: int, in_channels: int, block: int) -> int:
+    """The target's ``block``, or 8 where the conv's channels are multiples of 8 but not of
+    ``block`` (16 on AVX-512: a 24- or 40-channel conv would otherwise stay NCHW and generic).
+    Mixed blocks meet through layout transforms between the convs."""
+    if block > MIN_BLOCK and (out_channels % block or in_channels % block) and out_channels % MIN_BLOCK == 0:
+        return MIN_BLOCK
+    return block
+
+
+def convert_layout_or_keep(block: int, layouts_for_call=blocked_layouts_for) -> tvm.transform.Pass:
+    """Relax's ConvertLayout with ``layouts_for_call(call, block)``'s wishes, or — if it fails
+    inside TVM on some graph — the module unchanged.
+
+    ConvertLayout is an optimisation: without it every kernel stays in NCHW and takes the generic
+    schedules, slower but exact. A warning names TVM's complaint.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="slimtvm.ConvertLayoutOrKeep")
+    def _convert(mod, _ctx):
+        try:
+            return relax.transform.ConvertLayout({}, lambda call: layouts_for_call(call, block))(mod)
+        except Exception as err:  # noqa: BLE001 - TVM InternalError; fall back to plain layouts
+            warnings.warn(f"blocked layouts not applied (TVM ConvertLayout failed: {first_line(err)}); kernels stay in NCHW", stacklevel=2)
+            return mod
+
+    return _convert
+
+
+@dataclass(frozen=True)
+class ConvKernel:
+    """The compute a float conv2d call is legalized to: a kernel family of the registry
+    (``conv2d``, ``depthwise``) or ``generic`` (TVM's compute and slimtvm's generic schedule),
+    and a description for people."""
+
+    family: str
+    description: str
+
+
+def conv_kernel_for(call) -> ConvKernel:
+    """Which compute :func:`legalize_conv2d` gives this (layout-converted) conv2d call."""
+    attrs = call.attrs
+    data_layout, out_layout = str(attrs.data_layout), str(attrs.out_layout)
+    groups = int(attrs.groups)
+    if len(data_layout) == 4 and len(out_layout) == 4:
+        return ConvKernel("generic", f"fp32 conv, {data_layout} (not blocked), generic schedule")
+    if groups > 1 and data_layout == out_layout and is_depthwise(call.args[0].ty.shape, call.args[1].ty.shape, groups):
+        return ConvKernel("depthwise", f"fp32 depthwise conv, {out_layout} kernel")
+    if groups == 1 and data_layout == "NCHW":
+        return ConvKernel("conv2d", f"fp32 conv, plain NCHW input → {out_layout} kernel")
+    if groups == 1 and data_layout == out_layout:
+        return ConvKernel("conv2d", f"fp32 conv, blocked {out_layout} kernel")
+    return ConvKernel("generic", f"fp32 grouped conv, {out_layout}, generic schedule")
+
+
+def legalize_conv2d(bb, call):
+    """Legalize ``relax.nn.conv2d`` to the compute :func:`conv_kernel_for` names: plain NCHW to
+    TVM's default; a blocked conv with groups as NCHW group conv between TE unpack/pack stages,
+    because TOPI's conv2d_NCHWc has no groups."""
+    attrs = call.attrs
+    kernel = conv_kernel_for(call)
+    if kernel.family == "generic" and len(attrs.data_layout) == 4:
+        return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    out_dtype = str(attrs.out_dtype) if attrs.out_dtype is not None and str(attrs.out_dtype) not in ("", "void", "None") else str(call.args[0].ty.dtype)
+    data, weight, padding = call.args[0], call.args[1], [int(v) for v in attrs.padding]
+    if kernel.family == "depthwise":
+        return bb.call_te(depthwise_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, primfunc_name_hint="depthwise_conv2d_NCHWc")
+    if kernel.family == "conv2d" and attrs.data_layout == "NCHW":
+        return bb.call_te(
+            plain_input_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, primfunc_name_hint="conv2d_NCHWc_plain_input"
+        )
+    if kernel.family == "conv2d":
+        return bb.call_te(
+            topi.nn.conv2d_NCHWc,
+            data,
+            weight,
+            attrs.strides,
+            attrs.padding,
+            attrs.dilation,
+            attrs.data_layout,
+            attrs.out_layout,
+            out_dtype,
+            primfunc_name_hint="conv2d_NCHWc",
+        )
+    return bb.call_te(
+        grouped_conv2d_blocked,
+        data,
+        weight,
+        attrs.strides,
+        attrs.padding,
+        attrs.dilation,
+        int(attrs.groups),
+        out_dtype,
+        primfunc_name_hint="group_conv2d_blocked",
+    )

@@ -1,0 +1,15 @@
+"""The graph operations slimtvm legalizes to its own computes, one entry per operation.
+
+``LegalizeOps`` calls the function registered here instead of TVM's default legalization;
+every other operation keeps TVM's. A kernel family that lowers from a Relax operation adds its
+entry here (docs/architecture.md, "Adding a kernel family"). Binary layers are not here: they
+are recognised patterns, lowered earlier by lowering/binary_layers.py.
+"""
+
+from __future__ import annotations
+
+from .conv_layouts import legalize_conv2d
+
+LEGALIZATIONS = {
+    "relax.nn.conv2d": legalize_conv2d,
+}

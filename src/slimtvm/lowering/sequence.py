@@ -1,0 +1,89 @@
+"""The lowering's passes, in order: layouts, binary kernels, legalization and fusion, then
+schedules (tuned records first, slimtvm's default rules, TVM's CPU lowering)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from ..schedules.registry import default_rules
+from ..targets.kernel_target import KernelTarget
+from .binary_layers import LowerBinaryLayers
+from .conv_layouts import convert_layout_or_keep
+from .kernel_report import RecordKernels
+from .legalizations import LEGALIZATIONS
+
+
+@dataclass
+class LoweringPasses:
+    """The lowering of one compile for ``target`` (a :class:`KernelTarget`); :meth:`reports`
+    and ``lower_binary.records`` read it after a run."""
+
+    target: KernelTarget
+    lower_binary: LowerBinaryLayers = None
+    kernels: RecordKernels = field(default_factory=RecordKernels)
+
+    def __post_init__(self):
+        if self.lower_binary is None:
+            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables)
+
+    def to_kernels(self) -> list:
+        """Layouts, binary lowering, legalization and fusion: the module whose PrimFuncs are the
+        kernels (and the tuning tasks).
+
+        Convolutions move to the blocked NCHW[x]c layout (x = the target's channel block; layout
+        transforms only where the graph leaves that layout), binarized layers become binary
+        kernels in those layouts, the rest are legalized to slimtvm's computes and fused with
+        their element-wise neighbours."""
+        return [
+            convert_layout_or_keep(self.target.channel_block),
+            relax.transform.Normalize(),
+            relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
+            self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused
+            relax.transform.LegalizeOps(dict(LEGALIZATIONS)),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+            self.kernels,  # which kernels the families below cover, before anything is scheduled
+        ]
+
+    def to_code(self, tvm_target, database=None) -> list:
+        """Tuned schedules from ``database`` (a TuningDatabase, if given), slimtvm's default rules
+        for the rest, then TVM's CPU lowering to VM code."""
+        from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+        from tvm.s_tir import dlight
+
+        tuned = [apply_database(database)] if database is not None else []
+        return [
+            *tuned,
+            dlight.ApplyDefaultSchedule(*default_rules(self.target.lanes)),  # skips functions already scheduled
+            *cpu_generic.dataflow_lower_passes(tvm_target),
+            *cpu_generic.finalize_passes(tvm_target),
+        ]
+
+    def reports(self) -> dict:
+        return {"binary_blocks": self.lower_binary.blocks_report(), "kernels": self.kernels.report.to_json()}
+
+
+def apply_database(database) -> tvm.transform.Pass:
+    """MetaSchedule's ApplyDatabase with ``database`` (a TuningDatabase) as the current database.
+
+    Counts the kernels it scheduled into ``database.applied`` (kernel names) for the manifest.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="slimtvm.ApplyTuningDatabase")
+    def _apply(mod, _ctx):
+        with database.database:
+            mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        database.applied = sorted(
+            gvar.name_hint
+            for gvar, func in mod.functions.items()
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and "tirx.is_scheduled" in func.attrs
+        )
+        return mod
+
+    return _apply

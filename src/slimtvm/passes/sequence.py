@@ -1,0 +1,36 @@
+"""slimtvm's graph passes (Relax → Relax), in order, as instances whose reports can be read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tvm import relax
+
+from .canonical_sign import CanonicalizeSign
+from .detect_binary import DetectBinaryLayers
+from .fold_batchnorm import FoldBatchNorm
+from .remove_dropout import RemoveDropout
+from .scalar_min_max import ScalarMinMaxAsOps
+
+
+@dataclass
+class GraphPasses:
+    """The graph passes of one compile; :meth:`reports` reads them after a run."""
+
+    fold_batchnorm: FoldBatchNorm = field(default_factory=FoldBatchNorm)
+    binarize: DetectBinaryLayers = field(default_factory=DetectBinaryLayers)
+
+    def sequence(self) -> list:
+        return [
+            relax.transform.FoldConstant(),  # weights computed in the graph become constants
+            RemoveDropout(),
+            ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
+            CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it
+            self.fold_batchnorm,
+            relax.transform.FoldConstant(),
+            self.binarize,  # after folding: in-graph weight binarization is constant by now
+        ]
+
+    def reports(self) -> dict:
+        """Statistics of each pass after a run, keyed by pass name (for the manifest)."""
+        return {"fold_batchnorm": self.fold_batchnorm.report.to_json(), "binarize": self.binarize.report.to_json()}

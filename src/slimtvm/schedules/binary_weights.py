@@ -1,0 +1,46 @@
+"""The weight layouts the binary kernels read, packed from ±α weights at compile time.
+
+- :func:`pack_weight_signs`: 32-bit words of sign bits per row (grouped convs, dense layers:
+  schedules/binary_grouped_conv_and_dense.py).
+- :func:`pack_conv_weight_bytes`: sign bytes ``[KH, KW, CB, O']`` and tap sums (the packed conv:
+  schedules/binary_conv_compute.py); :func:`split_weight_nibbles` for the AVX2 table popcount.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .binary_conv_compute import count_dtype, padded_channel_bytes, padded_out_channels
+from .binary_grouped_conv_and_dense import WORD_BITS, words_for
+
+
+def pack_weight_signs(weight_rows: np.ndarray) -> np.ndarray:
+    """Rows of weights [rows, channels] → uint32 words [rows, words]: bit b of word w is
+    ``weight[:, 32w + b] > 0``; bits past the last channel are 0."""
+    rows, channels = weight_rows.shape
+    bits = np.zeros((rows, words_for(channels) * WORD_BITS), dtype=np.uint64)
+    bits[:, :channels] = weight_rows > 0
+    shifts = np.arange(WORD_BITS, dtype=np.uint64)
+    return (bits.reshape(rows, -1, WORD_BITS) << shifts).sum(axis=2).astype(np.uint32)
+
+
+def pack_conv_weight_bytes(weight: np.ndarray):
+    """OIHW ±α weights → (uint8 ``[KH, KW, CB, O']`` sign bytes, ``[KH, KW, O']`` tap sums).
+
+    Bit b of byte k is ``weight[o, 8k + b] > 0``; channel and output-channel padding is 0 bits.
+    A tap sum is C − 2·(ones among the tap's bits): what the tap adds when its activations are
+    all 0 bits, which is what the kernel subtracts for taps over the zero padding.
+    """
+    out_channels, channels, kh, kw = weight.shape
+    bits = np.zeros((kh, kw, padded_channel_bytes(channels) * 8, padded_out_channels(out_channels)), dtype=np.uint8)
+    bits[:, :, :channels, :out_channels] = np.transpose(weight > 0, (2, 3, 1, 0))
+    weight_bytes = np.packbits(bits, axis=2, bitorder="little")
+    tap_sums = np.zeros((kh, kw, bits.shape[3]), dtype=np.int32)
+    tap_sums[:, :, :out_channels] = channels - 2 * np.transpose((weight > 0).sum(axis=1), (1, 2, 0))
+    return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(kh * kw * channels))
+
+
+def split_weight_nibbles(weight_bytes: np.ndarray) -> np.ndarray:
+    """uint8 ``[KH, KW, CB, O']`` → ``[KH, KW, CB, 2, O']``: each byte's low nibble, then its
+    high nibble, the weights of the AVX2 table popcount (schedules/binary_conv_compute.py)."""
+    return np.ascontiguousarray(np.stack([weight_bytes & 15, weight_bytes >> 4], axis=3))

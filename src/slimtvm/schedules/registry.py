@@ -1,0 +1,68 @@
+"""The one list of slimtvm's kernel families.
+
+A family is a compute with a named main block, its default (untuned) schedule rule, its
+MetaSchedule design spaces, and the graph operation the lowering turns into it. Everything that
+needs "all of slimtvm's kernels" derives from :data:`FAMILIES`: the default rules in dlight's
+order, the tuning tasks and their design spaces, the kernel report of every build and the text
+of errors. Adding a family is one schedules file (compute, rule, design spaces) plus one entry
+here and one lowering entry (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tvm import s_tir
+
+from .binary_conv_schedule import BinaryConv, binary_conv_design_spaces
+from .conv2d_nchwc import Conv2dNCHWc, conv2d_design_spaces
+from .cpu_rule import CPURule
+from .dense import Dense, dense_design_spaces
+from .depthwise_nchwc import DepthwiseNCHWc, depthwise_design_spaces
+from .generic_cpu import GenericCPU
+
+
+@dataclass(frozen=True)
+class KernelFamily:
+    """One kernel family: ``rule`` (a :class:`CPURule` subclass: main block and default
+    schedule), ``design_spaces(sch, lanes)`` (traced copies of ``sch`` for MetaSchedule), and
+    ``lowers_from`` (what in the graph becomes this kernel, for people)."""
+
+    name: str
+    rule: type[CPURule]
+    design_spaces: Callable[[s_tir.Schedule, int], list]
+    lowers_from: str
+
+    def matches(self, sch: s_tir.Schedule) -> bool:
+        """Whether the PrimFunc in ``sch`` is a kernel of this family."""
+        return self.rule(0).find_main_block(sch) is not None
+
+
+FAMILIES: tuple[KernelFamily, ...] = (
+    KernelFamily("binary_conv2d", BinaryConv, binary_conv_design_spaces, "Sign-fed conv2d with ±α weights, groups = 1"),
+    KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
+    KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
+    KernelFamily("dense", Dense, dense_design_spaces, "2-D matmul (Gemm, MatMul)"),
+)
+
+
+def family_of(sch: s_tir.Schedule) -> KernelFamily | None:
+    """The family of the PrimFunc in ``sch`` (the first that matches), or None."""
+    return next((family for family in FAMILIES if family.matches(sch)), None)
+
+
+def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """The design spaces of the PrimFunc in ``sch`` for ``lanes``-wide SIMD; [] for no family."""
+    family = family_of(sch)
+    return family.design_spaces(sch, lanes) if family is not None else []
+
+
+def default_rules(lanes: int) -> list:
+    """Every family's default rule in :data:`FAMILIES` order, then the generic fallback."""
+    return [family.rule(lanes) for family in FAMILIES] + [GenericCPU(lanes)]
+
+
+def describe_families() -> str:
+    """``name (lowers from …)`` for every family, for messages that list what slimtvm covers."""
+    return "; ".join(f"{family.name} ({family.lowers_from})" for family in FAMILIES)
