@@ -65,3 +65,21 @@ def test_conv_layers_and_profile_scripts_run():
     )
     assert profile.returncode == 0, profile.stderr[-3000:]
     assert "median of 2 runs per kernel" in profile.stdout, profile.stdout
+
+
+def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
+    import slimtvm
+
+    model = os.path.join(REPO, "examples", "digits_cnn.onnx")
+    builds = [slimtvm.compile(model, str(tmp_path / f"{name}.so"), target=target).library_path for name, target in (("avx2", "x86-64"), ("host", "host"))]
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "compare_builds.py"), model, *builds, "--threads", "1", "--runs", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if "ratio to onnxruntime" in line]
+    assert len(rows) == 2, proc.stdout
+    for row in rows:
+        assert float(re.search(r"max relative difference ([0-9.e+-]+)", row).group(1)) <= 1e-4, row

@@ -163,3 +163,34 @@ def test_layout_conversion_failure_keeps_the_module_and_warns():
     with pytest.warns(UserWarning, match="blocked layouts not applied .*Layouts must have the same size"):
         converted = convert_layout_or_keep(8, failing_callback)(mod)
     tvm.ir.assert_structural_equal(converted, mod)
+
+
+def test_a_16_lane_target_takes_8_channel_blocks_for_a_model_with_24_channel_convs(tmp_path):
+    """ConvertLayout cannot join 8- and 16-channel blocks, so a model with a 24-channel conv takes
+    8-channel blocks everywhere on AVX-512: every conv keeps a slimtvm kernel (none generic), and
+    where this host runs AVX-512 the build matches onnxruntime."""
+    from conftest import x86_kernel_presets
+
+    import slimtvm
+    from slimtvm.compiler.layer_table import recorded_decisions
+    from slimtvm.targets.presets import resolve_target
+
+    g = GraphBuilder(seed=8)
+    x = g.input([1, 3, 12, 12])
+    y = g.relu(g.conv(x, 3, 32, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.relu(g.conv(y, 32, 24, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.conv(y, 24, 24, kernel=3, pads=(1, 1, 1, 1), groups=24)
+    model = g.model(g.conv(y, 24, 32, kernel=1))
+    reports, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64-avx512").tvm_target())
+    assert decisions.convs == [
+        "fp32 conv, plain NCHW input → NCHW8c kernel",
+        "fp32 conv, blocked NCHW8c kernel",
+        "fp32 depthwise conv, NCHW8c kernel",
+        "fp32 conv, blocked NCHW8c kernel",
+    ]
+    assert reports["kernels"]["generic_fallbacks"] == [] and reports["kernels"]["by_family"] == {"conv2d": 3, "depthwise": 1}
+    if "host" not in x86_kernel_presets():
+        return  # no AVX-512 here: the decisions above are what this test can check
+    inputs = {"x": digits_like_input((1, 3, 12, 12), seed=9)}
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target="x86-64-avx512")
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))

@@ -49,7 +49,6 @@ def _conv_layouts(call, block: int) -> list:
     kernel_shape = call.args[1].ty.shape
     groups = int(call.attrs.groups)
     out_channels, in_channels = int(kernel_shape[0]), int(kernel_shape[1])
-    block = fitting_block(out_channels, in_channels * groups, block)
     if groups > 1 and in_channels == 1 and out_channels == groups:
         return [f"NCHW{block}c", f"OIHW1i{block}o", f"NCHW{block}c"]
     if groups == 1 and in_channels % block != 0 and out_channels % block == 0:
@@ -58,18 +57,30 @@ def _conv_layouts(call, block: int) -> list:
     return blocked_layouts(block)
 
 
-def fitting_block(out_channels: int, in_channels: int, block: int) -> int:
-    """The target's ``block``, or 8 where the conv's channels are multiples of 8 but not of
-    ``block`` (16 on AVX-512: a 24- or 40-channel conv would otherwise stay NCHW and generic).
-    Mixed blocks meet through layout transforms between the convs."""
-    if block > MIN_BLOCK and (out_channels % block or in_channels % block) and out_channels % MIN_BLOCK == 0:
-        return MIN_BLOCK
+def model_channel_block(mod, block: int) -> int:
+    """The target's ``block``, or 8 for the whole model when some conv's output channels are a
+    multiple of 8 but not of ``block`` (16 on AVX-512): such a conv would otherwise stay NCHW on
+    TVM's generic schedule, and ConvertLayout cannot join 8- and 16-channel blocks in one graph
+    ("Invalid layout axis 16b"), so the block is chosen per model, not per conv."""
+    if block <= MIN_BLOCK:
+        return block
+    for func in mod.functions.values():
+        if not isinstance(func, relax.Function):
+            continue
+        for binding_block in func.body.blocks:
+            for binding in binding_block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.nn.conv2d":
+                    out_channels = int(value.args[1].ty.shape[0])
+                    if out_channels % block and out_channels % MIN_BLOCK == 0:
+                        return MIN_BLOCK
     return block
 
 
 def convert_layout_or_keep(block: int, layouts_for_call=blocked_layouts_for) -> tvm.transform.Pass:
-    """Relax's ConvertLayout with ``layouts_for_call(call, block)``'s wishes, or — if it fails
-    inside TVM on some graph — the module unchanged.
+    """Relax's ConvertLayout with ``layouts_for_call(call, block)``'s wishes (``block`` as
+    :func:`model_channel_block` chooses it for the module), or — if it fails inside TVM on some
+    graph — the module unchanged.
 
     ConvertLayout is an optimisation: without it every kernel stays in NCHW and takes the generic
     schedules, slower but exact. A warning names TVM's complaint.
@@ -78,7 +89,8 @@ def convert_layout_or_keep(block: int, layouts_for_call=blocked_layouts_for) -> 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.ConvertLayoutOrKeep")
     def _convert(mod, _ctx):
         try:
-            return relax.transform.ConvertLayout({}, lambda call: layouts_for_call(call, block))(mod)
+            chosen = model_channel_block(mod, block)
+            return relax.transform.ConvertLayout({}, lambda call: layouts_for_call(call, chosen))(mod)
         except Exception as err:  # noqa: BLE001 - TVM InternalError; fall back to plain layouts
             warnings.warn(f"blocked layouts not applied (TVM ConvertLayout failed: {first_line(err)}); kernels stay in NCHW", stacklevel=2)
             return mod

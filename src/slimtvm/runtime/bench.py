@@ -116,18 +116,25 @@ def time_side_by_side(first, second, runs: int | None = None, budget_seconds: fl
     A ``block`` as large as ``runs`` times the engines one after the other: for sub-millisecond
     kernels at several threads, where one engine's spinning workers slow the other's next runs.
     """
+    (first_ms, second_ms), runs = time_in_turns([first, second], runs, budget_seconds, block, warmup)
+    return first_ms, second_ms, runs
+
+
+def time_in_turns(functions: list, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0) -> tuple:
+    """([median milliseconds of each function], run count): the functions take turns, ``block``
+    timed runs each after ``warmup`` untimed ones (at least one), as :func:`time_side_by_side`."""
     if runs is None:
-        single = max(_time_once(first), _time_once(second), 1e-6)
+        single = max(max(_time_once(fn) for fn in functions), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
-    first_times, second_times = [], []
-    while len(first_times) < runs:
-        count = min(block, runs - len(first_times))
-        for fn, times in ((first, first_times), (second, second_times)):
+    times = [[] for _ in functions]
+    while len(times[0]) < runs:
+        count = min(block, runs - len(times[0]))
+        for fn, fn_times in zip(functions, times):
             time.sleep(SETTLE_SECONDS)
             for _ in range(max(1, warmup)):
                 fn()  # dropped: the other engine's threads may still be spinning
-            times.extend(_time_once(fn) for _ in range(count))
-    return statistics.median(first_times) * 1e3, statistics.median(second_times) * 1e3, runs
+            fn_times.extend(_time_once(fn) for _ in range(count))
+    return [statistics.median(fn_times) * 1e3 for fn_times in times], runs
 
 
 def _time_once(fn) -> float:
