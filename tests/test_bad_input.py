@@ -95,6 +95,21 @@ def test_nan_weights_warn_but_compile(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 0
     assert len(err) == 1 and err[0].startswith("slimtvm: warning: model weights contain NaN/Inf values: w1 (2)")
+    assert "as in onnxruntime" in err[0]
+    # what the warning says happens: the NaN and Inf outputs are where onnxruntime has them
+    from conftest import onnxruntime_outputs
+
+    import slimtvm
+
+    inputs = {"x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    (ours,) = slimtvm.load(str(tmp_path / "nan.so")).run(inputs).values()
+    (theirs,) = onnxruntime_outputs(str(path), inputs).values()
+    assert np.isnan(ours).any() and np.isinf(ours).any()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_array_equal(np.isposinf(ours), np.isposinf(theirs))
+    np.testing.assert_array_equal(np.isneginf(ours), np.isneginf(theirs))
+    finite = np.isfinite(theirs)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_target(small_model, tmp_path, capsys):
@@ -167,3 +182,72 @@ def test_errors_are_one_line_from_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"slimtvm: error: model file not found: {tmp_path / 'missing.onnx'}"]
     assert os.listdir(tmp_path) == []
+
+
+def test_unknown_cpu_in_a_json_target(small_model, tmp_path, capsys):
+    """LLVM only warns about an unknown CPU and builds for a generic one: refuse it instead."""
+    message = fails_cleanly(
+        ["compile", small_model, "-o", str(tmp_path / "out.so"), "--target", '{"kind": "llvm", "mcpu": "skylakez"}'],
+        capsys,
+        tmp_path,
+        "mcpu 'skylakez' is not a CPU LLVM knows",
+    )
+    assert "skylake-avx512" in message  # the valid names are listed
+
+
+def test_input_shape_given_twice(small_model, tmp_path, capsys):
+    fails_cleanly(
+        ["compile", small_model, "-o", str(tmp_path / "out.so"), "--input-shape", "x=1,2,5,5", "--input-shape", "x=2,2,5,5"],
+        capsys,
+        tmp_path,
+        "--input-shape is given twice for input 'x'",
+    )
+
+
+def test_a_single_npy_array_as_input_or_calibration(small_model, small_artifact, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 2, 5, 5), np.float32))
+    npy = str(tmp_path / "x.npy")
+    fails_cleanly(["run", small_artifact, "--input", npy], capsys, tmp_path, f"--input {npy}: a single .npy array; give an .npz keyed by input names")
+    fails_cleanly(
+        ["compile", small_model, "-o", str(tmp_path / "out.so"), "--binarize", "weights", "--keep-float", "none", "--calibration", npy],
+        capsys,
+        tmp_path,
+        f"--calibration {npy}: a single .npy array",
+    )
+
+
+@pytest.mark.parametrize(
+    "array, outcome",
+    [
+        (np.zeros((1, 2, 5, 5), np.float64) + 0.1, "warning: input 'x' is float64: rounded to the model's float32"),
+        (np.ones((1, 2, 5, 5), np.int64), "warning: input 'x' is int64: converted to the model's float32 (every value kept)"),
+        (np.ones((1, 2, 5, 5), bool), "warning: input 'x' is bool: converted to the model's float32 (every value kept)"),
+        (np.full((1, 2, 5, 5), 2**40 + 1, np.int64), "error: input 'x' has dtype int64; converting it to the model's float32 would change its values"),
+    ],
+)
+def test_run_converts_input_dtypes_only_with_a_notice(small_artifact, tmp_path, capsys, array, outcome):
+    np.savez(tmp_path / "in.npz", x=array)
+    status = main(["run", small_artifact, "--input", str(tmp_path / "in.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == (2 if "error:" in outcome else 0)
+    assert err == [f"slimtvm: {outcome}"], err
+
+
+def test_a_manifest_without_its_inputs(small_artifact, tmp_path, capsys):
+    import json
+    import shutil
+
+    library = str(tmp_path / "copy.so")
+    shutil.copy(small_artifact, library)
+    manifest = json.load(open(small_artifact[:-3] + ".json"))
+    del manifest["inputs"]
+    json.dump(manifest, open(library[:-3] + ".json", "w"))
+    fails_cleanly(["run", library, "--random-input"], capsys, tmp_path, "is damaged: 'inputs' must list each tensor's name, shape and dtype")
+
+
+def test_an_opset_newer_than_onnx_knows(tmp_path, capsys):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = str(tmp_path / "opset99.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 99)]), path)
+    fails_cleanly(["compile", path, "-o", str(tmp_path / "out.so")], capsys, tmp_path, "uses ONNX opset 99; the onnx package here knows opsets up to")

@@ -72,6 +72,37 @@ def test_bench_refuses_a_different_model(model_path, tmp_path, capsys):
     assert "not the same model" in capsys.readouterr().err
 
 
+def _tiny_model(path: str, op: str = "Relu", output: str = "y") -> str:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    node = helper.make_node(op, ["x"], [output], **({"keepdims": 1} if op == "ReduceSum" else {}))
+    graph = helper.make_graph([node], "tiny", [x], [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_bench_says_outputs_differ_and_exits_non_zero(tmp_path, capsys):
+    """Same input and output names and shapes, other values: a finding, exit 3."""
+    library = str(tmp_path / "relu.so")
+    assert main(["compile", _tiny_model(str(tmp_path / "relu.onnx")), "-o", library]) == 0
+    capsys.readouterr()
+    assert main(["bench", library, "--vs-onnxruntime", _tiny_model(str(tmp_path / "neg.onnx"), op="Neg"), "--runs", "2"]) == 3
+    out = capsys.readouterr().out
+    assert "outputs DIFFER: max relative difference" in out and "on output 'y'" in out, out
+    assert "outputs agree" not in out
+
+
+@pytest.mark.parametrize("other", [{"op": "ReduceSum"}, {"output": "z"}])
+def test_bench_refuses_other_output_names_or_shapes(tmp_path, capsys, other):
+    library = str(tmp_path / "relu.so")
+    assert main(["compile", _tiny_model(str(tmp_path / "relu.onnx")), "-o", library]) == 0
+    capsys.readouterr()
+    assert main(["bench", library, "--vs-onnxruntime", _tiny_model(str(tmp_path / "other.onnx"), **other), "--runs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slimtvm: error: ") and "not the same model" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
     assert main(["inspect", model_path, "--target", "x86-64"]) == 0
     out = capsys.readouterr().out
@@ -93,3 +124,22 @@ def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
     kernels = next(line for line in lines if line.startswith("kernels: "))
     assert kernels.startswith("kernels: 3 slimtvm (conv2d 1, dense 1, depthwise 1)"), kernels
     assert kernels.endswith("on the generic schedule: 2 (fused_conv2d_add1, fused_conv2d_transpose_add3)"), kernels
+
+
+def test_a_failure_of_slimtvms_own_pipeline_is_an_internal_error(tmp_path, capsys, monkeypatch):
+    """A model plain TVM compiles must not fail as the user's error: exit 1, "internal error",
+    and the full traceback in a file (here a schedule rule made to fail)."""
+    import slimtvm.lowering.sequence as lowering_sequence
+
+    class BrokenRule:
+        def apply(self, func, target, tunable):
+            raise RuntimeError("a deliberately broken schedule rule")
+
+    monkeypatch.setattr(lowering_sequence, "default_rules", lambda lanes: [BrokenRule()])
+    library = str(tmp_path / "relu.so")
+    assert main(["compile", _tiny_model(str(tmp_path / "relu.onnx")), "-o", library]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("slimtvm: internal error: slimtvm's pipeline failed on a model plain TVM compiles") and len(err.splitlines()) == 1, err
+    log = err.split("full traceback in ")[1].rstrip(")")
+    assert "a deliberately broken schedule rule" in open(log).read()
+    assert not os.path.exists(library)

@@ -194,3 +194,37 @@ def test_a_16_lane_target_takes_8_channel_blocks_for_a_model_with_24_channel_con
     inputs = {"x": digits_like_input((1, 3, 12, 12), seed=9)}
     artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target="x86-64-avx512")
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_non_max_suppression_builds_and_selects_what_onnxruntime_selects(tmp_path):
+    """TOPI's NMS kernel has opaque blocks (sort, searchsorted): the generic rule leaves them to
+    TVM's default lowering. Before, it inlined a gather into them and the build failed."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    import slimtvm
+
+    constants = [
+        helper.make_tensor("max_out", TensorProto.INT64, [1], [3]),
+        helper.make_tensor("iou", TensorProto.FLOAT, [1], [0.5]),
+        helper.make_tensor("score", TensorProto.FLOAT, [1], [0.0]),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score"], ["selected"])],
+        "nms",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 6, 4]), helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 6])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, None)],
+        initializer=constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    path = str(tmp_path / "nms.onnx")
+    onnx.save(model, path)
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(0, 1, (1, 6, 4)).astype(np.float32)
+    boxes[..., 2:] += boxes[..., :2]
+    inputs = {"boxes": boxes, "scores": rng.uniform(0, 1, (1, 1, 6)).astype(np.float32)}
+    ours = slimtvm.compile(path, str(tmp_path / "nms.so")).load().run(inputs)["selected"]
+    expected = onnxruntime_outputs(model, inputs)["selected"]
+    # TVM's NMS keeps its output at max_out rows per class (padding rows after the selected ones)
+    np.testing.assert_array_equal(ours[: len(expected)], expected)

@@ -1,7 +1,9 @@
 """The ``slimtvm`` command: compile | run | bench | tune | inspect.
 
 A problem with the user's input prints one line, ``slimtvm: error: ...``, and exits with status 2;
-no partial output file is left behind.
+no partial output file is left behind. A bug in slimtvm prints ``slimtvm: internal error: ...`` with
+the path of its traceback and exits with status 1. ``bench`` exits with status 3 when the outputs
+differ from onnxruntime's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import warnings
 
 from .errors import SlimError, first_line
 
+EXIT_INTERNAL_ERROR = 1  # a bug in slimtvm: the traceback goes to a log file
 EXIT_USER_ERROR = 2
+EXIT_OUTPUTS_DIFFER = 3  # bench: the artifact and onnxruntime disagree (a finding, not a usage error)
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
@@ -171,30 +175,15 @@ def _describe_pass(entry: dict) -> str:
     return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
 
 
-def _load_npz(path: str) -> dict:
-    import numpy as np
-
-    if not os.path.isfile(path):
-        raise SlimError(f"input file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise SlimError(f"{path} is a single .npy array; give an .npz keyed by input names")
-            return {name: data[name] for name in data.files}
-    except SlimError:
-        raise
-    except Exception as err:
-        raise SlimError(f"{path} is not a readable .npz file: {first_line(err)}") from None
-
-
 def _cmd_run(args) -> int:
     import numpy as np
 
     from .atomic_files import atomic_path
     from .runtime.artifact import load
+    from .runtime.npz_files import load_npz
 
     model = load(args.library)
-    inputs = model.random_inputs(args.seed) if args.random_input else _load_npz(args.input)
+    inputs = model.random_inputs(args.seed) if args.random_input else load_npz(args.input, "--input")
     if args.output and not args.output.endswith(".npz"):
         raise SlimError(f"--output {args.output} must end in .npz")
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
@@ -229,7 +218,7 @@ def _cmd_bench(args) -> int:
     model = load(args.library)
     result = bench(model, args.vs_onnxruntime, threads=args.threads, runs=args.runs, warmup=args.warmup)
     print("\n".join(result.lines()))
-    return 0
+    return 0 if result.outputs_agree else EXIT_OUTPUTS_DIFFER
 
 
 def _cmd_inspect(args) -> int:
@@ -270,6 +259,22 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("slimtvm: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - anything else is slimtvm's bug: say so, keep the traceback
+        log = _write_traceback(err)
+        print(f"slimtvm: internal error: {first_line(err)} (a bug in slimtvm; full traceback in {log})", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def _write_traceback(err: BaseException) -> str:
+    """Write ``err``'s traceback (with the exceptions it came from) to a new file; its path."""
+    import tempfile
+    import traceback
+
+    handle, path = tempfile.mkstemp(prefix="slimtvm-internal-error-", suffix=".log")
+    with os.fdopen(handle, "w") as log:
+        log.write(f"slimtvm {' '.join(sys.argv[1:])}\n\n")
+        log.write("".join(traceback.format_exception(err)))
+    return path
 
 
 if __name__ == "__main__":

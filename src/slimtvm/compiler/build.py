@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from ..atomic_files import atomic_path, write_text_atomic
-from ..errors import SlimError, first_line
+from ..errors import InternalError, SlimError, first_line
 from ..frontend.onnx_import import import_onnx
 from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
 from ..targets.presets import TargetSpec, resolve_target
@@ -115,23 +115,36 @@ def _output_path(output: str | None) -> str:
 
 
 def _lower(mod, tvm_target, pipeline, database=None):
+    """(executable, graph-pass seconds, lowering seconds). A failure is slimtvm's own
+    (:class:`InternalError`) when plain TVM compiles the same imported module, else the model's
+    (:class:`SlimError`: TVM cannot compile it either)."""
     import tvm
 
+    imported = mod
     with tvm_target:
         t0 = time.perf_counter()
         try:
             mod = tvm.transform.Sequential(pipeline.graph.sequence())(mod)
+            t1 = time.perf_counter()
+            lowering = pipeline.lowering.to_kernels() + pipeline.lowering.to_code(tvm_target, database)
+            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering))
         except SlimError:
             raise
         except Exception as err:
-            raise SlimError(f"slimtvm graph passes failed: {type(err).__name__}: {first_line(err)}") from None
-        t1 = time.perf_counter()
-        try:
-            lowering = pipeline.lowering.to_kernels() + pipeline.lowering.to_code(tvm_target, database)
-            executable = tvm.compile(mod, target=tvm_target, relax_pipeline=tvm.transform.Sequential(lowering))
-        except Exception as err:
-            raise SlimError(f"TVM failed to compile the model: {type(err).__name__}: {first_line(err)}") from None
+            _blame(imported, tvm_target, err)
     return executable, t1 - t0, time.perf_counter() - t1
+
+
+def _blame(imported, tvm_target, err: Exception):
+    """Raise the right error for ``err`` from slimtvm's pipeline: compile ``imported`` with plain
+    TVM; if that works, slimtvm is at fault."""
+    import tvm
+
+    try:
+        tvm.compile(imported, target=tvm_target)
+    except Exception as plain_err:  # noqa: BLE001 - TVM's own failure on this model
+        raise SlimError(f"TVM cannot compile this model (plain TVM fails too): {type(plain_err).__name__}: {first_line(plain_err)}") from None
+    raise InternalError(f"slimtvm's pipeline failed on a model plain TVM compiles: {type(err).__name__}: {first_line(err)}") from err
 
 
 def _export(executable, output: str, spec: TargetSpec, manifest: dict) -> None:

@@ -211,11 +211,9 @@ def calibration_inputs(model: onnx.ModelProto, input_infos: list, count: int = 8
     """Calibration feeds: the arrays of an .npz file (one per input name; samples stacked on a new
     first axis, or along the batch axis) or ``count`` seeded normal samples."""
     if path is not None:
-        try:
-            with np.load(path) as saved:
-                arrays = {name: saved[name] for name in saved.files}
-        except (OSError, ValueError) as err:
-            raise SlimError(f"--calibration {path}: not a readable .npz file ({err})") from None
+        from ..runtime.npz_files import load_npz
+
+        arrays = load_npz(path, "--calibration")
         for info in input_infos:
             if info.name not in arrays:
                 raise SlimError(f"--calibration {path}: no array named {info.name!r} (the model's input)")

@@ -44,7 +44,8 @@ def load_onnx(path_or_model) -> onnx.ModelProto:
     """Read an ONNX model from a path (or accept a ``ModelProto``) and check it.
 
     Refuses a missing file, a directory, a file that is not a parseable ONNX model (truncated,
-    another format) and a model that fails ``onnx.checker``.
+    another format), a model of an ONNX opset newer than the onnx package knows (its operators'
+    meaning cannot be checked) and a model that fails ``onnx.checker``.
     """
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
@@ -63,6 +64,10 @@ def load_onnx(path_or_model) -> onnx.ModelProto:
         if len(model.graph.node) == 0 and len(model.graph.output) == 0:
             # protobuf accepts many byte strings as an empty message; an ONNX model has outputs
             raise SlimError(f"{path} is not an ONNX model: it decodes to an empty graph")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise SlimError(f"{where} uses ONNX opset {opset.version}; the onnx package here knows opsets up to {newest}: export with opset ≤ {newest}")
     try:
         onnx.checker.check_model(model)
     except Exception as err:
@@ -112,6 +117,8 @@ def parse_shape_overrides(specs) -> dict:
             raise SlimError(f"--input-shape {spec!r} is malformed: dimensions must be integers") from None
         if not shape or any(d <= 0 for d in shape):
             raise SlimError(f"--input-shape {spec!r} is malformed: dimensions must be positive integers")
+        if name in shapes:
+            raise SlimError(f"--input-shape is given twice for input {name!r}")
         shapes[name] = shape
     return shapes
 
@@ -199,7 +206,10 @@ def warn_nonfinite_weights(model: onnx.ModelProto) -> list:
     if found:
         listed = ", ".join(f"{name} ({count})" for name, count in found[:5])
         more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-        warnings.warn(f"model weights contain NaN/Inf values: {listed}{more}; outputs will likely be NaN/Inf", stacklevel=2)
+        warnings.warn(
+            f"model weights contain NaN/Inf values: {listed}{more}; compiled as given: they propagate into the outputs as in onnxruntime (NaN/Inf where its outputs have them)",
+            stacklevel=2,
+        )
     return found
 
 

@@ -22,6 +22,26 @@ def _host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
+def _converted(name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``array`` as ``dtype``, with a notice: floats are rounded to a narrower float; any other
+    conversion must keep every value (int64 → float32 of small integers, bool → float32), else
+    it is refused."""
+    import warnings
+
+    if array.dtype.kind == "f" and dtype.kind == "f":
+        warnings.warn(f"input {name!r} is {array.dtype}: rounded to the model's {dtype}", stacklevel=3)
+        return array.astype(dtype)
+    if array.dtype.kind not in "biuf" or dtype.kind not in "biuf":
+        raise SlimError(f"input {name!r} has dtype {array.dtype}; the model takes {dtype}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        converted = array.astype(dtype)
+        exact = np.array_equal(converted.astype(array.dtype), array)
+    if not exact:
+        raise SlimError(f"input {name!r} has dtype {array.dtype}; converting it to the model's {dtype} would change its values")
+    warnings.warn(f"input {name!r} is {array.dtype}: converted to the model's {dtype} (every value kept)", stacklevel=3)
+    return converted
+
+
 def use_all_cores_by_default() -> None:
     """Let TVM's thread pool use every physical core unless ``TVM_NUM_THREADS`` says otherwise.
 
@@ -133,9 +153,7 @@ class Model:
                 raise SlimError(f"input {name!r} has shape {list(array.shape)}; the model was compiled for {list(shape)}")
             dtype = np.dtype(entry["dtype"])
             if array.dtype != dtype:
-                if not np.can_cast(array.dtype, dtype, casting="same_kind"):
-                    raise SlimError(f"input {name!r} has dtype {array.dtype}; the model takes {dtype}")
-                array = array.astype(dtype)
+                array = _converted(name, array, dtype)
             arrays.append(np.ascontiguousarray(array))
         return arrays
 

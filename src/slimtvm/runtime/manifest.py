@@ -48,7 +48,8 @@ def elf_architecture(path: str) -> str:
 def read_manifest(library_path: str) -> dict:
     """Read and sanity-check the manifest that belongs to ``library_path``.
 
-    Refuses a missing or unparseable manifest and one of another format.
+    Refuses a missing or unparseable manifest, one of another format, and one whose inputs or
+    outputs are not listed with name, shape and dtype.
     """
     path = manifest_path_for(library_path)
     if not os.path.exists(path):
@@ -60,6 +61,10 @@ def read_manifest(library_path: str) -> dict:
         raise SlimError(f"manifest {path} is unreadable: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise SlimError(f"{path} is not a slimtvm manifest (format {MANIFEST_FORMAT!r} expected)")
+    for key in ("inputs", "outputs"):
+        entries = manifest.get(key)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and {"name", "shape", "dtype"} <= set(e) for e in entries):
+            raise SlimError(f"manifest {path} is damaged: {key!r} must list each tensor's name, shape and dtype")
     return manifest
 
 

@@ -25,6 +25,18 @@ def _is_reduction(sch, block) -> bool:
     return stmt.init is not None or any(int(var.iter_type) != 0 for var in stmt.iter_vars)
 
 
+def _has_opaque_blocks(sch) -> bool:
+    """Whether a block of the function declares no reads and no writes although it has a body
+    (TOPI's hand-written kernels: sort, NMS, searchsorted). Their buffer accesses are invisible
+    to the schedule, so inlining a producer into them leaves a buffer used before it is defined
+    (a NonMaxSuppression model failed to build that way)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        stmt = sch.get(block)
+        if not stmt.reads and not stmt.writes and not stmt.iter_vars:
+            return True
+    return False
+
+
 def _inline_elementwise(sch) -> list:
     """Inline element-wise blocks into their neighbours (never into a reduction); return the rest."""
     root = sch.get_sblock("root")
@@ -55,6 +67,8 @@ class GenericCPU(CPURule):
     """dlight rule: inline element-wise chains, parallelize outer loops, vectorize inner ones."""
 
     def schedule(self, sch):
+        if _has_opaque_blocks(sch):
+            return None  # TVM's default lowering builds it as written
         try:
             blocks = _inline_elementwise(sch)
         except Exception:  # noqa: BLE001 - e.g. opaque blocks: leave the function to TVM

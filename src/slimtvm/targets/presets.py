@@ -141,6 +141,7 @@ def _custom_spec(config: dict) -> TargetSpec:
     except Exception as err:  # TVM raises ValueError/TVMError with long texts
         raise SlimError(f"TVM rejects the target {json.dumps(config)}: {first_line(err)}") from None
     triple = str(config.get("mtriple", ""))
+    _check_cpu_name(config, triple)
     if triple.startswith("aarch64") or triple.startswith("arm64"):
         arch = "aarch64"
     elif triple == "" or triple.startswith("x86_64"):
@@ -153,6 +154,22 @@ def _custom_spec(config: dict) -> TargetSpec:
 
         cross = cross_compiler_for(arch)
     return TargetSpec("custom", config, arch, cross)
+
+
+def _check_cpu_name(config: dict, triple: str) -> None:
+    """Refuse an ``mcpu`` LLVM does not know for the triple (LLVM itself only prints warnings
+    and compiles for a generic CPU), naming the valid ones."""
+    import tvm
+    from tvm.target import codegen
+
+    mcpu = config.get("mcpu")
+    if not mcpu:
+        return
+    triple = triple or str(codegen.llvm_get_system_triple())
+    if codegen.llvm_is_valid_cpu(str(mcpu), triple):
+        return
+    names = sorted({str(name) for name in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))})
+    raise SlimError(f"mcpu {mcpu!r} is not a CPU LLVM knows for {triple}; valid names: {', '.join(names)}")
 
 
 def simd_lanes(target) -> int:
