@@ -251,3 +251,61 @@ def test_an_opset_newer_than_onnx_knows(tmp_path, capsys):
     path = str(tmp_path / "opset99.onnx")
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 99)]), path)
     fails_cleanly(["compile", path, "-o", str(tmp_path / "out.so")], capsys, tmp_path, "uses ONNX opset 99; the onnx package here knows opsets up to")
+
+
+def _artifact_files(folder) -> dict:
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+@pytest.fixture
+def previous_artifact(small_model, small_artifact, tmp_path):
+    """A folder holding one artifact (library + manifest) that a failed compile must not touch."""
+    import shutil
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(small_artifact, folder / "model.so")
+    shutil.copy(small_artifact[:-3] + ".json", folder / "model.json")
+    return str(folder / "model.so")
+
+
+def test_a_manifest_path_that_is_a_folder_is_refused_before_compiling(small_model, tmp_path, capsys):
+    (tmp_path / "model.json").mkdir()
+    fails_cleanly(["compile", small_model, "-o", str(tmp_path / "model.so")], capsys, tmp_path, "model.json is a directory")
+
+
+@pytest.mark.parametrize("failing", ["library copy", "manifest rename"])
+def test_a_failed_artifact_write_keeps_the_previous_artifact_whole(small_model, previous_artifact, capsys, monkeypatch, failing):
+    """Injected failures while the pair is written: one line, exit 2, the previous library and
+    manifest byte-for-byte as they were, and no staged file left behind."""
+
+    import slimtvm.atomic_files
+    import slimtvm.compiler.build
+
+    folder = os.path.dirname(previous_artifact)
+    before = _artifact_files(folder)
+    if failing == "library copy":
+
+        def copyfile(source, destination):
+            raise OSError(28, "No space left on device", destination)
+
+        monkeypatch.setattr(slimtvm.compiler.build.shutil, "copyfile", copyfile)
+    else:
+        real_replace = os.replace
+
+        def replace(source, destination):
+            if destination.endswith(".json"):
+                raise OSError(30, "Read-only file system", destination)
+            real_replace(source, destination)
+
+        monkeypatch.setattr(slimtvm.atomic_files.os, "replace", replace)
+    status = main(["compile", small_model, "-o", previous_artifact])
+    err = capsys.readouterr().err.strip().splitlines()
+    monkeypatch.undo()
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"slimtvm: error: cannot write the artifact at {previous_artifact}"), err
+    assert _artifact_files(folder) == before  # same files, same bytes: no staged file left either
+
+
+def test_run_output_that_is_a_folder(small_artifact, tmp_path, capsys):
+    (tmp_path / "out.npz").mkdir()
+    fails_cleanly(["run", small_artifact, "--random-input", "--output", str(tmp_path / "out.npz")], capsys, tmp_path, "is a directory")

@@ -178,7 +178,7 @@ def _describe_pass(entry: dict) -> str:
 def _cmd_run(args) -> int:
     import numpy as np
 
-    from .atomic_files import atomic_path
+    from .atomic_files import atomic_path, check_writable_folder
     from .runtime.artifact import load
     from .runtime.npz_files import load_npz
 
@@ -186,8 +186,10 @@ def _cmd_run(args) -> int:
     inputs = model.random_inputs(args.seed) if args.random_input else load_npz(args.input, "--input")
     if args.output and not args.output.endswith(".npz"):
         raise SlimError(f"--output {args.output} must end in .npz")
-    if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        raise SlimError(f"output folder {os.path.dirname(os.path.abspath(args.output))} does not exist")
+    if args.output:
+        check_writable_folder(args.output, "output")
+        if os.path.isdir(args.output):
+            raise SlimError(f"--output {args.output} is a directory")
     outputs = model.run(inputs)
     for name, value in outputs.items():
         line = f"{name}: {value.dtype}{list(value.shape)}"
@@ -259,6 +261,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("slimtvm: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the file system refused (read-only folder, disk full, a directory in the way)
+        where = err.filename2 or err.filename
+        print(f"slimtvm: error: {err.strerror or first_line(err)}" + (f": {where}" if where else ""), file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as err:  # noqa: BLE001 - anything else is slimtvm's bug: say so, keep the traceback
         log = _write_traceback(err)
         print(f"slimtvm: internal error: {first_line(err)} (a bug in slimtvm; full traceback in {log})", file=sys.stderr)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
-from ..atomic_files import atomic_path, write_text_atomic
+from ..atomic_files import check_writable_folder, replace_together, staging_path
 from ..errors import InternalError, SlimError, first_line
 from ..frontend.onnx_import import import_onnx
 from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
@@ -89,28 +89,36 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
     if database is not None:
         manifest["tuning"] = {"database": os.path.abspath(database.path), "records": database.record_count, "tuned_kernels": database.applied}
     export_started = time.perf_counter()
-    _export(executable, output, spec, manifest)
-    manifest["timings_seconds"] = {
-        "passes": round(pass_seconds, 3),
-        "lowering": round(lower_seconds, 3),
-        "export": round(time.perf_counter() - export_started, 3),
-        "total": round(time.perf_counter() - started, 3),
-    }
-    write_text_atomic(manifest_path_for(output), json.dumps(manifest, indent=2, default=str) + "\n")
+    workdir = tempfile.mkdtemp(prefix="slimtvm-export-")
+    try:
+        library = _link(executable, os.path.join(workdir, "model.so"), spec)
+        manifest["library"]["sha256"] = sha256_of_file(library)
+        manifest["library"]["bytes"] = os.path.getsize(library)
+        manifest["timings_seconds"] = {
+            "passes": round(pass_seconds, 3),
+            "lowering": round(lower_seconds, 3),
+            "export": round(time.perf_counter() - export_started, 3),
+            "total": round(time.perf_counter() - started, 3),
+        }
+        _write_pair(library, json.dumps(manifest, indent=2, default=str) + "\n", output)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)
     return Artifact(output, manifest)
 
 
 def _output_path(output: str | None) -> str:
+    """The checked output path, before any work: refuses a missing or read-only folder, a
+    directory as the library or manifest path, and a name without ``.so``."""
     if output is None:
         return os.path.join(tempfile.mkdtemp(prefix="slimtvm-"), "model.so")
     output = os.fspath(output)
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise SlimError(f"output folder {folder} does not exist")
-    if os.path.isdir(output):
-        raise SlimError(f"output path {output} is a directory; give a file name such as model.so")
+    check_writable_folder(output, "output")
     if not output.endswith(".so"):
         raise SlimError(f"output path {output} must end in .so (the manifest goes beside it as .json)")
+    for path in (output, manifest_path_for(output)):
+        if os.path.isdir(path):
+            raise SlimError(f"output path {path} is a directory; the artifact needs it as a file")
     return output
 
 
@@ -147,27 +155,39 @@ def _blame(imported, tvm_target, err: Exception):
     raise InternalError(f"slimtvm's pipeline failed on a model plain TVM compiles: {type(err).__name__}: {first_line(err)}") from err
 
 
-def _export(executable, output: str, spec: TargetSpec, manifest: dict) -> None:
-    """Export the library atomically and record its hash in ``manifest``."""
-    workdir = tempfile.mkdtemp(prefix="slimtvm-export-")
+def _link(executable, path: str, spec: TargetSpec) -> str:
+    """Export the library to ``path`` (a scratch folder) with the target's linker; ``path``."""
     try:
-        staged = os.path.join(workdir, "model.so")
-        try:
-            if spec.cross_compiler:
-                from tvm.support import cc
+        if spec.cross_compiler:
+            from tvm.support import cc
 
-                executable.export_library(staged, fcompile=cc.cross_compiler(spec.cross_compiler))
-            else:
-                executable.export_library(staged)
-        except Exception as err:
-            raise SlimError(f"linking the shared library failed: {first_line(err)}") from None
-        manifest["library"]["sha256"] = sha256_of_file(staged)
-        manifest["library"]["bytes"] = os.path.getsize(staged)
-        with atomic_path(output) as tmp:
-            shutil.copyfile(staged, tmp)
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(workdir)
+            executable.export_library(path, fcompile=cc.cross_compiler(spec.cross_compiler))
+        else:
+            executable.export_library(path)
+    except Exception as err:
+        raise SlimError(f"linking the shared library failed: {first_line(err)}") from None
+    return path
+
+
+def _write_pair(library: str, manifest_text: str, output: str) -> None:
+    """Put the library and its manifest at ``output`` and beside it, both or neither: both are
+    staged in the output folder, then moved together, so a previous artifact stays whole on any
+    failure. An OSError becomes one line naming the path."""
+    staged = {}
+    try:
+        staged[output] = staging_path(output)
+        shutil.copyfile(library, staged[output])
+        staged[manifest_path_for(output)] = staging_path(manifest_path_for(output))
+        with open(staged[manifest_path_for(output)], "w", encoding="utf-8") as handle:
+            handle.write(manifest_text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        replace_together(staged)
+    except OSError as err:
+        for path in staged.values():
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise SlimError(f"cannot write the artifact at {output}: {err.strerror or err}") from None
 
 
 def _tvm_version() -> str:
