@@ -122,17 +122,20 @@ def tune_model(
 
         raise SlimError(f"the model has no kernel slimtvm can tune (none of: {describe_families()})")
     database = open_database(os.fspath(db), spec, create=True)
-    started = time.perf_counter()
-    with _measuring_threads(threads), tempfile.TemporaryDirectory(prefix="slimtvm-tune-") as scratch:
-        builder, runner = _builder_and_runner(spec, address)
-        summary = TuneSummary(database.path, tasks, database.record_count, 0, 0.0)
-        summary.default_seconds = _measure_defaults(tasks, spec, database, builder, runner)
-        done = sum(_records_for(database, t) for t in tasks)
-        remaining = trials - done
-        if remaining > 0:
-            summary.trials_run = _search(tasks, spec, database, builder, runner, remaining, trials_per_round, scratch, progress, seed, done, trials)
-    summary.best_seconds = {t.name: _best_seconds(database, t) for t in tasks}
-    summary.seconds = time.perf_counter() - started
+    try:
+        started = time.perf_counter()
+        with _measuring_threads(threads), tempfile.TemporaryDirectory(prefix="slimtvm-tune-") as scratch:
+            builder, runner = _builder_and_runner(spec, address)
+            summary = TuneSummary(database.path, tasks, database.record_count, 0, 0.0)
+            summary.default_seconds = _measure_defaults(tasks, spec, database, builder, runner)
+            done = sum(_records_for(database, t) for t in tasks)
+            remaining = trials - done
+            if remaining > 0:
+                summary.trials_run = _search(tasks, spec, database, builder, runner, remaining, trials_per_round, scratch, progress, seed, done, trials)
+        summary.best_seconds = {t.name: _best_seconds(database, t) for t in tasks}
+        summary.seconds = time.perf_counter() - started
+    finally:
+        database.close()
     return summary
 
 
