@@ -206,3 +206,28 @@ def test_max_pool_after_the_sign_is_moved_before_it(compile_and_run):
     pooled = g.node("MaxPool", [g.node("Sign", [y])], kernel_shape=[2, 2], strides=[2, 2])
     z = g.node("Conv", [pooled, g.const(binary_weight(g.rng, (16, 32, 3, 3)))], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     check_binary_model(compile_and_run, g.model(z), {"x": normal_input((1, 16, 8, 8), seed=22)}, binary_convs=2)
+
+
+@pytest.mark.parametrize("producer", ["Relu", "Clip", "MaxPool of Relu", "Round"])
+def test_sign_of_an_input_that_can_be_exactly_zero_stays_float_and_exact(producer, tmp_path):
+    """ONNX Sign(0) = 0, which no binary kernel computes: after a Relu (or Clip at 0, a pool of
+    those, a rounding) zeros are everywhere, and binarizing gave a 0.92 relative error. The layer
+    stays float, the report says why, and the output is onnxruntime's."""
+    g = GraphBuilder(seed=1)
+    x = g.input([1, 8, 6, 6])
+    if producer == "Relu":
+        y = g.relu(x)
+    elif producer == "Clip":
+        y = g.node("Clip", [x, g.const(np.float32(0.0), "lo"), g.const(np.float32(6.0), "hi")])
+    elif producer == "MaxPool of Relu":
+        y = g.node("MaxPool", [g.relu(x)], kernel_shape=[2, 2], strides=[1, 1])
+    else:
+        y = g.node("Round", [x])
+    model = g.model(sign_conv(g, y, 8, 16, pads=(1, 1, 1, 1)))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    report = compiled_report(artifact)
+    assert report["binary_convs"] == 0
+    (reason,) = report["stayed_float_because"]
+    assert reason.startswith("ONNX Sign(0) is 0") and "can be exactly 0" in reason
+    inputs = {"x": normal_input((1, 8, 6, 6), seed=2)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))

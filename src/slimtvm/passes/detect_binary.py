@@ -168,6 +168,10 @@ class BinaryLayerMatcher(relax.PyExprMutator):
                     nested = self.bound(inner.args[index])
                     if offset is not None and 0 < offset < 1 and op_name(nested) == "relax.sign":
                         return nested.args[0]
+            zero = self.exact_zero_source(expr.args[0])
+            if zero is not None:
+                self.refusal = f"ONNX Sign(0) is 0, which no binary kernel computes, and its input can be exactly 0 (it comes from {zero})"
+                return None
             return expr.args[0]
         if name == "relax.where":
             values = (scalar_value(constant_value(expr.args[1])), scalar_value(constant_value(expr.args[2])))
@@ -176,6 +180,38 @@ class BinaryLayerMatcher(relax.PyExprMutator):
                 return None
             if (op_name(condition), values) in (("relax.greater_equal", (1.0, -1.0)), ("relax.less", (-1.0, 1.0))):
                 return condition.args[0]
+        return None
+
+    ZERO_PRODUCERS = {"relax.nn.relu": "a Relu", "relax.round": "a Round", "relax.floor": "a Floor", "relax.ceil": "a Ceil"}
+    ZERO_PRESERVING = ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d", "relax.layout_transform", "relax.reshape")
+
+    def exact_zero_source(self, expr):
+        """What makes ``expr`` exactly 0 often enough to matter — a Relu, a Clip or max at 0, a
+        rounding, an integer cast, or a pool, reshape or upper clip of those — as words; None
+        otherwise (a float that is 0 only by coincidence is ONNX Sign's documented difference)."""
+        value = self.bound(expr, through_layouts=False)
+        name = op_name(value)
+        while name in self.ZERO_PRESERVING or (name == "relax.minimum" and self._non_negative_constant_operand(value) is not None):
+            operand = 0 if name in self.ZERO_PRESERVING else 1 - self._non_negative_constant_operand(value)
+            value = self.bound(value.args[operand], through_layouts=False)
+            name = op_name(value)
+        if name in self.ZERO_PRODUCERS:
+            return self.ZERO_PRODUCERS[name]
+        if name == "relax.clip" and scalar_value(constant_value(value.args[1])) == 0.0:
+            return "a Clip at 0"
+        if name == "relax.maximum" and 0.0 in (scalar_value(constant_value(value.args[0])), scalar_value(constant_value(value.args[1]))):
+            return "a Max with 0"
+        if name == "relax.astype" and str(value.args[0].ty.dtype).startswith(("int", "uint", "bool")):
+            return "a cast from integers"
+        return None
+
+    @staticmethod
+    def _non_negative_constant_operand(call):
+        """The index of a constant operand ≥ 0 of a binary op (``min(x, 6)`` keeps x's zeros)."""
+        for index in (0, 1):
+            value = scalar_value(constant_value(call.args[index]))
+            if value is not None and value >= 0:
+                return index
         return None
 
     def _call(self, expr, name):
@@ -248,7 +284,10 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         name = op_name(call)
         if name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
+        self.refusal = None
         found = self.sign_input(call.args[0])
+        if found is None and self.refusal is not None:
+            return self._stays_float(call, self.refusal)
         if found is None:
             return self.float_layer(call, None)
         source, source_block, levels = found
