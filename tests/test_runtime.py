@@ -85,3 +85,20 @@ def test_setting_threads_keeps_the_callers_cpu_set():
     assert os.sched_getaffinity(0) == before
     set_num_threads(1)
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_model_with_scalar_inputs_runs(tmp_path):
+    """0-d inputs (Clip's min and max given as graph inputs) reach the library as 0-d tensors."""
+    from conftest import assert_outputs_match, onnxruntime_outputs
+    from onnx import TensorProto, helper
+
+    inputs_info = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])] + [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, []) for n in ("lo", "hi")
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], "clip", inputs_info, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    inputs = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), "lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)}
+    outputs = slimtvm.compile(model, str(tmp_path / "clip.so")).load().run(inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))

@@ -154,7 +154,7 @@ class Model:
             dtype = np.dtype(entry["dtype"])
             if array.dtype != dtype:
                 array = _converted(name, array, dtype)
-            arrays.append(np.ascontiguousarray(array))
+            arrays.append(array if array.flags.c_contiguous else np.ascontiguousarray(array))  # ascontiguousarray makes 0-d arrays 1-d
         return arrays
 
     def to_device(self, inputs: dict) -> list:
