@@ -102,7 +102,8 @@ def _cmd_compile(args) -> int:
     for info in manifest["inputs"]:
         print(f"input  {info['name']}: {info['dtype']}{info['shape']}")
     for info in manifest["outputs"]:
-        print(f"output {info['name']}: {info['dtype']}{info['shape']}")
+        shape = "[shape known at run time]" if info["shape"] is None else "[" + ", ".join("?" if d is None else str(d) for d in info["shape"]) + "]"
+        print(f"output {info['name']}: {info['dtype']}{shape}")
     if "binarize_request" in manifest:
         from .compress.binarize_float_layers import describe
 

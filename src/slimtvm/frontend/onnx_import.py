@@ -55,10 +55,21 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes)
 
 
+def _static_dim(dim):
+    """An int for a static dimension, None for a data-dependent one."""
+    try:
+        return int(dim)
+    except (TypeError, ValueError):
+        return None
+
+
+IMPORTED_WITHOUT_CONVERTER = {"If"}  # from_onnx builds these itself (relax.If), not from its converter map
+
+
 def _refuse_unsupported_ops(model: onnx.ModelProto) -> None:
     from tvm.relax.frontend.onnx import onnx_frontend
 
-    supported = onnx_frontend._get_convert_map()
+    supported = set(onnx_frontend._get_convert_map()) | IMPORTED_WITHOUT_CONVERTER
     missing = sorted({node.op_type for node in model.graph.node if node.op_type not in supported})
     if missing:
         raise SlimError(f"TVM's ONNX frontend cannot import operator(s) {', '.join(missing)} used by the model")
@@ -83,7 +94,10 @@ def _relax_import(model: onnx.ModelProto, inputs: list):
 
 
 def _relax_outputs(mod, onnx_outputs: list) -> list:
-    """Output infos with the static shapes Relax inferred (ONNX inference may leave some unknown)."""
+    """Output infos with the shapes Relax inferred (ONNX inference may leave some unknown). A
+    data-dependent dimension (Slice by input values, NonZero, Unique, …) is None, an unknown rank
+    a shape of None: the runtime returns whatever the library computed. Refuses outputs that are
+    not tensors."""
     from tvm import relax
 
     ret = mod["main"].ret_ty
@@ -92,11 +106,8 @@ def _relax_outputs(mod, onnx_outputs: list) -> list:
         raise SlimError(f"imported model returns {len(fields)} tensors but the ONNX graph declares {len(onnx_outputs)} outputs")
     infos = []
     for info, sinfo in zip(onnx_outputs, fields):
-        if not isinstance(sinfo, relax.TensorType) or sinfo.shape is None:
-            raise SlimError(f"output {info.name!r} is not a tensor of known shape after import")
-        try:
-            shape = tuple(int(d) for d in sinfo.shape.values)
-        except (TypeError, ValueError):
-            raise SlimError(f"output {info.name!r} has a data-dependent shape {sinfo.shape}; slimtvm needs static shapes") from None
+        if not isinstance(sinfo, relax.TensorType):
+            raise SlimError(f"output {info.name!r} is not a tensor after import ({type(sinfo).__name__})")
+        shape = None if sinfo.shape is None or not hasattr(sinfo.shape, "values") else tuple(_static_dim(d) for d in sinfo.shape.values)
         infos.append(TensorInfo(info.name, shape, str(sinfo.dtype)))
     return infos

@@ -22,7 +22,11 @@ ONNX_TO_NUMPY = {
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT16: "int16",
     onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT64: "uint64",
+    onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT16: "uint16",
     onnx.TensorProto.UINT8: "uint8",
     onnx.TensorProto.BOOL: "bool",
 }
@@ -30,14 +34,15 @@ ONNX_TO_NUMPY = {
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Name, static shape and numpy dtype of a graph input or output."""
+    """Name, shape and numpy dtype of a graph input or output. Inputs have static shapes; an
+    output's data-dependent dimension is None, and its shape None when even the rank is unknown."""
 
     name: str
-    shape: tuple
+    shape: tuple | None
     dtype: str
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        return {"name": self.name, "shape": None if self.shape is None else list(self.shape), "dtype": self.dtype}
 
 
 def load_onnx(path_or_model) -> onnx.ModelProto:

@@ -13,6 +13,14 @@ import tvm
 from .cpu_rule import CPURule
 
 MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
+# intrinsics TVM 0.27 lowers for LLVM only as scalars: vectorized, codegen fails ("unknown intrinsic")
+SCALAR_ONLY_INTRINSICS = ("cosh", "sinh")
+
+
+def _scalar_only(stmt) -> bool:
+    """Whether the block calls an intrinsic that must stay scalar (see SCALAR_ONLY_INTRINSICS)."""
+    text = str(stmt.body)
+    return any(f"T.{name}(" in text for name in SCALAR_ONLY_INTRINSICS)
 
 
 def _is_reduction(sch, block) -> bool:
@@ -67,14 +75,13 @@ class GenericCPU(CPURule):
     """dlight rule: inline element-wise chains, parallelize outer loops, vectorize inner ones."""
 
     def schedule(self, sch):
-        if _has_opaque_blocks(sch):
-            return None  # TVM's default lowering builds it as written
         try:
-            blocks = _inline_elementwise(sch)
-        except Exception:  # noqa: BLE001 - e.g. opaque blocks: leave the function to TVM
+            if _has_opaque_blocks(sch):
+                return None  # TVM's default lowering builds it as written
+            for block in _inline_elementwise(sch):
+                self._schedule_block(sch, block)
+        except Exception:  # noqa: BLE001 - a structure these steps do not fit (scatter, unpool): leave it to TVM
             return None
-        for block in blocks:
-            self._schedule_block(sch, block)
         return sch
 
     def _schedule_block(self, sch, block) -> None:
@@ -87,7 +94,7 @@ class GenericCPU(CPURule):
             extent = sch.get(inner).extent
             if isinstance(extent, tvm.tirx.IntImm) and int(extent) > MAX_VECTOR and int(extent) % self.lanes == 0:
                 _, inner = sch.split(inner, [None, self.lanes])
-            if isinstance(sch.get(inner).extent, tvm.tirx.IntImm) and int(sch.get(inner).extent) <= MAX_VECTOR:
+            if isinstance(sch.get(inner).extent, tvm.tirx.IntImm) and int(sch.get(inner).extent) <= MAX_VECTOR and not _scalar_only(stmt):
                 try:
                     sch.vectorize(inner)
                 except Exception:  # noqa: BLE001 - a loop TIR cannot vectorize stays scalar, still correct
