@@ -14,7 +14,9 @@ import sys
 import pytest
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "onnx_node_suite.py")
-CNN_OPERATORS = "conv,batchnorm,maxpool,averagepool,gemm,matmul,relu,sign,flatten,concat,clip,softmax,nonmaxsuppression,scatter,cosh,sinh,nonzero,compress,unique"
+CNN_OPERATORS = (
+    "conv,batchnorm,maxpool,averagepool,gemm,matmul,relu,sign,flatten,concat,clip,softmax,nonmaxsuppression,scatter,cosh,sinh,nonzero,compress,unique"
+)
 
 
 # Lost by slimtvm on 2026-11-30 (plain TVM matches them): the slice bounds or unsqueeze axes are
