@@ -83,3 +83,18 @@ def compile_and_run(tmp_path):
         return artifact.load().run(inputs), artifact
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which x86 kernel variants this run compiled and checked (the skip list, with reasons,
+    is pytest's own -ra summary)."""
+    from slimtvm.targets.kernel_target import KernelTarget
+    from slimtvm.targets.presets import resolve_target
+
+    described = []
+    for preset in x86_kernel_presets():
+        spec = resolve_target(preset)
+        kernels = KernelTarget.of(spec.tvm_target())
+        popcount = "AVX2 table popcount" if kernels.popcount_tables else "byte popcount (vpopcntb)"
+        described.append(f"{preset} ({spec.config.get('mcpu', '?')}: {kernels.lanes} fp32 lanes, NCHW{kernels.channel_block}c, {popcount})")
+    terminalreporter.write_line("x86 kernel variants checked against onnxruntime/numpy: " + ("; ".join(described) or "none (not an x86 host)"))

@@ -47,10 +47,16 @@ def compiled_report(artifact):
     return next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
 
 
+def lowered_binary_convs(artifact) -> int:
+    """Convs the lowering actually turned into binary kernels (not merely detected)."""
+    return next(p for p in artifact.manifest["passes"] if p["name"] == "binary_blocks")["binary_convs_lowered"]
+
+
 def check_binary_model(compile_and_run, model, inputs, binary_convs):
-    """Compile and run ``model``: ``binary_convs`` binary convs, onnxruntime's outputs."""
+    """Compile and run ``model``: ``binary_convs`` convs detected and lowered to binary kernels,
+    onnxruntime's outputs."""
     outputs, artifact = compile_and_run(model, inputs)
-    assert compiled_report(artifact)["binary_convs"] == binary_convs
+    assert compiled_report(artifact)["binary_convs"] == binary_convs == lowered_binary_convs(artifact)
     assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
     return artifact
 

@@ -49,6 +49,8 @@ def test_the_binary_layers_are_recognised(compiled):
     _, sign_inputs, artifact = compiled
     report = next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
     assert report["binary_convs"] == 3 and report["binary_dense"] == 1, report
+    lowered = next(p for p in artifact.manifest["passes"] if p["name"] == "binary_blocks")
+    assert lowered["binary_convs_lowered"] == 3 and lowered["binary_dense_lowered"] == 1, lowered
     assert len(sign_inputs) == 4
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
+from conftest import x86_kernel_presets
 
 import slimtvm
 from slimtvm.runtime.bench import relative_difference
@@ -13,9 +15,11 @@ from slimtvm.runtime.bench import relative_difference
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
-def test_digits_cnn_predicts_like_onnxruntime_on_every_test_image(tmp_path):
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+def test_digits_cnn_predicts_like_onnxruntime_on_every_test_image(tmp_path, target):
+    """On every x86 kernel variant the host runs: the AVX2 build and, on AVX-512 hosts, the host's."""
     onnx_path = os.path.join(EXAMPLES, "digits_cnn.onnx")
-    artifact = slimtvm.compile(onnx_path, str(tmp_path / "digits.so"))
+    artifact = slimtvm.compile(onnx_path, str(tmp_path / "digits.so"), target=target)
     fold = artifact.manifest["passes"][0]
     assert (fold["batchnorms_folded"], fold["batchnorms_decomposed"]) == (7, 1)
     model = artifact.load()

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_outputs_match, onnxruntime_outputs
+from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
 from light_zoo import LIGHT, with_logits_output, with_random_weights
 from onnx import numpy_helper
 
@@ -52,12 +52,19 @@ def test_light_model_matches_reference_and_onnxruntime(name, compile_and_run):
         assert np.ptp(expected[logits]) == 0 and abs(float(expected[logits].ravel()[0])) > 0  # see module docstring
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_light_architecture_with_random_weights_matches_onnxruntime(name, compile_and_run):
+AVX2_ON_EVERY_HOST = ("squeezenet", "shufflenet")  # the host build runs all nine; these also as the AVX2 build
+
+
+@pytest.mark.parametrize(
+    "name,target",
+    [(name, "host") for name in MODELS]
+    + [(name, "x86-64") for name in AVX2_ON_EVERY_HOST if "x86-64" in x86_kernel_presets() and "host" in x86_kernel_presets()],
+)
+def test_light_architecture_with_random_weights_matches_onnxruntime(name, target, compile_and_run):
     original = onnx.load(os.path.join(LIGHT, f"light_{name}.onnx"))
     model, logits = with_logits_output(with_random_weights(original, seed=1))
     inputs = _input(model, seed=2)
-    outputs, _ = compile_and_run(model, inputs, name=name)
+    outputs, _ = compile_and_run(model, inputs, name=name, target=target)
     expected = onnxruntime_outputs(model, inputs)
     assert_outputs_match(outputs, expected)
     if logits is not None:

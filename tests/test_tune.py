@@ -77,12 +77,16 @@ def test_every_sampled_template_schedule_computes_the_same_result(model_index, p
         infos = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
         args = [np.random.default_rng(seed).uniform(-1, 1, size=[int(d) for d in info.shape]).astype(str(info.dtype)) for seed, info in enumerate(infos)]
         reference = _run(tvm.compile(task.mod, target=target), args)
+        seen = set()
         for seed in range(4):
             for space in design_spaces(s_tir.Schedule(task.mod, seed=seed + 1), simd_lanes(target)):
+                if str(space.trace) in seen:
+                    continue  # a space without sampled decisions (one per conv tile) comes out the same for every seed
+                seen.add(str(space.trace))
                 out = _run(tvm.compile(space.mod, target=target), args)
                 np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(), err_msg=f"{task.name}: {space.trace}")
                 checked += 1
-    assert checked >= 4 * len(tasks)
+    assert checked >= 2 * len(tasks)
 
 
 def test_conv_template_has_design_spaces_for_a_one_pixel_output():
