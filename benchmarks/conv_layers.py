@@ -129,6 +129,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = "1"
     sys.path.insert(0, os.path.join(HERE, "..", "src"))
+    print(
+        "unequal work, read with care: slimtvm is its conv kernel alone (blocked layout in and out, weights laid out ahead, "
+        "TVM time_evaluator); onnxruntime is a whole one-node session (numpy NCHW in and out). Kernel outputs are not checked here; "
+        "benchmarks/fp32_vs_onnxruntime.py times whole models with outputs checked."
+    )
     print("| layer | shape | onnxruntime ms | slimtvm ms | ratio | slimtvm G MAC/s | onnxruntime G MAC/s |")
     print("|---|---|---|---|---|---|---|")
     for name in args.layers.split(","):
