@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax
 
+from ..passes.fold_constants import FoldConstantsSafely
 from ..schedules.registry import default_rules
 from ..targets.kernel_target import KernelTarget
 from .binary_layers import LowerBinaryLayers
@@ -40,8 +41,10 @@ class LoweringPasses:
         return [
             convert_layout_or_keep(self.target.channel_block),
             relax.transform.Normalize(),
-            relax.transform.FoldConstant(),  # weights are transformed to the blocked layout once, here
+            FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
             self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused
+            relax.backend.DispatchSampling(),  # as TVM's CPU pipeline: sort, scan (cumsum) and sampling ops
+            relax.backend.DispatchSortScan(),  # to their TOPI kernels before legalization
             relax.transform.LegalizeOps(dict(LEGALIZATIONS)),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),

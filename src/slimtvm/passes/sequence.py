@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tvm import relax
-
 from .canonical_sign import CanonicalizeSign
 from .detect_binary import DetectBinaryLayers
 from .fold_batchnorm import FoldBatchNorm
+from .fold_constants import FoldConstantsSafely
 from .remove_dropout import RemoveDropout
 from .scalar_min_max import ScalarMinMaxAsOps
 
@@ -22,12 +21,12 @@ class GraphPasses:
 
     def sequence(self) -> list:
         return [
-            relax.transform.FoldConstant(),  # weights computed in the graph become constants
+            FoldConstantsSafely(),  # weights computed in the graph become constants
             RemoveDropout(),
             ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
             CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it
             self.fold_batchnorm,
-            relax.transform.FoldConstant(),
+            FoldConstantsSafely(),
             self.binarize,  # after folding: in-graph weight binarization is constant by now
         ]
 

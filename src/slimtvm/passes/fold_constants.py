@@ -1,0 +1,38 @@
+"""Relax's FoldConstant, kept only when it leaves a whole module.
+
+On a graph with a data-dependent slice (ONNX Slice whose bounds are graph inputs), TVM 0.27's
+FoldConstant legalizes part of ``dynamic_strided_slice`` and leaves a ``call_tir`` of a shape
+function it never adds to the module; every later build then fails ("There is no definition of
+I.GlobalVar("shape_func")"). Plain TVM folds constants only after legalization, where this does
+not happen. Here the fold is undone for such a module: its weights stay as the graph computes
+them (folded later, after legalization), and the model builds.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+
+def undefined_functions(mod) -> list:
+    """Names of functions the module's Relax code calls but the module does not define."""
+    defined = {gvar.name_hint for gvar in mod.get_global_vars()}
+    missing = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.GlobalVar) and expr.name_hint not in defined:
+            missing.add(expr.name_hint)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return sorted(missing)
+
+
+@tvm.transform.module_pass(opt_level=0, name="slimtvm.FoldConstantsSafely")
+class FoldConstantsSafely:
+    """FoldConstant, or the module unchanged where FoldConstant would leave undefined calls."""
+
+    def transform_module(self, mod, _ctx):
+        folded = relax.transform.FoldConstant()(mod)
+        return mod if undefined_functions(folded) else folded
