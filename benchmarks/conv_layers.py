@@ -111,6 +111,35 @@ def slimtvm_kernel(model, tile=None):
     return sch.mod, spec.tvm_target()
 
 
+def kernel_difference(mod, target, model, shape) -> float:
+    """Run the kernel on one input (converted to its blocked layout here, with the ONNX model's
+    weights and bias) and return its largest relative difference from onnxruntime's Conv+Relu."""
+    import onnxruntime as ort
+    import tvm
+    from onnx import numpy_helper
+    from tvm.s_tir import meta_schedule as ms
+
+    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    weight, bias = weights["w"], weights["b"]
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    data_shape, weight_shape, bias_shape, out_shape = ([int(d) for d in info.shape] for info in ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
+    block = out_shape[-1]
+    out_channels, channels, kh, kw = weight.shape
+    if len(data_shape) == 5:  # NCHW[b]c data, OIHW[b]i[b]o weights
+        data = x.reshape(1, channels // block, block, *x.shape[2:]).transpose(0, 1, 3, 4, 2)
+        packed = weight.reshape(out_channels // block, block, channels // block, block, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    else:  # the plain-input stem: NCHW data, OIHW[b]o weights
+        data = x
+        packed = weight.reshape(out_channels // block, block, channels, kh, kw).transpose(0, 2, 3, 4, 1)
+    arrays = [np.ascontiguousarray(a, dtype=np.float32) for a in (data, packed, bias.reshape(bias_shape[1], block)[None, :, None, None, :])]
+    assert [list(a.shape) for a in arrays] == [data_shape, weight_shape, bias_shape]
+    result = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    tvm.compile(mod, target=target).jit()["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
+    ours = result.numpy().transpose(0, 1, 4, 2, 3).reshape(expected.shape)
+    return float(np.max(np.abs(ours - expected)) / np.max(np.abs(expected)))
+
+
 def slimtvm_ms(mod, target, runs) -> float:
     import tvm
     from tvm.s_tir import meta_schedule as ms
@@ -131,11 +160,11 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.join(HERE, "..", "src"))
     print(
         "unequal work, read with care: slimtvm is its conv kernel alone (blocked layout in and out, weights laid out ahead, "
-        "TVM time_evaluator); onnxruntime is a whole one-node session (numpy NCHW in and out). Kernel outputs are not checked here; "
-        "benchmarks/fp32_vs_onnxruntime.py times whole models with outputs checked."
+        "TVM time_evaluator); onnxruntime is a whole one-node session (numpy NCHW in and out). Each kernel's output is checked "
+        "against onnxruntime's (max relative difference column); benchmarks/fp32_vs_onnxruntime.py times whole models."
     )
-    print("| layer | shape | onnxruntime ms | slimtvm ms | ratio | slimtvm G MAC/s | onnxruntime G MAC/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| layer | shape | onnxruntime ms | slimtvm ms | ratio | slimtvm G MAC/s | onnxruntime G MAC/s | max relative difference |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.layers.split(","):
         channels, size, kernel, out_channels, stride, padding = LAYERS[name]
         out = (size + 2 * padding - kernel) // stride + 1
@@ -149,13 +178,14 @@ def main(argv=None) -> int:
             except Exception as err:  # noqa: BLE001 - a swept tile that does not fit this shape
                 if tile is None:  # the default schedule must always apply
                     raise
-                print(f"| {name} {tile} | - | - | - | {type(err).__name__} | - | - |")
+                print(f"| {name} {tile} | - | - | - | {type(err).__name__} | - | - | - |")
                 continue
             ours = slimtvm_ms(mod, target, args.runs)
+            difference = kernel_difference(mod, target, model, (1, channels, size, size))
             label = f"{name} {tile}" if tile else name
             shape = f"{channels}→{out_channels} {kernel}×{kernel}/{stride} @{size}"
             print(
-                f"| {label} | {shape} | {reference:.3f} | {ours:.3f} | {ours / reference:.2f} | {macs / ours / 1e6:.1f} | {macs / reference / 1e6:.1f} |",
+                f"| {label} | {shape} | {reference:.3f} | {ours:.3f} | {ours / reference:.2f} | {macs / ours / 1e6:.1f} | {macs / reference / 1e6:.1f} | {difference:.1e} |",
                 flush=True,
             )
     return 0

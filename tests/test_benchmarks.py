@@ -60,6 +60,8 @@ def test_conv_layers_and_profile_scripts_run():
     assert conv.returncode == 0, conv.stderr[-3000:]
     row = next(line for line in conv.stdout.splitlines() if line.startswith("| l4_6 |"))
     assert float(row.split("|")[4]) > 0, row  # slimtvm ms: a number, not an error name
+    assert float(row.split("|")[8]) <= 1e-4, row  # the kernel's output against onnxruntime's
+    assert "unequal work" in conv.stdout
     profile = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "profile_kernels.py"), "digits_cnn", "--repeat", "2"], capture_output=True, text=True, timeout=600
     )
