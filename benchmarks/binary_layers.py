@@ -94,8 +94,7 @@ def main(argv=None) -> int:
             for threads in (int(t) for t in args.threads.split(",")):
                 set_num_threads(threads)
                 session = onnxruntime_session(paths["float"], threads)
-                device_inputs = model.to_device({"x": x})
-                run_ours, run_theirs = (lambda: model.run_device(device_inputs)), (lambda: session.run(None, {"x": x}))
+                run_ours, run_theirs = (lambda: model.run({"x": x})), (lambda: session.run(None, {"x": x}))  # numpy in and out on both sides
                 for _ in range(5):
                     run_ours(), run_theirs()
                 # one engine after the other (30 warm-up runs each): with 2 threads, the other

@@ -88,8 +88,7 @@ def main(argv=None) -> int:
         for threads in (int(t) for t in args.threads.split(",")):
             set_num_threads(threads)
             session = onnxruntime_session(float_path, threads)
-            device_inputs = model.to_device({name: x})
-            run_ours, run_theirs = (lambda: model.run_device(device_inputs)), (lambda: session.run(None, {float_name: x}))
+            run_ours, run_theirs = (lambda: model.run({name: x})), (lambda: session.run(None, {float_name: x}))  # numpy in and out on both sides
             for _ in range(3):
                 run_ours(), run_theirs()
             ours_ms, theirs_ms, runs = time_side_by_side(run_ours, run_theirs, args.runs)
