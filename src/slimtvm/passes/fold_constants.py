@@ -10,6 +10,8 @@ them (folded later, after legalization), and the model builds.
 
 from __future__ import annotations
 
+import warnings
+
 import tvm
 from tvm import relax
 
@@ -35,4 +37,12 @@ class FoldConstantsSafely:
 
     def transform_module(self, mod, _ctx):
         folded = relax.transform.FoldConstant()(mod)
-        return mod if undefined_functions(folded) else folded
+        missing = undefined_functions(folded)
+        if not missing:
+            return folded
+        warnings.warn(
+            f"constants not folded before layer detection: TVM's FoldConstant would leave calls of undefined {', '.join(missing)} "
+            "(a data-dependent shape); weights computed in the graph are folded after legalization, so such layers are not recognised as binary",
+            stacklevel=2,
+        )
+        return mod
