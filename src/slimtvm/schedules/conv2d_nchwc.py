@@ -104,7 +104,7 @@ def chunk_rows(out_h: int, out_w: int) -> int:
     return max(d for d in range(1, out_h + 1) if out_h % d == 0 and (d * out_w <= MAX_CHUNK_PIXELS or d == 1))
 
 
-def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1) -> ConvTile:
+def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1, lanes: int = 8) -> ConvTile:
     """The untuned tile: as many channel blocks as divide ``oc_chunks`` (4, else 6, 3, 2, 1) and
     the rest of the accumulator budget as consecutive pixels.
 
@@ -115,16 +115,19 @@ def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_ch
     """
     oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
     px = max(1, min(budget // oc_tile, out_h * out_w))
-    return ConvTile(oc_tile, px, chunk_rows(out_h, out_w), channels_outside_by_default(in_channels, kernel_taps))
+    return ConvTile(oc_tile, px, chunk_rows(out_h, out_w), channels_outside_by_default(in_channels, kernel_taps, lanes))
 
 
-def channels_outside_by_default(in_channels: int, kernel_taps: int) -> bool:
+def channels_outside_by_default(in_channels: int, kernel_taps: int, lanes: int = 8) -> bool:
     """Input channels outside the pixel tiles for kernels larger than 1×1 with ≥ 128 input
-    channels. Measured (``benchmarks/conv_layers.py``, 1 thread): +9–16% on ResNet-18's 3×3
-    layers with 256 and 512 input channels (l3 44.8 → 49.6 G MAC/s) and on the strided one with
-    128, neutral on the stride-1 one with 128, −2% with 64, and −25% on 1×1 kernels, where a
-    tile's 12 accumulators would be reloaded every 96 multiply-adds."""
-    return kernel_taps > 1 and in_channels >= 128
+    channels, on 8-lane (AVX2, NEON) targets. Measured there (Zen 2, ``benchmarks/conv_layers.py``,
+    1 thread): +9–16% on ResNet-18's 3×3 layers with 256 and 512 input channels (l3 44.8 → 49.6
+    G MAC/s) and on the strided one with 128, neutral on the stride-1 one with 128, −2% with 64,
+    and −25% on 1×1 kernels, where a tile's 12 accumulators would be reloaded every 96
+    multiply-adds. On 16-lane AVX-512 targets (the 4 × 6 tile of 24 zmm accumulators) it loses on
+    every ResNet-18 3×3 shape: Zen 5, ``conv_layers.py --sweep``, 1 thread, ms with / without:
+    l4 1.459 / 1.020, l4 stride 2 0.681 / 0.464, l3 0.898 / 0.877, l2 0.902 / 0.881."""
+    return lanes < 16 and kernel_taps > 1 and in_channels >= 128
 
 
 def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, rows: int = 1, channels_outside: bool = False) -> None:
@@ -193,7 +196,7 @@ class Conv2dNCHWc(CPURule):
 
     def schedule_block(self, sch, block):
         _, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
-        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w)
+        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w, self.lanes)
         schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside)
         return sch
 
