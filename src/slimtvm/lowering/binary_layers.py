@@ -59,7 +59,7 @@ class _BinaryLowering(BinaryLayerMatcher):
         self.records = records
         self.popcount_tables = popcount_tables
         self.uses: dict = {}  # var -> readers, of the function being rewritten
-        self.packed_convs: dict = {}  # PrimFunc name -> (PackedConv, its record), for threshold fusion
+        self.packed_convs: dict = {}  # PrimFunc name -> PackedConv, for threshold fusion
 
     def visit_function(self, func):
         self.uses = use_counts(func)
@@ -155,17 +155,12 @@ class _BinaryLowering(BinaryLayerMatcher):
         if levels > 1:
             conv.alpha = (alpha / np.float32(levels)).astype(np.float32)
             self.report.multibit_convs += 1
-        plan = (
-            None
-            if levels > 1
-            else threshold_plan(self.lookup_binding, self.uses, call.args[0], source, {name: packed for name, (packed, _) in self.packed_convs.items()})
-        )
+        plan = None if levels > 1 else threshold_plan(self.lookup_binding, self.uses, call.args[0], source, self.packed_convs)
         if plan is not None:
             conv.source = self.builder_.emit(self._bits_from(plan, conv), "sign_bits")
             self.report.fused_thresholds += 1
             self.report.or_pools += int(bool(plan.pool))
-            producer_record = next(rec for packed, rec in self.packed_convs.values() if packed is plan.producer)
-            producer_record.plan += ", writes packed bits (BN → Sign as integer thresholds" + (", max-pool as OR)" if plan.pool else ")")
+            plan.producer.record.plan += ", writes packed bits (BN → Sign as integer thresholds" + (", max-pool as OR)" if plan.pool else ")")
             record.plan += ", reads packed bits"
         reader = self.to_plain.get(self.binding_var)
         if out_block and reader is not None and self.uses.get(self.binding_var, 0) == 1:
@@ -173,9 +168,10 @@ class _BinaryLowering(BinaryLayerMatcher):
         if plan is None:
             record.plan += f", {_layout_name(conv.in_block)} in"
         record.plan += f", {_layout_name(conv.out_block)} out"
+        conv.record = record
         self.records.append(record)
         lowered = self._emit_packed(conv)
-        self.packed_convs[lowered.args[0].name_hint] = (conv, record)
+        self.packed_convs[lowered.args[0].name_hint] = conv
         return lowered
 
     def _popcount_form(self) -> str:

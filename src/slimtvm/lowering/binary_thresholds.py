@@ -45,6 +45,7 @@ class PackedConv:
     in_block: int
     out_block: int
     levels: int = 1  # activation levels: 1 sign bits, 2^k − 1 for k-bit unipolar input
+    record: object = None  # its LayerRecord, which a fused consumer amends
 
     @property
     def out_channels(self) -> int:

@@ -7,8 +7,8 @@
 2. :func:`legalize_conv2d`: each conv2d call (in the layouts ConvertLayout gave it) becomes the
    compute that :func:`conv_kernel_for` names — slimtvm's blocked conv, plain-input conv or
    depthwise conv (schedules/), or TVM's generic compute where no slimtvm kernel applies. The
-   same function writes the per-layer record, so ``inspect`` and the manifest say what the
-   legalization actually did.
+   lowering writes each float conv's per-layer record from that same function
+   (lowering/binary_layers.py), so ``inspect`` and the manifest say what the legalization did.
 """
 
 from __future__ import annotations
