@@ -1,6 +1,7 @@
 """Random binarized ONNX graphs for the property tests (hypothesis strategies and a seeded variant).
 
-A graph: ``Sign (or a 2-bit quantizer) → Conv (±α per channel) [→ BatchNorm (negative scales allowed)] [→ MaxPool]
+A graph: ``Sign (or Larq's sign(sign(x) + 0.1) between NHWC transposes, or a 2-bit quantizer)
+[→ Pad of 0 or ±1] → Conv (±α per channel) [→ BatchNorm (negative scales allowed)] [→ MaxPool]
 [→ Sign → Conv 3×3 pad 1 [+ residual]]``, or ``Sign → MatMul (±α)``. Without a residual, slimtvm
 fuses the BN (and pool) before the second Sign into integer thresholds. A *probe* copy of each
 graph also outputs the value that feeds the second Sign, for onnxruntime only, so a test can see
@@ -33,6 +34,8 @@ class ConvSpec:
     residual: bool
     seed: int
     activation_bits: int = 1  # 2: the first conv's input is a 2-bit unipolar quantizer, not Sign
+    padding: str = "conv"  # the first conv's padding: its own ("conv"), or an explicit Pad of value 0, +1 or −1 ("0", "1", "-1")
+    larq: bool = False  # the first binarizer as Larq exports it: NHWC transposes around sign(sign(x) + 0.1) [and the Pad]
 
 
 @st.composite
@@ -52,7 +55,10 @@ def conv_specs(draw) -> ConvSpec:
     second = draw(st.sampled_from([0, 0, cout, 8, 33]))
     residual = second == cout and draw(st.booleans())
     bits = draw(st.sampled_from([1, 1, 1, 2])) if groups == 1 else 1
-    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, draw(st.integers(0, 2**16)), bits)
+    seed = draw(st.integers(0, 2**16))
+    padding = draw(st.sampled_from(["conv", "conv", "0", "1", "-1"] if groups == 1 and bits == 1 else ["conv", "0"]))
+    larq = bits == 1 and draw(st.booleans())
+    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, seed, bits, padding, larq)
 
 
 def quantize_unit(g: GraphBuilder, x: str, bits: int) -> str:
@@ -71,13 +77,25 @@ def binary_weight(rng, shape) -> np.ndarray:
 def add_binary_conv(g: GraphBuilder, x: str, spec: ConvSpec) -> tuple:
     """The spec's layers from input ``x``; returns (output, value feeding the second Sign or None)."""
     weight = binary_weight(g.rng, (spec.cout, spec.cin // spec.groups, spec.kernel, spec.kernel))
-    binarized = g.node("Sign", [x]) if spec.activation_bits == 1 else quantize_unit(g, x, spec.activation_bits)
+    source = g.node("Transpose", [x], perm=[0, 2, 3, 1]) if spec.larq else x
+    if spec.activation_bits > 1:
+        binarized = quantize_unit(g, source, spec.activation_bits)
+    elif spec.larq:
+        binarized = g.node("Sign", [g.node("Add", [g.node("Sign", [source]), g.const(np.float32(0.1), "c")])])
+    else:
+        binarized = g.node("Sign", [source])
+    if spec.padding != "conv":
+        top, left, bottom, right = spec.pads
+        pads = [0, top, left, 0, 0, bottom, right, 0] if spec.larq else [0, 0, top, left, 0, 0, bottom, right]
+        binarized = g.node("Pad", [binarized, g.const(pads, "pads", dtype=np.int64), g.const(np.float32(float(spec.padding)), "value")])
+    if spec.larq:
+        binarized = g.node("Transpose", [binarized], perm=[0, 3, 1, 2])
     y = g.node(
         "Conv",
         [binarized, g.const(weight)],
         kernel_shape=[spec.kernel] * 2,
         strides=[spec.stride] * 2,
-        pads=list(spec.pads),
+        pads=list(spec.pads) if spec.padding == "conv" else [0, 0, 0, 0],
         dilations=[spec.dilation] * 2,
         group=spec.groups,
     )

@@ -29,9 +29,9 @@ class GraphBuilder:
         self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
         return name
 
-    def const(self, array, prefix: str = "w") -> str:
+    def const(self, array, prefix: str = "w", dtype=np.float32) -> str:
         name = self.name(prefix)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
         return name
 
     def node(self, op: str, inputs, **attrs) -> str:

@@ -82,6 +82,7 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
         "passes": [{"name": name, **stats} for name, stats in pipeline.reports().items()],
         "layers": [record.to_json() for record in pipeline.layer_records],
         "warnings": list(frontend.warnings),
+        "onnx_rewrites": dict(frontend.rewrites),
         "library": {"file": os.path.basename(output)},
     }
     if request_report is not None:

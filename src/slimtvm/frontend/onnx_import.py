@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..errors import SlimError, first_line
+from .cancel_transposes import cancel_layout_transposes
 from .onnx_model import (
     TensorInfo,
     load_onnx,
@@ -34,6 +35,7 @@ class FrontendResult:
     outputs: list
     model_sha256: str
     warnings: list = field(default_factory=list)
+    rewrites: dict = field(default_factory=dict)  # lossless ONNX rewrites before import: name -> count
 
 
 def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResult:
@@ -48,11 +50,13 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     inputs = resolve_input_infos(model, input_shapes)
     nonfinite = warn_nonfinite_weights(model)
     static_model = sums_as_adds(with_static_inputs(model, inputs))
+    static_model, transpose_pairs = cancel_layout_transposes(static_model)
     _refuse_unsupported_ops(static_model)
     mod = _relax_import(static_model, inputs)
     outputs = _relax_outputs(mod, output_infos(static_model))
     notes = [f"weights with NaN/Inf: {name} ({count})" for name, count in nonfinite]
-    return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes)
+    rewrites = {"layout_transpose_pairs_removed": transpose_pairs} if transpose_pairs else {}
+    return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes, rewrites)
 
 
 def _static_dim(dim):
@@ -79,13 +83,16 @@ def _relax_import(model: onnx.ModelProto, inputs: list):
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .pad_import import pad_as_relax_op
+
     shape_dict = {info.name: list(info.shape) for info in inputs}
     dtype_dict = {info.name: info.dtype for info in inputs}
     with warnings.catch_warnings():
         # the importer warns about every value_info without a shape; that is normal ONNX
         warnings.filterwarnings("ignore", message="Field 'shape' of 'type' is required")
         try:
-            mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict)
+            with pad_as_relax_op():
+                mod = from_onnx(model, shape_dict=shape_dict, dtype_dict=dtype_dict)
         except tvm.error.OpNotImplemented as err:
             raise SlimError(f"TVM's ONNX frontend cannot import the model: {first_line(err)}") from None
         except Exception as err:

@@ -93,10 +93,10 @@ class _BinaryLowering(BinaryLayerMatcher):
         self.records.append(LayerRecord(_record_op(call), family, plan))
         return call
 
-    def binary_conv(self, call, source, weight, alpha, layouts, levels):
+    def binary_conv(self, call, source, weight, alpha, layouts, levels, padding):
         attrs = call.attrs
         if int(attrs.groups) == 1:
-            return self._packed_conv(call, source, weight, alpha, *layouts, levels)
+            return self._packed_conv(call, source, weight, alpha, *layouts, levels, padding)
         out_channels, per_group, kh, kw = weight.shape
         rows = np.transpose(weight, (0, 2, 3, 1)).reshape(-1, per_group)  # [O·KH·KW, C/g]
         packed = pack_weight_signs(rows).reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2).copy()
@@ -112,7 +112,7 @@ class _BinaryLowering(BinaryLayerMatcher):
             relax.const(alpha, "float32"),
             per_group,
             [int(v) for v in attrs.strides],
-            [int(v) for v in attrs.padding],
+            list(padding.pads),  # zero padding only: InputPadding refuses other values for grouped convs
             [int(v) for v in attrs.dilation],
             int(attrs.groups),
             *layouts,
@@ -132,9 +132,9 @@ class _BinaryLowering(BinaryLayerMatcher):
 
     # ------------------------------------------------------------------ the packed conv
 
-    def _packed_conv(self, call, source, weight, alpha, in_block, out_block, levels=1):
+    def _packed_conv(self, call, source, weight, alpha, in_block, out_block, levels, padding):
         attrs = call.attrs
-        weight_bytes, tap_sums = pack_conv_weight_bytes(weight)
+        weight_bytes, tap_sums = pack_conv_weight_bytes(weight, padding.value)
         shape = [int(d) for d in source.ty.shape]
         conv = PackedConv(
             source,
@@ -144,14 +144,16 @@ class _BinaryLowering(BinaryLayerMatcher):
             int(weight.shape[1]),
             (shape[2], shape[3]),
             [int(v) for v in attrs.strides],
-            [int(v) for v in attrs.padding],
+            list(padding.pads),
             [int(v) for v in attrs.dilation],
             in_block,
             out_block,
             levels,
         )
         activations = "sign bits" if levels == 1 else f"{int(levels).bit_length()}-bit unipolar activations"
-        record = LayerRecord("conv2d", "binary_conv2d", f"binary (XNOR + popcount: {activations} × ±α weights, {self._popcount_form()})")
+        record = LayerRecord(
+            "conv2d", "binary_conv2d", f"binary (XNOR + popcount: {activations} of {self.form} × ±α weights, {self._popcount_form()}), {padding.describe()}"
+        )
         if levels > 1:
             conv.alpha = (alpha / np.float32(levels)).astype(np.float32)
             self.report.multibit_convs += 1

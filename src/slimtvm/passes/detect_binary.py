@@ -101,6 +101,37 @@ def op_name(expr) -> str:
     return getattr(expr.op, "name", "") if isinstance(expr, relax.Call) else ""
 
 
+@dataclass(frozen=True)
+class InputPadding:
+    """The padding a binary conv reads around its image: ``(top, left, bottom, right)`` pixels of
+    ``value`` — 0 (ONNX's zero padding: a third value, which the kernel corrects for), +1 (Larq's
+    one-padding, ``pad_values=1``) or −1."""
+
+    pads: tuple
+    value: float = 0.0
+
+    @staticmethod
+    def of(call, explicit, levels: int):
+        """(the padding of conv ``call`` with an ``explicit`` pad (or None) in front, None) or
+        (None, the reason the two cannot be one kernel's padding)."""
+        own = tuple(int(v) for v in call.attrs.padding)
+        if explicit is None:
+            return InputPadding(own), None
+        if explicit.value != 0 and any(own):
+            return None, f"a Pad of value {explicit.value:g} followed by the conv's own zero padding"
+        if explicit.value != 0 and levels > 1:
+            return None, f"a Pad of value {explicit.value:g} before k-bit unipolar activations"
+        if explicit.value != 0 and int(call.attrs.groups) != 1:
+            return None, f"a Pad of value {explicit.value:g} before a grouped binary conv"
+        return InputPadding(tuple(a + b for a, b in zip(own, explicit.pads)), explicit.value), None
+
+    def describe(self) -> str:
+        if not any(self.pads):
+            return "no padding"
+        kind = {0.0: "zero padding", 1.0: "one-padding (+1)", -1.0: "padding with −1"}[self.value]
+        return f"{kind} {list(self.pads)}"
+
+
 class BinaryLayerMatcher(relax.PyExprMutator):
     """Walks a Relax function and finds the binarized conv2d/matmul layers, in graph order.
 
@@ -121,9 +152,11 @@ class BinaryLayerMatcher(relax.PyExprMutator):
 
     # ------------------------------------------------------------------ hooks
 
-    def binary_conv(self, call, source, weight, alpha, layouts, levels):
+    def binary_conv(self, call, source, weight, alpha, layouts, levels, padding):
         """A recognised binary conv: ``weight`` OIHW ±α, ``layouts`` = (input block, output
-        block) of NCHW[b]c (0: NCHW), ``levels`` 1 (signs) or 2^k − 1 (k-bit unipolar input)."""
+        block) of NCHW[b]c (0: NCHW), ``levels`` 1 (signs) or 2^k − 1 (k-bit unipolar input),
+        ``padding`` the :class:`InputPadding` of the binarized input (the conv's own zero padding
+        and any explicit Pad in front of it)."""
         return call
 
     def binary_dense(self, call, source, weight, alpha):
@@ -167,11 +200,13 @@ class BinaryLayerMatcher(relax.PyExprMutator):
                     offset = scalar_value(constant_value(inner.args[1 - index]))
                     nested = self.bound(inner.args[index])
                     if offset is not None and 0 < offset < 1 and op_name(nested) == "relax.sign":
+                        self.form = "sign(sign(x) + c), 0 → +1 (Larq's ste_sign; where(x ≥ 0, 1, −1))"
                         return nested.args[0]
             zero = self.exact_zero_source(expr.args[0])
             if zero is not None:
                 self.refusal = f"ONNX Sign(0) is 0, which no binary kernel computes, and its input can be exactly 0 (it comes from {zero})"
                 return None
+            self.form = "Sign(x)"
             return expr.args[0]
         if name == "relax.where":
             values = (scalar_value(constant_value(expr.args[1])), scalar_value(constant_value(expr.args[2])))
@@ -179,6 +214,7 @@ class BinaryLayerMatcher(relax.PyExprMutator):
             if not isinstance(condition, relax.Call) or scalar_value(constant_value(condition.args[1])) != 0.0:
                 return None
             if (op_name(condition), values) in (("relax.greater_equal", (1.0, -1.0)), ("relax.less", (-1.0, 1.0))):
+                self.form = "where(x ≥ 0, 1, −1), 0 → +1"
                 return condition.args[0]
         return None
 
@@ -263,15 +299,37 @@ class BinaryLayerMatcher(relax.PyExprMutator):
             "pooled_before_sign",
         )
 
+    def explicit_pad(self, expr):
+        """(the pad's input, :class:`InputPadding` without the conv's own) when ``expr`` is a
+        constant ``nn.pad`` of the spatial axes with value 0 or ±1; (``expr``, None) when it is no
+        pad; (None, None) with ``refusal`` set for any other pad."""
+        pad = self._call(expr, "relax.nn.pad")
+        if pad is None:
+            return expr, None
+        widths = [int(v) for v in pad.attrs.pad_width]
+        value = float(pad.attrs.pad_value)
+        if str(pad.attrs.pad_mode) != "constant" or len(widths) not in (8, 10) or any(w for axis, w in enumerate(widths) if axis // 2 not in (2, 3)):
+            self.refusal = "a Pad before the conv that pads more than the image's rows and columns, or not with a constant"
+            return None, None
+        if value not in (0.0, 1.0, -1.0):
+            self.refusal = f"pad value {value:g} before the conv is neither 0 nor ±1"
+            return None, None
+        return pad.args[0], InputPadding((widths[4], widths[6], widths[5], widths[7]), value)
+
     def sign_input(self, expr):
         """(``x``, the channel block of ``x``'s layout (0 for NCHW), activation levels: 1 for
-        sign bits, L = 2^k − 1 for a k-bit unipolar quantizer) for a binarized input, else None."""
+        sign bits, L = 2^k − 1 for a k-bit unipolar quantizer) for a binarized input, else None.
+        An explicit Pad in between is read by :meth:`explicit_pad` into ``self.padding``."""
+        expr, self.padding = self.explicit_pad(expr)
+        if expr is None:
+            return None
         source, levels = self.binarized(expr), 1
         if source is None:
             found = self._unipolar(expr)
             if found is None:
                 return None
             source, levels = found
+            self.form = f"{int(levels).bit_length()}-bit unipolar round(clip(x, 0, 1)·{levels})/{levels}"
         shape = source.ty.shape
         if len(shape) == 5:
             return source, int(shape[4]), levels
@@ -284,7 +342,7 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         name = op_name(call)
         if name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
-        self.refusal = None
+        self.refusal, self.form = None, None
         found = self.sign_input(call.args[0])
         if found is None and self.refusal is not None:
             return self._stays_float(call, self.refusal)
@@ -300,6 +358,8 @@ class BinaryLayerMatcher(relax.PyExprMutator):
             return self.float_layer(call, "k-bit activations with float weights")
         if name == "relax.nn.conv2d":
             return self._conv(call, source, weight, source_block, levels)
+        if self.padding is not None:
+            return self._stays_float(call, "a Pad before a matmul")
         return self._dense(call, source, weight)
 
     def _stays_float(self, call, reason: str):
@@ -333,9 +393,12 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         alpha, reason = two_valued_scale(weight, 0)
         if alpha is None:
             return self._stays_float(call, reason)
+        padding, reason = InputPadding.of(call, self.padding, levels)
+        if padding is None:
+            return self._stays_float(call, reason)
         self.report.binary_convs += 1
-        self.report.layers.append("binary")
-        return self.binary_conv(call, source, weight, alpha, layouts, levels)
+        self.report.layers.append(f"binary: input {self.form}, {padding.describe()}")
+        return self.binary_conv(call, source, weight, alpha, layouts, levels, padding)
 
     def _dense(self, call, source, weight):
         if weight.ndim != 2 or len(call.args[0].ty.shape) != 2:
@@ -344,7 +407,7 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         if alpha is None:
             return self._stays_float(call, reason)
         self.report.binary_dense += 1
-        self.report.layers.append("binary")
+        self.report.layers.append(f"binary: input {self.form}")
         return self.binary_dense(call, source, weight, alpha)
 
 

@@ -13,7 +13,8 @@ Convention (bipolar): bit 1 is +1, bit 0 is −1; ``x ≥ 0 → +1`` (ONNX's Sig
 documented difference). For one tap, the dot product of C signs is ``C − 2·popcount(a XOR w)``.
 Zero padding is a third value that contributes 0: the popcount sum runs over every tap (padding
 bytes are 0 bits) and subtracts, for the taps outside the image, ``tap_sums`` = what such a tap
-added (``C − 2·ones(w)``).
+added (``C − 2·ones(w)``). Padding with ±1 (Larq's one-padding) only changes that correction:
+schedules/binary_weights.py scales it by 1 + value.
 
 Bit output: BN and any per-channel scale/shift before a Sign make ``a_c·dot + b_c ≥ 0`` per
 channel, i.e. ``flip_c·dot ≥ threshold_c`` with ``flip_c`` ∈ {1, −1, 0} (the pass computes the
@@ -247,7 +248,7 @@ def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, geometry: Co
     kh, kw, _, padded_out = weight_dims(weight_bytes)
     out_h, out_w = geometry.out_hw
     total_bits = kh * kw * int(channels)
-    counts_type = count_dtype(total_bits)
+    counts_type = "int32" if "int32" in (count_dtype(total_bits), str(tap_sums.dtype)) else "int16"  # one-padding doubles the corrections
     counts = _popcount_counts(packed, weight_bytes, geometry, lambda a, w: a ^ w, 1, counts_type)
     row_classes = _border_classes(geometry.row_taps(), geometry.height)
     col_classes = _border_classes(geometry.col_taps(), geometry.width)

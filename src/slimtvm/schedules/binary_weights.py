@@ -24,20 +24,25 @@ def pack_weight_signs(weight_rows: np.ndarray) -> np.ndarray:
     return (bits.reshape(rows, -1, WORD_BITS) << shifts).sum(axis=2).astype(np.uint32)
 
 
-def pack_conv_weight_bytes(weight: np.ndarray):
-    """OIHW ±α weights → (uint8 ``[KH, KW, CB, O']`` sign bytes, ``[KH, KW, O']`` tap sums).
+def pack_conv_weight_bytes(weight: np.ndarray, pad_value: float = 0.0):
+    """OIHW ±α weights → (uint8 ``[KH, KW, CB, O']`` sign bytes, ``[KH, KW, O']`` tap
+    corrections).
 
     Bit b of byte k is ``weight[o, 8k + b] > 0``; channel and output-channel padding is 0 bits.
-    A tap sum is C − 2·(ones among the tap's bits): what the tap adds when its activations are
-    all 0 bits, which is what the kernel subtracts for taps over the zero padding.
+    The kernel packs the padding around the image as 0 bits (−1), so a tap there adds
+    ``s = C − 2·(ones among the tap's bits)``; it must add ``−pad_value·s`` (0 for zero padding,
+    −s for Larq's one-padding, s for −1), so the correction the kernel subtracts per tap is
+    ``(1 + pad_value)·s``. Refuses (ValueError) a pad value other than 0 and ±1.
     """
+    if pad_value not in (0.0, 1.0, -1.0):
+        raise ValueError(f"pad value {pad_value} is neither 0 nor ±1")
     out_channels, channels, kh, kw = weight.shape
     bits = np.zeros((kh, kw, padded_channel_bytes(channels) * 8, padded_out_channels(out_channels)), dtype=np.uint8)
     bits[:, :, :channels, :out_channels] = np.transpose(weight > 0, (2, 3, 1, 0))
     weight_bytes = np.packbits(bits, axis=2, bitorder="little")
     tap_sums = np.zeros((kh, kw, bits.shape[3]), dtype=np.int32)
-    tap_sums[:, :, :out_channels] = channels - 2 * np.transpose((weight > 0).sum(axis=1), (1, 2, 0))
-    return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(kh * kw * channels))
+    tap_sums[:, :, :out_channels] = (channels - 2 * np.transpose((weight > 0).sum(axis=1), (1, 2, 0))) * int(1 + pad_value)
+    return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(int(1 + pad_value) * kh * kw * channels))
 
 
 def split_weight_nibbles(weight_bytes: np.ndarray) -> np.ndarray:

@@ -1,0 +1,77 @@
+"""Compare a binarized network with a reference engine, allowing only sign flips at rounding distance.
+
+A pre-Sign value that both engines compute in float can land within rounding distance of 0, and
+then its sign may differ (float sums are added in another order); everything after it differs
+too. Rather than loosen the tolerance, :func:`with_sign_inputs_as_outputs` makes every activation
+Sign's input an extra graph output, and :func:`compare_with_sign_flips` checks that every sign
+that differs comes from a value within ``flip_distance`` (relative) of 0, and that the real
+outputs agree to ``tolerance`` whenever no sign differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ..runtime.bench import relative_difference
+
+
+def with_sign_inputs_as_outputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list]:
+    """(a copy that also outputs the value each activation Sign binarizes, their names).
+
+    Weights' Signs (values computed from constants only) are skipped. Where a layout
+    ``Transpose`` feeds the Sign (tf2onnx exports), the tensor before it is the one output, so
+    that the transpose pair around the binarizer stays removable and the layer stays binary."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    produced_by_constants = {init.name for init in copy.graph.initializer}
+    for node in copy.graph.node:  # values computed from constants only (in-graph weight binarization)
+        if all(name in produced_by_constants or name == "" for name in node.input):
+            produced_by_constants.update(node.output)
+    producer = {out: node for node in copy.graph.node for out in node.output}
+    inner_signs = {node.output[0] for node in copy.graph.node if node.op_type == "Sign"}
+    names = []
+    for node in copy.graph.node:
+        if node.op_type != "Sign" or node.input[0] in produced_by_constants:
+            continue
+        source = node.input[0]
+        before = producer.get(source)
+        if before is not None and before.op_type == "Add" and any(name in inner_signs for name in before.input):
+            continue  # the outer Sign of sign(sign(x) + c): its inner Sign is the one that binarizes
+        while source in producer and producer[source].op_type == "Transpose":
+            source = producer[source].input[0]
+        if source not in names and source not in {value.name for value in copy.graph.input}:
+            names.append(source)
+    existing = {value.name for value in copy.graph.output}
+    for name in names:
+        if name not in existing:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return copy, names
+
+
+@dataclass
+class SignFlipComparison:
+    flips: int  # signs that differ (all within the flip distance)
+    far_flips: list  # names of pre-Sign values whose sign differs further from 0 than allowed
+    differences: dict  # output name -> relative difference
+
+    def agrees(self, tolerance: float) -> bool:
+        """No flip far from 0, and the outputs within ``tolerance`` unless some sign flipped."""
+        return not self.far_flips and (self.flips > 0 or all(d <= tolerance for d in self.differences.values()))
+
+
+def compare_with_sign_flips(ours: dict, reference: dict, sign_inputs: list, outputs: list, flip_distance: float = 1e-5) -> SignFlipComparison:
+    """Compare ``outputs`` of two runs (name → array) given the pre-Sign values ``sign_inputs``
+    of both; a sign may differ only where the reference value is within ``flip_distance`` times
+    that tensor's largest magnitude of 0."""
+    flips, far = 0, []
+    for name in sign_inputs:
+        differs = (ours[name] >= 0) != (reference[name] >= 0)
+        if differs.any():
+            scale = float(np.abs(reference[name]).max()) or 1.0
+            if np.abs(reference[name][differs]).max() > flip_distance * scale:
+                far.append(name)
+            flips += int(differs.sum())
+    return SignFlipComparison(flips, far, {name: relative_difference(ours[name], reference[name]) for name in outputs})
