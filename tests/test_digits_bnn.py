@@ -4,7 +4,8 @@ its binary layers are recognised, and slimtvm predicts what onnxruntime predicts
 Sign flips: a pre-Sign value computed in float by both engines can land within rounding distance
 of 0, and then its sign may differ (float sums are reordered). Rather than loosen the tolerance,
 the test outputs every Sign's input, finds images where a sign differs, checks that each such
-value is within rounding distance of 0, and compares the logits strictly on all other images.
+value is within rounding distance of 0, and compares the logits strictly on all other images
+(slimtvm.compiler.sign_flips).
 """
 
 from __future__ import annotations
@@ -17,25 +18,10 @@ import pytest
 from conftest import onnxruntime_outputs
 
 import slimtvm
-from slimtvm.runtime.bench import relative_difference
+from slimtvm.compiler.sign_flips import compare_with_sign_flips, with_sign_inputs_as_outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(REPO, "examples", "digits_bnn.onnx")
-
-
-def with_sign_inputs_as_outputs(model):
-    """A copy that also outputs the input of every activation Sign (not the weights' Signs)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    constants = {init.name for init in copy.graph.initializer}
-    produced_by_constants = set(constants)
-    for node in copy.graph.node:  # values computed from constants only (in-graph weight binarization)
-        if all(name in produced_by_constants or name == "" for name in node.input):
-            produced_by_constants.update(node.output)
-    names = [node.input[0] for node in copy.graph.node if node.op_type == "Sign" and node.input[0] not in produced_by_constants]
-    for name in names:
-        copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return copy, names
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +49,9 @@ def test_same_predictions_and_accuracy_as_onnxruntime(compiled):
     for image, label in zip(images, labels):
         inputs = {"image": image[None].astype(np.float32)}
         ours, reference = runner.run(inputs), onnxruntime_outputs(model, inputs)
-        flips = 0
-        for name in sign_inputs:
-            differs = np.sign(ours[name]) != np.sign(reference[name])
-            if differs.any():  # allowed only within rounding distance of the threshold
-                scale = np.abs(reference[name]).max()
-                assert np.abs(reference[name][differs]).max() <= 1e-5 * scale, f"{name}: a sign flipped far from 0"
-                flips += int(differs.sum())
-        if flips:
-            flipped_images += 1
-        else:
-            assert relative_difference(ours["logits"], reference["logits"]) <= 1e-4
+        comparison = compare_with_sign_flips(ours, reference, sign_inputs, ["logits"])
+        assert comparison.agrees(1e-4), comparison  # flips only within rounding distance of 0; else the logits agree
+        flipped_images += comparison.flips > 0
         assert np.argmax(ours["logits"]) == np.argmax(reference["logits"])  # every image, flips or not
         ours_correct += int(np.argmax(ours["logits"]) == label)
         reference_correct += int(np.argmax(reference["logits"]) == label)

@@ -68,7 +68,7 @@ def compare_with_sign_flips(ours: dict, reference: dict, sign_inputs: list, outp
     that tensor's largest magnitude of 0."""
     flips, far = 0, []
     for name in sign_inputs:
-        differs = (ours[name] >= 0) != (reference[name] >= 0)
+        differs = np.sign(ours[name]) != np.sign(reference[name])  # a 0 on one side only counts too (ONNX's Sign(0) is 0)
         if differs.any():
             scale = float(np.abs(reference[name]).max()) or 1.0
             if np.abs(reference[name][differs]).max() > flip_distance * scale:
