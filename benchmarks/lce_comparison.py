@@ -101,7 +101,9 @@ def main(argv=None) -> int:
     print()
     for threads, medians in rows:
         best = min((ms, engine) for engine, ms in medians.items() if engine != "slimtvm")
-        print(f"claim: {label} at {threads} thread(s): slimtvm {medians['slimtvm']:.2f} ms, fastest LCE ({best[1]}) {best[0]:.2f} ms: {best[0] / medians['slimtvm']:.2f}x")
+        print(
+            f"claim: {label} at {threads} thread(s): slimtvm {medians['slimtvm']:.2f} ms, fastest LCE ({best[1]}) {best[0]:.2f} ms: {best[0] / medians['slimtvm']:.2f}x"
+        )
     return 0
 
 

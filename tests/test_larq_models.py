@@ -27,13 +27,19 @@ BINARY_QUANTCONVS = 3  # what scripts/export_larq_models.py --tiny printed for t
 
 @pytest.fixture(scope="module", params=x86_kernel_presets() or ["host"])
 def compiled(request, tmp_path_factory):
-    model, sign_inputs = with_sign_inputs_as_outputs(onnx.load(MODEL))
-    artifact = slimtvm.compile(model, str(tmp_path_factory.mktemp("larq") / "larq.so"), target=request.param)
-    return model, sign_inputs, artifact
+    """(the probe model, its pre-Sign outputs, its build, the build of the model as exported)."""
+    folder = tmp_path_factory.mktemp("larq")
+    probe, sign_inputs = with_sign_inputs_as_outputs(onnx.load(MODEL))
+    return (
+        probe,
+        sign_inputs,
+        slimtvm.compile(probe, str(folder / "probe.so"), target=request.param),
+        slimtvm.compile(MODEL, str(folder / "larq.so"), target=request.param),
+    )
 
 
 def test_every_binary_quantconv_is_recognised_and_lowered(compiled):
-    _, sign_inputs, artifact = compiled
+    _, sign_inputs, _, artifact = compiled
     passes = {p["name"]: p for p in artifact.manifest["passes"]}
     assert passes["binarize"]["binary_convs"] == passes["binary_blocks"]["binary_convs_lowered"] == BINARY_QUANTCONVS, passes
     assert artifact.manifest["onnx_rewrites"]["layout_transpose_pairs_removed"] >= BINARY_QUANTCONVS
@@ -44,16 +50,20 @@ def test_every_binary_quantconv_is_recognised_and_lowered(compiled):
 
 
 def test_outputs_match_onnxruntime_up_to_sign_flips(compiled):
-    model, sign_inputs, artifact = compiled
-    runner = artifact.load()
+    probe, sign_inputs, probe_artifact, artifact = compiled
+    probe_runner, runner = probe_artifact.load(), artifact.load()
     (logits,) = [value.name for value in onnx.load(MODEL).graph.output]
     flipped = 0
     for seed in range(20):
         inputs = {"input": np.random.default_rng(seed).standard_normal((1, 16, 16, 3)).astype(np.float32)}
-        comparison = compare_with_sign_flips(runner.run(inputs), onnxruntime_outputs(model, inputs), sign_inputs, [logits])
-        assert comparison.agrees(1e-4), (seed, comparison)
-        flipped += comparison.flips > 0
-    assert flipped <= 2, f"{flipped} of 20 inputs had sign flips"  # rare, near-0 only
+        reference = onnxruntime_outputs(probe, inputs)
+        for ours in (probe_runner.run(inputs), runner.run(inputs)):
+            comparison = compare_with_sign_flips(ours, reference, sign_inputs, [logits])
+            assert comparison.agrees(1e-4), (seed, comparison)
+        flipped += comparison.flips + comparison.near_zero > 0
+    # 16·16·32 pre-Sign values per layer: a few inputs have one within 1e-5 of 0 (not compared
+    # strictly, flips checked); most must be compared strictly, or the test would prove little
+    assert flipped <= 10, f"{flipped} of 20 inputs had pre-Sign values at rounding distance of 0"
 
 
 def _padded_sign_conv(value: float, conv_pads=(0, 0, 0, 0)):

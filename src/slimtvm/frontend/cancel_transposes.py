@@ -88,7 +88,12 @@ def _qualifies(node, constants) -> bool:
     """An op that commutes with a transpose (applied with permuted pads for Pad)."""
     if node.op_type == "Pad":
         mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"constant")
-        return mode == b"constant" and 2 <= len(node.input) <= 3 and node.input[1] in constants and (len(node.input) < 3 or node.input[2] in constants or not node.input[2])
+        return (
+            mode == b"constant"
+            and 2 <= len(node.input) <= 3
+            and node.input[1] in constants
+            and (len(node.input) < 3 or node.input[2] in constants or not node.input[2])
+        )
     if node.op_type not in ELEMENTWISE:
         return False
     if node.op_type == "Clip" or node.op_type in ("Add", "Sub", "Mul", "Div"):

@@ -23,6 +23,7 @@ from .onnx_model import (
     warn_nonfinite_weights,
     with_static_inputs,
 )
+from .qonnx_ops import lower_qonnx_ops
 
 
 @dataclass
@@ -47,6 +48,7 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     """
     model = load_onnx(path_or_model)
     model_bytes = model.SerializeToString()
+    model, bipolar_quants = lower_qonnx_ops(model)
     inputs = resolve_input_infos(model, input_shapes)
     nonfinite = warn_nonfinite_weights(model)
     static_model = sums_as_adds(with_static_inputs(model, inputs))
@@ -55,7 +57,7 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     mod = _relax_import(static_model, inputs)
     outputs = _relax_outputs(mod, output_infos(static_model))
     notes = [f"weights with NaN/Inf: {name} ({count})" for name, count in nonfinite]
-    rewrites = {"layout_transpose_pairs_removed": transpose_pairs} if transpose_pairs else {}
+    rewrites = {name: count for name, count in (("qonnx_bipolar_quants", bipolar_quants), ("layout_transpose_pairs_removed", transpose_pairs)) if count}
     return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes, rewrites)
 
 

@@ -206,7 +206,8 @@ class BinaryLayerMatcher(relax.PyExprMutator):
             if zero is not None:
                 self.refusal = f"ONNX Sign(0) is 0, which no binary kernel computes, and its input can be exactly 0 (it comes from {zero})"
                 return None
-            self.form = "Sign(x)"
+            shifted = op_name(inner) == "relax.add" and any(constant_value(operand) is not None for operand in inner.args)
+            self.form = "Sign(x + b), a constant shift (ReActNet's RSign when per channel)" if shifted else "Sign(x)"
             return expr.args[0]
         if name == "relax.where":
             values = (scalar_value(constant_value(expr.args[1])), scalar_value(constant_value(expr.args[2])))
