@@ -60,17 +60,24 @@ class SignFlipComparison:
     near_zero: int  # reference pre-Sign values within the flip distance of 0 (a sign there may differ)
     far_flips: list  # names of pre-Sign values whose sign differs further from 0 than allowed
     differences: dict  # output name -> relative difference
+    probed: bool = True  # whether ours held every pre-Sign value (else flips are unknown: near_zero stands for them)
+
+    @property
+    def strict(self) -> bool:
+        """Whether the outputs must agree: no sign differs (or, unprobed, none can)."""
+        return self.flips == 0 and (self.probed or self.near_zero == 0)
 
     def agrees(self, tolerance: float) -> bool:
-        """No flip far from 0, and the outputs within ``tolerance`` unless a sign may differ."""
-        return not self.far_flips and (self.flips or self.near_zero or all(d <= tolerance for d in self.differences.values()))
+        """No flip far from 0, and the outputs within ``tolerance`` when compared strictly."""
+        return not self.far_flips and (not self.strict or all(d <= tolerance for d in self.differences.values()))
 
 
 def compare_with_sign_flips(ours: dict, reference: dict, sign_inputs: list, outputs: list, flip_distance: float = 1e-5) -> SignFlipComparison:
     """Compare ``outputs`` of two runs (name → array). ``reference`` must hold the pre-Sign values
     ``sign_inputs``; ``ours`` may (a probe build), else only the reference's values near 0 are
     counted. A sign may differ only where the reference value is within ``flip_distance`` times
-    that tensor's largest magnitude of 0; where one is that close, the outputs may differ."""
+    that tensor's largest magnitude of 0. The outputs must agree when no sign differs (when
+    ``ours`` lacks the pre-Sign values: when no reference value is that close to 0)."""
     flips, near, far = 0, 0, []
     for name in sign_inputs:
         values = reference[name]
@@ -82,4 +89,5 @@ def compare_with_sign_flips(ours: dict, reference: dict, sign_inputs: list, outp
             if (differs & ~close).any():
                 far.append(name)
             flips += int(differs.sum())
-    return SignFlipComparison(flips, near, far, {name: relative_difference(ours[name], reference[name]) for name in outputs})
+    probed = all(name in ours for name in sign_inputs)
+    return SignFlipComparison(flips, near, far, {name: relative_difference(ours[name], reference[name]) for name in outputs}, probed)
