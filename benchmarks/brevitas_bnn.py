@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from qonnx.core.onnx_exec import execute_onnx
 
     import slimtvm
-    from slimtvm.compiler.sign_flips import compare_with_sign_flips, with_sign_inputs_as_outputs
+    from slimtvm.compiler.sign_flips import ExactnessTally, compare_with_sign_flips, with_sign_inputs_as_outputs
     from slimtvm.frontend.qonnx_ops import lower_qonnx_ops
     from slimtvm.runtime.artifact import set_num_threads
     from slimtvm.runtime.bench import onnxruntime_session, time_side_by_side
@@ -64,24 +64,16 @@ def main(argv=None) -> int:
         runner = artifact.load()
         shape = tuple(runner.manifest["inputs"][0]["shape"])
         wrapper = ModelWrapper(model)
-        near, worst, strict, flipped = 0, 0.0, 0, 0
+        tally = ExactnessTally()
         for seed in range(args.inputs):
             inputs = {name: np.random.default_rng(100 + seed).standard_normal(shape).astype(np.float32)}
             reference = execute_onnx(wrapper, inputs, return_full_exec_context=True)
-            probe_comparison = compare_with_sign_flips(probe_runner.run(inputs), reference, sign_inputs, [output], args.flip_distance)
-            comparison = compare_with_sign_flips(runner.run(inputs), reference, sign_inputs, [output], args.flip_distance)
-            for checked in (probe_comparison, comparison):
-                if not checked.agrees(1e-4):
-                    print(f"input {seed}: outputs DIFFER from QONNX's executor: {checked}")
-                    ok = False
-            near += comparison.near_zero > 0
-            flipped += probe_comparison.flips > 0
-            if probe_comparison.strict:
-                strict += 1
-                worst = max(worst, probe_comparison.differences[output], comparison.differences[output])
-        print(
-            f"vs QONNX's executor on {args.inputs} random inputs: max relative difference {worst:.1e} over the {strict} inputs whose signs all agree; {flipped} with signs flipped at rounding distance of 0 (and {near} with a value that close)"
-        )
+            probe = compare_with_sign_flips(probe_runner.run(inputs), reference, sign_inputs, [output], args.flip_distance)
+            tally.add(probe, compare_with_sign_flips(runner.run(inputs), reference, sign_inputs, [output], args.flip_distance))
+        for seed, comparison in tally.failures:
+            print(f"input {seed}: outputs DIFFER from QONNX's executor: {comparison}")
+        ok &= tally.ok
+        print(f"vs QONNX's executor {tally.summary()}")
         float_ops = os.path.join(workdir, "float_ops.onnx")
         onnx.save(lower_qonnx_ops(model)[0], float_ops)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

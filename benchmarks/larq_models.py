@@ -49,7 +49,7 @@ def check_model(path: str, expected: int, target: str, inputs: int, threads: lis
     import onnx
 
     import slimtvm
-    from slimtvm.compiler.sign_flips import compare_with_sign_flips, with_sign_inputs_as_outputs
+    from slimtvm.compiler.sign_flips import ExactnessTally, compare_with_sign_flips, with_sign_inputs_as_outputs
     from slimtvm.runtime.artifact import set_num_threads
     from slimtvm.runtime.bench import onnxruntime_session, time_side_by_side
 
@@ -69,26 +69,18 @@ def check_model(path: str, expected: int, target: str, inputs: int, threads: lis
     (name,) = timed.input_names
     shape = tuple(timed.manifest["inputs"][0]["shape"])
     reference = onnxruntime_session(probed_path, 1)
-    near, worst, strict, flipped = 0, 0.0, 0, 0
+    tally = ExactnessTally()
     for seed in range(inputs):
         x = np.random.default_rng(100 + seed).standard_normal(shape).astype(np.float32)
         theirs = dict(zip([o.name for o in reference.get_outputs()], reference.run(None, {name: x})))
-        probe_comparison = compare_with_sign_flips(probe_runner.run({name: x}), theirs, sign_inputs, [logits, final], flip_distance)
-        comparison = compare_with_sign_flips(
-            timed.run({name: x}), theirs, sign_inputs, [final], flip_distance
-        )  # the timed build outputs the model's outputs only
-        for checked in (probe_comparison, comparison):
-            if not checked.agrees(1e-4):
-                print(f"  input {seed}: outputs DIFFER: {checked}")
-                ok = False
-        near += comparison.near_zero > 0
-        flipped += probe_comparison.flips > 0
-        if probe_comparison.strict:
-            strict += 1
-            worst = max(worst, *probe_comparison.differences.values(), *comparison.differences.values())
-    print(
-        f"  logits vs onnxruntime on {inputs} random inputs: max relative difference {worst:.1e} over the {strict} inputs whose signs all agree; {flipped} with signs flipped at rounding distance of 0 (and {near} with a value that close)"
-    )
+        probe = compare_with_sign_flips(probe_runner.run({name: x}), theirs, sign_inputs, [logits, final], flip_distance)
+        tally.add(
+            probe, compare_with_sign_flips(timed.run({name: x}), theirs, sign_inputs, [final], flip_distance)
+        )  # the timed build: the model's outputs only
+    for seed, comparison in tally.failures:
+        print(f"  input {seed}: outputs DIFFER: {comparison}")
+    ok &= tally.ok
+    print(f"  logits vs onnxruntime {tally.summary()}")
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for count in threads:
         set_num_threads(count)

@@ -24,6 +24,7 @@ def build(tiny: bool, seed: int):
     import torch
     from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
     from brevitas.quant import SignedBinaryActPerTensorConst, SignedBinaryWeightPerTensorConst
+    from random_batch_norms import randomise_batch_norms
     from torch import nn
 
     torch.manual_seed(seed)
@@ -53,15 +54,7 @@ def build(tiny: bool, seed: int):
         nn.Linear(hidden, 10),
     )
     model = nn.Sequential(features, classifier).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                count = module.num_features
-                module.running_mean.copy_(torch.randn(count, generator=generator) * 0.5)
-                module.running_var.copy_(torch.rand(count, generator=generator) * 1.9 + 0.1)
-                module.weight.copy_((torch.rand(count, generator=generator) + 0.5) * torch.sign(torch.randn(count, generator=generator)))
-                module.bias.copy_(torch.randn(count, generator=generator) * 0.5)
+    randomise_batch_norms(model, seed + 1)
     binary = {"binary_convs": 5, "binary_dense": 2}
     return model, (1, 3, 16 if tiny else 32, 16 if tiny else 32), binary
 

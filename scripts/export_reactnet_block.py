@@ -20,6 +20,7 @@ import sys
 
 def build(seed: int):
     import torch
+    from random_batch_norms import randomise_batch_norms
     from torch import nn
 
     torch.manual_seed(seed)
@@ -61,15 +62,7 @@ def build(seed: int):
     model = nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), Block(32), Block(32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)
     ).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                count = module.num_features
-                module.running_mean.copy_(torch.randn(count, generator=generator) * 0.5)
-                module.running_var.copy_(torch.rand(count, generator=generator) * 1.9 + 0.1)
-                module.weight.copy_((torch.rand(count, generator=generator) + 0.5) * torch.sign(torch.randn(count, generator=generator)))
-                module.bias.copy_(torch.randn(count, generator=generator) * 0.5)
+    randomise_batch_norms(model, seed + 1)
     return model
 
 

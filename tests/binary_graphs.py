@@ -1,6 +1,7 @@
 """Random binarized ONNX graphs for the property tests (hypothesis strategies and a seeded variant).
 
-A graph: ``Sign (or Larq's sign(sign(x) + 0.1) between NHWC transposes, or a 2-bit quantizer)
+A graph: ``Sign (or Larq's sign(sign(x) + 0.1) between NHWC transposes, or a 2-bit quantizer in
+the DoReFa or QONNX Quant form)
 [→ Pad of 0 or ±1] → Conv (±α per channel) [→ BatchNorm (negative scales allowed)] [→ MaxPool]
 [→ Sign → Conv 3×3 pad 1 [+ residual]]``, or ``Sign → MatMul (±α)``. Without a residual, slimtvm
 fuses the BN (and pool) before the second Sign into integer thresholds. A *probe* copy of each
@@ -36,6 +37,7 @@ class ConvSpec:
     activation_bits: int = 1  # 2: the first conv's input is a 2-bit unipolar quantizer, not Sign
     padding: str = "conv"  # the first conv's padding: its own ("conv"), or an explicit Pad of value 0, +1 or −1 ("0", "1", "-1")
     larq: bool = False  # the first binarizer as Larq exports it: NHWC transposes around sign(sign(x) + 0.1) [and the Pad]
+    quant_step: float = 0.0  # 2-bit input as QONNX's Quant writes it, round(clip(x / step, 0, 3))·step (0: the DoReFa form)
 
 
 @st.composite
@@ -58,7 +60,8 @@ def conv_specs(draw) -> ConvSpec:
     seed = draw(st.integers(0, 2**16))
     padding = draw(st.sampled_from(["conv", "conv", "0", "1", "-1"] if groups == 1 and bits == 1 else ["conv", "0"]))
     larq = bits == 1 and draw(st.booleans())
-    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, seed, bits, padding, larq)
+    step = draw(st.sampled_from([0.0, 0.3, 0.45])) if bits == 2 else 0.0
+    return ConvSpec(cin, cout, kernel, stride, dilation, pads, groups, size, batchnorm, maxpool, second, residual, seed, bits, padding, larq, step)
 
 
 def quantize_unit(g: GraphBuilder, x: str, bits: int) -> str:
@@ -78,7 +81,11 @@ def add_binary_conv(g: GraphBuilder, x: str, spec: ConvSpec) -> tuple:
     """The spec's layers from input ``x``; returns (output, value feeding the second Sign or None)."""
     weight = binary_weight(g.rng, (spec.cout, spec.cin // spec.groups, spec.kernel, spec.kernel))
     source = g.node("Transpose", [x], perm=[0, 2, 3, 1]) if spec.larq else x
-    if spec.activation_bits > 1:
+    if spec.activation_bits > 1 and spec.quant_step:
+        step = g.const(np.float32(spec.quant_step), "step")
+        clipped = g.node("Clip", [g.node("Div", [source, step]), g.const(np.float32(0.0), "lo"), g.const(np.float32(2**spec.activation_bits - 1), "hi")])
+        binarized = g.node("Mul", [g.node("Round", [clipped]), step])
+    elif spec.activation_bits > 1:
         binarized = quantize_unit(g, source, spec.activation_bits)
     elif spec.larq:
         binarized = g.node("Sign", [g.node("Add", [g.node("Sign", [source]), g.const(np.float32(0.1), "c")])])

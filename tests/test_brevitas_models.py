@@ -42,7 +42,7 @@ def test_every_bipolar_quantized_layer_is_binary(compiled):
     assert passes["binarize"]["binary_convs"] == passes["binary_blocks"]["binary_convs_lowered"] == BINARY_CONVS, passes
     assert passes["binarize"]["binary_dense"] == passes["binary_blocks"]["binary_dense_lowered"] == BINARY_DENSE, passes
     assert passes["binary_blocks"]["thresholds_fused"] >= 3 and passes["binary_blocks"]["max_pools_on_bits"] >= 2, passes
-    assert artifact.manifest["onnx_rewrites"]["qonnx_bipolar_quants"] == 2 * (BINARY_CONVS + BINARY_DENSE)
+    assert artifact.manifest["onnx_rewrites"]["qonnx_quantizers"] == 2 * (BINARY_CONVS + BINARY_DENSE)
 
 
 def test_outputs_match_the_qonnx_executor_up_to_sign_flips(compiled):
@@ -79,3 +79,62 @@ def test_a_k_bit_quant_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "Quant" in err and "4-bit" in err and len(err.splitlines()) == 1, err
     assert not os.path.exists(tmp_path / "quant.so")
+
+
+def _quant_model(bits: float, signed: int, zero_point: float, seed: int = 0):
+    """A QONNX graph: Quant(x) (the given form, scale 0.4) → Conv 3×3 with weights Quant(W, 1 bit,
+    signed: ±0.25) → BN-like scale; onnx.helper, domain qonnx.custom_op.general."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    domain = "qonnx.custom_op.general"
+    weights = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    initializers = [
+        numpy_helper.from_array(weights, "w"),
+        numpy_helper.from_array(np.array(0.4, dtype=np.float32), "s"),
+        numpy_helper.from_array(np.array(zero_point, dtype=np.float32), "z"),
+        numpy_helper.from_array(np.array(bits, dtype=np.float32), "b"),
+        numpy_helper.from_array(np.array(0.25, dtype=np.float32), "ws"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "wz"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "wb"),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, 16, 1, 1)).astype(np.float32), "g"),
+    ]
+    nodes = [
+        helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain=domain, signed=signed, narrow=0, rounding_mode="ROUND"),
+        helper.make_node("Quant", ["w", "ws", "wz", "wb"], ["qw"], domain=domain, signed=1, narrow=0, rounding_mode="ROUND"),
+        helper.make_node("Conv", ["q", "qw"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "g"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "quant",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(
+    ("bits", "signed", "zero_point", "k_bit_convs"),
+    [(2, 0, 0.0, 1), (2, 1, 0.0, 0), (2, 0, 1.0, 0), (1, 1, 0.0, 0)],
+    ids=["unsigned-2-bit", "signed-2-bit", "zero-point", "signed-1-bit"],
+)
+def test_quant_nodes_of_one_and_two_bits_match_the_qonnx_executor(tmp_path, bits, signed, zero_point, k_bit_convs):
+    model = _quant_model(bits, signed, zero_point)
+    artifact = slimtvm.compile(model, str(tmp_path / "quant.so"))
+    passes = {p["name"]: p for p in artifact.manifest["passes"]}
+    assert passes["binary_blocks"]["k_bit_activation_convs"] == k_bit_convs, passes
+    if bits == 1:  # ±0.4 activations, ±0.25 weights: a binary conv
+        assert passes["binary_blocks"]["binary_convs_lowered"] == 1, passes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    wrapper = ModelWrapper(model).transform(InferShapes())
+    runner = artifact.load()
+    for seed in range(4):
+        inputs = {"x": np.random.default_rng(10 + seed).uniform(-0.5, 1.6, (1, 16, 8, 8)).astype(np.float32)}
+        expected = qonnx_exec.execute_onnx(wrapper, inputs)["y"]
+        actual = runner.run(inputs)["y"]
+        assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max(), (seed, np.abs(actual - expected).max())

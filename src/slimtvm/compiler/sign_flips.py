@@ -91,3 +91,37 @@ def compare_with_sign_flips(ours: dict, reference: dict, sign_inputs: list, outp
             flips += int(differs.sum())
     probed = all(name in ours for name in sign_inputs)
     return SignFlipComparison(flips, near, far, {name: relative_difference(ours[name], reference[name]) for name in outputs}, probed)
+
+
+@dataclass
+class ExactnessTally:
+    """Comparisons of a probe build and a plain build over many inputs, summed up for a report."""
+
+    tolerance: float = 1e-4
+    inputs: int = 0
+    strict: int = 0  # inputs whose signs all agreed in the probe build (outputs compared strictly)
+    flipped: int = 0  # inputs with a sign flipped at rounding distance of 0
+    near: int = 0  # inputs with a reference pre-Sign value that close to 0
+    worst: float = 0.0  # largest relative difference over the strict inputs
+    failures: list = None  # (input index, comparison) of every comparison that did not agree
+
+    def add(self, probe: SignFlipComparison, plain: SignFlipComparison) -> None:
+        """One input: the probe build's comparison and the plain build's."""
+        self.failures = self.failures or []
+        self.failures += [(self.inputs, checked) for checked in (probe, plain) if not checked.agrees(self.tolerance)]
+        self.inputs += 1
+        self.near += plain.near_zero > 0
+        self.flipped += probe.flips > 0
+        if probe.strict:
+            self.strict += 1
+            self.worst = max(self.worst, *probe.differences.values(), *plain.differences.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> str:
+        return (
+            f"on {self.inputs} random inputs: max relative difference {self.worst:.1e} over the {self.strict} inputs whose signs all agree; "
+            f"{self.flipped} with signs flipped at rounding distance of 0 (and {self.near} with a value that close); {len(self.failures or [])} disagreements"
+        )

@@ -57,7 +57,7 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     mod = _relax_import(static_model, inputs)
     outputs = _relax_outputs(mod, output_infos(static_model))
     notes = [f"weights with NaN/Inf: {name} ({count})" for name, count in nonfinite]
-    rewrites = {name: count for name, count in (("qonnx_bipolar_quants", bipolar_quants), ("layout_transpose_pairs_removed", transpose_pairs)) if count}
+    rewrites = {name: count for name, count in (("qonnx_quantizers", bipolar_quants), ("layout_transpose_pairs_removed", transpose_pairs)) if count}
     return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes, rewrites)
 
 

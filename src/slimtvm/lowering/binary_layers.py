@@ -154,7 +154,10 @@ class _BinaryLowering(BinaryLayerMatcher):
         record = LayerRecord(
             "conv2d", "binary_conv2d", f"binary (XNOR + popcount: {activations} of {self.form} × ±α weights, {self._popcount_form()}), {padding.describe()}"
         )
-        if levels > 1:
+        if levels > 1 and self.step:
+            conv.step, conv.alpha = self.step, (alpha * np.float32(self.step)).astype(np.float32)
+            self.report.multibit_convs += 1
+        elif levels > 1:
             conv.alpha = (alpha / np.float32(levels)).astype(np.float32)
             self.report.multibit_convs += 1
         plan = None if levels > 1 else threshold_plan(self.lookup_binding, self.uses, call.args[0], source, self.packed_convs)
@@ -194,6 +197,7 @@ class _BinaryLowering(BinaryLayerMatcher):
             conv.in_block,
             conv.out_block,
             conv.levels,
+            conv.step,
             primfunc_name_hint="binary_conv2d",
         )
 
@@ -225,6 +229,7 @@ class _BinaryLowering(BinaryLayerMatcher):
             list(plan.pool),
             next_conv,
             producer.levels,
+            producer.step,
             primfunc_name_hint="binary_conv2d_bits",
         )
 

@@ -45,6 +45,7 @@ class PackedConv:
     in_block: int
     out_block: int
     levels: int = 1  # activation levels: 1 sign bits, 2^k − 1 for k-bit unipolar input
+    step: float = 0.0  # k-bit input as QONNX's Quant: q = round(clip(x / step, 0, levels)); 0: clip(x, 0, 1)·levels
     record: object = None  # its LayerRecord, which a fused consumer amends
 
     @property

@@ -258,22 +258,44 @@ class BinaryLayerMatcher(relax.PyExprMutator):
 
     def _clipped_to_unit(self, expr):
         """``x`` when ``expr`` is clip(x, 0, 1) (as clip, or max-then-min / min-then-max)."""
+        return self._clipped(expr, 1.0)
+
+    def _clipped(self, expr, high: float):
+        """``x`` when ``expr`` is clip(x, 0, ``high``) (as clip, or max-then-min / min-then-max)."""
         outer = self.bound(expr)
         name = op_name(outer)
         if name == "relax.clip":
-            return outer.args[0] if (scalar_value(constant_value(outer.args[1])), scalar_value(constant_value(outer.args[2]))) == (0.0, 1.0) else None
-        pairs = {"relax.minimum": ("relax.maximum", 1.0, 0.0), "relax.maximum": ("relax.minimum", 0.0, 1.0)}
+            return outer.args[0] if (scalar_value(constant_value(outer.args[1])), scalar_value(constant_value(outer.args[2]))) == (0.0, high) else None
+        pairs = {"relax.minimum": ("relax.maximum", high, 0.0), "relax.maximum": ("relax.minimum", 0.0, high)}
         if name not in pairs or scalar_value(constant_value(outer.args[1])) != pairs[name][1]:
             return None
         inner = self._call(outer.args[0], pairs[name][0])
         return inner.args[0] if inner is not None and scalar_value(constant_value(inner.args[1])) == pairs[name][2] else None
 
+    def _quant_levels(self, outer):
+        """(``x``, L, s) when ``outer`` is round(clip(x / s, 0, L))·s with L = 2^k − 1, k ∈ 2..4
+        (QONNX's unsigned Quant with zero point 0, as slimtvm's front end writes it), else None."""
+        step = scalar_value(constant_value(outer.args[1]))
+        rounded = self._call(outer.args[0], "relax.round")
+        if op_name(outer) != "relax.multiply" or step is None or step <= 0 or rounded is None:
+            return None
+        for levels in (3.0, 7.0, 15.0):
+            divided = self._clipped(rounded.args[0], levels)
+            divided = self._call(divided, "relax.divide") if divided is not None else None
+            if divided is not None and scalar_value(constant_value(divided.args[1])) == step:
+                return divided.args[0], int(levels), step
+        return None
+
     def _unipolar(self, expr):
-        """(``x``, L) when ``expr`` is round(clip(x, 0, 1)·L)/L with L = 2^k − 1, k ∈ 1..4 (a
-        DoReFa-style k-bit activation quantizer, as ONNX Clip → Mul → Round → Div), else None."""
+        """(``x``, L, step) when ``expr`` is round(clip(x, 0, 1)·L)/L with L = 2^k − 1, k ∈ 1..4 (a
+        DoReFa-style k-bit activation quantizer, as ONNX Clip → Mul → Round → Div; step 0), or
+        :meth:`_quant_levels`' form (step s), else None."""
         outer = self.bound(expr)
         if op_name(outer) not in ("relax.divide", "relax.multiply"):
             return None
+        quant = self._quant_levels(outer)
+        if quant is not None:
+            return quant
         factor = scalar_value(constant_value(outer.args[1]))
         rounded = self._call(outer.args[0], "relax.round")
         scaled = self._call(rounded.args[0], "relax.multiply") if rounded is not None else None
@@ -284,7 +306,7 @@ class BinaryLayerMatcher(relax.PyExprMutator):
             return None
         expected = levels if op_name(outer) == "relax.divide" else float(np.float32(1.0 / levels))
         source = self._clipped_to_unit(scaled.args[0])
-        return (source, int(levels)) if factor == expected and source is not None else None
+        return (source, int(levels), 0.0) if factor == expected and source is not None else None
 
     def _pooled_binarized(self, pool):
         """Max-pool after the binarization (Conv → BN → Sign → MaxPool → Conv): max-pool commutes
@@ -324,13 +346,16 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         expr, self.padding = self.explicit_pad(expr)
         if expr is None:
             return None
-        source, levels = self.binarized(expr), 1
+        source, levels, self.step = self.binarized(expr), 1, 0.0
         if source is None:
             found = self._unipolar(expr)
             if found is None:
                 return None
-            source, levels = found
-            self.form = f"{int(levels).bit_length()}-bit unipolar round(clip(x, 0, 1)·{levels})/{levels}"
+            source, levels, self.step = found
+            if self.step:
+                self.form = f"{int(levels).bit_length()}-bit unipolar round(clip(x / {self.step:g}, 0, {levels}))·{self.step:g} (QONNX Quant)"
+            else:
+                self.form = f"{int(levels).bit_length()}-bit unipolar round(clip(x, 0, 1)·{levels})/{levels}"
         shape = source.ty.shape
         if len(shape) == 5:
             return source, int(shape[4]), levels
@@ -343,7 +368,7 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         name = op_name(call)
         if name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
-        self.refusal, self.form = None, None
+        self.refusal, self.form, self.step = None, None, 0.0
         found = self.sign_input(call.args[0])
         if found is None and self.refusal is not None:
             return self._stays_float(call, self.refusal)

@@ -170,9 +170,10 @@ def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, lef
     return _padded_rows(image, rows, cols, top, left, name)
 
 
-def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int, levels: int, name=PACKED_ROWS_BLOCK):
+def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, left: int, block: int, levels: int, step: float = 0.0, name=PACKED_ROWS_BLOCK):
     """Unipolar k-bit activations: ``q = nearbyint(clip(x, 0, 1)·levels)`` (``levels`` = 2^k − 1,
-    ONNX's Clip → Mul → Round, round half to even) as bit planes, uint8
+    ONNX's Clip → Mul → Round, round half to even), or with a ``step`` > 0
+    ``q = nearbyint(clip(x / step, 0, levels))`` (QONNX's unsigned Quant: Div → Clip → Round), as bit planes, uint8
     ``[N, rows, cols, k·channel_bytes]`` (plane-major: byte p·CB + k holds bit p of channels
     8k..8k+7). Outside the image, and past the last channel, q = 0."""
     n, channels, height, width = nchw_dims(data, block)
@@ -180,7 +181,11 @@ def pack_level_rows(data, channel_bytes: int, rows: int, cols: int, top: int, le
     planes = int(levels).bit_length()
 
     def level(b, c, y, x):
-        value = tirx.min(tirx.max(read(b, c, y, x), tirx.const(0.0, "float32")), tirx.const(1.0, "float32")) * tirx.const(float(levels), "float32")
+        if step:
+            scaled = read(b, c, y, x) / tirx.const(float(step), "float32")
+            value = tirx.min(tirx.max(scaled, tirx.const(0.0, "float32")), tirx.const(float(levels), "float32"))
+        else:
+            value = tirx.min(tirx.max(read(b, c, y, x), tirx.const(0.0, "float32")), tirx.const(1.0, "float32")) * tirx.const(float(levels), "float32")
         return tirx.nearbyint(value).astype("int32")
 
     def packed(b, y, x, index):
@@ -334,7 +339,7 @@ def unipolar_dots(packed, weight_bytes, channels: int, geometry: ConvGeometry, l
     return te.compute((n, out_h, out_w, padded_out), lambda b, y, x, o: counts[b, y, x, o] * tirx.const(2, counts_type) - ones[b, y, x], name=PACKED_DOT_BLOCK)
 
 
-def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels=1):
+def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels=1, step=0.0):
     """(packed bytes, :class:`ConvGeometry`): ``source`` is float (packed here: sign bits, or
     ``levels`` unipolar bit planes) or already-packed uint8 (``image_hw`` gives the image size)."""
     kh, kw, channel_bytes, _ = weight_dims(weight_bytes)
@@ -347,18 +352,19 @@ def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation,
         return source, geometry
     rows, cols = geometry.window
     pack = pack_level_rows if levels > 1 else pack_sign_rows
-    extra = (levels,) if levels > 1 else ()
+    extra = (levels, step) if levels > 1 else ()
     return pack(source, channel_bytes, rows, cols, geometry.top, geometry.left, in_block, *extra), geometry
 
 
-def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0, levels=1):
+def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0, levels=1, step=0.0):
     """α_o · Σ_in-bounds taps sign(x) ⋆ sign(w), float NCHW or NCHW[out_block]c out.
 
     ``source``: float NCHW / NCHW[in_block]c (packed here), or uint8 bits already packed by a
     producing binary conv (``image_hw`` is then the image size; ignored otherwise).
     ``alpha`` float ``[O]``; ``tap_sums`` ``[KH, KW, O']`` (:func:`count_dtype`). ``levels`` > 1:
-    unipolar activations ``q/levels`` (k-bit, AND form); ``alpha`` then already holds α/levels."""
-    packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
+    unipolar activations ``q/levels`` (k-bit, AND form; ``alpha`` then already holds α/levels), or
+    ``q·step`` with a ``step`` (``alpha`` holds α·step; :func:`pack_level_rows`)."""
+    packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels, step)
     dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     out_channels = int(alpha.shape[0])
@@ -370,7 +376,7 @@ def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_
 
 
 def binary_conv2d_to_bits(
-    source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv, levels=1
+    source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv, levels=1, step=0.0
 ):
     """Sign bits of ``a_c·dot + b_c`` (as ``flip_c·dot ≥ threshold_c``), optionally max-pooled
     (OR), written packed for the next binary conv.
@@ -378,8 +384,8 @@ def binary_conv2d_to_bits(
     ``pool``: () or (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w) of
     a max-pool between the BN and the Sign. ``next_conv``: (channel_bytes, rows, cols, top, left) of the
     consumer's packed input (its :attr:`ConvGeometry.window`). ``levels``: the producer's own
-    input, as in :func:`binary_conv2d_packed`."""
-    packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels)
+    input, as in :func:`binary_conv2d_packed`, and its ``step``."""
+    packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels, step)
     dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     next_bytes, rows, cols, top, left = (int(v) for v in next_conv)
