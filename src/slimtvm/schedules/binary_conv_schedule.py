@@ -7,7 +7,7 @@ NCHW or NCHW[b]c), or, for bit output, the thresholds (and OR-pool) writing the 
 packed input.
 
 The popcount nest keeps a register tile of ``reg_n`` output pixels × ``oc_vectors`` vectors of
-32 output channels. For every tap and every chunk of up to 16 channel bytes (or for a whole
+32 output channels (64 on AVX-512: one zmm of ``vpopcntb``). For every tap and every chunk of up to 16 channel bytes (or for a whole
 kernel row when its bytes fit: ≤ 31) it sums byte popcounts of ``activation byte XOR weight
 bytes`` in 8-bit lanes (no overflow: at most 31 · 8 = 248), then widens that sum into the 16-bit
 (or 32-bit) counts. The activation byte is
@@ -40,14 +40,28 @@ from .transpose_intrin import TILE_ROWS, transpose_intrin
 
 @dataclass(frozen=True)
 class BinaryConvTile:
-    """``reg_n`` output pixels × ``oc_vectors`` vectors of 32 output channels."""
+    """``reg_n`` output pixels × ``oc_vectors`` vectors of 32 (or 64, :func:`vector_bytes`) output channels."""
 
     reg_n: int
     oc_vectors: int
 
 
-def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = False) -> BinaryConvTile:
-    """Byte popcounts (NEON ``cnt``, AVX-512 ``vpopcntb``): 2 vectors × 2 pixels when the
+def vector_bytes(lanes: int, padded_out: int, popcount_table: bool) -> int:
+    """Output channels per popcount vector: 64 (one zmm of ``vpopcntb``) on 16-lane (AVX-512)
+    targets when the padded output channels are a multiple of 64, else 32 (the AVX2 table form
+    needs exactly 32; NEON splits either into 16-byte registers). Measured on Zen 5, ResNet-18's
+    3×3 layers, 1 thread (benchmarks/binary_layers.py): 64-byte vectors at 4 pixels × 2 vectors
+    took l1 0.166 → 0.127 ms, l2 0.145 → 0.104, l3 0.147 → 0.103, l4 0.146 → 0.089, the stride-2
+    layers 0.099–0.106 → 0.068–0.089 (their input packing stays)."""
+    return 64 if lanes == 16 and not popcount_table and padded_out % 64 == 0 else CHANNEL_LANES
+
+
+def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = False, width: int = CHANNEL_LANES) -> BinaryConvTile:
+    """64-byte vectors (:func:`vector_bytes`): 4 pixels × 2 vectors when the channels allow, else
+    × 1 (on Zen 5, 2–8 pixels × 1–2 vectors were within 5% on the stride-1 layers; 4 × 2 or 8 × 1
+    led on the 7×7 and stride-2 ones).
+
+    32-byte byte popcounts (NEON ``cnt``): 2 vectors × 2 pixels when the
     channels allow, else 1 vector × 4 pixels (on this machine's AVX2 core, before the table form,
     tiles of 1–8 pixels × 1–2 vectors were within 5% of each other).
 
@@ -57,7 +71,9 @@ def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = Fals
     0.305 / 0.314 at 14×14×256 (best there: 2 pixels × 4 vectors, 0.293), and 7 pixels at
     7×7×512: 0.314 against 0.382 ms for 4. Tiles of 8 pixels on wide rows ran 20–50% slower.
     ``slimtvm tune`` searches them per layer."""
-    vectors = padded_out // CHANNEL_LANES
+    vectors = padded_out // width
+    if width == 64:
+        return BinaryConvTile(min(4, out_w), 2 if vectors % 2 == 0 else 1)
     if popcount_table:
         return BinaryConvTile(out_w if out_w <= 8 else 4, 2 if vectors % 2 == 0 else 1)
     if vectors % 2 == 0:
@@ -65,8 +81,9 @@ def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = Fals
     return BinaryConvTile(min(4, out_w), 1)
 
 
-def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
-    """Apply the module docstring's schedule; the factors are ints or MetaSchedule variables."""
+def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_bytes=CHANNEL_LANES) -> None:
+    """Apply the module docstring's schedule; the factors are ints or MetaSchedule variables.
+    ``vector_bytes``: output channels per vector (32; 64 for zmm byte popcounts on AVX-512)."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(block).name_hint for block in blocks]
     partial, counts, dots = (blocks[names.index(name)] for name in (PACKED_PARTIAL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK))
@@ -97,7 +114,7 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     # dots under the output row: n, y (unit), x, o — tiled; counts computed per tile.
     x, o = sch.get_loops(dots)[-2:]
     x_outer, x_inner = sch.split(x, [None, reg_n])
-    o_outer, o_tile, o_lane = sch.split(o, [None, oc_vectors, CHANNEL_LANES])
+    o_outer, o_tile, o_lane = sch.split(o, [None, oc_vectors, vector_bytes])
     sch.reorder(o_outer, x_outer, x_inner, o_tile, o_lane)
     sch.unroll(x_inner)
     sch.unroll(o_tile)
@@ -106,7 +123,7 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
 
     # counts under the tile: n, y, x, o (the tile), ry, group
     c_x, c_o, ry, group = sch.get_loops(counts)[-4:]
-    c_tile, c_lane = sch.split(c_o, [None, CHANNEL_LANES])
+    c_tile, c_lane = sch.split(c_o, [None, vector_bytes])
     sch.reorder(ry, group, c_x, c_tile, c_lane)
     sch.compute_at(partial, group, preserve_unit_loops=True)
     # partial under the group: n, y, x, ry, group (units but the tile's x and o), o, then its
@@ -115,7 +132,7 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2) -> None:
     reductions = 2 if len(sch.get(partial).iter_vars) == 8 else 1
     p_x, p_o = loops[-(reductions + 4)], loops[-(reductions + 1)]
     sch.reorder(*loops[-reductions:], p_x, p_o)
-    p_tile, p_lane = sch.split(p_o, [None, CHANNEL_LANES])
+    p_tile, p_lane = sch.split(p_o, [None, vector_bytes])
     sch.unroll(p_x)
     sch.unroll(p_tile)
     sch.vectorize(p_lane)
@@ -220,19 +237,23 @@ class BinaryConv(CPURule):
 
     def schedule_block(self, sch, block):
         _, _, out_w, padded_out = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[:4])
-        tile = default_binary_tile(out_w, padded_out, find_block(sch, POPCOUNT_TABLE_BLOCK) is not None)
-        schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors)
+        table = find_block(sch, POPCOUNT_TABLE_BLOCK) is not None
+        width = vector_bytes(self.lanes, padded_out, table)
+        tile = default_binary_tile(out_w, padded_out, table, width)
+        schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors, width)
         return sch
 
 
 def binary_conv_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     """One MetaSchedule design space: the default schedule with sampled pixel and channel-vector
-    tiles (the popcount form, byte or table, is fixed by the weights the lowering packed)."""
+    tiles (the popcount form, byte or table, is fixed by the weights the lowering packed; the
+    vector width by :func:`vector_bytes`)."""
     loops = sch.get_loops(sch.get_sblock(PACKED_CONV_BLOCK))
     out_w, padded_out = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
-    vectors = padded_out // CHANNEL_LANES
+    width = vector_bytes(lanes, padded_out, find_block(sch, POPCOUNT_TABLE_BLOCK) is not None)
+    vectors = padded_out // width
     space = sch.copy()
     reg_n = categorical(space, [w for w in (1, 2, 3, 4, 7, 8) if w <= out_w])
     oc_vectors = categorical(space, [v for v in (1, 2, 4) if vectors % v == 0])
-    schedule_binary_conv(space, reg_n, oc_vectors)
+    schedule_binary_conv(space, reg_n, oc_vectors, width)
     return [space]
