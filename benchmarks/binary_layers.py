@@ -7,8 +7,8 @@ compiled by slimtvm (whole library: sign packing, XNOR/popcount, scale and paddi
 and checked against onnxruntime running that same model (bit-exact counts, so ≤ 1e-5). Then the
 library is timed with onnxruntime running the plain fp32 ``Conv`` of the same shape in the same
 process (one engine after the other, 30 warm-up runs each, medians of 200), and the table prints both times, the speed-up, and
-slimtvm's binary multiply-adds per second. (A roofline column was dropped: its limit had been
-measured by hand on another machine; a limit measured here on the host is the AVX-512 issue's.)
+slimtvm's binary multiply-adds per second, and that rate as a share of the host's limit
+(benchmarks/cpu_limits.py, measured at the start of the run on this host).
 ``--smoke``: CI's check that it runs.
 """
 
@@ -22,6 +22,7 @@ import tempfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 
 # name: (in channels, input size, out channels, stride)
@@ -70,11 +71,14 @@ def main(argv=None) -> int:
         args.layers, args.threads, args.runs = "l4", "1", 5
     sys.path.insert(0, os.path.join(HERE, "..", "src"))
     import onnx
+    from cpu_limits import cpu_name, measure
 
     import slimtvm
     from slimtvm.runtime.artifact import set_num_threads
     from slimtvm.runtime.bench import onnxruntime_session, relative_difference, time_side_by_side
 
+    limits = measure("host")
+    print(f"CPU: {cpu_name()}; {limits.describe()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.layers.split(","):
@@ -105,11 +109,16 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     print()
-    print("| layer | shape | threads | onnxruntime fp32 ms | slimtvm binary ms | speed-up | slimtvm G binary MAC/s | max rel. diff vs ORT (binary model) |")
+    print(
+        "| layer | shape | threads | onnxruntime fp32 ms | slimtvm binary ms | speed-up | slimtvm G binary MAC/s | of the host's limit × threads | max rel. diff vs ORT (binary model) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, c, size, o, stride, threads, theirs, ours, macs, exact, _ in rows:
         rate = macs / ours / 1e6
-        print(f"| {name} | {c}→{o} 3×3/{stride} @{size} | {threads} | {theirs:.3f} | {ours:.3f} | {theirs / ours:.2f}x | {rate:.0f} | {exact:.1e} |")
+        share = rate / (limits.binary_gmacs * threads)
+        print(
+            f"| {name} | {c}→{o} 3×3/{stride} @{size} | {threads} | {theirs:.3f} | {ours:.3f} | {theirs / ours:.2f}x | {rate:.0f} | {share:.0%} | {exact:.1e} |"
+        )
     print()
     for name, c, size, o, stride, threads, theirs, ours, macs, exact, runs in rows:
         print(

@@ -54,10 +54,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.threads, args.runs, args.inputs = "1", 5, 2
+    from cpu_limits import cpu_name, measure
+
     import slimtvm
     from slimtvm.runtime.artifact import set_num_threads
     from slimtvm.runtime.bench import onnxruntime_session, relative_difference, time_side_by_side
 
+    print(f"CPU: {cpu_name()}; {measure('host').describe()}", flush=True)
     with tempfile.TemporaryDirectory() as workdir:
         binary_path, float_path = models(workdir, args.smoke)
         artifact = slimtvm.compile(binary_path, os.path.join(workdir, "binary.so"))

@@ -27,6 +27,7 @@ import onnx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+sys.path.insert(0, HERE)
 
 import slimtvm  # noqa: E402
 from slimtvm.runtime.bench import bench  # noqa: E402
@@ -62,6 +63,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.models, args.threads, args.runs, args.tune_trials = "digits_cnn", "1", 5, 10
+    from cpu_limits import cpu_name, measure
+
+    limits = measure("host")
+    print(f"CPU: {cpu_name()}; {limits.describe()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         if args.smoke:

@@ -85,3 +85,13 @@ def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
     assert len(rows) == 2, proc.stdout
     for row in rows:
         assert float(re.search(r"max relative difference ([0-9.e+-]+)", row).group(1)) <= 1e-4, row
+
+
+def test_cpu_limits_are_measured_on_this_host():
+    """The limits the benchmarks print come from kernels run here: both positive, binary above fp32
+    (8 binary MACs per byte lane against one fp32 MAC per 4-byte lane)."""
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "cpu_limits.py")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fp32, binary = (float(v) for v in re.search(r"fp32 (\d+) G MAC/s .* binary (\d+) G MAC/s", proc.stdout).groups())
+    assert 0 < fp32 < binary, proc.stdout
+    assert proc.stdout.startswith("CPU: ")
