@@ -102,3 +102,18 @@ def test_a_model_with_scalar_inputs_runs(tmp_path):
     inputs = {"x": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), "lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32)}
     outputs = slimtvm.compile(model, str(tmp_path / "clip.so")).load().run(inputs)
     assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+def test_outputs_are_not_overwritten_by_the_next_run(tmp_path):
+    """Outputs come back without a copy (DLPack): each run's arrays must stay as they were, and
+    match onnxruntime, after later runs with other inputs."""
+    g = GraphBuilder(seed=8)
+    x = g.input([1, 8, 6, 6])
+    model = g.model([g.relu(g.conv(x, 8, 16, pads=(1, 1, 1, 1))), g.node("Sigmoid", [x])])
+    runner = slimtvm.compile(model, str(tmp_path / "model.so")).load()
+    inputs = [{"x": np.random.default_rng(seed).standard_normal((1, 8, 6, 6)).astype(np.float32)} for seed in range(3)]
+    results = [runner.run(feed) for feed in inputs]
+    for feed, result in zip(inputs, results):
+        expected = onnxruntime_outputs(model, feed)
+        for name, value in expected.items():
+            np.testing.assert_allclose(result[name], value, rtol=1e-4, atol=1e-5)

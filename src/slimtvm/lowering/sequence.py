@@ -15,6 +15,7 @@ from .binary_layers import LowerBinaryLayers
 from .conv_layouts import convert_layout_or_keep
 from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
+from .pad_channels import pad_channels_to_block
 
 
 @dataclass
@@ -39,6 +40,8 @@ class LoweringPasses:
         kernels in those layouts, the rest are legalized to slimtvm's computes and fused with
         their element-wise neighbours."""
         return [
+            pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
+            relax.transform.Normalize(),
             convert_layout_or_keep(self.target.channel_block),
             relax.transform.Normalize(),
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here

