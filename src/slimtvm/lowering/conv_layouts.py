@@ -61,7 +61,9 @@ def model_channel_block(mod, block: int) -> int:
     """The target's ``block``, or 8 for the whole model when some conv's output channels are a
     multiple of 8 but not of ``block`` (16 on AVX-512): such a conv would otherwise stay NCHW on
     TVM's generic schedule, and ConvertLayout cannot join 8- and 16-channel blocks in one graph
-    ("Invalid layout axis 16b"), so the block is chosen per model, not per conv."""
+    ("Invalid layout axis 16b"), so the block is chosen per model, not per conv. Runs after
+    lowering/pad_channels.py, which pads such convs to 16·k channels where it can (constant
+    weights); this is the fallback for the rest."""
     if block <= MIN_BLOCK:
         return block
     for func in mod.functions.values():
