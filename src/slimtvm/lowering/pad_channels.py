@@ -15,6 +15,8 @@ sigmoid, tanh, pools, residual adds/multiplies of two tensors padded alike, dept
 channels get zero filters). Every other reader (concat, reshape, matmul, a reduction over
 channels, the function's outputs, …) gets the original channels back through a slice. The
 padded channels stay finite: they start at exact zeros and pass only through these ops.
+Binarized convs (fed by a Sign, ``where`` or rounding quantizer) are left alone: zero filters
+would make their weights three-valued, and binary kernels have their own channel padding.
 """
 
 from __future__ import annotations
@@ -94,10 +96,27 @@ class _ChannelPadder(relax.PyExprMutator):
 
     # ------------------------------------------------------------------ rules
 
+    def _fed_by_binarizer(self, expr) -> bool:
+        """Whether ``expr`` is (a pad, pool, relayout or reshape of) a Sign, a ``where`` or a
+        rounding quantizer: a binarized layer's input, which binary kernels read as it is (zero
+        filters would make its weights three-valued)."""
+        for _ in range(8):
+            bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+            name = _name(bound)
+            if name in ("relax.sign", "relax.where"):
+                return True
+            if name in ("relax.divide", "relax.multiply"):
+                first = self.lookup_binding(bound.args[0]) if isinstance(bound.args[0], relax.Var) else bound.args[0]
+                return _name(first) == "relax.round"
+            if name not in ("relax.nn.pad", "relax.nn.max_pool2d", "relax.layout_transform", "relax.reshape"):
+                return False
+            expr = bound.args[0]
+        return False
+
     def _conv(self, call):
         weight = constant_value(call.args[1])
         data, groups = call.args[0], int(call.attrs.groups)
-        if weight is None:
+        if weight is None or self._fed_by_binarizer(data):
             return self._sliced(call)
         channels_in = self.padded.get(data)
         if groups > 1:
