@@ -166,35 +166,46 @@ def test_layout_conversion_failure_keeps_the_module_and_warns():
     tvm.ir.assert_structural_equal(converted, mod)
 
 
-def test_a_16_lane_target_takes_8_channel_blocks_for_a_model_with_24_channel_convs(tmp_path):
-    """ConvertLayout cannot join 8- and 16-channel blocks, so a model with a 24-channel conv takes
-    8-channel blocks everywhere on AVX-512: every conv keeps a slimtvm kernel (none generic), and
-    where this host runs AVX-512 the build matches onnxruntime."""
+def test_a_16_lane_target_pads_24_channel_convs_and_keeps_16_channel_blocks(tmp_path):
+    """On AVX-512 a 24-channel conv gets zero filters up to 32 (lowering/pad_channels.py), so every
+    conv keeps a 16-channel slimtvm kernel; where the padding cannot apply (a depthwise conv on a
+    24-channel model input) the whole model falls back to 8-channel blocks, since ConvertLayout
+    cannot join 8- and 16-channel blocks. Where this host runs AVX-512 both builds match onnxruntime."""
     from conftest import x86_kernel_presets
 
     import slimtvm
     from slimtvm.compiler.layer_table import recorded_decisions
     from slimtvm.targets.presets import resolve_target
 
+    target = resolve_target("x86-64-avx512").tvm_target()
     g = GraphBuilder(seed=8)
     x = g.input([1, 3, 12, 12])
     y = g.relu(g.conv(x, 3, 32, kernel=3, pads=(1, 1, 1, 1)))
     y = g.relu(g.conv(y, 32, 24, kernel=3, pads=(1, 1, 1, 1)))
     y = g.conv(y, 24, 24, kernel=3, pads=(1, 1, 1, 1), groups=24)
-    model = g.model(g.conv(y, 24, 32, kernel=1))
-    reports, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64-avx512").tvm_target())
+    padded = g.model(g.conv(y, 24, 32, kernel=1))
+    reports, decisions = recorded_decisions(import_onnx(padded), target)
     assert decisions.convs == [
-        "fp32 conv, plain NCHW input → NCHW8c kernel",
-        "fp32 conv, blocked NCHW8c kernel",
-        "fp32 depthwise conv, NCHW8c kernel",
-        "fp32 conv, blocked NCHW8c kernel",
+        "fp32 conv, plain NCHW input → NCHW16c kernel",
+        "fp32 conv, blocked NCHW16c kernel",
+        "fp32 depthwise conv, NCHW16c kernel",
+        "fp32 conv, blocked NCHW16c kernel",
     ]
     assert reports["kernels"]["generic_fallbacks"] == [] and reports["kernels"]["by_family"] == {"conv2d": 3, "depthwise": 1}
+
+    g = GraphBuilder(seed=9)
+    x = g.input([1, 24, 12, 12])
+    y = g.conv(g.relu(x), 24, 24, kernel=3, pads=(1, 1, 1, 1), groups=24)
+    fallback = g.model(g.conv(y, 24, 32, kernel=1))
+    reports, decisions = recorded_decisions(import_onnx(fallback), target)
+    assert decisions.convs == ["fp32 depthwise conv, NCHW8c kernel", "fp32 conv, blocked NCHW8c kernel"]
+    assert reports["kernels"]["generic_fallbacks"] == []
     if "host" not in x86_kernel_presets():
         return  # no AVX-512 here: the decisions above are what this test can check
-    inputs = {"x": digits_like_input((1, 3, 12, 12), seed=9)}
-    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target="x86-64-avx512")
-    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    for model, shape in ((padded, (1, 3, 12, 12)), (fallback, (1, 24, 12, 12))):
+        inputs = {"x": digits_like_input(shape, seed=9)}
+        artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target="x86-64-avx512")
+        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
 def test_non_max_suppression_builds_and_selects_what_onnxruntime_selects(tmp_path):
