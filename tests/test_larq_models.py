@@ -91,6 +91,20 @@ def test_a_pad_no_kernel_computes_keeps_the_layer_float_and_says_why(tmp_path, v
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+def test_a_pad_in_front_of_a_float_conv_is_no_refusal(tmp_path):
+    """A Pad of 0.5 before a conv whose input is not binarized is an ordinary float layer: the
+    binarize report must not list it among the layers that stayed float."""
+    g = GraphBuilder(seed=3)
+    x = g.input([1, 16, 6, 6])
+    padded = g.node("Pad", [g.relu(x), g.const([0, 0, 1, 1, 0, 0, 1, 1], "pads", dtype=np.int64), g.const(np.float32(0.5), "value")])
+    model = g.model(g.conv(padded, 16, 16, kernel=3))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    report = next(p for p in artifact.manifest["passes"] if p["name"] == "binarize")
+    assert report["stayed_float_because"] == {} and report["layers"] == [], report
+    inputs = {"x": np.random.default_rng(4).standard_normal((1, 16, 6, 6)).astype(np.float32)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
 def test_transposes_that_do_not_cancel_are_kept(tmp_path):
     g = GraphBuilder(seed=5)
     x = g.input([1, 8, 4, 6])

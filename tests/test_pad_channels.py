@@ -52,3 +52,18 @@ def test_padded_channels_are_exact_and_every_conv_is_blocked(tmp_path, target):
     for seed in range(3):
         inputs = {"x": np.random.default_rng(seed).standard_normal((1, 3, 16, 16)).astype(np.float32)}
         assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))
+
+
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+def test_a_padded_tensor_is_never_a_divisor(tmp_path, target):
+    """``y / y`` on a padded 24-channel tensor would put 0 / 0 = NaN in the extra channels, and a
+    zero weight times NaN is NaN in every output of the next conv: the division reads the original
+    channels instead."""
+    g = GraphBuilder(seed=4)
+    x = g.input([1, 8, 8, 8])
+    y = g.conv(x, 8, 24, kernel=3, pads=(1, 1, 1, 1))
+    ratio = g.node("Div", [y, y])
+    model = g.model(g.conv(g.node("Add", [ratio, y]), 24, 16, kernel=1))
+    runner = slimtvm.compile(model, str(tmp_path / "model.so"), target=target).load()
+    inputs = {"x": np.random.default_rng(5).standard_normal((1, 8, 8, 8)).astype(np.float32)}
+    assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))

@@ -19,13 +19,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .onnx_model import constant_arrays
+
 ELEMENTWISE = {"Sign", "Relu", "Neg", "Abs", "Identity", "Round", "Floor", "Ceil", "Tanh", "Sigmoid", "HardSigmoid", "Clip", "Add", "Sub", "Mul", "Div"}
 
 
 def cancel_layout_transposes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """(a copy of ``model`` without the cancelling transpose pairs, how many pairs were removed);
     ``model`` itself when there are none."""
-    constants = _constants(model.graph)
+    constants = constant_arrays(model.graph)
     readers: dict = {}
     for node in model.graph.node:
         for name in node.input:
@@ -64,17 +66,6 @@ def cancel_layout_transposes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     del graph.value_info[:]
     graph.value_info.extend(value_infos)
     return rewritten, len(chains)
-
-
-def _constants(graph) -> dict:
-    """name -> numpy array of every initializer and Constant node output."""
-    found = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    found[node.output[0]] = numpy_helper.to_array(attr.t)
-    return found
 
 
 def _perm(node) -> list:

@@ -179,6 +179,17 @@ def with_static_inputs(model: onnx.ModelProto, inputs: list) -> onnx.ModelProto:
         raise SlimError(f"ONNX shape inference fails on the model with inputs {[i.to_json() for i in inputs]}: {first_line(err)}") from None
 
 
+def constant_arrays(graph) -> dict:
+    """name -> numpy array of every initializer and ``Constant`` node output of ``graph``."""
+    found = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    found[node.output[0]] = numpy_helper.to_array(attr.t)
+    return found
+
+
 def output_infos(model: onnx.ModelProto) -> list:
     """Names, shapes (where inferred; else ``"?"`` entries) and dtypes of the graph outputs."""
     return [TensorInfo(value.name, tuple(_dims(value)), _dtype(value)) for value in model.graph.output]
@@ -187,21 +198,11 @@ def output_infos(model: onnx.ModelProto) -> list:
 def nonfinite_weights(model: onnx.ModelProto) -> list:
     """Names of initializers and Constant nodes that hold NaN or Inf values, with counts."""
     found = []
-
-    def check(name, proto):
-        array = numpy_helper.to_array(proto)
+    for name, array in constant_arrays(model.graph).items():
         if np.issubdtype(array.dtype, np.floating):
             bad = int(np.count_nonzero(~np.isfinite(array)))
             if bad:
                 found.append((name, bad))
-
-    for init in model.graph.initializer:
-        check(init.name, init)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    check(node.output[0], attr.t)
     return found
 
 

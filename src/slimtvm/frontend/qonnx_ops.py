@@ -33,6 +33,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import SlimError
+from .onnx_model import constant_arrays
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
 LINEAR_OPS = {"Conv": 1, "MatMul": 1, "Gemm": 1}  # op -> index of its weight input
@@ -50,7 +51,7 @@ def lower_qonnx_ops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     rewritten = onnx.ModelProto()
     rewritten.CopyFrom(model)
     graph = rewritten.graph
-    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    constants = constant_arrays(graph)
     originals = list(graph.node)
     quantizers = [index for index, node in enumerate(originals) if node.domain in QONNX_DOMAINS]
     replacement: dict = {}  # index of a BipolarQuant node -> the nodes replacing it

@@ -10,9 +10,9 @@ weights for the extra input channels. Exact: the original channels are computed 
 terms (plus products with exact zero weights).
 
 Per-channel operations carried through: element-wise ops with scalars or per-channel constants
-(padded with 0 for add/subtract, 1 for multiply/divide), ReLU, Clip, min/max with scalars,
-sigmoid, tanh, pools, residual adds/multiplies of two tensors padded alike, depthwise convs (extra
-channels get zero filters). Every other reader (concat, reshape, matmul, a reduction over
+(padded with 0 for add/subtract, 1 for multiply/divide; a padded tensor is never a divisor),
+ReLU, Clip, min/max with scalars, sigmoid, tanh, pools, residual adds/multiplies of two tensors
+padded alike, depthwise convs (extra channels get zero filters). Every other reader (concat, reshape, matmul, a reduction over
 channels, the function's outputs, …) gets the original channels back through a slice. The
 padded channels stay finite: they start at exact zeros and pass only through these ops.
 Binarized convs (fed by a Sign, ``where`` or rounding quantizer) are left alone: zero filters
@@ -89,7 +89,7 @@ class _ChannelPadder(relax.PyExprMutator):
         if name == "relax.nn.conv2d" and str(call.attrs.data_layout) == "NCHW" and str(call.attrs.kernel_layout) == "OIHW":
             return self._conv(call)
         if name in ELEMENTWISE_UNARY or (name in POOLS and str(call.attrs.layout) == "NCHW"):
-            return self._carried(call, [0])
+            return self._carried(call)
         if name in BINARY:
             return self._binary(call)
         return self._sliced(call)
@@ -141,8 +141,8 @@ class _ChannelPadder(relax.PyExprMutator):
             return call
         return relax.op.nn.conv2d(data, relax.const(weight), **_conv_attrs(call))
 
-    def _carried(self, call, positions):
-        channels = self.padded.get(call.args[positions[0]])
+    def _carried(self, call):
+        channels = self.padded.get(call.args[0])
         if channels is None:
             return call
         self.result_channels = channels
@@ -153,6 +153,8 @@ class _ChannelPadder(relax.PyExprMutator):
         padded = [self.padded.get(arg) for arg in (left, right)]
         if padded[0] is None and padded[1] is None:
             return call
+        if _name(call) == "relax.divide" and padded[1] is not None:
+            return self._sliced(call)  # the padded channels as a divisor would give Inf or NaN
         if padded[0] is not None and padded[1] is not None:
             if padded[0] != padded[1] or int(left.ty.shape[1]) != int(right.ty.shape[1]):
                 return self._sliced(call)

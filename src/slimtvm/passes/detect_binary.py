@@ -323,29 +323,26 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         )
 
     def explicit_pad(self, expr):
-        """(the pad's input, :class:`InputPadding` without the conv's own) when ``expr`` is a
-        constant ``nn.pad`` of the spatial axes with value 0 or ±1; (``expr``, None) when it is no
-        pad; (None, None) with ``refusal`` set for any other pad."""
+        """(the pad's input, :class:`InputPadding` without the conv's own, None) when ``expr`` is a
+        constant ``nn.pad`` of the spatial axes with value 0 or ±1; (``expr``, None, None) when it
+        is no pad; (the pad's input, None, the reason) for any other pad — a refusal only if that
+        input turns out to be binarized."""
         pad = self._call(expr, "relax.nn.pad")
         if pad is None:
-            return expr, None
+            return expr, None, None
         widths = [int(v) for v in pad.attrs.pad_width]
         value = float(pad.attrs.pad_value)
         if str(pad.attrs.pad_mode) != "constant" or len(widths) not in (8, 10) or any(w for axis, w in enumerate(widths) if axis // 2 not in (2, 3)):
-            self.refusal = "a Pad before the conv that pads more than the image's rows and columns, or not with a constant"
-            return None, None
+            return pad.args[0], None, "a Pad before the conv that pads more than the image's rows and columns, or not with a constant"
         if value not in (0.0, 1.0, -1.0):
-            self.refusal = f"pad value {value:g} before the conv is neither 0 nor ±1"
-            return None, None
-        return pad.args[0], InputPadding((widths[4], widths[6], widths[5], widths[7]), value)
+            return pad.args[0], None, f"pad value {value:g} before the conv is neither 0 nor ±1"
+        return pad.args[0], InputPadding((widths[4], widths[6], widths[5], widths[7]), value), None
 
     def sign_input(self, expr):
         """(``x``, the channel block of ``x``'s layout (0 for NCHW), activation levels: 1 for
         sign bits, L = 2^k − 1 for a k-bit unipolar quantizer) for a binarized input, else None.
         An explicit Pad in between is read by :meth:`explicit_pad` into ``self.padding``."""
-        expr, self.padding = self.explicit_pad(expr)
-        if expr is None:
-            return None
+        expr, self.padding, pad_refusal = self.explicit_pad(expr)
         source, levels, self.step = self.binarized(expr), 1, 0.0
         if source is None:
             found = self._unipolar(expr)
@@ -356,6 +353,9 @@ class BinaryLayerMatcher(relax.PyExprMutator):
                 self.form = f"{int(levels).bit_length()}-bit unipolar round(clip(x / {self.step:g}, 0, {levels}))·{self.step:g} (QONNX Quant)"
             else:
                 self.form = f"{int(levels).bit_length()}-bit unipolar round(clip(x, 0, 1)·{levels})/{levels}"
+        if pad_refusal is not None:  # a binarized input behind a pad no binary kernel reads
+            self.refusal = pad_refusal
+            return None
         shape = source.ty.shape
         if len(shape) == 5:
             return source, int(shape[4]), levels
