@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import warnings
+from collections import Counter
 
 from .errors import SlimError, first_line
 
@@ -170,6 +171,21 @@ def _describe_pass(entry: dict) -> str:
         text = f"kernels: {entry['slimtvm']} slimtvm ({by_family or 'none'}), {entry['generic']} generic (element-wise, pooling, layout)"
         if entry["generic_fallbacks"]:
             text += f"; convolutions/matmuls on the generic schedule: {len(entry['generic_fallbacks'])} ({', '.join(entry['generic_fallbacks'])})"
+        return text
+    if entry["name"] == "sparsity":
+        layers = entry["layers"]
+        with_zeros = sum(1 for layer in layers if layer["zeros"] > 0)
+        filters = sum(layer["zero_filters"] for layer in layers if layer["op"] == "conv2d")
+        inputs = sum(layer["zero_inputs"] for layer in layers if layer["op"] == "conv2d")
+        return (
+            f"sparsity: {100 * entry['flop_weighted_zeros']:.1f}% of multiply-adds have a zero weight; "
+            f"{with_zeros} of {len(layers)} conv/matmul weights have zeros; {filters} zero filters, {inputs} zero input channels"
+        )
+    if entry["name"] == "sparse_layers":
+        dense = Counter(layer["why"] for layer in entry["layers"] if layer["kernel"] == "dense")
+        text = f"sparse_layers: {entry['sparse_convs']} convs run the sparse kernel"
+        if dense:
+            text += "; with zeros but dense: " + "; ".join(f"{v}× {k}" for k, v in dense.items())
         return text
     if entry["name"] == "binary_blocks":
         return f"binary_blocks: {entry['thresholds_fused']} BN → Sign pairs fused into integer thresholds (packed bits between binary convs), {entry['max_pools_on_bits']} max-pools on bits (OR)"

@@ -54,9 +54,10 @@ def _layout_name(block: int) -> str:
 class _BinaryLowering(BinaryLayerMatcher):
     """The matcher whose hooks emit binary kernels and record every linear layer."""
 
-    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool):
+    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse):
         super().__init__(mod, report)
         self.records = records
+        self.sparse = sparse  # SparseLayers: float convs with enough zero weights become sparse kernels
         self.popcount_tables = popcount_tables
         self.uses: dict = {}  # var -> readers, of the function being rewritten
         self.packed_convs: dict = {}  # PrimFunc name -> PackedConv, for threshold fusion
@@ -81,6 +82,14 @@ class _BinaryLowering(BinaryLayerMatcher):
     # ------------------------------------------------------------------ hooks
 
     def float_layer(self, call, reason):
+        if op_name(call) == "relax.nn.conv2d" and self.sparse is not None:
+            lowered = self.sparse.lower(self.builder_, call)
+            if lowered is not None:
+                kernel_call, record = lowered
+                if reason is not None:
+                    record.plan = f"stays float: {reason}; {record.plan}"
+                self.records.append(record)
+                return kernel_call
         if op_name(call) == "relax.nn.conv2d":
             kernel = conv_kernel_for(call)
             family, plan = kernel.family, kernel.description
@@ -242,19 +251,23 @@ def _record_op(call) -> str:
 class LowerBinaryLayers:
     """Kernel pass (after ConvertLayout and constant folding): binarized layers become binary
     kernels (module docstring); ``popcount_tables``: pack conv weights as nibbles for the AVX2
-    table popcount (:func:`slimtvm.targets.presets.popcount_by_table` says when a target wants
+    table popcount; ``sparse`` (a :class:`~slimtvm.lowering.sparse_layers.SparseLayers`): asked
+    about every float conv, which it may turn into a sparse kernel (:func:`slimtvm.targets.presets.popcount_by_table` says when a target wants
     it). After a run, ``report`` holds the counts and ``records`` one :class:`LayerRecord` per
     conv2d/matmul in graph order."""
 
-    def __init__(self, popcount_tables: bool = False):
+    def __init__(self, popcount_tables: bool = False, sparse=None):
         self.popcount_tables = popcount_tables
+        self.sparse = sparse
         self.report = BinarizeReport()
         self.records: list = []
 
     def transform_module(self, mod, _ctx):
         self.report, self.records = BinarizeReport(), []
-        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables))
-        if self.report.binary_convs or self.report.binary_dense:
+        if self.sparse is not None:
+            self.sparse.start()
+        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse))
+        if self.report.binary_convs or self.report.binary_dense or (self.sparse is not None and self.sparse.report.sparse_count):
             mod = relax.transform.DeadCodeElimination()(mod)
         return mod
 

@@ -12,10 +12,12 @@ from ..passes.fold_constants import FoldConstantsSafely
 from ..schedules.registry import default_rules
 from ..targets.kernel_target import KernelTarget
 from .binary_layers import LowerBinaryLayers
-from .conv_layouts import convert_layout_or_keep
+from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
 from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
 from .pad_channels import pad_channels_to_block
+from .sink_relayouts import sink_relayouts
+from .sparse_layers import SparseLayers
 
 
 @dataclass
@@ -25,11 +27,14 @@ class LoweringPasses:
 
     target: KernelTarget
     lower_binary: LowerBinaryLayers = None
+    sparse: SparseLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
 
     def __post_init__(self):
+        if self.sparse is None:
+            self.sparse = SparseLayers(self.target.lanes)
         if self.lower_binary is None:
-            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables)
+            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse)
 
     def to_kernels(self) -> list:
         """Layouts, binary lowering, legalization and fusion: the module whose PrimFuncs are the
@@ -42,10 +47,11 @@ class LoweringPasses:
         return [
             pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
             relax.transform.Normalize(),
-            convert_layout_or_keep(self.target.channel_block),
+            convert_layout_or_keep(self.target.channel_block, self._layouts_for),
             relax.transform.Normalize(),
+            sink_relayouts(),  # element-wise ops between plain-layout (sparse) kernels stay plain
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
-            self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused
+            self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused; sparse kernels
             relax.backend.DispatchSampling(),  # as TVM's CPU pipeline: sort, scan (cumsum) and sampling ops
             relax.backend.DispatchSortScan(),  # to their TOPI kernels before legalization
             relax.transform.LegalizeOps(dict(LEGALIZATIONS)),
@@ -56,6 +62,11 @@ class LoweringPasses:
             relax.transform.DeadCodeElimination(),
             self.kernels,  # which kernels the families below cover, before anything is scheduled
         ]
+
+    def _layouts_for(self, call, block: int) -> dict:
+        """ConvertLayout's wishes: sparse convs keep NCHW, every other conv goes blocked."""
+        sparse = self.sparse.layouts_for(call)
+        return {"relax.nn.conv2d": sparse} if sparse is not None else blocked_layouts_for(call, block)
 
     def to_code(self, tvm_target, database=None) -> list:
         """Tuned schedules from ``database`` (a TuningDatabase, if given), slimtvm's default rules
@@ -72,7 +83,11 @@ class LoweringPasses:
         ]
 
     def reports(self) -> dict:
-        return {"binary_blocks": self.lower_binary.blocks_report(), "kernels": self.kernels.report.to_json()}
+        return {
+            "binary_blocks": self.lower_binary.blocks_report(),
+            "sparse_layers": self.sparse.report.to_json(),
+            "kernels": self.kernels.report.to_json(),
+        }
 
 
 def apply_database(database) -> tvm.transform.Pass:

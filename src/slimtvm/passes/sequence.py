@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .canonical_sign import CanonicalizeSign
 from .detect_binary import DetectBinaryLayers
+from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstantsSafely
 from .remove_dropout import RemoveDropout
@@ -18,6 +19,7 @@ class GraphPasses:
 
     fold_batchnorm: FoldBatchNorm = field(default_factory=FoldBatchNorm)
     binarize: DetectBinaryLayers = field(default_factory=DetectBinaryLayers)
+    sparsity: DetectSparsity = field(default_factory=DetectSparsity)
 
     def sequence(self) -> list:
         return [
@@ -28,8 +30,13 @@ class GraphPasses:
             self.fold_batchnorm,
             FoldConstantsSafely(),
             self.binarize,  # after folding: in-graph weight binarization is constant by now
+            self.sparsity,  # after folding: weight_orig · weight_mask is one constant by now
         ]
 
     def reports(self) -> dict:
         """Statistics of each pass after a run, keyed by pass name (for the manifest)."""
-        return {"fold_batchnorm": self.fold_batchnorm.report.to_json(), "binarize": self.binarize.report.to_json()}
+        return {
+            "fold_batchnorm": self.fold_batchnorm.report.to_json(),
+            "binarize": self.binarize.report.to_json(),
+            "sparsity": self.sparsity.report.to_json(),
+        }

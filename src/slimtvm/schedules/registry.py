@@ -21,6 +21,7 @@ from .cpu_rule import CPURule
 from .dense import Dense, dense_design_spaces
 from .depthwise_nchwc import DepthwiseNCHWc, depthwise_design_spaces
 from .generic_cpu import GenericCPU
+from .sparse_conv import SparseConv, sparse_conv_design_spaces
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
     KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
     KernelFamily("dense", Dense, dense_design_spaces, "2-D matmul (Gemm, MatMul)"),
+    KernelFamily("sparse_conv2d", SparseConv, sparse_conv_design_spaces, "conv2d with mostly zero constant weights, groups = 1 (NCHW)"),
 )
 
 

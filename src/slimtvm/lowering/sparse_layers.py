@@ -1,0 +1,169 @@
+"""Sparse conv layers → direct sparse kernels, once layouts are final.
+
+The layer lowering (lowering/binary_layers.py) asks :class:`SparseLayers` about every float
+conv2d, in graph order, after ConvertLayout gave it the blocked layouts of its neighbours. A conv
+with a constant weight (groups = 1, static shapes) whose zeros make it worth it — the decision is
+:class:`SparseChoice`'s, per layer — becomes a ``call_tir`` of the direct sparse kernel
+(schedules/sparse_conv.py) with the weight as CSR constants; no dense copy stays in the module.
+The kernel reads and writes the layouts the conv had, so no relayout appears around it, and is
+marked out-element-wise fusable: the bias, batch-norm shift, residual add and activation after
+it fuse into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..conv_geometry import ConvGeometry
+from ..passes.constants import constant_value
+from ..passes.detect_binary import channel_block, weight_as_oihw
+from ..passes.detect_sparse import conv_weight_sparsity
+from ..schedules.sparse_conv import sparse_conv2d_primfunc
+from ..schedules.sparse_weights import SparseConvLayout, pack_sparse_conv_weight
+from .layer_records import LayerRecord
+
+MIN_ZEROS = 0.5  # below this share of zero weights no measured layer ran faster sparse
+
+
+@dataclass(frozen=True)
+class SparseDecision:
+    """Whether one conv runs the sparse kernel (``sparse``), the ``layout`` it would use, and
+    ``why`` in words (with the timings where they were measured)."""
+
+    sparse: bool
+    layout: SparseConvLayout | None
+    why: str
+
+
+class SparseChoice:
+    """Chooses per layer between the sparse kernel and slimtvm's dense one.
+
+    The rule: a conv runs sparse when at least :data:`MIN_ZEROS` of the weights of its live
+    filters and input channels are zero (zero filters and zero input channels are structure —
+    channel padding adds them — not what makes the sparse kernel pay). Keeps dense, with the
+    reason, grouped convs and non-float32 ones."""
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+
+    def decide(self, call, weight: np.ndarray, geometry: ConvGeometry) -> SparseDecision:
+        """The decision for one conv2d ``call`` with OIHW ``weight``."""
+        if int(call.attrs.groups) != 1:
+            return SparseDecision(False, None, "grouped conv (the sparse kernel has groups = 1)")
+        if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
+            return SparseDecision(False, None, "not float32 (the sparse kernel is fp32)")
+        layout = SparseConvLayout.choose(geometry, weight.shape[1], weight.shape[0], self.lanes)
+        if unstructured_zeros(weight) < MIN_ZEROS:
+            return SparseDecision(False, layout, f"fewer than {100 * MIN_ZEROS:.0f}% zero weights in its live channels")
+        return SparseDecision(True, layout, f"at least {100 * MIN_ZEROS:.0f}% zero weights in its live channels")
+
+
+def unstructured_zeros(weight: np.ndarray) -> float:
+    """The share of zeros among the weights of filters and input channels that are not all zero
+    (1.0 for an all-zero weight)."""
+    zero = weight == 0
+    live_filters = ~zero.reshape(weight.shape[0], -1).all(axis=1)
+    live_inputs = ~np.moveaxis(zero, 1, 0).reshape(weight.shape[1], -1).all(axis=1)
+    live = zero[live_filters][:, live_inputs]
+    return float(live.mean()) if live.size else 1.0
+
+
+@dataclass
+class SparseLoweringReport:
+    """``layers``: per conv with zero weights, in graph order, its sparsity, kernel and why;
+    ``sparse_count``: how many run the sparse kernel."""
+
+    layers: list = field(default_factory=list)
+    sparse_count: int = 0
+
+    def to_json(self) -> dict:
+        return {"sparse_convs": self.sparse_count, "layers": list(self.layers)}
+
+
+class SparseLayers:
+    """The sparse lowering of one build. ConvertLayout asks :meth:`layouts_for` (sparse convs
+    keep NCHW); the layer lowering (lowering/binary_layers.py) asks :meth:`lower` for every float
+    conv2d, in graph order, once layouts are final. Decisions are made once per conv (keyed by
+    its weight and geometry). ``report`` holds them after a run (reset by :meth:`start`)."""
+
+    def __init__(self, lanes: int):
+        self.choice = SparseChoice(lanes)
+        self.report = SparseLoweringReport()
+        self.decisions: dict = {}  # conv fingerprint -> SparseDecision
+
+    def start(self) -> None:
+        self.report = SparseLoweringReport()
+
+    def layouts_for(self, call):
+        """ConvertLayout's wish for a conv2d that will run sparse (plain NCHW, the sparse
+        kernel's layout), else None."""
+        found = self._decision(call)
+        return ["NCHW", "OIHW", "NCHW"] if found is not None and found[2].sparse else None
+
+    def _decision(self, call):
+        """``(OIHW weight, sparsity, decision)`` for a conv2d with a constant weight with zeros
+        and static shapes, in any layout the lowering meets; None otherwise."""
+        if getattr(call.op, "name", "") != "relax.nn.conv2d":
+            return None
+        attrs = call.attrs
+        weight = constant_value(call.args[1])
+        if weight is None or weight.ndim not in (4, 5, 6):
+            return None
+        weight = weight_as_oihw(weight, str(attrs.kernel_layout))
+        try:
+            in_block, out_block = channel_block(str(attrs.data_layout)), channel_block(str(attrs.out_layout))
+        except ValueError:
+            return None
+        shape = getattr(call.ty, "shape", None)
+        if weight is None or shape is None or not all(isinstance(v, tvm.tirx.IntImm) for v in (*call.args[0].ty.shape, *shape)):
+            return None
+        if not (weight == 0).any():
+            return None
+        batch, _, height, width = _plain_shape([int(v) for v in call.args[0].ty.shape], in_block)
+        _, _, out_h, out_w = _plain_shape([int(v) for v in shape], out_block)
+        geometry = ConvGeometry.of(height, width, *weight.shape[2:], attrs.strides, attrs.padding, attrs.dilation)
+        key = (hashlib.sha1(weight.tobytes()).hexdigest(), weight.shape, geometry, batch, int(attrs.groups), str(call.args[0].ty.dtype))
+        if key not in self.decisions:
+            self.decisions[key] = self.choice.decide(call, weight, geometry)
+        return weight, conv_weight_sparsity(weight, batch * out_h * out_w), self.decisions[key]
+
+    def lower(self, builder, call):
+        """``(kernel call, LayerRecord)`` for a conv2d that runs the sparse kernel, else None."""
+        found = self._decision(call)
+        if found is None:
+            return None
+        weight, sparsity, decision = found
+        self.report.layers.append(
+            {"shape": list(sparsity.shape), "zeros": round(sparsity.zeros, 4), "kernel": "sparse_conv2d" if decision.sparse else "dense", "why": decision.why}
+        )
+        if not decision.sparse:
+            return None
+        attrs, layout = call.attrs, decision.layout
+        in_block, out_block = channel_block(str(attrs.data_layout)), channel_block(str(attrs.out_layout))
+        weights = pack_sparse_conv_weight(weight.astype(np.float32), layout)
+        batch = _plain_shape([int(v) for v in call.args[0].ty.shape], in_block)[0]
+        # one PrimFunc per layer (the attribute keeps equal ones apart in the module)
+        func = sparse_conv2d_primfunc(layout, batch, weights.nonzeros, in_block, out_block).with_attr("slimtvm.sparse_layer", len(self.report.layers))
+        gvar = builder.add_func(func, "sparse_conv2d")
+        values = weights.values if weights.nonzeros else np.zeros(1, np.float32)
+        offsets = weights.offsets if weights.nonzeros else np.zeros(1, np.int32)
+        self.report.sparse_count += 1
+        record = LayerRecord(
+            "conv2d",
+            "sparse_conv2d",
+            f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks, {layout.chunks} input chunk(s)",
+        )
+        args = [call.args[0], relax.const(values), relax.const(offsets), relax.const(weights.row_ptr)]
+        return relax.call_tir(gvar, args, relax.TensorType([int(v) for v in call.ty.shape], "float32")), record
+
+
+def _plain_shape(dims: list, block: int) -> tuple:
+    """(N, C, H, W) of an NCHW shape or an NCHW[block]c one."""
+    if block:
+        return dims[0], dims[1] * dims[4], dims[2], dims[3]
+    return tuple(dims)

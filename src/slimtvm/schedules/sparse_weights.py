@@ -1,0 +1,163 @@
+"""The layout a direct sparse convolution reads: a phase-split zero-padded input and, per
+output channel, the nonzero weights with their offsets into it (Park et al., ICLR 2017).
+
+The input is zero-padded and split into ``stride_h × stride_w`` phases (rows ``r ≡ ph`` and
+columns ``c ≡ pw`` of the padded input form phase ``(ph, pw)``), each phase a ``[C, rows_q,
+cols_q]`` plane. Output pixel ``(y, x)``'s tap ``(c, ky, kx)`` then lies at
+
+    offset(c, ky, kx) + y·cols_q + x
+
+in the flat buffer, for every stride and dilation: the output pixels are a linear run of the
+phase plane, so a kernel vectorizes over ``p = y·cols_q + x`` (computing ``cols_q − out_w`` spare
+columns per row, discarded) and broadcasts one nonzero weight per FMA. Only the phases some tap
+reads are stored (one for 1×1 and stride-1 convs).
+
+Weights become CSR rows per output channel, split by input-channel chunks so that a chunk's
+input window stays in L1 while all output channels run over it: ``row_ptr[chunk·O + o]`` to
+``row_ptr[chunk·O + o + 1]`` index ``values`` and ``offsets``. No dense copy is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..conv_geometry import ConvGeometry
+
+L1_WINDOW_BYTES = 32 * 1024  # a chunk's input window (all its channels, one pixel block) fits in L1
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class SparseConvLayout:
+    """The buffers of one sparse conv: ``geometry`` with ``in_channels → out_channels`` (groups
+    = 1), output pixels in blocks of ``vector`` floats (the register block), input channels in
+    ``chunks`` chunks."""
+
+    geometry: ConvGeometry
+    in_channels: int
+    out_channels: int
+    vector: int
+    chunks: int
+
+    @classmethod
+    def choose(cls, geometry: ConvGeometry, in_channels: int, out_channels: int, lanes: int, vector: int | None = None) -> SparseConvLayout:
+        """The default register block (4 vectors of ``lanes``, 8 where an output row is long)
+        and the input-channel chunks that keep one chunk's window within :data:`L1_WINDOW_BYTES`."""
+        if vector is None:
+            vector = lanes * (8 if geometry.out_w >= 28 else 4)
+        probe = cls(geometry, in_channels, out_channels, vector, 1)
+        window = probe.vector + probe.reach
+        chunks = max(1, min(in_channels, _ceil_div(in_channels * window * 4, L1_WINDOW_BYTES)))
+        return cls(geometry, in_channels, out_channels, vector, chunks)
+
+    @property
+    def phases(self) -> tuple:
+        """The (row phase, column phase) pairs some tap reads, in slot order."""
+        g = self.geometry
+        rows = sorted({(ky * g.dilation_h) % g.stride_h for ky in range(g.kernel_h)})
+        cols = sorted({(kx * g.dilation_w) % g.stride_w for kx in range(g.kernel_w)})
+        return tuple((ph, pw) for ph in rows for pw in cols)
+
+    @property
+    def rows_q(self) -> int:
+        return _ceil_div(self.geometry.window[0], self.geometry.stride_h)
+
+    @property
+    def cols_q(self) -> int:
+        return _ceil_div(self.geometry.window[1], self.geometry.stride_w)
+
+    @property
+    def plane(self) -> int:
+        """Floats per phase: ``in_channels · rows_q · cols_q``."""
+        return self.in_channels * self.rows_q * self.cols_q
+
+    @property
+    def pixels(self) -> int:
+        """Virtual output pixels ``out_h · cols_q`` (``cols_q − out_w`` spare ones per row)."""
+        return self.geometry.out_h * self.cols_q
+
+    @property
+    def blocks(self) -> int:
+        return _ceil_div(self.pixels, self.vector)
+
+    @property
+    def chunk_channels(self) -> int:
+        return _ceil_div(self.in_channels, self.chunks)
+
+    @property
+    def reach(self) -> int:
+        """How far past its first pixel one channel's taps read (in floats of a phase plane)."""
+        g = self.geometry
+        return ((g.kernel_h - 1) * g.dilation_h // g.stride_h) * self.cols_q + (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1
+
+    @property
+    def input_size(self) -> int:
+        """Floats of the phase-split input buffer, with room for the last block's spare reads."""
+        return len(self.phases) * self.plane + self.blocks * self.vector
+
+    def phase_rows(self, phase_row: int) -> tuple:
+        """[first, end) rows of a phase plane that hold input rows (the rest is padding)."""
+        return _interior(self.geometry.top, phase_row, self.geometry.stride_h, self.geometry.height, self.rows_q)
+
+    def phase_cols(self, phase_col: int) -> tuple:
+        return _interior(self.geometry.left, phase_col, self.geometry.stride_w, self.geometry.width, self.cols_q)
+
+    def tap_offsets(self) -> np.ndarray:
+        """``[in_channels, kernel_h, kernel_w]`` offsets of each tap for output pixel 0."""
+        g = self.geometry
+        slot = {phase: index for index, phase in enumerate(self.phases)}
+        ky, kx = np.arange(g.kernel_h) * g.dilation_h, np.arange(g.kernel_w) * g.dilation_w
+        slots = np.array([[slot[(a % g.stride_h, b % g.stride_w)] for b in kx] for a in ky])
+        spatial = slots * self.plane + (ky // g.stride_h)[:, None] * self.cols_q + (kx // g.stride_w)[None, :]
+        return np.arange(self.in_channels)[:, None, None] * (self.rows_q * self.cols_q) + spatial[None]
+
+
+def _interior(pad_before: int, phase: int, stride: int, size: int, extent: int) -> tuple:
+    """Rows ``i`` of one phase with ``0 ≤ i·stride + phase − pad_before < size``, within extent."""
+    first = max(0, _ceil_div(pad_before - phase, stride))
+    end = min(extent, (size - 1 + pad_before - phase) // stride + 1)
+    return first, max(first, end)
+
+
+@dataclass(frozen=True)
+class SparseConvWeights:
+    """CSR of one conv's nonzero weights for :class:`SparseConvLayout` (see the module doc)."""
+
+    values: np.ndarray  # float32 [nnz]
+    offsets: np.ndarray  # int32 [nnz]
+    row_ptr: np.ndarray  # int32 [chunks · out_channels + 1]
+
+    @property
+    def nonzeros(self) -> int:
+        return int(self.values.size)
+
+
+def pack_sparse_conv_weight(weight: np.ndarray, layout: SparseConvLayout) -> SparseConvWeights:
+    """CSR rows of ``weight`` (OIHW, float32) per (input-channel chunk, output channel), with
+    each nonzero's offset into the phase-split input. Refuses a weight whose shape is not the
+    layout's and offsets beyond int32."""
+    out_channels, in_channels, kernel_h, kernel_w = weight.shape
+    g = layout.geometry
+    if (out_channels, in_channels, kernel_h, kernel_w) != (layout.out_channels, layout.in_channels, g.kernel_h, g.kernel_w):
+        raise ValueError(f"weight of shape {weight.shape} does not fit the sparse layout {layout}")
+    if layout.input_size >= 2**31:
+        raise ValueError(f"sparse conv input of {layout.input_size} floats exceeds int32 offsets")
+    offsets = np.broadcast_to(layout.tap_offsets(), weight.shape)
+    chunk_of_channel = np.arange(in_channels) // layout.chunk_channels
+    chunk = np.broadcast_to(chunk_of_channel[None, :, None, None], weight.shape)
+    out = np.broadcast_to(np.arange(out_channels)[:, None, None, None], weight.shape)
+    nonzero = weight != 0
+    rows = (chunk * out_channels + out)[nonzero]
+    order = np.argsort(rows, kind="stable")  # by (chunk, output channel), then tap order
+    counts = np.bincount(rows, minlength=layout.chunks * out_channels)
+    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return SparseConvWeights(
+        np.ascontiguousarray(weight[nonzero][order], dtype=np.float32),
+        np.ascontiguousarray(offsets[nonzero][order], dtype=np.int32),
+        row_ptr,
+    )
