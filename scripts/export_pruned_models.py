@@ -9,8 +9,8 @@ Writes, with random weights and randomised batch-norm statistics (seeded), in ev
 - ``resnet18_global90.onnx``: ``prune.global_unstructured(L1Unstructured, amount=0.9)`` over
   every conv and the classifier, then ``prune.remove``;
 - ``resnet18_layer90.onnx``: ``prune.l1_unstructured(amount=0.9)`` per conv, the stem left dense;
-- ``resnet18_layer80_masks.onnx``: per conv 80%, exported *without* ``prune.remove``: the graph
-  computes ``weight_orig · weight_mask``;
+- ``resnet18_layer80_masks.onnx``: per conv 80%, exported *without* ``prune.remove`` and without
+  the exporter's constant folding: the graph computes ``weight_orig · weight_mask``;
 - ``resnet18_filters50.onnx``: ``prune.ln_structured(n=1, dim=0, amount=0.5)`` on the first conv
   of every block (half its filters zero; their BN turns them into constant channels);
 - ``mobilenet_v2_global90.onnx``: global L1 90% over every conv and the classifier.
@@ -86,11 +86,22 @@ def zero_share(model) -> float:
     return zeros / total
 
 
-def export(model, path: str, side: int) -> None:
+def export(model, path: str, side: int, fold_constants: bool = True) -> None:
+    """TorchScript export at opset 17; ``fold_constants=False`` keeps computed weights (the
+    ``weight_orig · weight_mask`` of an unremoved prune) as graph nodes."""
     import torch
 
     with torch.no_grad():
-        torch.onnx.export(model, (torch.randn(1, 3, side, side),), path, input_names=["image"], output_names=["logits"], opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, side, side),),
+            path,
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            do_constant_folding=fold_constants,
+        )
 
 
 def main(argv=None) -> int:
@@ -108,7 +119,7 @@ def main(argv=None) -> int:
     for name in names:
         model = build(name, args.tiny, args.seed)
         path = os.path.join(args.output_dir, (f"pruned_{name}_tiny" if args.tiny else name) + ".onnx")
-        export(model, path, 32 if args.tiny else 224)
+        export(model, path, 32 if args.tiny else 224, fold_constants=not name.endswith("_masks"))
         print(f"{path}: {100 * zero_share(model):.1f}% of conv/linear weights zero")
     return 0
 

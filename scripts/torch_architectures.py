@@ -4,7 +4,9 @@ torchvision's wheels on PyPI do not load beside the CPU build of torch this proj
 (its compiled operators need the exact torch build), and these two networks are all the scripts
 need: the same layers, shapes, strides, padding and order as ``torchvision.models.resnet18`` and
 ``torchvision.models.mobilenet_v2`` (BasicBlock with a 1×1 stride-2 downsample; inverted
-residuals with ReLU6, expansion 6, the width multiplier rounded to multiples of 8). ``width``
+residuals with ReLU6, expansion 6, the width multiplier rounded to multiples of 8), initialised
+as torchvision does (Kaiming normal, fan-out, for convs) — which decides where global magnitude
+pruning removes weights. ``width``
 scales every channel count (and MobileNetV2's ``last`` may replace its 1280 features), for the
 test fixtures.
 """
@@ -48,6 +50,9 @@ class ResNet18(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, classes)
+        for module in self.modules():  # torchvision's initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -93,6 +98,12 @@ class MobileNetV2(nn.Module):
         layers.append(_conv_bn_relu6(cin, last, 1, 1))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, classes))
+        for module in self.modules():  # torchvision's initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0, 0.01)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x):
         return self.classifier(nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1))

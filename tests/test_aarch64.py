@@ -17,6 +17,7 @@ from conftest import assert_outputs_match, onnxruntime_outputs
 from hypothesis import HealthCheck, assume, given, settings
 from light_zoo import LIGHT, with_logits_output, with_random_weights
 from onnx_builders import bn_positions_model
+from sparse_graphs import sparse_graph, sparse_specs
 
 import slimtvm
 
@@ -153,3 +154,15 @@ def test_binary_conv_register_transposes_under_emulation(arm_python, tmp_path):
     model, inputs, _ = conv_graph(spec)
     artifact = slimtvm.compile(model, str(tmp_path / "transposes.so"), target="aarch64")
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(spec=sparse_specs())
+def test_random_pruned_graphs_under_emulation(arm_python, tmp_path, spec):
+    """The sparse property test's random pruned graphs (a smaller set), compiled for aarch64 with
+    every groups = 1 conv with zeros on the sparse kernel (NEON: 4-lane register blocks) and run
+    under qemu, give onnxruntime's outputs on the host."""
+    model, inputs = sparse_graph(spec)
+    expected = onnxruntime_outputs(model, inputs)
+    artifact = slimtvm.compile(model, str(tmp_path / "sparse.so"), target="aarch64", sparse="always")
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), expected)

@@ -52,6 +52,19 @@ def test_binary_models_benchmark_smoke():
     assert "| digits BNN vs digits CNN (smoke) | 1 |" in out
 
 
+def test_sparse_layers_benchmark_smoke():
+    out = _run_smoke("sparse_layers.py")
+    row = next(line for line in out.splitlines() if line.startswith("l4 "))
+    assert float(row.split()[-1]) <= 1e-4, row  # both slimtvm builds vs onnxruntime
+    assert "largest relative difference from onnxruntime" in out
+
+
+def test_sparse_models_benchmark_smoke():
+    out = _run_smoke("sparse_models.py")
+    assert out.count("x its dense build; max relative difference") == 5, out  # one line per fixture
+    assert float(out.rsplit("largest relative difference from onnxruntime: ", 1)[1].split()[0]) <= 1e-4, out
+
+
 def test_conv_layers_and_profile_scripts_run():
     """Both scripts once broke silently (the conv rule's index changed): run them on small cases."""
     conv = subprocess.run(

@@ -17,11 +17,12 @@ from .runtime.artifact import use_all_cores_by_default as _use_all_cores_by_defa
 _use_all_cores_by_default()
 
 
-def compile(model, output=None, target="host", input_shapes=None, db=None, binarize=None):  # noqa: A001 - the natural name
+def compile(model, output=None, target="host", input_shapes=None, db=None, binarize=None, sparse="auto"):  # noqa: A001 - the natural name
     """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`.
 
     ``binarize``: None, ``"weights"``, ``"weights+activations"`` or a
     :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest` (lossy; the error is reported).
+    ``sparse``: ``auto`` (sparse kernels where they pay), ``always`` or ``never``.
     """
     from .compiler.build import compile_model
 
@@ -29,7 +30,7 @@ def compile(model, output=None, target="host", input_shapes=None, db=None, binar
         from .compress.binarize_float_layers import BinarizeRequest
 
         binarize = BinarizeRequest(binarize)
-    return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize)
+    return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize, sparse=sparse)
 
 
 def tune(model, db, target="host", trials=64, **options):

@@ -47,6 +47,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="with --binarize: layers kept float, comma-separated names or first/last/none (default first,last)",
     )
     p.add_argument("--calibration", metavar="FILE.npz", help="with --binarize: inputs to measure the error on (default: 8 seeded normal samples)")
+    p.add_argument(
+        "--sparse",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="convs with zero weights: the sparse kernel where it pays (auto), for every one it takes (always), or dense (never)",
+    )
 
     p = sub.add_parser("tune", help="tune MODEL.onnx's kernels with MetaSchedule (XGBoost) into a database")
     p.add_argument("model", help="ONNX model file")
@@ -96,7 +102,9 @@ def _cmd_compile(args) -> int:
         request = BinarizeRequest(args.binarize, tuple(item.strip() for item in args.keep_float.split(",") if item.strip()), args.calibration)
     elif args.calibration or args.keep_float != "first,last":
         raise SlimError("--keep-float and --calibration only apply with --binarize")
-    artifact = compile_model(args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape), db=args.db, binarize=request)
+    artifact = compile_model(
+        args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape), db=args.db, binarize=request, sparse=args.sparse
+    )
     manifest = artifact.manifest
     print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
     print(f"target: {manifest['target']['preset']} ({manifest['target']['arch']}), {manifest['timings_seconds']['total']:.1f} s")
@@ -184,6 +192,8 @@ def _describe_pass(entry: dict) -> str:
     if entry["name"] == "sparse_layers":
         dense = Counter(layer["why"] for layer in entry["layers"] if layer["kernel"] == "dense")
         text = f"sparse_layers: {entry['sparse_convs']} convs run the sparse kernel"
+        if entry.get("all_zero_convs"):
+            text += f", {entry['all_zero_convs']} have no nonzero weight (zeros, no kernel)"
         if dense:
             text += "; with zeros but dense: " + "; ".join(f"{v}× {k}" for k, v in dense.items())
         return text

@@ -41,14 +41,18 @@ class Artifact:
         return load(self.library_path)
 
 
-def compile_model(model, output: str | None = None, target="host", input_shapes: dict | None = None, db: str | None = None, binarize=None) -> Artifact:
+def compile_model(
+    model, output: str | None = None, target="host", input_shapes: dict | None = None, db: str | None = None, binarize=None, sparse: str = "auto"
+) -> Artifact:
     """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
 
     ``target`` is a preset name (``host``, ``x86-64``, ``x86-64-avx512``, ``aarch64``), TVM target
     JSON, or a dict. ``input_shapes`` maps input names to static shapes and is required for inputs
     with dynamic dimensions. With ``output=None`` the artifact goes to a new temporary folder.
     ``binarize`` (a :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest`) binarizes float
-    layers first (lossy) and records the measured error in the manifest.
+    layers first (lossy) and records the measured error in the manifest. ``sparse`` (see
+    :data:`slimtvm.lowering.sparse_layers.SPARSE_MODES`): which convs with zero weights run the
+    sparse kernel — ``auto`` (where it pays), ``always`` (every one the kernel takes) or ``never``.
 
     Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
     database, a missing cross compiler, an output path
@@ -69,7 +73,7 @@ def compile_model(model, output: str | None = None, target="host", input_shapes:
 
         database = open_database(os.fspath(db), spec, create=False)
     tvm_target = spec.tvm_target()
-    pipeline = pipeline_for(tvm_target)
+    pipeline = pipeline_for(tvm_target, sparse=sparse)
     executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, pipeline, database)
     manifest = {
         "format": MANIFEST_FORMAT,

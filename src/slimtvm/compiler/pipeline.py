@@ -16,6 +16,7 @@ import tvm
 from tvm import relax
 
 from ..lowering.sequence import LoweringPasses
+from ..lowering.sparse_layers import SparseLayers
 from ..passes.sequence import GraphPasses
 from ..targets.kernel_target import KernelTarget
 
@@ -43,9 +44,11 @@ class Pipeline:
         return self.lowering.lower_binary.records
 
 
-def pipeline_for(tvm_target) -> Pipeline:
-    """Fresh instances of every step for ``tvm_target`` (a ``tvm.target.Target``)."""
-    return Pipeline(GraphPasses(), LoweringPasses(KernelTarget.of(tvm_target)))
+def pipeline_for(tvm_target, sparse: str = "auto") -> Pipeline:
+    """Fresh instances of every step for ``tvm_target`` (a ``tvm.target.Target``); ``sparse``:
+    which convs run the sparse kernel (:data:`~slimtvm.lowering.sparse_layers.SPARSE_MODES`)."""
+    target = KernelTarget.of(tvm_target)
+    return Pipeline(GraphPasses(), LoweringPasses(target, sparse=SparseLayers(target.lanes, sparse)))
 
 
 def relax_pipeline(target=None) -> tvm.transform.Pass:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 class LayerRecord:
     """``op``: ``conv2d`` or ``matmul``; ``kernel``: the kernel family of
     :mod:`slimtvm.schedules.registry` (``binary_conv2d``, ``conv2d``, ``depthwise``, ``dense``,
-    ``binary_grouped_conv2d``, ``binary_dense``) or ``generic``; ``plan``: what happens, in words."""
+    ``sparse_conv2d``, ``binary_grouped_conv2d``, ``binary_dense``), ``generic``, or ``none``
+    (an all-zero weight: no kernel runs); ``plan``: what happens, in words."""
 
     op: str
     kernel: str

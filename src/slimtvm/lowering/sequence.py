@@ -13,6 +13,7 @@ from ..schedules.registry import default_rules
 from ..targets.kernel_target import KernelTarget
 from .binary_layers import LowerBinaryLayers
 from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
+from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
 from .pad_channels import pad_channels_to_block
@@ -60,6 +61,7 @@ class LoweringPasses:
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
             relax.transform.DeadCodeElimination(),
+            keep_one_kernel,  # a model folded to constants still links for another architecture
             self.kernels,  # which kernels the families below cover, before anything is scheduled
         ]
 

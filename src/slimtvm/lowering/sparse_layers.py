@@ -27,7 +27,17 @@ from ..schedules.sparse_conv import sparse_conv2d_primfunc
 from ..schedules.sparse_weights import SparseConvLayout, pack_sparse_conv_weight
 from .layer_records import LayerRecord
 
-MIN_ZEROS = 0.5  # below this share of zero weights no measured layer ran faster sparse
+# Zeros (in live channels) from which the sparse kernel beats slimtvm's dense one, by kind of
+# conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread — k×k stride 1: 1.12–1.38× at
+# 70%, 2.8–3.4× at 90%; k×k stride 2: 0.88–0.99× at 70%, 1.9–2.2× at 90%; 1×1 (MobileNetV2's
+# shapes): 0.7–1.2× even at 90%, so 1×1 convs stay dense. The same table serves cross targets.
+MIN_ZEROS_STRIDE_1 = 0.65
+MIN_ZEROS_STRIDED = 0.8
+# Below this many dense multiply-adds the sparse kernel's fixed work (copying the padded input,
+# writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
+# each) ran 1.7× slower with its convs sparse.
+MIN_DENSE_MACS = 8_000_000
+SPARSE_MODES = ("auto", "always", "never")  # where the kernel pays / every conv it takes / none
 
 
 @dataclass(frozen=True)
@@ -38,18 +48,21 @@ class SparseDecision:
     sparse: bool
     layout: SparseConvLayout | None
     why: str
+    all_zero: bool = False  # no nonzero weight: the output is zeros, no kernel runs
 
 
 class SparseChoice:
     """Chooses per layer between the sparse kernel and slimtvm's dense one.
 
-    The rule: a conv runs sparse when at least :data:`MIN_ZEROS` of the weights of its live
-    filters and input channels are zero (zero filters and zero input channels are structure —
-    channel padding adds them — not what makes the sparse kernel pay). Keeps dense, with the
-    reason, grouped convs and non-float32 ones."""
+    The rule (a table measured per kind of conv, see :data:`MIN_ZEROS_STRIDE_1`): a k×k conv runs
+    sparse when enough of the weights of its live filters and input channels are zero (zero
+    filters and zero input channels are structure — channel padding adds them — not what makes
+    the sparse kernel pay); a 1×1 conv and a small conv (:data:`MIN_DENSE_MACS`) stay dense. ``always`` takes every conv the kernel can
+    run, ``never`` none. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, mode: str = "auto"):
         self.lanes = lanes
+        self.mode = mode
 
     def decide(self, call, weight: np.ndarray, geometry: ConvGeometry) -> SparseDecision:
         """The decision for one conv2d ``call`` with OIHW ``weight``."""
@@ -58,9 +71,23 @@ class SparseChoice:
         if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
             return SparseDecision(False, None, "not float32 (the sparse kernel is fp32)")
         layout = SparseConvLayout.choose(geometry, weight.shape[1], weight.shape[0], self.lanes)
-        if unstructured_zeros(weight) < MIN_ZEROS:
-            return SparseDecision(False, layout, f"fewer than {100 * MIN_ZEROS:.0f}% zero weights in its live channels")
-        return SparseDecision(True, layout, f"at least {100 * MIN_ZEROS:.0f}% zero weights in its live channels")
+        if self.mode == "never":
+            return SparseDecision(False, layout, "sparse kernels off (--sparse never)")
+        if not weight.any():
+            return SparseDecision(True, layout, "all weights zero (the output is zeros)", all_zero=True)
+        if self.mode == "always":
+            return SparseDecision(True, layout, "sparse kernels for every conv with zeros (--sparse always)")
+        if weight.shape[2:] == (1, 1):
+            return SparseDecision(False, layout, "1×1 conv (the dense kernel measured faster at every sparsity)")
+        macs = weight.size * geometry.out_h * geometry.out_w
+        if macs < MIN_DENSE_MACS:
+            return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")
+        strided = geometry.stride_h > 1 or geometry.stride_w > 1
+        needed = MIN_ZEROS_STRIDED if strided else MIN_ZEROS_STRIDE_1
+        kind = "strided" if strided else "stride-1"
+        if unstructured_zeros(weight) < needed:
+            return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind} conv)")
+        return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind} conv)")
 
 
 def unstructured_zeros(weight: np.ndarray) -> float:
@@ -80,9 +107,10 @@ class SparseLoweringReport:
 
     layers: list = field(default_factory=list)
     sparse_count: int = 0
+    all_zero_count: int = 0
 
     def to_json(self) -> dict:
-        return {"sparse_convs": self.sparse_count, "layers": list(self.layers)}
+        return {"sparse_convs": self.sparse_count, "all_zero_convs": self.all_zero_count, "layers": list(self.layers)}
 
 
 class SparseLayers:
@@ -91,8 +119,10 @@ class SparseLayers:
     conv2d, in graph order, once layouts are final. Decisions are made once per conv (keyed by
     its weight and geometry). ``report`` holds them after a run (reset by :meth:`start`)."""
 
-    def __init__(self, lanes: int):
-        self.choice = SparseChoice(lanes)
+    def __init__(self, lanes: int, mode: str = "auto"):
+        if mode not in SPARSE_MODES:
+            raise ValueError(f"sparse mode {mode!r}: use one of {', '.join(SPARSE_MODES)}")
+        self.choice = SparseChoice(lanes, mode)
         self.report = SparseLoweringReport()
         self.decisions: dict = {}  # conv fingerprint -> SparseDecision
 
@@ -100,10 +130,15 @@ class SparseLayers:
         self.report = SparseLoweringReport()
 
     def layouts_for(self, call):
-        """ConvertLayout's wish for a conv2d that will run sparse (plain NCHW, the sparse
-        kernel's layout), else None."""
+        """ConvertLayout's wish for a conv2d that will run sparse, else None: plain NCHW for a
+        k×k conv (the sparse kernel's own layout; chains of them, as in a pruned ResNet, then
+        run without relayouts), None — the blocked layout of its dense neighbours — for a 1×1
+        conv (in a pruned MobileNet its neighbours are dense depthwise convs; relayouts around
+        every sparse 1×1 conv cost more than reading and writing the blocks in the kernel)."""
         found = self._decision(call)
-        return ["NCHW", "OIHW", "NCHW"] if found is not None and found[2].sparse else None
+        if found is None or not found[2].sparse or found[2].all_zero or found[0].shape[2:] == (1, 1):
+            return None
+        return ["NCHW", "OIHW", "NCHW"]
 
     def _decision(self, call):
         """``(OIHW weight, sparsity, decision)`` for a conv2d with a constant weight with zeros
@@ -139,17 +174,24 @@ class SparseLayers:
             return None
         weight, sparsity, decision = found
         self.report.layers.append(
-            {"shape": list(sparsity.shape), "zeros": round(sparsity.zeros, 4), "kernel": "sparse_conv2d" if decision.sparse else "dense", "why": decision.why}
+            {
+                "shape": list(sparsity.shape),
+                "zeros": round(sparsity.zeros, 4),
+                "kernel": "none" if decision.all_zero else "sparse_conv2d" if decision.sparse else "dense",
+                "why": decision.why,
+            }
         )
         if not decision.sparse:
             return None
+        out_shape = [int(v) for v in call.ty.shape]
+        if decision.all_zero:  # exact for finite inputs (0 · NaN would be NaN)
+            self.report.all_zero_count += 1
+            return relax.op.zeros(out_shape, "float32"), LayerRecord("conv2d", "none", "all weights zero: the output is zeros, no kernel")
         attrs, layout = call.attrs, decision.layout
         in_block, out_block = channel_block(str(attrs.data_layout)), channel_block(str(attrs.out_layout))
         weights = pack_sparse_conv_weight(weight.astype(np.float32), layout)
         batch = _plain_shape([int(v) for v in call.args[0].ty.shape], in_block)[0]
-        # one PrimFunc per layer (the attribute keeps equal ones apart in the module)
-        func = sparse_conv2d_primfunc(layout, batch, weights.nonzeros, in_block, out_block).with_attr("slimtvm.sparse_layer", len(self.report.layers))
-        gvar = builder.add_func(func, "sparse_conv2d")
+        gvar = builder.add_func(sparse_conv2d_primfunc(layout, batch, in_block, out_block), "sparse_conv2d")
         values = weights.values if weights.nonzeros else np.zeros(1, np.float32)
         offsets = weights.offsets if weights.nonzeros else np.zeros(1, np.int32)
         self.report.sparse_count += 1
@@ -159,7 +201,7 @@ class SparseLayers:
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks, {layout.chunks} input chunk(s)",
         )
         args = [call.args[0], relax.const(values), relax.const(offsets), relax.const(weights.row_ptr)]
-        return relax.call_tir(gvar, args, relax.TensorType([int(v) for v in call.ty.shape], "float32")), record
+        return relax.call_tir(gvar, args, relax.TensorType(out_shape, "float32")), record
 
 
 def _plain_shape(dims: list, block: int) -> tuple:

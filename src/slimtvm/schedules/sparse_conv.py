@@ -30,6 +30,7 @@ from .cpu_rule import CPURule
 from .sparse_weights import SparseConvLayout
 
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
+COPY_VECTOR = 16  # floats per vector of the input copy
 MIN_TASKS = 16  # pixel blocks × channel groups the main stage offers to the thread pool
 
 
@@ -45,22 +46,22 @@ def _shape(batch: int, channels: int, height: int, width: int, block: int) -> tu
     return tuple(T.int64(d) for d in dims)
 
 
-def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, nonzeros: int, in_block: int = 0, out_block: int = 0):
-    """The PrimFunc ``(x, values [nnz], offsets [nnz], row_ptr, out)`` for ``layout``, ``batch``
-    images and ``nonzeros`` weights (module doc); ``x`` is NCHW, or NCHW[in_block]c when
-    ``in_block`` > 0, and ``out`` likewise with ``out_block``. Refuses channel counts that are
-    not a multiple of their block."""
+def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int = 0, out_block: int = 0):
+    """The PrimFunc ``(x, values [nnz], offsets [nnz], row_ptr, out)`` for ``layout`` and
+    ``batch`` images (module doc), for any number ``nnz`` of nonzero weights (a symbolic size:
+    layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when ``in_block`` > 0,
+    and ``out`` likewise with ``out_block``. Refuses channel counts that are not a multiple of
+    their block."""
     if (in_block and layout.in_channels % in_block) or (out_block and layout.out_channels % out_block):
         raise ValueError(f"channels {layout.in_channels} → {layout.out_channels} do not fill blocks of {in_block} → {out_block}")
     g = layout.geometry
     n_img, channels, height, width = batch, layout.in_channels, g.height, g.width
     out_channels, out_h, out_w = layout.out_channels, g.out_h, g.out_w
-    rows_q, cols_q, plane, vector = layout.rows_q, layout.cols_q, layout.plane, layout.vector
+    cols_q, plane, vector = layout.cols_q, layout.plane, layout.vector
     blocks, chunks, size = layout.blocks, layout.chunks, layout.input_size
-    phase_area = rows_q * cols_q
+    channel_stride, shifts, copy_size = layout.channel_stride, layout.shifts, layout.copy_size
     groups = _channel_groups(layout)
     per_group = -(-out_channels // groups)
-    nnz = max(1, nonzeros)
     slots = len(layout.phases)
     # per stored phase: its row and column phase and the interior (rows, cols) that hold input
     phase_h, phase_w = [ph for ph, _ in layout.phases], [pw for _, pw in layout.phases]
@@ -71,35 +72,52 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, nonzeros: int, 
     @T.prim_func(s_tir=True, private=True)
     def sparse_conv2d(
         x: T.Buffer(_shape(n_img, channels, height, width, in_block), "float32"),
-        values: T.Buffer((i64(nnz),), "float32"),
-        offsets: T.Buffer((i64(nnz),), "int32"),
+        values_handle: T.handle,
+        offsets_handle: T.handle,
         row_ptr: T.Buffer((i64(chunks * out_channels + 1),), "int32"),
         out: T.Buffer(_shape(n_img, out_channels, out_h, out_w, out_block), "float32"),
     ):
         T.func_attr({"op_pattern": OUT_EWISE_FUSABLE, "tirx.noalias": True})
+        nnz = T.int64()
+        values = T.match_buffer(values_handle, (nnz,), "float32")
+        offsets = T.match_buffer(offsets_handle, (nnz,), "int32")
         packed = T.sblock_alloc_buffer((n_img, size), "float32")
         virtual = T.sblock_alloc_buffer((n_img, out_channels, blocks * vector), "float32")
         with T.sblock("sparse_conv_pack"):
             T.reads(whole(x))
             T.writes(packed[0:n_img, 0:size])
             for n in range(n_img):
-                for t in T.parallel(size // 64):
-                    for v in T.vectorized(64):
-                        packed[n, t * 64 + v] = T.float32(0)
-                for t in range(size % 64):
-                    packed[n, size - size % 64 + t] = T.float32(0)
-                for slot in T.unroll(slots):
-                    for c in T.parallel(channels):
-                        for i in range(pick(slot, row1) - pick(slot, row0)):
-                            for j in range(pick(slot, col1) - pick(slot, col0)):
-                                packed[n, slot * plane + c * phase_area + (pick(slot, row0) + i) * cols_q + pick(slot, col0) + j] = read(
-                                    x,
-                                    n,
-                                    c,
-                                    (pick(slot, row0) + i) * g.stride_h + pick(slot, phase_h) - g.top,
-                                    (pick(slot, col0) + j) * g.stride_w + pick(slot, phase_w) - g.left,
-                                    in_block,
-                                )
+                for shift in T.unroll(shifts):  # copy `shift` holds the plane shifted left by `shift` floats
+                    for slot in T.unroll(slots):
+                        for c in T.parallel(channels):
+                            base = shift * copy_size + slot * plane + c * channel_stride
+                            for t in T.vectorized(channel_stride):  # zero padding, spare columns and channel gap
+                                packed[n, base + t] = T.float32(0)
+                            first = T.max(pick(slot, col0) - shift, 0)
+                            length = T.max(pick(slot, col1) - shift - first, 0)
+                            for i in range(pick(slot, row1) - pick(slot, row0)):
+                                row = pick(slot, row0) + i
+                                for jb in range(length // COPY_VECTOR):  # the interior, in whole vectors, then the rest
+                                    for jv in T.vectorized(COPY_VECTOR):
+                                        packed[n, base + row * cols_q + first + jb * COPY_VECTOR + jv] = read(
+                                            x,
+                                            n,
+                                            c,
+                                            row * g.stride_h + pick(slot, phase_h) - g.top,
+                                            (first + jb * COPY_VECTOR + jv + shift) * g.stride_w + pick(slot, phase_w) - g.left,
+                                            in_block,
+                                        )
+                                for jt in range(length % COPY_VECTOR):
+                                    packed[n, base + row * cols_q + first + length - length % COPY_VECTOR + jt] = read(
+                                        x,
+                                        n,
+                                        c,
+                                        row * g.stride_h + pick(slot, phase_h) - g.top,
+                                        (first + length - length % COPY_VECTOR + jt + shift) * g.stride_w + pick(slot, phase_w) - g.left,
+                                        in_block,
+                                    )
+                    for t in range(copy_size - slots * plane):  # the spare reads of the last block
+                        packed[n, shift * copy_size + slots * plane + t] = T.float32(0)
         with T.sblock("sparse_conv_main"):
             T.reads(packed[0:n_img, 0:size], values[0:nnz], offsets[0:nnz], row_ptr[0 : chunks * out_channels + 1])
             T.writes(virtual[0:n_img, 0:out_channels, 0 : blocks * vector])

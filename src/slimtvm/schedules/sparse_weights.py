@@ -3,7 +3,8 @@ output channel, the nonzero weights with their offsets into it (Park et al., ICL
 
 The input is zero-padded and split into ``stride_h × stride_w`` phases (rows ``r ≡ ph`` and
 columns ``c ≡ pw`` of the padded input form phase ``(ph, pw)``), each phase a ``[C, rows_q,
-cols_q]`` plane. Output pixel ``(y, x)``'s tap ``(c, ky, kx)`` then lies at
+cols_q]`` plane (channels ``channel_stride`` floats apart). Output pixel ``(y, x)``'s tap
+``(c, ky, kx)`` then lies at
 
     offset(c, ky, kx) + y·cols_q + x
 
@@ -11,6 +12,13 @@ in the flat buffer, for every stride and dilation: the output pixels are a linea
 phase plane, so a kernel vectorizes over ``p = y·cols_q + x`` (computing ``cols_q − out_w`` spare
 columns per row, discarded) and broadcasts one nonzero weight per FMA. Only the phases some tap
 reads are stored (one for 1×1 and stride-1 convs).
+
+Aligned form: the kernel is bound by its loads (one vector load per FMA), and a vector load that
+straddles two cache lines costs two (measured: 1.57× slower for the same nonzeros). With
+``cols_q`` and ``channel_stride`` rounded up to whole vectors, a tap's offset is ``≡ kx' (mod
+lanes)``, ``kx' = kx·dilation // stride``; the buffer then holds ``shifts`` copies of the input,
+copy ``r`` shifted left by ``r`` floats, and taps with ``kx' = r`` read copy ``r`` — every load
+is aligned. :meth:`SparseConvLayout.choose` takes it where the rounding wastes at most half a row.
 
 Weights become CSR rows per output channel, split by input-channel chunks so that a chunk's
 input window stays in L1 while all output channels run over it: ``row_ptr[chunk·O + o]`` to
@@ -25,35 +33,46 @@ import numpy as np
 
 from ..conv_geometry import ConvGeometry
 
-L1_WINDOW_BYTES = 32 * 1024  # a chunk's input window (all its channels, one pixel block) fits in L1
+L1_WINDOW_BYTES = 24 * 1024  # a chunk's input window (its channels, one pixel block): fastest at 16–37 KB on Zen 5
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _round_up(a: int, b: int) -> int:
+    return _ceil_div(a, b) * b
+
+
 @dataclass(frozen=True)
 class SparseConvLayout:
     """The buffers of one sparse conv: ``geometry`` with ``in_channels → out_channels`` (groups
     = 1), output pixels in blocks of ``vector`` floats (the register block), input channels in
-    ``chunks`` chunks."""
+    ``chunks`` chunks, and ``align`` > 0: rows and channels padded to ``align`` floats with
+    shifted copies (module doc), 0: the natural, unaligned form."""
 
     geometry: ConvGeometry
     in_channels: int
     out_channels: int
     vector: int
     chunks: int
+    align: int = 0
 
     @classmethod
-    def choose(cls, geometry: ConvGeometry, in_channels: int, out_channels: int, lanes: int, vector: int | None = None) -> SparseConvLayout:
-        """The default register block (4 vectors of ``lanes``, 8 where an output row is long)
-        and the input-channel chunks that keep one chunk's window within :data:`L1_WINDOW_BYTES`."""
+    def choose(cls, geometry: ConvGeometry, in_channels: int, out_channels: int, lanes: int, vector: int | None = None, align: int = 0) -> SparseConvLayout:
+        """The default layout for ``lanes``-wide vectors (unaligned unless ``align`` is given):
+        a register block of 16 vectors where one block covers a small image, 8 for large images,
+        4 otherwise; the input-channel chunks that keep one chunk's window within
+        :data:`L1_WINDOW_BYTES`. (From a sweep of ResNet-18's 3×3 shapes at 90% zeros on Zen 5.
+        The aligned form measured faster alone on some shapes but slower inside ResNet-18, where
+        its three input copies leave L2.)"""
         if vector is None:
-            vector = lanes * (8 if geometry.out_w >= 28 else 4)
-        probe = cls(geometry, in_channels, out_channels, vector, 1)
-        window = probe.vector + probe.reach
+            pixels = cls(geometry, in_channels, out_channels, lanes, 1, align).pixels
+            vector = lanes * (16 if 12 * lanes <= pixels <= 16 * lanes else 8 if pixels >= 32 * lanes else 4)
+        probe = cls(geometry, in_channels, out_channels, vector, 1, align)
+        window = probe.shifts * (probe.vector + probe.reach)
         chunks = max(1, min(in_channels, _ceil_div(in_channels * window * 4, L1_WINDOW_BYTES)))
-        return cls(geometry, in_channels, out_channels, vector, chunks)
+        return cls(geometry, in_channels, out_channels, vector, chunks, align)
 
     @property
     def phases(self) -> tuple:
@@ -64,17 +83,36 @@ class SparseConvLayout:
         return tuple((ph, pw) for ph in rows for pw in cols)
 
     @property
+    def row_taps(self) -> int:
+        """Distinct row offsets ``ky·dilation // stride`` within a phase plane."""
+        g = self.geometry
+        return (g.kernel_h - 1) * g.dilation_h // g.stride_h + 1
+
+    @property
+    def shifts(self) -> int:
+        """Shifted copies of the input: one per column offset ``kx' = kx·dilation // stride``
+        when aligned, else 1."""
+        g = self.geometry
+        return (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1 if self.align else 1
+
+    @property
     def rows_q(self) -> int:
         return _ceil_div(self.geometry.window[0], self.geometry.stride_h)
 
     @property
     def cols_q(self) -> int:
-        return _ceil_div(self.geometry.window[1], self.geometry.stride_w)
+        natural = _ceil_div(self.geometry.window[1], self.geometry.stride_w)
+        return _round_up(natural, self.align) if self.align and self.row_taps > 1 else natural
+
+    @property
+    def channel_stride(self) -> int:
+        area = self.rows_q * self.cols_q
+        return _round_up(area, self.align) if self.align else area
 
     @property
     def plane(self) -> int:
-        """Floats per phase: ``in_channels · rows_q · cols_q``."""
-        return self.in_channels * self.rows_q * self.cols_q
+        """Floats per phase: ``in_channels · channel_stride``."""
+        return self.in_channels * self.channel_stride
 
     @property
     def pixels(self) -> int:
@@ -93,12 +131,17 @@ class SparseConvLayout:
     def reach(self) -> int:
         """How far past its first pixel one channel's taps read (in floats of a phase plane)."""
         g = self.geometry
-        return ((g.kernel_h - 1) * g.dilation_h // g.stride_h) * self.cols_q + (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1
+        return (self.row_taps - 1) * self.cols_q + (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1
+
+    @property
+    def copy_size(self) -> int:
+        """Floats of one copy: the phases and room for the last block's spare reads."""
+        return len(self.phases) * self.plane + _round_up(self.blocks * self.vector + self.reach, max(1, self.align))
 
     @property
     def input_size(self) -> int:
-        """Floats of the phase-split input buffer, with room for the last block's spare reads."""
-        return len(self.phases) * self.plane + self.blocks * self.vector
+        """Floats of the phase-split input buffer (all shifted copies)."""
+        return self.shifts * self.copy_size
 
     def phase_rows(self, phase_row: int) -> tuple:
         """[first, end) rows of a phase plane that hold input rows (the rest is padding)."""
@@ -108,13 +151,16 @@ class SparseConvLayout:
         return _interior(self.geometry.left, phase_col, self.geometry.stride_w, self.geometry.width, self.cols_q)
 
     def tap_offsets(self) -> np.ndarray:
-        """``[in_channels, kernel_h, kernel_w]`` offsets of each tap for output pixel 0."""
+        """``[in_channels, kernel_h, kernel_w]`` offsets of each tap for output pixel 0 (into
+        the copy its column offset reads, when aligned)."""
         g = self.geometry
         slot = {phase: index for index, phase in enumerate(self.phases)}
         ky, kx = np.arange(g.kernel_h) * g.dilation_h, np.arange(g.kernel_w) * g.dilation_w
         slots = np.array([[slot[(a % g.stride_h, b % g.stride_w)] for b in kx] for a in ky])
-        spatial = slots * self.plane + (ky // g.stride_h)[:, None] * self.cols_q + (kx // g.stride_w)[None, :]
-        return np.arange(self.in_channels)[:, None, None] * (self.rows_q * self.cols_q) + spatial[None]
+        column = kx // g.stride_w
+        copy = column if self.align else np.zeros_like(column)
+        spatial = slots * self.plane + (ky // g.stride_h)[:, None] * self.cols_q + (copy * self.copy_size + column - copy)[None, :]
+        return np.arange(self.in_channels)[:, None, None] * self.channel_stride + spatial[None]
 
 
 def _interior(pad_before: int, phase: int, stride: int, size: int, extent: int) -> tuple:

@@ -1,0 +1,175 @@
+"""Pruned networks: sparsity detection, the direct sparse conv kernel and the per-layer choice,
+against onnxruntime on the original models.
+
+``tests/data/pruned_*_tiny.onnx`` were written by ``scripts/export_pruned_models.py --tiny``
+(torch.nn.utils.prune on torchvision's ResNet-18 at width 1/16 and MobileNetV2 at width 0.25,
+32×32 inputs, randomised batch norms): global L1 90%, per-layer 90% (stem dense), per-layer 80%
+exported without ``prune.remove`` (the graph multiplies ``weight_orig · weight_mask``), and
+``ln_structured`` 50% of the filters of every block's first conv.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
+from hypothesis import HealthCheck, given, settings
+from onnx import TensorProto, helper, numpy_helper
+from sparse_graphs import sparse_graph, sparse_specs
+
+import slimtvm
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+PRUNED = {
+    "resnet18_global90": "pruned_resnet18_global90_tiny.onnx",
+    "resnet18_layer90": "pruned_resnet18_layer90_tiny.onnx",
+    "resnet18_layer80_masks": "pruned_resnet18_layer80_masks_tiny.onnx",
+    "resnet18_filters50": "pruned_resnet18_filters50_tiny.onnx",
+    "mobilenet_v2_global90": "pruned_mobilenet_v2_global90_tiny.onnx",
+}
+COMMON = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def _passes(artifact) -> dict:
+    return {entry["name"]: entry for entry in artifact.manifest["passes"]}
+
+
+def _image(model_path: str, seed: int = 0) -> dict:
+    return {"image": np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("sparse", ["auto", "always"])
+@pytest.mark.parametrize("name", sorted(PRUNED))
+def test_pruned_models_match_onnxruntime(tmp_path, name, sparse):
+    path = os.path.join(DATA, PRUNED[name])
+    artifact = slimtvm.compile(path, str(tmp_path / "model.so"), sparse=sparse)
+    inputs = _image(path)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(path, inputs))
+    passes = _passes(artifact)
+    layers = passes["sparse_layers"]["layers"]
+    if sparse == "always":  # every groups = 1 conv with zeros runs sparse (or is all zero)
+        assert all(layer["kernel"] in ("sparse_conv2d", "none") or "grouped" in layer["why"] for layer in layers), layers
+        assert passes["sparse_layers"]["sparse_convs"] + passes["sparse_layers"]["all_zero_convs"] >= 1
+    records = [record for record in artifact.manifest["layers"] if record["op"] == "conv2d"]
+    assert sum(record["kernel"] == "sparse_conv2d" for record in records) == passes["sparse_layers"]["sparse_convs"]
+
+
+def test_weight_masks_fold_to_the_removed_form(tmp_path):
+    """Exported without ``prune.remove`` the graph computes ``weight_orig · weight_mask``; after
+    folding, the detection sees each layer's 80% zeros (the stem's 0%), as for a removed model."""
+    path = os.path.join(DATA, PRUNED["resnet18_layer80_masks"])
+    graph_ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert "Mul" in graph_ops  # the masks are in the graph
+    report = _passes(slimtvm.compile(path, str(tmp_path / "m.so")))["sparsity"]
+    convs = [layer for layer in report["layers"] if layer["op"] == "conv2d"]
+    assert len(convs) == 20
+    assert convs[0]["zeros"] < 0.05  # the stem: dense
+    assert all(abs(layer["zeros"] - 0.8) < 0.01 for layer in convs[1:]), [layer["zeros"] for layer in convs]
+
+
+def test_zero_filters_are_counted(tmp_path):
+    """``ln_structured`` 50% on each block's first conv: half of its filters are zero."""
+    report = _passes(slimtvm.compile(os.path.join(DATA, PRUNED["resnet18_filters50"]), str(tmp_path / "f.so")))["sparsity"]
+    firsts = [layer for layer in report["layers"] if layer["op"] == "conv2d" and layer["zero_filters"]]
+    assert len(firsts) == 8
+    assert all(layer["zero_filters"] == layer["shape"][0] // 2 for layer in firsts)
+
+
+def _one_conv(weight, stride=1, pads=(1, 1, 1, 1), dilation=1, batch=1, size=12, bias=True, relu=True):
+    nodes = [helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], strides=[stride] * 2, pads=list(pads), dilations=[dilation] * 2)]
+    nodes.append(helper.make_node("Relu" if relu else "Identity", ["c"], ["y"]))
+    initializers = [
+        numpy_helper.from_array(weight.astype(np.float32), "w"),
+        numpy_helper.from_array(np.linspace(-1, 1, weight.shape[0]).astype(np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, weight.shape[1], size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers if bias else initializers[:1],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inputs = {"x": np.random.default_rng(2).standard_normal((batch, weight.shape[1], size, size)).astype(np.float32)}
+    return model, inputs
+
+
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+@pytest.mark.parametrize(
+    "kernel, stride, pads, dilation, batch",
+    [(3, 1, (1, 1, 1, 1), 1, 1), (3, 2, (1, 1, 1, 1), 1, 2), (1, 2, (0, 0, 0, 0), 1, 1), (7, 2, (3, 3, 3, 3), 1, 1), (3, 3, (2, 0, 1, 2), 2, 1)],
+)
+def test_sparse_kernel_geometries_match_onnxruntime(tmp_path, target, kernel, stride, pads, dilation, batch):
+    rng = np.random.default_rng(kernel * 10 + stride)
+    weight = rng.standard_normal((24, 20, kernel, kernel))
+    weight[rng.random(weight.shape) < 0.85] = 0
+    weight[3] = 0  # a zero filter: an empty CSR row
+    model, inputs = _one_conv(weight, stride, pads, dilation, batch)
+    artifact = slimtvm.compile(model, str(tmp_path / "conv.so"), target=target, sparse="always")
+    assert _passes(artifact)["sparse_layers"]["sparse_convs"] == 1
+    assert artifact.manifest["layers"][0]["kernel"] == "sparse_conv2d"
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_an_all_zero_conv_is_its_bias(tmp_path):
+    model, inputs = _one_conv(np.zeros((16, 8, 3, 3)))
+    artifact = slimtvm.compile(model, str(tmp_path / "zero.so"))
+    assert _passes(artifact)["sparse_layers"]["all_zero_convs"] == 1
+    assert artifact.manifest["layers"][0]["kernel"] == "none"
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_auto_keeps_dense_convs_dense_and_runs_very_sparse_ones_sparse(tmp_path):
+    rng = np.random.default_rng(9)
+    dense = rng.standard_normal((64, 64, 3, 3))
+    dense[rng.random(dense.shape) < 0.3] = 0
+    sparse = rng.standard_normal((64, 64, 3, 3))
+    sparse[rng.random(sparse.shape) < 0.92] = 0
+    small = sparse[:8, :8]  # 92% zero but 0.6 M multiply-adds: the kernel's fixed work would dominate
+    for weight, size, expected in ((dense, 32, "dense"), (sparse, 32, "sparse_conv2d"), (small, 32, "dense")):
+        model, inputs = _one_conv(weight, size=size)
+        artifact = slimtvm.compile(model, str(tmp_path / "c.so"))
+        assert _passes(artifact)["sparse_layers"]["layers"][0]["kernel"] == expected
+        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_compile_prints_the_sparsity_summary(tmp_path, capsys):
+    from slimtvm.cli import main
+
+    assert main(["compile", os.path.join(DATA, PRUNED["resnet18_layer90"]), "-o", str(tmp_path / "m.so")]) == 0
+    out = capsys.readouterr().out
+    assert "of multiply-adds have a zero weight" in out and "sparse_layers:" in out
+
+
+def test_a_model_without_zeros_is_reported_dense(tmp_path, capsys):
+    from slimtvm.cli import main
+
+    model, _ = _one_conv(np.random.default_rng(0).standard_normal((8, 4, 3, 3)) + 5.0)
+    path = str(tmp_path / "dense.onnx")
+    onnx.save(model, path)
+    assert main(["compile", path, "-o", str(tmp_path / "d.so")]) == 0
+    out = capsys.readouterr().out
+    assert "0.0% of multiply-adds have a zero weight" in out and "sparse_layers: 0 convs run the sparse kernel" in out
+
+
+SPARSE_EXAMPLES = 300  # split between the x86 kernel variants this host runs
+
+
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
+    """Random sparsity levels 0–100% and patterns (zero filters, zero input channels), padded,
+    strided, dilated, grouped and depthwise convs, BN, ReLU, residual adds and concats: the
+    sparse kernel (``--sparse always``, so every groups = 1 conv with zeros runs it) gives
+    onnxruntime's outputs."""
+
+    @settings(max_examples=SPARSE_EXAMPLES // max(1, len(x86_kernel_presets())), **COMMON)
+    @given(spec=sparse_specs())
+    def check(spec):
+        model, inputs = sparse_graph(spec)
+        artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=target, sparse="always")
+        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+    check()
