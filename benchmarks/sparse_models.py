@@ -11,7 +11,7 @@ both libraries and onnxruntime on the same model in turns in one process (same t
 numpy in and out, medians after warm-up), outputs checked against onnxruntime. Prints the
 FLOP-weighted sparsity, how many convs run sparse, the times, slimtvm's speed-up over
 onnxruntime and over its own dense build, and the compile time and library size of both builds.
-``--smoke``: CI's check that it runs (the tiny fixtures from tests/data, 1 thread, 5 runs).
+``--smoke``: CI's check that it runs (two tiny fixtures from tests/data, 1 thread, 5 runs).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CI check: tiny fixtures, 1 thread, 5 runs")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.threads, args.runs = "1", 5
+        args.models, args.threads, args.runs = "resnet18_layer90,resnet18_layer80_masks", "1", 5
     sys.path.insert(0, os.path.join(REPO, "src"))
     from cpu_limits import cpu_name
 

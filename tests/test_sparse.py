@@ -173,3 +173,31 @@ def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
         assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
     check()
+
+
+@pytest.mark.parametrize("stride, align", [(1, 0), (1, 16), (2, 16), (2, 8)])
+def test_sparse_kernel_layouts_match_onnxruntime(stride, align):
+    """The kernel alone, in the natural and the aligned form (rows and channels rounded to whole
+    vectors, one shifted input copy per column offset; not chosen by default), blocked output."""
+    import tvm
+
+    from slimtvm.conv_geometry import ConvGeometry
+    from slimtvm.schedules.sparse_conv import SparseConv, sparse_conv2d_primfunc
+    from slimtvm.schedules.sparse_weights import SparseConvLayout, pack_sparse_conv_weight
+
+    rng = np.random.default_rng(stride + align)
+    weight = rng.standard_normal((16, 12, 3, 3)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.8] = 0
+    model, inputs = _one_conv(weight, stride, bias=False, relu=False, size=13)
+    geometry = ConvGeometry.of(13, 13, 3, 3, (stride, stride), (1, 1, 1, 1))
+    layout = SparseConvLayout(geometry, 12, 16, 32, 2, align)
+    packed = pack_sparse_conv_weight(weight, layout)
+    sch = tvm.s_tir.Schedule(sparse_conv2d_primfunc(layout, 1, 0, 8))
+    SparseConv(16).schedule(sch)
+    library = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), tvm.target.Target("llvm"))
+    out = np.zeros((1, 2, geometry.out_h, geometry.out_w, 8), np.float32)
+    args = [tvm.runtime.tensor(a) for a in (inputs["x"], packed.values, packed.offsets, packed.row_ptr, out)]
+    library(*args)
+    blocked = args[-1].numpy()
+    plain = blocked.transpose(0, 1, 4, 2, 3).reshape(1, 16, geometry.out_h, geometry.out_w)
+    assert_outputs_match({"y": plain}, onnxruntime_outputs(model, inputs))

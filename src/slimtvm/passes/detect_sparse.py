@@ -104,17 +104,6 @@ class SparsityReport:
         """The share of the layers' multiply-adds whose weight is zero."""
         return 1.0 - sum(layer.nonzero_macs for layer in self.layers) / self.macs if self.macs else 0.0
 
-    def summary(self) -> str:
-        """One line for ``compile``: how sparse the model is."""
-        with_zeros = sum(1 for layer in self.layers if layer.zeros > 0)
-        filters = sum(layer.zero_filters for layer in self.layers if layer.op == "conv2d")
-        inputs = sum(layer.zero_inputs for layer in self.layers if layer.op == "conv2d")
-        return (
-            f"sparsity: {with_zeros} of {len(self.layers)} conv/matmul weights have zeros, "
-            f"{100 * self.flop_weighted_zeros:.1f}% of multiply-adds have a zero weight; "
-            f"{filters} zero filters, {inputs} zero input channels"
-        )
-
     def to_json(self) -> dict:
         return {
             "flop_weighted_zeros": round(self.flop_weighted_zeros, 4),

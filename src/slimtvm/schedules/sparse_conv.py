@@ -91,12 +91,20 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                     for slot in T.unroll(slots):
                         for c in T.parallel(channels):
                             base = shift * copy_size + slot * plane + c * channel_stride
-                            for t in T.vectorized(channel_stride):  # zero padding, spare columns and channel gap
-                                packed[n, base + t] = T.float32(0)
                             first = T.max(pick(slot, col0) - shift, 0)
                             length = T.max(pick(slot, col1) - shift - first, 0)
+                            # zeros where the taps of real outputs read padding: whole rows above and
+                            # below the image, and each image row's columns left and right of it
+                            for t in range(pick(slot, row0) * cols_q):
+                                packed[n, base + t] = T.float32(0)
+                            for t in range(channel_stride - pick(slot, row1) * cols_q):
+                                packed[n, base + pick(slot, row1) * cols_q + t] = T.float32(0)
                             for i in range(pick(slot, row1) - pick(slot, row0)):
                                 row = pick(slot, row0) + i
+                                for j in range(first):
+                                    packed[n, base + row * cols_q + j] = T.float32(0)
+                                for j in range(cols_q - first - length):
+                                    packed[n, base + row * cols_q + first + length + j] = T.float32(0)
                                 for jb in range(length // COPY_VECTOR):  # the interior, in whole vectors, then the rest
                                     for jv in T.vectorized(COPY_VECTOR):
                                         packed[n, base + row * cols_q + first + jb * COPY_VECTOR + jv] = read(
