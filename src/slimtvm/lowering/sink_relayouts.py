@@ -42,6 +42,16 @@ def _rank(expr) -> int:
     return len(shape) if shape is not None else -1
 
 
+def _same_channels(blocked, plain) -> bool:
+    """Whether a 5-D NCHW[b]c tensor and a 4-D NCHW one hold the same channels (no channel
+    padding in the relayout between them: only then is the plain form the blocked one's)."""
+    try:
+        b_shape, p_shape = [int(v) for v in blocked.ty.shape], [int(v) for v in plain.ty.shape]
+    except (TypeError, ValueError):  # symbolic dimensions
+        return False
+    return b_shape[1] * b_shape[4] == p_shape[1] and b_shape[0] == p_shape[0] and b_shape[2:4] == p_shape[2:4]
+
+
 class _Graph:
     """Bindings of one function: values, readers and the relayouts between plain and blocked."""
 
@@ -56,7 +66,7 @@ class _Graph:
                 for arg in value.args if isinstance(value, relax.Call) else []:
                     if isinstance(arg, relax.Var):
                         self.readers.setdefault(arg, []).append(var)
-                if _op(value) == "relax.layout_transform" and _rank(value.args[0]) == 5 and _rank(var) == 4:
+                if _op(value) == "relax.layout_transform" and _rank(value.args[0]) == 5 and _rank(var) == 4 and _same_channels(value.args[0], var):
                     self.to_plain.setdefault(value.args[0], var)
         # element-wise 5-D ops whose result reaches a relayout to plain through element-wise ops only
         self.leads_to_plain = set()
@@ -68,7 +78,7 @@ class _Graph:
     def from_plain(self, var):
         """The plain var that ``var`` is a relayout of (4-D → 5-D), else None."""
         value = self.value.get(var)
-        if _op(value) == "relax.layout_transform" and _rank(value.args[0]) == 4 and _rank(var) == 5:
+        if _op(value) == "relax.layout_transform" and _rank(value.args[0]) == 4 and _rank(var) == 5 and _same_channels(var, value.args[0]):
             return value.args[0]
         return None
 
@@ -102,7 +112,7 @@ class _Sink(relax.PyExprMutator):
 
     def visit_var_binding_(self, binding):
         var, value = binding.var, binding.value
-        if _op(value) == "relax.layout_transform" and _rank(var) == 4 and value.args[0] in self.plain_of:
+        if _op(value) == "relax.layout_transform" and _rank(var) == 4 and value.args[0] in self.plain_of and _same_channels(value.args[0], var):
             self.set_var_remap(var, self.plain_of[value.args[0]])  # the relayout of a moved op: its plain result
             return
         if var in self.graph.leads_to_plain:

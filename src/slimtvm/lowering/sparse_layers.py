@@ -1,13 +1,13 @@
 """Sparse conv layers → direct sparse kernels, once layouts are final.
 
-The layer lowering (lowering/binary_layers.py) asks :class:`SparseLayers` about every float
-conv2d, in graph order, after ConvertLayout gave it the blocked layouts of its neighbours. A conv
-with a constant weight (groups = 1, static shapes) whose zeros make it worth it — the decision is
-:class:`SparseChoice`'s, per layer — becomes a ``call_tir`` of the direct sparse kernel
-(schedules/sparse_conv.py) with the weight as CSR constants; no dense copy stays in the module.
-The kernel reads and writes the layouts the conv had, so no relayout appears around it, and is
-marked out-element-wise fusable: the bias, batch-norm shift, residual add and activation after
-it fuse into it.
+A conv with a constant weight (groups = 1, static shapes) whose zeros make it worth it — the
+decision is :class:`SparseChoice`'s, per layer — becomes a ``call_tir`` of the direct sparse
+kernel (schedules/sparse_conv.py) with the weight as CSR constants; no dense copy stays in the
+module. Two moments: ConvertLayout asks :meth:`SparseLayers.layouts_for` (a sparse k×k conv keeps
+plain NCHW, the kernel's own layout), then the layer lowering (lowering/binary_layers.py) asks
+:meth:`SparseLayers.lower` about every float conv2d in graph order. The kernel reads and writes
+whatever layouts the conv ended with, and is marked out-element-wise fusable: the bias,
+batch-norm shift, residual add and activation after it fuse into it.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from ..schedules.sparse_weights import SparseConvLayout, pack_sparse_conv_weight
 from .layer_records import LayerRecord
 
 # Zeros (in live channels) from which the sparse kernel beats slimtvm's dense one, by kind of
-# conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread — k×k stride 1: 1.12–1.38× at
-# 70%, 2.8–3.4× at 90%; k×k stride 2: 0.88–0.99× at 70%, 1.9–2.2× at 90%; 1×1 (MobileNetV2's
-# shapes): 0.7–1.2× even at 90%, so 1×1 convs stay dense. The same table serves cross targets.
+# conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread — k×k stride 1: 1.14–1.44× at
+# 70%, 2.9–3.4× at 90%; k×k stride 2: 0.87–1.02× at 70%, 1.9–2.2× at 90%; 1×1 (MobileNetV2's
+# shapes): 0.67–1.17× even at 90%, so 1×1 convs stay dense. The same table serves cross targets
+# (aarch64: not measured; emulated timings mean nothing).
 MIN_ZEROS_STRIDE_1 = 0.65
 MIN_ZEROS_STRIDED = 0.8
 # Below this many dense multiply-adds the sparse kernel's fixed work (copying the padded input,
 # writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
-# each) ran 1.7× slower with its convs sparse.
+# each) ran 1.8× slower with its convs sparse.
 MIN_DENSE_MACS = 8_000_000
 SPARSE_MODES = ("auto", "always", "never")  # where the kernel pays / every conv it takes / none
 
@@ -43,7 +44,7 @@ SPARSE_MODES = ("auto", "always", "never")  # where the kernel pays / every conv
 @dataclass(frozen=True)
 class SparseDecision:
     """Whether one conv runs the sparse kernel (``sparse``), the ``layout`` it would use, and
-    ``why`` in words (with the timings where they were measured)."""
+    ``why`` in words."""
 
     sparse: bool
     layout: SparseConvLayout | None
@@ -57,8 +58,9 @@ class SparseChoice:
     The rule (a table measured per kind of conv, see :data:`MIN_ZEROS_STRIDE_1`): a k×k conv runs
     sparse when enough of the weights of its live filters and input channels are zero (zero
     filters and zero input channels are structure — channel padding adds them — not what makes
-    the sparse kernel pay); a 1×1 conv and a small conv (:data:`MIN_DENSE_MACS`) stay dense. ``always`` takes every conv the kernel can
-    run, ``never`` none. Keeps dense, with the reason, grouped convs and non-float32 ones."""
+    the sparse kernel pay); a 1×1 conv and a small conv (:data:`MIN_DENSE_MACS`) stay dense.
+    ``always`` takes every conv the kernel can run, ``never`` none; an all-zero weight becomes
+    zeros unless ``never``. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
     def __init__(self, lanes: int, mode: str = "auto"):
         self.lanes = lanes
