@@ -133,6 +133,8 @@ def test_auto_keeps_dense_convs_dense_and_runs_very_sparse_ones_sparse(tmp_path)
         model, inputs = _one_conv(weight, size=size)
         artifact = slimtvm.compile(model, str(tmp_path / "c.so"))
         assert _passes(artifact)["sparse_layers"]["layers"][0]["kernel"] == expected
+        plan = artifact.manifest["layers"][0]["plan"]  # what inspect shows for the layer
+        assert ("zeros, dense: " in plan) == (expected == "dense"), plan
         assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 

@@ -82,14 +82,16 @@ class _BinaryLowering(BinaryLayerMatcher):
     # ------------------------------------------------------------------ hooks
 
     def float_layer(self, call, reason):
+        sparse_note = None
         if op_name(call) == "relax.nn.conv2d" and self.sparse is not None:
             lowered = self.sparse.lower(self.builder_, call)
-            if lowered is not None:
+            if lowered is not None and lowered[0] is not None:
                 kernel_call, record = lowered
                 if reason is not None:
                     record.plan = f"stays float: {reason}; {record.plan}"
                 self.records.append(record)
                 return kernel_call
+            sparse_note = lowered[1] if lowered is not None else None
         if op_name(call) == "relax.nn.conv2d":
             kernel = conv_kernel_for(call)
             family, plan = kernel.family, kernel.description
@@ -99,6 +101,8 @@ class _BinaryLowering(BinaryLayerMatcher):
             family, plan = "generic", "fp32 batched matmul, generic schedule"
         if reason is not None:
             plan = f"stays float: {reason}; {plan}"
+        if sparse_note is not None:
+            plan = f"{plan} ({sparse_note})"
         self.records.append(LayerRecord(_record_op(call), family, plan))
         return call
 

@@ -170,7 +170,9 @@ class SparseLayers:
         return weight, conv_weight_sparsity(weight, batch * out_h * out_w), self.decisions[key]
 
     def lower(self, builder, call):
-        """``(kernel call, LayerRecord)`` for a conv2d that runs the sparse kernel, else None."""
+        """``(kernel call, LayerRecord)`` for a conv2d that runs the sparse kernel (or is all
+        zero); ``(None, note)`` for a conv with zeros that stays dense, the note saying why (for
+        its record); None for a conv without zero weights."""
         found = self._decision(call)
         if found is None:
             return None
@@ -184,7 +186,7 @@ class SparseLayers:
             }
         )
         if not decision.sparse:
-            return None
+            return None, f"{100 * sparsity.zeros:.1f}% zeros, dense: {decision.why}"
         out_shape = [int(v) for v in call.ty.shape]
         if decision.all_zero:  # exact for finite inputs (0 · NaN would be NaN)
             self.report.all_zero_count += 1
