@@ -144,7 +144,9 @@ class SparseLayers:
 
     def _decision(self, call):
         """``(OIHW weight, sparsity, decision)`` for a conv2d with a constant weight with zeros
-        and static shapes, in any layout the lowering meets; None otherwise."""
+        in its live channels (or no nonzero at all) and static shapes, in any layout the
+        lowering meets; None otherwise. Whole zero filters and input channels alone do not count:
+        the channel padding adds them, and the graph pass reports the model's own."""
         if getattr(call.op, "name", "") != "relax.nn.conv2d":
             return None
         attrs = call.attrs
@@ -159,8 +161,8 @@ class SparseLayers:
         shape = getattr(call.ty, "shape", None)
         if weight is None or shape is None or not all(isinstance(v, tvm.tirx.IntImm) for v in (*call.args[0].ty.shape, *shape)):
             return None
-        if not (weight == 0).any():
-            return None
+        if unstructured_zeros(weight) == 0:
+            return None  # no zeros, or only whole zero filters / input channels (as channel padding adds)
         batch, _, height, width = _plain_shape([int(v) for v in call.args[0].ty.shape], in_block)
         _, _, out_h, out_w = _plain_shape([int(v) for v in shape], out_block)
         geometry = ConvGeometry.of(height, width, *weight.shape[2:], attrs.strides, attrs.padding, attrs.dilation)
