@@ -198,15 +198,13 @@ class SparseLayers:
         weights = pack_sparse_conv_weight(weight.astype(np.float32), layout)
         batch = _plain_shape([int(v) for v in call.args[0].ty.shape], in_block)[0]
         gvar = builder.add_func(sparse_conv2d_primfunc(layout, batch, in_block, out_block), "sparse_conv2d")
-        values = weights.values if weights.nonzeros else np.zeros(1, np.float32)
-        offsets = weights.offsets if weights.nonzeros else np.zeros(1, np.int32)
         self.report.sparse_count += 1
         record = LayerRecord(
             "conv2d",
             "sparse_conv2d",
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks, {layout.chunks} input chunk(s)",
         )
-        args = [call.args[0], relax.const(values), relax.const(offsets), relax.const(weights.row_ptr)]
+        args = [call.args[0], relax.const(weights.values), relax.const(weights.offsets), relax.const(weights.row_ptr)]
         return relax.call_tir(gvar, args, relax.TensorType(out_shape, "float32")), record
 
 

@@ -21,19 +21,24 @@ from .cpu_rule import CPURule
 from .dense import Dense, dense_design_spaces
 from .depthwise_nchwc import DepthwiseNCHWc, depthwise_design_spaces
 from .generic_cpu import GenericCPU
-from .sparse_conv import SparseConv, sparse_conv_design_spaces
+from .sparse_conv import SparseConv
 
 
 @dataclass(frozen=True)
 class KernelFamily:
     """One kernel family: ``rule`` (a :class:`CPURule` subclass: main block and default
-    schedule), ``design_spaces(sch, lanes)`` (traced copies of ``sch`` for MetaSchedule), and
+    schedule), ``design_spaces(sch, lanes)`` (traced copies of ``sch`` for MetaSchedule; None for
+    a family MetaSchedule cannot tune — ``slimtvm tune`` leaves its kernels out), and
     ``lowers_from`` (what in the graph becomes this kernel, for people)."""
 
     name: str
     rule: type[CPURule]
-    design_spaces: Callable[[s_tir.Schedule, int], list]
+    design_spaces: Callable[[s_tir.Schedule, int], list] | None
     lowers_from: str
+
+    @property
+    def tunable(self) -> bool:
+        return self.design_spaces is not None
 
     def matches(self, sch: s_tir.Schedule) -> bool:
         """Whether the PrimFunc in ``sch`` is a kernel of this family."""
@@ -45,7 +50,9 @@ FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
     KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
     KernelFamily("dense", Dense, dense_design_spaces, "2-D matmul (Gemm, MatMul)"),
-    KernelFamily("sparse_conv2d", SparseConv, sparse_conv_design_spaces, "conv2d with mostly zero constant weights, groups = 1 (NCHW)"),
+    # not tunable: its loops run over data-dependent trip counts, which MetaSchedule cannot
+    # reshape, and MetaSchedule's random inputs would be out-of-range offsets
+    KernelFamily("sparse_conv2d", SparseConv, None, "conv2d with mostly zero constant weights, groups = 1"),
 )
 
 
@@ -57,7 +64,7 @@ def family_of(sch: s_tir.Schedule) -> KernelFamily | None:
 def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     """The design spaces of the PrimFunc in ``sch`` for ``lanes``-wide SIMD; [] for no family."""
     family = family_of(sch)
-    return family.design_spaces(sch, lanes) if family is not None else []
+    return family.design_spaces(sch, lanes) if family is not None and family.tunable else []
 
 
 def default_rules(lanes: int) -> list:
@@ -65,6 +72,7 @@ def default_rules(lanes: int) -> list:
     return [family.rule(lanes) for family in FAMILIES] + [GenericCPU(lanes)]
 
 
-def describe_families() -> str:
-    """``name (lowers from …)`` for every family, for messages that list what slimtvm covers."""
-    return "; ".join(f"{family.name} ({family.lowers_from})" for family in FAMILIES)
+def describe_families(tunable_only: bool = False) -> str:
+    """``name (lowers from …)`` for every family (or every tunable one), for messages that list
+    what slimtvm covers."""
+    return "; ".join(f"{family.name} ({family.lowers_from})" for family in FAMILIES if family.tunable or not tunable_only)

@@ -15,7 +15,8 @@ Reading and writing the blocked layout here costs about what a separate relayout
 copies); the lowering keeps chains of sparse k×k convs in plain NCHW, where both are contiguous.
 
 The first two are written as loops (their trip counts come from ``row_ptr``), so MetaSchedule
-cannot reshape them; the register block and the chunking are parameters of the layout
+cannot reshape them (the family is not tunable); the register block and the chunking are
+parameters of the layout
 (:meth:`SparseConvLayout.choose`, from a sweep of ResNet-18's shapes). The PrimFunc is marked out-element-wise fusable, so
 FuseOps fuses the bias, residual add and activation after it; :class:`SparseConv` inlines them
 into ``sparse_conv_out``.
@@ -206,9 +207,3 @@ def _parallel_vectorized(sch: s_tir.Schedule, block) -> None:
     if len(loops) > 1:
         sch.parallel(sch.fuse(*loops[:-1]))
     sch.vectorize(loops[-1])
-
-
-def sparse_conv_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
-    """None: the stages are loops over data-dependent trip counts, which MetaSchedule's
-    primitives cannot reshape (the register block is chosen by measurement instead)."""
-    return []

@@ -77,6 +77,8 @@ def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = Fal
     for extracted in ms.relax_integration.extract_tasks(mod, target):
         task_mod = extracted.dispatched[0]
         family = family_of(s_tir.Schedule(task_mod))
+        if family is not None and not family.tunable:
+            continue  # e.g. sparse convs: their default schedule is final
         kind = family.name if family is not None else ("generic" if all_kernels else None)
         if kind is not None:
             tasks.append(TuneTask(extracted.task_name, task_mod, int(extracted.weight), kind))
@@ -120,7 +122,7 @@ def tune_model(
     if not tasks:
         from ..schedules.registry import describe_families
 
-        raise SlimError(f"the model has no kernel slimtvm can tune (none of: {describe_families()})")
+        raise SlimError(f"the model has no kernel slimtvm can tune (none of: {describe_families(tunable_only=True)})")
     database = open_database(os.fspath(db), spec, create=True)
     try:
         started = time.perf_counter()
