@@ -36,20 +36,24 @@ LAYERS = {
     "r50_1x1_down": (256, 56, 1, 64, 1, 0),
     "r50_1x1_14": (1024, 14, 1, 256, 1, 0),
     "r50_1x1_7": (2048, 7, 1, 512, 1, 0),
+    "l1_half_out": (64, 56, 3, 32, 1, 1),  # a block's first conv with half its filters removed (pruned filters)
+    "l1_half_in": (32, 56, 3, 64, 1, 1),  # the block's second conv, half its inputs removed
     "mbv2_expand": (24, 56, 1, 144, 1, 0),
     "mbv2_project": (144, 56, 1, 24, 1, 0),
 }
 SWEEP = [
+    (4, 6, False),
+    (4, 5, False),
     (4, 3, False),
     (4, 3, True),
-    (4, 2, False),
-    (2, 6, False),
-    (2, 5, False),
-    (3, 4, False),
-    (3, 4, True),
-    (6, 2, False),
+    (2, 12, False),
+    (2, 10, False),
+    (2, 8, False),
+    (3, 8, False),
+    (3, 7, False),
+    (3, 5, False),
+    (1, 15, False),
     (1, 12, False),
-    (8, 1, False),
 ]  # (channel blocks, pixels, channels outside)
 
 

@@ -1,6 +1,6 @@
 """Where does the time go? Per-kernel profile of a slimtvm artifact (TVM's VM profiler).
 
-    .venv/bin/python benchmarks/profile_kernels.py light_resnet50 [--threads 1] [--top 15] [--db DIR]
+    .venv/bin/python benchmarks/profile_kernels.py light_resnet50 [--threads 1] [--top 15] [--db DIR] [--sparse auto|always|never]
 
 Compiles the model (the light-zoo models with seeded random weights, or a path to an .onnx),
 runs TVM's profiler, and prints the most expensive kernels with their share of the total.
@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--db", help="compile with this tuning database (from slimtvm tune)")
     parser.add_argument("--repeat", type=int, default=10, help="instrumented runs; each kernel's median is shown")
+    parser.add_argument("--sparse", default="auto", choices=["auto", "always", "never"], help="which convs with zeros run the sparse kernel")
     args = parser.parse_args(argv)
     import tvm
     from tvm import relax
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as workdir:
         path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)
-        artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db)
+        artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse)
         set_num_threads(args.threads)
         library = tvm.runtime.load_module(artifact.library_path)
         vm = relax.VirtualMachine(library, tvm.cpu())

@@ -124,6 +124,15 @@ def test_default_tile_fills_the_accumulator_budget(oc_chunks, height, width, exp
     assert height % tile.rows == 0
 
 
+@pytest.mark.parametrize("oc_chunks,expected", [(32, (2, 10)), (4, (2, 10)), (9, (3, 7)), (5, (1, 15)), (1, (1, 15))])
+def test_avx512_tile_leaves_registers_for_broadcasts_and_weights(oc_chunks, expected):
+    from slimtvm.schedules.conv2d_nchwc import default_tile
+
+    tile = default_tile(oc_chunks, 56, 56, 24, 64, 9, lanes=16)
+    assert (tile.oc_tile, tile.px) == expected
+    assert tile.oc_tile * tile.px + tile.px + tile.oc_tile <= 32  # accumulators, broadcasts, weights: no spill
+
+
 @pytest.mark.parametrize("in_channels,taps,expected", [(256, 9, True), (128, 9, True), (64, 9, False), (1024, 1, False), (3, 49, False)])
 def test_input_channels_loop_outside_the_tiles_for_deep_3x3_convs(in_channels, taps, expected):
     from slimtvm.schedules.conv2d_nchwc import default_tile

@@ -17,11 +17,17 @@ from .runtime.artifact import use_all_cores_by_default as _use_all_cores_by_defa
 _use_all_cores_by_default()
 
 
-def compile(model, output=None, target="host", input_shapes=None, db=None, binarize=None, sparse="auto"):  # noqa: A001 - the natural name
+def compile(  # noqa: A001 - the natural name
+    model, output=None, target="host", input_shapes=None, db=None, binarize=None, sparse="auto", prune=None, save_onnx=None
+):
     """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`.
 
     ``binarize``: None, ``"weights"``, ``"weights+activations"`` or a
     :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest` (lossy; the error is reported).
+    ``prune``: None, a share of weights to prune (global L1 magnitude, as
+    ``torch.nn.utils.prune.global_unstructured``) or a
+    :class:`~slimtvm.compress.prune_float_layers.PruneRequest` (lossy; the error is reported).
+    ``save_onnx``: a path for the rewritten float model of ``binarize`` or ``prune``.
     ``sparse``: ``auto`` (sparse kernels where they pay), ``always`` or ``never``.
     """
     from .compiler.build import compile_model
@@ -30,7 +36,13 @@ def compile(model, output=None, target="host", input_shapes=None, db=None, binar
         from .compress.binarize_float_layers import BinarizeRequest
 
         binarize = BinarizeRequest(binarize)
-    return compile_model(model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize, sparse=sparse)
+    if isinstance(prune, (int, float)):
+        from .compress.prune_float_layers import PruneRequest
+
+        prune = PruneRequest(amount=float(prune))
+    return compile_model(
+        model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize, sparse=sparse, prune=prune, save_onnx=save_onnx
+    )
 
 
 def tune(model, db, target="host", trials=64, **options):

@@ -41,12 +41,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="lossy: binarize float Conv/Gemm/MatMul layers (BWN or XNOR-Net, α = mean|W| per output channel) and report the error",
     )
     p.add_argument(
-        "--keep-float",
-        default="first,last",
-        metavar="LIST",
-        help="with --binarize: layers kept float, comma-separated names or first/last/none (default first,last)",
+        "--prune",
+        type=float,
+        metavar="AMOUNT",
+        help="lossy: zero the AMOUNT share (0..1) of weights of smallest magnitude (torch.nn.utils.prune L1) and report the error",
     )
-    p.add_argument("--calibration", metavar="FILE.npz", help="with --binarize: inputs to measure the error on (default: 8 seeded normal samples)")
+    p.add_argument("--prune-scope", choices=["global", "layer"], default=None, help="with --prune: across all layers together (global, default) or per layer")
+    p.add_argument(
+        "--prune-filters", type=float, metavar="AMOUNT", help="lossy: zero the AMOUNT share of each conv's filters of smallest L1 norm (removed exactly)"
+    )
+    p.add_argument(
+        "--keep-float",
+        default=None,
+        metavar="LIST",
+        help="with --binarize or --prune: layers left as they are, comma-separated names or first/last/none (default first,last for --binarize, none for --prune)",
+    )
+    p.add_argument("--calibration", metavar="FILE.npz", help="with --binarize or --prune: inputs to measure the error on (default: 8 seeded normal samples)")
+    p.add_argument("--save-onnx", metavar="PATH.onnx", help="with --binarize or --prune: also write the rewritten float model (for onnxruntime, fine-tuning)")
     p.add_argument(
         "--sparse",
         choices=["auto", "always", "never"],
@@ -95,15 +106,31 @@ def _cmd_compile(args) -> int:
     from .compiler.build import compile_model
     from .frontend.onnx_model import parse_shape_overrides
 
-    request = None
+    keep = None if args.keep_float is None else tuple(item.strip() for item in args.keep_float.split(",") if item.strip())
+    binarize = prune = None
     if args.binarize:
         from .compress.binarize_float_layers import BinarizeRequest
 
-        request = BinarizeRequest(args.binarize, tuple(item.strip() for item in args.keep_float.split(",") if item.strip()), args.calibration)
-    elif args.calibration or args.keep_float != "first,last":
-        raise SlimError("--keep-float and --calibration only apply with --binarize")
+        binarize = BinarizeRequest(args.binarize, keep or ("first", "last"), args.calibration)
+    if args.prune is not None or args.prune_filters is not None:
+        from .compress.prune_float_layers import PruneRequest
+
+        prune = PruneRequest(args.prune, args.prune_scope or "global", args.prune_filters, keep or ("none",), args.calibration)
+        prune.check()
+    elif args.prune_scope is not None:
+        raise SlimError("--prune-scope only applies with --prune")
+    if binarize is None and prune is None and (args.calibration or keep is not None):
+        raise SlimError("--keep-float and --calibration only apply with --binarize or --prune")
     artifact = compile_model(
-        args.model, args.output, target=args.target, input_shapes=parse_shape_overrides(args.input_shape), db=args.db, binarize=request, sparse=args.sparse
+        args.model,
+        args.output,
+        target=args.target,
+        input_shapes=parse_shape_overrides(args.input_shape),
+        db=args.db,
+        binarize=binarize,
+        sparse=args.sparse,
+        prune=prune,
+        save_onnx=args.save_onnx,
     )
     manifest = artifact.manifest
     print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
@@ -117,6 +144,12 @@ def _cmd_compile(args) -> int:
         from .compress.binarize_float_layers import describe
 
         print("\n".join(describe(manifest["binarize_request"])))
+    if "prune_request" in manifest:
+        from .compress.prune_float_layers import describe as describe_pruning
+
+        print("\n".join(describe_pruning(manifest["prune_request"])))
+    if args.save_onnx:
+        print(f"wrote the rewritten float model to {args.save_onnx} (onnxruntime runs it; the library matches it)")
     for entry in manifest["passes"]:
         print(_describe_pass(entry))
     if "tuning" in manifest:
@@ -189,6 +222,16 @@ def _describe_pass(entry: dict) -> str:
             f"sparsity: {100 * entry['flop_weighted_zeros']:.1f}% of multiply-adds have a zero weight; "
             f"{with_zeros} of {len(layers)} conv/matmul weights have zeros; {filters} zero filters, {inputs} zero input channels"
         )
+    if entry["name"] == "dead_channels":
+        text = (
+            f"dead_channels: {entry['filters_removed']} filters and {entry['input_channels_removed']} input channels removed exactly "
+            f"({entry['constants_absorbed']} constant channels folded into the layers after them)"
+        )
+        if entry["macs_before"] != entry["macs_after"]:
+            text += f"; conv/matmul multiply-adds {entry['macs_before'] / 1e6:.1f} M → {entry['macs_after'] / 1e6:.1f} M"
+        if entry["constant_channels_kept"]:
+            text += "; constant channels kept: " + "; ".join(f"{v}× {k}" for k, v in entry["constant_channels_kept"].items())
+        return text
     if entry["name"] == "sparse_layers":
         dense = Counter(layer["why"] for layer in entry["layers"] if layer["kernel"] == "dense")
         text = f"sparse_layers: {entry['sparse_convs']} convs run the sparse kernel"

@@ -42,7 +42,15 @@ class Artifact:
 
 
 def compile_model(
-    model, output: str | None = None, target="host", input_shapes: dict | None = None, db: str | None = None, binarize=None, sparse: str = "auto"
+    model,
+    output: str | None = None,
+    target="host",
+    input_shapes: dict | None = None,
+    db: str | None = None,
+    binarize=None,
+    sparse: str = "auto",
+    prune=None,
+    save_onnx: str | None = None,
 ) -> Artifact:
     """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
 
@@ -50,7 +58,10 @@ def compile_model(
     JSON, or a dict. ``input_shapes`` maps input names to static shapes and is required for inputs
     with dynamic dimensions. With ``output=None`` the artifact goes to a new temporary folder.
     ``binarize`` (a :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest`) binarizes float
-    layers first (lossy) and records the measured error in the manifest. ``sparse`` (see
+    layers first (lossy) and records the measured error in the manifest; ``prune`` (a
+    :class:`~slimtvm.compress.prune_float_layers.PruneRequest`) prunes them (lossy, reported the
+    same way). ``save_onnx``: where to write the rewritten float model of ``binarize`` or ``prune``
+    (onnxruntime runs it, and the artifact matches it), written only when the compile succeeds. ``sparse`` (see
     :data:`slimtvm.lowering.sparse_layers.SPARSE_MODES`): which convs with zero weights run the
     sparse kernel — ``auto`` (where it pays), ``always`` (every one the kernel takes) or ``never``.
 
@@ -61,11 +72,27 @@ def compile_model(
     started = time.perf_counter()
     spec = resolve_target(target)
     output = _output_path(output)
-    request_report = None
+    if binarize is not None and prune is not None:
+        raise SlimError("--binarize and --prune together are not supported: prune (and --save-onnx) first, then binarize the saved model")
+    if save_onnx is not None:
+        if binarize is None and prune is None:
+            raise SlimError("--save-onnx writes the model that --prune or --binarize rewrote; neither was asked for")
+        if not str(save_onnx).endswith(".onnx"):
+            raise SlimError(f"--save-onnx {save_onnx} must end in .onnx")
+        check_writable_folder(os.fspath(save_onnx), "--save-onnx")
+        if os.path.isdir(save_onnx):
+            raise SlimError(f"--save-onnx {save_onnx} is a directory")
+    request_report = request_key = None
     if binarize is not None:
         from ..compress.binarize_float_layers import apply_request
 
         model, request_report = apply_request(model, binarize, input_shapes)
+        request_key = "binarize_request"
+    elif prune is not None:
+        from ..compress.prune_float_layers import apply_request as apply_prune
+
+        model, request_report = apply_prune(model, prune, input_shapes)
+        request_key = "prune_request"
     frontend = import_onnx(model, input_shapes)
     database = None
     if db is not None:
@@ -90,7 +117,9 @@ def compile_model(
         "library": {"file": os.path.basename(output)},
     }
     if request_report is not None:
-        manifest["binarize_request"] = request_report.to_json()
+        manifest[request_key] = request_report.to_json()
+        if save_onnx is not None:
+            manifest[request_key]["saved_onnx"] = os.path.abspath(save_onnx)
     if database is not None:
         manifest["tuning"] = {"database": os.path.abspath(database.path), "records": database.record_count, "tuned_kernels": database.applied}
     export_started = time.perf_counter()
@@ -105,7 +134,8 @@ def compile_model(
             "export": round(time.perf_counter() - export_started, 3),
             "total": round(time.perf_counter() - started, 3),
         }
-        _write_pair(library, json.dumps(manifest, indent=2, default=str) + "\n", output)
+        extra = {os.fspath(save_onnx): model.SerializeToString()} if save_onnx is not None else {}
+        _write_pair(library, json.dumps(manifest, indent=2, default=str) + "\n", output, extra)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
@@ -174,12 +204,19 @@ def _link(executable, path: str, spec: TargetSpec) -> str:
     return path
 
 
-def _write_pair(library: str, manifest_text: str, output: str) -> None:
-    """Put the library and its manifest at ``output`` and beside it, both or neither: both are
-    staged in the output folder, then moved together, so a previous artifact stays whole on any
+def _write_pair(library: str, manifest_text: str, output: str, extra: dict | None = None) -> None:
+    """Put the library and its manifest at ``output`` and beside it, both or neither (and the
+    ``extra`` files, ``{path: bytes}``, such as ``--save-onnx``'s model, with them): all are staged
+    beside their destinations, then moved together, so a previous artifact stays whole on any
     failure. An OSError becomes one line naming the path."""
     staged = {}
     try:
+        for path, data in (extra or {}).items():
+            staged[path] = staging_path(path)
+            with open(staged[path], "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
         staged[output] = staging_path(output)
         shutil.copyfile(library, staged[output])
         staged[manifest_path_for(output)] = staging_path(manifest_path_for(output))

@@ -25,6 +25,7 @@ class LayerRow:
     params: int
     macs: int
     plan: str
+    weights: str = ""
 
 
 def _shapes(model: onnx.ModelProto) -> dict:
@@ -78,25 +79,57 @@ class LayerDecisions:
     batchnorms: list
     convs: list
     matmuls: list
+    conv_weights: list | None = None  # per conv: zero weights and channels removed (texts)
+    matmul_weights: list | None = None
 
 
-def _plans(model: onnx.ModelProto, decisions: LayerDecisions | None) -> dict:
-    """ONNX node index → the decision slimtvm recorded for it.
+def _by_layer(model: onnx.ModelProto, onnx_ops: set, recorded: list) -> dict:
+    """ONNX node index → the k-th recorded text for the k-th node of ``onnx_ops``.
 
     The importer keeps the ONNX node order, and no pass reorders layers, so the k-th
     BatchNormalization is the k-th ``batch_norm`` the BN pass saw, the k-th Conv the k-th conv2d
     the lowering recorded, and the k-th Gemm/MatMul the k-th matmul. Where the counts differ
     (a pass removed or added a layer) the rows say so instead of guessing."""
+    indices = [index for index, node in enumerate(model.graph.node) if node.op_type in onnx_ops]
+    if len(indices) == len(recorded):
+        return dict(zip(indices, recorded))
+    return {index: f"? ({len(recorded)} decisions recorded for {len(indices)} such layers)" for index in indices}
+
+
+def _plans(model: onnx.ModelProto, decisions: LayerDecisions | None) -> tuple:
+    """(ONNX node index → the decision slimtvm recorded for it, → its weights text)."""
     if decisions is None:
-        return {}
-    plans = {}
-    for onnx_ops, recorded in (({"BatchNormalization"}, decisions.batchnorms), ({"Conv"}, decisions.convs), ({"Gemm", "MatMul"}, decisions.matmuls)):
-        indices = [index for index, node in enumerate(model.graph.node) if node.op_type in onnx_ops]
-        if len(indices) == len(recorded):
-            plans.update(zip(indices, recorded))
-        else:
-            plans.update((index, f"? ({len(recorded)} decisions recorded for {len(indices)} such layers)") for index in indices)
-    return plans
+        return {}, {}
+    plans, weights = {}, {}
+    for onnx_ops, recorded, texts in (
+        ({"BatchNormalization"}, decisions.batchnorms, None),
+        ({"Conv"}, decisions.convs, decisions.conv_weights),
+        ({"Gemm", "MatMul"}, decisions.matmuls, decisions.matmul_weights),
+    ):
+        plans.update(_by_layer(model, onnx_ops, recorded))
+        if texts is not None:
+            weights.update(_by_layer(model, onnx_ops, texts))
+    return plans, weights
+
+
+def weight_texts(reports: dict, op: str) -> list | None:
+    """Per ``op`` layer (``conv2d`` or ``matmul``) in graph order: its share of zero weights and
+    the channels the exact removal took away, from the passes' reports; None when the two reports
+    do not list the same layers."""
+    sparsity = [layer for layer in reports.get("sparsity", {}).get("layers", []) if layer["op"] == op]
+    channels = [layer for layer in reports.get("dead_channels", {}).get("layers", []) if layer["op"] == op]
+    if len(sparsity) != len(channels):
+        return None
+    texts = []
+    for zeros, removed in zip(sparsity, channels):
+        parts = [f"{100 * zeros['zeros']:.0f}% zero"] if zeros["zeros"] else []
+        kind = "filters" if op == "conv2d" else "outputs"
+        if removed["out_after"] != removed["out_before"]:
+            parts.append(f"{kind} {removed['out_before']}→{removed['out_after']}")
+        if removed["in_after"] != removed["in_before"]:
+            parts.append(f"inputs {removed['in_before']}→{removed['in_after']}")
+        texts.append(", ".join(parts))
+    return texts
 
 
 def layer_rows(model: onnx.ModelProto, decisions: LayerDecisions | None = None) -> list:
@@ -105,7 +138,7 @@ def layer_rows(model: onnx.ModelProto, decisions: LayerDecisions | None = None) 
     shapes = _shapes(model)
     constants = {init.name for init in model.graph.initializer}
     constants |= {node.output[0] for node in model.graph.node if node.op_type in ("Constant", "ConstantOfShape")}
-    plans = _plans(model, decisions)
+    plans, weights = _plans(model, decisions)
     rows = []
     for index, node in enumerate(model.graph.node):
         if node.op_type in ("Constant", "ConstantOfShape") and node.output[0] in constants and all(i in constants or i == "" for i in node.input):
@@ -114,14 +147,15 @@ def layer_rows(model: onnx.ModelProto, decisions: LayerDecisions | None = None) 
         plan = plans.get(index, "TVM op" if decisions is not None else "")
         out = shapes.get(node.output[0]) if node.output else None
         shape_text = "x".join("?" if d is None else str(d) for d in out) if out else "?"
-        rows.append(LayerRow(index, node.name or f"{node.op_type}_{index}", node.op_type, shape_text, params, _macs(node, shapes), plan))
+        row = LayerRow(index, node.name or f"{node.op_type}_{index}", node.op_type, shape_text, params, _macs(node, shapes), plan, weights.get(index, ""))
+        rows.append(row)
     return rows
 
 
 def format_table(rows: list, model: onnx.ModelProto) -> str:
     """The rows as a fixed-width text table with a total line."""
-    headers = ("#", "name", "op", "output", "params", "MACs", "slimtvm")
-    body = [(str(r.index), r.name, r.op, r.output_shape, f"{r.params:,}", f"{r.macs:,}", r.plan) for r in rows]
+    headers = ("#", "name", "op", "output", "params", "MACs", "weights", "slimtvm")
+    body = [(str(r.index), r.name, r.op, r.output_shape, f"{r.params:,}", f"{r.macs:,}", r.weights, r.plan) for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
     widths[1] = min(widths[1], 40)
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
@@ -140,7 +174,14 @@ def decisions_from_manifest(manifest: dict) -> LayerDecisions:
     """The :class:`LayerDecisions` a compile recorded in its artifact's manifest."""
     batchnorms = next(entry["layers"] for entry in manifest["passes"] if entry["name"] == "fold_batchnorm")
     layers = manifest["layers"]
-    return LayerDecisions(list(batchnorms), [r["plan"] for r in layers if r["op"] == "conv2d"], [r["plan"] for r in layers if r["op"] == "matmul"])
+    reports = {entry["name"]: entry for entry in manifest["passes"]}
+    return LayerDecisions(
+        list(batchnorms),
+        [r["plan"] for r in layers if r["op"] == "conv2d"],
+        [r["plan"] for r in layers if r["op"] == "matmul"],
+        weight_texts(reports, "conv2d"),
+        weight_texts(reports, "matmul"),
+    )
 
 
 def recorded_decisions(frontend_result, tvm_target) -> tuple:
@@ -160,5 +201,7 @@ def recorded_decisions(frontend_result, tvm_target) -> tuple:
         list(reports["fold_batchnorm"]["layers"]),
         [record.plan for record in records_of("conv2d", records)],
         [record.plan for record in records_of("matmul", records)],
+        weight_texts(reports, "conv2d"),
+        weight_texts(reports, "matmul"),
     )
     return reports, decisions

@@ -1,13 +1,14 @@
 """Zero-pad convolution channels to the target's channel block, so a whole model takes it.
 
-On 16-lane (AVX-512) targets a model with one conv of 8·k but not 16·k output channels (ResNet's
-none; MobileNetV2's 24-channel bottlenecks, SqueezeNet's 1000-class conv) used to take 8-channel
-blocks everywhere, since ConvertLayout cannot join 8- and 16-channel blocks in one graph: every
-layer then ran at half the vector width. This pass instead gives such convs extra output
-channels of zero filters, carries the padded tensor (its extra channels hold values that no later
-result depends on) through per-channel operations, and gives every conv that reads it zero
-weights for the extra input channels. Exact: the original channels are computed from the same
-terms (plus products with exact zero weights).
+A conv whose output channels are not a multiple of the block (MobileNetV2's 24-channel
+bottlenecks on 16-lane AVX-512 targets, a layer left with 41 filters by the exact channel removal
+of passes/remove_dead_channels.py, a 10-class head) would stay in NCHW on TVM's generic schedule,
+and a model with 8·k-channel convs would otherwise take 8-channel blocks everywhere (ConvertLayout
+cannot join 8- and 16-channel blocks in one graph), every layer at half the vector width. This
+pass instead gives such convs extra output channels of zero filters, carries the padded tensor (its
+extra channels hold values that no later result depends on) through per-channel operations, and
+gives every conv that reads it zero weights for the extra input channels. Exact: the original
+channels are computed from the same terms (plus products with exact zero weights).
 
 Per-channel operations carried through: element-wise ops with scalars or per-channel constants
 (padded with 0 for add/subtract, 1 for multiply/divide; a padded tensor is never a divisor),
@@ -41,8 +42,8 @@ def _round_up(value: int, block: int) -> int:
 
 
 def needs_padding(mod, block: int) -> bool:
-    """Whether some NCHW conv2d (groups = 1) has output channels that are a multiple of 8 but not
-    of ``block``."""
+    """Whether some NCHW conv2d (groups = 1) with a constant weight has output channels that are
+    not a multiple of ``block``."""
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
             for binding_block in func.body.blocks:
@@ -50,7 +51,7 @@ def needs_padding(mod, block: int) -> bool:
                     value = binding.value
                     if _name(value) == "relax.nn.conv2d" and int(value.attrs.groups) == 1 and str(value.attrs.data_layout) == "NCHW":
                         channels = int(value.args[1].ty.shape[0])
-                        if channels % block and channels % 8 == 0 and constant_value(value.args[1]) is not None:
+                        if channels % block and constant_value(value.args[1]) is not None:
                             return True
     return False
 
@@ -132,7 +133,7 @@ class _ChannelPadder(relax.PyExprMutator):
             wide_in[:, : weight.shape[1]] = weight
             weight = wide_in
         out_channels = weight.shape[0]
-        if out_channels % self.block and out_channels % 8 == 0:
+        if out_channels % self.block:
             wide_out = np.zeros((_round_up(out_channels, self.block), *weight.shape[1:]), dtype=weight.dtype)
             wide_out[:out_channels] = weight
             weight = wide_out
@@ -201,15 +202,16 @@ def _conv_attrs(call, **changes) -> dict:
 
 
 def _widened_constant(expr, channels: int, wide: int, fill: float, rank: int):
-    """A constant operand of a per-channel op on a padded tensor, widened with ``fill``; scalars
-    as they are; None for anything else."""
+    """A constant operand of a per-channel op on a padded tensor (per channel, or per channel and
+    position as the folded BN and the absorbed constant channels leave them at zero-padded
+    borders), widened with ``fill``; scalars as they are; None for anything else."""
     value = constant_value(expr)
     if value is None:
         return None
     if value.size == 1:
         return expr
     axis = value.ndim - (rank - 1)  # the channel axis of a broadcast operand
-    if axis < 0 or value.shape[axis] != channels or any(d != 1 for i, d in enumerate(value.shape) if i != axis):
+    if axis < 0 or value.shape[axis] != channels or any(d != 1 for d in value.shape[:axis]):
         return None
     shape = list(value.shape)
     shape[axis] = wide
@@ -221,11 +223,11 @@ def _widened_constant(expr, channels: int, wide: int, fill: float, rank: int):
 
 
 def pad_channels_to_block(block: int) -> tvm.transform.Pass:
-    """Module pass: the module docstring's padding when ``block`` is 16 and :func:`needs_padding`."""
+    """Module pass: the module docstring's padding when :func:`needs_padding`."""
 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.PadChannelsToBlock")
     def _pad(mod, _ctx):
-        if block <= 8 or not needs_padding(mod, block):
+        if not needs_padding(mod, block):
             return mod
         padder = _ChannelPadder(mod, block)
         for gvar, func in list(mod.functions.items()):

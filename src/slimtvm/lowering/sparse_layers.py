@@ -30,10 +30,13 @@ from .layer_records import LayerRecord
 # Zeros (in live channels) from which the sparse kernel beats slimtvm's dense one, by kind of
 # conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread — k×k stride 1: 1.14–1.44× at
 # 70%, 2.9–3.4× at 90%; k×k stride 2: 0.87–1.02× at 70%, 1.9–2.2× at 90%; 1×1 (MobileNetV2's
-# shapes): 0.67–1.17× even at 90%, so 1×1 convs stay dense. The same table serves cross targets
-# (aarch64: not measured; emulated timings mean nothing).
+# shapes): 0.67–1.17× at 90%; at 95–98% the expansions (out ≥ 2 × in channels: the input copy
+# is small) 1.01–1.48× (MobileNetV2's 96→576 @14 and 160→960 @7), the projections still 0.7–0.9×
+# (their large input is copied whole), so only expansions from 95% run sparse. The same table
+# serves cross targets (aarch64: not measured; emulated timings mean nothing).
 MIN_ZEROS_STRIDE_1 = 0.65
 MIN_ZEROS_STRIDED = 0.8
+MIN_ZEROS_POINTWISE_EXPANSION = 0.95
 # Below this many dense multiply-adds the sparse kernel's fixed work (copying the padded input,
 # writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
 # each) ran 1.8× slower with its convs sparse.
@@ -58,7 +61,9 @@ class SparseChoice:
     The rule (a table measured per kind of conv, see :data:`MIN_ZEROS_STRIDE_1`): a k×k conv runs
     sparse when enough of the weights of its live filters and input channels are zero (zero
     filters and zero input channels are structure — channel padding adds them — not what makes
-    the sparse kernel pay); a 1×1 conv and a small conv (:data:`MIN_DENSE_MACS`) stay dense.
+    the sparse kernel pay); a 1×1 conv runs sparse only when it expands (at least twice as many
+    outputs as inputs) with :data:`MIN_ZEROS_POINTWISE_EXPANSION` zeros; a small conv
+    (:data:`MIN_DENSE_MACS`) stays dense.
     ``always`` takes every conv the kernel can run, ``never`` none; an all-zero weight becomes
     zeros unless ``never``. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
@@ -80,7 +85,11 @@ class SparseChoice:
         if self.mode == "always":
             return SparseDecision(True, layout, "sparse kernels for every conv with zeros (--sparse always)")
         if weight.shape[2:] == (1, 1):
-            return SparseDecision(False, layout, "1×1 conv (the dense kernel measured faster at every sparsity)")
+            if weight.shape[0] < 2 * weight.shape[1]:
+                return SparseDecision(False, layout, "1×1 conv that does not expand (the dense kernel measured faster at every sparsity)")
+            if unstructured_zeros(weight) < MIN_ZEROS_POINTWISE_EXPANSION:
+                return SparseDecision(False, layout, f"1×1 conv with fewer than {100 * MIN_ZEROS_POINTWISE_EXPANSION:.0f}% zero weights")
+            return SparseDecision(True, layout, f"1×1 expansion with at least {100 * MIN_ZEROS_POINTWISE_EXPANSION:.0f}% zero weights")
         macs = weight.size * geometry.out_h * geometry.out_w
         if macs < MIN_DENSE_MACS:
             return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")

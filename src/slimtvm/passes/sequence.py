@@ -9,6 +9,7 @@ from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstantsSafely
+from .remove_dead_channels import RemoveDeadChannels
 from .remove_dropout import RemoveDropout
 from .scalar_min_max import ScalarMinMaxAsOps
 
@@ -20,6 +21,7 @@ class GraphPasses:
     fold_batchnorm: FoldBatchNorm = field(default_factory=FoldBatchNorm)
     binarize: DetectBinaryLayers = field(default_factory=DetectBinaryLayers)
     sparsity: DetectSparsity = field(default_factory=DetectSparsity)
+    dead_channels: RemoveDeadChannels = field(default_factory=RemoveDeadChannels)
 
     def sequence(self) -> list:
         return [
@@ -31,6 +33,8 @@ class GraphPasses:
             FoldConstantsSafely(),
             self.binarize,  # after folding: in-graph weight binarization is constant by now
             self.sparsity,  # after folding: weight_orig · weight_mask is one constant by now
+            self.dead_channels,  # after the report of the model's own zeros
+            FoldConstantsSafely(),  # a layer left with only constant inputs is a constant now
         ]
 
     def reports(self) -> dict:
@@ -39,4 +43,5 @@ class GraphPasses:
             "fold_batchnorm": self.fold_batchnorm.report.to_json(),
             "binarize": self.binarize.report.to_json(),
             "sparsity": self.sparsity.report.to_json(),
+            "dead_channels": self.dead_channels.report.to_json(),
         }

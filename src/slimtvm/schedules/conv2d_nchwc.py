@@ -105,17 +105,34 @@ def chunk_rows(out_h: int, out_w: int) -> int:
 
 
 def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1, lanes: int = 8) -> ConvTile:
-    """The untuned tile: as many channel blocks as divide ``oc_chunks`` (4, else 6, 3, 2, 1) and
-    the rest of the accumulator budget as consecutive pixels.
+    """The untuned tile.
 
-    Measured on this machine (Zen 2, AVX2, 1 thread) with ``benchmarks/conv_layers.py --sweep``
-    over ResNet-18's 3×3 shapes: 4 blocks × 3 pixels reaches 46–50 G MAC/s (42.5 on the 7×7
-    layer, where per-row tiles reached 36.5); 2 × 6 and 1 × 12 measured 27–40 (LLVM keeps more
-    broadcasts live than there are registers).
+    8-lane targets (AVX2, NEON; ``budget`` 12): as many channel blocks as divide ``oc_chunks``
+    (4, else 6, 3, 2, 1) and the rest of the budget as consecutive pixels. Measured on Zen 2 (AVX2,
+    1 thread) with ``benchmarks/conv_layers.py --sweep`` over ResNet-18's 3×3 shapes: 4 blocks × 3
+    pixels reaches 46–50 G MAC/s (42.5 on the 7×7 layer, where per-row tiles reached 36.5); 2 × 6
+    and 1 × 12 measured 27–40 (LLVM keeps more broadcasts live than there are registers).
+
+    16-lane targets (AVX-512, 32 zmm registers): the tile's accumulators, its ``px`` broadcast
+    inputs and its ``oc_tile`` weight vectors must fit the 32 registers together:
+    ``oc_tile · px + px + oc_tile ≤ 32``, with 2 channel blocks where they divide (2 × 10), else
+    3 (3 × 7), else 1 (1 × 15). Measured on Zen 5 (``conv_layers.py --sweep``, 1 thread, G MAC/s):
+    2 × 10 reaches 132–136 on ResNet-18's 3×3 layers (4 × 6: 112–134, 4 × 6 losing 15% on the
+    7×7 layer), 117–132 on ResNet-50's 1×1 layers (4 × 6: 116–133); tiles that break the rule
+    spill: 2 × 12 runs at 79–91, 3 × 8 at 48–62 (MobileNetV2's 144-channel expansion: 3 × 7 100,
+    3 × 8 48).
     """
-    oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
-    px = max(1, min(budget // oc_tile, out_h * out_w))
+    if lanes >= 16:
+        oc_tile = next(t for t in (2, 3, 1) if oc_chunks % t == 0)
+        px = (REGISTERS_AVX512 - oc_tile) // (oc_tile + 1)
+    else:
+        oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
+        px = budget // oc_tile
+    px = max(1, min(px, out_h * out_w))
     return ConvTile(oc_tile, px, chunk_rows(out_h, out_w), channels_outside_by_default(in_channels, kernel_taps, lanes))
+
+
+REGISTERS_AVX512 = 32
 
 
 def channels_outside_by_default(in_channels: int, kernel_taps: int, lanes: int = 8) -> bool:

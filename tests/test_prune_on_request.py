@@ -1,0 +1,142 @@
+"""``--prune`` / ``--prune-filters`` (lossy, only when asked): the weights torch.nn.utils.prune
+would zero, the error reported, ``--save-onnx`` writing the pruned float model, and the compiled
+artifact exact against onnxruntime on that saved model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_outputs_match, fails_cleanly, onnxruntime_outputs
+from onnx import numpy_helper
+from onnx_builders import GraphBuilder
+
+from slimtvm.cli import main
+from slimtvm.compress.prune_float_layers import PruneRequest, prune_weights
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(REPO, "examples", "digits_cnn.onnx")
+RESNET_TINY = os.path.join(REPO, "tests", "data", "pruned_resnet18_filters50_tiny.onnx")
+
+
+def _torch_modules(weights):
+    import torch
+
+    modules = []
+    for weight in weights:
+        module = (
+            torch.nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[2:], bias=False)
+            if weight.ndim == 4
+            else torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        )
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(weight))
+        modules.append(module)
+    return modules
+
+
+@pytest.mark.parametrize("how", ["global", "layer", "filters"])
+def test_pruning_zeroes_what_torch_prune_zeroes(how):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils import prune
+
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(shape).astype(np.float32) for shape in ((16, 8, 3, 3), (32, 16, 1, 1), (10, 32))]
+    modules = _torch_modules(weights)
+    if how == "global":
+        prune.global_unstructured([(m, "weight") for m in modules], pruning_method=prune.L1Unstructured, amount=0.7)
+        ours = prune_weights(weights, PruneRequest(amount=0.7), [True, True, False])
+    elif how == "layer":
+        for module in modules:
+            prune.l1_unstructured(module, "weight", amount=0.7)
+        ours = prune_weights(weights, PruneRequest(amount=0.7, scope="layer"), [True, True, False])
+    else:
+        for module in modules[:2]:
+            prune.ln_structured(module, "weight", amount=0.5, n=1, dim=0)
+        ours = prune_weights(weights, PruneRequest(filters=0.5), [True, True, False])
+    with torch.no_grad():
+        for module, weight in zip(modules, ours):
+            np.testing.assert_array_equal(module.weight.numpy() == 0, weight == 0)
+
+
+def _zero_share(path) -> float:
+    model = onnx.load(path)
+    used = {node.input[1] for node in model.graph.node if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1}
+    arrays = [numpy_helper.to_array(init) for init in model.graph.initializer if init.name in used]
+    return sum(int((a == 0).sum()) for a in arrays) / sum(a.size for a in arrays)
+
+
+def test_prune_saves_the_pruned_model_and_compiles_it_exactly(tmp_path, capsys):
+    saved = tmp_path / "pruned.onnx"
+    status = main(["compile", RESNET_TINY, "-o", str(tmp_path / "m.so"), "--prune", "0.9", "--save-onnx", str(saved)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "prune on request (90% of weights (global L1 magnitude)): 21 layers pruned, 90.0% of their weights zero, kept float: none" in out
+    assert "model output on 8 calibration inputs: relative error" in out and f"wrote the rewritten float model to {saved}" in out
+    assert _zero_share(saved) >= 0.899
+    import slimtvm
+
+    model = slimtvm.load(str(tmp_path / "m.so"))
+    assert model.manifest["prune_request"]["saved_onnx"] == str(saved)
+    assert all(layer["relative_error"] > 0 for layer in model.manifest["prune_request"]["layers"])  # lossy, and measured
+    inputs = {"image": np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    assert_outputs_match(model.run(inputs), onnxruntime_outputs(str(saved), inputs))
+
+
+def test_prune_filters_then_weights_per_layer_keeps_named_layers(tmp_path):
+    import slimtvm
+    from slimtvm.compress.prune_float_layers import PruneRequest
+
+    request = PruneRequest(amount=0.6, scope="layer", filters=0.5, keep_float=("first", "last"))
+    saved = tmp_path / "pruned.onnx"
+    artifact = slimtvm.compile(DIGITS, str(tmp_path / "m.so"), prune=request, save_onnx=str(saved))
+    report = artifact.manifest["prune_request"]
+    assert report["kept_float"] == ["/stem/Conv", "/fc/Gemm"] and len(report["layers"]) == 4
+    dead = next(entry for entry in artifact.manifest["passes"] if entry["name"] == "dead_channels")
+    assert dead["filters_removed"] > 0  # the pruned filters are gone from the compiled model
+    pruned = onnx.load(saved)
+    weights = {init.name: numpy_helper.to_array(init) for init in pruned.graph.initializer}
+    conv_weights = [weights[node.input[1]] for node in pruned.graph.node if node.op_type == "Conv"]
+    assert not (conv_weights[0] == 0).any()  # the stem is kept float
+    for weight in conv_weights[1:]:
+        assert (weight.reshape(weight.shape[0], -1) == 0).all(axis=1).sum() == round(0.5 * weight.shape[0])
+    images = np.load(os.path.join(REPO, "examples", "digits_test.npz"))["images"]
+    inputs = {"image": images[:1]}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(str(saved), inputs))
+
+
+def _gemm_only_model(tmp_path) -> str:
+    g = GraphBuilder(seed=0)
+    x = g.input([1, 8])
+    model = g.model(g.gemm(x, 8, 4))
+    path = tmp_path / "gemm.onnx"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--prune", "1.5"], "--prune 1.5: the share to prune must lie strictly between 0 and 1"),
+        (["--prune", "0"], "--prune 0: the share to prune must lie strictly between 0 and 1"),
+        (["--prune-filters", "-0.2"], "--prune-filters -0.2: the share to prune must lie strictly between 0 and 1"),
+        (["--prune-scope", "layer"], "--prune-scope only applies with --prune"),
+        (["--save-onnx", "x.onnx"], "--save-onnx writes the model that --prune or --binarize rewrote"),
+        (["--prune", "0.5", "--binarize", "weights"], "--binarize and --prune together are not supported"),
+        (["--prune", "0.5", "--keep-float", "nosuchlayer"], "--keep-float: 'nosuchlayer' is not a Conv/Gemm/MatMul layer"),
+    ],
+)
+def test_prune_refuses_bad_requests_cleanly(tmp_path, capsys, extra, message):
+    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), *extra], capsys, tmp_path, message)
+
+
+def test_prune_filters_on_a_model_without_convs_is_refused(tmp_path, capsys):
+    model = _gemm_only_model(tmp_path)
+    fails_cleanly(["compile", model, "-o", str(tmp_path / "m.so"), "--prune-filters", "0.5"], capsys, tmp_path, "--prune-filters: the model has no Conv layer")
+
+
+def test_a_failed_compile_writes_no_saved_model(tmp_path, capsys):
+    saved = tmp_path / "sub" / "pruned.onnx"
+    fails_cleanly(["compile", DIGITS, "-o", str(tmp_path / "m.so"), "--prune", "0.5", "--save-onnx", str(saved)], capsys, tmp_path, "--save-onnx folder")
