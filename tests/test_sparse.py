@@ -139,6 +139,21 @@ def test_auto_keeps_dense_convs_dense_and_runs_very_sparse_ones_sparse(tmp_path)
         assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+@pytest.mark.parametrize(
+    "shape,nonzeros,expected",
+    [((192, 32), 1, "sparse_conv2d"), ((192, 32), 3, "dense"), ((32, 192), 5, "dense")],  # 97%, 91% zeros; a projection
+)
+def test_auto_runs_only_very_sparse_1x1_expansions_sparse(tmp_path, shape, nonzeros, expected):
+    rng = np.random.default_rng(4)
+    weight = np.zeros((*shape, 1, 1))
+    for row in weight:
+        row[rng.choice(shape[1], nonzeros, replace=False)] = rng.standard_normal((nonzeros, 1, 1))
+    model, inputs = _one_conv(weight, size=14, pads=(0, 0, 0, 0))
+    artifact = slimtvm.compile(model, str(tmp_path / "c.so"))
+    assert _passes(artifact)["sparse_layers"]["layers"][0]["kernel"] == expected
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
 def test_compile_prints_the_sparsity_summary(tmp_path, capsys):
     from slimtvm.cli import main
 

@@ -97,8 +97,8 @@ def prune_weights(weights: list, request: PruneRequest, is_conv: list) -> list:
 
 
 def prune_model(model: onnx.ModelProto, request: PruneRequest) -> tuple:
-    """(pruned copy of ``model``, [(name, op) pruned], [names kept float], share of zero weights
-    in the pruned layers); see module doc."""
+    """(pruned copy of ``model``, [(name, op) pruned], [names kept float], {name: share of zero
+    weights} per pruned layer, share of zero weights in the pruned layers); see module doc."""
     request.check()
     model = onnx.ModelProto.FromString(model.SerializeToString())
     layers = weight_layers(model)
@@ -115,12 +115,14 @@ def prune_model(model: onnx.ModelProto, request: PruneRequest) -> tuple:
     moved = [np.moveaxis(numpy_helper.to_array(weight), axis, 0) for _, weight, axis in chosen]
     pruned = prune_weights(moved, request, is_conv)
     zeros = total = 0
+    per_layer = {}
     for (node, weight, axis), values in zip(chosen, pruned):
         weight = own_weight(model, node, weight, "pruned")
         weight.CopyFrom(numpy_helper.from_array(np.moveaxis(values, 0, axis).astype(np.float32), weight.name))
         zeros += int((values == 0).sum())
         total += values.size
-    return model, [(layer_name(node), node.op_type) for node, _, _ in chosen], sorted(keep, key=names.index), zeros / total
+        per_layer[layer_name(node)] = round(float((values == 0).mean()), 4)
+    return model, [(layer_name(node), node.op_type) for node, _, _ in chosen], sorted(keep, key=names.index), per_layer, zeros / total
 
 
 def apply_request(model, request: PruneRequest, input_shapes: dict | None = None) -> tuple:
@@ -132,17 +134,25 @@ def apply_request(model, request: PruneRequest, input_shapes: dict | None = None
     original = load_onnx(model)
     infos = resolve_input_infos(original, input_shapes)
     static = with_static_inputs(original, infos)
-    pruned, layers, kept, zeros = prune_model(static, request)
+    pruned, layers, kept, per_layer, zeros = prune_model(static, request)
     feeds = calibration_inputs(static, infos, request.calibration_count, request.calibration)
     report = measure_error(static, pruned, layers, feeds, request.mode, kept, flag="--prune")
     report.extra["zero_weights"] = round(zeros, 4)
+    report.extra["layer_zeros"] = per_layer
     return pruned, report
 
 
 def describe(report: dict) -> list:
-    """Human-readable lines of a report's JSON form (the manifest's ``prune_request``)."""
+    """Human-readable lines of a report's JSON form (the manifest's ``prune_request``); a layer
+    whose every weight was pruned is named (its output no longer depends on its input)."""
     headline = (
         f"prune on request ({report['mode']}): {len(report['layers'])} layers pruned, {100 * report['zero_weights']:.1f}% of their weights zero, "
         f"kept float: {', '.join(report['kept_float']) or 'none'}"
     )
-    return describe_error(report, headline, "lossy: fine-tune the --save-onnx model to recover accuracy")
+    lines = describe_error(report, headline, "lossy: fine-tune the --save-onnx model to recover accuracy")
+    zeros = report.get("layer_zeros", {})
+    for index, layer in enumerate(report["layers"], start=1):
+        share = zeros.get(layer["name"])
+        if share is not None:
+            lines[index] += f", {100 * share:.1f}% of its weights zero" + (" — every weight pruned: its output no longer depends on its input" if share == 1.0 else "")
+    return lines
