@@ -217,6 +217,33 @@ def test_a_16_lane_target_pads_24_channel_convs_and_keeps_16_channel_blocks(tmp_
         assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+@pytest.mark.parametrize("preset", ["x86-64", "host"])
+def test_odd_channel_counts_and_classifiers_are_padded_to_whole_blocks(tmp_path, preset):
+    """A conv left with 41 filters (as the exact channel removal leaves pruned layers) and a
+    1000-class classifier get zero filters / columns up to the channel block: every conv keeps a
+    slimtvm kernel, the classifier's columns split into whole vectors, and the outputs are exact."""
+    from conftest import x86_kernel_presets
+
+    import slimtvm
+    from slimtvm.compiler.layer_table import recorded_decisions
+    from slimtvm.targets.presets import resolve_target
+
+    if preset not in x86_kernel_presets():
+        pytest.skip(f"{preset} kernels do not run on this host")
+    g = GraphBuilder(seed=11)
+    x = g.input([1, 3, 10, 10])
+    y = g.relu(g.conv(x, 3, 41, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.relu(g.conv(y, 41, 13, kernel=3, pads=(1, 1, 1, 1)))
+    pooled = g.node("Flatten", [g.node("GlobalAveragePool", [y])])
+    logits = g.gemm(g.relu(g.gemm(pooled, 13, 1000)), 1000, 10)
+    model = g.model(logits)
+    reports, decisions = recorded_decisions(import_onnx(model), resolve_target(preset).tvm_target())
+    assert reports["kernels"]["generic_fallbacks"] == [] and all("generic" not in plan for plan in decisions.convs)
+    inputs = {"x": digits_like_input((1, 3, 10, 10), seed=3)}
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
 def test_non_max_suppression_builds_and_selects_what_onnxruntime_selects(tmp_path):
     """TOPI's NMS kernel has opaque blocks (sort, searchsorted): the generic rule leaves them to
     TVM's default lowering. Before, it inlined a gather into them and the build failed."""

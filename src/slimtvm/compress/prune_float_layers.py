@@ -154,5 +154,7 @@ def describe(report: dict) -> list:
     for index, layer in enumerate(report["layers"], start=1):
         share = zeros.get(layer["name"])
         if share is not None:
-            lines[index] += f", {100 * share:.1f}% of its weights zero" + (" — every weight pruned: its output no longer depends on its input" if share == 1.0 else "")
+            lines[index] += f", {100 * share:.1f}% of its weights zero" + (
+                " — every weight pruned: its output no longer depends on its input" if share == 1.0 else ""
+            )
     return lines
