@@ -108,7 +108,7 @@ def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "target: x86-64 (x86_64)"
-    assert lines[1].split()[:7] == ["#", "name", "op", "output", "params", "MACs", "slimtvm"]
+    assert lines[1].split()[:8] == ["#", "name", "op", "output", "params", "MACs", "weights", "slimtvm"]
     conv = next(line for line in lines if " Conv " in f" {line} " and "3x3" not in line)
     assert "fp32 conv, plain NCHW input → NCHW8c kernel" in conv  # 4 input channels: not a block
     # first conv: 8 outputs of 6x5 (after stride 2, pads, dilation), 4 in-channels × 3×3 taps

@@ -37,13 +37,42 @@ def _torch_modules(weights):
     return modules
 
 
+def _weights():
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(np.float32) for shape in ((16, 8, 3, 3), (32, 16, 1, 1), (10, 32))]
+
+
+def test_pruning_zeroes_the_smallest_magnitudes_and_filters():
+    """The definitions, checked without torch: global — exactly round(0.7·n) zeros over all
+    layers and no kept |w| below a pruned one; per layer — the same in each layer; filters —
+    round(0.5·O) whole filters zero per conv, none with a larger L1 norm than a kept one."""
+    weights = _weights()
+    pruned = prune_weights(weights, PruneRequest(amount=0.7), [True, True, False])
+    everything = np.concatenate([w.ravel() for w in weights])
+    zero = np.concatenate([(p == 0).ravel() for p in pruned])
+    assert zero.sum() == round(0.7 * everything.size)
+    assert np.abs(everything[zero]).max() <= np.abs(everything[~zero]).min()
+    for weight, layer in zip(weights, prune_weights(weights, PruneRequest(amount=0.7, scope="layer"), [True, True, False])):
+        zero = layer == 0
+        assert zero.sum() == round(0.7 * weight.size) and np.abs(weight[zero]).max() <= np.abs(weight[~zero]).min()
+        np.testing.assert_array_equal(layer[~zero], weight[~zero])  # the rest untouched
+    for weight, layer, conv in zip(weights, prune_weights(weights, PruneRequest(filters=0.5), [True, True, False]), [True, True, False]):
+        dead = (layer.reshape(layer.shape[0], -1) == 0).all(axis=1)
+        norms = np.abs(weight.reshape(weight.shape[0], -1)).sum(axis=1)
+        if not conv:
+            assert not dead.any()
+            continue
+        assert dead.sum() == round(0.5 * weight.shape[0]) and norms[dead].max() <= norms[~dead].min()
+
+
 @pytest.mark.parametrize("how", ["global", "layer", "filters"])
 def test_pruning_zeroes_what_torch_prune_zeroes(how):
+    """The same masks as torch.nn.utils.prune itself (torch is not part of the test install: the
+    [torch] extra; the test above checks the definitions without it)."""
     torch = pytest.importorskip("torch")
     from torch.nn.utils import prune
 
-    rng = np.random.default_rng(0)
-    weights = [rng.standard_normal(shape).astype(np.float32) for shape in ((16, 8, 3, 3), (32, 16, 1, 1), (10, 32))]
+    weights = _weights()
     modules = _torch_modules(weights)
     if how == "global":
         prune.global_unstructured([(m, "weight") for m in modules], pruning_method=prune.L1Unstructured, amount=0.7)

@@ -172,6 +172,8 @@ class _ChannelPadder(relax.PyExprMutator):
         zero columns up to the block, so the dense kernel splits the columns into whole vectors
         and parallel tasks; the result is carried padded like a conv's."""
         data = call.args[0]
+        if self._fed_by_binarizer(data):
+            return self._sliced(call)  # a binary dense layer: zero columns would make its weights three-valued
         channels_in = self.padded.get(data)
         wide_in = int(data.ty.shape[1]) if channels_in is not None else None
         weight = _padded_matmul_weight(call, self.block, wide_in)
