@@ -143,3 +143,25 @@ def test_a_failure_of_slimtvms_own_pipeline_is_an_internal_error(tmp_path, capsy
     log = err.split("full traceback in ")[1].rstrip(")")
     assert "a deliberately broken schedule rule" in open(log).read()
     assert not os.path.exists(library)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``slimtvm inspect … | head`` closes the pipe early: no error line, the SIGPIPE status."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slimtvm",
+            "inspect",
+            os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits_cnn.onnx"),
+            "--no-passes",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before the command writes its first line
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and b"error" not in err, err

@@ -9,6 +9,7 @@ differ from onnxruntime's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -331,6 +332,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("slimtvm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`slimtvm inspect … | head`): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
     except OSError as err:  # the file system refused (read-only folder, disk full, a directory in the way)
         where = err.filename2 or err.filename
         print(f"slimtvm: error: {err.strerror or first_line(err)}" + (f": {where}" if where else ""), file=sys.stderr)
