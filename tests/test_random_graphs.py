@@ -134,6 +134,7 @@ def _run(examples, tmp_path):
     return counter["examples"]
 
 
+@pytest.mark.filterwarnings("error:blocked layouts not applied")  # never silently slow: every graph keeps the blocked kernels
 def test_random_cnns_match_onnxruntime(tmp_path):
     assert _run(EXAMPLES, tmp_path) >= EXAMPLES
 

@@ -251,8 +251,8 @@ def _widened_constant(expr, channels: int, wide: int, fill: float, rank: int):
     value = constant_value(expr)
     if value is None:
         return None
-    if value.size == 1:
-        return expr
+    if value.size == 1:  # as a scalar: ConvertLayout cannot give a [1, 1, 1, 1] operand a channel block
+        return expr if value.ndim == 0 else relax.const(value.reshape(()))
     axis = value.ndim - (rank - 1)  # the channel axis of a broadcast operand
     if axis < 0 or value.shape[axis] != channels or any(d != 1 for d in value.shape[:axis]):
         return None
