@@ -117,7 +117,6 @@ def _cmd_compile(args) -> int:
         from .compress.prune_float_layers import PruneRequest
 
         prune = PruneRequest(args.prune, args.prune_scope or "global", args.prune_filters, keep or ("none",), args.calibration)
-        prune.check()
     elif args.prune_scope is not None:
         raise SlimError("--prune-scope only applies with --prune")
     if binarize is None and prune is None and (args.calibration or keep is not None):

@@ -130,7 +130,6 @@ def apply_request(model, request: PruneRequest, input_shapes: dict | None = None
     ``model`` (path or proto)."""
     from ..frontend.onnx_model import load_onnx, resolve_input_infos, with_static_inputs
 
-    request.check()
     original = load_onnx(model)
     infos = resolve_input_infos(original, input_shapes)
     static = with_static_inputs(original, infos)

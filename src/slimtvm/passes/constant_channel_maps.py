@@ -54,23 +54,30 @@ def _windows(maps: np.ndarray, out_size: tuple, kernel: tuple, strides, dilation
             yield ky, kx, maps[:, r][:, :, c] * valid, valid
 
 
-def conv_of_maps(weight: np.ndarray, maps: np.ndarray, out_size: tuple, strides, padding, dilation) -> np.ndarray:
+def _geometry(attrs) -> tuple:
+    """(strides, dilation, padding before) of Relax conv2d attributes, as ints."""
+    return [int(v) for v in attrs.strides], [int(v) for v in attrs.dilation], [int(v) for v in attrs.padding][:2]
+
+
+def conv_of_maps(weight: np.ndarray, maps: np.ndarray, out_size: tuple, attrs) -> np.ndarray:
     """``Σ_i conv(maps[i], weight[:, i])`` for an OIHW ``weight[O, I, kh, kw]`` and constant input
-    maps ``[I, H, W]``, zero padded as the conv pads: ``[O, OH, OW]`` in float64."""
+    maps ``[I, H, W]``, zero padded as the conv (Relax conv2d ``attrs``) pads: ``[O, OH, OW]`` in
+    float64."""
     out = np.zeros((weight.shape[0],) + tuple(out_size))
     if maps.shape[0] == 0:
         return out
     weight = weight.astype(np.float64)
-    for ky, kx, window, _ in _windows(maps, out_size, weight.shape[2:], strides, dilation, padding[:2]):
+    for ky, kx, window, _ in _windows(maps, out_size, weight.shape[2:], *_geometry(attrs)):
         out += np.einsum("oi,iyx->oyx", weight[:, :, ky, kx], window)
     return out
 
 
-def depthwise_of_maps(weight: np.ndarray, maps: np.ndarray, out_size: tuple, strides, padding, dilation) -> np.ndarray:
-    """A depthwise conv (``weight[C, 1, kh, kw]``) of maps ``[C, H, W]``: ``[C, OH, OW]``."""
+def depthwise_of_maps(weight: np.ndarray, maps: np.ndarray, out_size: tuple, attrs) -> np.ndarray:
+    """A depthwise conv (``weight[C, 1, kh, kw]``, Relax conv2d ``attrs``) of maps ``[C, H, W]``:
+    ``[C, OH, OW]``."""
     out = np.zeros((weight.shape[0],) + tuple(out_size))
     weight = weight.astype(np.float64)
-    for ky, kx, window, _ in _windows(maps, out_size, weight.shape[2:], strides, dilation, padding[:2]):
+    for ky, kx, window, _ in _windows(maps, out_size, weight.shape[2:], *_geometry(attrs)):
         out += weight[:, 0, ky, kx][:, None, None] * window
     return out
 

@@ -276,14 +276,7 @@ class _Plan:
                 if rows.size == 0:
                     return {}
                 attrs = layer.call.attrs
-                maps = conv_of_maps(
-                    weight[rows][:, cmask],
-                    self._maps(src, np.flatnonzero(cmask)),
-                    out_spatial,
-                    [int(v) for v in attrs.strides],
-                    [int(v) for v in attrs.padding],
-                    [int(v) for v in attrs.dilation],
-                )
+                maps = conv_of_maps(weight[rows][:, cmask], self._maps(src, np.flatnonzero(cmask)), out_spatial, attrs)
                 return {int(o): maps[k] for k, o in enumerate(rows)}
             reads_variable = nonzero[~cmask].any(axis=0)
             cols = np.flatnonzero(~reads_variable)
@@ -297,14 +290,7 @@ class _Plan:
                 return {}
             attrs = layer.call.attrs
             maps = np.stack([self.constant[src].get(c, np.zeros(self.spatial(src))) for c in channels])
-            values = depthwise_of_maps(
-                layer.weight[channels],
-                maps,
-                out_spatial,
-                [int(v) for v in attrs.strides],
-                [int(v) for v in attrs.padding],
-                [int(v) for v in attrs.dilation],
-            )
+            values = depthwise_of_maps(layer.weight[channels], maps, out_spatial, attrs)
             return {c: values[k] for k, c in enumerate(channels)}
         if layer.kind == "concat":
             found, offset = {}, 0
@@ -534,14 +520,7 @@ class _Plan:
         if layer.kind == "conv":
             attrs = call.attrs
             new_weight = weight[out][:, kept_in]
-            extra = conv_of_maps(
-                weight[out][:, absorbed],
-                self._maps(src, absorbed),
-                self.spatial(var),
-                [int(v) for v in attrs.strides],
-                [int(v) for v in attrs.padding],
-                [int(v) for v in attrs.dilation],
-            )
+            extra = conv_of_maps(weight[out][:, absorbed], self._maps(src, absorbed), self.spatial(var), attrs)
             extra = extra[None] if extra.size and np.ptp(extra.reshape(extra.shape[0], -1), axis=1).any() else extra[:, :1, :1][None]
         else:
             new_weight = weight[kept_in][:, out]
