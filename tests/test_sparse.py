@@ -193,22 +193,36 @@ def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
     check()
 
 
-@pytest.mark.parametrize("stride, align", [(1, 0), (1, 16), (2, 16), (2, 8)])
-def test_sparse_kernel_layouts_match_onnxruntime(stride, align):
-    """The kernel alone, in the natural and the aligned form (rows and channels rounded to whole
-    vectors, one shifted input copy per column offset; not chosen by default), blocked output."""
+@pytest.mark.parametrize(
+    "kernel, stride, pads, dilation, align, sets, chunks",
+    [
+        (3, 1, (1, 1, 1, 1), 1, 0, 1, 1),
+        (3, 1, (1, 1, 1, 1), 1, 0, 2, 2),  # alternate nonzeros in two register blocks
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 1),  # aligned: one register block per column offset
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 3),
+        (3, 2, (1, 1, 1, 1), 1, 16, 1, 2),
+        (3, 2, (1, 1, 1, 1), 1, 8, 1, 1),
+        (5, 1, (2, 1, 2, 3), 2, 16, 1, 2),  # dilated, asymmetric padding: column offsets 0, 2, 4, 6, 8
+        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1),  # the stem's geometry: four column offsets
+    ],
+)
+def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks):
+    """The kernel alone in each form :meth:`SparseConvLayout.choose` may pick — natural with one
+    or two accumulator sets, aligned with its shifted column sums — and input-channel chunks,
+    written to a blocked output (the model-level tests reach the aligned form only on images
+    wide enough to pay for rounding their rows)."""
     import tvm
 
     from slimtvm.conv_geometry import ConvGeometry
     from slimtvm.schedules.sparse_conv import SparseConv, sparse_conv2d_primfunc
     from slimtvm.schedules.sparse_weights import SparseConvLayout, pack_sparse_conv_weight
 
-    rng = np.random.default_rng(stride + align)
-    weight = rng.standard_normal((16, 12, 3, 3)).astype(np.float32)
+    rng = np.random.default_rng(kernel + stride + align + sets + chunks)
+    weight = rng.standard_normal((16, 12, kernel, kernel)).astype(np.float32)
     weight[rng.random(weight.shape) < 0.8] = 0
-    model, inputs = _one_conv(weight, stride, bias=False, relu=False, size=13)
-    geometry = ConvGeometry.of(13, 13, 3, 3, (stride, stride), (1, 1, 1, 1))
-    layout = SparseConvLayout(geometry, 12, 16, 32, 2, align)
+    model, inputs = _one_conv(weight, stride, pads=pads, dilation=dilation, bias=False, relu=False, size=13)
+    geometry = ConvGeometry.of(13, 13, kernel, kernel, (stride, stride), pads, (dilation, dilation))
+    layout = SparseConvLayout(geometry, 12, 16, 32, chunks, align, sets)
     packed = pack_sparse_conv_weight(weight, layout)
     sch = tvm.s_tir.Schedule(sparse_conv2d_primfunc(layout, 1, 0, 8))
     SparseConv(16).schedule(sch)
@@ -219,6 +233,27 @@ def test_sparse_kernel_layouts_match_onnxruntime(stride, align):
     blocked = args[-1].numpy()
     plain = blocked.transpose(0, 1, 4, 2, 3).reshape(1, 16, geometry.out_h, geometry.out_w)
     assert_outputs_match({"y": plain}, onnxruntime_outputs(model, inputs))
+
+
+def test_sparse_layout_choice():
+    """AVX-512 takes the aligned form on ResNet-18's wide 3×3 layers and the natural one on its
+    7×7 images (rounding 9 columns up to 16 would compute 1.8× the pixels); AVX2 keeps the
+    natural form; every choice's register blocks fit the target's registers."""
+    from slimtvm.conv_geometry import ConvGeometry
+    from slimtvm.schedules.sparse_weights import SparseConvLayout
+
+    def layout(size, stride, lanes):
+        return SparseConvLayout.choose(ConvGeometry.of(size, size, 3, 3, (stride, stride), (1, 1, 1, 1)), 64, 64, lanes)
+
+    assert layout(56, 1, 16).align == 16 and layout(56, 2, 16).align == 16 and layout(14, 1, 16).align == 16
+    assert layout(7, 1, 16).align == 0 and layout(14, 2, 16).align == 0
+    assert all(layout(size, stride, 8).align == 0 for size in (56, 28, 14, 7) for stride in (1, 2))
+    for lanes, registers in ((8, 16), (16, 32)):
+        for size in (56, 28, 14, 7):
+            chosen = layout(size, 1, lanes)
+            vectors = chosen.vector // lanes
+            blocks = chosen.sums * vectors + chosen.sums - 1 if chosen.align else chosen.accumulator_sets * vectors  # one more per shifted sum
+            assert blocks + 1 <= registers, chosen  # and the broadcast weight
 
 
 def test_tune_leaves_sparse_kernels_out(tmp_path):

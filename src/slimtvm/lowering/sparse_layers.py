@@ -27,15 +27,20 @@ from ..schedules.sparse_conv import sparse_conv2d_primfunc
 from ..schedules.sparse_weights import SparseConvLayout, pack_sparse_conv_weight
 from .layer_records import LayerRecord
 
-# Zeros (in live channels) from which the sparse kernel beats slimtvm's dense one, by kind of
-# conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread — k×k stride 1: 1.14–1.44× at
-# 70%, 2.9–3.4× at 90%; k×k stride 2: 0.87–1.02× at 70%, 1.9–2.2× at 90%; 1×1 (MobileNetV2's
-# shapes): 0.67–1.17× at 90%; at 95–98% the expansions (out ≥ 2 × in channels: the input copy
-# is small) 1.01–1.48× (MobileNetV2's 96→576 @14 and 160→960 @7), the projections still 0.7–0.9×
-# (their large input is copied whole), so only expansions from 95% run sparse. The same table
-# serves cross targets (aarch64: not measured; emulated timings mean nothing).
-MIN_ZEROS_STRIDE_1 = 0.65
-MIN_ZEROS_STRIDED = 0.8
+# Zeros (in live channels) from which the sparse kernel beats slimtvm's dense one, by the form
+# of its layout and kind of conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread,
+# session 10 (kernel timings, dense includes no relayout) — aligned k×k stride 1 (ResNet-18's
+# 56/28/14 images): 1.09–1.23× at 50%, 1.34–1.53× at 60%, 4.1–4.5× at 90%; aligned strided: 0.92–
+# 0.94× at 50%, 1.16–1.19× at 60%, 3.8× at 90%; natural (the 7×7 images, and every AVX2 layout):
+# 0.59–0.64× at 50%, 0.98–1.05× at 70%, 2.7–2.8× at 90%. Each threshold leaves a margin for the
+# relayouts a sparse layer between blocked dense ones costs. 1×1 (MobileNetV2's shapes): 0.67–1.17×
+# at 90%; at 95–98% the expansions (out ≥ 2 × in channels: the input copy is small) 1.01–1.48×
+# (MobileNetV2's 96→576 @14 and 160→960 @7), the projections still 0.7–0.9× (their large input
+# is copied whole), so only expansions from 95% run sparse. The same table serves cross targets
+# (aarch64: not measured; emulated timings mean nothing).
+MIN_ZEROS_ALIGNED_STRIDE_1 = 0.5
+MIN_ZEROS_ALIGNED_STRIDED = 0.65
+MIN_ZEROS_NATURAL = 0.75
 MIN_ZEROS_POINTWISE_EXPANSION = 0.95
 # Below this many dense multiply-adds the sparse kernel's fixed work (copying the padded input,
 # writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
@@ -58,7 +63,7 @@ class SparseDecision:
 class SparseChoice:
     """Chooses per layer between the sparse kernel and slimtvm's dense one.
 
-    The rule (a table measured per kind of conv, see :data:`MIN_ZEROS_STRIDE_1`): a k×k conv runs
+    The rule (a table measured per layout form and kind of conv, see :data:`MIN_ZEROS_NATURAL`): a k×k conv runs
     sparse when enough of the weights of its live filters and input channels are zero (zero
     filters and zero input channels are structure — channel padding adds them — not what makes
     the sparse kernel pay); a 1×1 conv runs sparse only when it expands (at least twice as many
@@ -94,11 +99,14 @@ class SparseChoice:
         if macs < MIN_DENSE_MACS:
             return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
-        needed = MIN_ZEROS_STRIDED if strided else MIN_ZEROS_STRIDE_1
-        kind = "strided" if strided else "stride-1"
+        if layout.align:
+            needed = MIN_ZEROS_ALIGNED_STRIDED if strided else MIN_ZEROS_ALIGNED_STRIDE_1
+            kind = f"{'strided' if strided else 'stride-1'} conv, aligned layout"
+        else:
+            needed, kind = MIN_ZEROS_NATURAL, f"{'strided' if strided else 'stride-1'} conv, natural layout"
         if unstructured_zeros(weight) < needed:
-            return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind} conv)")
-        return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind} conv)")
+            return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind})")
+        return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind})")
 
 
 def unstructured_zeros(weight: np.ndarray) -> float:
@@ -211,7 +219,8 @@ class SparseLayers:
         record = LayerRecord(
             "conv2d",
             "sparse_conv2d",
-            f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks, {layout.chunks} input chunk(s)",
+            f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks"
+            f"{f', {layout.sums} aligned column sums' if layout.align else ''}, {layout.chunks} input chunk(s)",
         )
         args = [call.args[0], relax.const(weights.values), relax.const(weights.offsets), relax.const(weights.row_ptr)]
         return relax.call_tir(gvar, args, relax.TensorType(out_shape, "float32")), record

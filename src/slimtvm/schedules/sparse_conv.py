@@ -5,9 +5,12 @@ The PrimFunc has three stages:
 - ``sparse_conv_pack`` (opaque): the input (plain or channel-blocked, whatever layout its
   neighbours chose), zero-padded and phase-split into the flat buffer the offsets index;
 - ``sparse_conv_main`` (opaque): per task (a block of ``vector`` virtual output pixels × a
-  group of output channels), for each input-channel chunk and output channel, one register
-  block of accumulators and, per nonzero weight, a broadcast and ``vector / lanes`` FMAs reading
-  the input at ``offset + pixel`` — no im2col, no dense weights;
+  group of output channels), for each input-channel chunk and output channel, register blocks
+  of accumulators and, per nonzero weight, a broadcast and ``vector / lanes`` FMAs reading the
+  input at ``offset + pixel`` — no im2col, no dense weights. Natural layout: two blocks take
+  alternate nonzeros (independent FMA chains) and are added at the end. Aligned layout: block
+  ``b`` takes the taps of column offset ``b`` (aligned loads only) and the output is the sum of
+  the blocks, block ``b`` shifted by ``b`` floats (sparse_weights.py);
 - ``sparse_conv_out``: the spatial block that drops the spare columns of each row and writes
   the output layout (plain or channel-blocked).
 
@@ -15,16 +18,20 @@ Reading and writing the blocked layout here costs about what a separate relayout
 copies); the lowering keeps chains of sparse k×k convs in plain NCHW, where both are contiguous.
 
 The first two are written as loops (their trip counts come from ``row_ptr``), so MetaSchedule
-cannot reshape them (the family is not tunable); the register block and the chunking are
-parameters of the layout
-(:meth:`SparseConvLayout.choose`, from a sweep of ResNet-18's shapes). The PrimFunc is marked out-element-wise fusable, so
-FuseOps fuses the bias, residual add and activation after it; :class:`SparseConv` inlines them
-into ``sparse_conv_out``.
+cannot reshape them (the family is not tunable); the register block, the alignment and the
+chunking are parameters of the layout (:meth:`SparseConvLayout.choose`, from a sweep of
+ResNet-18's shapes). Index expressions are Python helpers inlined where used: a scalar bound
+inside the PrimFunc becomes a one-element buffer, which TVM allocates from its workspace pool on
+every iteration of a parallel loop (thousands of calls per run; removing them made the kernel
+1.1–1.5× faster). The PrimFunc is marked out-element-wise fusable, so FuseOps fuses the bias,
+residual add and activation after it; :class:`SparseConv` inlines them into ``sparse_conv_out``.
 """
 
 from __future__ import annotations
 
-from tvm import s_tir
+import math
+
+from tvm import s_tir, tirx
 from tvm.script import tirx as T
 
 from .cpu_rule import CPURule
@@ -32,6 +39,8 @@ from .sparse_weights import SparseConvLayout
 
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 COPY_VECTOR = 16  # floats per vector of the input copy
+EVEN_LANES = [2 * lane for lane in range(COPY_VECTOR)]  # the even floats of two vectors
+MAX_VECTOR_WIDTH = 16  # floats in one LLVM vector of the accumulators (an AVX-512 register)
 MIN_TASKS = 16  # pixel blocks × channel groups the main stage offers to the thread pool
 
 
@@ -52,30 +61,79 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
     ``batch`` images (module doc), for any number ``nnz`` of nonzero weights (a symbolic size:
     layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when ``in_block`` > 0,
     and ``out`` likewise with ``out_block``. Refuses channel counts that are not a multiple of
-    their block."""
+    their block, and aligned layouts whose register block is not whole vectors or whose column
+    offsets reach a vector's width."""
     if (in_block and layout.in_channels % in_block) or (out_block and layout.out_channels % out_block):
         raise ValueError(f"channels {layout.in_channels} → {layout.out_channels} do not fill blocks of {in_block} → {out_block}")
+    if layout.align and (layout.vector % layout.align or layout.sums > layout.align):
+        raise ValueError(f"aligned sparse layout needs whole vectors and fewer column offsets than lanes: {layout}")
     g = layout.geometry
     n_img, channels, height, width = batch, layout.in_channels, g.height, g.width
     out_channels, out_h, out_w = layout.out_channels, g.out_h, g.out_w
     cols_q, plane, vector = layout.cols_q, layout.plane, layout.vector
     blocks, chunks, size = layout.blocks, layout.chunks, layout.input_size
-    channel_stride, shifts, copy_size = layout.channel_stride, layout.shifts, layout.copy_size
+    channel_stride, sums = layout.channel_stride, layout.sums
     groups = _channel_groups(layout)
     per_group = -(-out_channels // groups)
     slots = len(layout.phases)
+    pairs_of_columns = not in_block and g.stride_w == 2  # stride-2 columns from NCHW rows: read contiguously
+    simd = layout.align or math.gcd(vector, MAX_VECTOR_WIDTH)  # one LLVM vector of the register blocks: a power of two
+    sets = layout.accumulator_sets
     # per stored phase: its row and column phase and the interior (rows, cols) that hold input
     phase_h, phase_w = [ph for ph, _ in layout.phases], [pw for _, pw in layout.phases]
     row0, row1 = zip(*(layout.phase_rows(ph) for ph in phase_h))
     col0, col1 = zip(*(layout.phase_cols(pw) for pw in phase_w))
     i64 = T.int64
 
+    # index expressions, inlined where used (module doc)
+    def base(slot, c):  # where channel c of one phase starts
+        return slot * plane + c * channel_stride
+
+    def first(slot):  # the first column of a phase row that holds input
+        return pick(slot, col0)
+
+    def length(slot):  # how many columns of a phase row hold input
+        return pick(slot, col1) - pick(slot, col0)
+
+    def row(slot, i):  # the i-th phase row that holds input
+        return pick(slot, row0) + i
+
+    def source_column(slot):  # the input column the first interior column of a phase row reads
+        return first(slot) * g.stride_w + pick(slot, phase_w) - g.left
+
+    def paired(slot):  # interior vectors whose contiguous 2-vector read stays within the input row
+        return T.max(T.min(length(slot) // COPY_VECTOR, (width - 2 * COPY_VECTOR - source_column(slot)) // (2 * COPY_VECTOR) + 1), 0)
+
+    def channel(task, o_in):  # the output channel of a task's o_in-th row
+        return (task % groups) * per_group + o_in
+
+    def pixel(task):  # the first virtual output pixel of a task
+        return (task // groups) * vector
+
+    def csr_row(task, chunk, o_in, block):  # the CSR row of (chunk, output channel, register block)
+        return (chunk * out_channels + channel(task, o_in)) * sums + block
+
+    def first_nonzero(row_ptr, task, chunk, o_in, block):  # the CSR row's first nonzero
+        return row_ptr[csr_row(task, chunk, o_in, block)]
+
+    def count(row_ptr, task, chunk, o_in, block):  # nonzeros in the CSR row
+        return row_ptr[csr_row(task, chunk, o_in, block) + 1] - row_ptr[csr_row(task, chunk, o_in, block)]
+
+    def shifted_sum(acc, u):  # output vector u of an aligned block: Σ over blocks b of acc[b] b floats on
+        def vector_of(b, w):
+            return tirx.BufferLoad(acc, [b, w, tirx.Ramp(0, 1, simd)])
+
+        total = vector_of(0, u)
+        for b in range(1, sums):
+            total = total + tirx.Shuffle([vector_of(b, u), vector_of(b, u + 1)], [b + lane for lane in range(simd)])
+        return total
+
     @T.prim_func(s_tir=True, private=True)
     def sparse_conv2d(
         x: T.Buffer(_shape(n_img, channels, height, width, in_block), "float32"),
         values_handle: T.handle,
         offsets_handle: T.handle,
-        row_ptr: T.Buffer((i64(chunks * out_channels + 1),), "int32"),
+        row_ptr: T.Buffer((i64(chunks * out_channels * sums + 1),), "int32"),
         out: T.Buffer(_shape(n_img, out_channels, out_h, out_w, out_block), "float32"),
     ):
         T.func_attr({"op_pattern": OUT_EWISE_FUSABLE, "tirx.noalias": True})
@@ -88,64 +146,144 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
             T.reads(whole(x))
             T.writes(packed[0:n_img, 0:size])
             for n in range(n_img):
-                for shift in T.unroll(shifts):  # copy `shift` holds the plane shifted left by `shift` floats
-                    for slot in T.unroll(slots):
-                        for c in T.parallel(channels):
-                            base = shift * copy_size + slot * plane + c * channel_stride
-                            first = T.max(pick(slot, col0) - shift, 0)
-                            length = T.max(pick(slot, col1) - shift - first, 0)
-                            # zeros where the taps of real outputs read padding: whole rows above and
-                            # below the image, and each image row's columns left and right of it
-                            for t in range(pick(slot, row0) * cols_q):
-                                packed[n, base + t] = T.float32(0)
-                            for t in range(channel_stride - pick(slot, row1) * cols_q):
-                                packed[n, base + pick(slot, row1) * cols_q + t] = T.float32(0)
-                            for i in range(pick(slot, row1) - pick(slot, row0)):
-                                row = pick(slot, row0) + i
-                                for j in range(first):
-                                    packed[n, base + row * cols_q + j] = T.float32(0)
-                                for j in range(cols_q - first - length):
-                                    packed[n, base + row * cols_q + first + length + j] = T.float32(0)
-                                for jb in range(length // COPY_VECTOR):  # the interior, in whole vectors, then the rest
+                for slot in T.unroll(slots):
+                    for c in T.parallel(channels):
+                        # zeros where the taps of real outputs read padding: whole rows above and
+                        # below the image, and each image row's columns left and right of it
+                        for t in range(pick(slot, row0) * cols_q):
+                            packed[n, base(slot, c) + t] = T.float32(0)
+                        for t in range(channel_stride - pick(slot, row1) * cols_q):
+                            packed[n, base(slot, c) + pick(slot, row1) * cols_q + t] = T.float32(0)
+                        for i in range(pick(slot, row1) - pick(slot, row0)):
+                            for j in range(first(slot)):
+                                packed[n, base(slot, c) + row(slot, i) * cols_q + j] = T.float32(0)
+                            for j in range(cols_q - first(slot) - length(slot)):
+                                packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + length(slot) + j] = T.float32(0)
+                            if pairs_of_columns:  # stride 2 from NCHW: contiguous reads, even lanes kept
+                                for jb in range(paired(slot)):
+                                    packed[n, T.Ramp(base(slot, c) + row(slot, i) * cols_q + first(slot) + jb * COPY_VECTOR, 1, COPY_VECTOR)] = T.Shuffle(
+                                        [
+                                            x[
+                                                n,
+                                                c,
+                                                row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
+                                                T.Ramp(source_column(slot) + jb * 2 * COPY_VECTOR, 1, 2 * COPY_VECTOR),
+                                            ]
+                                        ],
+                                        EVEN_LANES,
+                                    )
+                                for jt in range(length(slot) - paired(slot) * COPY_VECTOR):
+                                    packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + paired(slot) * COPY_VECTOR + jt] = x[
+                                        n,
+                                        c,
+                                        row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
+                                        source_column(slot) + (paired(slot) * COPY_VECTOR + jt) * 2,
+                                    ]
+                            else:
+                                for jb in range(length(slot) // COPY_VECTOR):  # the interior, in whole vectors, then the rest
                                     for jv in T.vectorized(COPY_VECTOR):
-                                        packed[n, base + row * cols_q + first + jb * COPY_VECTOR + jv] = read(
+                                        packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + jb * COPY_VECTOR + jv] = read(
                                             x,
                                             n,
                                             c,
-                                            row * g.stride_h + pick(slot, phase_h) - g.top,
-                                            (first + jb * COPY_VECTOR + jv + shift) * g.stride_w + pick(slot, phase_w) - g.left,
+                                            row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
+                                            (first(slot) + jb * COPY_VECTOR + jv) * g.stride_w + pick(slot, phase_w) - g.left,
                                             in_block,
                                         )
-                                for jt in range(length % COPY_VECTOR):
-                                    packed[n, base + row * cols_q + first + length - length % COPY_VECTOR + jt] = read(
+                                for jt in range(length(slot) % COPY_VECTOR):
+                                    packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + length(slot) - length(slot) % COPY_VECTOR + jt] = read(
                                         x,
                                         n,
                                         c,
-                                        row * g.stride_h + pick(slot, phase_h) - g.top,
-                                        (first + length - length % COPY_VECTOR + jt + shift) * g.stride_w + pick(slot, phase_w) - g.left,
+                                        row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
+                                        (first(slot) + length(slot) - length(slot) % COPY_VECTOR + jt) * g.stride_w + pick(slot, phase_w) - g.left,
                                         in_block,
                                     )
-                    for t in range(copy_size - slots * plane):  # the spare reads of the last block
-                        packed[n, shift * copy_size + slots * plane + t] = T.float32(0)
+                for t in range(size - slots * plane):  # the spare reads of the last block
+                    packed[n, slots * plane + t] = T.float32(0)
         with T.sblock("sparse_conv_main"):
-            T.reads(packed[0:n_img, 0:size], values[0:nnz], offsets[0:nnz], row_ptr[0 : chunks * out_channels + 1])
+            T.reads(packed[0:n_img, 0:size], values[0:nnz], offsets[0:nnz], row_ptr[0 : chunks * out_channels * sums + 1])
             T.writes(virtual[0:n_img, 0:out_channels, 0 : blocks * vector])
             for n in range(n_img):
                 for task in T.parallel(blocks * groups):
-                    acc = T.alloc_buffer((vector,), "float32", scope="local")
+                    acc = T.alloc_buffer((max(sets, sums), vector // simd + (sums > 1), simd), "float32", scope="local")
                     for chunk in range(chunks):
                         for o_in in range(per_group):
                             if (task % groups) * per_group + o_in < out_channels:
-                                o = (task % groups) * per_group + o_in
-                                pixel = (task // groups) * vector
-                                row = chunk * out_channels + o
-                                for v in T.vectorized(vector):
-                                    acc[v] = T.if_then_else(chunk == 0, T.float32(0), virtual[n, o, pixel + v])
-                                for k in range(row_ptr[row + 1] - row_ptr[row]):
-                                    for v in T.vectorized(vector):
-                                        acc[v] = acc[v] + values[row_ptr[row] + k] * packed[n, offsets[row_ptr[row] + k] + pixel + v]
-                                for v in T.vectorized(vector):
-                                    virtual[n, o, pixel + v] = acc[v]
+                                if sums > 1:  # aligned: block b sums the taps of column offset b (one vector longer for b > 0)
+                                    for u in T.unroll(vector // simd):
+                                        for v in T.vectorized(simd):
+                                            acc[0, u, v] = T.if_then_else(chunk == 0, T.float32(0), virtual[n, channel(task, o_in), pixel(task) + u * simd + v])
+                                    for k in range(count(row_ptr, task, chunk, o_in, 0)):
+                                        for u in T.unroll(vector // simd):
+                                            for v in T.vectorized(simd):
+                                                acc[0, u, v] = (
+                                                    acc[0, u, v]
+                                                    + values[first_nonzero(row_ptr, task, chunk, o_in, 0) + k]
+                                                    * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, 0) + k] + pixel(task) + u * simd + v]
+                                                )
+                                    for b in T.unroll(sums - 1):
+                                        for u in T.unroll(vector // simd + 1):
+                                            for v in T.vectorized(simd):
+                                                acc[b + 1, u, v] = T.float32(0)
+                                        for k in range(count(row_ptr, task, chunk, o_in, b + 1)):
+                                            for u in T.unroll(vector // simd + 1):
+                                                for v in T.vectorized(simd):
+                                                    acc[b + 1, u, v] = (
+                                                        acc[b + 1, u, v]
+                                                        + values[first_nonzero(row_ptr, task, chunk, o_in, b + 1) + k]
+                                                        * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, b + 1) + k] + pixel(task) + u * simd + v]
+                                                    )
+                                    for u in T.unroll(vector // simd):
+                                        virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)] = shifted_sum(acc, u)
+                                else:
+                                    for u in T.unroll(vector // simd):
+                                        for v in T.vectorized(simd):
+                                            acc[0, u, v] = T.if_then_else(chunk == 0, T.float32(0), virtual[n, channel(task, o_in), pixel(task) + u * simd + v])
+                                        for a in T.unroll(sets - 1):
+                                            for v in T.vectorized(simd):
+                                                acc[a + 1, u, v] = T.float32(0)
+                                    for k in range(count(row_ptr, task, chunk, o_in, 0) // sets):  # nonzero k·sets + a goes to set a
+                                        for a in T.unroll(sets):
+                                            for u in T.unroll(vector // simd):
+                                                for v in T.vectorized(simd):
+                                                    acc[a, u, v] = (
+                                                        acc[a, u, v]
+                                                        + values[first_nonzero(row_ptr, task, chunk, o_in, 0) + k * sets + a]
+                                                        * packed[
+                                                            n, offsets[first_nonzero(row_ptr, task, chunk, o_in, 0) + k * sets + a] + pixel(task) + u * simd + v
+                                                        ]
+                                                    )
+                                    for k in range(count(row_ptr, task, chunk, o_in, 0) % sets):
+                                        for u in T.unroll(vector // simd):
+                                            for v in T.vectorized(simd):
+                                                acc[0, u, v] = (
+                                                    acc[0, u, v]
+                                                    + values[
+                                                        first_nonzero(row_ptr, task, chunk, o_in, 0)
+                                                        + count(row_ptr, task, chunk, o_in, 0)
+                                                        - count(row_ptr, task, chunk, o_in, 0) % sets
+                                                        + k
+                                                    ]
+                                                    * packed[
+                                                        n,
+                                                        offsets[
+                                                            first_nonzero(row_ptr, task, chunk, o_in, 0)
+                                                            + count(row_ptr, task, chunk, o_in, 0)
+                                                            - count(row_ptr, task, chunk, o_in, 0) % sets
+                                                            + k
+                                                        ]
+                                                        + pixel(task)
+                                                        + u * simd
+                                                        + v,
+                                                    ]
+                                                )
+                                    for u in T.unroll(vector // simd):
+                                        for a in T.unroll(sets - 1):
+                                            for v in T.vectorized(simd):
+                                                acc[0, u, v] = acc[0, u, v] + acc[a + 1, u, v]
+                                        for v in T.vectorized(simd):
+                                            virtual[n, channel(task, o_in), pixel(task) + u * simd + v] = acc[0, u, v]
         if out_block > 0:
             for n, oc, y, x_, ob in T.grid(*_shape(n_img, out_channels, out_h, out_w, out_block)):
                 with T.sblock("sparse_conv_out"):

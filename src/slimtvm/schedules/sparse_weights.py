@@ -13,16 +13,22 @@ phase plane, so a kernel vectorizes over ``p = y·cols_q + x`` (computing ``cols
 columns per row, discarded) and broadcasts one nonzero weight per FMA. Only the phases some tap
 reads are stored (one for 1×1 and stride-1 convs).
 
-Aligned form: the kernel is bound by its loads (one vector load per FMA), and a vector load that
-straddles two cache lines costs two (measured: 1.57× slower for the same nonzeros). With
-``cols_q`` and ``channel_stride`` rounded up to whole vectors, a tap's offset is ``≡ kx' (mod
-lanes)``, ``kx' = kx·dilation // stride``; the buffer then holds ``shifts`` copies of the input,
-copy ``r`` shifted left by ``r`` floats, and taps with ``kx' = r`` read copy ``r`` — every load
-is aligned. :meth:`SparseConvLayout.choose` takes it where the rounding wastes at most half a row.
+Aligned form (column sums): the kernel is bound by its loads (one vector load per FMA), and a
+vector load that straddles two cache lines costs about two (Zen 5: the same nonzeros ran 1.5×
+slower at offsets ≡ 3 than ≡ 0 mod 16). With ``cols_q`` and ``channel_stride`` rounded up to
+whole vectors, a tap's offset is ``≡ kx' (mod lanes)``, ``kx' = kx·dilation // stride`` (the
+column offset, ``0 … column_offsets − 1``). The kernel then reads every tap at its aligned
+offset ``offset − kx'`` and adds it into one register block per column offset; block ``kx'``
+holds the sums for the pixels ``kx'`` to the right, so the output is ``Σ_kx' sums_kx'[p + kx']``
+— shifted once per output row and block, not once per nonzero. One vector more per block with
+``kx' > 0``; :meth:`SparseConvLayout.choose` takes the form where the rounding of the rows adds
+at most :data:`MAX_ALIGNED_WASTE` pixels and the blocks fit the registers.
 
-Weights become CSR rows per output channel, split by input-channel chunks so that a chunk's
-input window stays in L1 while all output channels run over it: ``row_ptr[chunk·O + o]`` to
-``row_ptr[chunk·O + o + 1]`` index ``values`` and ``offsets``. No dense copy is kept.
+Weights become CSR rows per output channel (and column offset, when aligned), split by
+input-channel chunks so that a chunk's input window stays in L1 while all output channels run
+over it: ``row_ptr[r]`` to ``row_ptr[r + 1]`` index ``values`` and ``offsets`` for row ``r =
+(chunk·O + o)·S + kx'`` (``S`` = :attr:`SparseConvLayout.sums`: the column offsets when aligned,
+else 1). No dense copy is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import numpy as np
 
 from ..conv_geometry import ConvGeometry
 
+BLOCK_VECTORS = range(4, 9)  # register blocks of 4–8 SIMD vectors (with the broadcast, ≤ 9 of AVX2's 16 registers)
+MAX_ALIGNED_WASTE = 0.15  # the aligned form computes at most this share more pixels than the natural one
 L1_WINDOW_BYTES = 24 * 1024  # a chunk's input window (its channels, one pixel block): fastest at 16–37 KB on Zen 5
 
 
@@ -48,8 +56,10 @@ def _round_up(a: int, b: int) -> int:
 class SparseConvLayout:
     """The buffers of one sparse conv: ``geometry`` with ``in_channels → out_channels`` (groups
     = 1), output pixels in blocks of ``vector`` floats (the register block), input channels in
-    ``chunks`` chunks, and ``align`` > 0: rows and channels padded to ``align`` floats with
-    shifted copies (module doc), 0: the natural, unaligned form."""
+    ``chunks`` chunks, and ``align`` > 0: rows and channels padded to ``align`` floats and one
+    register block per column offset (module doc), 0: the natural, unaligned form;
+    ``accumulator_sets`` (unaligned form): register blocks that alternate nonzeros, so that
+    consecutive FMAs do not wait on each other."""
 
     geometry: ConvGeometry
     in_channels: int
@@ -57,22 +67,45 @@ class SparseConvLayout:
     vector: int
     chunks: int
     align: int = 0
+    accumulator_sets: int = 1
 
     @classmethod
-    def choose(cls, geometry: ConvGeometry, in_channels: int, out_channels: int, lanes: int, vector: int | None = None, align: int = 0) -> SparseConvLayout:
-        """The default layout for ``lanes``-wide vectors (unaligned unless ``align`` is given):
-        a register block of 16 vectors where one block covers a small image, 8 for large images,
-        4 otherwise; the input-channel chunks that keep one chunk's window within
-        :data:`L1_WINDOW_BYTES`. (From a sweep of ResNet-18's 3×3 shapes at 90% zeros on Zen 5.
-        The aligned form measured faster alone on some shapes but slower inside ResNet-18, where
-        its three input copies leave L2.)"""
+    def choose(
+        cls, geometry: ConvGeometry, in_channels: int, out_channels: int, lanes: int, vector: int | None = None, align: int | None = None
+    ) -> SparseConvLayout:
+        """The default layout for ``lanes``-wide vectors: aligned (``align`` = ``lanes``) on
+        16-lane targets where the rounding wastes at most :data:`MAX_ALIGNED_WASTE` (``align``
+        given: that form; AVX2 keeps the unaligned one, whose 32-byte loads straddle lines less
+        often); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
+        pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
+        and, aligned, the extra vector of the shifted sums (so ``computed pixels × (vectors + 1 +
+        extra) / vectors``); the input-channel chunks that keep one chunk's window within
+        :data:`L1_WINDOW_BYTES`. (From a sweep of ResNet-18's 3×3 shapes at 90% zeros on Zen 5:
+        computing a spare partial block costs what it computes, blocks larger than 8 vectors
+        gained nothing.)"""
+        registers = 16 if lanes == 8 else 32  # AVX2; AVX-512 and NEON have 32
+        if align is None:
+            natural = cls(geometry, in_channels, out_channels, lanes, 1).pixels
+            aligned = cls(geometry, in_channels, out_channels, lanes, 1, lanes)
+            fits = 1 < aligned.sums < lanes and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
+            align = lanes if lanes >= 16 and fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
+        probe = cls(geometry, in_channels, out_channels, lanes, 1, align)
         if vector is None:
-            pixels = cls(geometry, in_channels, out_channels, lanes, 1, align).pixels
-            vector = lanes * (16 if 12 * lanes <= pixels <= 16 * lanes else 8 if pixels >= 32 * lanes else 4)
+
+            def cost(vectors: int) -> tuple:
+                if probe.sums * vectors + probe.sums > registers:  # the blocks (one vector more per shifted sum) and the broadcast
+                    return float("inf"), 0
+                extra = (probe.sums - 1) / probe.sums  # the shifted sums' extra vector, per nonzero on average
+                return _round_up(probe.pixels, vectors * lanes) * (vectors + 1 + extra) / vectors, -vectors
+
+            vector = lanes * min(BLOCK_VECTORS, key=cost)
         probe = cls(geometry, in_channels, out_channels, vector, 1, align)
-        window = probe.shifts * (probe.vector + probe.reach)
+        window = probe.vector + probe.reach + align
         chunks = max(1, min(in_channels, _ceil_div(in_channels * window * 4, L1_WINDOW_BYTES)))
-        return cls(geometry, in_channels, out_channels, vector, chunks, align)
+        # two accumulator sets (alternate nonzeros) where the registers hold them: one set of 4–8
+        # vectors leaves the FMAs waiting on each other (4 cycles of latency, 2 issued per cycle)
+        sets = 2 if not align and 2 * (vector // lanes) + 2 <= registers else 1
+        return cls(geometry, in_channels, out_channels, vector, chunks, align, sets)
 
     @property
     def phases(self) -> tuple:
@@ -89,11 +122,15 @@ class SparseConvLayout:
         return (g.kernel_h - 1) * g.dilation_h // g.stride_h + 1
 
     @property
-    def shifts(self) -> int:
-        """Shifted copies of the input: one per column offset ``kx' = kx·dilation // stride``
-        when aligned, else 1."""
+    def column_offsets(self) -> int:
+        """Distinct column offsets ``kx' = kx·dilation // stride`` within a phase plane."""
         g = self.geometry
-        return (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1 if self.align else 1
+        return (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1
+
+    @property
+    def sums(self) -> int:
+        """Register blocks per output block: one per column offset when aligned, else 1."""
+        return self.column_offsets if self.align else 1
 
     @property
     def rows_q(self) -> int:
@@ -134,14 +171,10 @@ class SparseConvLayout:
         return (self.row_taps - 1) * self.cols_q + (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1
 
     @property
-    def copy_size(self) -> int:
-        """Floats of one copy: the phases and room for the last block's spare reads."""
-        return len(self.phases) * self.plane + _round_up(self.blocks * self.vector + self.reach, max(1, self.align))
-
-    @property
     def input_size(self) -> int:
-        """Floats of the phase-split input buffer (all shifted copies)."""
-        return self.shifts * self.copy_size
+        """Floats of the phase-split input buffer: the phases and room for the last block's spare
+        reads (one vector more for the shifted sums)."""
+        return len(self.phases) * self.plane + _round_up(self.blocks * self.vector + self.reach + self.align, max(1, self.align))
 
     def phase_rows(self, phase_row: int) -> tuple:
         """[first, end) rows of a phase plane that hold input rows (the rest is padding)."""
@@ -151,16 +184,22 @@ class SparseConvLayout:
         return _interior(self.geometry.left, phase_col, self.geometry.stride_w, self.geometry.width, self.cols_q)
 
     def tap_offsets(self) -> np.ndarray:
-        """``[in_channels, kernel_h, kernel_w]`` offsets of each tap for output pixel 0 (into
-        the copy its column offset reads, when aligned)."""
+        """``[in_channels, kernel_h, kernel_w]`` offsets of each tap for output pixel 0; aligned,
+        without the column offset (which selects the register block instead)."""
         g = self.geometry
         slot = {phase: index for index, phase in enumerate(self.phases)}
         ky, kx = np.arange(g.kernel_h) * g.dilation_h, np.arange(g.kernel_w) * g.dilation_w
         slots = np.array([[slot[(a % g.stride_h, b % g.stride_w)] for b in kx] for a in ky])
-        column = kx // g.stride_w
-        copy = column if self.align else np.zeros_like(column)
-        spatial = slots * self.plane + (ky // g.stride_h)[:, None] * self.cols_q + (copy * self.copy_size + column - copy)[None, :]
+        column = np.zeros_like(kx) if self.align else kx // g.stride_w
+        spatial = slots * self.plane + (ky // g.stride_h)[:, None] * self.cols_q + column[None, :]
         return np.arange(self.in_channels)[:, None, None] * self.channel_stride + spatial[None]
+
+    def tap_sums(self) -> np.ndarray:
+        """``[kernel_w]``: the register block each kernel column adds into (its column offset
+        when aligned, else 0)."""
+        g = self.geometry
+        kx = np.arange(g.kernel_w) * g.dilation_w // g.stride_w
+        return kx if self.align else np.zeros_like(kx)
 
 
 def _interior(pad_before: int, phase: int, stride: int, size: int, extent: int) -> tuple:
@@ -176,7 +215,7 @@ class SparseConvWeights:
 
     values: np.ndarray  # float32 [nnz]
     offsets: np.ndarray  # int32 [nnz]
-    row_ptr: np.ndarray  # int32 [chunks · out_channels + 1]
+    row_ptr: np.ndarray  # int32 [chunks · out_channels · sums + 1]
 
     @property
     def nonzeros(self) -> int:
@@ -184,9 +223,9 @@ class SparseConvWeights:
 
 
 def pack_sparse_conv_weight(weight: np.ndarray, layout: SparseConvLayout) -> SparseConvWeights:
-    """CSR rows of ``weight`` (OIHW, float32) per (input-channel chunk, output channel), with
-    each nonzero's offset into the phase-split input. Refuses a weight whose shape is not the
-    layout's and offsets beyond int32."""
+    """CSR rows of ``weight`` (OIHW, float32) per (input-channel chunk, output channel, register
+    block), with each nonzero's offset into the phase-split input. Refuses a weight whose shape
+    is not the layout's and offsets beyond int32."""
     out_channels, in_channels, kernel_h, kernel_w = weight.shape
     g = layout.geometry
     if (out_channels, in_channels, kernel_h, kernel_w) != (layout.out_channels, layout.in_channels, g.kernel_h, g.kernel_w):
@@ -197,10 +236,11 @@ def pack_sparse_conv_weight(weight: np.ndarray, layout: SparseConvLayout) -> Spa
     chunk_of_channel = np.arange(in_channels) // layout.chunk_channels
     chunk = np.broadcast_to(chunk_of_channel[None, :, None, None], weight.shape)
     out = np.broadcast_to(np.arange(out_channels)[:, None, None, None], weight.shape)
+    block = np.broadcast_to(layout.tap_sums()[None, None, None, :], weight.shape)
     nonzero = weight != 0
-    rows = (chunk * out_channels + out)[nonzero]
-    order = np.argsort(rows, kind="stable")  # by (chunk, output channel), then tap order
-    counts = np.bincount(rows, minlength=layout.chunks * out_channels)
+    rows = ((chunk * out_channels + out) * layout.sums + block)[nonzero]
+    order = np.argsort(rows, kind="stable")  # by (chunk, output channel, block), then tap order
+    counts = np.bincount(rows, minlength=layout.chunks * out_channels * layout.sums)
     row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return SparseConvWeights(
         np.ascontiguousarray(weight[nonzero][order], dtype=np.float32),
