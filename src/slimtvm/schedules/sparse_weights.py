@@ -75,8 +75,7 @@ class SparseConvLayout:
     ) -> SparseConvLayout:
         """The default layout for ``lanes``-wide vectors: aligned (``align`` = ``lanes``) on
         16-lane targets where the rounding wastes at most :data:`MAX_ALIGNED_WASTE` (``align``
-        given: that form; AVX2 keeps the unaligned one, whose 32-byte loads straddle lines less
-        often); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
+        given: that form; 8-lane AVX2 keeps the natural one, as it was measured there); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
         pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
         and, aligned, the extra vector of the shifted sums (so ``computed pixels × (vectors + 1 +
         extra) / vectors``); the input-channel chunks that keep one chunk's window within
@@ -167,8 +166,7 @@ class SparseConvLayout:
     @property
     def reach(self) -> int:
         """How far past its first pixel one channel's taps read (in floats of a phase plane)."""
-        g = self.geometry
-        return (self.row_taps - 1) * self.cols_q + (g.kernel_w - 1) * g.dilation_w // g.stride_w + 1
+        return (self.row_taps - 1) * self.cols_q + self.column_offsets
 
     @property
     def input_size(self) -> int:
