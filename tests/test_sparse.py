@@ -194,21 +194,25 @@ def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
 
 
 @pytest.mark.parametrize(
-    "kernel, stride, pads, dilation, align, sets, chunks",
+    "kernel, stride, pads, dilation, align, sets, chunks, grouped",
     [
-        (3, 1, (1, 1, 1, 1), 1, 0, 1, 1),
-        (3, 1, (1, 1, 1, 1), 1, 0, 2, 2),  # alternate nonzeros in two register blocks
-        (3, 1, (1, 1, 1, 1), 1, 16, 1, 1),  # aligned: one register block per column offset
-        (3, 1, (1, 1, 1, 1), 1, 16, 1, 3),
-        (3, 2, (1, 1, 1, 1), 1, 16, 1, 2),
-        (3, 2, (1, 1, 1, 1), 1, 8, 1, 1),
-        (5, 1, (2, 1, 2, 3), 2, 16, 1, 2),  # dilated, asymmetric padding: column offsets 0, 2, 4, 6, 8
-        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1),  # the stem's geometry: four column offsets
+        (3, 1, (1, 1, 1, 1), 1, 0, 1, 1, False),
+        (3, 1, (1, 1, 1, 1), 1, 0, 2, 2, False),  # alternate nonzeros in two register blocks
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 1, False),  # aligned: one register block per column offset
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 3, False),
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 2, True),  # grouped taps: seven tap masks
+        (3, 2, (1, 1, 1, 1), 1, 16, 1, 2, False),
+        (3, 2, (1, 1, 1, 1), 1, 8, 1, 1, False),
+        (3, 2, (1, 1, 1, 1), 1, 8, 1, 2, True),  # grouped, stride 2: three tap masks
+        (5, 1, (2, 1, 2, 3), 2, 16, 1, 2, False),  # dilated, asymmetric padding: column offsets 0, 2, 4, 6, 8
+        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, False),  # the stem's geometry: four column offsets
+        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, True),  # fifteen tap masks
     ],
 )
-def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks):
+def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks, grouped):
     """The kernel alone in each form :meth:`SparseConvLayout.choose` may pick — natural with one
-    or two accumulator sets, aligned with its shifted column sums — and input-channel chunks,
+    or two accumulator sets, aligned with its shifted column sums, one tap or grouped taps per
+    entry — and input-channel chunks,
     written to a blocked output (the model-level tests reach the aligned form only on images
     wide enough to pay for rounding their rows)."""
     import tvm
@@ -222,13 +226,13 @@ def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation,
     weight[rng.random(weight.shape) < 0.8] = 0
     model, inputs = _one_conv(weight, stride, pads=pads, dilation=dilation, bias=False, relu=False, size=13)
     geometry = ConvGeometry.of(13, 13, kernel, kernel, (stride, stride), pads, (dilation, dilation))
-    layout = SparseConvLayout(geometry, 12, 16, 32, chunks, align, sets)
+    layout = SparseConvLayout(geometry, 12, 16, 32, chunks, align, sets, grouped)
     packed = pack_sparse_conv_weight(weight, layout)
     sch = tvm.s_tir.Schedule(sparse_conv2d_primfunc(layout, 1, 0, 8))
     SparseConv(16).schedule(sch)
     library = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), tvm.target.Target("llvm"))
     out = np.zeros((1, 2, geometry.out_h, geometry.out_w, 8), np.float32)
-    args = [tvm.runtime.tensor(a) for a in (inputs["x"], packed.values, packed.offsets, packed.row_ptr, out)]
+    args = [tvm.runtime.tensor(a) for a in (inputs["x"], packed.values, packed.offsets, packed.row_ptr, packed.value_ptr, out)]
     library(*args)
     blocked = args[-1].numpy()
     plain = blocked.transpose(0, 1, 4, 2, 3).reshape(1, 16, geometry.out_h, geometry.out_w)
@@ -237,23 +241,31 @@ def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation,
 
 def test_sparse_layout_choice():
     """AVX-512 takes the aligned form on ResNet-18's wide 3×3 layers and the natural one on its
-    7×7 images (rounding 9 columns up to 16 would compute 1.8× the pixels); AVX2 keeps the
-    natural form; every choice's register blocks fit the target's registers."""
+    7×7 images (rounding 9 columns up to 16 would compute 1.8× the pixels), with grouped taps
+    below 75% zeros; AVX2 keeps the natural form; every choice's register blocks fit the
+    target's registers."""
     from slimtvm.conv_geometry import ConvGeometry
     from slimtvm.schedules.sparse_weights import SparseConvLayout
 
-    def layout(size, stride, lanes):
-        return SparseConvLayout.choose(ConvGeometry.of(size, size, 3, 3, (stride, stride), (1, 1, 1, 1)), 64, 64, lanes)
+    def layout(size, stride, lanes, zeros=0.9, kernel=3):
+        pad = kernel // 2
+        return SparseConvLayout.choose(ConvGeometry.of(size, size, kernel, kernel, (stride, stride), (pad,) * 4), 64, 64, lanes, zeros=zeros)
 
     assert layout(56, 1, 16).align == 16 and layout(56, 2, 16).align == 16 and layout(14, 1, 16).align == 16
     assert layout(7, 1, 16).align == 0 and layout(14, 2, 16).align == 0
     assert all(layout(size, stride, 8).align == 0 for size in (56, 28, 14, 7) for stride in (1, 2))
+    # grouped taps where fewer weights are zero, aligned layouts with at most three column offsets only
+    assert layout(56, 1, 16, zeros=0.5).grouped and layout(56, 2, 16, zeros=0.5).grouped and not layout(56, 1, 16).grouped
+    assert not layout(7, 1, 16, zeros=0.5).grouped and not layout(56, 1, 8, zeros=0.5).grouped
+    assert layout(224, 2, 16, zeros=0.5, kernel=7).align and not layout(224, 2, 16, zeros=0.5, kernel=7).grouped
     for lanes, registers in ((8, 16), (16, 32)):
         for size in (56, 28, 14, 7):
-            chosen = layout(size, 1, lanes)
-            vectors = chosen.vector // lanes
-            blocks = chosen.sums * vectors + chosen.sums - 1 if chosen.align else chosen.accumulator_sets * vectors  # one more per shifted sum
-            assert blocks + 1 <= registers, chosen  # and the broadcast weight
+            for zeros in (0.5, 0.9):
+                chosen = layout(size, 1, lanes, zeros)
+                vectors = chosen.vector // lanes
+                blocks = chosen.sums * vectors + chosen.sums - 1 if chosen.align else chosen.accumulator_sets * vectors  # one more per shifted sum
+                # and the broadcast weight (grouped: one per block and the shared input vector)
+                assert blocks + (chosen.sums + 1 if chosen.grouped else 1) <= registers, chosen
 
 
 def test_tune_leaves_sparse_kernels_out(tmp_path):

@@ -82,7 +82,7 @@ class SparseChoice:
             return SparseDecision(False, None, "grouped conv (the sparse kernel has groups = 1)")
         if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
             return SparseDecision(False, None, "not float32 (the sparse kernel is fp32)")
-        layout = SparseConvLayout.choose(geometry, weight.shape[1], weight.shape[0], self.lanes)
+        layout = SparseConvLayout.choose(geometry, weight.shape[1], weight.shape[0], self.lanes, zeros=unstructured_zeros(weight))
         if self.mode == "never":
             return SparseDecision(False, layout, "sparse kernels off (--sparse never)")
         if not weight.any():
@@ -220,9 +220,9 @@ class SparseLayers:
             "conv2d",
             "sparse_conv2d",
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks"
-            f"{f', {layout.sums} aligned column sums' if layout.align else ''}, {layout.chunks} input chunk(s)",
+            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{' (grouped taps)' if layout.grouped else ''}, {layout.chunks} input chunk(s)",
         )
-        args = [call.args[0], relax.const(weights.values), relax.const(weights.offsets), relax.const(weights.row_ptr)]
+        args = [call.args[0], *(relax.const(a) for a in (weights.values, weights.offsets, weights.row_ptr, weights.value_ptr))]
         return relax.call_tir(gvar, args, relax.TensorType(out_shape, "float32")), record
 
 

@@ -9,10 +9,13 @@ innermost loop where it is contiguous. Nothing here is tuned; MetaSchedule can r
 from __future__ import annotations
 
 import tvm
+from tvm.tirx.analysis import undefined_vars
 
 from .cpu_rule import CPURule
 
 MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
+MAX_WINDOW = 64  # reductions over at most this many elements per output are pooling windows
+WINDOW_UNROLL = 8  # outputs of a plain-layout pooling row computed side by side
 # intrinsics TVM 0.27 lowers for LLVM only as scalars: vectorized, codegen fails ("unknown intrinsic")
 SCALAR_ONLY_INTRINSICS = ("cosh", "sinh")
 
@@ -31,6 +34,35 @@ def _is_reduction(sch, block) -> bool:
     """
     stmt = sch.get(block)
     return stmt.init is not None or any(int(var.iter_type) != 0 for var in stmt.iter_vars)
+
+
+def _plain_window(stmt) -> bool:
+    """Whether a block is pooling in a plain layout (NCHW): spatial iterators, then reduction
+    ones over a window of at most :data:`MAX_WINDOW` elements, the last spatial one (at least
+    :data:`WINDOW_UNROLL` long) and a window one indexing the last axis of what it reads (the
+    image row; in a blocked layout the last axis is the channel block's lanes). Kept
+    scalar, each output's running max is one dependency chain, and a padding stage inlined into
+    it puts a bounds check on every read: a 3×3/2 max-pool of 64×112×112 ran 0.41 ms; rows
+    unrolled over a separate padded copy 0.14 ms (Zen 5)."""
+    kinds = [int(var.iter_type) for var in stmt.iter_vars]
+    if stmt.init is None or 0 not in kinds or 0 in kinds[kinds.index(2) if 2 in kinds else len(kinds) :]:
+        return False
+    spatial = [var for var in stmt.iter_vars if int(var.iter_type) == 0]
+    window = 1
+    for var in stmt.iter_vars[len(spatial) :]:
+        if int(var.iter_type) != 2 or not isinstance(var.dom.extent, tvm.tirx.IntImm):
+            return False
+        window *= int(var.dom.extent)
+    row = spatial[-1]
+    if not 1 < window <= MAX_WINDOW or not isinstance(row.dom.extent, tvm.tirx.IntImm) or int(row.dom.extent) < WINDOW_UNROLL:
+        return False
+    window_vars = [var.var for var in stmt.iter_vars[len(spatial) :]]
+
+    def slides_along_row(index) -> bool:  # e.g. w·stride + kw (a channel block's lane index has no window)
+        used = undefined_vars(index, [])
+        return any(v.same_as(row.var) for v in used) and any(v.same_as(w) for v in used for w in window_vars)
+
+    return any(slides_along_row(read.region[-1].min) for read in stmt.reads)
 
 
 def _has_opaque_blocks(sch) -> bool:
@@ -54,6 +86,8 @@ def _inline_elementwise(sch) -> list:
         for block in sch.get_child_blocks(root):
             if _is_reduction(sch, block):
                 continue
+            if any(_plain_window(sch.get(consumer)) for consumer in sch.get_consumers(block)):
+                continue  # the padding of a plain-layout pooling stays a stage of its own (_plain_window)
             try:
                 sch.compute_inline(block)
                 changed = True
@@ -115,8 +149,26 @@ class GenericCPU(CPURule):
                 sch.vectorize(sch.get_loops(init)[-1])
                 sch.unroll(vector)  # TIR refuses to vectorize a reduction's loop; LLVM's SLP pass packs it
                 return
+            row = self._window_row_loop(sch, block, outer)
+            if row is not None:  # pooling in a plain layout: parallel over rows, unrolled along them
+                sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
+                first_reduction = sch.get_loops(block)[1]
+                init = sch.decompose_reduction(block, first_reduction)
+                sch.vectorize(sch.get_loops(init)[-1])
+                _, inner = sch.split(row, [None, WINDOW_UNROLL])
+                sch.unroll(inner)
+                return
         if outer:
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+    def _window_row_loop(self, sch, block, spatial):
+        """Pooling in a plain layout (:func:`_plain_window`): moves the innermost spatial loop
+        (along the image row) inside the reduction loops and returns it; None for other blocks."""
+        if len(spatial) < 2 or not _plain_window(sch.get(block)):
+            return None
+        inner = spatial[-1]
+        sch.reorder(*sch.get_loops(block)[len(spatial) :], inner)
+        return inner
 
     def _channel_block_loop(self, sch, block, spatial):
         """Pooling in a blocked layout: a reduction whose innermost spatial loop (the channel

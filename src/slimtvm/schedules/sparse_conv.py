@@ -10,7 +10,9 @@ The PrimFunc has three stages:
   input at ``offset + pixel`` — no im2col, no dense weights. Natural layout: two blocks take
   alternate nonzeros (independent FMA chains) and are added at the end. Aligned layout: block
   ``b`` takes the taps of column offset ``b`` (aligned loads only) and the output is the sum of
-  the blocks, block ``b`` shifted by ``b`` floats (sparse_weights.py);
+  the blocks, block ``b`` shifted by ``b`` floats (sparse_weights.py); one loop per tap mask,
+  each input vector loaded once for the FMAs of every block in its mask (grouped taps) — the
+  masks are unrolled, so each loop's FMAs are fixed at compile time;
 - ``sparse_conv_out``: the spatial block that drops the spare columns of each row and writes
   the output layout (plain or channel-blocked).
 
@@ -57,9 +59,9 @@ def _shape(batch: int, channels: int, height: int, width: int, block: int) -> tu
 
 
 def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int = 0, out_block: int = 0):
-    """The PrimFunc ``(x, values [nnz], offsets [nnz], row_ptr, out)`` for ``layout`` and
-    ``batch`` images (module doc), for any number ``nnz`` of nonzero weights (a symbolic size:
-    layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when ``in_block`` > 0,
+    """The PrimFunc ``(x, values [nnz], offsets [entries], row_ptr, value_ptr, out)`` for
+    ``layout`` and ``batch`` images (module doc), for any number of nonzero weights and entries
+    (symbolic sizes: layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when ``in_block`` > 0,
     and ``out`` likewise with ``out_block``. Refuses channel counts that are not a multiple of
     their block, and aligned layouts whose register block is not whole vectors or whose column
     offsets reach a vector's width."""
@@ -72,7 +74,8 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
     out_channels, out_h, out_w = layout.out_channels, g.out_h, g.out_w
     cols_q, plane, vector = layout.cols_q, layout.plane, layout.vector
     blocks, chunks, size = layout.blocks, layout.chunks, layout.input_size
-    channel_stride, sums = layout.channel_stride, layout.sums
+    channel_stride, sums, tap_masks = layout.channel_stride, layout.sums, layout.tap_masks
+    masks = len(tap_masks)
     groups = _channel_groups(layout)
     per_group = -(-out_channels // groups)
     slots = len(layout.phases)
@@ -111,10 +114,16 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
         return (task // groups) * vector
 
     def csr_row(task, chunk, o_in, block):  # the CSR row of (chunk, output channel, register block)
-        return (chunk * out_channels + channel(task, o_in)) * sums + block
+        return (chunk * out_channels + channel(task, o_in)) * masks + block
 
     def first_nonzero(row_ptr, task, chunk, o_in, block):  # the CSR row's first nonzero
         return row_ptr[csr_row(task, chunk, o_in, block)]
+
+    def adds_into(m, b, u):  # whether vector u of an entry of the m-th tap mask adds into block b
+        return tirx.all((pick(m, tap_masks) >> b) & 1 == 1, tirx.any(b > 0, u < vector // simd))
+
+    mask_sizes = [bin(mask).count("1") for mask in tap_masks]  # values per entry of each tap mask
+    mask_ranks = [bin(mask & ((1 << b) - 1)).count("1") for mask in tap_masks for b in range(sums)]  # block b's value in an entry
 
     def count(row_ptr, task, chunk, o_in, block):  # nonzeros in the CSR row
         return row_ptr[csr_row(task, chunk, o_in, block) + 1] - row_ptr[csr_row(task, chunk, o_in, block)]
@@ -133,13 +142,15 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
         x: T.Buffer(_shape(n_img, channels, height, width, in_block), "float32"),
         values_handle: T.handle,
         offsets_handle: T.handle,
-        row_ptr: T.Buffer((i64(chunks * out_channels * sums + 1),), "int32"),
+        row_ptr: T.Buffer((i64(chunks * out_channels * masks + 1),), "int32"),
+        value_ptr: T.Buffer((i64(chunks * out_channels * masks + 1),), "int32"),
         out: T.Buffer(_shape(n_img, out_channels, out_h, out_w, out_block), "float32"),
     ):
         T.func_attr({"op_pattern": OUT_EWISE_FUSABLE, "tirx.noalias": True})
         nnz = T.int64()
         values = T.match_buffer(values_handle, (nnz,), "float32")
-        offsets = T.match_buffer(offsets_handle, (nnz,), "int32")
+        entries = T.int64()
+        offsets = T.match_buffer(offsets_handle, (entries,), "int32")
         packed = T.sblock_alloc_buffer((n_img, size), "float32")
         virtual = T.sblock_alloc_buffer((n_img, out_channels, blocks * vector), "float32")
         with T.sblock("sparse_conv_pack"):
@@ -202,7 +213,7 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                 for t in range(size - slots * plane):  # the spare reads of the last block
                     packed[n, slots * plane + t] = T.float32(0)
         with T.sblock("sparse_conv_main"):
-            T.reads(packed[0:n_img, 0:size], values[0:nnz], offsets[0:nnz], row_ptr[0 : chunks * out_channels * sums + 1])
+            T.reads(packed[0:n_img, 0:size], values[0:nnz], offsets[0:entries], row_ptr[0 : chunks * out_channels * masks + 1], value_ptr[0 : chunks * out_channels * masks + 1])
             T.writes(virtual[0:n_img, 0:out_channels, 0 : blocks * vector])
             for n in range(n_img):
                 for task in T.parallel(blocks * groups):
@@ -211,31 +222,25 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                         for o_in in range(per_group):
                             if (task % groups) * per_group + o_in < out_channels:
                                 if sums > 1:  # aligned: block b sums the taps of column offset b (one vector longer for b > 0)
-                                    for u in T.unroll(vector // simd):
-                                        for v in T.vectorized(simd):
-                                            acc[0, u, v] = T.if_then_else(chunk == 0, T.float32(0), virtual[n, channel(task, o_in), pixel(task) + u * simd + v])
-                                    for k in range(count(row_ptr, task, chunk, o_in, 0)):
-                                        for u in T.unroll(vector // simd):
-                                            for v in T.vectorized(simd):
-                                                acc[0, u, v] = (
-                                                    acc[0, u, v]
-                                                    + values[first_nonzero(row_ptr, task, chunk, o_in, 0) + k]
-                                                    * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, 0) + k] + pixel(task) + u * simd + v]
-                                                )
-                                    for b in T.unroll(sums - 1):
+                                    for b in T.unroll(sums):
                                         for u in T.unroll(vector // simd + 1):
                                             for v in T.vectorized(simd):
-                                                acc[b + 1, u, v] = T.float32(0)
-                                        for k in range(count(row_ptr, task, chunk, o_in, b + 1)):
+                                                acc[b, u, v] = T.float32(0)
+                                    for m in T.unroll(masks):  # entries of the m-th tap mask: one load per vector, an FMA per block in the mask
+                                        for k in range(count(row_ptr, task, chunk, o_in, m)):
                                             for u in T.unroll(vector // simd + 1):
-                                                for v in T.vectorized(simd):
-                                                    acc[b + 1, u, v] = (
-                                                        acc[b + 1, u, v]
-                                                        + values[first_nonzero(row_ptr, task, chunk, o_in, b + 1) + k]
-                                                        * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, b + 1) + k] + pixel(task) + u * simd + v]
-                                                    )
+                                                for b in T.unroll(sums):
+                                                    if adds_into(m, b, u):
+                                                        for v in T.vectorized(simd):
+                                                            acc[b, u, v] = (
+                                                                acc[b, u, v]
+                                                                + values[value_ptr[csr_row(task, chunk, o_in, m)] + k * pick(m, mask_sizes) + pick(m * sums + b, mask_ranks)]
+                                                                * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k] + pixel(task) + u * simd + v]
+                                                            )
                                     for u in T.unroll(vector // simd):
-                                        virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)] = shifted_sum(acc, u)
+                                        virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)] = shifted_sum(acc, u) + T.if_then_else(
+                                            chunk == 0, T.Broadcast(T.float32(0), simd), virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)]
+                                        )
                                 else:
                                     for u in T.unroll(vector // simd):
                                         for v in T.vectorized(simd):

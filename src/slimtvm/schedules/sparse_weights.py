@@ -24,11 +24,18 @@ holds the sums for the pixels ``kx'`` to the right, so the output is ``Σ_kx' su
 ``kx' > 0``; :meth:`SparseConvLayout.choose` takes the form where the rounding of the rows adds
 at most :data:`MAX_ALIGNED_WASTE` pixels and the blocks fit the registers.
 
-Weights become CSR rows per output channel (and column offset, when aligned), split by
-input-channel chunks so that a chunk's input window stays in L1 while all output channels run
-over it: ``row_ptr[r]`` to ``row_ptr[r + 1]`` index ``values`` and ``offsets`` for row ``r =
-(chunk·O + o)·S + kx'`` (``S`` = :attr:`SparseConvLayout.sums`: the column offsets when aligned,
-else 1). No dense copy is kept.
+Grouped taps (aligned, where fewer weights are zero): the taps of one input channel and row
+``(c, ky)`` with different column offsets read the same aligned vectors, so one entry holds all
+of them — one offset, the nonzero weights of its tap mask (the blocks they add into) — and the
+kernel loads each input vector once for up to ``sums`` FMAs instead of once per FMA.
+
+Weights become CSR rows of entries per (input-channel chunk, output channel, tap mask), the
+chunks keeping a chunk's input window in L1 while all output channels run over it. An entry is
+one nonzero (natural: mask 1; aligned: masks ``1 << kx'``) or, grouped, the nonzeros of one
+aligned offset (masks 1 … 2^S − 1, S = :attr:`SparseConvLayout.sums`). Row ``r = (chunk·O +
+o)·M + m`` (``M`` tap masks, :attr:`SparseConvLayout.tap_masks`): entries ``row_ptr[r]`` to
+``row_ptr[r + 1]`` in ``offsets``, their weights from ``value_ptr[r]`` in ``values``, entry by
+entry, block by block. No dense copy is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ from ..conv_geometry import ConvGeometry
 BLOCK_VECTORS = range(4, 9)  # register blocks of 4–8 SIMD vectors (with the broadcast, ≤ 9 of AVX2's 16 registers)
 MAX_ALIGNED_WASTE = 0.15  # the aligned form computes at most this share more pixels than the natural one
 L1_WINDOW_BYTES = 24 * 1024  # a chunk's input window (its channels, one pixel block): fastest at 16–37 KB on Zen 5
+# Grouped taps (module doc) where fewer weights are zero: ResNet-18's 3×3 shapes on Zen 5 gained
+# 1.06–1.18× at 30–67% zeros and lost 1.1–1.3× at 83–90% (seven CSR rows per output channel:
+# their short loops cost more than the shared loads save); a larger window (fewer, longer rows).
+MAX_ZEROS_GROUPED = 0.75
+L1_WINDOW_BYTES_GROUPED = 36 * 1024
+MAX_GROUPED_SUMS = 3  # 2^sums − 1 tap masks, each a loop of its own: seven at most
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -59,7 +72,8 @@ class SparseConvLayout:
     ``chunks`` chunks, and ``align`` > 0: rows and channels padded to ``align`` floats and one
     register block per column offset (module doc), 0: the natural, unaligned form;
     ``accumulator_sets`` (unaligned form): register blocks that alternate nonzeros, so that
-    consecutive FMAs do not wait on each other."""
+    consecutive FMAs do not wait on each other; ``grouped`` (aligned form): entries hold all the
+    taps of one aligned offset."""
 
     geometry: ConvGeometry
     in_channels: int
@@ -68,14 +82,24 @@ class SparseConvLayout:
     chunks: int
     align: int = 0
     accumulator_sets: int = 1
+    grouped: bool = False
 
     @classmethod
     def choose(
-        cls, geometry: ConvGeometry, in_channels: int, out_channels: int, lanes: int, vector: int | None = None, align: int | None = None
+        cls,
+        geometry: ConvGeometry,
+        in_channels: int,
+        out_channels: int,
+        lanes: int,
+        vector: int | None = None,
+        align: int | None = None,
+        zeros: float | None = None,
     ) -> SparseConvLayout:
         """The default layout for ``lanes``-wide vectors: aligned (``align`` = ``lanes``) on
         16-lane targets where the rounding wastes at most :data:`MAX_ALIGNED_WASTE` (``align``
-        given: that form; 8-lane AVX2 keeps the natural one, as it was measured there); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
+        given: that form; 8-lane AVX2 keeps the natural one, as it was measured there), with
+        grouped taps when fewer than :data:`MAX_ZEROS_GROUPED` of the weights are ``zeros``
+        (when given); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
         pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
         and, aligned, the extra vector of the shifted sums (so ``computed pixels × (vectors + 1 +
         extra) / vectors``); the input-channel chunks that keep one chunk's window within
@@ -88,11 +112,14 @@ class SparseConvLayout:
             aligned = cls(geometry, in_channels, out_channels, lanes, 1, lanes)
             fits = 1 < aligned.sums < lanes and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
             align = lanes if lanes >= 16 and fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
-        probe = cls(geometry, in_channels, out_channels, lanes, 1, align)
+        grouped = bool(align) and zeros is not None and zeros < MAX_ZEROS_GROUPED and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
+        probe = cls(geometry, in_channels, out_channels, lanes, 1, align, grouped=grouped)
         if vector is None:
 
             def cost(vectors: int) -> tuple:
-                if probe.sums * vectors + probe.sums > registers:  # the blocks (one vector more per shifted sum) and the broadcast
+                # the blocks (one vector more per shifted sum) and the broadcast; grouped, a
+                # broadcast per block and the shared input vector
+                if probe.sums * vectors + probe.sums + (probe.sums if grouped else 0) > registers:
                     return float("inf"), 0
                 extra = (probe.sums - 1) / probe.sums  # the shifted sums' extra vector, per nonzero on average
                 return _round_up(probe.pixels, vectors * lanes) * (vectors + 1 + extra) / vectors, -vectors
@@ -100,11 +127,12 @@ class SparseConvLayout:
             vector = lanes * min(BLOCK_VECTORS, key=cost)
         probe = cls(geometry, in_channels, out_channels, vector, 1, align)
         window = probe.vector + probe.reach + align
-        chunks = max(1, min(in_channels, _ceil_div(in_channels * window * 4, L1_WINDOW_BYTES)))
+        window_bytes = L1_WINDOW_BYTES_GROUPED if grouped else L1_WINDOW_BYTES
+        chunks = max(1, min(in_channels, _ceil_div(in_channels * window * 4, window_bytes)))
         # two accumulator sets (alternate nonzeros) where the registers hold them: one set of 4–8
         # vectors leaves the FMAs waiting on each other (4 cycles of latency, 2 issued per cycle)
         sets = 2 if not align and 2 * (vector // lanes) + 2 <= registers else 1
-        return cls(geometry, in_channels, out_channels, vector, chunks, align, sets)
+        return cls(geometry, in_channels, out_channels, vector, chunks, align, sets, grouped)
 
     @property
     def phases(self) -> tuple:
@@ -130,6 +158,15 @@ class SparseConvLayout:
     def sums(self) -> int:
         """Register blocks per output block: one per column offset when aligned, else 1."""
         return self.column_offsets if self.align else 1
+
+    @property
+    def tap_masks(self) -> tuple:
+        """The register blocks an entry adds into, as bit masks, one CSR row each per (chunk,
+        output channel): natural (1,); aligned, one block per entry (1, 2, 4, …); grouped,
+        every nonempty set of blocks (1 … 2^sums − 1)."""
+        if self.grouped:
+            return tuple(range(1, 2**self.sums))
+        return tuple(1 << block for block in range(self.sums))
 
     @property
     def rows_q(self) -> int:
@@ -212,8 +249,9 @@ class SparseConvWeights:
     """CSR of one conv's nonzero weights for :class:`SparseConvLayout` (see the module doc)."""
 
     values: np.ndarray  # float32 [nnz]
-    offsets: np.ndarray  # int32 [nnz]
-    row_ptr: np.ndarray  # int32 [chunks · out_channels · sums + 1]
+    offsets: np.ndarray  # int32 [entries]: one per nonzero (natural), per tap mask entry (aligned)
+    row_ptr: np.ndarray  # int32 [rows + 1], rows = chunks · out_channels · masks: each row's first entry
+    value_ptr: np.ndarray  # int32 [rows + 1]: each row's first value
 
     @property
     def nonzeros(self) -> int:
@@ -221,27 +259,45 @@ class SparseConvWeights:
 
 
 def pack_sparse_conv_weight(weight: np.ndarray, layout: SparseConvLayout) -> SparseConvWeights:
-    """CSR rows of ``weight`` (OIHW, float32) per (input-channel chunk, output channel, register
-    block), with each nonzero's offset into the phase-split input. Refuses a weight whose shape
-    is not the layout's and offsets beyond int32."""
+    """CSR rows of ``weight`` (OIHW, float32) per (input-channel chunk, output channel, tap
+    mask), with each entry's offset into the phase-split input (module doc). Refuses a weight
+    whose shape is not the layout's and offsets beyond int32."""
     out_channels, in_channels, kernel_h, kernel_w = weight.shape
     g = layout.geometry
     if (out_channels, in_channels, kernel_h, kernel_w) != (layout.out_channels, layout.in_channels, g.kernel_h, g.kernel_w):
         raise ValueError(f"weight of shape {weight.shape} does not fit the sparse layout {layout}")
     if layout.input_size >= 2**31:
         raise ValueError(f"sparse conv input of {layout.input_size} floats exceeds int32 offsets")
-    offsets = np.broadcast_to(layout.tap_offsets(), weight.shape)
-    chunk_of_channel = np.arange(in_channels) // layout.chunk_channels
-    chunk = np.broadcast_to(chunk_of_channel[None, :, None, None], weight.shape)
-    out = np.broadcast_to(np.arange(out_channels)[:, None, None, None], weight.shape)
-    block = np.broadcast_to(layout.tap_sums()[None, None, None, :], weight.shape)
     nonzero = weight != 0
-    rows = ((chunk * out_channels + out) * layout.sums + block)[nonzero]
-    order = np.argsort(rows, kind="stable")  # by (chunk, output channel, block), then tap order
-    counts = np.bincount(rows, minlength=layout.chunks * out_channels * layout.sums)
-    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    offsets = np.broadcast_to(layout.tap_offsets(), weight.shape)[nonzero].astype(np.int64)
+    chunk = (np.arange(in_channels) // layout.chunk_channels)[None, :, None, None]
+    channel_row = np.broadcast_to(chunk * out_channels + np.arange(out_channels)[:, None, None, None], weight.shape)[nonzero].astype(np.int64)
+    block = np.broadcast_to(layout.tap_sums()[None, None, None, :], weight.shape)[nonzero].astype(np.int64)
+    values = weight[nonzero]
+    # entries: the nonzeros of one (chunk, output channel) at one input offset; the mask of
+    # the register blocks they add into selects the CSR row
+    span = (layout.input_size + 1) * (1 if layout.grouped else layout.sums)
+    entry_key = channel_row * span + offsets * (1 if layout.grouped else layout.sums) + (0 if layout.grouped else block)
+    entry_keys, entry_of = np.unique(entry_key, return_inverse=True)
+    masks = np.zeros(entry_keys.size, np.int64)
+    np.bitwise_or.at(masks, entry_of, 1 << block)
+    row_of_mask = np.zeros(2**layout.sums, np.int64)
+    row_of_mask[list(layout.tap_masks)] = np.arange(len(layout.tap_masks))
+    entry_rows = (entry_keys // span) * len(layout.tap_masks) + row_of_mask[masks]
+    entry_order = np.argsort(entry_rows, kind="stable")  # by row, then offset
+    rank = np.empty_like(entry_order)
+    rank[entry_order] = np.arange(entry_order.size)
+    value_order = np.lexsort((block, rank[entry_of]))  # by entry, then register block
+    rows = layout.chunks * out_channels * len(layout.tap_masks)
+    entry_counts = np.bincount(entry_rows, minlength=rows)
+    value_counts = np.bincount(entry_rows, weights=_popcount(masks), minlength=rows).astype(np.int64)
     return SparseConvWeights(
-        np.ascontiguousarray(weight[nonzero][order], dtype=np.float32),
-        np.ascontiguousarray(offsets[nonzero][order], dtype=np.int32),
-        row_ptr,
+        np.ascontiguousarray(values[value_order], dtype=np.float32),
+        np.ascontiguousarray(entry_keys[entry_order] % span // (1 if layout.grouped else layout.sums), dtype=np.int32),
+        np.concatenate([[0], np.cumsum(entry_counts)]).astype(np.int32),
+        np.concatenate([[0], np.cumsum(value_counts)]).astype(np.int32),
     )
+
+
+def _popcount(masks: np.ndarray) -> np.ndarray:
+    return np.unpackbits(masks.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
