@@ -213,7 +213,13 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                 for t in range(size - slots * plane):  # the spare reads of the last block
                     packed[n, slots * plane + t] = T.float32(0)
         with T.sblock("sparse_conv_main"):
-            T.reads(packed[0:n_img, 0:size], values[0:nnz], offsets[0:entries], row_ptr[0 : chunks * out_channels * masks + 1], value_ptr[0 : chunks * out_channels * masks + 1])
+            T.reads(
+                packed[0:n_img, 0:size],
+                values[0:nnz],
+                offsets[0:entries],
+                row_ptr[0 : chunks * out_channels * masks + 1],
+                value_ptr[0 : chunks * out_channels * masks + 1],
+            )
             T.writes(virtual[0:n_img, 0:out_channels, 0 : blocks * vector])
             for n in range(n_img):
                 for task in T.parallel(blocks * groups):
@@ -234,12 +240,20 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                                                         for v in T.vectorized(simd):
                                                             acc[b, u, v] = (
                                                                 acc[b, u, v]
-                                                                + values[value_ptr[csr_row(task, chunk, o_in, m)] + k * pick(m, mask_sizes) + pick(m * sums + b, mask_ranks)]
-                                                                * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k] + pixel(task) + u * simd + v]
+                                                                + values[
+                                                                    value_ptr[csr_row(task, chunk, o_in, m)]
+                                                                    + k * pick(m, mask_sizes)
+                                                                    + pick(m * sums + b, mask_ranks)
+                                                                ]
+                                                                * packed[
+                                                                    n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k] + pixel(task) + u * simd + v
+                                                                ]
                                                             )
                                     for u in T.unroll(vector // simd):
                                         virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)] = shifted_sum(acc, u) + T.if_then_else(
-                                            chunk == 0, T.Broadcast(T.float32(0), simd), virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)]
+                                            chunk == 0,
+                                            T.Broadcast(T.float32(0), simd),
+                                            virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)],
                                         )
                                 else:
                                     for u in T.unroll(vector // simd):

@@ -112,7 +112,12 @@ class SparseConvLayout:
             aligned = cls(geometry, in_channels, out_channels, lanes, 1, lanes)
             fits = 1 < aligned.sums < lanes and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
             align = lanes if lanes >= 16 and fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
-        grouped = bool(align) and zeros is not None and zeros < MAX_ZEROS_GROUPED and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
+        grouped = (
+            bool(align)
+            and zeros is not None
+            and zeros < MAX_ZEROS_GROUPED
+            and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
+        )
         probe = cls(geometry, in_channels, out_channels, lanes, 1, align, grouped=grouped)
         if vector is None:
 
