@@ -204,7 +204,8 @@ def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
         (3, 2, (1, 1, 1, 1), 1, 16, 1, 2, False),
         (3, 2, (1, 1, 1, 1), 1, 8, 1, 1, False),
         (3, 2, (1, 1, 1, 1), 1, 8, 1, 2, True),  # grouped, stride 2: three tap masks
-        (5, 1, (2, 1, 2, 3), 2, 16, 1, 2, False),  # dilated, asymmetric padding: column offsets 0, 2, 4, 6, 8
+        (5, 1, (2, 1, 2, 3), 2, 0, 2, 2, False),  # dilated, asymmetric padding (9 column offsets: natural)
+        (5, 2, (2, 1, 2, 3), 1, 16, 1, 2, True),  # 5×5 stride 2, asymmetric padding: 3 column offsets
         (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, False),  # the stem's geometry: four column offsets
         (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, True),  # fifteen tap masks
     ],
@@ -242,7 +243,7 @@ def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation,
 def test_sparse_layout_choice():
     """AVX-512 takes the aligned form on ResNet-18's wide 3×3 layers and the natural one on its
     7×7 images (rounding 9 columns up to 16 would compute 1.8× the pixels), with grouped taps
-    below 75% zeros; AVX2 keeps the natural form; every choice's register blocks fit the
+    at stride 1 (strided: below 60% zeros); AVX2 keeps the natural form; every choice's register blocks fit the
     target's registers."""
     from slimtvm.conv_geometry import ConvGeometry
     from slimtvm.schedules.sparse_weights import SparseConvLayout
@@ -254,8 +255,8 @@ def test_sparse_layout_choice():
     assert layout(56, 1, 16).align == 16 and layout(56, 2, 16).align == 16 and layout(14, 1, 16).align == 16
     assert layout(7, 1, 16).align == 0 and layout(14, 2, 16).align == 0
     assert all(layout(size, stride, 8).align == 0 for size in (56, 28, 14, 7) for stride in (1, 2))
-    # grouped taps where fewer weights are zero, aligned layouts with at most three column offsets only
-    assert layout(56, 1, 16, zeros=0.5).grouped and layout(56, 2, 16, zeros=0.5).grouped and not layout(56, 1, 16).grouped
+    # grouped taps: stride 1, strided with fewer zeros; aligned layouts with at most three column offsets only
+    assert layout(56, 1, 16).grouped and layout(56, 2, 16, zeros=0.5).grouped and not layout(56, 2, 16).grouped
     assert not layout(7, 1, 16, zeros=0.5).grouped and not layout(56, 1, 8, zeros=0.5).grouped
     assert layout(224, 2, 16, zeros=0.5, kernel=7).align and not layout(224, 2, 16, zeros=0.5, kernel=7).grouped
     for lanes, registers in ((8, 16), (16, 32)):

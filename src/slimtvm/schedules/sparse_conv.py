@@ -25,7 +25,10 @@ chunking are parameters of the layout (:meth:`SparseConvLayout.choose`, from a s
 ResNet-18's shapes). Index expressions are Python helpers inlined where used: a scalar bound
 inside the PrimFunc becomes a one-element buffer, which TVM allocates from its workspace pool on
 every iteration of a parallel loop (thousands of calls per run; removing them made the kernel
-1.1–1.5× faster). The PrimFunc is marked out-element-wise fusable, so FuseOps fuses the bias,
+1.1–1.5× faster). For the same reason each register block is a buffer of its own: TVM keeps on
+the stack (where LLVM turns it into registers) only a "global"-scope buffer under 1 KB; anything
+else comes from the workspace pool per task, and the accumulators were stored and reloaded
+around every loop over nonzeros. The PrimFunc is marked out-element-wise fusable, so FuseOps fuses the bias,
 residual add and activation after it; :class:`SparseConv` inlines them into ``sparse_conv_out``.
 """
 
@@ -37,7 +40,7 @@ from tvm import s_tir, tirx
 from tvm.script import tirx as T
 
 from .cpu_rule import CPURule
-from .sparse_weights import SparseConvLayout
+from .sparse_weights import MAX_BLOCKS, SparseConvLayout
 
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 COPY_VECTOR = 16  # floats per vector of the input copy
@@ -63,12 +66,15 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
     ``layout`` and ``batch`` images (module doc), for any number of nonzero weights and entries
     (symbolic sizes: layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when ``in_block`` > 0,
     and ``out`` likewise with ``out_block``. Refuses channel counts that are not a multiple of
-    their block, and aligned layouts whose register block is not whole vectors or whose column
-    offsets reach a vector's width."""
+    their block, aligned layouts whose register block is not whole vectors or that have more
+    than :data:`MAX_BLOCKS` column offsets (or as many as a vector's lanes), and more than two
+    accumulator sets."""
     if (in_block and layout.in_channels % in_block) or (out_block and layout.out_channels % out_block):
         raise ValueError(f"channels {layout.in_channels} → {layout.out_channels} do not fill blocks of {in_block} → {out_block}")
-    if layout.align and (layout.vector % layout.align or layout.sums > layout.align):
-        raise ValueError(f"aligned sparse layout needs whole vectors and fewer column offsets than lanes: {layout}")
+    if layout.align and (layout.vector % layout.align or layout.sums > min(layout.align - 1, MAX_BLOCKS)):
+        raise ValueError(f"aligned sparse layout needs whole vectors and at most {MAX_BLOCKS} column offsets, fewer than lanes: {layout}")
+    if layout.accumulator_sets > 2:
+        raise ValueError(f"sparse layout with more than 2 accumulator sets: {layout}")
     g = layout.geometry
     n_img, channels, height, width = batch, layout.in_channels, g.height, g.width
     out_channels, out_h, out_w = layout.out_channels, g.out_h, g.out_w
@@ -82,6 +88,7 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
     pairs_of_columns = not in_block and g.stride_w == 2  # stride-2 columns from NCHW rows: read contiguously
     simd = layout.align or math.gcd(vector, MAX_VECTOR_WIDTH)  # one LLVM vector of the register blocks: a power of two
     sets = layout.accumulator_sets
+    rows = vector // simd + (sums > 1)  # vectors per register block (aligned: one more, for the shifted sum)
     # per stored phase: its row and column phase and the interior (rows, cols) that hold input
     phase_h, phase_w = [ph for ph, _ in layout.phases], [pw for _, pw in layout.phases]
     row0, row1 = zip(*(layout.phase_rows(ph) for ph in phase_h))
@@ -128,14 +135,36 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
     def count(row_ptr, task, chunk, o_in, block):  # nonzeros in the CSR row
         return row_ptr[csr_row(task, chunk, o_in, block) + 1] - row_ptr[csr_row(task, chunk, o_in, block)]
 
-    def shifted_sum(acc, u):  # output vector u of an aligned block: Σ over blocks b of acc[b] b floats on
+    def shifted_sum(acc0, acc1, acc2, acc3, u):  # output vector u of an aligned block: Σ over blocks b of block b, b floats on
         def vector_of(b, w):
-            return tirx.BufferLoad(acc, [b, w, tirx.Ramp(0, 1, simd)])
+            return tirx.BufferLoad((acc0, acc1, acc2, acc3)[b], [w, tirx.Ramp(0, 1, simd)])
 
         total = vector_of(0, u)
         for b in range(1, sums):
             total = total + tirx.Shuffle([vector_of(b, u), vector_of(b, u + 1)], [b + lane for lane in range(simd)])
         return total
+
+    @T.macro
+    def zero_block(acc, vectors):
+        for u in T.unroll(vectors):
+            for v in T.vectorized(simd):
+                acc[u, v] = T.float32(0)
+
+    @T.macro
+    def add_tap(acc, b, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u):  # vector u of an entry, into block b
+        if adds_into(m, b, u):
+            for v in T.vectorized(simd):
+                acc[u, v] = (
+                    acc[u, v]
+                    + values[value_ptr[csr_row(task, chunk, o_in, m)] + k * pick(m, mask_sizes) + pick(m * sums + b, mask_ranks)]
+                    * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k] + pixel(task) + u * simd + v]
+                )
+
+    @T.macro
+    def add_nonzero(acc, index, values, offsets, packed, n, task):  # the nonzero at ``index`` (natural layout)
+        for u in T.unroll(vector // simd):
+            for v in T.vectorized(simd):
+                acc[u, v] = acc[u, v] + values[index] * packed[n, offsets[index] + pixel(task) + u * simd + v]
 
     @T.prim_func(s_tir=True, private=True)
     def sparse_conv2d(
@@ -223,86 +252,64 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
             T.writes(virtual[0:n_img, 0:out_channels, 0 : blocks * vector])
             for n in range(n_img):
                 for task in T.parallel(blocks * groups):
-                    acc = T.alloc_buffer((max(sets, sums), vector // simd + (sums > 1), simd), "float32", scope="local")
+                    # one buffer per register block, each under TVM's 1 KB stack limit (module doc)
+                    acc0 = T.alloc_buffer((rows, simd), "float32", scope="global")
+                    acc1 = T.alloc_buffer((rows, simd), "float32", scope="global")
+                    acc2 = T.alloc_buffer((rows, simd), "float32", scope="global")
+                    acc3 = T.alloc_buffer((rows, simd), "float32", scope="global")
                     for chunk in range(chunks):
                         for o_in in range(per_group):
                             if (task % groups) * per_group + o_in < out_channels:
                                 if sums > 1:  # aligned: block b sums the taps of column offset b (one vector longer for b > 0)
-                                    for b in T.unroll(sums):
-                                        for u in T.unroll(vector // simd + 1):
-                                            for v in T.vectorized(simd):
-                                                acc[b, u, v] = T.float32(0)
+                                    zero_block(acc0, rows)
+                                    zero_block(acc1, rows)
+                                    if sums > 2:
+                                        zero_block(acc2, rows)
+                                    if sums > 3:
+                                        zero_block(acc3, rows)
                                     for m in T.unroll(masks):  # entries of the m-th tap mask: one load per vector, an FMA per block in the mask
                                         for k in range(count(row_ptr, task, chunk, o_in, m)):
-                                            for u in T.unroll(vector // simd + 1):
-                                                for b in T.unroll(sums):
-                                                    if adds_into(m, b, u):
-                                                        for v in T.vectorized(simd):
-                                                            acc[b, u, v] = (
-                                                                acc[b, u, v]
-                                                                + values[
-                                                                    value_ptr[csr_row(task, chunk, o_in, m)]
-                                                                    + k * pick(m, mask_sizes)
-                                                                    + pick(m * sums + b, mask_ranks)
-                                                                ]
-                                                                * packed[
-                                                                    n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k] + pixel(task) + u * simd + v
-                                                                ]
-                                                            )
+                                            for u in T.unroll(rows):
+                                                add_tap(acc0, 0, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u)
+                                                add_tap(acc1, 1, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u)
+                                                if sums > 2:
+                                                    add_tap(acc2, 2, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u)
+                                                if sums > 3:
+                                                    add_tap(acc3, 3, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u)
                                     for u in T.unroll(vector // simd):
-                                        virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)] = shifted_sum(acc, u) + T.if_then_else(
+                                        virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)] = shifted_sum(
+                                            acc0, acc1, acc2, acc3, u
+                                        ) + T.if_then_else(
                                             chunk == 0,
                                             T.Broadcast(T.float32(0), simd),
                                             virtual[n, channel(task, o_in), T.Ramp(pixel(task) + u * simd, 1, simd)],
                                         )
-                                else:
-                                    for u in T.unroll(vector // simd):
+                                else:  # natural: nonzero k·sets + a goes to set a
+                                    for u in T.unroll(rows):
                                         for v in T.vectorized(simd):
-                                            acc[0, u, v] = T.if_then_else(chunk == 0, T.float32(0), virtual[n, channel(task, o_in), pixel(task) + u * simd + v])
-                                        for a in T.unroll(sets - 1):
-                                            for v in T.vectorized(simd):
-                                                acc[a + 1, u, v] = T.float32(0)
-                                    for k in range(count(row_ptr, task, chunk, o_in, 0) // sets):  # nonzero k·sets + a goes to set a
-                                        for a in T.unroll(sets):
-                                            for u in T.unroll(vector // simd):
-                                                for v in T.vectorized(simd):
-                                                    acc[a, u, v] = (
-                                                        acc[a, u, v]
-                                                        + values[first_nonzero(row_ptr, task, chunk, o_in, 0) + k * sets + a]
-                                                        * packed[
-                                                            n, offsets[first_nonzero(row_ptr, task, chunk, o_in, 0) + k * sets + a] + pixel(task) + u * simd + v
-                                                        ]
-                                                    )
+                                            acc0[u, v] = T.if_then_else(chunk == 0, T.float32(0), virtual[n, channel(task, o_in), pixel(task) + u * simd + v])
+                                    if sets > 1:
+                                        zero_block(acc1, rows)
+                                    for k in range(count(row_ptr, task, chunk, o_in, 0) // sets):
+                                        add_nonzero(acc0, first_nonzero(row_ptr, task, chunk, o_in, 0) + k * sets, values, offsets, packed, n, task)
+                                        if sets > 1:
+                                            add_nonzero(acc1, first_nonzero(row_ptr, task, chunk, o_in, 0) + k * sets + 1, values, offsets, packed, n, task)
                                     for k in range(count(row_ptr, task, chunk, o_in, 0) % sets):
-                                        for u in T.unroll(vector // simd):
+                                        add_nonzero(
+                                            acc0,
+                                            row_ptr[csr_row(task, chunk, o_in, 0) + 1] - count(row_ptr, task, chunk, o_in, 0) % sets + k,
+                                            values,
+                                            offsets,
+                                            packed,
+                                            n,
+                                            task,
+                                        )
+                                    for u in T.unroll(rows):
+                                        if sets > 1:
                                             for v in T.vectorized(simd):
-                                                acc[0, u, v] = (
-                                                    acc[0, u, v]
-                                                    + values[
-                                                        first_nonzero(row_ptr, task, chunk, o_in, 0)
-                                                        + count(row_ptr, task, chunk, o_in, 0)
-                                                        - count(row_ptr, task, chunk, o_in, 0) % sets
-                                                        + k
-                                                    ]
-                                                    * packed[
-                                                        n,
-                                                        offsets[
-                                                            first_nonzero(row_ptr, task, chunk, o_in, 0)
-                                                            + count(row_ptr, task, chunk, o_in, 0)
-                                                            - count(row_ptr, task, chunk, o_in, 0) % sets
-                                                            + k
-                                                        ]
-                                                        + pixel(task)
-                                                        + u * simd
-                                                        + v,
-                                                    ]
-                                                )
-                                    for u in T.unroll(vector // simd):
-                                        for a in T.unroll(sets - 1):
-                                            for v in T.vectorized(simd):
-                                                acc[0, u, v] = acc[0, u, v] + acc[a + 1, u, v]
+                                                acc0[u, v] = acc0[u, v] + acc1[u, v]
                                         for v in T.vectorized(simd):
-                                            virtual[n, channel(task, o_in), pixel(task) + u * simd + v] = acc[0, u, v]
+                                            virtual[n, channel(task, o_in), pixel(task) + u * simd + v] = acc0[u, v]
         if out_block > 0:
             for n, oc, y, x_, ob in T.grid(*_shape(n_img, out_channels, out_h, out_w, out_block)):
                 with T.sblock("sparse_conv_out"):

@@ -24,7 +24,7 @@ holds the sums for the pixels ``kx'`` to the right, so the output is ``Σ_kx' su
 ``kx' > 0``; :meth:`SparseConvLayout.choose` takes the form where the rounding of the rows adds
 at most :data:`MAX_ALIGNED_WASTE` pixels and the blocks fit the registers.
 
-Grouped taps (aligned, where fewer weights are zero): the taps of one input channel and row
+Grouped taps (aligned; stride 1, and strided convs with fewer zeros): the taps of one input channel and row
 ``(c, ky)`` with different column offsets read the same aligned vectors, so one entry holds all
 of them — one offset, the nonzero weights of its tap mask (the blocks they add into) — and the
 kernel loads each input vector once for up to ``sums`` FMAs instead of once per FMA.
@@ -49,11 +49,12 @@ from ..conv_geometry import ConvGeometry
 BLOCK_VECTORS = range(4, 9)  # register blocks of 4–8 SIMD vectors (with the broadcast, ≤ 9 of AVX2's 16 registers)
 MAX_ALIGNED_WASTE = 0.15  # the aligned form computes at most this share more pixels than the natural one
 L1_WINDOW_BYTES = 24 * 1024  # a chunk's input window (its channels, one pixel block): fastest at 16–37 KB on Zen 5
-# Grouped taps (module doc) where fewer weights are zero: ResNet-18's 3×3 shapes on Zen 5 gained
-# 1.06–1.18× at 30–67% zeros and lost 1.1–1.3× at 83–90% (seven CSR rows per output channel:
-# their short loops cost more than the shared loads save); a larger window (fewer, longer rows).
-MAX_ZEROS_GROUPED = 0.75
+# Grouped taps (module doc): ResNet-18's 3×3 stride-1 shapes on Zen 5 ran 1.01–1.31× faster at
+# 50–90% zeros; the strided ones 1.0–1.12× at 50%, 0.95–1.06× at 70–90%: strided layers group
+# below 60% zeros. A larger window (fewer, longer CSR rows).
+MAX_ZEROS_GROUPED_STRIDED = 0.6
 L1_WINDOW_BYTES_GROUPED = 36 * 1024
+MAX_BLOCKS = 4  # register blocks per output block (column offsets, or accumulator sets): the kernel's buffers
 MAX_GROUPED_SUMS = 3  # 2^sums − 1 tap masks, each a loop of its own: seven at most
 
 
@@ -98,8 +99,8 @@ class SparseConvLayout:
         """The default layout for ``lanes``-wide vectors: aligned (``align`` = ``lanes``) on
         16-lane targets where the rounding wastes at most :data:`MAX_ALIGNED_WASTE` (``align``
         given: that form; 8-lane AVX2 keeps the natural one, as it was measured there), with
-        grouped taps when fewer than :data:`MAX_ZEROS_GROUPED` of the weights are ``zeros``
-        (when given); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
+        grouped taps for stride 1, and for strided convs with fewer than
+        :data:`MAX_ZEROS_GROUPED_STRIDED` of their weights ``zeros`` (when given); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
         pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
         and, aligned, the extra vector of the shifted sums (so ``computed pixels × (vectors + 1 +
         extra) / vectors``); the input-channel chunks that keep one chunk's window within
@@ -110,14 +111,11 @@ class SparseConvLayout:
         if align is None:
             natural = cls(geometry, in_channels, out_channels, lanes, 1).pixels
             aligned = cls(geometry, in_channels, out_channels, lanes, 1, lanes)
-            fits = 1 < aligned.sums < lanes and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
+            fits = 1 < aligned.sums <= min(MAX_BLOCKS, lanes - 1) and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
             align = lanes if lanes >= 16 and fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
-        grouped = (
-            bool(align)
-            and zeros is not None
-            and zeros < MAX_ZEROS_GROUPED
-            and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
-        )
+        strided = geometry.stride_h > 1 or geometry.stride_w > 1
+        few_zeros = zeros is not None and zeros < MAX_ZEROS_GROUPED_STRIDED
+        grouped = bool(align) and (not strided or few_zeros) and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
         probe = cls(geometry, in_channels, out_channels, lanes, 1, align, grouped=grouped)
         if vector is None:
 
