@@ -28,8 +28,9 @@ every iteration of a parallel loop (thousands of calls per run; removing them ma
 1.1–1.5× faster). For the same reason each register block is a buffer of its own: TVM keeps on
 the stack (where LLVM turns it into registers) only a "global"-scope buffer under 1 KB; anything
 else comes from the workspace pool per task, and the accumulators were stored and reloaded
-around every loop over nonzeros. The PrimFunc is marked out-element-wise fusable, so FuseOps fuses the bias,
-residual add and activation after it; :class:`SparseConv` inlines them into ``sparse_conv_out``.
+around every loop over nonzeros. The PrimFunc is marked out-element-wise fusable, so FuseOps
+fuses the bias, residual add and activation after it; :class:`SparseConv` inlines them into
+``sparse_conv_out``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ def _shape(batch: int, channels: int, height: int, width: int, block: int) -> tu
 def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int = 0, out_block: int = 0):
     """The PrimFunc ``(x, values [nnz], offsets [entries], row_ptr, value_ptr, out)`` for
     ``layout`` and ``batch`` images (module doc), for any number of nonzero weights and entries
-    (symbolic sizes: layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when ``in_block`` > 0,
-    and ``out`` likewise with ``out_block``. Refuses channel counts that are not a multiple of
-    their block, aligned layouts whose register block is not whole vectors or that have more
-    than :data:`MAX_BLOCKS` column offsets (or as many as a vector's lanes), and more than two
-    accumulator sets."""
+    (symbolic sizes: layers of one shape share it); ``x`` is NCHW, or NCHW[in_block]c when
+    ``in_block`` > 0, and ``out`` likewise with ``out_block``. Refuses channel counts that are not
+    a multiple of their block, aligned layouts whose register block is not whole vectors or that
+    have more than :data:`MAX_BLOCKS` column offsets (or as many as a vector's lanes), and more
+    than two accumulator sets."""
     if (in_block and layout.in_channels % in_block) or (out_block and layout.out_channels % out_block):
         raise ValueError(f"channels {layout.in_channels} → {layout.out_channels} do not fill blocks of {in_block} → {out_block}")
     if layout.align and (layout.vector % layout.align or layout.sums > min(layout.align - 1, MAX_BLOCKS)):

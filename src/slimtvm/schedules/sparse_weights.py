@@ -24,10 +24,11 @@ holds the sums for the pixels ``kx'`` to the right, so the output is ``Σ_kx' su
 ``kx' > 0``; :meth:`SparseConvLayout.choose` takes the form where the rounding of the rows adds
 at most :data:`MAX_ALIGNED_WASTE` pixels and the blocks fit the registers.
 
-Grouped taps (aligned; stride 1, and strided convs with fewer zeros): the taps of one input channel and row
-``(c, ky)`` with different column offsets read the same aligned vectors, so one entry holds all
-of them — one offset, the nonzero weights of its tap mask (the blocks they add into) — and the
-kernel loads each input vector once for up to ``sums`` FMAs instead of once per FMA.
+Grouped taps (aligned; stride 1, and strided convs with fewer zeros): the taps of one input
+channel and row ``(c, ky)`` with different column offsets read the same aligned vectors, so one
+entry holds all of them — one offset, the nonzero weights of its tap mask (the blocks they add
+into) — and the kernel loads each input vector once for up to ``sums`` FMAs instead of once per
+FMA.
 
 Weights become CSR rows of entries per (input-channel chunk, output channel, tap mask), the
 chunks keeping a chunk's input window in L1 while all output channels run over it. An entry is
@@ -100,8 +101,8 @@ class SparseConvLayout:
         16-lane targets where the rounding wastes at most :data:`MAX_ALIGNED_WASTE` (``align``
         given: that form; 8-lane AVX2 keeps the natural one, as it was measured there), with
         grouped taps for stride 1, and for strided convs with fewer than
-        :data:`MAX_ZEROS_GROUPED_STRIDED` of their weights ``zeros`` (when given); the register block of :data:`BLOCK_VECTORS` vectors that computes the fewest
-        pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
+        :data:`MAX_ZEROS_GROUPED_STRIDED` of their weights ``zeros`` (when given); the register
+        block of :data:`BLOCK_VECTORS` vectors that computes the fewest pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
         and, aligned, the extra vector of the shifted sums (so ``computed pixels × (vectors + 1 +
         extra) / vectors``); the input-channel chunks that keep one chunk's window within
         :data:`L1_WINDOW_BYTES`. (From a sweep of ResNet-18's 3×3 shapes at 90% zeros on Zen 5:
