@@ -280,8 +280,9 @@ def pack_sparse_conv_weight(weight: np.ndarray, layout: SparseConvLayout) -> Spa
     values = weight[nonzero]
     # entries: the nonzeros of one (chunk, output channel) at one input offset; the mask of
     # the register blocks they add into selects the CSR row
-    span = (layout.input_size + 1) * (1 if layout.grouped else layout.sums)
-    entry_key = channel_row * span + offsets * (1 if layout.grouped else layout.sums) + (0 if layout.grouped else block)
+    keys_per_offset = 1 if layout.grouped else layout.sums  # grouped: one entry per offset, else one per block
+    span = (layout.input_size + 1) * keys_per_offset
+    entry_key = channel_row * span + offsets * keys_per_offset + (0 if layout.grouped else block)
     entry_keys, entry_of = np.unique(entry_key, return_inverse=True)
     masks = np.zeros(entry_keys.size, np.int64)
     np.bitwise_or.at(masks, entry_of, 1 << block)
@@ -297,11 +298,12 @@ def pack_sparse_conv_weight(weight: np.ndarray, layout: SparseConvLayout) -> Spa
     value_counts = np.bincount(entry_rows, weights=_popcount(masks), minlength=rows).astype(np.int64)
     return SparseConvWeights(
         np.ascontiguousarray(values[value_order], dtype=np.float32),
-        np.ascontiguousarray(entry_keys[entry_order] % span // (1 if layout.grouped else layout.sums), dtype=np.int32),
+        np.ascontiguousarray(entry_keys[entry_order] % span // keys_per_offset, dtype=np.int32),
         np.concatenate([[0], np.cumsum(entry_counts)]).astype(np.int32),
         np.concatenate([[0], np.cumsum(value_counts)]).astype(np.int32),
     )
 
 
 def _popcount(masks: np.ndarray) -> np.ndarray:
+    """Set bits of each non-negative int64 (numpy ≥ 2's ``bitwise_count``, for numpy 1.26 too)."""
     return np.unpackbits(masks.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
