@@ -276,3 +276,30 @@ def test_non_max_suppression_builds_and_selects_what_onnxruntime_selects(tmp_pat
     expected = onnxruntime_outputs(model, inputs)["selected"]
     # TVM's NMS keeps its output at max_out rows per class (padding rows after the selected ones)
     np.testing.assert_array_equal(ours[: len(expected)], expected)
+
+
+def test_plain_layout_pooling_matches_onnxruntime(compile_and_run):
+    """Pools that stay in plain NCHW (5 channels are no block) take the row-unrolled window
+    schedule over a separate padded copy — with padding, stride 2, a row that is not a whole
+    number of unrolled groups, and average pooling without the padding — and compute what
+    onnxruntime computes; a channel-blocked pool keeps its own schedule."""
+    from tvm import te, topi
+
+    from slimtvm.schedules.generic_cpu import _plain_window
+
+    g = GraphBuilder(seed=5)
+    x = g.input([1, 5, 23, 29])
+    pooled = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    model = g.model(g.node("AveragePool", [pooled], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0))
+    inputs = {"x": digits_like_input((1, 5, 23, 29), seed=6)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+    def pool_block(shape, layout):
+        data = te.placeholder(shape, "float32", name="x")
+        func = te.create_prim_func([data, topi.nn.pool2d(data, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), "max", layout=layout)])
+        sch = tvm.s_tir.Schedule(func)
+        return sch.get(sch.get_sblock("pool_max"))
+
+    assert _plain_window(pool_block((1, 5, 23, 29), "NCHW"))
+    assert not _plain_window(pool_block((1, 1, 23, 29, 16), "NCHW16c"))
