@@ -30,10 +30,11 @@ from .layer_records import LayerRecord
 # Zeros (in live channels) from which the sparse kernel beats slimtvm's dense one, by the form
 # of its layout and kind of conv: benchmarks/sparse_layers.py on Zen 5 (AVX-512), 1 thread,
 # sessions 10–11 (kernel timings, dense includes no relayout) — aligned k×k stride 1 (ResNet-18's
-# 56/28/14 images, grouped taps since session 11): 1.09–1.31× at 30%, 1.20–1.48× at 40%, 1.36–1.66×
-# at 50%, 4.5–4.9× at 90%; aligned strided: 0.92–1.04× at 50%, 1.16–1.19× at 60%, 3.8× at 90%; natural (the 7×7 images, and every AVX2 layout):
-# 0.59–0.64× at 50%, 0.98–1.05× at 70%, 2.7–2.8× at 90%. Each threshold leaves a margin for the
-# relayouts a sparse layer between blocked dense ones costs. 1×1 (MobileNetV2's shapes): 0.67–1.17×
+# 56/28/14 images, grouped taps since session 11): 1.36–1.66× at 50%, 4.5–4.9× at 90% (and, the
+# sparse kernel alone timed against those dense kernel times, 1.09–1.31× at 30%, 1.20–1.48× at
+# 40%); aligned strided: 0.92–1.04× at 50%, 1.16–1.19× at 60%, 3.8× at 90%; natural (the 7×7
+# images, and every AVX2 layout): 0.59–0.64× at 50%, 0.98–1.05× at 70%, 2.7–2.8× at 90%. Each
+# threshold leaves a margin for the relayouts a sparse layer between blocked dense ones costs. 1×1 (MobileNetV2's shapes): 0.67–1.17×
 # at 90%; at 95–98% the expansions (out ≥ 2 × in channels: the input copy is small) 1.01–1.48×
 # (MobileNetV2's 96→576 @14 and 160→960 @7), the projections still 0.7–0.9× (their large input
 # is copied whole), so only expansions from 95% run sparse. The same table serves cross targets

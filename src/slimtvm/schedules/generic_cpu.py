@@ -40,14 +40,13 @@ def _plain_window(stmt) -> bool:
     """Whether a block is pooling in a plain layout (NCHW): spatial iterators, then reduction
     ones over a window of at most :data:`MAX_WINDOW` elements, the last spatial one (at least
     :data:`WINDOW_UNROLL` long) and a window one indexing the last axis of what it reads (the
-    image row; in a blocked layout the last axis is the channel block's lanes). Kept
-    scalar, each output's running max is one dependency chain, and a padding stage inlined into
-    it puts a bounds check on every read: a 3×3/2 max-pool of 64×112×112 ran 0.41 ms; rows
-    unrolled over a separate padded copy 0.14 ms (Zen 5)."""
-    kinds = [int(var.iter_type) for var in stmt.iter_vars]
-    if stmt.init is None or 0 not in kinds or 0 in kinds[kinds.index(2) if 2 in kinds else len(kinds) :]:
-        return False
+    image row; in a blocked layout the last axis is the channel block's lanes). Kept scalar,
+    each output's running max is one dependency chain, and a padding stage inlined into it puts
+    a bounds check on every read: a 3×3/2 max-pool of 64×112×112 ran 0.41 ms; rows unrolled
+    over a separate padded copy 0.14 ms (Zen 5)."""
     spatial = [var for var in stmt.iter_vars if int(var.iter_type) == 0]
+    if stmt.init is None or not spatial:
+        return False
     window = 1
     for var in stmt.iter_vars[len(spatial) :]:
         if int(var.iter_type) != 2 or not isinstance(var.dom.extent, tvm.tirx.IntImm):
