@@ -213,9 +213,8 @@ def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
 def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks, grouped):
     """The kernel alone in each form :meth:`SparseConvLayout.choose` may pick — natural with one
     or two accumulator sets, aligned with its shifted column sums, one tap or grouped taps per
-    entry — and input-channel chunks,
-    written to a blocked output (the model-level tests reach the aligned form only on images
-    wide enough to pay for rounding their rows)."""
+    entry — and input-channel chunks, written to a blocked output (the model-level tests reach
+    the aligned form only on images wide enough to pay for rounding their rows)."""
     import tvm
 
     from slimtvm.conv_geometry import ConvGeometry
@@ -243,8 +242,8 @@ def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation,
 def test_sparse_layout_choice():
     """AVX-512 takes the aligned form on ResNet-18's wide 3×3 layers and the natural one on its
     7×7 images (rounding 9 columns up to 16 would compute 1.8× the pixels), with grouped taps
-    at stride 1 (strided: below 60% zeros); AVX2 keeps the natural form; every choice's register blocks fit the
-    target's registers."""
+    at stride 1 (strided: below 60% zeros); AVX2 keeps the natural form; every choice's register
+    blocks fit the target's registers."""
     from slimtvm.conv_geometry import ConvGeometry
     from slimtvm.schedules.sparse_weights import SparseConvLayout
 
