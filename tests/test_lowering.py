@@ -303,3 +303,46 @@ def test_plain_layout_pooling_matches_onnxruntime(compile_and_run):
 
     assert _plain_window(pool_block((1, 5, 23, 29), "NCHW"))
     assert not _plain_window(pool_block((1, 1, 23, 29, 16), "NCHW16c"))
+
+
+@pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
+def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_path, preset):
+    """ResNet's last stage (4.7 and 9.4 MB of weights, 7×7 images: tiles of 10 pixels and a tail of
+    9): on 16-lane targets these convs run in input-channel chunks and prefetch the next chunk's
+    weights (`prefetcht0` in the library); the AVX2 build is unchanged (no prefetch). Both match
+    onnxruntime where this host runs them."""
+    import shutil
+    import subprocess
+
+    from conftest import x86_kernel_presets
+
+    import slimtvm
+
+    g = GraphBuilder(seed=21)
+    x = g.input([1, 256, 7, 7])
+    y = g.relu(g.conv(x, 256, 512, kernel=3, pads=(1, 1, 1, 1)))
+    z = g.conv(y, 512, 512, kernel=3, pads=(1, 1, 1, 1))
+    model = g.model(g.relu(g.node("Add", [z, y])))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
+    if shutil.which("objdump") is not None:
+        disassembly = subprocess.run(["objdump", "-d", artifact.library_path], capture_output=True, text=True, check=True).stdout
+        assert ("prefetcht0" in disassembly) == (preset != "x86-64")
+    runnable = "host" if preset == "x86-64-avx512" else preset
+    if runnable not in x86_kernel_presets():
+        return  # compiled and inspected; this host does not run AVX-512
+    inputs = {"x": digits_like_input((1, 256, 7, 7), seed=22)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_convs_pad_where_it_pays_and_stay_exact(compile_and_run, stride):
+    """Strided depthwise convs pad each task's input rows in place, stride-1 ones in a separate
+    stage (``reads_rows_apart``); both match onnxruntime, odd sizes and borders included."""
+    g = GraphBuilder(seed=23)
+    x = g.input([1, 16, 15, 13])
+    y = g.relu(g.conv(x, 16, 32, kernel=1))
+    y = g.conv(y, 32, 32, kernel=3, stride=stride, pads=(1, 1, 1, 1), groups=32)
+    model = g.model(g.relu(g.conv(y, 32, 16, kernel=1)))
+    inputs = {"x": digits_like_input((1, 16, 15, 13), seed=24)}
+    outputs, _ = compile_and_run(model, inputs)
+    assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))

@@ -19,6 +19,7 @@ from .legalizations import LEGALIZATIONS
 from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
+from .weight_prefetch import insert_weight_prefetch
 
 
 @dataclass
@@ -80,6 +81,7 @@ class LoweringPasses:
         return [
             *tuned,
             dlight.ApplyDefaultSchedule(*default_rules(self.target.lanes)),  # skips functions already scheduled
+            insert_weight_prefetch(),
             *cpu_generic.dataflow_lower_passes(tvm_target),
             *cpu_generic.finalize_passes(tvm_target),
         ]
