@@ -196,11 +196,11 @@ def test_a_16_lane_target_pads_24_channel_convs_and_keeps_16_channel_blocks(tmp_
     reports, decisions = recorded_decisions(import_onnx(padded), target)
     assert decisions.convs == [
         "fp32 conv, plain NCHW input → NCHW16c kernel",
-        "fp32 conv, blocked NCHW16c kernel",
+        "fp32 Winograd F(2×2, 3×3) conv, NCHW16c kernel (2.25× fewer multiply-adds)",
         "fp32 depthwise conv, NCHW16c kernel",
         "fp32 conv, blocked NCHW16c kernel",
     ]
-    assert reports["kernels"]["generic_fallbacks"] == [] and reports["kernels"]["by_family"] == {"conv2d": 3, "depthwise": 1}
+    assert reports["kernels"]["generic_fallbacks"] == [] and reports["kernels"]["by_family"] == {"conv2d": 2, "depthwise": 1, "winograd_conv2d": 1}
 
     g = GraphBuilder(seed=9)
     x = g.input([1, 24, 12, 12])

@@ -17,6 +17,7 @@ from tvm import relax
 
 from ..lowering.sequence import LoweringPasses
 from ..lowering.sparse_layers import SparseLayers
+from ..lowering.winograd_layers import WinogradLayers
 from ..passes.sequence import GraphPasses
 from ..targets.kernel_target import KernelTarget
 
@@ -48,7 +49,8 @@ def pipeline_for(tvm_target, sparse: str = "auto") -> Pipeline:
     """Fresh instances of every step for ``tvm_target`` (a ``tvm.target.Target``); ``sparse``:
     which convs run the sparse kernel (:data:`~slimtvm.lowering.sparse_layers.SPARSE_MODES`)."""
     target = KernelTarget.of(tvm_target)
-    return Pipeline(GraphPasses(), LoweringPasses(target, sparse=SparseLayers(target.lanes, sparse)))
+    winograd = WinogradLayers(target.lanes)
+    return Pipeline(GraphPasses(), LoweringPasses(target, sparse=SparseLayers(target.lanes, sparse, winograd), winograd=winograd))
 
 
 def relax_pipeline(target=None) -> tvm.transform.Pass:

@@ -54,10 +54,11 @@ def _layout_name(block: int) -> str:
 class _BinaryLowering(BinaryLayerMatcher):
     """The matcher whose hooks emit binary kernels and record every linear layer."""
 
-    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse):
+    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse, winograd=None):
         super().__init__(mod, report)
         self.records = records
         self.sparse = sparse  # SparseLayers: float convs with enough zero weights become sparse kernels
+        self.winograd = winograd  # WinogradLayers: dense 3×3 stride-1 convs it takes
         self.popcount_tables = popcount_tables
         self.uses: dict = {}  # var -> readers, of the function being rewritten
         self.packed_convs: dict = {}  # PrimFunc name -> PackedConv, for threshold fusion
@@ -92,6 +93,16 @@ class _BinaryLowering(BinaryLayerMatcher):
                 self.records.append(record)
                 return kernel_call
             sparse_note = lowered[1] if lowered is not None else None
+        if op_name(call) == "relax.nn.conv2d" and self.winograd is not None:
+            lowered = self.winograd.lower(self.builder_, call)
+            if lowered is not None:
+                kernel_call, record = lowered
+                if reason is not None:
+                    record.plan = f"stays float: {reason}; {record.plan}"
+                if sparse_note is not None:
+                    record.plan = f"{record.plan} ({sparse_note})"
+                self.records.append(record)
+                return kernel_call
         if op_name(call) == "relax.nn.conv2d":
             kernel = conv_kernel_for(call)
             family, plan = kernel.family, kernel.description
@@ -257,21 +268,25 @@ class LowerBinaryLayers:
     kernels (module docstring); ``popcount_tables``: pack conv weights as nibbles for the AVX2
     table popcount; ``sparse`` (a :class:`~slimtvm.lowering.sparse_layers.SparseLayers`): asked
     about every float conv, which it may turn into a sparse kernel (:func:`slimtvm.targets.presets.popcount_by_table` says when a target wants
-    it). After a run, ``report`` holds the counts and ``records`` one :class:`LayerRecord` per
-    conv2d/matmul in graph order."""
+    it); ``winograd`` (a :class:`~slimtvm.lowering.winograd_layers.WinogradLayers`): asked about
+    every float conv left dense. After a run, ``report`` holds the counts and ``records`` one
+    :class:`LayerRecord` per conv2d/matmul in graph order."""
 
-    def __init__(self, popcount_tables: bool = False, sparse=None):
+    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None):
         self.popcount_tables = popcount_tables
         self.sparse = sparse
+        self.winograd = winograd
         self.report = BinarizeReport()
         self.records: list = []
 
     def transform_module(self, mod, _ctx):
         self.report, self.records = BinarizeReport(), []
-        if self.sparse is not None:
-            self.sparse.start()
-        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse))
-        if self.report.binary_convs or self.report.binary_dense or (self.sparse is not None and self.sparse.report.sparse_count):
+        for layers in (self.sparse, self.winograd):
+            if layers is not None:
+                layers.start()
+        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd))
+        lowered_float = (self.sparse is not None and self.sparse.report.sparse_count) or (self.winograd is not None and self.winograd.count)
+        if self.report.binary_convs or self.report.binary_dense or lowered_float:
             mod = relax.transform.DeadCodeElimination()(mod)
         return mod
 

@@ -20,6 +20,7 @@ from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
 from .weight_prefetch import insert_weight_prefetch
+from .winograd_layers import WinogradLayers
 
 
 @dataclass
@@ -30,13 +31,16 @@ class LoweringPasses:
     target: KernelTarget
     lower_binary: LowerBinaryLayers = None
     sparse: SparseLayers = None
+    winograd: WinogradLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
 
     def __post_init__(self):
+        if self.winograd is None:
+            self.winograd = WinogradLayers(self.target.lanes)
         if self.sparse is None:
-            self.sparse = SparseLayers(self.target.lanes)
+            self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd)
         if self.lower_binary is None:
-            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse)
+            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd)
 
     def to_kernels(self) -> list:
         """Layouts, binary lowering, legalization and fusion: the module whose PrimFuncs are the

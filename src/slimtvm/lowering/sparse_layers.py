@@ -43,6 +43,12 @@ MIN_ZEROS_ALIGNED_STRIDE_1 = 0.4
 MIN_ZEROS_ALIGNED_STRIDED = 0.65
 MIN_ZEROS_NATURAL = 0.75
 MIN_ZEROS_POINTWISE_EXPANSION = 0.95
+# Where the dense alternative is the Winograd kernel (16-lane targets, 3×3 stride 1, ≥ 100 output
+# pixels; lowering/winograd_layers.py), 1.4–2× faster than the direct one. Sparse kernel against
+# it (benchmarks/sparse_layers.py, Zen 5, 1 thread, kernels alone) at 50/60/70/80/90% zeros:
+# l1 (64 @56) 1.12/1.28/1.58/2.06/3.27×, l2 (128 @28) 0.80/0.96/1.17/1.60/2.55×, l3 (256 @14)
+# 0.68/0.84/1.01/1.38/2.28×.
+MIN_ZEROS_AGAINST_WINOGRAD = 0.7
 # Below this many dense multiply-adds the sparse kernel's fixed work (copying the padded input,
 # writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
 # each) ran 1.8× slower with its convs sparse.
@@ -73,9 +79,10 @@ class SparseChoice:
     ``always`` takes every conv the kernel can run, ``never`` none; an all-zero weight becomes
     zeros unless ``never``. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
-    def __init__(self, lanes: int, mode: str = "auto"):
+    def __init__(self, lanes: int, mode: str = "auto", winograd=None):
         self.lanes = lanes
         self.mode = mode
+        self.winograd = winograd  # WinogradLayers: whether the dense alternative is the Winograd kernel
 
     def decide(self, call, weight: np.ndarray, geometry: ConvGeometry) -> SparseDecision:
         """The decision for one conv2d ``call`` with OIHW ``weight``."""
@@ -100,7 +107,9 @@ class SparseChoice:
         if macs < MIN_DENSE_MACS:
             return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
-        if layout.align:
+        if self.winograd is not None and self.winograd.takes(call):
+            needed, kind = MIN_ZEROS_AGAINST_WINOGRAD, "stride-1 3×3 conv whose dense kernel is Winograd's"
+        elif layout.align:
             needed = MIN_ZEROS_ALIGNED_STRIDED if strided else MIN_ZEROS_ALIGNED_STRIDE_1
             kind = f"{'strided' if strided else 'stride-1'} conv, aligned layout"
         else:
@@ -139,10 +148,10 @@ class SparseLayers:
     conv2d, in graph order, once layouts are final. Decisions are made once per conv (keyed by
     its weight and geometry). ``report`` holds them after a run (reset by :meth:`start`)."""
 
-    def __init__(self, lanes: int, mode: str = "auto"):
+    def __init__(self, lanes: int, mode: str = "auto", winograd=None):
         if mode not in SPARSE_MODES:
             raise ValueError(f"sparse mode {mode!r}: use one of {', '.join(SPARSE_MODES)}")
-        self.choice = SparseChoice(lanes, mode)
+        self.choice = SparseChoice(lanes, mode, winograd)
         self.report = SparseLoweringReport()
         self.decisions: dict = {}  # conv fingerprint -> SparseDecision
 

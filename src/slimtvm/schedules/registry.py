@@ -22,6 +22,7 @@ from .dense import Dense, dense_design_spaces
 from .depthwise_nchwc import DepthwiseNCHWc, depthwise_design_spaces
 from .generic_cpu import GenericCPU
 from .sparse_conv import SparseConv
+from .winograd_conv import WinogradConv, winograd_design_spaces
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("binary_conv2d", BinaryConv, binary_conv_design_spaces, "Sign-fed conv2d with ±α weights, groups = 1"),
     KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
     KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
+    KernelFamily("winograd_conv2d", WinogradConv, winograd_design_spaces, "3×3 stride-1 conv2d in NCHW16c (AVX-512), groups = 1"),
     KernelFamily("dense", Dense, dense_design_spaces, "2-D matmul (Gemm, MatMul)"),
     # not tunable: its loops run over data-dependent trip counts, which MetaSchedule cannot
     # reshape, and MetaSchedule's random inputs would be out-of-range offsets

@@ -1,0 +1,100 @@
+"""Dense 3×3 stride-1 convs → the Winograd F(2×2, 3×3) kernel (schedules/winograd_conv.py).
+
+Asked by the layer lowering (lowering/binary_layers.py) about every float conv2d the sparse
+lowering left dense, once layouts are final. A conv takes the Winograd kernel when all of these
+hold, else it keeps the direct kernel (conv2d_nchwc.py) and the reason is not recorded (it is
+the default):
+
+- the target has 16 fp32 lanes (AVX-512). The AVX2 and NEON direct kernels were tuned and
+  measured on their own hosts and stay as they were until a Winograd kernel is measured there;
+- blocked NCHW[x]c in and out, a constant float32 weight, 3×3, stride 1, dilation 1, padding
+  1 on every side, groups 1, static shapes;
+- an output of at least :data:`MIN_OUTPUT_PIXELS` pixels per image.
+
+The weights are transformed here, once (``U = G g Gᵀ``, 16/9 of the direct weights' size), and
+become a constant; the call is marked out-element-wise fusable, so the bias, residual add and
+activation after it fuse into its output transform.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..passes.constants import constant_value
+from ..passes.detect_binary import channel_block, weight_as_oihw
+from ..schedules.winograd_conv import WinogradShape, winograd_conv2d_primfunc, winograd_weights
+from .layer_records import LayerRecord
+
+# The 7×7 images of ResNet's last stage stay direct: a 4×4 grid of tiles computes 64 pixels for
+# 49, and the transformed weights (16.7 MB for 512 → 512) are 1.8× the direct ones, which in a
+# whole network already wait on memory (lowering/weight_prefetch.py). 14×14 and larger ran 1.7–2.1×
+# faster than the direct kernel (Zen 5, 1 thread; schedules/winograd_conv.py).
+MIN_OUTPUT_PIXELS = 100
+WINOGRAD_LANES = 16
+WINOGRAD_BLOCK = 16  # the channel block of 16-lane targets (targets/kernel_target.py)
+
+
+class WinogradLayers:
+    """The Winograd lowering of one build for a ``lanes``-wide target; ``count`` says how many
+    convs it lowered (reset by :meth:`start`)."""
+
+    def __init__(self, lanes: int, enabled: bool = True):
+        self.enabled = enabled and lanes >= WINOGRAD_LANES
+        self.count = 0
+
+    def start(self) -> None:
+        self.count = 0
+
+    def lower(self, builder, call):
+        """``(kernel call, LayerRecord)`` for a conv2d the Winograd kernel takes (module
+        docstring) in the blocked layout it has now, else None."""
+        shape, weight = self._eligible(call)
+        if shape is None or channel_block(str(call.attrs.data_layout)) != shape.block or str(call.attrs.out_layout) != str(call.attrs.data_layout):
+            return None
+        gvar = builder.add_func(winograd_conv2d_primfunc(shape), "winograd_conv2d")
+        self.count += 1
+        record = LayerRecord("conv2d", "winograd_conv2d", f"fp32 Winograd F(2×2, 3×3) conv, NCHW{shape.block}c kernel (2.25× fewer multiply-adds)")
+        out = relax.TensorType([int(v) for v in call.ty.shape], "float32")
+        return relax.call_tir(gvar, [call.args[0], relax.const(winograd_weights(weight, shape.block))], out), record
+
+    def takes(self, call) -> bool:
+        """Whether this conv2d runs the Winograd kernel once it is blocked: asked before layout
+        conversion too (by the sparse choice, which compares against it)."""
+        return self._eligible(call)[0] is not None
+
+    def _eligible(self, call):
+        """``(WinogradShape, OIHW weight)`` when the kernel takes ``call`` (NCHW, or blocked by
+        ConvertLayout), else ``(None, None)``."""
+        if not self.enabled or getattr(call.op, "name", "") != "relax.nn.conv2d":
+            return None, None
+        attrs = call.attrs
+        try:
+            block = channel_block(str(attrs.data_layout))
+        except ValueError:
+            return None, None
+        if block not in (0, WINOGRAD_BLOCK):  # a model that fell back to 8-channel blocks
+            return None, None
+        geometry_ok = (
+            int(attrs.groups) == 1
+            and [int(v) for v in attrs.strides] == [1, 1]
+            and [int(v) for v in attrs.dilation] == [1, 1]
+            and [int(v) for v in attrs.padding] == [1, 1, 1, 1]
+        )
+        if not geometry_ok or str(call.args[0].ty.dtype) != "float32":
+            return None, None
+        dims = getattr(call.args[0].ty, "shape", None)
+        if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims):
+            return None, None
+        weight = constant_value(call.args[1])
+        if weight is None or weight.dtype != np.float32:
+            return None, None
+        weight = weight_as_oihw(weight, str(attrs.kernel_layout))
+        if weight is None or weight.shape[2:] != (3, 3):
+            return None, None
+        dims = [int(v) for v in dims]
+        batch, channels, height, width = (dims[0], dims[1] * dims[4], dims[2], dims[3]) if block else dims
+        if height * width < MIN_OUTPUT_PIXELS or channels % WINOGRAD_BLOCK or weight.shape[0] % WINOGRAD_BLOCK:
+            return None, None
+        return WinogradShape(batch, channels, weight.shape[0], height, width, WINOGRAD_BLOCK), weight

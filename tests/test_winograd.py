@@ -1,0 +1,75 @@
+"""The Winograd F(2×2, 3×3) kernel: which convs take it, and that they match onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
+from onnx_builders import GraphBuilder, digits_like_input
+
+import slimtvm
+from slimtvm.compiler.layer_table import recorded_decisions
+from slimtvm.frontend.onnx_import import import_onnx
+from slimtvm.schedules.winograd_conv import default_winograd_tile, winograd_weights
+from slimtvm.targets.presets import resolve_target
+
+WINOGRAD = "fp32 Winograd F(2×2, 3×3) conv, NCHW16c kernel (2.25× fewer multiply-adds)"
+DIRECT = "fp32 conv, blocked NCHW16c kernel"
+
+
+def _residual_model(batch: int, channels: int, height: int, width: int, seed: int):
+    """3×3 stride-1 convs (one with a residual add and ReLU after it, one with 48 outputs: three
+    16-channel blocks), a strided one, and a 1×1 one."""
+    g = GraphBuilder(seed=seed)
+    x = g.input([batch, channels, height, width])
+    y = g.relu(g.conv(x, channels, channels, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.relu(g.node("Add", [g.conv(y, channels, channels, kernel=3, pads=(1, 1, 1, 1)), x]))
+    y = g.relu(g.conv(y, channels, 48, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.relu(g.conv(y, 48, 32, kernel=3, stride=2, pads=(1, 1, 1, 1)))
+    return g.model(g.conv(y, 32, 16, kernel=1))
+
+
+def test_avx512_builds_take_winograd_for_3x3_stride_1_convs_of_ten_by_ten_and_more():
+    """On a 16-lane target: 3×3 stride-1 convs with ≥ 100 output pixels take the Winograd kernel,
+    strided, 1×1 and 7×7-image convs the direct one; the AVX2 build keeps the direct kernel."""
+    model = _residual_model(1, 32, 12, 10, seed=31)
+    _, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64-avx512").tvm_target())
+    assert decisions.convs == [WINOGRAD, WINOGRAD, WINOGRAD, DIRECT, DIRECT]
+    small = _residual_model(1, 32, 7, 7, seed=31)
+    _, decisions = recorded_decisions(import_onnx(small), resolve_target("x86-64-avx512").tvm_target())
+    assert WINOGRAD not in decisions.convs
+    _, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64").tvm_target())
+    assert all("Winograd" not in plan for plan in decisions.convs)
+
+
+@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28)])
+def test_winograd_convs_match_onnxruntime(tmp_path, batch, height, width):
+    """Odd image sizes (a partial last tile), two images, and fused residual adds and ReLUs."""
+    if "host" not in x86_kernel_presets():
+        pytest.skip("this host has no AVX-512: the Winograd kernel is built for 16-lane targets only")
+    model = _residual_model(batch, 32, height, width, seed=32 + height)
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    kernels = next(p for p in artifact.manifest["passes"] if p["name"] == "kernels")
+    assert kernels["by_family"].get("winograd_conv2d", 0) >= 1
+    inputs = {"x": digits_like_input((batch, 32, height, width), seed=33)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_weight_transform_is_g_g_gt_per_position():
+    """U[ξ, ν] = G g Gᵀ for each filter, in the [ξ, ν, out block, in block, in lane, out lane] layout."""
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    u = winograd_weights(weight, 16)
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    o, i = 17, 5
+    expected = g @ weight[o, i].astype(np.float64) @ g.T
+    assert np.allclose(u[:, :, o // 16, i // 16, i % 16, o % 16], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="3×3"):
+        winograd_weights(rng.standard_normal((16, 16, 5, 5)).astype(np.float32), 16)
+
+
+@pytest.mark.parametrize("tiles,blocks,expected", [(784, 4, (14, 2)), (196, 8, (14, 2)), (49, 16, (7, 2)), (40, 3, (20, 1))])
+def test_default_tile_divides_the_tiles_within_the_registers(tiles, blocks, expected):
+    tile = default_winograd_tile(tiles, blocks)
+    assert (tile.px, tile.oc_tile) == expected
+    assert tile.px * tile.oc_tile <= 28
