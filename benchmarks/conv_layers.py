@@ -95,24 +95,31 @@ def onnxruntime_ms(model, shape, runs) -> float:
 
 
 def slimtvm_kernel(model, tile=None):
-    """The model's conv kernel as one PrimFunc module, scheduled by the default rule or ``tile``."""
+    """The model's conv kernel as one PrimFunc module, scheduled by the default rule or ``tile``,
+    with the target and the kernel family (``conv2d``, or ``winograd_conv2d`` for 3×3 stride-1
+    convs of 100 pixels or more on 16-lane targets)."""
     from tvm import s_tir
 
     import slimtvm  # noqa: F401 - sets the thread count
     from slimtvm.schedules.conv2d_nchwc import CONV_BLOCK, Conv2dNCHWc, chunk_rows, schedule_conv2d_nchwc
     from slimtvm.targets.presets import resolve_target, simd_lanes
+    from slimtvm.schedules.winograd_conv import WinogradConv
     from slimtvm.tuning.tune import extract_tuning_tasks
 
     spec = resolve_target("host")
-    (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind == "conv2d"]
+    (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind in ("conv2d", "winograd_conv2d")]
     sch = s_tir.Schedule(task.mod)
-    if tile is None:
+    if task.kind == "winograd_conv2d":  # 3×3 stride-1 convs on 16-lane targets: its own default schedule
+        if tile is not None:
+            raise ValueError("the tile sweep is for the direct kernel")
+        sch = WinogradConv(simd_lanes(spec.tvm_target())).schedule(sch)
+    elif tile is None:
         sch = Conv2dNCHWc(simd_lanes(spec.tvm_target())).schedule(sch)
     else:
         out_h, out_w = (int(sch.get(loop).extent) for loop in sch.get_loops(sch.get_sblock(CONV_BLOCK))[2:4])
         oc_tile, px, channels_outside = tile
         schedule_conv2d_nchwc(sch, oc_tile, px, chunk_rows(out_h, out_w), channels_outside)
-    return sch.mod, spec.tvm_target()
+    return sch.mod, spec.tvm_target(), task.kind
 
 
 def kernel_difference(mod, target, model, shape) -> float:
@@ -130,7 +137,16 @@ def kernel_difference(mod, target, model, shape) -> float:
     data_shape, weight_shape, bias_shape, out_shape = ([int(d) for d in info.shape] for info in ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
     block = out_shape[-1]
     out_channels, channels, kh, kw = weight.shape
-    if len(data_shape) == 5:  # NCHW[b]c data, OIHW[b]i[b]o weights
+    padded_out = out_shape[1] * block  # the channel padding adds zero filters up to whole blocks
+    weight = np.concatenate([weight, np.zeros((padded_out - out_channels, channels, kh, kw), weight.dtype)])
+    bias = np.concatenate([bias, np.zeros(padded_out - out_channels, bias.dtype)])
+    out_channels = padded_out
+    if len(weight_shape) == 6 and weight_shape[:2] == [4, 4]:  # Winograd: NCHW[b]c data, U = G g Gᵀ
+        from slimtvm.schedules.winograd_conv import winograd_weights
+
+        data = x.reshape(1, channels // block, block, *x.shape[2:]).transpose(0, 1, 3, 4, 2)
+        packed = winograd_weights(weight, block)
+    elif len(data_shape) == 5:  # NCHW[b]c data, OIHW[b]i[b]o weights
         data = x.reshape(1, channels // block, block, *x.shape[2:]).transpose(0, 1, 3, 4, 2)
         packed = weight.reshape(out_channels // block, block, channels // block, block, kh, kw).transpose(0, 2, 4, 5, 3, 1)
     else:  # the plain-input stem: NCHW data, OIHW[b]o weights
@@ -140,7 +156,7 @@ def kernel_difference(mod, target, model, shape) -> float:
     assert [list(a.shape) for a in arrays] == [data_shape, weight_shape, bias_shape]
     result = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
     tvm.compile(mod, target=target).jit()["main"](*[tvm.runtime.tensor(a) for a in arrays], result)
-    ours = result.numpy().transpose(0, 1, 4, 2, 3).reshape(expected.shape)
+    ours = result.numpy().transpose(0, 1, 4, 2, 3).reshape(1, out_channels, *expected.shape[2:])[:, : expected.shape[1]]
     return float(np.max(np.abs(ours - expected)) / np.max(np.abs(expected)))
 
 
@@ -165,7 +181,8 @@ def main(argv=None) -> int:
     print(
         "unequal work, read with care: slimtvm is its conv kernel alone (blocked layout in and out, weights laid out ahead, "
         "TVM time_evaluator); onnxruntime is a whole one-node session (numpy NCHW in and out). Each kernel's output is checked "
-        "against onnxruntime's (max relative difference column); benchmarks/fp32_vs_onnxruntime.py times whole models."
+        "against onnxruntime's (max relative difference column); benchmarks/fp32_vs_onnxruntime.py times whole models. "
+        "(Winograd) rows: the G MAC/s column counts a direct convolution's multiply-adds (the kernel does 2.25× fewer)."
     )
     print("| layer | shape | onnxruntime ms | slimtvm ms | ratio | slimtvm G MAC/s | onnxruntime G MAC/s | max relative difference |")
     print("|---|---|---|---|---|---|---|---|")
@@ -178,7 +195,7 @@ def main(argv=None) -> int:
         tiles = SWEEP if args.sweep else [None]
         for tile in tiles:
             try:
-                mod, target = slimtvm_kernel(model, tile)
+                mod, target, kind = slimtvm_kernel(model, tile)
             except Exception as err:  # noqa: BLE001 - a swept tile that does not fit this shape
                 if tile is None:  # the default schedule must always apply
                     raise
@@ -186,7 +203,7 @@ def main(argv=None) -> int:
                 continue
             ours = slimtvm_ms(mod, target, args.runs)
             difference = kernel_difference(mod, target, model, (1, channels, size, size))
-            label = f"{name} {tile}" if tile else name
+            label = f"{name} {tile}" if tile else f"{name}{' (Winograd)' if kind == 'winograd_conv2d' else ''}"
             shape = f"{channels}→{out_channels} {kernel}×{kernel}/{stride} @{size}"
             print(
                 f"| {label} | {shape} | {reference:.3f} | {ours:.3f} | {ours / reference:.2f} | {macs / ours / 1e6:.1f} | {macs / reference / 1e6:.1f} | {difference:.1e} |",
