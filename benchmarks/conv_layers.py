@@ -102,8 +102,8 @@ def slimtvm_kernel(model, tile=None):
 
     import slimtvm  # noqa: F401 - sets the thread count
     from slimtvm.schedules.conv2d_nchwc import CONV_BLOCK, Conv2dNCHWc, chunk_rows, schedule_conv2d_nchwc
-    from slimtvm.targets.presets import resolve_target, simd_lanes
     from slimtvm.schedules.winograd_conv import WinogradConv
+    from slimtvm.targets.presets import resolve_target, simd_lanes
     from slimtvm.tuning.tune import extract_tuning_tasks
 
     spec = resolve_target("host")

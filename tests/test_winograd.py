@@ -73,3 +73,26 @@ def test_default_tile_divides_the_tiles_within_the_registers(tiles, blocks, expe
     tile = default_winograd_tile(tiles, blocks)
     assert (tile.px, tile.oc_tile) == expected
     assert tile.px * tile.oc_tile <= 28
+
+
+@pytest.mark.parametrize("preset", ["x86-64-avx512"])
+def test_winograd_product_prefetches_the_next_tasks_weights_and_stays_exact(tmp_path, preset):
+    """256 channels at 14×14 (4.2 MB of transformed weights, too many for the banded form): the
+    product prefetches the next task's slice of the weights (`prefetcht0` in the library, which
+    has no other conv), and the output matches onnxruntime where this host runs AVX-512."""
+    import shutil
+    import subprocess
+
+    g = GraphBuilder(seed=41)
+    x = g.input([1, 256, 14, 14])
+    model = g.model(g.relu(g.conv(x, 256, 256, kernel=3, pads=(1, 1, 1, 1))))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
+    kernels = next(p for p in artifact.manifest["passes"] if p["name"] == "kernels")
+    assert kernels["by_family"] == {"winograd_conv2d": 1}
+    if shutil.which("objdump") is not None:
+        disassembly = subprocess.run(["objdump", "-d", artifact.library_path], capture_output=True, text=True, check=True).stdout
+        assert "prefetcht0" in disassembly
+    if "host" not in x86_kernel_presets():
+        return
+    inputs = {"x": digits_like_input((1, 256, 14, 14), seed=42)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))

@@ -36,6 +36,8 @@ from tvm.tirx.stmt import Evaluate, For, ForKind, SeqStmt
 
 from ..schedules.conv2d_nchwc import CONV_BLOCK
 from ..schedules.conv2d_nchwc import PREFETCH_ANNOTATION as ANNOTATION
+from ..schedules.winograd_conv import GEMM_BLOCK as WINOGRAD_BLOCK
+from ..schedules.winograd_conv import PREFETCH_ANNOTATION as WINOGRAD_ANNOTATION
 
 LINE_BYTES = 64
 
@@ -50,6 +52,7 @@ def insert_weight_prefetch() -> tvm.transform.Pass:
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, tirx.PrimFunc):
                 body = tvm_ffi.structural_map(func.body, [(For, _with_prefetch)])
+                body = tvm_ffi.structural_map(body, [(For, _with_winograd_prefetch)])
                 if not body.same_as(func.body):
                     mod[gvar] = func.with_body(body)
         return mod
@@ -107,6 +110,44 @@ def _with_prefetch(loop: For) -> For:
             )
         )
     return For(loop.loop_var, loop.min, loop.extent, loop.kind, SeqStmt([*prefetches, loop.body]), loop.thread_binding, annotations)
+
+
+def _with_winograd_prefetch(loop: For) -> For:
+    """The Winograd product's form (schedules/winograd_conv.py, unbanded): each parallel task
+    (one position ``(ξ, ν)`` and ``oc_tile`` output blocks) reads a contiguous slice of the
+    transformed weights, and the next task the slice after it; the annotated loop over input
+    blocks, inside each group of ``px`` tiles, prefetches an equal share of that next slice."""
+    if loop.annotations is None or WINOGRAD_ANNOTATION not in loop.annotations:
+        return loop
+    oc_tile, px, groups = (int(v) for v in loop.annotations[WINOGRAD_ANNOTATION])
+    annotations = {key: value for key, value in loop.annotations.items() if key != WINOGRAD_ANNOTATION}
+    realize = _find(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(WINOGRAD_BLOCK))
+    weights = next(node.source for node in _walk(realize.block.body) if isinstance(node, TensorLoad) and len(node.source.shape) == 6)
+    inner = {loop.loop_var} | {node.loop_var for node in _walk(loop.body) if isinstance(node, For)}
+    zeros = {var: tirx.const(0, var.ty.dtype) for var in inner}
+    xi, nu, tile, oc = (_substitute(realize.iter_values[i], zeros) for i in range(4))
+
+    shape = [int(d) for d in weights.shape]
+    per_block = math.prod(shape[3:])
+    total = math.prod(shape)
+    per_line = LINE_BYTES * 8 // tvm.DataType(str(weights.dtype)).bits
+    region_lines = math.ceil(oc_tile * per_block / per_line)
+    lines_per_step = math.ceil(region_lines / (groups * int(loop.extent)))
+    step = tirx.floordiv(tile, px) * int(loop.extent) + loop.loop_var
+    next_start = ((xi * shape[1] + nu) * shape[2] + oc + oc_tile) * per_block
+
+    index_type = loop.loop_var.ty.dtype
+    line = tirx.Var("prefetch_line", index_type)
+    element = tirx.min(next_start + (step * lines_per_step + line) * per_line, total - 1)
+    address = tirx.address_of(weights[tuple(_unravel(element, shape))])
+    prefetch = For(
+        line,
+        tirx.const(0, index_type),
+        tirx.const(lines_per_step, index_type),
+        ForKind.SERIAL,
+        Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, 3, 1)),
+    )
+    return For(loop.loop_var, loop.min, loop.extent, loop.kind, SeqStmt([prefetch, loop.body]), loop.thread_binding, annotations)
 
 
 def _unravel(element, shape):
