@@ -87,22 +87,12 @@ class _BinaryLowering(BinaryLayerMatcher):
         if op_name(call) == "relax.nn.conv2d" and self.sparse is not None:
             lowered = self.sparse.lower(self.builder_, call)
             if lowered is not None and lowered[0] is not None:
-                kernel_call, record = lowered
-                if reason is not None:
-                    record.plan = f"stays float: {reason}; {record.plan}"
-                self.records.append(record)
-                return kernel_call
+                return self._lowered_float(*lowered, reason)
             sparse_note = lowered[1] if lowered is not None else None
         if op_name(call) == "relax.nn.conv2d" and self.winograd is not None:
             lowered = self.winograd.lower(self.builder_, call)
             if lowered is not None:
-                kernel_call, record = lowered
-                if reason is not None:
-                    record.plan = f"stays float: {reason}; {record.plan}"
-                if sparse_note is not None:
-                    record.plan = f"{record.plan} ({sparse_note})"
-                self.records.append(record)
-                return kernel_call
+                return self._lowered_float(*lowered, reason, sparse_note)
         if op_name(call) == "relax.nn.conv2d":
             kernel = conv_kernel_for(call)
             family, plan = kernel.family, kernel.description
@@ -116,6 +106,16 @@ class _BinaryLowering(BinaryLayerMatcher):
             plan = f"{plan} ({sparse_note})"
         self.records.append(LayerRecord(_record_op(call), family, plan))
         return call
+
+    def _lowered_float(self, kernel_call, record, reason, note=None):
+        """Record a float layer another lowering took (with why it stays float, and the sparse
+        choice's note) and return its kernel call."""
+        if reason is not None:
+            record.plan = f"stays float: {reason}; {record.plan}"
+        if note is not None:
+            record.plan = f"{record.plan} ({note})"
+        self.records.append(record)
+        return kernel_call
 
     def binary_conv(self, call, source, weight, alpha, layouts, levels, padding):
         attrs = call.attrs

@@ -19,6 +19,10 @@ evenly over the conv instead of arriving in bursts. Measured on Zen 5 (ResNet-18
 kernel in the whole model): the 512-channel 3×3 convs 1.21–1.25 → 0.99–1.00 ms (0.86 with warm
 weights), the 256-channel ones 0.94–0.95 → 0.85–0.88 ms; the whole model 15.9 → 14.8 ms.
 
+The Winograd product (``schedules/winograd_conv.py``, weights over 1 MB) is annotated with
+:data:`WINOGRAD_ANNOTATION`: there each parallel task's weights are one contiguous slice, and
+its steps prefetch the next task's slice.
+
 TVM 0.27's Python API has no TIR statement mutator; ``tvm_ffi.structural_map`` rebuilds the
 loop nest with the new statement. The pass changes no arithmetic: the prefetches have no result.
 """
@@ -43,16 +47,16 @@ LINE_BYTES = 64
 
 
 def insert_weight_prefetch() -> tvm.transform.Pass:
-    """Module pass: rewrite every loop annotated with :data:`ANNOTATION` (see the module
-    docstring). A loop whose conv reads no 6-D (blocked) weights, such as a plain-input stem's,
-    loses the annotation and gets no prefetch; other functions are left as they are."""
+    """Module pass: rewrite every loop annotated with :data:`ANNOTATION` (the direct conv's chunk
+    loop) or :data:`WINOGRAD_ANNOTATION` (the Winograd product's loop over input blocks). A loop
+    whose conv reads no 6-D (blocked) weights, such as a plain-input stem's, loses the annotation
+    and gets no prefetch; other functions are left as they are."""
 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.InsertWeightPrefetch")
     def _insert(mod, _ctx):
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, tirx.PrimFunc):
                 body = tvm_ffi.structural_map(func.body, [(For, _with_prefetch)])
-                body = tvm_ffi.structural_map(body, [(For, _with_winograd_prefetch)])
                 if not body.same_as(func.body):
                     mod[gvar] = func.with_body(body)
         return mod
@@ -61,93 +65,99 @@ def insert_weight_prefetch() -> tvm.transform.Pass:
 
 
 def _with_prefetch(loop: For) -> For:
-    if loop.annotations is None or ANNOTATION not in loop.annotations:
-        return loop
-    oc_tile, px, chunk_pixels, tiles, chunk_blocks = (int(v) for v in loop.annotations[ANNOTATION])
-    realize = _find(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(CONV_BLOCK))
-    loads = [node.source for node in _walk(realize.block.body) if isinstance(node, TensorLoad) and len(node.source.shape) == 6]
-    annotations = {key: value for key, value in loop.annotations.items() if key != ANNOTATION}
-    if not loads:  # a plain-input stem (5-D weights, a few KB): nothing to prefetch
-        return For(loop.loop_var, loop.min, loop.extent, loop.kind, loop.body, loop.thread_binding, annotations)
-    kernel = loads[0]
-    inner = {loop.loop_var} | {node.loop_var for node in _walk(loop.body) if isinstance(node, For)}
-    zeros = {var: tirx.const(0, var.ty.dtype) for var in inner}
-    oc_base = _substitute(realize.iter_values[1], zeros)
-    p_base = _substitute(realize.iter_values[2], zeros)
-    ic_base = _substitute(realize.iter_values[4], zeros)
+    annotations = loop.annotations or {}
+    if ANNOTATION in annotations:
+        return _direct_conv_prefetch(loop, ANNOTATION)
+    if WINOGRAD_ANNOTATION in annotations:
+        return _winograd_prefetch(loop, WINOGRAD_ANNOTATION)
+    return loop
+
+
+def _direct_conv_prefetch(loop: For, key: str) -> For:
+    """The direct conv's form: the next input-channel chunk of the tile's channel blocks, else
+    the first chunk of the next channel blocks (the last tile prefetches its own first chunk)."""
+    oc_tile, px, chunk_pixels, tiles, chunk_blocks = (int(v) for v in loop.annotations[key])
+    realize, kernel = _block_and_weights(loop, CONV_BLOCK)
+    if kernel is None:  # a plain-input stem (5-D weights, a few KB): nothing to prefetch
+        return _rebuilt(loop, key, [])
+    _, oc_base, p_base, _, ic_base = _task_origin(loop, realize)[:5]  # (n, oc, pixel, lane, ic, …)
 
     blocks, in_blocks, kh, kw, ib, ob = (int(d) for d in kernel.shape)
     per_block = in_blocks * kh * kw * ib * ob
     chunk_elements = chunk_blocks * kh * kw * ib * ob
     chunks = in_blocks // chunk_blocks
-    per_line = LINE_BYTES * 8 // tvm.DataType(str(kernel.dtype)).bits
-    chunk_lines = math.ceil(chunk_elements / per_line)
-    steps = tiles * int(loop.extent)
-    lines_per_step = math.ceil(chunk_lines / steps)  # per channel block
+    chunk_lines = math.ceil(chunk_elements / _floats_per_line(kernel))
+    lines_per_step = math.ceil(chunk_lines / (tiles * int(loop.extent)))  # per channel block
 
-    # The region read next: the next input-channel chunk of these channel blocks, else the first
-    # chunk of the next channel blocks (the last tile prefetches its own first chunk again).
     chunk = tirx.floordiv(ic_base, chunk_blocks * ib)
     last_chunk = chunk + 1 >= chunks
     next_chunk = tirx.Select(last_chunk, tirx.const(0, chunk.ty.dtype), chunk + 1)
     next_block = tirx.Select(last_chunk, tirx.min(oc_base + oc_tile, blocks - oc_tile), oc_base)
-    tile = tirx.floordiv(tirx.floormod(p_base, chunk_pixels), px)
-    step = tile * int(loop.extent) + loop.loop_var
+    step = tirx.floordiv(tirx.floormod(p_base, chunk_pixels), px) * int(loop.extent) + loop.loop_var
+    per_line = _floats_per_line(kernel)
 
-    index_type = loop.loop_var.ty.dtype
-    prefetches = []
-    for block in range(oc_tile):  # one loop per block, so each address is affine in the line
-        line = tirx.Var("prefetch_line", index_type)
-        element = (next_block + block) * per_block + next_chunk * chunk_elements + tirx.min((step * lines_per_step + line) * per_line, chunk_elements - 1)
-        address = tirx.address_of(kernel[tuple(_unravel(element, [blocks, in_blocks, kh, kw, ib, ob]))])
-        prefetches.append(
-            For(
-                line,
-                tirx.const(0, index_type),
-                tirx.const(lines_per_step, index_type),
-                ForKind.SERIAL,
-                Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, 3, 1)),
-            )
+    def start(block):  # one loop per block, so each address is affine in the line
+        return lambda line: (
+            (next_block + block) * per_block + next_chunk * chunk_elements + tirx.min((step * lines_per_step + line) * per_line, chunk_elements - 1)
         )
-    return For(loop.loop_var, loop.min, loop.extent, loop.kind, SeqStmt([*prefetches, loop.body]), loop.thread_binding, annotations)
+
+    return _rebuilt(loop, key, [_prefetch_loop(kernel, start(block), lines_per_step, loop) for block in range(oc_tile)])
 
 
-def _with_winograd_prefetch(loop: For) -> For:
+def _winograd_prefetch(loop: For, key: str) -> For:
     """The Winograd product's form (schedules/winograd_conv.py, unbanded): each parallel task
     (one position ``(ξ, ν)`` and ``oc_tile`` output blocks) reads a contiguous slice of the
     transformed weights, and the next task the slice after it; the annotated loop over input
     blocks, inside each group of ``px`` tiles, prefetches an equal share of that next slice."""
-    if loop.annotations is None or WINOGRAD_ANNOTATION not in loop.annotations:
-        return loop
-    oc_tile, px, groups = (int(v) for v in loop.annotations[WINOGRAD_ANNOTATION])
-    annotations = {key: value for key, value in loop.annotations.items() if key != WINOGRAD_ANNOTATION}
-    realize = _find(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(WINOGRAD_BLOCK))
-    weights = next(node.source for node in _walk(realize.block.body) if isinstance(node, TensorLoad) and len(node.source.shape) == 6)
-    inner = {loop.loop_var} | {node.loop_var for node in _walk(loop.body) if isinstance(node, For)}
-    zeros = {var: tirx.const(0, var.ty.dtype) for var in inner}
-    xi, nu, tile, oc = (_substitute(realize.iter_values[i], zeros) for i in range(4))
+    oc_tile, px, groups = (int(v) for v in loop.annotations[key])
+    realize, weights = _block_and_weights(loop, WINOGRAD_BLOCK)
+    if weights is None:
+        return _rebuilt(loop, key, [])
+    xi, nu, tile, oc = _task_origin(loop, realize)[:4]
 
     shape = [int(d) for d in weights.shape]
-    per_block = math.prod(shape[3:])
-    total = math.prod(shape)
-    per_line = LINE_BYTES * 8 // tvm.DataType(str(weights.dtype)).bits
-    region_lines = math.ceil(oc_tile * per_block / per_line)
-    lines_per_step = math.ceil(region_lines / (groups * int(loop.extent)))
+    per_block, total, per_line = math.prod(shape[3:]), math.prod(shape), _floats_per_line(weights)
+    lines_per_step = math.ceil(math.ceil(oc_tile * per_block / per_line) / (groups * int(loop.extent)))
     step = tirx.floordiv(tile, px) * int(loop.extent) + loop.loop_var
     next_start = ((xi * shape[1] + nu) * shape[2] + oc + oc_tile) * per_block
+    element = lambda line: tirx.min(next_start + (step * lines_per_step + line) * per_line, total - 1)  # noqa: E731
+    return _rebuilt(loop, key, [_prefetch_loop(weights, element, lines_per_step, loop)])
 
+
+def _block_and_weights(loop: For, block_name: str):
+    """The realize of the annotated kernel's main block under ``loop`` and the 6-D weights it
+    reads (None when it reads none)."""
+    realize = _find(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(block_name))
+    weights = [node.source for node in _walk(realize.block.body) if isinstance(node, TensorLoad) and len(node.source.shape) == 6]
+    return realize, (weights[0] if weights else None)
+
+
+def _task_origin(loop: For, realize) -> list:
+    """The block's iterator values with ``loop`` and every loop inside it at 0: where the
+    current step of the current tile starts, in terms of the outer loops."""
+    inner = {loop.loop_var} | {node.loop_var for node in _walk(loop.body) if isinstance(node, For)}
+    zeros = {var: tirx.const(0, var.ty.dtype) for var in inner}
+    return [_substitute(value, zeros) for value in realize.iter_values]
+
+
+def _floats_per_line(buffer) -> int:
+    return LINE_BYTES * 8 // tvm.DataType(str(buffer.dtype)).bits
+
+
+def _prefetch_loop(buffer, element_of_line, lines: int, loop: For) -> For:
+    """``for line in range(lines): prefetch(&buffer[element_of_line(line)])`` (flat element index)."""
     index_type = loop.loop_var.ty.dtype
     line = tirx.Var("prefetch_line", index_type)
-    element = tirx.min(next_start + (step * lines_per_step + line) * per_line, total - 1)
-    address = tirx.address_of(weights[tuple(_unravel(element, shape))])
-    prefetch = For(
-        line,
-        tirx.const(0, index_type),
-        tirx.const(lines_per_step, index_type),
-        ForKind.SERIAL,
-        Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, 3, 1)),
-    )
-    return For(loop.loop_var, loop.min, loop.extent, loop.kind, SeqStmt([prefetch, loop.body]), loop.thread_binding, annotations)
+    address = tirx.address_of(buffer[tuple(_unravel(element_of_line(line), [int(d) for d in buffer.shape]))])
+    body = Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, 3, 1))
+    return For(line, tirx.const(0, index_type), tirx.const(lines, index_type), ForKind.SERIAL, body)
+
+
+def _rebuilt(loop: For, key: str, prefetches: list) -> For:
+    """``loop`` without the annotation ``key``, with ``prefetches`` at the top of its body."""
+    annotations = {name: value for name, value in loop.annotations.items() if name != key}
+    body = SeqStmt([*prefetches, loop.body]) if prefetches else loop.body
+    return For(loop.loop_var, loop.min, loop.extent, loop.kind, body, loop.thread_binding, annotations)
 
 
 def _unravel(element, shape):

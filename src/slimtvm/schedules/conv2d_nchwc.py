@@ -199,9 +199,9 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     block_bytes = kernel_h * kernel_w * (in_channels // in_blocks) * oc_bn * 4
     prefetch = prefetch and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
     weight_chunk = weight_chunk_blocks(block_bytes, in_blocks, oc_tile) if prefetch else in_blocks
+    prefetch_step = (oc_tile, px, pixels, pixels // px, weight_chunk) if prefetch else None
     parts = sch.loop_partition(pixel, [pixels // px * px]) if pixels % px and pixels > px else [pixel]
     for part in parts:
-        prefetch_step = (oc_tile, px, pixels, pixels // px, weight_chunk) if prefetch else None
         _tile_and_reduce(sch, sch.get_child_blocks(part)[0], ic_bn, px, channels_outside, prefetch_step)
     schedule_padding(sch, stages.pads)
 
@@ -209,9 +209,9 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
 def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, prefetch_step=None) -> None:
     """Under one pixel loop: ``px``-pixel tiles (the tail: one tile of what is left), the reduction
     outside the unrolled tile, its input-channel chunks outside the tiles if ``channels_outside``.
-    ``prefetch_step`` (the :data:`PREFETCH_ANNOTATION`, whose last item
-    is the input-channel blocks per weight chunk): the full tiles loop inside weight chunks, and
-    the loop over a chunk's input-channel blocks prefetches the next chunk."""
+    ``prefetch_step`` (the :data:`PREFETCH_ANNOTATION`, whose last item is the input-channel
+    blocks per weight chunk): the full tiles loop inside weight chunks, and the loop over a
+    chunk's input-channel blocks prefetches the next chunk."""
     pixel, tile_oc, vec, ic, kh, kw = sch.get_loops(conv)[-6:]
     # ic runs over every input channel; blocked inputs split it into chunks of one channel block
     # (a plain-input stem, whose channels are not a multiple of the block, is one chunk).
