@@ -65,6 +65,13 @@ def test_sparse_models_benchmark_smoke():
     assert float(out.rsplit("largest relative difference from onnxruntime: ", 1)[1].split()[0]) <= 1e-4, out
 
 
+def test_detectors_benchmark_smoke():
+    out = _run_smoke("detectors.py")
+    row = next(line for line in out.splitlines() if line.startswith("| yolo-like (smoke) | 1 |"))
+    assert float(row.rsplit("|", 2)[-2]) <= 1e-4, row  # slimtvm vs onnxruntime on the same model
+    assert "claim: yolo-like (smoke) at 1 thread(s), untuned: slimtvm/onnxruntime = " in out
+
+
 def test_conv_layers_and_profile_scripts_run():
     """Both scripts once broke silently (the conv rule's index changed): run them on small cases."""
     conv = subprocess.run(

@@ -244,6 +244,30 @@ def test_odd_channel_counts_and_classifiers_are_padded_to_whole_blocks(tmp_path,
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+@pytest.mark.parametrize("preset", ["x86-64", "host"])
+def test_split_k_classifiers_match_onnxruntime(tmp_path, preset):
+    """Classifier heads at batch 1 and 3 run in the split-K form (whole rows of the weight per
+    task, partial rows summed in a final pass with the fused bias and ReLU): exact against
+    onnxruntime, with a reduction that unrolls by 8 (512) and one that does not (296)."""
+    from conftest import x86_kernel_presets
+
+    import slimtvm
+    from slimtvm.schedules.dense import default_dense_tile
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+
+    if preset not in x86_kernel_presets():
+        pytest.skip(f"{preset} kernels do not run on this host")
+    lanes = simd_lanes(resolve_target(preset).tvm_target())
+    for batch, reduction in ((1, 512), (3, 296)):
+        assert default_dense_tile(batch, 96, reduction, lanes).k_tasks > 1
+        g = GraphBuilder(seed=12 + batch)
+        x = g.input([batch, reduction])
+        model = g.model(g.gemm(g.relu(g.gemm(x, reduction, 96)), 96, 48))
+        inputs = {"x": digits_like_input((batch, reduction), seed=batch)}
+        artifact = slimtvm.compile(model, str(tmp_path / f"head{batch}.so"), target=preset)
+        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
 def test_non_max_suppression_builds_and_selects_what_onnxruntime_selects(tmp_path):
     """TOPI's NMS kernel has opaque blocks (sort, searchsorted): the generic rule leaves them to
     TVM's default lowering. Before, it inlined a gather into them and the build failed."""

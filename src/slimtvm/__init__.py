@@ -12,6 +12,7 @@ Public API::
 __version__ = "0.1.0"
 
 from .errors import SlimError
+from .runtime.artifact import aligned_array
 from .runtime.artifact import use_all_cores_by_default as _use_all_cores_by_default
 
 _use_all_cores_by_default()
@@ -59,4 +60,4 @@ def load(library_path):
     return _load(library_path)
 
 
-__all__ = ["SlimError", "compile", "load", "__version__"]
+__all__ = ["SlimError", "aligned_array", "compile", "load", "__version__"]

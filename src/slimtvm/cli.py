@@ -140,6 +140,8 @@ def _cmd_compile(args) -> int:
     for info in manifest["outputs"]:
         shape = "[shape known at run time]" if info["shape"] is None else "[" + ", ".join("?" if d is None else str(d) for d in info["shape"]) + "]"
         print(f"output {info['name']}: {info['dtype']}{shape}")
+    if manifest.get("onnx_rewrites"):
+        print("onnx rewrites before import: " + ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in manifest["onnx_rewrites"].items()))
     if "binarize_request" in manifest:
         from .compress.binarize_float_layers import describe
 

@@ -14,6 +14,7 @@ import onnx
 
 from ..errors import SlimError, first_line
 from .cancel_transposes import cancel_layout_transposes
+from .fold_shapes import fold_shape_computations
 from .onnx_model import (
     TensorInfo,
     load_onnx,
@@ -52,12 +53,14 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     inputs = resolve_input_infos(model, input_shapes)
     nonfinite = warn_nonfinite_weights(model)
     static_model = sums_as_adds(with_static_inputs(model, inputs))
+    static_model, shape_nodes, unfolded_shapes = fold_shape_computations(static_model)
     static_model, transpose_pairs = cancel_layout_transposes(static_model)
     _refuse_unsupported_ops(static_model)
     mod = _relax_import(static_model, inputs)
-    outputs = _relax_outputs(mod, output_infos(static_model))
+    outputs = _relax_outputs(mod, output_infos(static_model), unfolded_shapes)
     notes = [f"weights with NaN/Inf: {name} ({count})" for name, count in nonfinite]
-    rewrites = {name: count for name, count in (("qonnx_quantizers", bipolar_quants), ("layout_transpose_pairs_removed", transpose_pairs)) if count}
+    counts = (("qonnx_quantizers", bipolar_quants), ("shape_computations_folded", shape_nodes), ("layout_transpose_pairs_removed", transpose_pairs))
+    rewrites = {name: count for name, count in counts if count}
     return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes, rewrites)
 
 
@@ -102,11 +105,11 @@ def _relax_import(model: onnx.ModelProto, inputs: list):
     return mod
 
 
-def _relax_outputs(mod, onnx_outputs: list) -> list:
+def _relax_outputs(mod, onnx_outputs: list, unfolded_shapes: tuple = ()) -> list:
     """Output infos with the shapes Relax inferred (ONNX inference may leave some unknown). A
     data-dependent dimension (Slice by input values, NonZero, Unique, …) is None, an unknown rank
     a shape of None: the runtime returns whatever the library computed. Refuses outputs that are
-    not tensors."""
+    not tensors, naming the ``Shape`` nodes that did not fold (``unfolded_shapes``) if any."""
     from tvm import relax
 
     ret = mod["main"].ret_ty
@@ -116,7 +119,8 @@ def _relax_outputs(mod, onnx_outputs: list) -> list:
     infos = []
     for info, sinfo in zip(onnx_outputs, fields):
         if not isinstance(sinfo, relax.TensorType):
-            raise SlimError(f"output {info.name!r} is not a tensor after import ({type(sinfo).__name__})")
+            why = f"; shape computations that did not fold (input shape not static): {', '.join(unfolded_shapes[:3])}" if unfolded_shapes else ""
+            raise SlimError(f"output {info.name!r} is not a tensor after import ({type(sinfo).__name__}){why}")
         shape = None if sinfo.shape is None or not hasattr(sinfo.shape, "values") else tuple(_static_dim(d) for d in sinfo.shape.values)
         infos.append(TensorInfo(info.name, shape, str(sinfo.dtype)))
     return infos
