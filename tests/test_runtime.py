@@ -136,7 +136,10 @@ def test_aligned_and_unaligned_inputs_give_the_same_answer_and_are_left_alone(tm
     unaligned = unaligned_storage[1:].reshape(values[1].shape)  # 4 bytes past an allocation: never 64-aligned
     assert unaligned.ctypes.data % 64 != 0
     unaligned[...] = values[1]
-    feeds = [aligned, unaligned, values[2]]
+    readonly = slimtvm.aligned_array((1, 16, 10, 10), np.float32)
+    readonly[...] = values[2]
+    readonly.flags.writeable = False  # DLPack cannot export it: copied like an unaligned array
+    feeds = [aligned, unaligned, readonly]
     results = [runner.run({"x": feed}) for feed in feeds]
     for feed, value, result in zip(feeds, values, results):
         np.testing.assert_array_equal(feed, value)

@@ -9,7 +9,10 @@ are recognised patterns, lowered earlier by lowering/binary_layers.py.
 from __future__ import annotations
 
 from .conv_layouts import legalize_conv2d
+from .fast_math import legalize_sigmoid, legalize_softmax
 
 LEGALIZATIONS = {
     "relax.nn.conv2d": legalize_conv2d,
+    "relax.sigmoid": legalize_sigmoid,
+    "relax.nn.softmax": legalize_softmax,
 }

@@ -172,7 +172,7 @@ class Model:
     def run(self, inputs: dict) -> dict:
         """Run the model on ``inputs`` (name → array) and return ``{output name: ndarray}``.
 
-        An input whose buffer is 64-byte aligned (what TVM's kernels assume; see
+        A writeable input whose buffer is 64-byte aligned (what TVM's kernels assume; see
         :func:`aligned_array`) is passed without a copy; any other is copied into a staging
         buffer this thread reuses. Outputs never alias an input.
         """
@@ -191,7 +191,7 @@ class Model:
 
         if self._device.dlpack_device_type() != 1:  # not the CPU: TVM copies to the device
             return tvm.runtime.tensor(array, self._device)
-        if array.ctypes.data % TVM_ALIGNMENT == 0 and array.size:
+        if array.ctypes.data % TVM_ALIGNMENT == 0 and array.size and array.flags.writeable:  # DLPack refuses read-only arrays
             return tvm.runtime.from_dlpack(array)
         staging = getattr(self._staging, "buffers", None)
         if staging is None:
