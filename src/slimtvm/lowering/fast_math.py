@@ -64,7 +64,7 @@ def legalize_sigmoid(bb, call):
     return bb.call_te(fast_sigmoid, call.args[0], primfunc_name_hint="sigmoid")
 
 
-def legalize_softmax(bb, call):
+def legalize_softmax_with_fast_exp(bb, call):
     """``relax.nn.softmax`` on float32 → TOPI's ``fast_softmax``; other dtypes → TVM's default."""
     if str(call.args[0].ty.dtype) != "float32":
         return _default("relax.nn.softmax", bb, call)

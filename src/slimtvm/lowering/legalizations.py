@@ -9,10 +9,12 @@ are recognised patterns, lowered earlier by lowering/binary_layers.py.
 from __future__ import annotations
 
 from .conv_layouts import legalize_conv2d
-from .fast_math import legalize_sigmoid, legalize_softmax
+from .fast_math import legalize_sigmoid, legalize_softmax_with_fast_exp
 
 LEGALIZATIONS = {
-    "relax.nn.conv2d": legalize_conv2d,
+    # element-wise math first: a kernel family entered further down for the same operation
+    # replaces it (in a dict literal the later key wins; docs/architecture.md's example does so)
     "relax.sigmoid": legalize_sigmoid,
-    "relax.nn.softmax": legalize_softmax,
+    "relax.nn.softmax": legalize_softmax_with_fast_exp,
+    "relax.nn.conv2d": legalize_conv2d,
 }
