@@ -24,6 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 FOLDED_MAX_ELEMENTS = 1 << 20  # a shape-derived constant larger than this stays a computation
+MAX_ROUNDS = 64  # folding rounds (YOLOv8n needs 8: one per C2f block whose split shape unlocks the next)
 NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 
 
@@ -46,9 +47,6 @@ def static_shapes(model: onnx.ModelProto) -> dict:
     for initializer in graph.initializer:
         shapes[initializer.name] = tuple(initializer.dims)
     return shapes
-
-
-MAX_ROUNDS = 64
 
 
 def fold_shape_computations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, list]:
