@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 FOLDED_MAX_ELEMENTS = 1 << 20  # a shape-derived constant larger than this stays a computation
-MAX_ROUNDS = 64  # folding rounds (YOLOv8n needs 8: one per C2f block whose split shape unlocks the next)
+MAX_ROUNDS = 64  # folding rounds (YOLOv8n at 320 takes 5: a folded C2f split makes later shapes static)
 NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 
 
