@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install slimtvm with its test extra, check the house rules (import-linter contracts, ruff lint and
 # format), set up aarch64 cross-compilation + qemu emulation (cached), and run the default test
-# suite (everything not marked slow). Extra arguments go to pytest.
+# suite (everything not marked slow) in two pytest-xdist workers, one test file per worker at a
+# time (module fixtures are built once). SLIMTVM_TEST_WORKERS=1 runs it in one process. Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap_venv.sh test
@@ -11,4 +13,7 @@ bash scripts/bootstrap_venv.sh test
 HOST_PYTHON=.venv/bin/python bash scripts/setup_arm_emulation.sh >/tmp/slimtvm-arm-setup.log 2>&1 \
   || { tail -40 /tmp/slimtvm-arm-setup.log >&2; echo "aarch64 emulation set-up failed (log: /tmp/slimtvm-arm-setup.log)" >&2; exit 1; }
 echo "aarch64 emulation ready: $(tail -1 /tmp/slimtvm-arm-setup.log)"
-exec .venv/bin/python -m pytest -m "not slow" -q --durations=15 "$@"
+WORKERS="${SLIMTVM_TEST_WORKERS:-2}"
+PARALLEL=()
+[ "$WORKERS" -gt 1 ] && PARALLEL=(-n "$WORKERS" --dist loadfile)
+exec .venv/bin/python -m pytest -m "not slow" -q --durations=15 "${PARALLEL[@]}" "$@"
