@@ -38,8 +38,17 @@ LAYERS = {
     "r50_1x1_7": (2048, 7, 1, 512, 1, 0),
     "l1_half_out": (64, 56, 3, 32, 1, 1),  # a block's first conv with half its filters removed (pruned filters)
     "l1_half_in": (32, 56, 3, 64, 1, 1),  # the block's second conv, half its inputs removed
+    "mbv2_stem": (3, 224, 3, 32, 2, 1),
+    "mbv2_expand_112": (16, 112, 1, 96, 1, 0),
+    "mbv2_expand_28": (32, 28, 1, 192, 1, 0),
+    "mbv2_expand_14": (64, 14, 1, 384, 1, 0),
+    "mbv2_expand_14b": (96, 14, 1, 576, 1, 0),
+    "mbv2_expand_7": (160, 7, 1, 960, 1, 0),
+    "mbv2_last": (320, 7, 1, 1280, 1, 0),
     "mbv2_expand": (24, 56, 1, 144, 1, 0),
     "mbv2_project": (144, 56, 1, 24, 1, 0),
+    "mbv2_project_14": (576, 14, 1, 96, 1, 0),
+    "mbv2_project_7": (960, 7, 1, 160, 1, 0),
 }
 SWEEP = [
     (4, 6, False),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install slimtvm with its test extra, check the house rules (import-linter contracts, ruff lint and
 # format), set up aarch64 cross-compilation + qemu emulation (cached), and run the default test
-# suite (everything not marked slow) in two pytest-xdist workers, one test file per worker at a
-# time (module fixtures are built once). SLIMTVM_TEST_WORKERS=1 runs it in one process. Extra
+# suite (everything not marked slow) in two pytest-xdist workers that steal tests from each other
+# at the end (a module fixture may then be built in both). SLIMTVM_TEST_WORKERS=1 runs it in one process. Extra
 # arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +15,5 @@ HOST_PYTHON=.venv/bin/python bash scripts/setup_arm_emulation.sh >/tmp/slimtvm-a
 echo "aarch64 emulation ready: $(tail -1 /tmp/slimtvm-arm-setup.log)"
 WORKERS="${SLIMTVM_TEST_WORKERS:-2}"
 PARALLEL=()
-[ "$WORKERS" -gt 1 ] && PARALLEL=(-n "$WORKERS" --dist loadfile)
+[ "$WORKERS" -gt 1 ] && PARALLEL=(-n "$WORKERS" --dist worksteal)
 exec .venv/bin/python -m pytest -m "not slow" -q --durations=15 "${PARALLEL[@]}" "$@"

@@ -36,6 +36,9 @@ def onnxruntime_outputs(model, inputs: dict) -> dict:
     """Run ``model`` (ModelProto or path) in onnxruntime's CPU provider; outputs by name."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # one thread: the reference's thread count does not change its result, and the suite runs
+    # in two workers on two cores, where spinning onnxruntime threads slowed the other worker
+    options.intra_op_num_threads = 1
     source = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

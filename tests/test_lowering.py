@@ -329,6 +329,31 @@ def test_plain_layout_pooling_matches_onnxruntime(compile_and_run):
     assert not _plain_window(pool_block((1, 1, 23, 29, 16), "NCHW16c"))
 
 
+@pytest.mark.parametrize("preset", ["x86-64", "host"])
+def test_channel_blocked_pooling_with_borders_matches_onnxruntime(tmp_path, preset):
+    """Pools after a blocked conv run with their rows' border columns split off (the interior
+    drops the padding check): ResNet's 3×3/2 max-pool with padding 1, SPPF's 5×5/1 max-pool with
+    padding 2, an average pool that leaves out the padding, and a global mean, on rows wide and
+    narrow (the split needs more than 4 output columns), match onnxruntime."""
+    from conftest import x86_kernel_presets
+
+    import slimtvm
+
+    if preset not in x86_kernel_presets():
+        pytest.skip(f"{preset} kernels do not run on this host")
+    g = GraphBuilder(seed=12)
+    x = g.input([1, 3, 21, 26])
+    y = g.relu(g.conv(x, 3, 32, kernel=3, pads=(1, 1, 1, 1)))
+    stem_pool = g.node("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    sppf = g.node("MaxPool", [stem_pool], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
+    average = g.node("AveragePool", [sppf], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0)
+    narrow = g.node("MaxPool", [average], kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1])
+    model = g.model([g.node("Flatten", [g.node("GlobalAveragePool", [narrow])]), average])
+    inputs = {"x": digits_like_input((1, 3, 21, 26), seed=4)}
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
 @pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
 def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_path, preset):
     """ResNet's last stage (4.7 and 9.4 MB of weights, 7×7 images: tiles of 10 pixels and a tail of

@@ -21,7 +21,7 @@ from onnx_builders import GraphBuilder
 import slimtvm
 from slimtvm.compiler.layer_table import decisions_from_manifest, layer_rows
 
-EXAMPLES = int(os.environ.get("SLIMTVM_GRAPH_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("SLIMTVM_GRAPH_EXAMPLES", "240"))
 
 
 def _out_size(size, kernel, stride, pad_total, dilation=1):

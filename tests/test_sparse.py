@@ -173,7 +173,18 @@ def test_a_model_without_zeros_is_reported_dense(tmp_path, capsys):
     assert "0.0% of multiply-adds have a zero weight" in out and "sparse_layers: 0 convs run the sparse kernel" in out
 
 
-SPARSE_EXAMPLES = 300  # split between the x86 kernel variants this host runs
+SPARSE_EXAMPLES = int(os.environ.get("SLIMTVM_SPARSE_EXAMPLES", "200"))  # split between the x86 kernel variants this host runs
+
+
+def _check_random_pruned_graphs(examples: int, tmp_path, target: str) -> None:
+    @settings(max_examples=examples, **COMMON)
+    @given(spec=sparse_specs())
+    def check(spec):
+        model, inputs = sparse_graph(spec)
+        artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=target, sparse="always")
+        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+    check()
 
 
 @pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
@@ -182,15 +193,13 @@ def test_random_pruned_graphs_match_onnxruntime(tmp_path, target):
     strided, dilated, grouped and depthwise convs, BN, ReLU, residual adds and concats: the
     sparse kernel (``--sparse always``, so every groups = 1 conv with zeros runs it) gives
     onnxruntime's outputs."""
+    _check_random_pruned_graphs(SPARSE_EXAMPLES // max(1, len(x86_kernel_presets())), tmp_path, target)
 
-    @settings(max_examples=SPARSE_EXAMPLES // max(1, len(x86_kernel_presets())), **COMMON)
-    @given(spec=sparse_specs())
-    def check(spec):
-        model, inputs = sparse_graph(spec)
-        artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=target, sparse="always")
-        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
-    check()
+@pytest.mark.slow
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+def test_many_random_pruned_graphs_match_onnxruntime(tmp_path, target):
+    _check_random_pruned_graphs(1000, tmp_path, target)
 
 
 @pytest.mark.parametrize(
