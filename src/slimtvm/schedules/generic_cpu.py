@@ -16,7 +16,9 @@ from .cpu_rule import CPURule
 MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
 MAX_WINDOW = 64  # reductions over at most this many elements per output are pooling windows
 WINDOW_UNROLL = 8
-BORDER_COLUMNS = 2  # outputs at each end of a row whose window may reach into the padding (5×5, pad 2: 1)  # outputs of a plain-layout pooling row computed side by side
+BORDER_COLUMNS = (
+    2  # outputs at each end of a row whose window may reach into the padding (5×5, pad 2: 1)  # outputs of a plain-layout pooling row computed side by side
+)
 # intrinsics TVM 0.27 lowers for LLVM only as scalars: vectorized, codegen fails ("unknown intrinsic")
 SCALAR_ONLY_INTRINSICS = ("cosh", "sinh")
 
