@@ -133,6 +133,14 @@ def test_avx512_tile_leaves_registers_for_broadcasts_and_weights(oc_chunks, expe
     assert tile.oc_tile * tile.px + tile.px + tile.oc_tile <= 32  # accumulators, broadcasts, weights: no spill
 
 
+@pytest.mark.parametrize("in_channels,taps,expected", [(3, 49, (2, 8)), (16, 1, (2, 8)), (32, 1, (2, 10)), (64, 9, (2, 10))])
+def test_avx512_convs_reading_one_channel_block_take_shorter_tiles(in_channels, taps, expected):
+    from slimtvm.schedules.conv2d_nchwc import default_tile
+
+    tile = default_tile(4, 112, 112, 24, in_channels, taps, lanes=16)
+    assert (tile.oc_tile, tile.px) == expected
+
+
 @pytest.mark.parametrize("in_channels,taps,expected", [(256, 9, True), (128, 9, True), (64, 9, False), (1024, 1, False), (3, 49, False)])
 def test_input_channels_loop_outside_the_tiles_for_deep_3x3_convs(in_channels, taps, expected):
     from slimtvm.schedules.conv2d_nchwc import default_tile

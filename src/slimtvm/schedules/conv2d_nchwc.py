@@ -128,11 +128,17 @@ def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_ch
     2 × 10 reaches 132–136 on ResNet-18's 3×3 layers (4 × 6: 112–134, 4 × 6 losing 15% on the
     7×7 layer), 117–132 on ResNet-50's 1×1 layers (4 × 6: 116–133); tiles that break the rule
     spill: 2 × 12 runs at 79–91, 3 × 8 at 48–62 (MobileNetV2's 144-channel expansion: 3 × 7 100,
-    3 × 8 48).
+    3 × 8 48). Convs that read at most one channel block (RGB stems, MobileNetV2's 16-channel
+    expansion) take 2 × :data:`SHORT_REDUCTION_PIXELS`: on Zen 4 (``conv_layers.py --sweep``, 1
+    thread, ms) 2 × 8 / 2 × 10 ran ResNet's 7×7/2 stem 2.19 / 2.32, MobileNetV2's 3×3/2 stem
+    0.255 / 0.277 and its 16 → 96 expansion at 112×112 0.540 / 0.589; with 32 or more input
+    channels 2 × 10 stayed as fast or faster (32 → 192 at 28×28: 0.106 / 0.114).
     """
     if lanes >= 16:
         oc_tile = next(t for t in (2, 3, 1) if oc_chunks % t == 0)
         px = (REGISTERS_AVX512 - oc_tile) // (oc_tile + 1)
+        if oc_tile == 2 and 0 < in_channels <= lanes:
+            px = SHORT_REDUCTION_PIXELS
     else:
         oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
         px = budget // oc_tile
@@ -141,6 +147,7 @@ def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_ch
 
 
 REGISTERS_AVX512 = 32
+SHORT_REDUCTION_PIXELS = 8  # 2 × 8 tiles for convs reading ≤ one channel block (default_tile)
 
 
 def channels_outside_by_default(in_channels: int, kernel_taps: int, lanes: int = 8) -> bool:
