@@ -2,8 +2,8 @@
 # Install slimtvm with its test extra, check the house rules (import-linter contracts, ruff lint and
 # format), set up aarch64 cross-compilation + qemu emulation (cached), and run the default test
 # suite (everything not marked slow) in two pytest-xdist workers that steal tests from each other
-# at the end (a module fixture may then be built in both). SLIMTVM_TEST_WORKERS=1 runs it in one process. Extra
-# arguments go to pytest.
+# at the end (a module fixture may then be built in both). SLIMTVM_TEST_WORKERS=1 runs it in one
+# process. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap_venv.sh test

@@ -341,8 +341,8 @@ def test_plain_layout_pooling_matches_onnxruntime(compile_and_run):
 def test_channel_blocked_pooling_with_borders_matches_onnxruntime(tmp_path, preset):
     """Pools after a blocked conv run with their rows' border columns split off (the interior
     drops the padding check): ResNet's 3×3/2 max-pool with padding 1, SPPF's 5×5/1 max-pool with
-    padding 2, an average pool that leaves out the padding, and a global mean, on rows wide and
-    narrow (the split needs more than 4 output columns), match onnxruntime."""
+    padding 2, an average pool that leaves out the padding, a pool whose 4-column rows are too
+    narrow to split (the split needs more than 4), and a global mean, match onnxruntime."""
     from conftest import x86_kernel_presets
 
     import slimtvm
@@ -355,7 +355,7 @@ def test_channel_blocked_pooling_with_borders_matches_onnxruntime(tmp_path, pres
     stem_pool = g.node("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     sppf = g.node("MaxPool", [stem_pool], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2])
     average = g.node("AveragePool", [sppf], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0)
-    narrow = g.node("MaxPool", [average], kernel_shape=[3, 3], strides=[3, 3], pads=[1, 1, 1, 1])
+    narrow = g.node("MaxPool", [average], kernel_shape=[3, 3], strides=[4, 4], pads=[1, 1, 1, 1])  # 13 → 4 columns
     model = g.model([g.node("Flatten", [g.node("GlobalAveragePool", [narrow])]), average])
     inputs = {"x": digits_like_input((1, 3, 21, 26), seed=4)}
     artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)

@@ -15,10 +15,8 @@ from .cpu_rule import CPURule
 
 MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
 MAX_WINDOW = 64  # reductions over at most this many elements per output are pooling windows
-WINDOW_UNROLL = 8
-BORDER_COLUMNS = (
-    2  # outputs at each end of a row whose window may reach into the padding (5×5, pad 2: 1)  # outputs of a plain-layout pooling row computed side by side
-)
+WINDOW_UNROLL = 8  # outputs of a plain-layout pooling row computed side by side
+BORDER_COLUMNS = 2  # outputs split off at each end of a blocked pooling row: covers padding ≤ 2
 # intrinsics TVM 0.27 lowers for LLVM only as scalars: vectorized, codegen fails ("unknown intrinsic")
 SCALAR_ONLY_INTRINSICS = ("cosh", "sinh")
 
@@ -161,13 +159,14 @@ class GenericCPU(CPURule):
     def _schedule_blocked_window(self, sch, block, spatial, vector) -> None:
         """Pooling in a blocked layout (loops: spatial..., window..., channel-block lanes).
 
-        Output rows in parallel (2-D windows; a global mean: its channel blocks); along each row
-        the first and last :data:`BORDER_COLUMNS` outputs are loops of their own, so that in the interior the padding's bounds check on
-        every tap is provably true and drops out, leaving unrolled vector loads and max/add
-        (LLVM's SLP pass packs the unrolled lanes: TIR refuses to vectorize a loop under a
-        reduction). One loop per output pixel with the check on every tap ran ResNet-18's
-        3×3/2 max-pool (64 × 112 × 112) at 0.19 ms on Zen 4, 1 thread, inputs in cache; this
-        schedule 0.055 ms (Bi-Real Net 18 in the model, cold input: 0.40 → 0.24 ms)."""
+        Output rows in parallel (2-D windows; a global mean: its channel blocks). Along each row
+        the first and last :data:`BORDER_COLUMNS` outputs are loops of their own, so that in the
+        interior the padding's column checks are provably true and drop out (the row check
+        stays, constant along the row), leaving unrolled vector loads and max/add (LLVM's SLP
+        pass packs the unrolled lanes: TIR refuses to vectorize a loop under a reduction). One
+        loop per output pixel with every check on every tap ran ResNet-18's 3×3/2 max-pool
+        (64 × 112 × 112) at 0.19 ms on Zen 4, 1 thread, inputs in cache; this schedule 0.055 ms
+        (Bi-Real Net 18 in the model, cold input: 0.40 → 0.24 ms)."""
         # spatial: the leading spatial loops, the last of them the lanes (now inside the window);
         # [batch, channel chunk, row, column, lanes] for a 2-D window, shorter for a global mean
         windowed = len(spatial) >= 5
