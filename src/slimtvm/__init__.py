@@ -19,7 +19,7 @@ _use_all_cores_by_default()
 
 
 def compile(  # noqa: A001 - the natural name
-    model, output=None, target="host", input_shapes=None, db=None, binarize=None, sparse="auto", prune=None, save_onnx=None
+    model, output=None, target="host", input_shapes=None, db=None, binarize=None, sparse="auto", prune=None, save_onnx=None, low_rank=None
 ):
     """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`.
 
@@ -28,7 +28,10 @@ def compile(  # noqa: A001 - the natural name
     ``prune``: None, a share of weights to prune (global L1 magnitude, as
     ``torch.nn.utils.prune.global_unstructured``) or a
     :class:`~slimtvm.compress.prune_float_layers.PruneRequest` (lossy; the error is reported).
-    ``save_onnx``: a path for the rewritten float model of ``binarize`` or ``prune``.
+    ``low_rank``: None, a SPEC (``"rank=0.25"``, ``"energy=0.9"``, ``"error=0.05"``, ``"vbmf"``) or a
+    :class:`~slimtvm.compress.low_rank_float_layers.LowRankRequest` (lossy; factorised only where
+    measured faster; the error is reported).
+    ``save_onnx``: a path for the rewritten float model of the lossy step.
     ``sparse``: ``auto`` (sparse kernels where they pay), ``always`` or ``never``.
     """
     from .compiler.build import compile_model
@@ -41,8 +44,21 @@ def compile(  # noqa: A001 - the natural name
         from .compress.prune_float_layers import PruneRequest
 
         prune = PruneRequest(amount=float(prune))
+    if isinstance(low_rank, str):
+        from .compress.low_rank_float_layers import LowRankRequest
+
+        low_rank = LowRankRequest(low_rank)
     return compile_model(
-        model, output=output, target=target, input_shapes=input_shapes, db=db, binarize=binarize, sparse=sparse, prune=prune, save_onnx=save_onnx
+        model,
+        output=output,
+        target=target,
+        input_shapes=input_shapes,
+        db=db,
+        binarize=binarize,
+        sparse=sparse,
+        prune=prune,
+        save_onnx=save_onnx,
+        low_rank=low_rank,
     )
 
 

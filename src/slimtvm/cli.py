@@ -52,13 +52,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "--prune-filters", type=float, metavar="AMOUNT", help="lossy: zero the AMOUNT share of each conv's filters of smallest L1 norm (removed exactly)"
     )
     p.add_argument(
+        "--low-rank",
+        metavar="SPEC",
+        help="lossy: factorise Conv/Gemm/MatMul layers (SVD; Tucker-2 for k×k convs) where the chain runs faster; SPEC: rank=F, energy=E, error=X or vbmf",
+    )
+    p.add_argument("--no-speed-gate", action="store_true", help="with --low-rank: factorise every layer SPEC reduces, faster or not (for accuracy studies)")
+    p.add_argument(
         "--keep-float",
         default=None,
         metavar="LIST",
-        help="with --binarize or --prune: layers left as they are, comma-separated names or first/last/none (default first,last for --binarize, none for --prune)",
+        help="with a lossy step: layers left as they are, comma-separated names or first/last/none "
+        "(default first,last for --binarize, first for --low-rank, none for --prune)",
     )
-    p.add_argument("--calibration", metavar="FILE.npz", help="with --binarize or --prune: inputs to measure the error on (default: 8 seeded normal samples)")
-    p.add_argument("--save-onnx", metavar="PATH.onnx", help="with --binarize or --prune: also write the rewritten float model (for onnxruntime, fine-tuning)")
+    p.add_argument("--calibration", metavar="FILE.npz", help="with a lossy step: inputs to measure the error on (default: 8 seeded normal samples)")
+    p.add_argument("--save-onnx", metavar="PATH.onnx", help="with a lossy step: also write the rewritten float model (for onnxruntime, fine-tuning)")
     p.add_argument(
         "--sparse",
         choices=["auto", "always", "never"],
@@ -108,7 +115,7 @@ def _cmd_compile(args) -> int:
     from .frontend.onnx_model import parse_shape_overrides
 
     keep = None if args.keep_float is None else tuple(item.strip() for item in args.keep_float.split(",") if item.strip())
-    binarize = prune = None
+    binarize = prune = low_rank = None
     if args.binarize:
         from .compress.binarize_float_layers import BinarizeRequest
 
@@ -119,8 +126,16 @@ def _cmd_compile(args) -> int:
         prune = PruneRequest(args.prune, args.prune_scope or "global", args.prune_filters, keep or ("none",), args.calibration)
     elif args.prune_scope is not None:
         raise SlimError("--prune-scope only applies with --prune")
-    if binarize is None and prune is None and (args.calibration or keep is not None):
-        raise SlimError("--keep-float and --calibration only apply with --binarize or --prune")
+    if args.low_rank is not None:
+        from .compress.low_rank_float_layers import LowRankRequest
+        from .compress.low_rank_ranks import parse_spec
+
+        parse_spec(args.low_rank)  # a bad SPEC fails before any work
+        low_rank = LowRankRequest(args.low_rank, keep or ("first",), args.calibration, speed_gate=not args.no_speed_gate)
+    elif args.no_speed_gate:
+        raise SlimError("--no-speed-gate only applies with --low-rank")
+    if binarize is None and prune is None and low_rank is None and (args.calibration or keep is not None):
+        raise SlimError("--keep-float and --calibration only apply with --binarize, --prune or --low-rank")
     artifact = compile_model(
         args.model,
         args.output,
@@ -131,6 +146,7 @@ def _cmd_compile(args) -> int:
         sparse=args.sparse,
         prune=prune,
         save_onnx=args.save_onnx,
+        low_rank=low_rank,
     )
     manifest = artifact.manifest
     print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
@@ -150,6 +166,10 @@ def _cmd_compile(args) -> int:
         from .compress.prune_float_layers import describe as describe_pruning
 
         print("\n".join(describe_pruning(manifest["prune_request"])))
+    if "low_rank_request" in manifest:
+        from .compress.low_rank_float_layers import describe as describe_low_rank
+
+        print("\n".join(describe_low_rank(manifest["low_rank_request"])))
     if args.save_onnx:
         print(f"wrote the rewritten float model to {args.save_onnx} (onnxruntime runs it; the library matches it)")
     for entry in manifest["passes"]:

@@ -51,6 +51,7 @@ def compile_model(
     sparse: str = "auto",
     prune=None,
     save_onnx: str | None = None,
+    low_rank=None,
 ) -> Artifact:
     """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
 
@@ -60,7 +61,9 @@ def compile_model(
     ``binarize`` (a :class:`~slimtvm.compress.binarize_float_layers.BinarizeRequest`) binarizes float
     layers first (lossy) and records the measured error in the manifest; ``prune`` (a
     :class:`~slimtvm.compress.prune_float_layers.PruneRequest`) prunes them (lossy, reported the
-    same way). ``save_onnx``: where to write the rewritten float model of ``binarize`` or ``prune``
+    same way); ``low_rank`` (a :class:`~slimtvm.compress.low_rank_float_layers.LowRankRequest`)
+    factorises them (lossy, reported; the speed gate times layers on the target). ``save_onnx``:
+    where to write the rewritten float model of the lossy step
     (onnxruntime runs it, and the artifact matches it), written only when the compile succeeds. ``sparse`` (see
     :data:`slimtvm.lowering.sparse_layers.SPARSE_MODES`): which convs with zero weights run the
     sparse kernel — ``auto`` (where it pays), ``always`` (every one the kernel takes) or ``never``.
@@ -72,11 +75,12 @@ def compile_model(
     started = time.perf_counter()
     spec = resolve_target(target)
     output = _output_path(output)
-    if binarize is not None and prune is not None:
-        raise SlimError("--binarize and --prune together are not supported: prune (and --save-onnx) first, then binarize the saved model")
+    lossy = [flag for flag, request in (("--binarize", binarize), ("--prune", prune), ("--low-rank", low_rank)) if request is not None]
+    if len(lossy) > 1:
+        raise SlimError(f"{' and '.join(lossy)} together are not supported: run one with --save-onnx, then compile the saved model with the next")
     if save_onnx is not None:
-        if binarize is None and prune is None:
-            raise SlimError("--save-onnx writes the model that --prune or --binarize rewrote; neither was asked for")
+        if not lossy:
+            raise SlimError("--save-onnx writes the model that --prune, --binarize or --low-rank rewrote; none was asked for")
         if not str(save_onnx).endswith(".onnx"):
             raise SlimError(f"--save-onnx {save_onnx} must end in .onnx")
         check_writable_folder(os.fspath(save_onnx), "--save-onnx")
@@ -93,6 +97,12 @@ def compile_model(
 
         model, request_report = apply_prune(model, prune, input_shapes)
         request_key = "prune_request"
+    elif low_rank is not None:
+        from ..compress.low_rank_float_layers import apply_request as apply_low_rank
+        from .layer_timing import layer_timer
+
+        model, request_report = apply_low_rank(model, low_rank, input_shapes, layer_timer(target) if low_rank.speed_gate else None)
+        request_key = "low_rank_request"
     frontend = import_onnx(model, input_shapes)
     database = None
     if db is not None:
