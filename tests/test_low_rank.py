@@ -257,20 +257,20 @@ def test_many_random_factorised_graphs_compile_exactly(tmp_path, target):
 
 
 def test_low_rank_saves_the_factorised_model_and_compiles_it_exactly(tmp_path, capsys):
-    """The CLI on the digits CNN with the speed gate off: every layer but the first factorised
-    (Tucker-2 convs, SVD Gemm), the report lists ranks, MACs and errors, the saved model has fewer
+    """The CLI on the digits CNN with the speed gate off: every layer but the first and the last
+    factorised (Tucker-2 convs; the depthwise conv stays), the report lists ranks, MACs and errors, the saved model has fewer
     MACs, and the artifact matches onnxruntime on it."""
     saved, library = str(tmp_path / "lr.onnx"), str(tmp_path / "lr.so")
     assert main(["compile", DIGITS, "-o", library, "--low-rank", "rank=0.5", "--no-speed-gate", "--save-onnx", saved]) == 0
     out = capsys.readouterr().out
-    assert "low rank on request (low rank, rank=0.5): 4 of 4 layers factorised" in out
-    assert "ranks 8×8" in out and "speed gate off" in out and "kept float: /stem/Conv" in out
+    assert "low rank on request (low rank, rank=0.5): 3 of 3 layers factorised" in out
+    assert "ranks 8×8" in out and "speed gate off" in out and "kept float: /stem/Conv, /fc/Gemm" in out
     manifest = json.load(open(library[:-3] + ".json"))
     report = manifest["low_rank_request"]
     assert report["macs_after"] < report["macs_before"] == linear_macs(onnx.load(DIGITS))
     assert all(entry["factorised"] for entry in report["low_rank_layers"])
     ops = [n.op_type for n in onnx.load(saved).graph.node]
-    assert ops.count("Conv") == 5 + 3 * 2 and ops.count("Gemm") == 2  # each of the three 3×3 convs → three convs
+    assert ops.count("Conv") == 5 + 3 * 2 and ops.count("Gemm") == 1  # each of the three 3×3 convs → three convs
     sample = dict(np.load(os.path.join(REPO, "examples", "digit_sample.npz")))
     assert_outputs_match(slimtvm.load(library).run(sample), onnxruntime_outputs(saved, sample))
 
@@ -322,3 +322,70 @@ def test_calibration_file_of_the_wrong_shape_is_refused(tmp_path, capsys):
         tmp_path,
         "not samples of the input shape",
     )
+
+
+DENSE_HEAD = os.path.join(REPO, "examples", "digits_cnn_dense_head.onnx")
+CALIBRATION = os.path.join(REPO, "examples", "digits_calibration.npz")
+
+
+@pytest.mark.parametrize(
+    "flags, structure",
+    [
+        (["--prune", "0.7"], "mask"),
+        (["--low-rank", "rank=0.5", "--no-speed-gate"], "dense"),
+        (["--binarize", "weights"], "scale"),
+    ],
+)
+def test_calibration_refits_every_lossy_step_without_making_a_layer_worse(tmp_path, capsys, flags, structure):
+    """With --calibration (64 training digits): each rewritten layer's calibration error after the
+    least-squares refit is no larger than before and the report prints both; the refit keeps the
+    rewrite's structure (pruned zeros stay zero; binarized weights stay ±α per output channel, so
+    the layers still compile to binary kernels); the artifact matches onnxruntime on the saved
+    model."""
+    saved, library = str(tmp_path / "m.onnx"), str(tmp_path / "m.so")
+    assert main(["compile", DENSE_HEAD, "-o", library, *flags, "--calibration", CALIBRATION, "--save-onnx", saved]) == 0
+    out = capsys.readouterr().out
+    assert "least-squares reconstruction on 64 calibration inputs (layer output error before → after):" in out
+    manifest = json.load(open(library[:-3] + ".json"))
+    report = next(value for key, value in manifest.items() if key.endswith("_request"))
+    refits = report["reconstruction"]
+    assert len(refits) == len(report["layers"])
+    for refit in refits:
+        if refit["error_after"] is not None:
+            assert refit["error_after"] <= refit["error_before"]
+            assert f"{refit['error_before']:.3f} → {refit['error_after']:.3f}" in out
+    lowered = [r for r in refits if r["error_after"] is not None and r["error_after"] < r["error_before"]]
+    assert len(lowered) >= 3
+    before = {i.name: numpy_helper.to_array(i) for i in onnx.load(DENSE_HEAD).graph.initializer}
+    after = {i.name: numpy_helper.to_array(i) for i in onnx.load(saved).graph.initializer}
+    if structure == "mask":
+        for name in report["layer_zeros"]:
+            node = next(n for n in onnx.load(saved).graph.node if (n.name or n.output[0]) == name)
+            weight = after[node.input[1]]
+            assert report["layer_zeros"][name] == pytest.approx((weight == 0).mean(), abs=1e-4)  # zeros stay zero, none added
+    if structure == "scale":
+        binarized = [n for n in onnx.load(saved).graph.node if (n.name or n.output[0]) in {layer["name"] for layer in report["layers"]}]
+        for node in binarized:
+            weight = after[node.input[1]]
+            per_channel = np.abs(np.moveaxis(weight, 1 if node.op_type == "MatMul" else 0, 0).reshape(weight.shape[1 if node.op_type == "MatMul" else 0], -1))
+            np.testing.assert_allclose(per_channel, per_channel[:, :1] * np.ones_like(per_channel), rtol=1e-6)
+            assert not np.array_equal(weight, before.get(node.input[1], weight))
+        assert next(p for p in manifest["passes"] if p["name"] == "binarize")["binary_weight_layers"] == 4  # BWN: float inputs
+    test = np.load(os.path.join(REPO, "examples", "digits_test.npz"))
+    inputs = {"image": test["images"][:1]}
+    assert_outputs_match(slimtvm.load(library).run(inputs), onnxruntime_outputs(saved, inputs))
+
+
+def test_too_few_calibration_samples_fall_back_to_no_refit(tmp_path):
+    """Four calibration images: the hidden dense layer (a MatMul: 64 weights per output) has 4 rows
+    only, is left as it was and the report says why; the first conv has rows to spare (4 × 1024
+    pixels for 10 parameters per output)."""
+    from slimtvm.compress.prune_float_layers import PruneRequest, apply_request
+
+    few = tmp_path / "few.npz"
+    np.savez(few, image=np.load(CALIBRATION)["image"][:4])
+    _, report = apply_request(DENSE_HEAD, PruneRequest(0.5, calibration=str(few)))
+    refits = {r["name"]: r for r in report.extra["reconstruction"]}
+    hidden = next(r for name, r in refits.items() if "MatMul" in name)
+    assert hidden["skipped"].startswith("too few calibration rows (4) for 64 parameters") and hidden["error_after"] is None
+    assert refits["/features/features.0/Conv"]["error_after"] < refits["/features/features.0/Conv"]["error_before"]

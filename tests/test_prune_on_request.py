@@ -152,7 +152,7 @@ def _gemm_only_model(tmp_path) -> str:
         (["--prune", "0"], "--prune 0: the share to prune must lie strictly between 0 and 1"),
         (["--prune-filters", "-0.2"], "--prune-filters -0.2: the share to prune must lie strictly between 0 and 1"),
         (["--prune-scope", "layer"], "--prune-scope only applies with --prune"),
-        (["--save-onnx", "x.onnx"], "--save-onnx writes the model that --prune or --binarize rewrote"),
+        (["--save-onnx", "x.onnx"], "--save-onnx writes the model that --prune, --binarize or --low-rank rewrote"),
         (["--prune", "0.5", "--binarize", "weights"], "--binarize and --prune together are not supported"),
         (["--prune", "0.5", "--keep-float", "nosuchlayer"], "--keep-float: 'nosuchlayer' is not a Conv/Gemm/MatMul layer"),
     ],

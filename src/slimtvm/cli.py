@@ -62,7 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="LIST",
         help="with a lossy step: layers left as they are, comma-separated names or first/last/none "
-        "(default first,last for --binarize, first for --low-rank, none for --prune)",
+        "(default first,last for --binarize and --low-rank, none for --prune)",
     )
     p.add_argument("--calibration", metavar="FILE.npz", help="with a lossy step: inputs to measure the error on (default: 8 seeded normal samples)")
     p.add_argument("--save-onnx", metavar="PATH.onnx", help="with a lossy step: also write the rewritten float model (for onnxruntime, fine-tuning)")
@@ -131,7 +131,7 @@ def _cmd_compile(args) -> int:
         from .compress.low_rank_ranks import parse_spec
 
         parse_spec(args.low_rank)  # a bad SPEC fails before any work
-        low_rank = LowRankRequest(args.low_rank, keep or ("first",), args.calibration, speed_gate=not args.no_speed_gate)
+        low_rank = LowRankRequest(args.low_rank, keep or ("first", "last"), args.calibration, speed_gate=not args.no_speed_gate)
     elif args.no_speed_gate:
         raise SlimError("--no-speed-gate only applies with --low-rank")
     if binarize is None and prune is None and low_rank is None and (args.calibration or keep is not None):

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 
 from ..errors import SlimError
 from .lossy_error import calibration_inputs, describe_error, measure_error
+from .reconstruction import describe_refits, refit_when_calibrated
 from .weight_layers import kept_layers, layer_name, own_weight, weight_layers
 
 MODES = ("weights", "weights+activations")
@@ -100,10 +101,14 @@ def apply_request(model, request: BinarizeRequest, input_shapes: dict | None = N
     if not layers:
         raise SlimError("--binarize: every Conv/Gemm/MatMul layer is kept float (--keep-float); nothing to binarize")
     feeds = calibration_inputs(static, infos, request.calibration_count, request.calibration)
-    return binarized, measure_error(static, binarized, layers, feeds, request.mode, kept)
+    extra = {}
+    binarized = refit_when_calibrated(static, binarized, [(name, "scale") for name, _ in layers], feeds, request.calibration, extra)
+    report = measure_error(static, binarized, layers, feeds, request.mode, kept)
+    report.extra.update(extra)
+    return binarized, report
 
 
 def describe(report: dict) -> list:
     """Human-readable lines of a report's JSON form (the manifest's ``binarize_request``)."""
     headline = f"binarize on request ({report['mode']}): {len(report['layers'])} layers binarized, kept float: {', '.join(report['kept_float']) or 'none'}"
-    return describe_error(report, headline, "lossy: retrain or fine-tune to recover accuracy")
+    return describe_error(report, headline, "lossy: retrain or fine-tune to recover accuracy") + describe_refits(report)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ..conv_geometry import tap_positions
-from .lossy_error import onnxruntime_outputs
+from .lossy_error import onnxruntime_runs
 from .matrix_layers import MatrixLayer
 
 MAX_ROWS = 2048
@@ -87,8 +87,7 @@ def layer_input_rows(model, layers: list, calibration: list, max_rows: int = MAX
     share = max(1, max_rows // max(1, len(calibration)))
     collected = {layer.name: [] for layer in layers}
     tensors = sorted({layer.node.input[0] for layer in layers})
-    for feeds in calibration:
-        values = onnxruntime_outputs(model, feeds, tensors)
+    for values in onnxruntime_runs(model, calibration, tensors, "--low-rank"):
         for layer in layers:
             x = np.asarray(values[layer.node.input[0]], np.float32)
             pick = conv_rows if layer.kernel else matrix_rows

@@ -51,8 +51,9 @@ class LossyReport:
         }
 
 
-def onnxruntime_outputs(model: onnx.ModelProto, inputs: dict, names: list, flag: str = "--binarize") -> dict:
-    """The model's outputs and the tensors ``names`` on ``inputs``, from onnxruntime."""
+def onnxruntime_runs(model: onnx.ModelProto, calibration: list, names: list, flag: str = "--binarize") -> list:
+    """For each feed dict of ``calibration``: the model's outputs and the tensors ``names``, from
+    one onnxruntime session."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -65,7 +66,8 @@ def onnxruntime_outputs(model: onnx.ModelProto, inputs: dict, names: list, flag:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
+    outputs = [o.name for o in session.get_outputs()]
+    return [dict(zip(outputs, session.run(None, inputs))) for inputs in calibration]
 
 
 def _relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,9 +85,7 @@ def measure_error(
     model_outputs = [o.name for o in original.graph.output]
     errors = {name: [] for name, _ in layers}
     out_errors, cosines, agree = [], [], 0
-    for inputs in calibration:
-        ours = onnxruntime_outputs(rewritten, inputs, layer_outputs, flag)
-        reference = onnxruntime_outputs(original, inputs, layer_outputs, flag)
+    for ours, reference in zip(onnxruntime_runs(rewritten, calibration, layer_outputs, flag), onnxruntime_runs(original, calibration, layer_outputs, flag)):
         for (name, _), tensor in zip(layers, layer_outputs):
             errors[name].append(_relative(ours[tensor], reference[tensor]))
         first = model_outputs[0]

@@ -2,7 +2,7 @@
 
 On the ONNX graph, before compilation: every Conv (group 1), Gemm and MatMul with constant weights
 but the ``--keep-float`` ones (default: the first layer, whose few input channels leave nothing to
-factorise) gets the ranks SPEC asks for (slimtvm.compress.low_rank_ranks), is factorised (truncated
+factorise, and the last, the classifier, as the low-rank literature keeps them) gets the ranks SPEC asks for (slimtvm.compress.low_rank_ranks), is factorised (truncated
 SVD; Tucker-2 with HOOI for k×k convs: slimtvm.compress.low_rank_factors) and rewritten as a chain
 of plain layers (slimtvm.compress.low_rank_rewrite). Grouped and depthwise convs stay as they are.
 
@@ -31,6 +31,7 @@ from .lossy_error import calibration_inputs, describe_error, measure_error
 from .low_rank_ranks import approximation, choose_ranks, factorised_macs, parse_spec
 from .low_rank_rewrite import factorised_model
 from .matrix_layers import linear_macs, matrix_layers
+from .reconstruction import describe_refits, refit_when_calibrated
 from .weight_layers import kept_layers, layer_name, weight_layers
 
 UNMEASURED_MAC_REDUCTION = 2.0
@@ -42,7 +43,7 @@ class LowRankRequest:
     """What ``--low-rank`` asked for."""
 
     spec: str
-    keep_float: tuple = ("first",)
+    keep_float: tuple = ("first", "last")
     calibration: str | None = None  # .npz path; None: seeded normal inputs
     calibration_count: int = 8
     speed_gate: bool = True
@@ -121,6 +122,8 @@ def apply_request(model, request: LowRankRequest, input_shapes: dict | None = No
             factors[layer] = parts
     rewritten = factorised_model(static, factors)
     done = [(layer.name, layer.op) for layer in factors]
+    extra = {}
+    rewritten = refit_when_calibrated(static, rewritten, [(name, "dense") for name, _ in done], feeds, request.calibration, extra)
     kept = sorted(keep, key=names.index)
     if done:
         report = measure_error(static, rewritten, done, feeds, f"low rank, {spec}", kept, flag="--low-rank")
@@ -129,6 +132,7 @@ def apply_request(model, request: LowRankRequest, input_shapes: dict | None = No
 
         report = LossyReport(f"low rank, {spec}", kept_float=kept, calibration_inputs=len(feeds), top1_agreement=f"{len(feeds)}/{len(feeds)}")
     macs_before, macs_after = linear_macs(static), linear_macs(rewritten)
+    report.extra.update(extra)
     report.extra.update(low_rank_layers=entries, macs_before=macs_before, macs_after=macs_after, speed_gate=request.speed_gate)
     return rewritten, report
 
@@ -151,7 +155,7 @@ def describe(report: dict) -> list:
     for entry in entries:
         if not entry["factorised"]:
             lines.append(f"  {entry['name']} ({entry['op']}) left whole: {entry['reason']}{_figures(entry)}")
-    return lines
+    return lines + describe_refits(report)
 
 
 def _figures(entry: dict) -> str:

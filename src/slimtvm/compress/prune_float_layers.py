@@ -31,6 +31,7 @@ from onnx import numpy_helper
 
 from ..errors import SlimError
 from .lossy_error import calibration_inputs, describe_error, measure_error
+from .reconstruction import describe_refits, refit_when_calibrated
 from .weight_layers import kept_layers, layer_name, own_weight, weight_layers
 
 SCOPES = ("global", "layer")
@@ -135,7 +136,10 @@ def apply_request(model, request: PruneRequest, input_shapes: dict | None = None
     static = with_static_inputs(original, infos)
     pruned, layers, kept, per_layer, zeros = prune_model(static, request)
     feeds = calibration_inputs(static, infos, request.calibration_count, request.calibration)
+    extra = {}
+    pruned = refit_when_calibrated(static, pruned, [(name, "mask") for name, _ in layers], feeds, request.calibration, extra)
     report = measure_error(static, pruned, layers, feeds, request.mode, kept, flag="--prune")
+    report.extra.update(extra)
     report.extra["zero_weights"] = round(zeros, 4)
     report.extra["layer_zeros"] = per_layer
     return pruned, report
@@ -156,4 +160,4 @@ def describe(report: dict) -> list:
             lines[index] += f", {100 * share:.1f}% of its weights zero" + (
                 " — every weight pruned: its output no longer depends on its input" if share == 1.0 else ""
             )
-    return lines
+    return lines + describe_refits(report)
