@@ -115,3 +115,17 @@ def test_cpu_limits_are_measured_on_this_host():
     fp32, binary = (float(v) for v in re.search(r"fp32 (\d+) G MAC/s .* binary (\d+) G MAC/s", proc.stdout).groups())
     assert 0 < fp32 < binary, proc.stdout
     assert proc.stdout.startswith("CPU: ")
+
+
+def test_low_rank_benchmark_smoke():
+    out = _run_smoke("low_rank.py")
+    row = next(line for line in out.splitlines() if line.startswith("l4 "))
+    assert row.split()[1] == "128×128", row  # rank 0.25 of 512 × 512
+    assert float(row.split()[-1]) <= 1e-4, row  # the chain's artifact vs onnxruntime
+
+
+def test_lossy_accuracy_benchmark_smoke():
+    out = _run_smoke("lossy_accuracy.py")  # exits non-zero if an artifact's prediction differs from onnxruntime's
+    assert "low-rank rank=0.5 + calibration" in out and "prune 0.7 + calibration" in out, out
+    float_row = next(line for line in out.splitlines() if line.startswith("float model"))
+    assert float_row.split()[2].endswith("%"), float_row

@@ -40,9 +40,10 @@ def runs_here(target) -> bool:
     return spec.name == "host" or (spec.name == "x86-64" and spec.arch == "x86_64")
 
 
-def layer_timer(target, threads: int = 1):
+def layer_timer(target, threads: int = 1, runs: int = TIMED_RUNS):
     """A function ``(layer model, replacement model) → (layer ms, replacement ms)`` timing both on
-    ``target`` (see module doc), or None when ``target`` cannot run here."""
+    ``target`` (see module doc) with ``runs`` timed runs each, or None when ``target`` cannot run
+    here."""
     if not runs_here(target):
         return None
     cache: dict = {}
@@ -50,13 +51,13 @@ def layer_timer(target, threads: int = 1):
     def time_models(layer: onnx.ModelProto, replacement: onnx.ModelProto) -> tuple:
         key = (_structure(layer), _structure(replacement))
         if key not in cache:
-            cache[key] = _time_pair(layer, replacement, target, threads)
+            cache[key] = _time_pair(layer, replacement, target, threads, runs)
         return cache[key]
 
     return time_models
 
 
-def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads: int) -> tuple:
+def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads: int, runs: int) -> tuple:
     from ..runtime.artifact import set_num_threads
     from ..runtime.bench import time_in_turns
     from .build import compile_model
@@ -68,7 +69,7 @@ def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads:
         set_num_threads(threads)
         try:
             runners = [lambda m=m, t=t: m.run_device(t) for m, t in zip(models, tensors)]
-            times, _ = time_in_turns(runners, runs=TIMED_RUNS, block=TIMING_BLOCK, warmup=2)
+            times, _ = time_in_turns(runners, runs=runs, block=TIMING_BLOCK, warmup=2)
         finally:
             set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
         return tuple(times)

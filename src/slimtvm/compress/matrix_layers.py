@@ -115,18 +115,17 @@ def matrix_layers(model: onnx.ModelProto) -> list:
     return layers
 
 
-def linear_macs(model: onnx.ModelProto) -> int:
+def linear_macs(model: onnx.ModelProto, nonzero: bool = False) -> int:
     """Multiply-accumulates of every Conv (grouped ones included), Gemm and MatMul with constant
-    weights of a static-shape model."""
+    weights of a static-shape model; ``nonzero``: only those with a nonzero weight (what a sparse
+    kernel computes)."""
     shapes = _shapes(model)
     total = 0
     for node, weight, _axis in weight_layers(model):
         out_shape = shapes.get(node.output[0])
         if out_shape is None:
             continue
-        dims = list(weight.dims)
-        if node.op_type == "Conv":
-            total += int(np.prod(out_shape)) * int(np.prod(dims[1:]))
-        else:
-            total += int(np.prod(out_shape)) * int(np.prod(dims)) // int(out_shape[-1])
+        weights = int(np.count_nonzero(numpy_helper.to_array(weight))) if nonzero else int(np.prod(weight.dims))
+        outputs = weight.dims[0] if node.op_type == "Conv" else int(out_shape[-1])
+        total += int(np.prod(out_shape)) * weights // int(outputs)
     return total
