@@ -24,7 +24,6 @@ import sys
 import tempfile
 
 import numpy as np
-
 import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,7 +87,9 @@ def main(argv=None) -> int:
         for calibrated in (False, True):
             tag = f"{len(builds)}"
             extra = ["--calibration", CALIBRATION] if calibrated else []
-            builds.append((f"{name}{' + calibration' if calibrated else ''}", os.path.join(folder, f"{tag}.onnx"), os.path.join(folder, f"{tag}.so"), flags + extra))
+            builds.append(
+                (f"{name}{' + calibration' if calibrated else ''}", os.path.join(folder, f"{tag}.onnx"), os.path.join(folder, f"{tag}.so"), flags + extra)
+            )
     for _, saved, library, flags in builds:
         argv = ["compile", MODEL, "-o", library, *flags] + (["--save-onnx", saved] if flags else [])
         with open(os.devnull, "w") as quiet:

@@ -61,14 +61,13 @@ def conv_model(cin: int, size: int, cout: int, stride: int, seed: int = 0) -> on
 
 
 def layer_rows(names: list, rank: float, runs: int) -> None:
+    import onnxruntime as ort
+
+    import slimtvm
     from slimtvm.compiler.layer_timing import layer_timer
     from slimtvm.compress.low_rank_ranks import approximation, choose_ranks, factorised_macs, parse_spec
     from slimtvm.compress.low_rank_rewrite import factorised_model
     from slimtvm.compress.matrix_layers import matrix_layers
-
-    import onnxruntime as ort
-
-    import slimtvm
     from slimtvm.runtime.bench import relative_difference
 
     time_pair = layer_timer("host", runs=runs)

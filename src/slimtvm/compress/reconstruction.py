@@ -247,9 +247,7 @@ def reconstruct(original: onnx.ModelProto, rewritten: onnx.ModelProto, layers: l
         parameters = int(np.max(np.count_nonzero(linear.matrix, axis=1))) if structure == "mask" else linear.matrix.shape[1]
         parameters += int(linear.has_bias_input)
         reads = onnxruntime_runs(model, calibration, [node.input[0]], "--calibration")
-        features = np.concatenate(
-            [_features(node, r[node.input[0]].astype(np.float64), where, linear.kernel) for r, where in zip(reads, positions[name])]
-        )
+        features = np.concatenate([_features(node, r[node.input[0]].astype(np.float64), where, linear.kernel) for r, where in zip(reads, positions[name])])
         wanted = np.concatenate(targets[name])
         before = _error(linear.matrix, linear.bias, features, wanted)
         if features.shape[0] < parameters:
