@@ -49,6 +49,13 @@ LAYERS = {
     "mbv2_project": (144, 56, 1, 24, 1, 0),
     "mbv2_project_14": (576, 14, 1, 96, 1, 0),
     "mbv2_project_7": (960, 7, 1, 160, 1, 0),
+    # ResNet-18 --low-rank rank=0.25: Tucker-2 chains' 1×1 convs (few output or input channels)
+    "lr_in_56": (64, 56, 1, 16, 1, 0),
+    "lr_out_56": (16, 56, 1, 64, 1, 0),
+    "lr_in_28": (128, 28, 1, 32, 1, 0),
+    "lr_in_14": (256, 14, 1, 64, 1, 0),
+    "lr_in_7": (512, 7, 1, 128, 1, 0),
+    "lr_core_7": (128, 7, 3, 128, 1, 1),
 }
 SWEEP = [
     (4, 6, False),
