@@ -1,6 +1,6 @@
 """Accuracy against speed for every lossy option, with and without calibration data, on real data.
 
-    .venv/bin/python benchmarks/lossy_accuracy.py [--plot accuracy.png] [--runs N] [--smoke]
+    .venv/bin/python benchmarks/lossy_accuracy.py [--model M.onnx] [--options NAME,...] [--plot accuracy.png] [--runs N] [--smoke]
 
 The model is examples/digits_cnn_dense_head.onnx (examples/train_digits_compressible.py: four
 3×3 convs with BN, a hidden dense layer; 99.6% on the held-out scikit-learn digits). Each option
@@ -13,7 +13,9 @@ saved ONNX model's predictions from onnxruntime must agree). Printed per build: 
 the multiply-accumulates of its conv/dense layers with a nonzero weight against the float model's
 (from the saved model), and its latency (1 thread, one image, median after warm-up, numpy in and out) against
 slimtvm's build of the float model, timed in turns in this process. ``--plot``: accuracy against
-latency as a PNG (matplotlib). ``--smoke``: CI's check — two options, 40 test images, 5 runs.
+latency as a PNG (matplotlib). ``--model``: another digits model (e.g. examples/digits_cnn_4conv.onnx,
+the same without the hidden dense layer); ``--options``: a subset by name (e.g. "binarize
+weights+activations"). ``--smoke``: CI's check — two options, 40 test images, 5 runs.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def _accuracy(library: str, saved: str, images: np.ndarray, labels: np.ndarray) 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=MODEL, help="the float digits model (default examples/digits_cnn_dense_head.onnx)")
+    parser.add_argument("--options", default=None, help="comma-separated option names to run (default: all)")
     parser.add_argument("--plot", metavar="PNG", help="write accuracy against latency to this PNG (needs matplotlib)")
     parser.add_argument("--runs", type=int, default=200, help="timed runs per build (default 200)")
     parser.add_argument("--smoke", action="store_true", help="CI check: two options, 40 test images, 5 runs")
@@ -79,10 +83,13 @@ def main(argv=None) -> int:
     test = np.load(TEST)
     images, labels = test["images"], test["labels"]
     options, runs = OPTIONS, args.runs
+    if args.options:
+        wanted = [name.strip() for name in args.options.split(",")]
+        options = [option for option in OPTIONS if option[0] in wanted]
     if args.smoke:
         images, labels, options, runs = images[:40], labels[:40], OPTIONS[:1] + OPTIONS[2:3], 5
     folder = tempfile.mkdtemp(prefix="slimtvm-lossy-")
-    builds = [("float model", MODEL, os.path.join(folder, "float.so"), [])]
+    builds = [("float model", args.model, os.path.join(folder, "float.so"), [])]
     for name, flags in options:
         for calibrated in (False, True):
             tag = f"{len(builds)}"
@@ -91,7 +98,7 @@ def main(argv=None) -> int:
                 (f"{name}{' + calibration' if calibrated else ''}", os.path.join(folder, f"{tag}.onnx"), os.path.join(folder, f"{tag}.so"), flags + extra)
             )
     for _, saved, library, flags in builds:
-        argv = ["compile", MODEL, "-o", library, *flags] + (["--save-onnx", saved] if flags else [])
+        argv = ["compile", args.model, "-o", library, *flags] + (["--save-onnx", saved] if flags else [])
         with open(os.devnull, "w") as quiet:
             stdout, sys.stdout = sys.stdout, quiet
             try:
@@ -107,10 +114,10 @@ def main(argv=None) -> int:
     for m, x in zip(models, inputs):
         m.run({"image": x[0]})
     times, _ = time_in_turns([lambda m=m, x=x: m.run({"image": x[0]}) for m, x in zip(models, inputs)], runs=runs, block=10, warmup=2)
-    float_macs, float_ms = _macs(MODEL), times[0]
+    float_macs, float_ms = _macs(args.model), times[0]
     from cpu_limits import cpu_name
 
-    print(f"digits CNN with a hidden dense layer, {len(labels)} held-out images, 1 thread, {runs} runs; CPU: {cpu_name()}")
+    print(f"{os.path.basename(args.model)}, {len(labels)} held-out images, 1 thread, {runs} runs; CPU: {cpu_name()}")
     print(f"{'build':46s} {'accuracy':>9s} {'MACs':>10s} {'of float':>9s} {'latency':>10s} {'speed-up':>9s}")
     rows = []
     for (name, saved, library, _), ms in zip(builds, times):

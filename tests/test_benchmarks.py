@@ -129,3 +129,8 @@ def test_lossy_accuracy_benchmark_smoke():
     assert "low-rank rank=0.5 + calibration" in out and "prune 0.7 + calibration" in out, out
     float_row = next(line for line in out.splitlines() if line.startswith("float model"))
     assert float_row.split()[2].endswith("%"), float_row
+
+
+def test_xnor_resnet18_benchmark_smoke():
+    out = _run_smoke("xnor_resnet18.py")  # exits non-zero if the binary artifact differs from onnxruntime
+    assert "19 layers binarized, 19 run the binary conv kernels" in out, out

@@ -4,8 +4,13 @@ On the ONNX graph, before compilation: every Conv, Gemm and MatMul with constant
 the layers kept float (by default the first and the last such layer, as BNN practice keeps them) —
 gets weights ``α_c · sign(W)`` with ``α_c = mean |W|`` over output channel ``c`` (XNOR-Net), and
 with ``weights+activations`` also a binarized input, ``Where(x < 0, −1, 1)`` (slimtvm's sign, so
-exact zeros — frequent after a ReLU — need no special case). slimtvm's exact detection then compiles
-those layers to bitserial kernels (weights-only layers keep a float input: the BWN case).
+exact zeros need no special case), fed in XNOR-Net block order (slimtvm.compress.xnor_blocks: BN →
+binarizer → binary layer, the ReLUs between dropped, max-pools moved onto the real values before
+the BN; with calibration data each binarizer's input centred on its per-channel median). Gemm and
+MatMul layers whose input has more than two axes keep their binarizer where the input was (said in
+the report). slimtvm's exact detection then compiles those layers to bitserial kernels
+(weights-only layers keep a float input: the BWN case). With ``--calibration`` the α, bias and
+signs of each binarized layer are refit by least squares (slimtvm.compress.reconstruction).
 
 The error is measured with onnxruntime on calibration inputs (seeded normal inputs unless given):
 for every binarized layer, the relative L2 error of its output against the float model's (errors
@@ -26,12 +31,15 @@ from ..errors import SlimError
 from .lossy_error import calibration_inputs, describe_error, measure_error
 from .reconstruction import describe_refits, refit_when_calibrated
 from .weight_layers import kept_layers, layer_name, own_weight, weight_layers
+from .xnor_blocks import centre_binarizer_input, drop_unread_nodes, xnor_input
 
 MODES = ("weights", "weights+activations")
 
 
 def binarize_model(model: onnx.ModelProto, mode: str, keep_float=("first", "last")) -> tuple:
-    """(binarized copy of ``model``, [(name, op) binarized], [names kept float]); see module doc."""
+    """(binarized copy of ``model``, [(name, op) binarized], [names kept float], {layer name: (β
+    name, affine output)} of the XNOR-order affines before the binarizers, [names whose binarizer
+    stayed where the input was]); see module doc."""
     if mode not in MODES:
         raise SlimError(f"--binarize must be one of {', '.join(MODES)}, not {mode!r}")
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -40,8 +48,9 @@ def binarize_model(model: onnx.ModelProto, mode: str, keep_float=("first", "last
         raise SlimError("--binarize: the model has no Conv, Gemm or MatMul layer with constant weights")
     names = [layer_name(node) for node, _, _ in layers]
     keep = kept_layers(names, keep_float)
-    binarized, new_nodes = [], []
+    binarized, new_nodes, affines, not_reordered = [], [], {}, []
     by_node = {id(node): (weight, axis) for node, weight, axis in layers}
+    ranks = _input_ranks(model)
     for node in model.graph.node:
         entry = by_node.get(id(node))
         if entry is not None and layer_name(node) not in keep:
@@ -55,12 +64,39 @@ def binarize_model(model: onnx.ModelProto, mode: str, keep_float=("first", "last
             weight = own_weight(model, node, weight, f"binary_{len(binarized)}")
             weight.CopyFrom(numpy_helper.from_array(binary, weight.name))
             if mode == "weights+activations":
+                channels = _input_channels(node, weight)
+                if node.op_type == "Conv" or ranks.get(node.input[0]) == 2:
+                    path, beta, normalised = xnor_input(model, node, channels)
+                    new_nodes.extend(path)
+                    node.input[0] = normalised
+                    affines[layer_name(node)] = (beta, normalised)
+                else:
+                    not_reordered.append(layer_name(node))
                 new_nodes.extend(_sign_nodes(model, node, len(binarized)))
             binarized.append((layer_name(node), node.op_type))
         new_nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(new_nodes)
-    return model, binarized, sorted(keep, key=names.index)
+    drop_unread_nodes(model)
+    return model, binarized, sorted(keep, key=names.index), affines, not_reordered
+
+
+def _input_ranks(model: onnx.ModelProto) -> dict:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = list(inferred.graph.value_info) + list(inferred.graph.input)
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
+
+
+def _input_channels(node, weight) -> int:
+    """Channels (axis 1) of ``node``'s input: a conv's ``I · group``, a Gemm's or MatMul's features."""
+    dims = list(weight.dims)
+    if node.op_type == "Conv":
+        group = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
+        return dims[1] * group
+    if node.op_type == "Gemm":
+        trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
+        return dims[1] if trans_b else dims[0]
+    return dims[0]
 
 
 def _sign_nodes(model: onnx.ModelProto, node, index: int) -> list:
@@ -97,12 +133,21 @@ def apply_request(model, request: BinarizeRequest, input_shapes: dict | None = N
     original = load_onnx(model)
     infos = resolve_input_infos(original, input_shapes)
     static = with_static_inputs(original, infos)
-    binarized, layers, kept = binarize_model(static, request.mode, request.keep_float)
+    binarized, layers, kept, affines, not_reordered = binarize_model(static, request.mode, request.keep_float)
     if not layers:
         raise SlimError("--binarize: every Conv/Gemm/MatMul layer is kept float (--keep-float); nothing to binarize")
     feeds = calibration_inputs(static, infos, request.calibration_count, request.calibration)
-    extra = {}
-    binarized = refit_when_calibrated(static, binarized, [(name, "scale") for name, _ in layers], feeds, request.calibration, extra)
+    extra = {"binarizers_not_reordered": not_reordered} if not_reordered else {}
+    centred = []
+
+    def centre(model, name):  # the layer's binarizer input, given the refit layers before it
+        if name in affines:
+            centre_binarizer_input(model, *affines[name], feeds)
+            centred.append(name)
+
+    binarized = refit_when_calibrated(static, binarized, [(name, "scale") for name, _ in layers], feeds, request.calibration, extra, prepare=centre)
+    if centred:
+        extra["binarizers_centred"] = len(centred)
     report = measure_error(static, binarized, layers, feeds, request.mode, kept)
     report.extra.update(extra)
     return binarized, report
@@ -111,4 +156,13 @@ def apply_request(model, request: BinarizeRequest, input_shapes: dict | None = N
 def describe(report: dict) -> list:
     """Human-readable lines of a report's JSON form (the manifest's ``binarize_request``)."""
     headline = f"binarize on request ({report['mode']}): {len(report['layers'])} layers binarized, kept float: {', '.join(report['kept_float']) or 'none'}"
-    return describe_error(report, headline, "lossy: retrain or fine-tune to recover accuracy") + describe_refits(report)
+    lines = describe_error(report, headline, "lossy: retrain or fine-tune to recover accuracy")
+    if report["mode"] == "weights+activations":
+        centred = report.get("binarizers_centred")
+        lines.append(
+            "  binarizers in XNOR-Net block order (BN → sign → binary layer; ReLUs dropped, max-pools before the BN)"
+            + (f"; {centred} centred on their calibration medians" if centred else "; not centred (no --calibration data)")
+        )
+        if report.get("binarizers_not_reordered"):
+            lines.append(f"  binarizer left where the input was (input of more than 2 axes): {', '.join(report['binarizers_not_reordered'])}")
+    return lines + describe_refits(report)

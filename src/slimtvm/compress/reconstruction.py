@@ -221,10 +221,14 @@ def _error(matrix, bias, features, targets) -> float:
     return float(np.linalg.norm(features @ matrix.T + bias - targets)) / scale if scale else 0.0
 
 
-def reconstruct(original: onnx.ModelProto, rewritten: onnx.ModelProto, layers: list, calibration: list, max_rows: int = MAX_ROWS, seed: int = 0) -> tuple:
+def reconstruct(
+    original: onnx.ModelProto, rewritten: onnx.ModelProto, layers: list, calibration: list, max_rows: int = MAX_ROWS, seed: int = 0, prepare=None
+) -> tuple:
     """(refit copy of ``rewritten``, [Refit per layer]): ``layers`` are (name, structure) pairs in
     graph order, ``name`` being the layer's name in ``original`` and the name of its chain's last
-    node in ``rewritten`` (see module doc)."""
+    node in ``rewritten`` (see module doc). ``prepare(model, name)``, if given, runs on the copy
+    before each layer's inputs are collected (e.g. to set what feeds that layer from the refit
+    layers before it)."""
     model = onnx.ModelProto.FromString(rewritten.SerializeToString())
     reference_outputs = {name: next(n for n in original.graph.node if layer_name(n) == name).output[0] for name, _ in layers}
     share = max(1, max_rows // max(1, len(calibration)))
@@ -239,6 +243,8 @@ def reconstruct(original: onnx.ModelProto, rewritten: onnx.ModelProto, layers: l
     results = []
     for name, structure in layers:
         node = nodes[name]
+        if prepare is not None:
+            prepare(model, name)
         skipped = _unsupported(model, node)
         if skipped:
             results.append(Refit(name, skipped=skipped))
@@ -280,13 +286,13 @@ def _unsupported(model: onnx.ModelProto, node) -> str:
     return ""
 
 
-def refit_when_calibrated(original, rewritten, layers: list, calibration: list, path: str | None, report_extra: dict) -> onnx.ModelProto:
+def refit_when_calibrated(original, rewritten, layers: list, calibration: list, path: str | None, report_extra: dict, prepare=None) -> onnx.ModelProto:
     """``rewritten`` refit on the calibration data when an .npz was given (``path``), the per-layer
     results stored under ``reconstruction`` in ``report_extra``; unchanged without one (seeded
-    normal inputs are no data to fit to)."""
+    normal inputs are no data to fit to). ``prepare``: as for :func:`reconstruct`."""
     if path is None or not layers:
         return rewritten
-    model, refits = reconstruct(original, rewritten, layers, calibration)
+    model, refits = reconstruct(original, rewritten, layers, calibration, prepare=prepare)
     report_extra["reconstruction"] = [refit.to_json() for refit in refits]
     return model
 
