@@ -30,16 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-# name: (in channels, input size, out channels, stride) of ResNet-18's 3×3 convs
-LAYERS = {
-    "l1": (64, 56, 64, 1),
-    "l2": (128, 28, 128, 1),
-    "l3": (256, 14, 256, 1),
-    "l4": (512, 7, 512, 1),
-    "l2_stride2": (64, 56, 128, 2),
-    "l3_stride2": (128, 28, 256, 2),
-    "l4_stride2": (256, 14, 512, 2),
-}
+from binary_layers import LAYERS  # noqa: E402 - ResNet-18's 3×3 shapes: (in channels, input size, out channels, stride)
 
 
 def conv_model(cin: int, size: int, cout: int, stride: int, seed: int = 0) -> onnx.ModelProto:

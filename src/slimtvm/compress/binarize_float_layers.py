@@ -30,7 +30,7 @@ from onnx import numpy_helper
 from ..errors import SlimError
 from .lossy_error import calibration_inputs, describe_error, measure_error
 from .reconstruction import describe_refits, refit_when_calibrated
-from .weight_layers import kept_layers, layer_name, own_weight, weight_layers
+from .weight_layers import attribute, kept_layers, layer_name, own_weight, weight_layers
 from .xnor_blocks import centre_binarizer_input, drop_unread_nodes, xnor_input
 
 MODES = ("weights", "weights+activations")
@@ -91,11 +91,9 @@ def _input_channels(node, weight) -> int:
     """Channels (axis 1) of ``node``'s input: a conv's ``I · group``, a Gemm's or MatMul's features."""
     dims = list(weight.dims)
     if node.op_type == "Conv":
-        group = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
-        return dims[1] * group
+        return dims[1] * attribute(node, "group", 1)
     if node.op_type == "Gemm":
-        trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
-        return dims[1] if trans_b else dims[0]
+        return dims[1] if attribute(node, "transB", 0) else dims[0]
     return dims[0]
 
 

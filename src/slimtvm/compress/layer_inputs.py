@@ -14,29 +14,20 @@ import math
 
 import numpy as np
 
-from ..conv_geometry import tap_positions
 from .lossy_error import onnxruntime_runs
 from .matrix_layers import MatrixLayer
+from .weight_layers import attribute
 
 MAX_ROWS = 2048
-
-
-def _attribute(node, name: str, default):
-    import onnx
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
 
 
 def conv_padding(node, height: int, width: int) -> tuple:
     """(top, left, bottom, right) zero padding of an ONNX Conv on a height × width input,
     ``auto_pad`` included."""
-    kernel = _attribute(node, "kernel_shape", None)
-    strides = _attribute(node, "strides", [1, 1])
-    dilations = _attribute(node, "dilations", [1, 1])
-    auto_pad = _attribute(node, "auto_pad", b"NOTSET")
+    kernel = attribute(node, "kernel_shape", None)
+    strides = attribute(node, "strides", [1, 1])
+    dilations = attribute(node, "dilations", [1, 1])
+    auto_pad = attribute(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
@@ -47,34 +38,41 @@ def conv_padding(node, height: int, width: int) -> tuple:
         return pads[0][0], pads[1][0], pads[0][1], pads[1][1]
     if auto_pad == "VALID":
         return 0, 0, 0, 0
-    pads = _attribute(node, "pads", [0, 0, 0, 0])
+    pads = attribute(node, "pads", [0, 0, 0, 0])
     return pads[0], pads[1], pads[2], pads[3]
 
 
-def conv_rows(layer: MatrixLayer, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` (or all, if fewer) patches (rows of I·kh·kw) of the conv ``layer`` on input ``x`` (N, I, H, W)."""
-    node = layer.node
-    kh, kw = layer.kernel
-    strides = _attribute(node, "strides", [1, 1])
-    dilations = _attribute(node, "dilations", [1, 1])
+def conv_patches(node, x: np.ndarray, batch: np.ndarray, oy: np.ndarray, ox: np.ndarray, kernel: tuple) -> np.ndarray:
+    """The zero-padded patches (rows of C·kh·kw) the ONNX Conv ``node`` reads from ``x`` (N, C, H, W)
+    for the outputs at (``batch``, ``oy``, ``ox``)."""
+    strides, dilations = attribute(node, "strides", [1, 1]), attribute(node, "dilations", [1, 1])
     top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3])
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    rows = oy[:, None] * strides[0] + np.arange(kernel[0])[None, :] * dilations[0]  # padded coordinates
+    cols = ox[:, None] * strides[1] + np.arange(kernel[1])[None, :] * dilations[1]
+    channels = np.arange(x.shape[1])
+    return padded[batch[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]].reshape(len(batch), -1)
+
+
+def conv_rows(layer: MatrixLayer, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` (or all, if fewer) patches of the conv ``layer`` on input ``x`` (N, I, H, W), at
+    output positions drawn uniformly without replacement."""
+    node = layer.node
+    kh, kw = layer.kernel
+    strides, dilations = attribute(node, "strides", [1, 1]), attribute(node, "dilations", [1, 1])
+    top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3])
     out_h = (x.shape[2] + top + bottom - (kh - 1) * dilations[0] - 1) // strides[0] + 1
     out_w = (x.shape[3] + left + right - (kw - 1) * dilations[1] - 1) // strides[1] + 1
     total = x.shape[0] * out_h * out_w
     chosen = rng.choice(total, size=min(count, total), replace=False)
     batch, rest = np.divmod(chosen, out_h * out_w)
     oy, ox = np.divmod(rest, out_w)
-    rows = tap_positions(out_h, kh, strides[0], dilations[0], 0)[oy]  # padded coordinates
-    cols = tap_positions(out_w, kw, strides[1], dilations[1], 0)[ox]
-    channels = np.arange(x.shape[1])
-    patches = padded[batch[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-    return patches.reshape(len(chosen), -1)
+    return conv_patches(node, x, batch, oy, ox, layer.kernel)
 
 
 def matrix_rows(layer: MatrixLayer, x: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` (or all) input rows of a Gemm (its ``transA`` applied) or MatMul ``layer``."""
-    if layer.op == "Gemm" and _attribute(layer.node, "transA", 0):
+    if layer.op == "Gemm" and attribute(layer.node, "transA", 0):
         x = x.T
     x = x.reshape(-1, x.shape[-1])
     return x[rng.choice(x.shape[0], size=min(count, x.shape[0]), replace=False)]

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .weight_layers import layer_name, weight_layers
+from .weight_layers import attribute, layer_name, weight_layers
 
 
 @dataclass(eq=False)  # identity: layers key dicts
@@ -62,13 +62,6 @@ class MatrixLayer:
         return self.matrix.reshape(self.outputs, self.inputs, *self.kernel)
 
 
-def _attribute(node, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
 def _shapes(model: onnx.ModelProto) -> dict:
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}
@@ -94,7 +87,7 @@ def matrix_layers(model: onnx.ModelProto) -> list:
         bias = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         bias = None if bias is None else numpy_helper.to_array(bias).astype(np.float32)
         if node.op_type == "Conv":
-            if values.ndim != 4 or _attribute(node, "group", 1) != 1:
+            if values.ndim != 4 or attribute(node, "group", 1) != 1:
                 continue
             layers.append(
                 MatrixLayer(
@@ -103,8 +96,8 @@ def matrix_layers(model: onnx.ModelProto) -> list:
                 )
             )  # fmt: skip
         elif node.op_type == "Gemm":
-            alpha, beta = _attribute(node, "alpha", 1.0), _attribute(node, "beta", 1.0)
-            matrix = values if _attribute(node, "transB", 0) else values.T
+            alpha, beta = attribute(node, "alpha", 1.0), attribute(node, "beta", 1.0)
+            matrix = values if attribute(node, "transB", 0) else values.T
             if bias is not None:
                 bias = beta * bias if bias.size == matrix.shape[0] and bias.ndim <= 2 else None
             rows = int(out_shape[0])

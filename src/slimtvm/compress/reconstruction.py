@@ -31,9 +31,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .layer_inputs import MAX_ROWS, conv_padding
+from .layer_inputs import MAX_ROWS, conv_patches
 from .lossy_error import onnxruntime_runs
-from .weight_layers import layer_name
+from .weight_layers import attribute, layer_name
 
 RIDGE = 1e-6
 SIGN_ROUNDS = 5  # binarized layers: rounds of scale/bias fit + sign-flip sweep
@@ -53,13 +53,6 @@ class Refit:
         return {"name": self.name, "error_before": self.error_before, "error_after": self.error_after, "skipped": self.skipped}
 
 
-def _attribute(node, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
 def _positions(shape: list, node, count: int, rng: np.random.Generator) -> tuple:
     """Sampled output positions of ``node``: (batch, y, x) for a conv, row indices otherwise."""
     if node.op_type == "Conv":
@@ -75,14 +68,7 @@ def _features(node, x: np.ndarray, positions: tuple, kernel: tuple) -> np.ndarra
     """The rows the node's weight multiplies at ``positions``: conv patches, or input rows."""
     if node.op_type != "Conv":
         return x.reshape(-1, x.shape[-1])[positions[0]]
-    batch, oy, ox = positions
-    strides, dilations = _attribute(node, "strides", [1, 1]), _attribute(node, "dilations", [1, 1])
-    top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3])
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    rows = oy[:, None] * strides[0] + np.arange(kernel[0])[None, :] * dilations[0]
-    cols = ox[:, None] * strides[1] + np.arange(kernel[1])[None, :] * dilations[1]
-    channels = np.arange(x.shape[1])
-    return padded[batch[:, None, None, None], channels[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]].reshape(len(batch), -1)
+    return conv_patches(node, x, *positions, kernel)
 
 
 def _targets(node, y: np.ndarray, positions: tuple) -> np.ndarray:
@@ -106,8 +92,8 @@ class _LinearNode:
             self.matrix = weight.reshape(weight.shape[0], -1)
         elif node.op_type == "Gemm":
             self.kernel = ()
-            self.alpha, self.beta = _attribute(node, "alpha", 1.0), _attribute(node, "beta", 1.0)
-            self.trans_b = _attribute(node, "transB", 0)
+            self.alpha, self.beta = attribute(node, "alpha", 1.0), attribute(node, "beta", 1.0)
+            self.trans_b = attribute(node, "transB", 0)
             self.matrix = self.alpha * (weight if self.trans_b else weight.T)
         else:
             self.kernel = ()
@@ -273,14 +259,14 @@ def reconstruct(
 
 def _unsupported(model: onnx.ModelProto, node) -> str:
     """Why ``node`` cannot be refit ('' when it can)."""
-    if node.op_type == "Conv" and _attribute(node, "group", 1) != 1:
+    if node.op_type == "Conv" and attribute(node, "group", 1) != 1:
         return "grouped conv: not refit"
-    if node.op_type == "Gemm" and _attribute(node, "transA", 0):
+    if node.op_type == "Gemm" and attribute(node, "transA", 0):
         return "Gemm with transA: not refit"
     if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
         bias = next((init for init in model.graph.initializer if init.name == node.input[2]), None)
         weight = next(init for init in model.graph.initializer if init.name == node.input[1])
-        outputs = weight.dims[0] if _attribute(node, "transB", 0) else weight.dims[1]
+        outputs = weight.dims[0] if attribute(node, "transB", 0) else weight.dims[1]
         if bias is None or int(np.prod(bias.dims)) not in (1, outputs):
             return "Gemm whose C is not a constant vector: not refit"
     return ""

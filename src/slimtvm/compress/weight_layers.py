@@ -14,6 +14,14 @@ from ..errors import SlimError
 LINEAR_OPS = ("Conv", "Gemm", "MatMul")
 
 
+def attribute(node, name: str, default):
+    """The value of ``node``'s attribute ``name``, or ``default`` when it has none."""
+    for item in node.attribute:
+        if item.name == name:
+            return onnx.helper.get_attribute_value(item)
+    return default
+
+
 def weight_layers(model: onnx.ModelProto) -> list:
     """(node, weight initializer, output-channel axis) of each linear layer with constant weights."""
     initializers = {init.name: init for init in model.graph.initializer}
@@ -25,8 +33,7 @@ def weight_layers(model: onnx.ModelProto) -> list:
         if node.op_type == "Conv":
             axis = 0
         elif node.op_type == "Gemm":
-            trans_b = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
-            axis = 0 if trans_b else 1
+            axis = 0 if attribute(node, "transB", 0) else 1
         else:
             axis = len(weight.dims) - 1
         if len(weight.dims) >= 2:
