@@ -32,7 +32,7 @@ from slimtvm.errors import SlimError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(REPO, "examples", "digits_cnn.onnx")
-EXAMPLES = int(os.environ.get("SLIMTVM_LOW_RANK_EXAMPLES", "24"))
+EXAMPLES = int(os.environ.get("SLIMTVM_LOW_RANK_EXAMPLES", "16"))
 COMMON = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 

@@ -27,7 +27,7 @@ from slimtvm.compress.xnor_blocks import _midpoint_thresholds
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOUR_CONV = os.path.join(REPO, "examples", "digits_cnn_4conv.onnx")
 CALIBRATION = os.path.join(REPO, "examples", "digits_calibration.npz")
-EXAMPLES = int(os.environ.get("SLIMTVM_XNOR_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("SLIMTVM_XNOR_EXAMPLES", "12"))
 COMMON = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
