@@ -21,10 +21,9 @@ from .weight_layers import attribute
 MAX_ROWS = 2048
 
 
-def conv_padding(node, height: int, width: int) -> tuple:
-    """(top, left, bottom, right) zero padding of an ONNX Conv on a height × width input,
-    ``auto_pad`` included."""
-    kernel = attribute(node, "kernel_shape", None)
+def conv_padding(node, height: int, width: int, kernel: tuple) -> tuple:
+    """(top, left, bottom, right) zero padding of an ONNX Conv with a ``kernel`` (kh, kw) on a
+    height × width input, ``auto_pad`` included."""
     strides = attribute(node, "strides", [1, 1])
     dilations = attribute(node, "dilations", [1, 1])
     auto_pad = attribute(node, "auto_pad", b"NOTSET")
@@ -46,7 +45,7 @@ def conv_patches(node, x: np.ndarray, batch: np.ndarray, oy: np.ndarray, ox: np.
     """The zero-padded patches (rows of C·kh·kw) the ONNX Conv ``node`` reads from ``x`` (N, C, H, W)
     for the outputs at (``batch``, ``oy``, ``ox``)."""
     strides, dilations = attribute(node, "strides", [1, 1]), attribute(node, "dilations", [1, 1])
-    top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3])
+    top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3], kernel)
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     rows = oy[:, None] * strides[0] + np.arange(kernel[0])[None, :] * dilations[0]  # padded coordinates
     cols = ox[:, None] * strides[1] + np.arange(kernel[1])[None, :] * dilations[1]
@@ -60,7 +59,7 @@ def conv_rows(layer: MatrixLayer, x: np.ndarray, count: int, rng: np.random.Gene
     node = layer.node
     kh, kw = layer.kernel
     strides, dilations = attribute(node, "strides", [1, 1]), attribute(node, "dilations", [1, 1])
-    top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3])
+    top, left, bottom, right = conv_padding(node, x.shape[2], x.shape[3], layer.kernel)
     out_h = (x.shape[2] + top + bottom - (kh - 1) * dilations[0] - 1) // strides[0] + 1
     out_w = (x.shape[3] + left + right - (kw - 1) * dilations[1] - 1) // strides[1] + 1
     total = x.shape[0] * out_h * out_w

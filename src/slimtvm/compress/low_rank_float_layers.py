@@ -1,14 +1,16 @@
 """``--low-rank SPEC``: factorise float layers into chains of smaller ones (lossy, reported).
 
 On the ONNX graph, before compilation: every Conv (group 1), Gemm and MatMul with constant weights
-but the ``--keep-float`` ones (default: the first layer, whose few input channels leave nothing to
-factorise, and the last, the classifier, as the low-rank literature keeps them) gets the ranks SPEC asks for (slimtvm.compress.low_rank_ranks), is factorised (truncated
-SVD; Tucker-2 with HOOI for k×k convs: slimtvm.compress.low_rank_factors) and rewritten as a chain
-of plain layers (slimtvm.compress.low_rank_rewrite). Grouped and depthwise convs stay as they are.
+but the ``--keep-float`` ones (default: the first layer, whose few input channels leave nothing
+to factorise, and the last, the classifier, as the low-rank literature keeps them) gets the ranks
+SPEC asks for (slimtvm.compress.low_rank_ranks), is factorised (truncated SVD; Tucker-2 with HOOI
+for k×k convs: slimtvm.compress.low_rank_factors) and rewritten as a chain of plain layers
+(slimtvm.compress.low_rank_rewrite). Grouped and depthwise convs stay as they are.
 
 The speed gate: by default a layer is factorised only where its chain runs faster than the layer
-on the target (by :data:`MEASURED_SPEEDUP`, above timing noise). ``time_layers`` (given by the compiler, which can build and time code) times a
-one-layer model of each against a one-layer model of its chain; where nothing can be timed (a
+on the target (by :data:`MEASURED_SPEEDUP`, above timing noise). ``time_layers`` (given by the
+compiler, which can build and time code) times a one-layer model of each against a one-layer
+model of its chain; where nothing can be timed (a
 cross target) a layer is factorised when its multiply-accumulates fall at least
 :data:`UNMEASURED_MAC_REDUCTION`-fold, and the report says so. ``speed_gate=False`` factorises
 every layer SPEC reduces (for accuracy studies).
