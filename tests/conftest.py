@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import slimtvm  # noqa: E402
 from slimtvm.runtime.bench import relative_difference  # noqa: E402
@@ -101,3 +103,30 @@ def pytest_terminal_summary(terminalreporter):
         popcount = "AVX2 table popcount" if kernels.popcount_tables else "byte popcount (vpopcntb)"
         described.append(f"{preset} ({spec.config.get('mcpu', '?')}: {kernels.lanes} fp32 lanes, NCHW{kernels.channel_block}c, {popcount})")
     terminalreporter.write_line("x86 kernel variants checked against onnxruntime/numpy: " + ("; ".join(described) or "none (not an x86 host)"))
+
+
+# aarch64 under qemu user-mode (tests marked aarch64: test_aarch64.py, test_farm.py)
+@pytest.fixture(scope="session")
+def arm_python():
+    """The emulated aarch64 Python with TVM's runtime only (scripts/setup_arm_emulation.sh, cached)."""
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "setup_arm_emulation.sh")], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    path = proc.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+def run_under_emulation(arm_python, library, inputs, tmp_path) -> dict:
+    """Run a compiled aarch64 artifact with `slimtvm run` on the emulated, runtime-only Python."""
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"), TVM_NUM_THREADS="2")
+    proc = subprocess.run(
+        [arm_python, "-m", "slimtvm", "run", library, "--input", str(tmp_path / "inputs.npz"), "--output", str(tmp_path / "outputs.npz")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "outputs.npz") as saved:
+        return {name: saved[name] for name in saved.files}

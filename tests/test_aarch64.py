@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from binary_graphs import ConvSpec, conv_graph, conv_specs, sign_margin_ok
-from conftest import assert_outputs_match, onnxruntime_outputs
+from conftest import assert_outputs_match, onnxruntime_outputs, run_under_emulation
 from hypothesis import HealthCheck, assume, given, settings
 from light_zoo import LIGHT, with_logits_output, with_random_weights
 from onnx_builders import bn_positions_model
@@ -23,30 +23,6 @@ import slimtvm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.aarch64
-
-
-@pytest.fixture(scope="session")
-def arm_python():
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "setup_arm_emulation.sh")], capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    path = proc.stdout.strip().splitlines()[-1]
-    assert os.access(path, os.X_OK), path
-    return path
-
-
-def run_under_emulation(arm_python, library, inputs, tmp_path) -> dict:
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"), TVM_NUM_THREADS="2")
-    proc = subprocess.run(
-        [arm_python, "-m", "slimtvm", "run", library, "--input", str(tmp_path / "inputs.npz"), "--output", str(tmp_path / "outputs.npz")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with np.load(tmp_path / "outputs.npz") as saved:
-        return {name: saved[name] for name in saved.files}
 
 
 def test_emulated_python_has_only_the_tvm_runtime(arm_python):

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -237,6 +238,23 @@ def test_tune_refuses_bad_options(tmp_path, capsys):
     fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "0"], capsys, tmp_path, "--trials must be at least 1")
     fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--rpc", "localhost"], capsys, tmp_path, "--rpc must be HOST:PORT")
     fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--target", "aarch64"], capsys, tmp_path, "give --rpc")
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--tracker", "127.0.0.1:9"], capsys, tmp_path, "--tracker needs --key")
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--key", "k"], capsys, tmp_path, "give --tracker")
+    fails_cleanly(
+        ["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--tracker", "nowhere", "--key", "k"], capsys, tmp_path, "--tracker must be HOST:PORT"
+    )
+    both = ["--tracker", "127.0.0.1:9", "--key", "k", "--rpc", "127.0.0.1:9"]
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", *both], capsys, tmp_path, "not both")
+    fails_cleanly(["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--parallel", "0"], capsys, tmp_path, "--parallel must be at least 1")
+    with socket.socket() as probe:  # a port nothing listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+        fails_cleanly(
+            ["tune", DIGITS, "--db", str(tmp_path / "db"), "--trials", "5", "--tracker", closed, "--key", "k"],
+            capsys,
+            tmp_path,
+            "cannot reach the TVM RPC tracker",
+        )
     g = GraphBuilder(seed=1)
     path = tmp_path / "no_kernels.onnx"
     onnx.save(g.model(g.relu(g.input([1, 4]))), path)

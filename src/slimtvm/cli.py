@@ -79,6 +79,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, required=True, help="measured schedules the database should hold for this model, in all")
     p.add_argument("--target", default="host", help="host | x86-64 | x86-64-avx512 | x86-64-avx512-vpopcnt | aarch64 | TVM target JSON (default: host)")
     p.add_argument("--rpc", metavar="HOST:PORT[:KEY]", help="measure on the TVM RPC server there (needed for another architecture)")
+    p.add_argument("--tracker", metavar="HOST:PORT", help="measure on every device registered at this TVM RPC tracker under --key (a farm)")
+    p.add_argument("--key", help="the device key at --tracker")
+    p.add_argument("--parallel", type=int, default=None, metavar="N", help="candidates built at once on this machine (default: every core)")
+    p.add_argument(
+        "--measure-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="a measurement on a farm device taking longer is given up and retried on another device (default 300)",
+    )
     p.add_argument("--threads", type=int, default=None, help="threads kernels are measured with (default: all physical cores)")
     p.add_argument("--trials-per-round", type=int, default=8, help="candidates measured per search round (default 8)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
@@ -195,8 +205,13 @@ def _cmd_tune(args) -> int:
         trials_per_round=args.trials_per_round,
         seed=args.seed,
         all_kernels=args.all_kernels,
+        tracker=args.tracker,
+        key=args.key,
+        parallel=args.parallel,
+        measure_timeout=args.measure_timeout,
     )
-    print(f"{summary.database}: {summary.trials_before} trials before, {summary.trials_run} measured now, {summary.seconds:.0f} s")
+    retried = f" ({summary.retried} measurements retried on another device)" if summary.retried else ""
+    print(f"{summary.database}: {summary.trials_before} trials before, {summary.trials_run} measured now, {summary.seconds:.0f} s{retried}")
     default_total = best_total = 0.0
     for task in summary.tasks:
         default, best = summary.default_seconds.get(task.name), summary.best_seconds.get(task.name)

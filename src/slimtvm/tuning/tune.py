@@ -28,6 +28,7 @@ from ..errors import SlimError, first_line
 from ..frontend.onnx_import import import_onnx
 from ..targets.presets import resolve_target
 from .database import open_database
+from .farm import DEFAULT_MEASURE_TIMEOUT_SECONDS, check_farm, farm_builder_and_runner, parse_tracker_address
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TuneSummary:
     seconds: float
     best_seconds: dict = field(default_factory=dict)  # task name -> best measured time (s)
     default_seconds: dict = field(default_factory=dict)  # task name -> default schedule's time (s)
+    retried: int = 0  # measurements sent to another device after theirs died or hung (--tracker)
 
 
 def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = False) -> list:
@@ -97,15 +99,24 @@ def tune_model(
     progress: bool = True,
     seed: int | None = None,
     all_kernels: bool = False,
+    tracker: str | None = None,
+    key: str | None = None,
+    parallel: int | None = None,
+    measure_timeout: float | None = None,
 ) -> TuneSummary:
     """Tune ``model``'s kernels into the database folder ``db`` (created if missing).
 
     ``rpc`` is ``HOST:PORT[:KEY]`` of a TVM RPC server on the target device (required when the
     target is not this machine's architecture). ``threads`` is the thread count kernels are
-    measured with (default: every physical core). ``all_kernels`` also tunes the kernels no
+    measured with (default: every physical core). ``tracker`` (``HOST:PORT``) with ``key`` measures
+    on every device registered under ``key`` at that TVM RPC tracker instead (tuning/farm.py): one
+    measurement in flight per device, each bounded by ``measure_timeout`` seconds, a measurement
+    whose device dies or hangs retried on another. ``parallel`` is how many candidates are built
+    at once here (default: every core). ``all_kernels`` also tunes the kernels no
     slimtvm template covers (pooling, element-wise, layout changes) in MetaSchedule's generic
     space; by default they keep their default schedules. Refuses: a non-positive budget, a database
-    for another target or damaged, a cross target without ``rpc``, a model with no tunable kernel.
+    for another target or damaged, a cross target without ``rpc`` or ``tracker``, both of them, a
+    tracker without ``key`` or without a device under it, a model with no tunable kernel.
     """
     if trials < 1:
         raise SlimError(f"--trials must be at least 1, got {trials}")
@@ -115,9 +126,24 @@ def tune_model(
     from ..targets.presets import host_arch
     from .rpc import parse_rpc_address
 
+    if rpc and tracker:
+        raise SlimError("give either --rpc (one device) or --tracker (a farm), not both")
+    if key and not tracker:
+        raise SlimError("--key names the devices at a tracker: give --tracker HOST:PORT with it")
     address = parse_rpc_address(rpc) if rpc else None
-    if address is None and spec.arch != host_arch():
-        raise SlimError(f"target {spec.name} ({spec.arch}) cannot be measured on this {host_arch()} machine: give --rpc HOST:PORT of a device")
+    farm = parse_tracker_address(tracker, key) if tracker else None
+    if farm is not None:
+        check_farm(farm)  # a wrong address fails before the model is prepared
+    if address is None and farm is None and spec.arch != host_arch():
+        raise SlimError(
+            f"target {spec.name} ({spec.arch}) cannot be measured on this {host_arch()} machine: give --rpc HOST:PORT of a device or --tracker HOST:PORT --key KEY of a farm"
+        )
+    parallel = (os.cpu_count() or 1) if parallel is None else parallel
+    if parallel < 1:
+        raise SlimError(f"--parallel must be at least 1, got {parallel}")
+    measure_timeout = DEFAULT_MEASURE_TIMEOUT_SECONDS if measure_timeout is None else measure_timeout
+    if measure_timeout <= 0:
+        raise SlimError(f"--measure-timeout must be positive, got {measure_timeout}")
     tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels)
     if not tasks:
         from ..schedules.registry import describe_families
@@ -127,13 +153,17 @@ def tune_model(
     try:
         started = time.perf_counter()
         with _measuring_threads(threads), tempfile.TemporaryDirectory(prefix="slimtvm-tune-") as scratch:
-            builder, runner = _builder_and_runner(spec, address)
+            builder, runner = _builder_and_runner(spec, address, farm, parallel, measure_timeout)
             summary = TuneSummary(database.path, tasks, database.record_count, 0, 0.0)
             summary.default_seconds = _measure_defaults(tasks, spec, database, builder, runner)
             done = sum(_records_for(database, t) for t in tasks)
             remaining = trials - done
             if remaining > 0:
-                summary.trials_run = _search(tasks, spec, database, builder, runner, remaining, trials_per_round, scratch, progress, seed, done, trials)
+                devices = runner.status_text if farm else None
+                summary.trials_run = _search(
+                    tasks, spec, database, builder, runner, remaining, trials_per_round, scratch, progress, seed, done, trials, devices
+                )
+            summary.retried = getattr(runner, "retries", 0)
         summary.best_seconds = {t.name: _best_seconds(database, t) for t in tasks}
         summary.seconds = time.perf_counter() - started
     finally:
@@ -160,7 +190,7 @@ def _measuring_threads(threads: int | None):
             os.environ["TVM_NUM_THREADS"] = previous
 
 
-def _builder_and_runner(spec, address):
+def _builder_and_runner(spec, address, farm, parallel, measure_timeout):
     from tvm.s_tir import meta_schedule as ms
 
     # Caches are flushed before each measured run, because inside a model every layer meets its
@@ -170,12 +200,17 @@ def _builder_and_runner(spec, address):
     if address is None:
         from .kernel_build import build_kernel, export_kernel
 
-        builder = ms.builder.LocalBuilder(max_workers=1, f_build=build_kernel, f_export=functools.partial(export_kernel, None))
+    if farm is not None:
+        return farm_builder_and_runner(spec, farm, evaluator, parallel, measure_timeout)
+    if address is None:
+        from .kernel_build import build_kernel, export_kernel
+
+        builder = ms.builder.LocalBuilder(max_workers=parallel, f_build=build_kernel, f_export=functools.partial(export_kernel, None))
         runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
         return builder, runner
     from .rpc import remote_builder_and_runner
 
-    return remote_builder_and_runner(spec, address, evaluator)
+    return remote_builder_and_runner(spec, address, evaluator, parallel)
 
 
 def _records_for(database, task) -> int:
@@ -244,7 +279,7 @@ def _measure_defaults(tasks, spec, database, builder, runner) -> dict:
     return measured
 
 
-def _search(tasks, spec, database, builder, runner, remaining, per_round, scratch, progress, seed, done, total) -> int:
+def _search(tasks, spec, database, builder, runner, remaining, per_round, scratch, progress, seed, done, total, devices=None) -> int:
     """MetaSchedule's evolutionary search over the templates, ``remaining`` trials in all."""
     from tvm.s_tir import meta_schedule as ms
 
@@ -277,7 +312,7 @@ def _search(tasks, spec, database, builder, runner, remaining, per_round, scratc
                 num_threads="physical",
             )
         )
-    callback = ProgressCallback(tasks, remaining, done, total, enabled=progress)
+    callback = ProgressCallback(tasks, remaining, done, total, enabled=progress, devices=devices)
     callback.best.update({t.name: best for t in tasks if (best := _best_seconds(database, t)) is not None})
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [callback]
     try:
@@ -294,6 +329,11 @@ def _search(tasks, spec, database, builder, runner, remaining, per_round, scratc
             measure_callbacks=callbacks,
             task_scheduler="gradient",
         )
+    except Exception:
+        reason = getattr(runner, "stop_reason", None)  # the farm runner's refusal, lost in TVM's C++ loop
+        if reason:
+            raise SlimError(reason) from None
+        raise
     finally:
         callback.close()
     return callback.measured
