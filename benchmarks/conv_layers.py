@@ -132,9 +132,9 @@ def slimtvm_kernel(model, tile=None):
     elif tile is None:
         sch = Conv2dNCHWc(simd_lanes(spec.tvm_target())).schedule(sch)
     else:
-        out_h, out_w = (int(sch.get(loop).extent) for loop in sch.get_loops(sch.get_sblock(CONV_BLOCK))[2:4])
+        batch, oc_chunks, out_h, out_w = (int(sch.get(loop).extent) for loop in sch.get_loops(sch.get_sblock(CONV_BLOCK))[:4])
         oc_tile, px, channels_outside = tile
-        schedule_conv2d_nchwc(sch, oc_tile, px, chunk_rows(out_h, out_w), channels_outside)
+        schedule_conv2d_nchwc(sch, oc_tile, px, chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), px), channels_outside)
     return sch.mod, spec.tvm_target(), task.kind
 
 

@@ -1,9 +1,17 @@
-"""Where does the time go? Per-kernel profile of a slimtvm artifact (TVM's VM profiler).
+"""Where does the time go? Per-kernel profile of a slimtvm artifact (TVM's VM instrumentation).
 
     .venv/bin/python benchmarks/profile_kernels.py light_resnet50 [--threads 1] [--top 15] [--db DIR] [--sparse auto|always|never]
+    .venv/bin/python benchmarks/profile_kernels.py resnet18 --threads 1,2 [--min-us 50] [--input-shape input=8,3,224,224]
 
-Compiles the model (the light-zoo models with seeded random weights, or a path to an .onnx),
-runs TVM's profiler, and prints the most expensive kernels with their share of the total.
+Compiles the model (resnet18 / mobilenet_v2 from architectures.py, the light-zoo models with
+seeded random weights, or a path to an .onnx), times every kernel call wall-clock around the VM's
+call instructions, and prints the most expensive kernels with their share of the total.
+
+With several thread counts (``--threads 1,2``) it prints the scaling table instead: every call
+taking at least ``--min-us`` at the first count, its median time at each count and its speed-up,
+marked ``<`` when below ``--goal`` (default 1.8× at 2 threads, scaled as 0.9 × threads); then the
+time between kernels (the VM's own work: allocation, argument checks, calls), and the serial
+fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 − s) / n).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
+from cpu_limits import cpu_name  # noqa: E402
 from fp32_vs_onnxruntime import model_path  # noqa: E402
 
 import slimtvm  # noqa: E402
@@ -25,54 +34,134 @@ import slimtvm  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="digits_cnn, a light-zoo name (light_resnet50, ...) or an .onnx path")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("model", help="digits_cnn, resnet18, mobilenet_v2, a light-zoo name (light_resnet50, ...) or an .onnx path")
+    parser.add_argument("--threads", default="1", help="a thread count, or several (1,2): the scaling table")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--db", help="compile with this tuning database (from slimtvm tune)")
     parser.add_argument("--repeat", type=int, default=10, help="instrumented runs; each kernel's median is shown")
     parser.add_argument("--sparse", default="auto", choices=["auto", "always", "never"], help="which convs with zeros run the sparse kernel")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="input shape (e.g. a batch: input=8,3,224,224)")
+    parser.add_argument("--min-us", type=float, default=50.0, help="scaling table: calls at least this long at the first thread count")
+    parser.add_argument("--goal", type=float, default=0.9, help="scaling table: speed-up goal per added thread (1.8x at 2 threads)")
     args = parser.parse_args(argv)
+    from slimtvm.frontend.onnx_model import parse_shape_overrides
+
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    with tempfile.TemporaryDirectory() as workdir:
+        path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)
+        shapes = parse_shape_overrides(args.input_shape)
+        if shapes:
+            path = with_dynamic_batch(path, workdir)
+        artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse, input_shapes=shapes or None)
+        profiles = {threads: profile(artifact, threads, args.repeat) for threads in thread_counts}
+    print(f"CPU: {cpu_name()}")
+    if len(thread_counts) == 1:
+        print_top(args.model, profiles[thread_counts[0]], thread_counts[0], args.repeat, args.top)
+    else:
+        print_scaling(args.model, profiles, thread_counts, args.min_us, args.goal)
+    return 0
+
+
+def with_dynamic_batch(path: str, workdir: str) -> str:
+    """A copy of the model whose inputs' and outputs' first dimension is symbolic (N)."""
+    import onnx
+
+    model = onnx.load(path)
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    del model.graph.value_info[:]
+    dynamic = os.path.join(workdir, "dynamic_batch.onnx")
+    onnx.save(model, dynamic)
+    return dynamic
+
+
+def profile(artifact, threads: int, repeat: int) -> dict:
+    """Per call (in call order): the median wall time in µs over ``repeat`` runs; plus the median
+    whole-run time (µs, uninstrumented) under the key ``"run"``."""
     import tvm
     from tvm import relax
 
     from slimtvm.runtime.artifact import set_num_threads
 
-    with tempfile.TemporaryDirectory() as workdir:
-        path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)
-        artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse)
-        set_num_threads(args.threads)
-        library = tvm.runtime.load_module(artifact.library_path)
-        vm = relax.VirtualMachine(library, tvm.cpu())
-        model = artifact.load()
-        inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
-        rows, started = [], {}
+    set_num_threads(threads)
+    library = tvm.runtime.load_module(artifact.library_path)
+    vm = relax.VirtualMachine(library, tvm.cpu())
+    model = artifact.load()
+    inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
+    for _ in range(3):
+        vm["main"](*inputs)
+    whole = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        vm["main"](*inputs)
+        whole.append((time.perf_counter() - started) * 1e6)
+    rows, started = [], {}
 
-        def instrument(func, name, before, _ret, *_args):
-            # the VM calls this around every call instruction; kernels are timed wall-clock
-            if before:
-                started[name] = time.perf_counter()
-            else:
-                rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6))
-            return 0
+    def instrument(func, name, before, _ret, *_args):
+        # the VM calls this around every call instruction; kernels are timed wall-clock
+        if before:
+            started[name] = time.perf_counter()
+        else:
+            rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6))
+        return 0
 
-        for _ in range(2):
-            vm["main"](*inputs)
-        vm.set_instrument(instrument)
-        per_run = []
-        for _ in range(args.repeat):
-            rows.clear()
-            vm["main"](*inputs)
-            run = {}
-            for name, duration in rows:
-                run[name] = run.get(name, 0.0) + duration
-            per_run.append(run)
-        calls = len(rows)
-        totals = {name: statistics.median(run[name] for run in per_run) for name in per_run[0]}
-        total = sum(totals.values())
-        print(f"{args.model}: {total / 1e3:.2f} ms in {calls} calls, {args.threads} thread(s), median of {args.repeat} runs per kernel")
-        for name, duration in sorted(totals.items(), key=lambda kv: -kv[1])[: args.top]:
-            print(f"{duration / 1e3:9.3f} ms  {100 * duration / total:5.1f}%  {name}")
-    return 0
+    vm.set_instrument(instrument)
+    per_run = []
+    for _ in range(repeat):
+        rows.clear()
+        vm["main"](*inputs)
+        per_run.append(list(rows))
+    names = [name for name, _ in per_run[0]]
+    calls = [statistics.median(run[i][1] for run in per_run) for i in range(len(names))]
+    return {"names": names, "calls": calls, "run": statistics.median(whole)}
+
+
+def print_top(model_name, result, threads, repeat, top) -> None:
+    totals = {}
+    for name, duration in zip(result["names"], result["calls"]):
+        totals[name] = totals.get(name, 0.0) + duration
+    total = sum(totals.values())
+    print(f"{model_name}: {total / 1e3:.2f} ms in {len(result['names'])} calls, {threads} thread(s), median of {repeat} runs per kernel")
+    for name, duration in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{duration / 1e3:9.3f} ms  {100 * duration / total:5.1f}%  {name}")
+
+
+def print_scaling(model_name, profiles, thread_counts, min_us, goal) -> None:
+    base = profiles[thread_counts[0]]
+    names = base["names"]
+    if any(p["names"] != names for p in profiles.values()):
+        raise SystemExit("the call sequence differs between thread counts; cannot compare")
+    head = " | ".join(f"{t} thr µs" for t in thread_counts)
+    ups = " | ".join(f"×{t}" for t in thread_counts[1:])
+    print(f"{model_name}: calls ≥ {min_us:.0f} µs at {thread_counts[0]} thread(s); speed-up goal {goal:.2f} × threads")
+    print(f"| # | kernel | {head} | {ups} |")
+    print("|---|---|" + "---|" * (len(thread_counts) * 2 - 1))
+    short = 0
+    for index, name in enumerate(names):
+        first = base["calls"][index]
+        if first < min_us:
+            continue
+        times = [profiles[t]["calls"][index] for t in thread_counts]
+        speedups = []
+        for t, time_at in zip(thread_counts[1:], times[1:]):
+            up = first / time_at
+            miss = up < goal * t / thread_counts[0]
+            short += miss
+            speedups.append(f"{up:.2f}{' <' if miss else ''}")
+        print(f"| {index} | {name} | " + " | ".join(f"{v:.0f}" for v in times) + " | " + " | ".join(speedups) + " |")
+    print(f"{short} kernel(s) below the goal")
+    for t in thread_counts:
+        kernels = sum(profiles[t]["calls"])
+        run = profiles[t]["run"]
+        print(f"{t} thread(s): whole run {run / 1e3:.2f} ms, kernels {kernels / 1e3:.2f} ms, between kernels {max(run - kernels, 0) / 1e3:.2f} ms")
+    first_run = profiles[thread_counts[0]]["run"]
+    for t in thread_counts[1:]:
+        ratio = profiles[t]["run"] / first_run
+        n = t / thread_counts[0]
+        serial = (ratio - 1 / n) / (1 - 1 / n)
+        print(
+            f"claim: {model_name} {t} vs {thread_counts[0]} thread(s): whole run ×{first_run / profiles[t]['run']:.2f}, serial fraction {serial:.3f} (Amdahl)"
+        )
 
 
 if __name__ == "__main__":

@@ -134,3 +134,18 @@ def test_lossy_accuracy_benchmark_smoke():
 def test_xnor_resnet18_benchmark_smoke():
     out = _run_smoke("xnor_resnet18.py")  # exits non-zero if the binary artifact differs from onnxruntime
     assert "19 layers binarized, 19 run the binary conv kernels" in out, out
+
+
+def test_scaling_benchmark_smoke(tmp_path):
+    plot = tmp_path / "scaling.png"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "scaling.py"), "--smoke", "--plot", str(plot)], capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for label in ("digits_cnn", "digits_bnn vs digits_cnn"):
+        for batch in (1, 2):
+            for threads in (1, 2):
+                assert f"| {label} | {batch} | {threads} |" in out, out
+    assert "claim: digits_bnn vs digits_cnn, batch 2, 2 thread(s): slimtvm binary " in out
+    assert plot.stat().st_size > 10_000

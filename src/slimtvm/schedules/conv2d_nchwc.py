@@ -15,7 +15,7 @@ kernel columns, each step broadcasting one input value against a vector of weigh
 tile is a loop partition of its own, so the full tiles carry no bounds check.
 
 Work is parallel over (batch, groups of ``oc_tile`` channel blocks, chunks of ``rows`` output
-rows); each chunk's accumulators are written to a small buffer and the fused epilogue (bias,
+rows; at least :data:`MIN_PARALLEL_CHUNKS` chunks where one-row chunks allow it); each chunk's accumulators are written to a small buffer and the fused epilogue (bias,
 ReLU, residual add, …) reads them back while they are in cache. Zero padding runs as its own
 parallel, vectorized stage.
 
@@ -97,7 +97,8 @@ class ConvTile:
     channels_outside: bool = False
 
 
-MAX_CHUNK_PIXELS = 256  # a chunk's accumulators stay ≤ oc_tile · 256 · 32 B: in L1/L2, and enough chunks for 2 threads
+MAX_CHUNK_PIXELS = 256  # a chunk's accumulators stay ≤ oc_tile · 256 · 32 B: in L1/L2
+MIN_PARALLEL_CHUNKS = 64  # four per thread at 16 threads (TVM's pool gives each thread one contiguous range)
 
 
 def accumulator_budget(lanes: int) -> int:
@@ -106,14 +107,49 @@ def accumulator_budget(lanes: int) -> int:
     return 24 if lanes >= 16 else 12
 
 
-def chunk_rows(out_h: int, out_w: int) -> int:
+def chunk_rows(out_h: int, out_w: int, groups: int, px: int) -> int:
     """Output rows per parallel chunk: the largest divisor of ``out_h`` whose chunk has at most
-    :data:`MAX_CHUNK_PIXELS` pixels (at least one row)."""
-    return max(d for d in range(1, out_h + 1) if out_h % d == 0 and (d * out_w <= MAX_CHUNK_PIXELS or d == 1))
+    :data:`MAX_CHUNK_PIXELS` pixels, fills its ``px``-pixel tiles to :data:`MIN_TILE_FILL`, and
+    leaves at least :data:`MIN_PARALLEL_CHUNKS` chunks with the ``groups`` (batch × groups of
+    channel blocks) the chunk loop also runs over; where none leaves that many, the smallest such
+    divisor. Chunks are whole rows because the convolution is computed at the chunk in flattened
+    pixels (row · width + column), which a part of a row would turn into a bounding box of whole
+    rows, computed twice. The fill rule keeps AVX2's 3-pixel tiles off 7-pixel rows
+    (3 + 3 + 1: ResNet's last stage ran 16% slower with per-row tiles on Zen 2).
+
+    Before the chunk count was a rule (session 16), chunks were as large as
+    :data:`MAX_CHUNK_PIXELS` allowed: MobileNetV2's 14×14 and 7×7 1×1 convs had 2–5 chunks, so
+    two threads ran them 1.0–1.3× faster than one (``benchmarks/profile_kernels.py mobilenet_v2
+    --threads 1,2``) and sixteen could not have used more than five cores."""
+    fitting = [d for d in range(1, out_h + 1) if out_h % d == 0 and (d * out_w <= MAX_CHUNK_PIXELS or d == 1)]
+    filled = [d for d in fitting if tile_fill(px, d * out_w) >= MIN_TILE_FILL] or [max(fitting)]
+    enough = [d for d in filled if groups * (out_h // d) >= MIN_PARALLEL_CHUNKS]
+    return max(enough) if enough else min(filled)
 
 
-def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1, lanes: int = 8) -> ConvTile:
-    """The untuned tile.
+MIN_TILE_FILL = 0.85
+
+
+def tile_fill(px: int, chunk: int) -> float:
+    """The share of a chunk's tile slots that hold pixels, with the tile evened out over the
+    chunk (:func:`balanced_pixels`): 7 pixels in 3-pixel tiles fill 7 / 9."""
+    tile = balanced_pixels(max(1, min(px, chunk)), chunk)
+    return chunk / (-(-chunk // tile) * tile)
+
+
+def balanced_pixels(px: int, chunk: int) -> int:
+    """The pixel tile for a chunk of ``chunk`` pixels: as many tiles as ``px`` needs, evened out,
+    so that a 14-pixel row runs as 7 + 7 rather than 10 + 4 (the tail tile is its own loop)."""
+    tiles = -(-chunk // px)
+    return -(-chunk // tiles)
+
+
+def default_tile(
+    oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1, lanes: int = 8, batch: int = 1
+) -> ConvTile:
+    """The untuned tile: channel blocks × pixels as below, whole rows per parallel chunk as
+    :func:`chunk_rows` gives for ``batch`` × the groups of channel blocks, and the pixel tile
+    evened out over each chunk (:func:`balanced_pixels`).
 
     8-lane targets (AVX2, NEON; ``budget`` 12): as many channel blocks as divide ``oc_chunks``
     (4, else 6, 3, 2, 1) and the rest of the budget as consecutive pixels. Measured on Zen 2 (AVX2,
@@ -142,8 +178,9 @@ def default_tile(oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_ch
     else:
         oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
         px = budget // oc_tile
-    px = max(1, min(px, out_h * out_w))
-    return ConvTile(oc_tile, px, chunk_rows(out_h, out_w), channels_outside_by_default(in_channels, kernel_taps, lanes))
+    rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), px)
+    px = balanced_pixels(max(1, min(px, rows * out_w)), rows * out_w)
+    return ConvTile(oc_tile, px, rows, channels_outside_by_default(in_channels, kernel_taps, lanes))
 
 
 REGISTERS_AVX512 = 32
@@ -255,8 +292,8 @@ class Conv2dNCHWc(CPURule):
     main_block = CONV_BLOCK
 
     def schedule_block(self, sch, block):
-        _, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
-        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w, self.lanes)
+        batch, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
+        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w, self.lanes, batch)
         schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside, prefetch=self.lanes >= 16)
         return sch
 
@@ -272,14 +309,14 @@ def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     only when nothing else divides the channels: MetaSchedule replays every space's trace while
     it samples, and 48 spaces per conv made tuning the light zoo's DenseNet take minutes."""
     loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
-    _, oc_chunks, out_h, out_w, _, _, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
+    batch, oc_chunks, out_h, out_w, _, _, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
     budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
-    rows = chunk_rows(out_h, out_w)
     orders = (False, True) if kernel_h * kernel_w > 1 else (False,)
     spaces = []
     oc_tiles = [t for t in (2, 3, 4, 6, 8) if oc_chunks % t == 0] or [1]
     for oc_tile in oc_tiles:
-        most = min(budget // oc_tile, out_h * out_w)
+        rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), budget // oc_tile)
+        most = min(budget // oc_tile, rows * out_w)
         for px in sorted({most, max(1, most - 1)}):
             for channels_outside in orders:
                 space = sch.copy()
