@@ -237,3 +237,28 @@ def test_sign_of_an_input_that_can_be_exactly_zero_stays_float_and_exact(produce
     assert reason.startswith("ONNX Sign(0) is 0") and "can be exactly 0" in reason
     inputs = {"x": normal_input((1, 8, 6, 6), seed=2)}
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_binary_convs_at_7x7_run_in_row_and_channel_chunks_and_stay_exact(tmp_path):
+    """ResNet-18's last binary stage (512 channels, 7×7 output) is parallel over output rows ×
+    groups of output channels (at least 28 chunks on AVX-512; 7 when only rows were parallel, which
+    two threads split 4 + 3), read from the scheduled kernel (benchmarks/parallel_chunks.py), and
+    still matches onnxruntime."""
+    import sys
+
+    from binary_graphs import ConvSpec, conv_graph, sign_margin_ok
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from parallel_chunks import parallel_extents
+
+    spec = ConvSpec(
+        cin=512, cout=512, kernel=3, stride=1, dilation=1, pads=(1, 1, 1, 1), groups=1, size=7, batchnorm=True, maxpool=False, second=0, residual=True, seed=5
+    )
+    model, inputs, probe = conv_graph(spec)
+    assert sign_margin_ok(probe, inputs, onnxruntime_outputs)
+    binary = {name: loops for name, loops in parallel_extents(model, "x86-64-avx512").items() if "binary_conv2d" in name}
+    assert len(binary) == 1
+    (loops,) = binary.values()
+    assert max(loops) >= 28, loops  # the popcount stage: 7 rows × at least 4 groups of channels
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
