@@ -25,6 +25,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
 
 from ..errors import SlimError, first_line
+from .rpc import alloc_arguments_from_host, parse_port
 
 DEFAULT_MEASURE_TIMEOUT_SECONDS = 300  # one upload + load + timed runs on a slow (emulated) board
 DEFAULT_ATTEMPTS = 3
@@ -46,12 +47,7 @@ def parse_tracker_address(text: str, key: str | None) -> TrackerAddress:
     parts = str(text).rsplit(":", 1)
     if len(parts) != 2 or not parts[0]:
         raise SlimError(f"--tracker must be HOST:PORT, got {text!r}")
-    try:
-        port = int(parts[1])
-    except ValueError:
-        raise SlimError(f"--tracker port must be a number, got {parts[1]!r}") from None
-    if not 0 < port < 65536:
-        raise SlimError(f"--tracker port must be in 1..65535, got {port}")
+    port = parse_port(parts[1], "--tracker")
     if not key:
         raise SlimError("--tracker needs --key KEY: the key the devices registered under")
     return TrackerAddress(parts[0], port, key)
@@ -216,7 +212,6 @@ def farm_builder_and_runner(spec, address: TrackerAddress, evaluator, parallel: 
     from tvm.s_tir import meta_schedule as ms
 
     from .kernel_build import build_kernel, export_kernel
-    from .rpc import alloc_arguments_from_host
 
     devices = check_farm(address)
     builder = ms.builder.LocalBuilder(max_workers=parallel, f_build=build_kernel, f_export=functools.partial(export_kernel, spec.cross_compiler))

@@ -31,13 +31,18 @@ def parse_rpc_address(text: str) -> RPCAddress:
     parts = str(text).split(":")
     if len(parts) not in (2, 3) or not parts[0]:
         raise SlimError(f"--rpc must be HOST:PORT or HOST:PORT:KEY, got {text!r}")
+    return RPCAddress(parts[0], parse_port(parts[1], "--rpc"), parts[2] if len(parts) == 3 else "")
+
+
+def parse_port(text: str, flag: str) -> int:
+    """A TCP port number from ``text``; refuses anything else naming ``flag`` in one line."""
     try:
-        port = int(parts[1])
+        port = int(text)
     except ValueError:
-        raise SlimError(f"--rpc port must be a number, got {parts[1]!r}") from None
+        raise SlimError(f"{flag} port must be a number, got {text!r}") from None
     if not 0 < port < 65536:
-        raise SlimError(f"--rpc port must be in 1..65535, got {port}")
-    return RPCAddress(parts[0], port, parts[2] if len(parts) == 3 else "")
+        raise SlimError(f"{flag} port must be in 1..65535, got {port}")
+    return port
 
 
 def connect(address_host: str, address_port: int, address_key: str, _rpc_config=None):
