@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 from cpu_limits import cpu_name  # noqa: E402
 from fp32_vs_onnxruntime import model_path  # noqa: E402
+from scaling import with_dynamic_batch  # noqa: E402
 
 import slimtvm  # noqa: E402
 
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)
         shapes = parse_shape_overrides(args.input_shape)
         if shapes:
-            path = with_dynamic_batch(path, workdir)
+            path = with_dynamic_batch(path, os.path.join(workdir, "dynamic_batch.onnx"))
         artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse, input_shapes=shapes or None)
         profiles = {threads: profile(artifact, threads, args.repeat) for threads in thread_counts}
     print(f"CPU: {cpu_name()}")
@@ -60,19 +61,6 @@ def main(argv=None) -> int:
     else:
         print_scaling(args.model, profiles, thread_counts, args.min_us, args.goal)
     return 0
-
-
-def with_dynamic_batch(path: str, workdir: str) -> str:
-    """A copy of the model whose inputs' and outputs' first dimension is symbolic (N)."""
-    import onnx
-
-    model = onnx.load(path)
-    for value in list(model.graph.input) + list(model.graph.output):
-        value.type.tensor_type.shape.dim[0].dim_param = "N"
-    del model.graph.value_info[:]
-    dynamic = os.path.join(workdir, "dynamic_batch.onnx")
-    onnx.save(model, dynamic)
-    return dynamic
 
 
 def profile(artifact, threads: int, repeat: int) -> dict:

@@ -39,17 +39,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 
+from binary_models import cosine  # noqa: E402
+
 import slimtvm  # noqa: E402
 from slimtvm.runtime.artifact import set_num_threads  # noqa: E402
 from slimtvm.runtime.bench import AGREEMENT, onnxruntime_session, relative_difference, time_in_turns  # noqa: E402
 
 EXAMPLES = os.path.join(HERE, "..", "examples")
 BINARY_COSINE = 0.999
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def with_dynamic_batch(path: str, out: str) -> str:
@@ -95,7 +92,7 @@ def model_pairs(names: list, workdir: str, bireal_onnx: str | None, smoke: bool)
 def measure(label, path, reference, kind, batch, thread_counts, runs, workdir) -> list:
     """Rows (label, kind, batch, threads, onnxruntime ms per image, slimtvm ms per image, runs)."""
     probe = onnxruntime_session(path, 1).get_inputs()[0]
-    shape = [batch] + [int(d.dim_value) if hasattr(d, "dim_value") else int(d) for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim[1:]]
+    shape = [batch] + [int(d) for d in probe.shape[1:]]
     artifact = slimtvm.compile(path, os.path.join(workdir, f"{label.split()[0]}-b{batch}.so"), input_shapes={probe.name: tuple(shape)})
     model = artifact.load()
     x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)

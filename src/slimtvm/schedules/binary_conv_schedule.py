@@ -37,7 +37,7 @@ from .binary_conv_compute import (
     SIGN_BITS_BLOCK,
 )
 from .cpu_rule import CPURule
-from .stages import categorical, find_block
+from .stages import MIN_PARALLEL_CHUNKS, categorical, find_block
 from .transpose_intrin import TILE_ROWS, transpose_intrin
 
 
@@ -84,9 +84,12 @@ def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = Fals
     return BinaryConvTile(min(4, out_w), 1)
 
 
-def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_bytes=CHANNEL_LANES) -> None:
+def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_bytes=CHANNEL_LANES, group_channels=None) -> None:
     """Apply the module docstring's schedule; the factors are ints or MetaSchedule variables.
-    ``vector_bytes``: output channels per vector (32; 64 for zmm byte popcounts on AVX-512)."""
+    ``vector_bytes``: output channels per vector (32; 64 for zmm byte popcounts on AVX-512).
+    ``group_channels``: the parallel channel groups are a whole number of these (default: the
+    tile, ``oc_vectors · vector_bytes``; a design space, whose ``oc_vectors`` is sampled, gives
+    the largest tile it may sample, so that every sample divides the groups)."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(block).name_hint for block in blocks]
     partial, counts, dots = (blocks[names.index(name)] for name in (PACKED_PARTIAL_BLOCK, PACKED_CONV_BLOCK, PACKED_DOT_BLOCK))
@@ -103,8 +106,9 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_byte
         n, row = sch.get_loops(dots)[:2]
         sch.parallel(sch.fuse(n, row))
     else:
-        channels = oc_vectors * vector_bytes if isinstance(oc_vectors, int) and by_channel is None else None
-        row = _schedule_float_out(sch, out, channels)
+        if group_channels is None and isinstance(oc_vectors, int):
+            group_channels = oc_vectors * vector_bytes
+        row = _schedule_float_out(sch, out, group_channels if by_channel is None else None)
         tile = _transpose_tile(sch, by_channel) if by_channel is not None else None
         if by_channel is not None and tile is None:
             sch.compute_inline(by_channel)  # the float epilogue gathers from the dots directly
@@ -218,9 +222,6 @@ def _transpose_in_tiles(sch, by_channel, cols: int) -> None:
     sch.tensorize(channel_inner, transpose_intrin(cols, dtype))
 
 
-MIN_PARALLEL_CHUNKS = 64  # as schedules/conv2d_nchwc.py: four per thread at 16 threads
-
-
 def _schedule_float_out(sch, out, tile_channels: int | None = None):
     """Parallel over output rows; in the blocked layout also over groups of output channels (a
     whole number of the popcount tile's ``tile_channels``), the fewest groups that give
@@ -279,6 +280,7 @@ def binary_conv_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     vectors = padded_out // width
     space = sch.copy()
     reg_n = categorical(space, [w for w in (1, 2, 3, 4, 7, 8) if w <= out_w])
-    oc_vectors = categorical(space, [v for v in (1, 2, 4) if vectors % v == 0])
-    schedule_binary_conv(space, reg_n, oc_vectors, width)
+    choices = [v for v in (1, 2, 4) if vectors % v == 0]
+    oc_vectors = categorical(space, choices)
+    schedule_binary_conv(space, reg_n, oc_vectors, width, group_channels=max(choices) * width)
     return [space]

@@ -15,8 +15,9 @@ kernel columns, each step broadcasting one input value against a vector of weigh
 tile is a loop partition of its own, so the full tiles carry no bounds check.
 
 Work is parallel over (batch, groups of ``oc_tile`` channel blocks, chunks of ``rows`` output
-rows; at least :data:`MIN_PARALLEL_CHUNKS` chunks where one-row chunks allow it); each chunk's accumulators are written to a small buffer and the fused epilogue (bias,
-ReLU, residual add, …) reads them back while they are in cache. Zero padding runs as its own
+rows; at least ``MIN_PARALLEL_CHUNKS`` chunks where one-row chunks allow it); each chunk's
+accumulators are written to a small buffer and the fused epilogue (bias, ReLU, residual add, …)
+reads them back while they are in cache. Zero padding runs as its own
 parallel, vectorized stage.
 
 ``channels_outside``: the input-channel chunks loop outside the pixel tiles (as MLAS's NCHWc
@@ -40,7 +41,7 @@ from tvm import s_tir, te, topi
 
 from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import schedule_padding, split_stages, zero_padded
+from .stages import MIN_PARALLEL_CHUNKS, schedule_padding, split_stages, zero_padded
 
 CONV_BLOCK = "conv2d_NCHWc"
 PREFETCH_ANNOTATION = "slimtvm.prefetch_next_weights"  # read by lowering/weight_prefetch.py
@@ -98,7 +99,6 @@ class ConvTile:
 
 
 MAX_CHUNK_PIXELS = 256  # a chunk's accumulators stay ≤ oc_tile · 256 · 32 B: in L1/L2
-MIN_PARALLEL_CHUNKS = 64  # four per thread at 16 threads (TVM's pool gives each thread one contiguous range)
 
 
 def accumulator_budget(lanes: int) -> int:

@@ -19,6 +19,11 @@ class KernelStages:
     out: object  # block RV of the stage that writes the result (epilogue or write-back)
 
 
+# Parallel chunks a kernel's parallel loop should offer: four per thread at 16 threads (TVM's pool
+# gives each thread one contiguous range of the loop, so fewer, larger chunks leave cores idle).
+MIN_PARALLEL_CHUNKS = 64
+
+
 def find_block(sch: s_tir.Schedule, name: str):
     """The block called ``name``, or None when the PrimFunc has none."""
     try:
