@@ -99,7 +99,9 @@ def main(argv=None) -> int:
         ratio = f"{us / node_us:.2f}" if us and node_us else "-"
         print(f"| {index} | {name} | {shape} | {us:.1f} | {node} | {op} | {list(node_shape)} | {node_us:.1f} | {ratio} |")
     kernels, nodes = sum(us for _, _, us in ours), sum(us for *_, us in theirs)
-    print(f"kernels: slimtvm {kernels / 1e3:.2f} ms in {len(ours)} calls, onnxruntime {nodes / 1e3:.2f} ms in {len(theirs)} compute nodes; whole run slimtvm {result['run'] / 1e3:.2f} ms")
+    print(
+        f"kernels: slimtvm {kernels / 1e3:.2f} ms in {len(ours)} calls, onnxruntime {nodes / 1e3:.2f} ms in {len(theirs)} compute nodes; whole run slimtvm {result['run'] / 1e3:.2f} ms"
+    )
     return 0
 
 
