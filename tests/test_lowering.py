@@ -397,23 +397,23 @@ def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_p
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
-@pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2)])
-def test_depthwise_convs_read_their_padding_in_place_and_stay_exact(tmp_path, stride, dilation):
+@pytest.mark.parametrize("stride,dilation,width", [(1, 1, 29), (2, 1, 29), (1, 2, 14)])
+def test_depthwise_convs_read_their_padding_in_place_and_stay_exact(tmp_path, stride, dilation, width):
     """Depthwise convs read the zero padding as conditional loads, their column tiles split into
-    edge and interior tiles (29 columns: 8-pixel tiles and a short last one; 15 at stride 2:
-    three 5-pixel tiles): they match onnxruntime, every border included, on every x86 kernel
-    variant the host runs."""
+    edge and interior tiles (29 columns: three 8-pixel tiles and a short last one; 15 at stride 2:
+    three 5-pixel tiles; 14 dilated: two 7-pixel edge tiles, no interior): they match
+    onnxruntime, every border included, on every x86 kernel variant the host runs."""
     from conftest import x86_kernel_presets
 
     import slimtvm
 
     g = GraphBuilder(seed=23)
-    x = g.input([1, 16, 15, 29])
+    x = g.input([1, 16, 15, width])
     y = g.relu(g.conv(x, 16, 32, kernel=1))
     pad = dilation
     y = g.conv(y, 32, 32, kernel=3, stride=stride, pads=(pad, pad, pad, pad), groups=32, dilation=dilation)
     model = g.model(g.relu(g.conv(y, 32, 16, kernel=1)))
-    inputs = {"x": digits_like_input((1, 16, 15, 29), seed=24)}
+    inputs = {"x": digits_like_input((1, 16, 15, width), seed=24)}
     expected = onnxruntime_outputs(model, inputs)
     for preset in x86_kernel_presets():
         artifact = slimtvm.compile(model, str(tmp_path / f"{preset}.so"), target=preset)

@@ -233,12 +233,12 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     sch.transform_block_layout(conv, lambda n, oc, oh, ow, ob, ic, kh, kw: (n, oc, oh * out_w + ow, ob, ic, kh, kw))
 
     pixels = rows * out_w
-    ic_bn = oc_bn
+    ic_bn = oc_bn  # blocked inputs use the output's channel block
     in_blocks = in_channels // ic_bn if in_channels % ic_bn == 0 else 1
     block_bytes = kernel_h * kernel_w * (in_channels // in_blocks) * oc_bn * 4
     prefetch = prefetch and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
     if not channels_outside and not prefetch and pixels % px == 0:
-        _epilogue_per_tile(sch, conv, out, oc_tile, px, rows, out_w)
+        _epilogue_per_tile(sch, conv, out, oc_tile, px, rows, out_w, ic_bn)
         schedule_padding(sch, stages.pads)
         return
 
@@ -262,7 +262,7 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     schedule_padding(sch, stages.pads)
 
 
-def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, rows: int, out_w: int) -> None:
+def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, rows: int, out_w: int, ic_bn: int) -> None:
     """The chunk loop over whole register tiles (``px`` must divide the chunk's pixels), the conv
     computed per tile and the epilogue run on that tile at once: LLVM keeps the accumulators in
     registers from the reduction through the epilogue, where per-chunk accumulators were stored,
@@ -283,9 +283,9 @@ def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, rows: int, out_w: 
     sch.vectorize(oc_block)
     sch.compute_at(conv, tile, preserve_unit_loops=True)
     # Below the tile: batch, oc_inner, pixel, oc_block, ic, kh, kw (unit loops are kept).
-    tile_oc, pixel, vec = sch.get_loops(conv)[-6:-3]
+    tile_oc, pixel = sch.get_loops(conv)[-6:-4]
     sch.reorder(pixel, tile_oc)
-    _tile_and_reduce(sch, conv, int(sch.get(vec).extent), px, channels_outside=False)
+    _tile_and_reduce(sch, conv, ic_bn, px, channels_outside=False)
 
 
 def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, prefetch_step=None) -> None:
