@@ -29,20 +29,20 @@ def _residual_model(batch: int, channels: int, height: int, width: int, seed: in
     return g.model(g.conv(y, 32, 16, kernel=1))
 
 
-def test_avx512_builds_take_winograd_for_3x3_stride_1_convs_of_ten_by_ten_and_more():
-    """On a 16-lane target: 3×3 stride-1 convs with ≥ 100 output pixels take the Winograd kernel,
-    strided, 1×1 and 7×7-image convs the direct one; the AVX2 build keeps the direct kernel."""
+def test_avx512_builds_take_winograd_for_3x3_stride_1_convs_of_seven_by_seven_and_more():
+    """On a 16-lane target: 3×3 stride-1 convs with ≥ 49 output pixels take the Winograd kernel,
+    strided, 1×1 and 6×6-image convs the direct one; the AVX2 build keeps the direct kernel."""
     model = _residual_model(1, 32, 12, 10, seed=31)
     _, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64-avx512").tvm_target())
     assert decisions.convs == [WINOGRAD, WINOGRAD, WINOGRAD, DIRECT, DIRECT]
-    small = _residual_model(1, 32, 7, 7, seed=31)
+    small = _residual_model(1, 32, 6, 6, seed=31)
     _, decisions = recorded_decisions(import_onnx(small), resolve_target("x86-64-avx512").tvm_target())
     assert WINOGRAD not in decisions.convs
     _, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64").tvm_target())
     assert all("Winograd" not in plan for plan in decisions.convs)
 
 
-@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28)])
+@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28), (1, 7, 7)])
 def test_winograd_convs_match_onnxruntime(tmp_path, batch, height, width):
     """Odd image sizes (a partial last tile), two images, and fused residual adds and ReLUs."""
     if "host" not in x86_kernel_presets():

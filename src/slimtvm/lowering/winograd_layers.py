@@ -9,7 +9,7 @@ the default):
   measured on their own hosts and stay as they were until a Winograd kernel is measured there;
 - blocked NCHW[x]c in and out, a constant float32 weight, 3×3, stride 1, dilation 1, padding
   1 on every side, groups 1, static shapes;
-- an output of at least :data:`MIN_OUTPUT_PIXELS` pixels per image.
+- an output of at least :data:`MIN_OUTPUT_PIXELS` pixels (7×7) per image.
 
 The weights are transformed here, once (``U = G g Gᵀ``, 16/9 of the direct weights' size), and
 become a constant; the call is marked out-element-wise fusable, so the bias, residual add and
@@ -27,11 +27,12 @@ from ..passes.detect_binary import channel_block, weight_as_oihw
 from ..schedules.winograd_conv import WinogradShape, winograd_conv2d_primfunc, winograd_weights
 from .layer_records import LayerRecord
 
-# The 7×7 images of ResNet's last stage stay direct: a 4×4 grid of tiles computes 64 pixels for
-# 49, and the transformed weights (16.7 MB for 512 → 512) are 1.8× the direct ones, which in a
-# whole network already wait on memory (lowering/weight_prefetch.py). 14×14 and larger ran 1.7–2.1×
-# faster than the direct kernel (Zen 5, 1 thread; schedules/winograd_conv.py).
-MIN_OUTPUT_PIXELS = 100
+# ResNet's last stage (7×7 images) takes it too: a 4×4 grid of tiles computes 64 pixels for 49
+# and the transformed weights (16.7 MB for 512 → 512) are 1.8× the direct ones, but since the
+# product prefetches the next task's weights (lowering/weight_prefetch.py) it ran 2.9 → 1.9 ms
+# per conv in a whole ResNet-18 (Zen 4, 1 thread; 1.55 → 1.14 ms at 2 threads). Smaller images
+# keep the direct kernel (unmeasured: too few tiles to amortize the transforms).
+MIN_OUTPUT_PIXELS = 49
 WINOGRAD_LANES = 16
 WINOGRAD_BLOCK = 16  # the channel block of 16-lane targets (targets/kernel_target.py)
 
