@@ -34,6 +34,8 @@ LAYERS = {
     "l4_stride2": (256, 14, 3, 512, 2, 1),
     "r50_1x1_up": (64, 56, 1, 256, 1, 0),
     "r50_1x1_down": (256, 56, 1, 64, 1, 0),
+    "r50_1x1_28_up": (128, 28, 1, 512, 1, 0),
+    "r50_1x1_28_down": (512, 28, 1, 128, 1, 0),
     "r50_1x1_14": (1024, 14, 1, 256, 1, 0),
     "r50_1x1_7": (2048, 7, 1, 512, 1, 0),
     "l1_half_out": (64, 56, 3, 32, 1, 1),  # a block's first conv with half its filters removed (pruned filters)
@@ -64,7 +66,9 @@ SWEEP = [
     (4, 3, True),
     (2, 12, False),
     (2, 10, False),
+    (2, 9, False),
     (2, 8, False),
+    (2, 7, False),
     (3, 8, False),
     (3, 7, False),
     (3, 5, False),

@@ -127,12 +127,23 @@ def test_default_tile_fills_the_accumulator_budget(oc_chunks, height, width, exp
     assert height % tile.rows == 0
 
 
-@pytest.mark.parametrize("oc_chunks,expected", [(32, (2, 10)), (4, (2, 10)), (9, (3, 7)), (5, (1, 15)), (1, (1, 14))])
-def test_avx512_tile_leaves_registers_for_broadcasts_and_weights(oc_chunks, expected):
+@pytest.mark.parametrize(
+    "oc_chunks,size,expected",
+    [
+        (32, 40, (2, 10)),  # 2 × 10 where 10 divides the chunk (16 groups × 40 one-row chunks)
+        (32, 56, (2, 8)),  # 4-row chunks of 224 pixels: 2 × 10 would leave a tail, 8 divides
+        (4, 28, (2, 7)),  # one-row chunks of 28 pixels: 7 divides
+        (9, 56, (3, 7)),
+        (5, 56, (1, 14)),  # 1 × 15 leaves a tail in 224 pixels, 14 divides
+        (1, 56, (1, 14)),  # one block alone, one-row chunks of 56 pixels, 15 evened to 14
+        (2, 13, (2, 7)),  # one-row chunks of 13 pixels: evened to 7 + 6, nothing from 7 to 10 divides 13
+    ],
+)
+def test_avx512_tile_leaves_registers_for_broadcasts_and_weights(oc_chunks, size, expected):
     from slimtvm.schedules.conv2d_nchwc import default_tile
 
-    tile = default_tile(oc_chunks, 56, 56, 24, 64, 9, lanes=16)
-    assert (tile.oc_tile, tile.px) == expected  # (1, 14): one block alone, one-row chunks of 56 pixels, 15 evened to 14
+    tile = default_tile(oc_chunks, size, size, 24, 64, 9, lanes=16)
+    assert (tile.oc_tile, tile.px) == expected
     assert tile.oc_tile * tile.px + tile.px + tile.oc_tile <= 32  # accumulators, broadcasts, weights: no spill
 
 
@@ -140,7 +151,7 @@ def test_avx512_tile_leaves_registers_for_broadcasts_and_weights(oc_chunks, expe
 def test_avx512_convs_reading_one_channel_block_take_shorter_tiles(in_channels, taps, expected):
     from slimtvm.schedules.conv2d_nchwc import default_tile
 
-    tile = default_tile(4, 112, 112, 24, in_channels, taps, lanes=16)
+    tile = default_tile(4, 40, 40, 24, in_channels, taps, lanes=16)  # one-row chunks of 40 pixels: 8 and 10 divide
     assert (tile.oc_tile, tile.px) == expected
 
 

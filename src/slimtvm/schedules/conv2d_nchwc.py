@@ -175,7 +175,9 @@ def default_tile(
     expansion) take 2 × :data:`SHORT_REDUCTION_PIXELS`: on Zen 4 (``conv_layers.py --sweep``, 1
     thread, ms) 2 × 8 / 2 × 10 ran ResNet's 7×7/2 stem 2.19 / 2.32, MobileNetV2's 3×3/2 stem
     0.255 / 0.277 and its 16 → 96 expansion at 112×112 0.540 / 0.589; with 32 or more input
-    channels 2 × 10 stayed as fast or faster (32 → 192 at 28×28: 0.106 / 0.114).
+    channels 2 × 10 stayed as fast or faster (32 → 192 at 28×28: 0.106 / 0.114). Where the
+    pixel tile leaves a tail in the chunk, a slightly shorter one that divides it is taken
+    (:func:`dividing_pixels`).
     """
     if lanes >= 16:
         oc_tile = next(t for t in (2, 3, 1) if oc_chunks % t == 0)
@@ -187,11 +189,30 @@ def default_tile(
         px = budget // oc_tile
     rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), px)
     px = balanced_pixels(max(1, min(px, rows * out_w)), rows * out_w)
+    if lanes >= 16:
+        px = dividing_pixels(px, rows * out_w)
     return ConvTile(oc_tile, px, rows, channels_outside_by_default(in_channels, kernel_taps, lanes))
 
 
 REGISTERS_AVX512 = 32
 SHORT_REDUCTION_PIXELS = 8  # 2 × 8 tiles for convs reading ≤ one channel block (default_tile)
+DIVIDING_PIXELS_SLACK = 3
+MIN_DIVIDING_PIXELS = 7
+
+
+def dividing_pixels(px: int, chunk: int) -> int:
+    """``px``, or where ``px`` leaves a tail tile in a ``chunk`` of pixels, the largest tile of up
+    to :data:`DIVIDING_PIXELS_SLACK` fewer pixels (not below :data:`MIN_DIVIDING_PIXELS`) that
+    divides the chunk: whole tiles let the epilogue run per tile (:func:`_epilogue_per_tile`)
+    and leave no tail loop. 16-lane targets (``default_tile``); measured on Zen 4
+    (``conv_layers.py --sweep``, 1 thread, ms, 2 × 10 with its tail against the dividing tile):
+    ResNet-50's 64 → 256 1×1 at 56×56 (224-pixel chunks) 1.074 / 0.916 with 2 × 8, 256 → 64 0.925
+    / 0.899, 128 → 512 at 28×28 (28-pixel chunks) 0.960 / 0.919 with 2 × 7, 512 → 128 0.992 /
+    0.949, ResNet's 64 → 128 3×3/2 at 28×28 1.136 / 1.039."""
+    if chunk % px == 0:
+        return px
+    fewer = range(px - 1, max(MIN_DIVIDING_PIXELS, px - DIVIDING_PIXELS_SLACK) - 1, -1)
+    return next((p for p in fewer if chunk % p == 0), px)
 
 
 def channels_outside_by_default(in_channels: int, kernel_taps: int, lanes: int = 8) -> bool:
@@ -345,7 +366,10 @@ def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     recompute from a new decision. Only tiles that fill the accumulator budget or leave one
     accumulator free are offered (smaller ones never measured faster), with one channel block
     only when nothing else divides the channels: MetaSchedule replays every space's trace while
-    it samples, and 48 spaces per conv made tuning the light zoo's DenseNet take minutes."""
+    it samples, and 48 spaces per conv made tuning the light zoo's DenseNet take minutes.
+    16-lane targets: the pixels the 32 registers hold next to ``oc_tile`` accumulators per pixel
+    (as :func:`default_tile`: 2 × 10, 4 × 5, ...), one fewer, and the tile that divides the chunk
+    (:func:`dividing_pixels`)."""
     loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
     batch, oc_chunks, out_h, out_w, _, _, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
     budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
@@ -353,9 +377,11 @@ def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     spaces = []
     oc_tiles = [t for t in (2, 3, 4, 6, 8) if oc_chunks % t == 0] or [1]
     for oc_tile in oc_tiles:
-        rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), budget // oc_tile)
-        most = min(budget // oc_tile, rows * out_w)
-        for px in sorted({most, max(1, most - 1)}):
+        fitting = (REGISTERS_AVX512 - oc_tile) // (oc_tile + 1) if lanes >= 16 else budget // oc_tile
+        rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), fitting)
+        most = max(1, min(fitting, rows * out_w))
+        choices = {most, max(1, most - 1)} | ({dividing_pixels(most, rows * out_w)} if lanes >= 16 else set())
+        for px in sorted(choices):
             for channels_outside in orders:
                 space = sch.copy()
                 schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside, prefetch=lanes >= 16)
