@@ -108,6 +108,32 @@ def test_conv_template_has_design_spaces_for_a_one_pixel_output():
     assert len(spaces) >= 2  # channel-block tiles × the two loop orders, one pixel each
 
 
+def test_tuning_builds_kernels_with_the_weight_prefetch_compile_adds(tmp_path):
+    """A candidate is timed as the model runs it: the tuning builder inserts the weight prefetch
+    the schedule annotates (lowering/weight_prefetch.py), as ``compile`` does. Without it, tuning
+    timed the default Winograd conv of 256 channels at 14×14 without its prefetch and kept a
+    candidate that ran twice as slow in the model."""
+    from tvm import s_tir
+
+    from slimtvm.schedules.registry import default_rules
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+    from slimtvm.tuning.kernel_build import build_kernel, export_kernel
+    from slimtvm.tuning.tune import extract_tuning_tasks
+
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump is needed to read the built kernel")
+    g = GraphBuilder(seed=41)
+    x = g.input([1, 256, 14, 14])
+    model = g.model(g.relu(g.conv(x, 256, 256, kernel=3, pads=(1, 1, 1, 1))))
+    spec = resolve_target("x86-64-avx512")
+    (task,) = extract_tuning_tasks(model, spec)
+    assert task.kind == "winograd_conv2d"
+    scheduled = next(s for s in (rule.schedule(s_tir.Schedule(task.mod)) for rule in default_rules(simd_lanes(spec.tvm_target()))) if s is not None)
+    library = export_kernel(None, build_kernel(scheduled.mod, spec.tvm_target()))
+    disassembly = subprocess.run(["objdump", "-d", library], capture_output=True, text=True, check=True).stdout
+    assert "prefetcht0" in disassembly
+
+
 def _run(executable, args):
     import tvm
 

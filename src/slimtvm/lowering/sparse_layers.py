@@ -43,8 +43,9 @@ MIN_ZEROS_ALIGNED_STRIDE_1 = 0.4
 MIN_ZEROS_ALIGNED_STRIDED = 0.65
 MIN_ZEROS_NATURAL = 0.75
 MIN_ZEROS_POINTWISE_EXPANSION = 0.95
-# Where the dense alternative is the Winograd kernel (16-lane targets, 3×3 stride 1, ≥ 100 output
-# pixels; lowering/winograd_layers.py), 1.4–2× faster than the direct one. Sparse kernel against
+# Where the dense alternative is the Winograd kernel (16-lane targets, 3×3 stride 1, ≥ 49 output
+# pixels; lowering/winograd_layers.py), 1.4–2× faster than the direct one, and never below the
+# layout's own threshold (7×7 images take the natural layout). Sparse kernel against
 # it (benchmarks/sparse_layers.py, Zen 5, 1 thread, kernels alone) at 50/60/70/80/90% zeros:
 # l1 (64 @56) 1.12/1.28/1.58/2.06/3.27×, l2 (128 @28) 0.80/0.96/1.17/1.60/2.55×, l3 (256 @14)
 # 0.68/0.84/1.01/1.38/2.28×.
@@ -107,13 +108,14 @@ class SparseChoice:
         if macs < MIN_DENSE_MACS:
             return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
-        if self.winograd is not None and self.winograd.takes(call):
-            needed, kind = MIN_ZEROS_AGAINST_WINOGRAD, "stride-1 3×3 conv whose dense kernel is Winograd's"
-        elif layout.align:
+        if layout.align:
             needed = MIN_ZEROS_ALIGNED_STRIDED if strided else MIN_ZEROS_ALIGNED_STRIDE_1
             kind = f"{'strided' if strided else 'stride-1'} conv, aligned layout"
         else:
             needed, kind = MIN_ZEROS_NATURAL, f"{'strided' if strided else 'stride-1'} conv, natural layout"
+        if self.winograd is not None and self.winograd.takes(call):  # never below the layout's own threshold
+            natural = "" if layout.align else ", natural layout"
+            needed, kind = max(needed, MIN_ZEROS_AGAINST_WINOGRAD), f"stride-1 3×3 conv whose dense kernel is Winograd's{natural}"
         if unstructured_zeros(weight) < needed:
             return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind})")
         return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind})")
