@@ -19,8 +19,8 @@ import tempfile
 def build_kernel(mod, target, _params=None):
     """Compile a scheduled PrimFunc module for ``target`` (MetaSchedule's ``f_build`` contract),
     with the weight prefetch its schedule annotates, as ``compile`` builds it."""
-    from tvm.driver import build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    from tvm.tirx import build  # what the deprecated tvm.driver.build calls
 
     from ..lowering.weight_prefetch import insert_weight_prefetch
 
