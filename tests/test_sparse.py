@@ -139,6 +139,25 @@ def test_auto_keeps_dense_convs_dense_and_runs_very_sparse_ones_sparse(tmp_path)
         assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+def test_a_7x7_conv_whose_dense_kernel_is_winograd_keeps_the_natural_layouts_threshold(tmp_path):
+    """On 16-lane targets 3×3 stride-1 convs on 7×7 images run Winograd's dense kernel and the
+    sparse one's natural layout: 72% zeros stay dense (the natural layout asks for 75%, more than
+    the 70% asked against Winograd on aligned layouts), 80% run sparse. The AVX2 build has no
+    Winograd kernel and decides as before."""
+    rng = np.random.default_rng(11)
+    for zeros, expected in ((0.72, "dense"), (0.8, "sparse_conv2d")):
+        weight = rng.standard_normal((256, 256, 3, 3))
+        weight[rng.random(weight.shape) < zeros] = 0
+        model, inputs = _one_conv(weight, size=7)
+        artifact = slimtvm.compile(model, str(tmp_path / "c.so"), target="x86-64-avx512")
+        assert _passes(artifact)["kernels"]["by_family"].get("winograd_conv2d", 0) == (expected == "dense")
+        layer = _passes(artifact)["sparse_layers"]["layers"][0]
+        assert layer["kernel"] == expected, layer
+        assert "75% zero weights" in layer["why"] and "Winograd's, natural layout" in layer["why"], layer
+        if "host" in x86_kernel_presets():  # this host runs AVX-512 builds
+            assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
 @pytest.mark.parametrize(
     "shape,nonzeros,expected",
     [((192, 32), 1, "sparse_conv2d"), ((192, 32), 3, "dense"), ((32, 192), 5, "dense")],  # 97%, 91% zeros; a projection
