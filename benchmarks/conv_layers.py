@@ -32,6 +32,11 @@ LAYERS = {
     "l2_stride2": (64, 56, 3, 128, 2, 1),
     "l3_stride2": (128, 28, 3, 256, 2, 1),
     "l4_stride2": (256, 14, 3, 512, 2, 1),
+    "yolo_stem": (3, 320, 6, 32, 2, 2),  # YOLOv5s's stem and downsampling convs at 320×320
+    "yolo_s2_160": (32, 160, 3, 64, 2, 1),
+    "yolo_s2_80": (64, 80, 3, 128, 2, 1),
+    "yolo_s2_40": (128, 40, 3, 256, 2, 1),
+    "yolo_s2_20": (256, 20, 3, 512, 2, 1),
     "r50_1x1_up": (64, 56, 1, 256, 1, 0),
     "r50_1x1_down": (256, 56, 1, 64, 1, 0),
     "r50_1x1_28_up": (128, 28, 1, 512, 1, 0),
@@ -142,7 +147,7 @@ def slimtvm_kernel(model, tile=None):
     return sch.mod, spec.tvm_target(), task.kind
 
 
-def kernel_difference(mod, target, model, shape) -> float:
+def kernel_difference(mod, target, model, shape, kind: str = "conv2d") -> float:
     """Run the kernel on one input (converted to its blocked layout here, with the ONNX model's
     weights and bias) and return its largest relative difference from onnxruntime's Conv+Relu."""
     import onnxruntime as ort
@@ -161,11 +166,11 @@ def kernel_difference(mod, target, model, shape) -> float:
     weight = np.concatenate([weight, np.zeros((padded_out - out_channels, channels, kh, kw), weight.dtype)])
     bias = np.concatenate([bias, np.zeros(padded_out - out_channels, bias.dtype)])
     out_channels = padded_out
-    if len(weight_shape) == 6 and weight_shape[:2] == [4, 4]:  # Winograd: NCHW[b]c data, U = G g Gᵀ
+    if kind == "winograd_conv2d":  # NCHW[b]c data, U = G g Gᵀ over (m + 2)² positions
         from slimtvm.schedules.winograd_conv import winograd_weights
 
         data = x.reshape(1, channels // block, block, *x.shape[2:]).transpose(0, 1, 3, 4, 2)
-        packed = winograd_weights(weight, block)
+        packed = winograd_weights(weight, block, weight_shape[0] - 2)
     elif len(data_shape) == 5:  # NCHW[b]c data, OIHW[b]i[b]o weights
         data = x.reshape(1, channels // block, block, *x.shape[2:]).transpose(0, 1, 3, 4, 2)
         packed = weight.reshape(out_channels // block, block, channels // block, block, kh, kw).transpose(0, 2, 4, 5, 3, 1)
@@ -202,7 +207,7 @@ def main(argv=None) -> int:
         "unequal work, read with care: slimtvm is its conv kernel alone (blocked layout in and out, weights laid out ahead, "
         "TVM time_evaluator); onnxruntime is a whole one-node session (numpy NCHW in and out). Each kernel's output is checked "
         "against onnxruntime's (max relative difference column); benchmarks/fp32_vs_onnxruntime.py times whole models. "
-        "(Winograd) rows: the G MAC/s column counts a direct convolution's multiply-adds (the kernel does 2.25× fewer)."
+        "(Winograd) rows: the G MAC/s column counts a direct convolution's multiply-adds (the kernel does 2.25× fewer with 2×2 output tiles, 4× with 4×4 ones)."
     )
     print("| layer | shape | onnxruntime ms | slimtvm ms | ratio | slimtvm G MAC/s | onnxruntime G MAC/s | max relative difference |")
     print("|---|---|---|---|---|---|---|---|")
@@ -222,7 +227,7 @@ def main(argv=None) -> int:
                 print(f"| {name} {tile} | - | - | - | {type(err).__name__} | - | - | - |")
                 continue
             ours = slimtvm_ms(mod, target, args.runs)
-            difference = kernel_difference(mod, target, model, (1, channels, size, size))
+            difference = kernel_difference(mod, target, model, (1, channels, size, size), kind)
             label = f"{name} {tile}" if tile else f"{name}{' (Winograd)' if kind == 'winograd_conv2d' else ''}"
             shape = f"{channels}→{out_channels} {kernel}×{kernel}/{stride} @{size}"
             print(

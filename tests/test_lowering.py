@@ -155,6 +155,34 @@ def test_avx512_convs_reading_one_channel_block_take_shorter_tiles(in_channels, 
     assert (tile.oc_tile, tile.px) == expected
 
 
+@pytest.mark.parametrize("stride,kernel,expected", [(2, 3, (2, 8)), (1, 3, (2, 10)), (2, 1, (2, 10))])
+def test_avx512_strided_convs_wider_than_their_stride_take_shorter_tiles(stride, kernel, expected):
+    """A 3×3/2 conv's kernel column 2 reads the input column of the next pixel's column 0, so LLVM
+    keeps broadcasts live across the columns: 2 × 8 where the register-fitting tile is 2 × 10
+    (stride-1 3×3 and 1×1/2 convs keep 2 × 10)."""
+    from slimtvm.schedules.conv2d_nchwc import default_tile
+
+    tile = default_tile(4, 40, 40, 24, 64, kernel * kernel, lanes=16, column_stride=stride, kernel_w=kernel)
+    assert (tile.oc_tile, tile.px) == expected
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_column_stride_is_read_from_the_conv_compute(stride):
+    """``column_stride`` reads the stride from TOPI's conv2d_NCHWc compute (3×3, dilation 2, so the
+    kernel column's coefficient differs from the stride's), as the schedule rule sees it."""
+    import tvm
+    from tvm import s_tir, te, topi
+
+    from slimtvm.schedules.conv2d_nchwc import CONV_BLOCK, column_stride
+
+    data = te.placeholder((1, 2, 20, 20, 16), name="data")
+    kernel = te.placeholder((2, 2, 3, 3, 16, 16), name="kernel")
+    with tvm.target.Target("llvm"):  # TOPI's x86 compute asks for a target
+        out = topi.nn.conv2d_NCHWc(data, kernel, (stride, stride), (1, 1), (2, 2), "NCHW16c", "NCHW16c")
+    sch = s_tir.Schedule(te.create_prim_func([data, kernel, out]))
+    assert column_stride(sch, sch.get_sblock(CONV_BLOCK)) == stride
+
+
 @pytest.mark.parametrize("in_channels,taps,expected", [(256, 9, True), (128, 9, True), (64, 9, False), (1024, 1, False), (3, 49, False)])
 def test_input_channels_loop_outside_the_tiles_for_deep_3x3_convs(in_channels, taps, expected):
     from slimtvm.schedules.conv2d_nchwc import default_tile

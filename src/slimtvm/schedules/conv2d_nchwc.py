@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, te, topi
 
 from ..conv_geometry import ConvGeometry
@@ -152,7 +153,16 @@ def balanced_pixels(px: int, chunk: int) -> int:
 
 
 def default_tile(
-    oc_chunks: int, out_h: int, out_w: int, budget: int = 12, in_channels: int = 0, kernel_taps: int = 1, lanes: int = 8, batch: int = 1
+    oc_chunks: int,
+    out_h: int,
+    out_w: int,
+    budget: int = 12,
+    in_channels: int = 0,
+    kernel_taps: int = 1,
+    lanes: int = 8,
+    batch: int = 1,
+    column_stride: int = 1,
+    kernel_w: int = 1,
 ) -> ConvTile:
     """The untuned tile: channel blocks × pixels as below, whole rows per parallel chunk as
     :func:`chunk_rows` gives for ``batch`` × the groups of channel blocks, and the pixel tile
@@ -165,28 +175,34 @@ def default_tile(
     and 1 × 12 measured 27–40 (LLVM keeps more broadcasts live than there are registers).
 
     16-lane targets (AVX-512, 32 zmm registers): the tile's accumulators, its ``px`` broadcast
-    inputs and its ``oc_tile`` weight vectors must fit the 32 registers together:
-    ``oc_tile · px + px + oc_tile ≤ 32``, with 2 channel blocks where they divide (2 × 10), else
-    3 (3 × 7), else 1 (1 × 15). Measured on Zen 5 (``conv_layers.py --sweep``, 1 thread, G MAC/s):
-    2 × 10 reaches 132–136 on ResNet-18's 3×3 layers (4 × 6: 112–134, 4 × 6 losing 15% on the
-    7×7 layer), 117–132 on ResNet-50's 1×1 layers (4 × 6: 116–133); tiles that break the rule
-    spill: 2 × 12 runs at 79–91, 3 × 8 at 48–62 (MobileNetV2's 144-channel expansion: 3 × 7 100,
-    3 × 8 48). Convs that read at most one channel block (RGB stems, MobileNetV2's 16-channel
-    expansion) take 2 × :data:`SHORT_REDUCTION_PIXELS`: on Zen 4 (``conv_layers.py --sweep``, 1
-    thread, ms) 2 × 8 / 2 × 10 ran ResNet's 7×7/2 stem 2.19 / 2.32, MobileNetV2's 3×3/2 stem
-    0.255 / 0.277 and its 16 → 96 expansion at 112×112 0.540 / 0.589; with 32 or more input
-    channels 2 × 10 stayed as fast or faster (32 → 192 at 28×28: 0.106 / 0.114). Where the
-    pixel tile leaves a tail in the chunk, a slightly shorter one that divides it is taken
-    (:func:`dividing_pixels`).
+    inputs and its ``oc_tile`` weight vectors must fit the 32 registers together
+    (:func:`register_pixels`: 2 × 10, else 3 × 7, else 1 × 15). Measured on Zen 5
+    (``conv_layers.py --sweep``, 1 thread, G MAC/s): 2 × 10 reaches 132–136 on ResNet-18's 3×3
+    layers (4 × 6: 112–134, 4 × 6 losing 15% on the 7×7 layer), 117–132 on ResNet-50's 1×1 layers
+    (4 × 6: 116–133); tiles that break the rule spill: 2 × 12 runs at 79–91, 3 × 8 at 48–62
+    (MobileNetV2's 144-channel expansion: 3 × 7 100, 3 × 8 48). Two kinds of conv take 2 ×
+    :data:`SHORT_REDUCTION_PIXELS` instead:
+
+    - convs that read at most one channel block (RGB stems, MobileNetV2's 16-channel expansion):
+      on Zen 4 (``conv_layers.py --sweep``, 1 thread, ms) 2 × 8 / 2 × 10 ran ResNet's 7×7/2 stem
+      2.19 / 2.32, MobileNetV2's 3×3/2 stem 0.255 / 0.277 and its 16 → 96 expansion at 112×112
+      0.540 / 0.589; with 32 or more input channels 2 × 10 stayed as fast or faster (32 → 192 at
+      28×28: 0.106 / 0.114);
+    - strided convs wider than their stride (3×3/2): the tap ``kw = 2`` of one pixel reads the
+      input column of tap 0 of the next, so LLVM keeps a tile's broadcasts live from the first
+      kernel column to the third, which 2 × 10 does not have the registers for (the asm spills
+      8 broadcasts per input channel). Zen 4, ``conv_layers.py --sweep``, 1 thread, G MAC/s,
+      2 × 10 / 2 × 8: YOLOv5s's 128 → 256 at 40×40 43.0 / 50.2, 32 → 64 at 160×160 43.2 /
+      54.3 (with the kernel columns outside the channel loop instead, which stops the sharing:
+      46.6 / 54.3), ResNet-18's 64 → 128 at 56×56 50.4 / 55.0, 128 → 256 at 28×28 50.3 / 55.5.
+
+    Where the pixel tile leaves a tail in the chunk, a slightly shorter one that divides it is
+    taken (:func:`dividing_pixels`).
     """
-    if lanes >= 16:
-        oc_tile = next(t for t in (2, 3, 1) if oc_chunks % t == 0)
-        px = (REGISTERS_AVX512 - oc_tile) // (oc_tile + 1)
-        if oc_tile == 2 and 0 < in_channels <= lanes:
-            px = SHORT_REDUCTION_PIXELS
-    else:
-        oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
-        px = budget // oc_tile
+    oc_tile = next(t for t in ((2, 3, 1) if lanes >= 16 else (4, 6, 3, 2, 1)) if oc_chunks % t == 0 and (lanes >= 16 or t <= budget))
+    px = register_pixels(oc_tile, lanes, budget)
+    if lanes >= 16 and oc_tile == 2 and ((0 < in_channels <= lanes) or column_stride < kernel_w and column_stride > 1):
+        px = SHORT_REDUCTION_PIXELS
     rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), px)
     px = balanced_pixels(max(1, min(px, rows * out_w)), rows * out_w)
     if lanes >= 16:
@@ -194,8 +210,40 @@ def default_tile(
     return ConvTile(oc_tile, px, rows, channels_outside_by_default(in_channels, kernel_taps, lanes))
 
 
+def register_pixels(oc_tile: int, lanes: int, budget: int) -> int:
+    """The most pixels a tile of ``oc_tile`` channel blocks holds in registers: on 16-lane
+    targets ``oc_tile · px`` accumulators, ``px`` broadcast inputs and ``oc_tile`` weight vectors
+    within the 32 zmm registers; elsewhere ``budget`` accumulators (:func:`accumulator_budget`)."""
+    if lanes >= 16:
+        return (REGISTERS_AVX512 - oc_tile) // (oc_tile + 1)
+    return budget // oc_tile
+
+
+def column_stride(sch: s_tir.Schedule, conv) -> int:
+    """The conv's stride along output columns, read from its input access: the coefficient of
+    the output-column iterator (the 4th) in the column index ``ow · stride + kw · dilation`` of
+    TOPI's conv2d_NCHWc and the plain-input stem compute. 1 where the index has another form."""
+    stmt = sch.get(conv)
+    column = stmt.iter_vars[3].var
+    found = [_coefficient(read.region[3].min, column) for read in stmt.reads if len(read.region) > 3]
+    return max(found + [1])
+
+
+def _coefficient(expr, var) -> int:
+    """The integer coefficient of ``var`` in a sum of terms ``c · var`` or ``var``; 0 if absent."""
+    if isinstance(expr, tvm.tirx.Add):
+        return _coefficient(expr.a, var) + _coefficient(expr.b, var)
+    if isinstance(expr, tvm.tirx.Var):
+        return int(expr.same_as(var))
+    if isinstance(expr, tvm.tirx.Mul):
+        for term, factor in ((expr.a, expr.b), (expr.b, expr.a)):
+            if isinstance(term, tvm.tirx.Var) and term.same_as(var) and isinstance(factor, tvm.tirx.IntImm):
+                return int(factor.value)
+    return 0
+
+
 REGISTERS_AVX512 = 32
-SHORT_REDUCTION_PIXELS = 8  # 2 × 8 tiles for convs reading ≤ one channel block (default_tile)
+SHORT_REDUCTION_PIXELS = 8  # 2 × 8 tiles for convs reading ≤ one channel block or strided windows (default_tile)
 DIVIDING_PIXELS_SLACK = 3
 MIN_DIVIDING_PIXELS = 7
 
@@ -352,7 +400,9 @@ class Conv2dNCHWc(CPURule):
 
     def schedule_block(self, sch, block):
         batch, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
-        tile = default_tile(oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w, self.lanes, batch)
+        tile = default_tile(
+            oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w, self.lanes, batch, column_stride(sch, block), kernel_w
+        )
         schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside, prefetch=self.lanes >= 16)
         return sch
 
@@ -368,22 +418,29 @@ def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     only when nothing else divides the channels: MetaSchedule replays every space's trace while
     it samples, and 48 spaces per conv made tuning the light zoo's DenseNet take minutes.
     16-lane targets: the pixels the 32 registers hold next to ``oc_tile`` accumulators per pixel
-    (as :func:`default_tile`: 2 × 10, 4 × 5, ...), one fewer, and the tile that divides the chunk
-    (:func:`dividing_pixels`)."""
-    loops = sch.get_loops(sch.get_sblock(CONV_BLOCK))
-    batch, oc_chunks, out_h, out_w, _, _, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
+    (:func:`register_pixels`: 2 × 10, 4 × 5, ...), one fewer, the tile that divides the chunk
+    (:func:`dividing_pixels`) and the untuned tile's pixels (:func:`default_tile`: 2 × 8 on strided
+    3×3 convs), so that tuning can always find the untuned schedule."""
+    conv = sch.get_sblock(CONV_BLOCK)
+    loops = sch.get_loops(conv)
+    batch, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
     budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
     orders = (False, True) if kernel_h * kernel_w > 1 else (False,)
-    spaces = []
     oc_tiles = [t for t in (2, 3, 4, 6, 8) if oc_chunks % t == 0] or [1]
+    untuned = default_tile(
+        oc_chunks, out_h, out_w, accumulator_budget(lanes), in_channels, kernel_h * kernel_w, lanes, batch, column_stride(sch, conv), kernel_w
+    )
+    tiles = {(untuned.oc_tile, untuned.px, untuned.rows)}
     for oc_tile in oc_tiles:
-        fitting = (REGISTERS_AVX512 - oc_tile) // (oc_tile + 1) if lanes >= 16 else budget // oc_tile
+        fitting = register_pixels(oc_tile, lanes, budget)
         rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), fitting)
         most = max(1, min(fitting, rows * out_w))
         choices = {most, max(1, most - 1)} | ({dividing_pixels(most, rows * out_w)} if lanes >= 16 else set())
-        for px in sorted(choices):
-            for channels_outside in orders:
-                space = sch.copy()
-                schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside, prefetch=lanes >= 16)
-                spaces.append(space)
+        tiles |= {(oc_tile, px, rows) for px in choices}
+    spaces = []
+    for oc_tile, px, rows in sorted(tiles):
+        for channels_outside in orders:
+            space = sch.copy()
+            schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside, prefetch=lanes >= 16)
+            spaces.append(space)
     return spaces
