@@ -153,9 +153,29 @@ def test_a_7x7_conv_whose_dense_kernel_is_winograd_keeps_the_natural_layouts_thr
         assert _passes(artifact)["kernels"]["by_family"].get("winograd_conv2d", 0) == (expected == "dense")
         layer = _passes(artifact)["sparse_layers"]["layers"][0]
         assert layer["kernel"] == expected, layer
-        assert "75% zero weights" in layer["why"] and "Winograd's, natural layout" in layer["why"], layer
+        assert "75% zero weights" in layer["why"] and "Winograd's F(2×2), natural layout" in layer["why"], layer
         if "host" in x86_kernel_presets():  # this host runs AVX-512 builds
             assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_a_conv_whose_dense_kernel_is_winograd_4x4_runs_sparse_only_from_80_percent():
+    """64 channels at 20×20 (5 × 5 four-pixel tiles): the dense kernel is Winograd F(4×4, 3×3),
+    1.5–1.8× faster than F(2×2), so 75% zeros stay dense (F(2×2)'s 70% would run them sparse)
+    and 85% run sparse (decisions of the 16-lane lowering; test_winograd.py checks F(4×4)'s
+    outputs)."""
+    from slimtvm.compiler.layer_table import recorded_decisions
+    from slimtvm.frontend.onnx_import import import_onnx
+    from slimtvm.targets.presets import resolve_target
+
+    rng = np.random.default_rng(12)
+    for zeros, expected in ((0.75, "dense"), (0.85, "sparse_conv2d")):
+        weight = rng.standard_normal((64, 64, 3, 3))
+        weight[rng.random(weight.shape) < zeros] = 0
+        model, _ = _one_conv(weight, size=20)
+        reports, _ = recorded_decisions(import_onnx(model), resolve_target("x86-64-avx512").tvm_target())
+        layer = reports["sparse_layers"]["layers"][0]
+        assert layer["kernel"] == expected, layer
+        assert "80% zero weights" in layer["why"] and "Winograd's F(4×4)" in layer["why"], layer
 
 
 @pytest.mark.parametrize(

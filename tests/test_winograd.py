@@ -1,4 +1,4 @@
-"""The Winograd F(2×2, 3×3) kernel: which convs take it, and that they match onnxruntime."""
+"""The Winograd F(2×2, 3×3) and F(4×4, 3×3) kernels: which convs take them, and that they match onnxruntime."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from slimtvm.schedules.winograd_conv import default_winograd_tile, winograd_weig
 from slimtvm.targets.presets import resolve_target
 
 WINOGRAD = "fp32 Winograd F(2×2, 3×3) conv, NCHW16c kernel (2.25× fewer multiply-adds)"
+WINOGRAD_4 = "fp32 Winograd F(4×4, 3×3) conv, NCHW16c kernel (4.00× fewer multiply-adds)"
 DIRECT = "fp32 conv, blocked NCHW16c kernel"
 
 
@@ -42,9 +43,20 @@ def test_avx512_builds_take_winograd_for_3x3_stride_1_convs_of_seven_by_seven_an
     assert all("Winograd" not in plan for plan in decisions.convs)
 
 
-@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28), (1, 7, 7)])
+def test_images_of_five_by_five_four_pixel_tiles_take_f4x4():
+    """17×17 images (5 × 5 tiles of 4 × 4, the last one partial) take F(4×4, 3×3); 16×16 ones
+    (4 × 4 tiles) keep F(2×2, 3×3)."""
+    target = resolve_target("x86-64-avx512").tvm_target()
+    _, decisions = recorded_decisions(import_onnx(_residual_model(1, 32, 17, 17, seed=31)), target)
+    assert decisions.convs == [WINOGRAD_4, WINOGRAD_4, WINOGRAD_4, DIRECT, DIRECT]
+    _, decisions = recorded_decisions(import_onnx(_residual_model(1, 32, 16, 16, seed=31)), target)
+    assert decisions.convs == [WINOGRAD, WINOGRAD, WINOGRAD, DIRECT, DIRECT]
+
+
+@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28), (1, 7, 7), (2, 19, 21)])
 def test_winograd_convs_match_onnxruntime(tmp_path, batch, height, width):
-    """Odd image sizes (a partial last tile), two images, and fused residual adds and ReLUs."""
+    """Odd image sizes (a partial last tile), two images, and fused residual adds and ReLUs;
+    F(2×2) up to 15×13, F(4×4) from 19×21 (28×28 with whole tiles)."""
     if "host" not in x86_kernel_presets():
         pytest.skip("this host has no AVX-512: the Winograd kernel is built for 16-lane targets only")
     model = _residual_model(batch, 32, height, width, seed=32 + height)
@@ -66,6 +78,25 @@ def test_weight_transform_is_g_g_gt_per_position():
     assert np.allclose(u[:, :, o // 16, i // 16, i % 16, o % 16], expected, rtol=1e-6)
     with pytest.raises(ValueError, match="3×3"):
         winograd_weights(rng.standard_normal((16, 16, 5, 5)).astype(np.float32), 16)
+
+
+def test_f4x4_transforms_compute_the_correlation_exactly_in_float64():
+    """Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A equals the 3×3 correlation of a 6×6 window for F(4×4) and of a
+    4×4 window for F(2×2) (float64, numpy's direct sum as the reference), and the weight
+    transform lays U out per position as for F(2×2)."""
+    from slimtvm.schedules.winograd_conv import TRANSFORMS
+
+    rng = np.random.default_rng(6)
+    for m, transform in TRANSFORMS.items():
+        bt, g, at = (np.array(a, dtype=np.float64) for a in (transform.input_t, transform.weight, transform.output_t))
+        d, k = rng.standard_normal((m + 2, m + 2)), rng.standard_normal((3, 3))
+        expected = np.array([[np.sum(d[y : y + 3, x : x + 3] * k) for x in range(m)] for y in range(m)])
+        assert np.allclose(at @ ((g @ k @ g.T) * (bt @ d @ bt.T)) @ at.T, expected, rtol=1e-12, atol=1e-12)
+    weight = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
+    u = winograd_weights(weight, 16, tile=4)
+    assert u.shape == (6, 6, 1, 2, 16, 16)
+    g = np.array(TRANSFORMS[4].weight)
+    assert np.allclose(u[:, :, 0, 1, 3, 9], g @ weight[9, 19].astype(np.float64) @ g.T, rtol=1e-6)
 
 
 @pytest.mark.parametrize("tiles,blocks,expected", [(784, 4, (14, 2)), (196, 8, (14, 2)), (49, 16, (7, 2)), (40, 3, (20, 1))])

@@ -50,6 +50,10 @@ MIN_ZEROS_POINTWISE_EXPANSION = 0.95
 # l1 (64 @56) 1.12/1.28/1.58/2.06/3.27×, l2 (128 @28) 0.80/0.96/1.17/1.60/2.55×, l3 (256 @14)
 # 0.68/0.84/1.01/1.38/2.28×.
 MIN_ZEROS_AGAINST_WINOGRAD = 0.7
+# Against Winograd F(4×4, 3×3) (images of 5 × 5 four-pixel tiles and more; 1.5–1.8× faster
+# than F(2×2) on ResNet-18's 56×56 and 28×28 layers): benchmarks/sparse_layers.py, Zen 4,
+# 1 thread, whole layers, at 70/80/90% zeros: l1 0.90/1.21/1.81×, l2 0.80/1.12/1.81×.
+MIN_ZEROS_AGAINST_WINOGRAD_4X4 = 0.8
 # Below this many dense multiply-adds the sparse kernel's fixed work (copying the padded input,
 # writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
 # each) ran 1.8× slower with its convs sparse.
@@ -113,9 +117,11 @@ class SparseChoice:
             kind = f"{'strided' if strided else 'stride-1'} conv, aligned layout"
         else:
             needed, kind = MIN_ZEROS_NATURAL, f"{'strided' if strided else 'stride-1'} conv, natural layout"
-        if self.winograd is not None and self.winograd.takes(call):  # never below the layout's own threshold
+        tile = None if self.winograd is None else self.winograd.output_tile(call)
+        if tile is not None:  # never below the layout's own threshold
             natural = "" if layout.align else ", natural layout"
-            needed, kind = max(needed, MIN_ZEROS_AGAINST_WINOGRAD), f"stride-1 3×3 conv whose dense kernel is Winograd's{natural}"
+            against = MIN_ZEROS_AGAINST_WINOGRAD_4X4 if tile == 4 else MIN_ZEROS_AGAINST_WINOGRAD
+            needed, kind = max(needed, against), f"stride-1 3×3 conv whose dense kernel is Winograd's F({tile}×{tile}){natural}"
         if unstructured_zeros(weight) < needed:
             return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind})")
         return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind})")

@@ -1,4 +1,4 @@
-"""Dense 3×3 stride-1 convs → the Winograd F(2×2, 3×3) kernel (schedules/winograd_conv.py).
+"""Dense 3×3 stride-1 convs → the Winograd F(2×2, 3×3) or F(4×4, 3×3) kernel (schedules/winograd_conv.py).
 
 Asked by the layer lowering (lowering/binary_layers.py) about every float conv2d the sparse
 lowering left dense, once layouts are final. A conv takes the Winograd kernel when all of these
@@ -11,7 +11,9 @@ the default):
   1 on every side, groups 1, static shapes;
 - an output of at least :data:`MIN_OUTPUT_PIXELS` pixels (7×7) per image.
 
-The weights are transformed here, once (``U = G g Gᵀ``, 16/9 of the direct weights' size), and
+The output tile is 4 × 4 on images of :data:`MIN_LARGE_TILES` such tiles or more, else 2 × 2
+(:func:`winograd_tile`). The weights are transformed here, once (``U = G g Gᵀ``, 16/9 or 36/9
+of the direct weights' size), and
 become a constant; the call is marked out-element-wise fusable, so the bias, residual add and
 activation after it fuse into its output transform.
 """
@@ -33,6 +35,14 @@ from .layer_records import LayerRecord
 # per conv in a whole ResNet-18 (Zen 4, 1 thread; 1.55 → 1.14 ms at 2 threads). Smaller images
 # keep the direct kernel (unmeasured: too few tiles to amortize the transforms).
 MIN_OUTPUT_PIXELS = 49
+# F(4×4, 3×3) (4× fewer multiply-adds than direct, 36 positions per tile) on images of 5 × 5 tiles
+# or more, F(2×2, 3×3) (2.25×, 16 positions) below. Its product multiplies 1.8× less per output,
+# but its transformed weights are 2.25× F(2×2)'s and each is used by a quarter as many tiles.
+# Zen 4, 1 thread, builds profiled in turns (ms per conv in the model, F(2×2) → F(4×4)):
+# ResNet-18's 64 channels at 56×56 1.05 → 0.69, 128 at 28×28 1.0 → 0.6–0.68, 256 at 14×14
+# (16 tiles) 1.05 → 1.02; YOLOv5s's 128 at 40×40 2.2 → 1.4–1.6, 256 at 20×20 1.24 → 0.71,
+# but its 10×10 images (9 tiles of 16 pixels for 100) 0.31–0.58 → 0.42–0.80.
+MIN_LARGE_TILES = 25
 WINOGRAD_LANES = 16
 WINOGRAD_BLOCK = 16  # the channel block of 16-lane targets (targets/kernel_target.py)
 
@@ -56,14 +66,18 @@ class WinogradLayers:
             return None
         gvar = builder.add_func(winograd_conv2d_primfunc(shape), "winograd_conv2d")
         self.count += 1
-        record = LayerRecord("conv2d", "winograd_conv2d", f"fp32 Winograd F(2×2, 3×3) conv, NCHW{shape.block}c kernel (2.25× fewer multiply-adds)")
+        m = shape.tile
+        fewer = 9 * m * m / (m + 2) ** 2
+        record = LayerRecord("conv2d", "winograd_conv2d", f"fp32 Winograd F({m}×{m}, 3×3) conv, NCHW{shape.block}c kernel ({fewer:.2f}× fewer multiply-adds)")
         out = relax.TensorType([int(v) for v in call.ty.shape], "float32")
-        return relax.call_tir(gvar, [call.args[0], relax.const(winograd_weights(weight, shape.block))], out), record
+        return relax.call_tir(gvar, [call.args[0], relax.const(winograd_weights(weight, shape.block, m))], out), record
 
-    def takes(self, call) -> bool:
-        """Whether this conv2d runs the Winograd kernel once it is blocked: asked before layout
-        conversion too (by the sparse choice, which compares against it)."""
-        return self._eligible(call)[0] is not None
+    def output_tile(self, call):
+        """m (2 or 4) of the F(m × m, 3 × 3) kernel this conv2d runs once it is blocked, or None
+        where it keeps the direct kernel: asked before layout conversion too (by the sparse
+        choice, which compares against it)."""
+        shape = self._eligible(call)[0]
+        return None if shape is None else shape.tile
 
     def _eligible(self, call):
         """``(WinogradShape, OIHW weight)`` when the kernel takes ``call`` (NCHW, or blocked by
@@ -98,4 +112,10 @@ class WinogradLayers:
         batch, channels, height, width = (dims[0], dims[1] * dims[4], dims[2], dims[3]) if block else dims
         if height * width < MIN_OUTPUT_PIXELS or channels % WINOGRAD_BLOCK or weight.shape[0] % WINOGRAD_BLOCK:
             return None, None
-        return WinogradShape(batch, channels, weight.shape[0], height, width, WINOGRAD_BLOCK), weight
+        return WinogradShape(batch, channels, weight.shape[0], height, width, WINOGRAD_BLOCK, winograd_tile(height, width)), weight
+
+
+def winograd_tile(height: int, width: int) -> int:
+    """m of F(m × m, 3 × 3) for an image of ``height × width``: 4 where it has at least
+    :data:`MIN_LARGE_TILES` 4 × 4 tiles, else 2."""
+    return 4 if -(-height // 4) * -(-width // 4) >= MIN_LARGE_TILES else 2

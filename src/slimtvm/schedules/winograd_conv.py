@@ -1,27 +1,30 @@
-"""fp32 3×3 stride-1 conv2d by Winograd's minimal filtering F(2×2, 3×3), in NCHW[x]c.
+"""fp32 3×3 stride-1 conv2d by Winograd's minimal filtering F(m × m, 3 × 3), m = 2 or 4, in NCHW[x]c.
 
-Each 2×2 block of output pixels (a *tile*) is computed from the 4×4 input window around it as
-``Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`` (Lavin & Gray, 2016): 16 multiply-adds per input channel and
-tile instead of 36, so 2.25× fewer than a direct convolution. Stages, in one PrimFunc:
+Each m × m block of output pixels (a *tile*) is computed from the (m + 2)² input window around it
+as ``Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`` (Lavin & Gray, 2016): (m + 2)² multiply-adds per input
+channel and tile instead of 9 m², so 2.25× (F(2×2)) or 4× (F(4×4)) fewer than a direct
+convolution. Stages, in one PrimFunc:
 
-- ``winograd_input`` (``Bᵀ d B``): ``V[ξ, ν, tile, c]`` for the 16 positions ``(ξ, ν)``, additions
-  and subtractions only, vectorized over the channel block;
-- ``winograd_gemm``: for each of the 16 positions a matrix product ``M[ξ, ν] = V[ξ, ν] · U[ξ, ν]``
+- ``winograd_input`` (``Bᵀ d B``): ``V[ξ, ν, tile, c]`` for the (m + 2)² positions ``(ξ, ν)``,
+  vectorized over the channel block;
+- ``winograd_gemm``: for each position a matrix product ``M[ξ, ν] = V[ξ, ν] · U[ξ, ν]``
   (tiles × input channels times input × output channels), with the weights transformed once,
   at compile time (``U = G g Gᵀ``, :func:`winograd_weights`). Its register tile is ``px`` tiles ×
   ``oc_tile`` output channel blocks, as in the direct kernel (conv2d_nchwc.py): one input value
   broadcast (AVX-512: an embedded broadcast of the FMA) against one vector of weights;
-- ``winograd_output`` (``Aᵀ M A``): the 2×2 output pixels of each tile, additions only, and
-  the fused epilogue (bias, residual add, activation) inlined into it.
+- ``winograd_output`` (``Aᵀ M A``): the m × m output pixels of each tile, and the fused epilogue
+  (bias, residual add, activation) inlined into it.
 
-The transforms are written as select chains on the (unrolled) position indices, so each
-generated expression is the plain sum or difference of the transform, with no multiplication by
-0 or ±1 left. Rounding: F(2×2, 3×3)'s coefficients are 0, ±1 and ±½ (exact in binary), and the
-results stay within a few 1e-7 of a direct convolution (tests/test_winograd.py checks against
-onnxruntime). Larger tiles (F(4×4, 3×3): 4× fewer multiply-adds) have coefficients up to 8 and
-errors near 1e-5; not used.
+The transforms are written as select chains on the (unrolled) position indices, each row the
+sum of its nonzero terms, so no multiplication by 0 or ±1 is generated (:func:`_combination`).
+Rounding: F(2×2, 3×3)'s coefficients are 0, ±1 and ±½ (exact in binary), and the results stay
+within a few 1e-7 of a direct convolution; F(4×4, 3×3) (interpolation points 0, ±1, ±2) has
+input coefficients up to 5 and output ones up to 8: 7e-6 – 1.3e-5 of the output's largest
+magnitude on ResNet-18's shapes alone with random weights (``benchmarks/conv_layers.py``), 7e-7
+on the whole ResNet-18 (tests/test_winograd.py checks against onnxruntime).
+lowering/winograd_layers.py chooses m per image size.
 
-Measured on Zen 5 (AVX-512, 1 thread, kernel alone, warm weights; ms, against the direct
+F(2×2) measured on Zen 5 (AVX-512, 1 thread, kernel alone, warm weights; ms, against the direct
 kernel): ResNet-18's 64 channels at 56×56 0.52 (0.90), 128 at 28×28 0.44 (0.87), 256 at 14×14
 0.41 (0.86); 512 at 7×7 0.68–0.74 (0.86 warm, but 16.7 MB of transformed weights, where the
 direct kernel's 9.4 MB already wait on memory in a whole network): see
@@ -43,16 +46,46 @@ GEMM_BLOCK = "winograd_gemm"
 PREFETCH_ANNOTATION = "slimtvm.prefetch_next_winograd_weights"  # read by lowering/weight_prefetch.py
 OUTPUT_BLOCK = "winograd_output"
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
-TILE = 2  # output pixels per tile side (m)
-WINDOW = 4  # input pixels per tile side (m + r − 1)
-# G for F(2, 3): U = G g Gᵀ
-WEIGHT_TRANSFORM = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+KERNEL = 3  # r: the kernel side
+
+
+@dataclass(frozen=True)
+class WinogradTransform:
+    """F(m × m, 3 × 3): ``Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`` for ``m × m`` output tiles from
+    ``(m + 2) × (m + 2)`` input windows (Lavin & Gray, 2016)."""
+
+    tile: int  # m
+    input_t: tuple  # Bᵀ, window × window
+    weight: tuple  # G, window × 3
+    output_t: tuple  # Aᵀ, m × window
+
+    @property
+    def window(self) -> int:
+        return self.tile + KERNEL - 1
+
+
+TRANSFORMS = {
+    2: WinogradTransform(
+        2,
+        ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1)),
+    ),
+    # interpolation points 0, ±1, ±2 and ∞
+    4: WinogradTransform(
+        4,
+        ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+        ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+        ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)),
+    ),
+}
 
 
 @dataclass(frozen=True)
 class WinogradShape:
     """A conv of ``channels → out_channels`` on ``batch`` images of ``height × width``, 3×3,
-    stride 1, padding 1, in blocks of ``block`` channels."""
+    stride 1, padding 1, in blocks of ``block`` channels, computed in ``tile × tile`` output
+    tiles (F(2×2, 3×3) or F(4×4, 3×3), :data:`TRANSFORMS`)."""
 
     batch: int
     channels: int
@@ -60,14 +93,19 @@ class WinogradShape:
     height: int
     width: int
     block: int
+    tile: int = 2
+
+    @property
+    def transform(self) -> WinogradTransform:
+        return TRANSFORMS[self.tile]
 
     @property
     def tile_rows(self) -> int:
-        return -(-self.height // TILE)
+        return -(-self.height // self.tile)
 
     @property
     def tile_cols(self) -> int:
-        return -(-self.width // TILE)
+        return -(-self.width // self.tile)
 
     @property
     def tiles(self) -> int:
@@ -76,53 +114,71 @@ class WinogradShape:
     @property
     def transformed_weight_shape(self) -> tuple:
         """``[ξ, ν, output block, input block, input channel, output channel]``."""
-        b = self.block
-        return (WINDOW, WINDOW, self.out_channels // b, self.channels // b, b, b)
+        b, w = self.block, self.transform.window
+        return (w, w, self.out_channels // b, self.channels // b, b, b)
 
 
-def winograd_weights(weight: np.ndarray, block: int) -> np.ndarray:
-    """``U = G g Gᵀ`` of an OIHW 3×3 ``weight``, computed in float64 and rounded once, in the
-    layout of :attr:`WinogradShape.transformed_weight_shape`. Refuses other kernel sizes and
-    channel counts that are not a multiple of ``block``."""
+def winograd_weights(weight: np.ndarray, block: int, tile: int = 2) -> np.ndarray:
+    """``U = G g Gᵀ`` of an OIHW 3×3 ``weight`` for F(tile × tile, 3 × 3), computed in float64
+    and rounded once, in the layout of :attr:`WinogradShape.transformed_weight_shape`. Refuses
+    other kernel sizes and channel counts that are not a multiple of ``block``."""
     out_channels, channels, kh, kw = weight.shape
     if (kh, kw) != (3, 3) or channels % block or out_channels % block:
-        raise ValueError(f"Winograd F(2×2, 3×3) needs a 3×3 kernel with whole {block}-channel blocks, got {weight.shape}")
-    g = WEIGHT_TRANSFORM
+        raise ValueError(f"Winograd F({tile}×{tile}, 3×3) needs a 3×3 kernel with whole {block}-channel blocks, got {weight.shape}")
+    transform = TRANSFORMS[tile]
+    g = np.array(transform.weight, dtype=np.float64)
     u = np.einsum("er,kcrs,ns->enkc", g, weight.astype(np.float64), g)
-    u = u.reshape(WINDOW, WINDOW, out_channels // block, block, channels // block, block).transpose(0, 1, 2, 4, 5, 3)
+    window = transform.window
+    u = u.reshape(window, window, out_channels // block, block, channels // block, block).transpose(0, 1, 2, 4, 5, 3)
     return np.ascontiguousarray(u.astype(np.float32))
 
 
-def _input_rows(index, x0, x1, x2, x3):
-    """Row ``index`` of ``Bᵀ x`` for F(2, 3): x0 − x2, x1 + x2, x2 − x1, x1 − x3."""
-    return tirx.Select(index == 0, x0 - x2, tirx.Select(index == 1, x1 + x2, tirx.Select(index == 2, x2 - x1, x1 - x3)))
+def _combination(coefficients, values):
+    """``Σ c · v`` over the nonzero coefficients, left to right: ±1 as an addition or a
+    subtraction (no multiplication by ±1 or 0 is generated), others as a product by a constant."""
+    total = None
+    for c, v in zip(coefficients, values):
+        if c == 0:
+            continue
+        term = v if abs(c) == 1 else v * tirx.const(float(abs(c)), "float32")
+        if total is None:
+            total = term if c > 0 else -term
+        else:
+            total = total + term if c > 0 else total - term
+    return total
 
 
-def _output_rows(index, m0, m1, m2, m3):
-    """Row ``index`` of ``Aᵀ m`` for F(2, 3): m0 + m1 + m2, m1 − m2 − m3."""
-    return tirx.Select(index == 0, m0 + m1 + m2, m1 - m2 - m3)
+def _transform_rows(matrix, index, values):
+    """Row ``index`` (a loop variable, unrolled later) of ``matrix · values``: a select chain
+    over the rows, which the simplifier folds to one row once ``index`` is a constant."""
+    rows = [_combination(row, values) for row in matrix]
+    chosen = rows[-1]
+    for i in range(len(rows) - 2, -1, -1):
+        chosen = tirx.Select(index == i, rows[i], chosen)
+    return chosen
 
 
 def winograd_conv2d_nchwc(data, weights, shape: WinogradShape, out_dtype: str = "float32"):
     """TE compute (module docstring): ``data`` ``[N, C/x, H, W, x]``, ``weights`` the transformed
     ``U``; returns the NCHW[x]c output."""
-    s = shape
+    s, t = shape, shape.transform
+    m, window_size = t.tile, t.window
     rows, cols = s.tile_rows, s.tile_cols
-    padded = topi.nn.pad(data, _i64(0, 0, 1, 1, 0), _i64(0, 0, TILE * rows + 1 - s.height, TILE * cols + 1 - s.width, 0), name="data_pad")
+    padded = topi.nn.pad(data, _i64(0, 0, 1, 1, 0), _i64(0, 0, m * rows + 1 - s.height, m * cols + 1 - s.width, 0), name="data_pad")
 
     def window(block, tile, r, c, lane):
         image, rest = tile // (rows * cols), tile % (rows * cols)
-        return padded[image, block, rest // cols * TILE + r, rest % cols * TILE + c, lane]
+        return padded[image, block, rest // cols * m + r, rest % cols * m + c, lane]
 
     def transformed_input(xi, nu, tile, block, lane):
-        columns = [_input_rows(xi, *(window(block, tile, r, c, lane) for r in range(WINDOW))) for c in range(WINDOW)]
-        return _input_rows(nu, *columns)
+        columns = [_transform_rows(t.input_t, xi, [window(block, tile, r, c, lane) for r in range(window_size)]) for c in range(window_size)]
+        return _transform_rows(t.input_t, nu, columns)
 
-    v = te.compute(_i64(WINDOW, WINDOW, s.tiles, s.channels // s.block, s.block), transformed_input, name=INPUT_BLOCK)
+    v = te.compute(_i64(window_size, window_size, s.tiles, s.channels // s.block, s.block), transformed_input, name=INPUT_BLOCK)
     block_r = te.reduce_axis(_i64(0, s.channels // s.block), name="ic_block")
     lane_r = te.reduce_axis(_i64(0, s.block), name="ic_lane")
-    m = te.compute(
-        _i64(WINDOW, WINDOW, s.tiles, s.out_channels // s.block, s.block),
+    product = te.compute(
+        _i64(window_size, window_size, s.tiles, s.out_channels // s.block, s.block),
         lambda xi, nu, tile, oc, lane: te.sum(
             v[xi, nu, tile, block_r, lane_r].astype(out_dtype) * weights[xi, nu, oc, block_r, lane_r, lane].astype(out_dtype), axis=[block_r, lane_r]
         ),
@@ -130,9 +186,9 @@ def winograd_conv2d_nchwc(data, weights, shape: WinogradShape, out_dtype: str = 
     )
 
     def output(n, oc, y, x, lane):
-        tile = (n * rows + y // TILE) * cols + x // TILE
-        sums = [_output_rows(y % TILE, *(m[xi, nu, tile, oc, lane] for xi in range(WINDOW))) for nu in range(WINDOW)]
-        return _output_rows(x % TILE, *sums)
+        tile = (n * rows + y // m) * cols + x // m
+        sums = [_transform_rows(t.output_t, y % m, [product[xi, nu, tile, oc, lane] for xi in range(window_size)]) for nu in range(window_size)]
+        return _transform_rows(t.output_t, x % m, sums)
 
     return te.compute(_i64(s.batch, s.out_channels // s.block, s.height, s.width, s.block), output, name=OUTPUT_BLOCK)
 
@@ -176,13 +232,13 @@ BANDED_MAX_WEIGHT_BYTES = 1024 * 1024
 
 def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
     """Schedule the (fused) PrimFunc in ``sch``: the padding inlined into the input transform
-    (the 16 positions unrolled, lanes vectorized), the product with a ``px`` × ``oc_tile``
+    (the (m + 2)² positions unrolled, lanes vectorized), the product with a ``px`` × ``oc_tile``
     register tile (``px`` must divide :func:`product_tiles`, ``oc_tile`` the output blocks), the
-    output transform with its epilogue (the 2×2 pixels of a tile unrolled).
+    output transform with its epilogue (the m × m pixels of a tile unrolled).
 
     Banded (:func:`is_banded`: transformed weights within :data:`BANDED_MAX_WEIGHT_BYTES`, so
-    they stay in L2): parallel over bands of one tile row (two output rows) per image, each band
-    transforming its input, multiplying and transforming its output while ``V`` and ``M`` (16 ×
+    they stay in L2): parallel over bands of one tile row (m output rows) per image, each band
+    transforming its input, multiplying and transforming its output while ``V`` and ``M`` ((m + 2)² ×
     the band's input and output) are in L2. Measured on Zen 5 (ms, 1 / 2 threads): 64 channels
     at 56×56 0.52 / 0.46 → 0.45 / 0.23, 128 at 28×28 0.42 / 0.30 → 0.41 / 0.21; with 256 at
     14×14 (4.2 MB of weights, read again by every band) 0.41 / 0.22 → 0.41 / 0.26, so larger
@@ -204,9 +260,10 @@ def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
     transform, gemm = sch.get_sblock(INPUT_BLOCK), sch.get_sblock(GEMM_BLOCK)
     banded = is_banded(sch)
 
+    m = output_tile(sch)
     n, oc, y, x, lane = sch.get_loops(out)
-    y_outer, y_inner = sch.split(y, [None, TILE])
-    x_outer, x_inner = sch.split(x, [None, TILE])
+    y_outer, y_inner = sch.split(y, [None, m])
+    x_outer, x_inner = sch.split(x, [None, m])
     if banded:
         sch.reorder(n, y_outer, oc, x_outer, y_inner, x_inner, lane)
         task = sch.fuse(n, y_outer)
@@ -260,8 +317,13 @@ def product_tiles(sch: s_tir.Schedule) -> tuple:
     tiles, oc_blocks = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
     if is_banded(sch):
         out = sch.get(sch.get_sblock(OUTPUT_BLOCK)).writes[0].source
-        tiles = -(-int(out.shape[3]) // TILE)
+        tiles = -(-int(out.shape[3]) // output_tile(sch))
     return tiles, oc_blocks
+
+
+def output_tile(sch: s_tir.Schedule) -> int:
+    """m of the F(m × m, 3 × 3) kernel in ``sch``: its product runs over (m + 2)² positions."""
+    return int(sch.get(sch.get_loops(sch.get_sblock(GEMM_BLOCK))[0]).extent) - KERNEL + 1
 
 
 class WinogradConv(CPURule):
