@@ -12,6 +12,7 @@ from ..passes.fold_constants import FoldConstantsSafely
 from ..schedules.registry import default_rules
 from ..targets.kernel_target import KernelTarget
 from .binary_layers import LowerBinaryLayers
+from .blocked_resize_concat import blocked_resize_concat
 from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
 from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
@@ -55,6 +56,7 @@ class LoweringPasses:
             relax.transform.Normalize(),
             convert_layout_or_keep(self.target.channel_block, self._layouts_for),
             relax.transform.Normalize(),
+            blocked_resize_concat(),  # a detector's upsample + concat path stays blocked
             sink_relayouts(),  # element-wise ops between plain-layout (sparse) kernels stay plain
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
             self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused; sparse kernels
