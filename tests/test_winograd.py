@@ -81,7 +81,7 @@ def test_weight_transform_is_g_g_gt_per_position():
 
 
 def test_f4x4_transforms_compute_the_correlation_exactly_in_float64():
-    """Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A equals the 3×3 correlation of a 6×6 window for F(4×4) and of a
+    """Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A equals the 3×3 correlation of a 6×6 window for F(4×4) and of a
     4×4 window for F(2×2) (float64, numpy's direct sum as the reference), and the weight
     transform lays U out per position as for F(2×2)."""
     from slimtvm.schedules.winograd_conv import TRANSFORMS

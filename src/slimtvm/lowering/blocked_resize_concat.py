@@ -24,7 +24,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .sink_relayouts import _op, _rank, _same_channels, _to_plain
+from .relayouts import op_name, rank, same_channels, to_plain
 
 
 @relax.expr_functor.mutator
@@ -44,10 +44,10 @@ class _BlockedResizeConcat(relax.PyExprMutator):
 
     def visit_var_binding_(self, binding):
         var, value = binding.var, binding.value
-        op = _op(value)
-        if op == "relax.layout_transform" and _rank(var) == 5 and value.args[0] in self.blocked_of:
+        op = op_name(value)
+        if op == "relax.layout_transform" and rank(var) == 5 and value.args[0] in self.blocked_of:
             blocked = self.blocked_of[value.args[0]]
-            if _same_channels(var, value.args[0]) and int(var.ty.shape[4]) == int(blocked.ty.shape[4]):
+            if same_channels(var, value.args[0]) and int(var.ty.shape[4]) == int(blocked.ty.shape[4]):
                 self.set_var_remap(var, blocked)
                 return
         if op == "relax.image.resize2d" and str(value.attrs.layout) == "NCHW":
@@ -81,7 +81,7 @@ class _BlockedResizeConcat(relax.PyExprMutator):
     def _replace(self, var, blocked, block: int) -> None:
         """``var`` is now ``to_plain(blocked)`` (for readers that stay plain, dead otherwise)."""
         self.blocked_of[var] = blocked
-        self.set_var_remap(var, self.builder_.emit(_to_plain(blocked, block)))
+        self.set_var_remap(var, self.builder_.emit(to_plain(blocked, block)))
         self.changed = True
 
     def _blocked(self, arg):
@@ -90,7 +90,7 @@ class _BlockedResizeConcat(relax.PyExprMutator):
         if arg in self.blocked_of:
             return self.blocked_of[arg]
         value = self.value.get(arg)
-        if _op(value) == "relax.layout_transform" and _rank(arg) == 4 and _rank(value.args[0]) == 5 and _same_channels(value.args[0], arg):
+        if op_name(value) == "relax.layout_transform" and rank(arg) == 4 and rank(value.args[0]) == 5 and same_channels(value.args[0], arg):
             return self.visit_expr(value.args[0])
         return None
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .relayouts import op_name, rank, same_channels, to_blocked, to_plain
+
 ELEMENTWISE = frozenset(
     {
         "relax.add",
@@ -33,25 +35,6 @@ ELEMENTWISE = frozenset(
 )
 
 
-def _op(expr) -> str:
-    return getattr(expr.op, "name", "") if isinstance(expr, relax.Call) else ""
-
-
-def _rank(expr) -> int:
-    shape = getattr(expr.ty, "shape", None)
-    return len(shape) if shape is not None else -1
-
-
-def _same_channels(blocked, plain) -> bool:
-    """Whether a 5-D NCHW[b]c tensor and a 4-D NCHW one hold the same channels (no channel
-    padding in the relayout between them: only then is the plain form the blocked one's)."""
-    try:
-        b_shape, p_shape = [int(v) for v in blocked.ty.shape], [int(v) for v in plain.ty.shape]
-    except (TypeError, ValueError):  # symbolic dimensions
-        return False
-    return b_shape[1] * b_shape[4] == p_shape[1] and b_shape[0] == p_shape[0] and b_shape[2:4] == p_shape[2:4]
-
-
 class _Graph:
     """Bindings of one function: values, readers and the relayouts between plain and blocked."""
 
@@ -66,29 +49,21 @@ class _Graph:
                 for arg in value.args if isinstance(value, relax.Call) else []:
                     if isinstance(arg, relax.Var):
                         self.readers.setdefault(arg, []).append(var)
-                if _op(value) == "relax.layout_transform" and _rank(value.args[0]) == 5 and _rank(var) == 4 and _same_channels(value.args[0], var):
+                if op_name(value) == "relax.layout_transform" and rank(value.args[0]) == 5 and rank(var) == 4 and same_channels(value.args[0], var):
                     self.to_plain.setdefault(value.args[0], var)
         # element-wise 5-D ops whose result reaches a relayout to plain through element-wise ops only
         self.leads_to_plain = set()
         for var in sorted(self.value, key=self.position.get, reverse=True):
-            if _op(self.value[var]) in ELEMENTWISE and _rank(var) == 5:
+            if op_name(self.value[var]) in ELEMENTWISE and rank(var) == 5:
                 if var in self.to_plain or any(reader in self.leads_to_plain for reader in self.readers.get(var, [])):
                     self.leads_to_plain.add(var)
 
     def from_plain(self, var):
         """The plain var that ``var`` is a relayout of (4-D → 5-D), else None."""
         value = self.value.get(var)
-        if _op(value) == "relax.layout_transform" and _rank(value.args[0]) == 4 and _rank(var) == 5 and _same_channels(var, value.args[0]):
+        if op_name(value) == "relax.layout_transform" and rank(value.args[0]) == 4 and rank(var) == 5 and same_channels(var, value.args[0]):
             return value.args[0]
         return None
-
-
-def _to_plain(expr, block: int):
-    return relax.op.layout_transform(expr, index_map=lambda n, c, h, w, b: (n, c * block + b, h, w))
-
-
-def _to_blocked(expr, block: int):
-    return relax.op.layout_transform(expr, index_map=lambda n, c, h, w: (n, c // block, h, w, c % block))
 
 
 @relax.expr_functor.mutator
@@ -112,7 +87,7 @@ class _Sink(relax.PyExprMutator):
 
     def visit_var_binding_(self, binding):
         var, value = binding.var, binding.value
-        if _op(value) == "relax.layout_transform" and _rank(var) == 4 and value.args[0] in self.plain_of and _same_channels(value.args[0], var):
+        if op_name(value) == "relax.layout_transform" and rank(var) == 4 and value.args[0] in self.plain_of and same_channels(value.args[0], var):
             self.set_var_remap(var, self.plain_of[value.args[0]])  # the relayout of a moved op: its plain result
             return
         if var in self.graph.leads_to_plain:
@@ -121,7 +96,7 @@ class _Sink(relax.PyExprMutator):
             if all(arg is not None for arg in args):
                 plain = self.builder_.emit(relax.Call(value.op, args, value.attrs, value.ty_args))
                 self.plain_of[var] = plain
-                self.set_var_remap(var, self.builder_.emit(_to_blocked(plain, block)))  # for its other readers
+                self.set_var_remap(var, self.builder_.emit(to_blocked(plain, block)))  # for its other readers
                 self.changed = True
                 return
         super().visit_var_binding_(binding)
@@ -129,12 +104,12 @@ class _Sink(relax.PyExprMutator):
     def _plain(self, arg, block: int, position: int):
         """``arg`` (an argument of the op at ``position``) in the plain layout, or None where that
         needs a new relayout of a computed tensor."""
-        if not isinstance(arg, relax.Expr) or _rank(arg) != 5:
+        if not isinstance(arg, relax.Expr) or rank(arg) != 5:
             return self.visit_expr(arg)
         if int(arg.ty.shape[4]) != block:
             return None
         if isinstance(arg, tvm.ir.GenericConst):
-            return _to_plain(arg, block)  # folded at compile time
+            return to_plain(arg, block)  # folded at compile time
         if arg in self.plain_of:
             return self.plain_of[arg]
         source = self.graph.from_plain(arg)
@@ -146,7 +121,7 @@ class _Sink(relax.PyExprMutator):
         if self.graph.position[existing] < position:
             return self.visit_expr(existing)
         # the same relayout, bound later: emitted here, the later one is merged into it (common subexpressions)
-        return self.builder_.emit(_to_plain(self.visit_expr(arg), block))
+        return self.builder_.emit(to_plain(self.visit_expr(arg), block))
 
 
 def sink_relayouts(max_rounds: int = 4) -> tvm.transform.Pass:

@@ -199,9 +199,14 @@ def default_tile(
     Where the pixel tile leaves a tail in the chunk, a slightly shorter one that divides it is
     taken (:func:`dividing_pixels`).
     """
-    oc_tile = next(t for t in ((2, 3, 1) if lanes >= 16 else (4, 6, 3, 2, 1)) if oc_chunks % t == 0 and (lanes >= 16 or t <= budget))
+    if lanes >= 16:
+        oc_tile = next(t for t in (2, 3, 1) if oc_chunks % t == 0)
+    else:
+        oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
     px = register_pixels(oc_tile, lanes, budget)
-    if lanes >= 16 and oc_tile == 2 and ((0 < in_channels <= lanes) or column_stride < kernel_w and column_stride > 1):
+    short_reduction = 0 < in_channels <= lanes
+    strided_window = 1 < column_stride < kernel_w
+    if lanes >= 16 and oc_tile == 2 and (short_reduction or strided_window):
         px = SHORT_REDUCTION_PIXELS
     rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), px)
     px = balanced_pixels(max(1, min(px, rows * out_w)), rows * out_w)
