@@ -53,10 +53,11 @@ def test_images_of_five_by_five_four_pixel_tiles_take_f4x4():
     assert decisions.convs == [WINOGRAD, WINOGRAD, WINOGRAD, DIRECT, DIRECT]
 
 
-@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 7, 7), (2, 19, 21)])
+@pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28), (1, 7, 7), (2, 19, 21)])
 def test_winograd_convs_match_onnxruntime(tmp_path, batch, height, width):
     """Odd image sizes (a partial last tile), two images, and fused residual adds and ReLUs;
-    F(2×2) up to 15×13, F(4×4) at 19×21 (5 × 6 tiles, the last row and column partial)."""
+    F(2×2) up to 15×13, F(4×4) at 28×28 (whole tiles) and 19×21 (5 × 6 tiles, the last row and
+    column partial)."""
     if "host" not in x86_kernel_presets():
         pytest.skip("this host has no AVX-512: the Winograd kernel is built for 16-lane targets only")
     model = _residual_model(batch, 32, height, width, seed=32 + height)
