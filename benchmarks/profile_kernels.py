@@ -11,7 +11,10 @@ With several thread counts (``--threads 1,2``) it prints the scaling table inste
 taking at least ``--min-us`` at the first count, its median time at each count and its speed-up,
 marked ``<`` when below ``--goal`` (default 1.8× at 2 threads, scaled as 0.9 × threads); then the
 time between kernels (the VM's own work: allocation, argument checks, calls), and the serial
-fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 − s) / n).
+fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 − s) / n). The
+thread counts are measured in turns, round by round (:func:`profiles_in_turns`): measured one
+after the other, a drift of this VM's speed between them read as poor scaling (session 20:
+ResNet-18 ×1.61 in one pass, ×1.89 timed in turns).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1", help="a thread count, or several (1,2): the scaling table")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--db", help="compile with this tuning database (from slimtvm tune)")
-    parser.add_argument("--repeat", type=int, default=10, help="instrumented runs; each kernel's median is shown")
+    parser.add_argument("--repeat", type=int, default=10, help="rounds (an instrumented run per thread count each); each kernel's median is shown")
     parser.add_argument("--sparse", default="auto", choices=["auto", "always", "never"], help="which convs with zeros run the sparse kernel")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="input shape (e.g. a batch: input=8,3,224,224)")
     parser.add_argument("--min-us", type=float, default=50.0, help="scaling table: calls at least this long at the first thread count")
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
         if shapes:
             path = with_dynamic_batch(path, os.path.join(workdir, "dynamic_batch.onnx"))
         artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse, input_shapes=shapes or None)
-        profiles = {threads: profile(artifact, threads, args.repeat) for threads in thread_counts}
+        profiles = profiles_in_turns(artifact, thread_counts, args.repeat)
     print(f"CPU: {cpu_name()}")
     if len(thread_counts) == 1:
         print_top(args.model, profiles[thread_counts[0]], thread_counts[0], args.repeat, args.top)
@@ -63,26 +66,22 @@ def main(argv=None) -> int:
     return 0
 
 
-def profile(artifact, threads: int, repeat: int) -> dict:
-    """Per call (in call order): the median wall time in µs over ``repeat`` runs; plus the median
-    whole-run time (µs, uninstrumented) under the key ``"run"``."""
+def profiles_in_turns(artifact, thread_counts: list, repeat: int) -> dict:
+    """{threads: profile} for every thread count, measured in turns: each of ``repeat`` rounds
+    runs every thread count once (a warm-up run, a timed whole run, an instrumented run) before
+    the next round, so that the VM's speed drifting (this 2-core VM's does, by 10–20% within
+    minutes) moves all counts alike instead of biasing their ratio. A profile: per call (in call
+    order) the median wall time in µs, and the median whole-run time (µs, uninstrumented) under
+    ``"run"``."""
     import tvm
     from tvm import relax
 
     from slimtvm.runtime.artifact import set_num_threads
 
-    set_num_threads(threads)
     library = tvm.runtime.load_module(artifact.library_path)
-    vm = relax.VirtualMachine(library, tvm.cpu())
+    plain, instrumented = relax.VirtualMachine(library, tvm.cpu()), relax.VirtualMachine(library, tvm.cpu())
     model = artifact.load()
     inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
-    for _ in range(3):
-        vm["main"](*inputs)
-    whole = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        vm["main"](*inputs)
-        whole.append((time.perf_counter() - started) * 1e6)
     rows, started = [], {}
 
     def instrument(func, name, before, _ret, *_args):
@@ -93,15 +92,32 @@ def profile(artifact, threads: int, repeat: int) -> dict:
             rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6))
         return 0
 
-    vm.set_instrument(instrument)
-    per_run = []
-    for _ in range(repeat):
-        rows.clear()
-        vm["main"](*inputs)
-        per_run.append(list(rows))
-    names = [name for name, _ in per_run[0]]
-    calls = [statistics.median(run[i][1] for run in per_run) for i in range(len(names))]
-    return {"names": names, "calls": calls, "run": statistics.median(whole)}
+    instrumented.set_instrument(instrument)
+    whole = {t: [] for t in thread_counts}
+    per_run = {t: [] for t in thread_counts}
+    for round_index in range(repeat):
+        for threads in thread_counts:
+            set_num_threads(threads)
+            for _ in range(3 if round_index == 0 else 1):
+                plain["main"](*inputs)
+            begun = time.perf_counter()
+            plain["main"](*inputs)
+            whole[threads].append((time.perf_counter() - begun) * 1e6)
+            rows.clear()
+            instrumented["main"](*inputs)
+            per_run[threads].append(list(rows))
+    result = {}
+    for threads in thread_counts:
+        runs = per_run[threads]
+        names = [name for name, _ in runs[0]]
+        calls = [statistics.median(run[i][1] for run in runs) for i in range(len(names))]
+        result[threads] = {"names": names, "calls": calls, "run": statistics.median(whole[threads])}
+    return result
+
+
+def profile(artifact, threads: int, repeat: int) -> dict:
+    """The profile of :func:`profiles_in_turns` at one thread count."""
+    return profiles_in_turns(artifact, [threads], repeat)[threads]
 
 
 def print_top(model_name, result, threads, repeat, top) -> None:

@@ -87,6 +87,16 @@ def test_conv_layers_and_profile_scripts_run():
     )
     assert profile.returncode == 0, profile.stderr[-3000:]
     assert "median of 2 runs per kernel" in profile.stdout, profile.stdout
+    scaling = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "profile_kernels.py"), "digits_cnn", "--threads", "1,2", "--repeat", "2", "--min-us", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert scaling.returncode == 0, scaling.stderr[-3000:]
+    rows = [line for line in scaling.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert rows and all(len(row.split("|")) == 7 for row in rows), scaling.stdout  # every call timed at 1 and 2 threads
+    assert "claim: digits_cnn 2 vs 1 thread(s)" in scaling.stdout, scaling.stdout
 
 
 def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
