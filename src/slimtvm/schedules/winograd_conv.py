@@ -179,10 +179,7 @@ def winograd_conv2d_nchwc(data, weights, shape: WinogradShape, out_dtype: str = 
         image, rest = tile // (rows * cols), tile % (rows * cols)
         return padded[image, block, rest // cols * m + r, rest % cols * m + c, lane]
 
-    # Each transform in two stages (rows, then columns), each stage a small buffer of its own
-    # (scheduled per tile into the transform's loop): written as one nested expression, every
-    # output position repeats the whole row pass, and TVM's simplifier and LLVM then spend
-    # minutes de-duplicating it (a 19×21 F(4×4) conv: 78 s to compile).
+    # each transform in two passes, rows then columns (compile time: see the module docstring)
     windows = te.compute(_i64(window_size, window_size, s.tiles, s.channels // s.block, s.block), window, name=WINDOW_BLOCK)
     input_rows = te.compute(
         _i64(window_size, window_size, s.tiles, s.channels // s.block, s.block),
