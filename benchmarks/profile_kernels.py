@@ -14,7 +14,8 @@ time between kernels (the VM's own work: allocation, argument checks, calls), an
 fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 − s) / n). The
 thread counts are measured in turns, round by round (:func:`profiles_in_turns`): measured one
 after the other, a drift of this VM's speed between them read as poor scaling (session 20:
-ResNet-18 ×1.61 in one pass, ×1.89 timed in turns).
+ResNet-18 ×1.61 in one pass, ×1.80 in turns; ×1.89 for the whole run in
+compare_builds.py).
 """
 
 from __future__ import annotations
