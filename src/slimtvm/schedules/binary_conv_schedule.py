@@ -108,7 +108,7 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_byte
     else:
         if group_channels is None and isinstance(oc_vectors, int):
             group_channels = oc_vectors * vector_bytes
-        row = _schedule_float_out(sch, out, group_channels if by_channel is None else None)
+        row = _schedule_float_out(sch, out, group_channels if by_channel is None else None, reg_n if isinstance(reg_n, int) else None)
         tile = _transpose_tile(sch, by_channel) if by_channel is not None else None
         if by_channel is not None and tile is None:
             sch.compute_inline(by_channel)  # the float epilogue gathers from the dots directly
@@ -163,22 +163,39 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_byte
             sch.compute_inline(planes)
         image = blocks[names.index(PACKED_IMAGE_BLOCK)]
         b, row_i, col_i, byte_i = sch.get_loops(image)
-        sch.parallel(sch.fuse(b, row_i))
         plain_input = len(sch.get(image).reads[0].region) == 4  # NCHW, not NCHW[b]c
         if plain_input and int(sch.get(col_i).extent) >= 16:
             # NCHW rows are contiguous: vectorize along them. Short rows (14, 7) and blocked
             # NCHW8c input are left to LLVM's SLP vectorizer (8 channel compares per byte),
             # measured faster there (benchmarks/binary_layers.py).
+            sch.parallel(sch.fuse(b, row_i))
             sch.reorder(byte_i, col_i)
             sch.vectorize(col_i)
+        else:
+            sch.parallel(_rows_or_pixels(sch, b, row_i, col_i, byte_i))
     if packed is not None:
         b, row_p, col_p, byte = sch.get_loops(packed)
-        sch.parallel(sch.fuse(b, row_p))
         if PACKED_IMAGE_BLOCK in names:  # a copy into the zero border: a pixel's bytes at a time
-            sch.vectorize(byte)
+            sch.parallel(_rows_or_pixels(sch, b, row_p, col_p, byte))
+            sch.vectorize(sch.get_loops(packed)[-1])
         else:
+            sch.parallel(sch.fuse(b, row_p))
             sch.reorder(byte, col_p)
             sch.vectorize(col_p)
+
+
+def _rows_or_pixels(sch, batch, row, col, byte):
+    """The parallel loop of a packing stage (pixels and bytes independent): its image rows, or
+    where they are fewer than :data:`MIN_PARALLEL_CHUNKS` (7 to 58 on Bi-Real Net 18) its pixels,
+    and where those are too (7×7) its pixels × two halves of each pixel's bytes."""
+    rows = int(sch.get(batch).extent) * int(sch.get(row).extent)
+    if rows >= MIN_PARALLEL_CHUNKS:
+        return sch.fuse(batch, row)
+    bytes_per_pixel = int(sch.get(byte).extent)
+    if rows * int(sch.get(col).extent) >= MIN_PARALLEL_CHUNKS or bytes_per_pixel % 2:
+        return sch.fuse(batch, row, col)
+    half, _ = sch.split(byte, [2, None])
+    return sch.fuse(batch, row, col, half)
 
 
 def _planes_transpose(sch, planes) -> bool:
@@ -222,10 +239,12 @@ def _transpose_in_tiles(sch, by_channel, cols: int) -> None:
     sch.tensorize(channel_inner, transpose_intrin(cols, dtype))
 
 
-def _schedule_float_out(sch, out, tile_channels: int | None = None):
+def _schedule_float_out(sch, out, tile_channels: int | None = None, reg_n: int | None = None):
     """Parallel over output rows; in the blocked layout also over groups of output channels (a
     whole number of the popcount tile's ``tile_channels``), the fewest groups that give
-    :data:`MIN_PARALLEL_CHUNKS` chunks with the rows (7×7 and 14×14 layers had 7 and 14 chunks).
+    :data:`MIN_PARALLEL_CHUNKS` chunks with the rows (7×7 and 14×14 layers had 7 and 14 chunks),
+    and where even the most groups do not, over the row's ``reg_n``-pixel tiles too (a 7×7 layer
+    of 512 channels: 7 rows × 8 groups of 64 channels × 2 tiles of 4 and 3 pixels).
     Returns the parallel loop, under which the popcounts are computed."""
     loops = sch.get_loops(out)
     if len(loops) == 5:  # NCHW[b]c: a row's channel blocks, each pixel's block one vector
@@ -236,7 +255,13 @@ def _schedule_float_out(sch, out, tile_channels: int | None = None):
         if tile_channels and tile_channels % block == 0 and blocks % (tile_channels // block) == 0:
             most = blocks // (tile_channels // block)
             groups = next((g for g in range(1, most + 1) if most % g == 0 and rows * g >= MIN_PARALLEL_CHUNKS), most)
-        if groups > 1:
+        width = int(sch.get(col).extent)
+        if rows * groups < MIN_PARALLEL_CHUNKS and reg_n and width > reg_n:
+            group, chunk = sch.split(chunk, [groups, None])
+            col_tile, col = sch.split(col, [None, reg_n])
+            sch.reorder(n, row, group, col_tile, chunk, col, lane)
+            parallel = sch.fuse(n, row, group, col_tile)
+        elif groups > 1:
             group, chunk = sch.split(chunk, [groups, None])
             sch.reorder(n, row, group, chunk, col, lane)
             parallel = sch.fuse(n, row, group)
@@ -266,6 +291,9 @@ class BinaryConv(CPURule):
         table = find_block(sch, POPCOUNT_TABLE_BLOCK) is not None
         width = vector_bytes(self.lanes, padded_out, table)
         tile = default_binary_tile(out_w, padded_out, table, width)
+        rows = int(sch.get(sch.get_loops(block)[0]).extent) * int(sch.get(sch.get_loops(block)[1]).extent)
+        if tile.oc_vectors > 1 and rows * (padded_out // (width * tile.oc_vectors)) * -(-out_w // tile.reg_n) < MIN_PARALLEL_CHUNKS:
+            tile = BinaryConvTile(tile.reg_n, 1)  # more channel groups for the parallel chunks (_schedule_float_out)
         schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors, width)
         return sch
 

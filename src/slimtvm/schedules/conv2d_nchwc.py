@@ -104,6 +104,7 @@ class ConvTile:
     px: int
     rows: int
     channels_outside: bool = False
+    chunk_pixels: int = 0  # where set: chunks of this many (flattened) pixels instead of ``rows`` rows
 
 
 MAX_CHUNK_PIXELS = 256  # a chunk's accumulators stay ≤ oc_tile · 256 · 32 B: in L1/L2
@@ -212,7 +213,40 @@ def default_tile(
     px = balanced_pixels(max(1, min(px, rows * out_w)), rows * out_w)
     if lanes >= 16:
         px = dividing_pixels(px, rows * out_w)
-    return ConvTile(oc_tile, px, rows, channels_outside_by_default(in_channels, kernel_taps, lanes))
+    channels_outside = channels_outside_by_default(in_channels, kernel_taps, lanes)
+    weight_bytes = oc_chunks * lanes * in_channels * kernel_taps * 4
+    if batch * (oc_chunks // oc_tile) * (out_h // rows) < MIN_PARALLEL_CHUNKS and lanes >= 16 and weight_bytes <= PREFETCH_MIN_WEIGHT_BYTES:
+        finer = sub_row_tile(oc_chunks, oc_tile, px, out_h * out_w, batch)
+        if finer is not None:
+            return ConvTile(finer.oc_tile, finer.px, 1, channels_outside, finer.chunk_pixels)
+    return ConvTile(oc_tile, px, rows, channels_outside)
+
+
+MIN_SUB_ROW_PIXELS = 4  # 2 × 4 still keeps 8 accumulators (two FMA pipes × 4 cycles of latency)
+MIN_SUB_ROW_PIXELS_ONE_BLOCK = 7
+
+
+def sub_row_tile(oc_chunks: int, oc_tile: int, px: int, pixels: int, batch: int):
+    """For convs whose one-row chunks leave fewer than :data:`MIN_PARALLEL_CHUNKS` (MobileNetV2's
+    1×1 convs at 14×14 and 7×7: 28–35 chunks): chunks of whole register tiles in the flattened
+    pixels of an image (the per-tile form computes the conv per tile, so a chunk need not be whole
+    rows). Tries ``oc_tile`` with pixel tiles from ``px`` down to :data:`MIN_SUB_ROW_PIXELS`, then
+    one channel block with 15 down to :data:`MIN_SUB_ROW_PIXELS_ONE_BLOCK` (more chunks, each
+    weight vector still used by 7 pixels); the first tile dividing the ``pixels`` that leaves
+    enough chunks wins, with the largest chunk that does (up to :data:`MAX_CHUNK_PIXELS`).
+    None where no such tile exists (the caller keeps whole rows)."""
+    for tile_oc, most, least in ((oc_tile, px, MIN_SUB_ROW_PIXELS), (1, register_pixels(1, 16, 0), MIN_SUB_ROW_PIXELS_ONE_BLOCK)):
+        if oc_chunks % tile_oc:
+            continue
+        groups = batch * (oc_chunks // tile_oc)
+        for tile_px in range(most, least - 1, -1):
+            if pixels % tile_px:
+                continue
+            tiles = pixels // tile_px
+            enough = [k for k in range(1, tiles + 1) if tiles % k == 0 and groups * (tiles // k) >= MIN_PARALLEL_CHUNKS and k * tile_px <= MAX_CHUNK_PIXELS]
+            if enough:
+                return ConvTile(tile_oc, tile_px, 1, chunk_pixels=max(enough) * tile_px)
+    return None
 
 
 def register_pixels(oc_tile: int, lanes: int, budget: int) -> int:
@@ -291,7 +325,9 @@ def weight_chunk_blocks(weight_bytes_per_block: int, in_blocks: int, oc_tile: in
     return max([c for c in range(1, in_blocks + 1) if in_blocks % c == 0 and oc_tile * c * weight_bytes_per_block <= WEIGHT_CHUNK_BYTES] or [1])
 
 
-def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, rows: int = 1, channels_outside: bool = False, prefetch: bool = False) -> None:
+def schedule_conv2d_nchwc(
+    sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, rows: int = 1, channels_outside: bool = False, prefetch: bool = False, chunk_pixels: int = 0
+) -> None:
     """Apply the module docstring's schedule to the fused PrimFunc in ``sch``.
 
     ``oc_tile`` must divide the output channel blocks and ``rows`` the output rows (ints: each
@@ -300,6 +336,9 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     :data:`PREFETCH_MIN_WEIGHT_BYTES` of weights run in input-channel chunks
     (:func:`weight_chunk_blocks`) outside the pixel tiles, and each step prefetches a share of
     the next chunk's weights (``lowering/weight_prefetch.py``); ignored with ``channels_outside``.
+    ``chunk_pixels`` (:func:`sub_row_tile`, a multiple of ``px`` dividing the image's pixels):
+    chunks of that many flattened pixels instead of ``rows`` rows; only in the per-tile form
+    (refused otherwise).
     """
     stages = split_stages(sch, CONV_BLOCK)
     conv, out = stages.main, stages.out
@@ -311,8 +350,12 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     in_blocks = in_channels // ic_bn if in_channels % ic_bn == 0 else 1
     block_bytes = kernel_h * kernel_w * (in_channels // in_blocks) * oc_bn * 4
     prefetch = prefetch and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
+    if chunk_pixels:
+        pixels = chunk_pixels
+        if channels_outside or prefetch or pixels % px:
+            raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, no prefetch, channels inside)")
     if not channels_outside and not prefetch and pixels % px == 0:
-        _epilogue_per_tile(sch, conv, out, oc_tile, px, rows, out_w, ic_bn)
+        _epilogue_per_tile(sch, conv, out, oc_tile, px, pixels, ic_bn)
         schedule_padding(sch, stages.pads)
         return
 
@@ -336,19 +379,20 @@ def schedule_conv2d_nchwc(sch: s_tir.Schedule, oc_tile: int = 1, px: int = 1, ro
     schedule_padding(sch, stages.pads)
 
 
-def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, rows: int, out_w: int, ic_bn: int) -> None:
-    """The chunk loop over whole register tiles (``px`` must divide the chunk's pixels), the conv
+def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int, ic_bn: int) -> None:
+    """The chunk loop over whole register tiles (``px`` must divide the ``chunk_pixels``), the conv
     computed per tile and the epilogue run on that tile at once: LLVM keeps the accumulators in
     registers from the reduction through the epilogue, where per-chunk accumulators were stored,
     zeroed in memory first, and read back (see the module docstring)."""
     # Both the conv's result and the epilogue run over flattened pixels, so that a tile which
     # wraps from one row to the next reads exactly its pixels back (a bounding box of whole rows
     # otherwise).
+    out_w = int(sch.get(sch.get_loops(out)[3]).extent)
     sch.transform_layout(conv, ("write", 0), lambda n, oc, oh, ow, ob: (n, oc, oh * out_w + ow, ob))
     sch.transform_block_layout(out, lambda n, oc, oh, ow, ob: (n, oc, oh * out_w + ow, ob))
     n, oc_chunk, pixel, oc_block = sch.get_loops(out)
     oc_outer, oc_inner = sch.split(oc_chunk, [None, oc_tile])
-    pixel_chunk, tile, tile_pixel = sch.split(pixel, [None, rows * out_w // px, px])
+    pixel_chunk, tile, tile_pixel = sch.split(pixel, [None, chunk_pixels // px, px])
     sch.reorder(n, oc_outer, pixel_chunk, tile, oc_inner, tile_pixel, oc_block)
     chunk = sch.fuse(n, oc_outer, pixel_chunk)
     sch.parallel(chunk)
@@ -408,7 +452,7 @@ class Conv2dNCHWc(CPURule):
         tile = default_tile(
             oc_chunks, out_h, out_w, accumulator_budget(self.lanes), in_channels, kernel_h * kernel_w, self.lanes, batch, column_stride(sch, block), kernel_w
         )
-        schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside, prefetch=self.lanes >= 16)
+        schedule_conv2d_nchwc(sch, tile.oc_tile, tile.px, tile.rows, tile.channels_outside, prefetch=self.lanes >= 16, chunk_pixels=tile.chunk_pixels)
         return sch
 
 
@@ -435,17 +479,17 @@ def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     untuned = default_tile(
         oc_chunks, out_h, out_w, accumulator_budget(lanes), in_channels, kernel_h * kernel_w, lanes, batch, column_stride(sch, conv), kernel_w
     )
-    tiles = {(untuned.oc_tile, untuned.px, untuned.rows)}
+    tiles = {(untuned.oc_tile, untuned.px, untuned.rows, untuned.chunk_pixels)}
     for oc_tile in oc_tiles:
         fitting = register_pixels(oc_tile, lanes, budget)
         rows = chunk_rows(out_h, out_w, batch * (oc_chunks // oc_tile), fitting)
         most = max(1, min(fitting, rows * out_w))
         choices = {most, max(1, most - 1)} | ({dividing_pixels(most, rows * out_w)} if lanes >= 16 else set())
-        tiles |= {(oc_tile, px, rows) for px in choices}
+        tiles |= {(oc_tile, px, rows, 0) for px in choices}
     spaces = []
-    for oc_tile, px, rows in sorted(tiles):
-        for channels_outside in orders:
+    for oc_tile, px, rows, chunk_pixels in sorted(tiles):
+        for channels_outside in orders if not chunk_pixels else (False,):
             space = sch.copy()
-            schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside, prefetch=lanes >= 16)
+            schedule_conv2d_nchwc(space, oc_tile, px, rows, channels_outside, prefetch=lanes >= 16, chunk_pixels=chunk_pixels)
             spaces.append(space)
     return spaces

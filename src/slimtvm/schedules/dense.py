@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from tvm import s_tir
 
 from .cpu_rule import CPURule
-from .stages import categorical, split_stages
+from .stages import MIN_PARALLEL_CHUNKS, categorical, split_stages
 
 MATMUL_BLOCK = "matmul"
 
 
 SPLIT_K_MAX_ROWS = 4
 SPLIT_K_MAX_ACCUMULATOR_BYTES = 16 * 1024  # rows × cols partial sums per task, kept in L1
-SPLIT_K_MAX_TASKS = 8  # 8 beat 2, 4 and 16 on the 1280 × 1000 classifier (1 thread, Zen 4)
-SPLIT_K_MIN_ROWS_PER_TASK = 32
+SPLIT_K_MAX_TASKS = MIN_PARALLEL_CHUNKS  # see split_k_tasks
+SPLIT_K_MIN_ROWS_PER_TASK = 8
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,17 @@ def split_k_tasks(rows: int, cols: int, reduction: int, lanes: int) -> int:
     """How many row ranges of ``w`` split-K uses (the largest divisor of ``reduction`` up to
     ``SPLIT_K_MAX_TASKS`` leaving ≥ ``SPLIT_K_MIN_ROWS_PER_TASK`` rows each), or 0 where the
     column-tile form fits better: many rows, columns not a whole number of vectors, or a
-    partial row too large for L1."""
+    partial row too large for L1.
+
+    Up to 64 tasks (:data:`MIN_PARALLEL_CHUNKS`: four per thread at 16 threads; the final pass
+    runs in parallel over the output vectors too). Session 21 on Zen 4, ResNet-18's 512 × 1000
+    classifier in the model (``benchmarks/profile_kernels.py --threads 1,2``, µs at 1 / 2
+    threads, runs of one build moving by ±10): 8 tasks 105–112 / 74–77, 16 tasks 107–115 / 66–77,
+    64 tasks 116–121 / 84–91. The kernel waits on memory (2 MB of weights, evicted by the convs
+    before it), so 64 costs about 10 µs (0.1% of the model) for chunks a 16-core machine can
+    share; 16 tasks × 7 column ranges instead ran slower at 1 thread (column runs of 576 bytes at
+    a 4 KB stride, as the module docstring warns). Before session 21: 8 tasks (they beat 2, 4
+    and 16 on the 1280 × 1000 classifier, 1 thread)."""
     if rows > SPLIT_K_MAX_ROWS or cols % lanes or rows * cols * 4 > SPLIT_K_MAX_ACCUMULATOR_BYTES:
         return 0
     fitting = [d for d in range(1, SPLIT_K_MAX_TASKS + 1) if reduction % d == 0 and reduction // d >= SPLIT_K_MIN_ROWS_PER_TASK]
@@ -110,7 +120,10 @@ def schedule_dense_split_k(sch: s_tir.Schedule, lanes: int, k_tasks=8, k_unroll=
     sch.vectorize(vector)
     sch.decompose_reduction(partial, k_outer)
     # the final pass: per output vector, add the tasks' partial rows, then the epilogue
-    out_vectors, out_vector = sch.split(sch.get_loops(out)[-1], [None, lanes])
+    cols = int(sch.get(sch.get_loops(out)[-1]).extent)
+    final_lanes = lanes // 2 if cols // lanes < MIN_PARALLEL_CHUNKS and lanes > 4 else lanes  # chunks over vectors
+    out_vectors, out_vector = sch.split(sch.get_loops(out)[-1], [None, final_lanes])
+    sch.parallel(out_vectors)
     sch.vectorize(out_vector)
     sch.compute_at(matmul, out_vectors, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(matmul)[-1])
@@ -155,7 +168,7 @@ def dense_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     spaces = [space]
     if split_k_tasks(rows, cols, reduction, lanes):
         split = sch.copy()
-        task_counts = [d for d in (2, 4, 8, 16) if reduction % d == 0 and reduction // d >= SPLIT_K_MIN_ROWS_PER_TASK]
+        task_counts = [d for d in (8, 16, 32, 64) if reduction % d == 0 and reduction // d >= SPLIT_K_MIN_ROWS_PER_TASK]
         if task_counts:
             k_tasks = categorical(split, task_counts)
             unrolls = [u for u in (2, 4, 8) if all((reduction // d) % u == 0 for d in task_counts)] or [1]

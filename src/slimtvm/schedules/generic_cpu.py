@@ -8,15 +8,18 @@ innermost loop where it is contiguous. Nothing here is tuned; MetaSchedule can r
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm.tirx.analysis import undefined_vars
 
 from .cpu_rule import CPURule
+from .stages import MIN_PARALLEL_CHUNKS
 
 MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vectorizing
 MAX_WINDOW = 64  # reductions over at most this many elements per output are pooling windows
 WINDOW_UNROLL = 8  # outputs of a plain-layout pooling row computed side by side
 BORDER_COLUMNS = 2  # outputs split off at each end of a blocked pooling row: covers padding ≤ 2
+MIN_SPLIT_VECTOR = 16  # a vector loop this long or longer gives half of itself to too few chunks
 # intrinsics TVM 0.27 lowers for LLVM only as scalars: vectorized, codegen fails ("unknown intrinsic")
 SCALAR_ONLY_INTRINSICS = ("cosh", "sinh")
 
@@ -105,6 +108,23 @@ def _inline_elementwise(sch) -> list:
     return list(sch.get_child_blocks(root))
 
 
+def _halve_for_chunks(sch, parallel: list, vector):
+    """Where the ``parallel`` loops offer fewer than :data:`MIN_PARALLEL_CHUNKS` chunks and the
+    ``vector`` loop has :data:`MIN_SPLIT_VECTOR` lanes or more (an even count), split it in two
+    halves: (the loop over the halves, to run in parallel with the others; the half-width vector
+    loop). (None, ``vector``) otherwise. Kernels that meet this are tiny (ResNet-18's global pool
+    and the reshapes after it: 512 channels in 32 vectors of 16), and half-width vectors cost them
+    nothing measurable, while 64 chunks let 16 threads share them evenly (issue 16)."""
+    extents = [sch.get(loop).extent for loop in (*parallel, vector)]
+    if not parallel or not all(isinstance(e, tvm.tirx.IntImm) for e in extents):
+        return None, vector
+    chunks, lanes = int(np.prod([int(e) for e in extents[:-1]])), int(extents[-1])
+    if chunks >= MIN_PARALLEL_CHUNKS or lanes < MIN_SPLIT_VECTOR or lanes % 2:
+        return None, vector
+    half, vector = sch.split(vector, [2, None])
+    return half, vector
+
+
 class GenericCPU(CPURule):
     """dlight rule: inline element-wise chains, parallelize outer loops, vectorize inner ones."""
 
@@ -128,6 +148,7 @@ class GenericCPU(CPURule):
             extent = sch.get(inner).extent
             if isinstance(extent, tvm.tirx.IntImm) and int(extent) > MAX_VECTOR and int(extent) % self.lanes == 0:
                 _, inner = sch.split(inner, [None, self.lanes])
+            _, inner = _halve_for_chunks(sch, sch.get_loops(block)[:-1], inner)
             if isinstance(sch.get(inner).extent, tvm.tirx.IntImm) and int(sch.get(inner).extent) <= MAX_VECTOR and not _scalar_only(stmt):
                 try:
                     sch.vectorize(inner)
@@ -171,6 +192,10 @@ class GenericCPU(CPURule):
         # [batch, channel chunk, row, column, lanes] for a 2-D window, shorter for a global mean
         windowed = len(spatial) >= 5
         leading = spatial[:-2] if windowed else spatial[:-1]
+        half, vector = _halve_for_chunks(sch, leading, vector)
+        if half is not None:  # the loop over the halves moves out of the window, next to the parallel loops
+            sch.reorder(half, *sch.get_loops(block)[len(leading) : -2])
+            leading = [*leading, half]
         sch.parallel(sch.fuse(*leading) if len(leading) > 1 else leading[0])
         column = spatial[-2] if windowed else None
         columns = int(sch.get(column).extent) if windowed else 0

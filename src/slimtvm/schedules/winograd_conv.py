@@ -45,7 +45,7 @@ import numpy as np
 from tvm import s_tir, te, tirx, topi
 
 from .cpu_rule import CPURule
-from .stages import categorical
+from .stages import MIN_PARALLEL_CHUNKS, categorical
 
 WINDOW_BLOCK = "winograd_window"  # the (m + 2)² input window of each tile, padding applied
 INPUT_ROWS_BLOCK = "winograd_input_rows"  # Bᵀ d
@@ -235,16 +235,45 @@ class WinogradTile:
     oc_tile: int
 
 
+MIN_ACCUMULATORS = 8  # two FMA pipes × 4 cycles of latency: fewer chains leave them idle
+
+
 def default_winograd_tile(tiles: int, oc_blocks: int) -> WinogradTile:
     """Two output blocks (one when they are odd) × the most tiles that divide the tile count and
     keep ``px · oc_tile`` accumulators within 28 of the 32 zmm registers (the broadcast operand is
     embedded in the FMA; two hold the weight vectors). Measured on Zen 5, 1 thread: 14 × 2 at
     56×56 and 28×28, 7 × 2 at 14×14 (px = 16 at 56×56, which does not divide 784, took 0.82 ms
-    against 0.52; 4 output blocks 1.15 against 0.44 at 28×28)."""
+    against 0.52; 4 output blocks 1.15 against 0.44 at 28×28). Where a task has so few tiles
+    that this leaves fewer than :data:`MIN_ACCUMULATORS` (a banded task of two tiles:
+    :func:`band_columns`), four output blocks when they divide."""
     oc_tile = 2 if oc_blocks % 2 == 0 else 1
-    most = 28 // oc_tile
-    px = max(d for d in range(1, min(most, tiles) + 1) if tiles % d == 0)
+    px = max(d for d in range(1, min(28 // oc_tile, tiles) + 1) if tiles % d == 0)
+    if px * oc_tile < MIN_ACCUMULATORS and oc_blocks % 4 == 0:
+        oc_tile = 4
+        px = max(d for d in range(1, min(28 // oc_tile, tiles) + 1) if tiles % d == 0)
     return WinogradTile(px, oc_tile)
+
+
+def band_columns(bands: int, cols: int) -> int:
+    """Tile columns per banded task (a part of one tile row): the most that divide ``cols`` and
+    still leave :data:`MIN_PARALLEL_CHUNKS` tasks over the ``bands`` (images × tile rows); where
+    none does, the fewest that divide and are at least 2 (a lone tile leaves the product too few
+    accumulators), ``cols`` itself when it is prime."""
+    divisors = [d for d in range(1, cols + 1) if cols % d == 0]
+    enough = [d for d in divisors if bands * (cols // d) >= MIN_PARALLEL_CHUNKS]
+    if enough:
+        return max(enough)
+    return min([d for d in divisors if d >= 2] or [cols])
+
+
+def tile_group(groups: int, tiles: int, largest: int) -> int:
+    """Tiles per parallel chunk of a stage-wise transform: ``largest``, or the largest power of
+    two below it that leaves :data:`MIN_PARALLEL_CHUNKS` chunks with the ``groups`` the chunk
+    loop also runs over (1 if none does)."""
+    size = largest
+    while size > 1 and groups * -(-tiles // size) < MIN_PARALLEL_CHUNKS:
+        size //= 2
+    return size
 
 
 BANDED_MAX_WEIGHT_BYTES = 1024 * 1024
@@ -258,14 +287,17 @@ def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
     output transform with its epilogue (the m × m pixels of a tile unrolled).
 
     Banded (:func:`is_banded`: transformed weights within :data:`BANDED_MAX_WEIGHT_BYTES`, so
-    they stay in L2): parallel over bands of one tile row (m output rows) per image, each band
-    transforming its input, multiplying and transforming its output while ``V`` and ``M`` ((m + 2)² ×
-    the band's input and output) are in L2. Measured on Zen 5 (ms, 1 / 2 threads): 64 channels
+    they stay in L2): parallel over bands of a tile row (m output rows; :func:`band_columns` tiles
+    of it, so that there are 64 bands for 16 threads: 2 of the 14 on ResNet-18's 56×56 layers,
+    where whole tile rows gave 14 bands), each band transforming its input, multiplying and
+    transforming its output while ``V`` and ``M`` ((m + 2)² × the band's input and output) are in
+    L2. Measured on Zen 5 (ms, 1 / 2 threads): 64 channels
     at 56×56 0.52 / 0.46 → 0.45 / 0.23, 128 at 28×28 0.42 / 0.30 → 0.41 / 0.21; with 256 at
     14×14 (4.2 MB of weights, read again by every band) 0.41 / 0.22 → 0.41 / 0.26, so larger
-    weights run stage by stage: the input transform parallel over channel blocks × groups of 8
-    tiles, the product over positions × output-block tiles, the output over images × output
-    blocks × tile rows. There each task of the product reads its slice of the weights from
+    weights run stage by stage: the input transform parallel over channel blocks × groups of up
+    to 8 tiles, the product over positions × output-block tiles, the output over images × output
+    blocks × tile rows × groups of tiles in the row (both groups as small as
+    :func:`tile_group` needs for 64 chunks). There each task of the product reads its slice of the weights from
     memory once and prefetches the next task's slice, spread over its steps
     (``lowering/weight_prefetch.py``): 256 channels at 14×14 in ResNet-18, whose 4.2 MB of
     transformed weights come from memory, 0.58 → 0.43 ms per conv (its warm-weights time)."""
@@ -285,12 +317,17 @@ def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
     n, oc, y, x, lane = sch.get_loops(out)
     y_outer, y_inner = sch.split(y, [None, m])
     x_outer, x_inner = sch.split(x, [None, m])
+    bands = int(sch.get(n).extent) * int(sch.get(y_outer).extent)  # images × tile rows
+    cols = int(sch.get(x_outer).extent)
     if banded:
-        sch.reorder(n, y_outer, oc, x_outer, y_inner, x_inner, lane)
-        task = sch.fuse(n, y_outer)
+        x_group, x_outer = sch.split(x_outer, [None, band_columns(bands, cols)])
+        sch.reorder(n, y_outer, x_group, oc, x_outer, y_inner, x_inner, lane)
+        task = sch.fuse(n, y_outer, x_group)
     else:
-        sch.reorder(n, oc, y_outer, x_outer, y_inner, x_inner, lane)
-        task = sch.fuse(n, oc, y_outer)
+        blocks = int(sch.get(oc).extent)
+        x_group, x_outer = sch.split(x_outer, [None, tile_group(bands * blocks, cols, cols)])
+        sch.reorder(n, oc, y_outer, x_group, x_outer, y_inner, x_inner, lane)
+        task = sch.fuse(n, oc, y_outer, x_group)
     sch.parallel(task)
     sch.unroll(y_inner)
     sch.unroll(x_inner)
@@ -305,7 +342,8 @@ def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
         sch.reorder(tile, block, xi, nu, lane)
         one_tile = block
     else:
-        tile_outer, tile_inner = sch.split(tile, [None, 8])
+        group = tile_group(int(sch.get(block).extent), int(sch.get(tile).extent), 8)
+        tile_outer, tile_inner = sch.split(tile, [None, group])
         sch.reorder(block, tile_outer, tile_inner, xi, nu, lane)
         sch.parallel(sch.fuse(block, tile_outer))
         one_tile = tile_inner
@@ -354,7 +392,9 @@ def product_tiles(sch: s_tir.Schedule) -> tuple:
     tiles, oc_blocks = int(sch.get(loops[2]).extent), int(sch.get(loops[3]).extent)
     if is_banded(sch):
         out = sch.get(sch.get_sblock(OUTPUT_BLOCK)).writes[0].source
-        tiles = -(-int(out.shape[3]) // output_tile(sch))
+        m = output_tile(sch)
+        bands = int(out.shape[0]) * -(-int(out.shape[2]) // m)
+        tiles = band_columns(bands, -(-int(out.shape[3]) // m))
     return tiles, oc_blocks
 
 
