@@ -186,16 +186,21 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_byte
 
 def _rows_or_pixels(sch, batch, row, col, byte):
     """The parallel loop of a packing stage (pixels and bytes independent): its image rows, or
-    where they are fewer than :data:`MIN_PARALLEL_CHUNKS` (7 to 58 on Bi-Real Net 18) its pixels,
-    and where those are too (7×7) its pixels × two halves of each pixel's bytes."""
-    rows = int(sch.get(batch).extent) * int(sch.get(row).extent)
+    where they are fewer than :data:`MIN_PARALLEL_CHUNKS` (7 to 58 on Bi-Real Net 18) rows × the
+    fewest equal column ranges that make enough, and where whole pixels do not (7×7), pixels ×
+    two halves of each pixel's bytes. Column ranges, not single pixels: one parallel loop over
+    every pixel ran Bi-Real Net 18 3% slower at 1 thread (Zen 4; the border test of the copy
+    into the padded buffer is then evaluated per pixel from a divided index)."""
+    rows, cols = int(sch.get(batch).extent) * int(sch.get(row).extent), int(sch.get(col).extent)
     if rows >= MIN_PARALLEL_CHUNKS:
         return sch.fuse(batch, row)
-    bytes_per_pixel = int(sch.get(byte).extent)
-    if rows * int(sch.get(col).extent) >= MIN_PARALLEL_CHUNKS or bytes_per_pixel % 2:
-        return sch.fuse(batch, row, col)
+    parts = next((d for d in range(2, cols + 1) if cols % d == 0 and rows * d >= MIN_PARALLEL_CHUNKS), cols)
+    col_range, col_rest = sch.split(col, [parts, None])
+    if rows * parts >= MIN_PARALLEL_CHUNKS or int(sch.get(byte).extent) % 2:
+        return sch.fuse(batch, row, col_range)
     half, _ = sch.split(byte, [2, None])
-    return sch.fuse(batch, row, col, half)
+    sch.reorder(half, col_rest)
+    return sch.fuse(batch, row, col_range, half)
 
 
 def _planes_transpose(sch, planes) -> bool:
@@ -243,8 +248,11 @@ def _schedule_float_out(sch, out, tile_channels: int | None = None, reg_n: int |
     """Parallel over output rows; in the blocked layout also over groups of output channels (a
     whole number of the popcount tile's ``tile_channels``), the fewest groups that give
     :data:`MIN_PARALLEL_CHUNKS` chunks with the rows (7×7 and 14×14 layers had 7 and 14 chunks),
-    and where even the most groups do not, over the row's ``reg_n``-pixel tiles too (a 7×7 layer
-    of 512 channels: 7 rows × 8 groups of 64 channels × 2 tiles of 4 and 3 pixels).
+    and where even the most groups do not, over the row's ``reg_n``-pixel tiles too. A 7×7 layer
+    of 512 channels (AVX-512, 4 pixels × 2 vectors of 64 channels) gets 7 rows × 4 groups × 2
+    tiles (4 and 3 pixels) = 56 chunks: one vector per tile, which would give 112, ran that layer
+    about 25% slower at 1 thread (Bi-Real Net 18 on Zen 4, ``benchmarks/profile_kernels.py``,
+    0.52 → 0.66 ms), while the pixel tiles in the parallel loop measured neutral.
     Returns the parallel loop, under which the popcounts are computed."""
     loops = sch.get_loops(out)
     if len(loops) == 5:  # NCHW[b]c: a row's channel blocks, each pixel's block one vector
@@ -291,9 +299,6 @@ class BinaryConv(CPURule):
         table = find_block(sch, POPCOUNT_TABLE_BLOCK) is not None
         width = vector_bytes(self.lanes, padded_out, table)
         tile = default_binary_tile(out_w, padded_out, table, width)
-        rows = int(sch.get(sch.get_loops(block)[0]).extent) * int(sch.get(sch.get_loops(block)[1]).extent)
-        if tile.oc_vectors > 1 and rows * (padded_out // (width * tile.oc_vectors)) * -(-out_w // tile.reg_n) < MIN_PARALLEL_CHUNKS:
-            tile = BinaryConvTile(tile.reg_n, 1)  # more channel groups for the parallel chunks (_schedule_float_out)
         schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors, width)
         return sch
 
