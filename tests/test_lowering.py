@@ -147,6 +147,26 @@ def test_avx512_tile_leaves_registers_for_broadcasts_and_weights(oc_chunks, size
     assert tile.oc_tile * tile.px + tile.px + tile.oc_tile <= 32  # accumulators, broadcasts, weights: no spill
 
 
+@pytest.mark.parametrize(
+    "oc_chunks,size,in_channels,expected",
+    [
+        (4, 14, 384, (2, 4, 4)),  # MobileNetV2's 384 → 64 at 14×14: 2 groups × 49 tiles of 4 pixels (28 one-row chunks)
+        (10, 7, 960, (1, 7, 7)),  # 960 → 160 at 7×7: 10 one-block groups × 7 tiles of 7 pixels (35 one-row chunks)
+        (2, 28, 192, (2, 7, 7)),  # 192 → 32 at 28×28: 112 tiles of 7 pixels (28 one-row chunks)
+        (8, 14, 64, (2, 7, 7)),  # 4 groups × 14 one-row chunks = 56: 4 × 28 tiles of 7 pixels, 112 chunks (2 tiles each: 56)
+    ],
+)
+def test_avx512_1x1_convs_with_too_few_row_chunks_take_chunks_of_whole_tiles(oc_chunks, size, in_channels, expected):
+    """Where one-row chunks leave fewer than 64 (issue 16), the chunk is a number of whole register
+    tiles of the flattened pixels: (oc_tile, px, chunk_pixels), ≥ 64 chunks, px dividing the chunk."""
+    from slimtvm.schedules.conv2d_nchwc import default_tile
+
+    tile = default_tile(oc_chunks, size, size, 24, in_channels, 1, lanes=16)
+    chunks = (oc_chunks // tile.oc_tile) * (size * size // tile.chunk_pixels)
+    assert (tile.oc_tile, tile.px, tile.chunk_pixels) == expected
+    assert chunks >= 64 and tile.chunk_pixels % tile.px == 0 and (size * size) % tile.chunk_pixels == 0
+
+
 @pytest.mark.parametrize("in_channels,taps,expected", [(3, 49, (2, 8)), (16, 1, (2, 8)), (32, 1, (2, 10)), (64, 9, (2, 10))])
 def test_avx512_convs_reading_one_channel_block_take_shorter_tiles(in_channels, taps, expected):
     from slimtvm.schedules.conv2d_nchwc import default_tile

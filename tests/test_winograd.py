@@ -10,7 +10,7 @@ from onnx_builders import GraphBuilder, digits_like_input
 import slimtvm
 from slimtvm.compiler.layer_table import recorded_decisions
 from slimtvm.frontend.onnx_import import import_onnx
-from slimtvm.schedules.winograd_conv import default_winograd_tile, winograd_weights
+from slimtvm.schedules.winograd_conv import band_columns, default_winograd_tile, winograd_weights
 from slimtvm.targets.presets import resolve_target
 
 WINOGRAD = "fp32 Winograd F(2×2, 3×3) conv, NCHW16c kernel (2.25× fewer multiply-adds)"
@@ -100,11 +100,19 @@ def test_f4x4_transforms_compute_the_correlation_exactly_in_float64():
     assert np.allclose(u[:, :, 0, 1, 3, 9], g @ weight[9, 19].astype(np.float64) @ g.T, rtol=1e-6)
 
 
-@pytest.mark.parametrize("tiles,blocks,expected", [(784, 4, (14, 2)), (196, 8, (14, 2)), (49, 16, (7, 2)), (40, 3, (20, 1))])
+@pytest.mark.parametrize("tiles,blocks,expected", [(784, 4, (14, 2)), (196, 8, (14, 2)), (49, 16, (7, 2)), (40, 3, (20, 1)), (2, 4, (2, 4))])
 def test_default_tile_divides_the_tiles_within_the_registers(tiles, blocks, expected):
+    """(2, 4): a banded task of two tiles takes four output blocks, 8 accumulators, not 4."""
     tile = default_winograd_tile(tiles, blocks)
     assert (tile.px, tile.oc_tile) == expected
     assert tile.px * tile.oc_tile <= 28
+
+
+@pytest.mark.parametrize("bands,cols,expected", [(14, 14, 2), (1, 14, 2), (56, 14, 7), (8, 7, 7), (28, 28, 7)])
+def test_banded_tasks_are_parts_of_a_tile_row_that_give_64_tasks(bands, cols, expected):
+    """ResNet-18's 56×56 layers (14 tile rows of 14 tiles) in tasks of 2 tiles (98, not 14); at
+    batch 4 (56 bands) 7 tiles suffice; a prime row (7) stays whole."""
+    assert band_columns(bands, cols) == expected
 
 
 def test_winograd_product_prefetches_the_next_tasks_weights_and_stays_exact(tmp_path):

@@ -267,9 +267,9 @@ def band_columns(bands: int, cols: int) -> int:
 
 
 def tile_group(groups: int, tiles: int, largest: int) -> int:
-    """Tiles per parallel chunk of a stage-wise transform: ``largest``, or the largest power of
-    two below it that leaves :data:`MIN_PARALLEL_CHUNKS` chunks with the ``groups`` the chunk
-    loop also runs over (1 if none does)."""
+    """Tiles per parallel chunk of a stage-wise transform: ``largest``, halved (rounding down)
+    until the ``tiles`` in such chunks, times the ``groups`` the chunk loop also runs over, make
+    :data:`MIN_PARALLEL_CHUNKS` chunks (1 if none does; the last chunk may be partial)."""
     size = largest
     while size > 1 and groups * -(-tiles // size) < MIN_PARALLEL_CHUNKS:
         size //= 2
