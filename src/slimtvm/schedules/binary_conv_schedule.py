@@ -37,7 +37,7 @@ from .binary_conv_compute import (
     SIGN_BITS_BLOCK,
 )
 from .cpu_rule import CPURule
-from .stages import MIN_PARALLEL_CHUNKS, categorical, find_block
+from .stages import MIN_PARALLEL_CHUNKS, categorical, fewest_parts, find_block
 from .transpose_intrin import TILE_ROWS, transpose_intrin
 
 
@@ -194,7 +194,7 @@ def _rows_or_pixels(sch, batch, row, col, byte):
     rows, cols = int(sch.get(batch).extent) * int(sch.get(row).extent), int(sch.get(col).extent)
     if rows >= MIN_PARALLEL_CHUNKS:
         return sch.fuse(batch, row)
-    parts = next((d for d in range(2, cols + 1) if cols % d == 0 and rows * d >= MIN_PARALLEL_CHUNKS), cols)
+    parts = fewest_parts(cols, rows)
     col_range, col_rest = sch.split(col, [parts, None])
     if rows * parts >= MIN_PARALLEL_CHUNKS or int(sch.get(byte).extent) % 2:
         return sch.fuse(batch, row, col_range)
@@ -262,7 +262,7 @@ def _schedule_float_out(sch, out, tile_channels: int | None = None, reg_n: int |
         groups = 1
         if tile_channels and tile_channels % block == 0 and blocks % (tile_channels // block) == 0:
             most = blocks // (tile_channels // block)
-            groups = next((g for g in range(1, most + 1) if most % g == 0 and rows * g >= MIN_PARALLEL_CHUNKS), most)
+            groups = fewest_parts(most, rows)
         width = int(sch.get(col).extent)
         if rows * groups < MIN_PARALLEL_CHUNKS and reg_n and width > reg_n:
             group, chunk = sch.split(chunk, [groups, None])

@@ -8,7 +8,8 @@ innermost loop where it is contiguous. Nothing here is tuned; MetaSchedule can r
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import tvm
 from tvm.tirx.analysis import undefined_vars
 
@@ -118,7 +119,7 @@ def _halve_for_chunks(sch, parallel: list, vector):
     extents = [sch.get(loop).extent for loop in (*parallel, vector)]
     if not parallel or not all(isinstance(e, tvm.tirx.IntImm) for e in extents):
         return None, vector
-    chunks, lanes = int(np.prod([int(e) for e in extents[:-1]])), int(extents[-1])
+    chunks, lanes = math.prod(int(e) for e in extents[:-1]), int(extents[-1])
     if chunks >= MIN_PARALLEL_CHUNKS or lanes < MIN_SPLIT_VECTOR or lanes % 2:
         return None, vector
     half, vector = sch.split(vector, [2, None])

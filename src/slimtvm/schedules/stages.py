@@ -24,6 +24,12 @@ class KernelStages:
 MIN_PARALLEL_CHUNKS = 64
 
 
+def fewest_parts(extent: int, chunks: int) -> int:
+    """The fewest equal parts of a loop of ``extent`` (a divisor of it) that, with the ``chunks``
+    the other parallel loops offer, make :data:`MIN_PARALLEL_CHUNKS`; ``extent`` when none does."""
+    return next((d for d in range(1, extent + 1) if extent % d == 0 and chunks * d >= MIN_PARALLEL_CHUNKS), extent)
+
+
 def find_block(sch: s_tir.Schedule, name: str):
     """The block called ``name``, or None when the PrimFunc has none."""
     try:

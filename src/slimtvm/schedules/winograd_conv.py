@@ -45,7 +45,7 @@ import numpy as np
 from tvm import s_tir, te, tirx, topi
 
 from .cpu_rule import CPURule
-from .stages import MIN_PARALLEL_CHUNKS, categorical
+from .stages import MIN_PARALLEL_CHUNKS, categorical, fewest_parts
 
 WINDOW_BLOCK = "winograd_window"  # the (m + 2)² input window of each tile, padding applied
 INPUT_ROWS_BLOCK = "winograd_input_rows"  # Bᵀ d
@@ -259,11 +259,10 @@ def band_columns(bands: int, cols: int) -> int:
     still leave :data:`MIN_PARALLEL_CHUNKS` tasks over the ``bands`` (images × tile rows); where
     none does, the fewest that divide and are at least 2 (a lone tile leaves the product too few
     accumulators), ``cols`` itself when it is prime."""
-    divisors = [d for d in range(1, cols + 1) if cols % d == 0]
-    enough = [d for d in divisors if bands * (cols // d) >= MIN_PARALLEL_CHUNKS]
-    if enough:
-        return max(enough)
-    return min([d for d in divisors if d >= 2] or [cols])
+    parts = fewest_parts(cols, bands)
+    if bands * parts >= MIN_PARALLEL_CHUNKS:
+        return cols // parts
+    return min([d for d in range(2, cols + 1) if cols % d == 0] or [cols])
 
 
 def tile_group(groups: int, tiles: int, largest: int) -> int:
