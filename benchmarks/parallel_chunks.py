@@ -23,10 +23,12 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 
 
-def parallel_extents(model, preset: str, input_shapes=None, with_output_shapes: bool = False) -> dict:
+def parallel_extents(model, preset: str, input_shapes=None, with_output_shapes: bool = False, with_loop_names: bool = False) -> dict:
     """{kernel name: [extent of each parallel loop]} for ``model`` scheduled for ``preset``
     (-1 for a loop whose extent is not a constant); with ``with_output_shapes`` the values are
-    (extents, shape of the kernel's last parameter: its output)."""
+    (extents, shape of the kernel's last parameter: its output); with ``with_loop_names`` each
+    extent is (the loop variable's name, extent): a fused loop's name lists the loops it fused,
+    outermost first (``ax0_ax2_0_ax1_0_fused``: batch, pixel chunks, channel groups)."""
     import tvm
     import tvm_ffi
     from tvm import tirx
@@ -51,7 +53,8 @@ def parallel_extents(model, preset: str, input_shapes=None, with_output_shapes: 
 
         def visit(node, loops=loops):
             if isinstance(node, For) and node.kind == ForKind.PARALLEL:
-                loops.append(int(node.extent.value) if hasattr(node.extent, "value") else -1)
+                extent = int(node.extent.value) if hasattr(node.extent, "value") else -1
+                loops.append((node.loop_var.name, extent) if with_loop_names else extent)
 
         tvm_ffi.structural_walk(func.body, visit)
         shape = [int(d) for d in func.params[-1].shape] if func.params else []  # the output buffer

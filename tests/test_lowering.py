@@ -496,3 +496,51 @@ def test_every_kernel_offers_enough_parallel_chunks_for_many_cores(name):
     assert not short, f"kernels with fewer than 64 parallel chunks: {short}"
     families = {family for family in ("conv2d_NCHWc", "winograd", "depthwise", "matmul", "mean", "pool") if any(family in kernel for kernel in kernels)}
     assert families >= {"conv2d_NCHWc", "matmul", "mean"} and len(kernels) >= 20
+
+
+def test_small_images_split_among_threads_by_image_regions_where_weights_are_small(tmp_path):
+    """At 14×14 an inverted residual block (1×1 expansion, depthwise, 1×1 projection: weights
+    smaller than activations) runs its parallel loops image regions outermost, so that each core
+    reads back the pixels it wrote; at 7×7 with 1280 channels (weights larger than activations)
+    channel groups stay outermost, each thread reading a share of the weights
+    (``stages.spatial_partition``). The loop order is read from the scheduled kernels for the
+    AVX-512 target (a fused loop is named after its loops, outermost first); the model matches
+    onnxruntime on every x86 kernel variant the host runs."""
+    from conftest import x86_kernel_presets
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from parallel_chunks import parallel_extents
+
+    import slimtvm
+
+    g = GraphBuilder(seed=25)
+    x = g.input([1, 64, 14, 14])
+    y = g.relu(g.conv(x, 64, 384, kernel=1))
+    y = g.relu(g.conv(y, 384, 384, kernel=3, pads=(1, 1, 1, 1), groups=384))
+    y = g.node("Add", [g.conv(y, 384, 64, kernel=1), x])
+    y = g.relu(g.conv(y, 64, 1280, kernel=1, stride=2))
+    y = g.relu(g.conv(y, 1280, 1280, kernel=3, pads=(1, 1, 1, 1), groups=1280))
+    model = g.model(g.conv(y, 1280, 64, kernel=1))
+
+    kernels = parallel_extents(model, "x86-64-avx512", with_output_shapes=True, with_loop_names=True)
+    outermost = {}
+    for kernel, (loops, shape) in kernels.items():
+        if "conv2d" not in kernel:
+            continue  # the layout transforms at the model's ends
+        (name, _), *_ = loops
+        parts = name.split("_")
+        pixels = next(i for i, part in enumerate(parts) if part in ("ax2", "y"))
+        channels = next(i for i, part in enumerate(parts) if part in ("ax1", "c"))
+        outermost[(shape[1] * shape[-1], shape[2])] = "regions" if pixels < channels else "channels"
+    assert outermost == {
+        (384, 14): "regions",  # expansion (98 KB of weights) and depthwise
+        (64, 14): "regions",  # projection
+        (1280, 7): "channels",  # 64 → 1280 (328 KB of weights) and the depthwise after it
+        (64, 7): "channels",  # 1280 → 64
+    }, outermost
+
+    inputs = {"x": digits_like_input((1, 64, 14, 14), seed=26)}
+    expected = onnxruntime_outputs(model, inputs)
+    for preset in x86_kernel_presets():
+        artifact = slimtvm.compile(model, str(tmp_path / f"{preset}.so"), target=preset)
+        assert_outputs_match(artifact.load().run(inputs), expected)

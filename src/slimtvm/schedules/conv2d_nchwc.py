@@ -42,6 +42,7 @@ model against 0.86 ms with warm weights; with it 0.99).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -49,7 +50,7 @@ from tvm import s_tir, te, topi
 
 from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import MIN_PARALLEL_CHUNKS, schedule_padding, split_stages, zero_padded
+from .stages import MIN_PARALLEL_CHUNKS, schedule_padding, spatial_partition, split_stages, zero_padded
 
 CONV_BLOCK = "conv2d_NCHWc"
 PREFETCH_ANNOTATION = "slimtvm.prefetch_next_weights"  # read by lowering/weight_prefetch.py
@@ -342,7 +343,10 @@ def schedule_conv2d_nchwc(
     """
     stages = split_stages(sch, CONV_BLOCK)
     conv, out = stages.main, stages.out
-    _, oc_chunks, _, out_w, oc_bn, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(conv))
+    batch, oc_chunks, out_h, out_w, oc_bn, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(conv))
+    input_bytes = 4 * math.prod(int(extent) for extent in sch.get(conv).reads[0].source.shape)
+    weight_bytes = 4 * oc_chunks * oc_bn * in_channels * kernel_h * kernel_w
+    regions = spatial_partition(out_h * out_w, weight_bytes, input_bytes + 4 * batch * oc_chunks * oc_bn * out_h * out_w)
     sch.transform_block_layout(conv, lambda n, oc, oh, ow, ob, ic, kh, kw: (n, oc, oh * out_w + ow, ob, ic, kh, kw))
 
     pixels = rows * out_w
@@ -355,15 +359,16 @@ def schedule_conv2d_nchwc(
         if channels_outside or prefetch or pixels % px:
             raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, no prefetch, channels inside)")
     if not channels_outside and not prefetch and pixels % px == 0:
-        _epilogue_per_tile(sch, conv, out, oc_tile, px, pixels, ic_bn)
+        _epilogue_per_tile(sch, conv, out, oc_tile, px, pixels, ic_bn, regions)
         schedule_padding(sch, stages.pads)
         return
 
     n, oc_chunk, oh, ow, oc_block = sch.get_loops(out)
     oc_outer, oc_inner = sch.split(oc_chunk, [None, oc_tile])
     oh_outer, oh_inner = sch.split(oh, [None, rows])
-    sch.reorder(n, oc_outer, oh_outer, oc_inner, oh_inner, ow, oc_block)
-    chunk = sch.fuse(n, oc_outer, oh_outer)
+    outer = (n, oh_outer, oc_outer) if regions else (n, oc_outer, oh_outer)
+    sch.reorder(*outer, oc_inner, oh_inner, ow, oc_block)
+    chunk = sch.fuse(*outer)
     sch.parallel(chunk)
     sch.vectorize(oc_block)
     sch.compute_at(conv, chunk, preserve_unit_loops=True)
@@ -379,11 +384,12 @@ def schedule_conv2d_nchwc(
     schedule_padding(sch, stages.pads)
 
 
-def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int, ic_bn: int) -> None:
+def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int, ic_bn: int, regions: bool = False) -> None:
     """The chunk loop over whole register tiles (``px`` must divide the ``chunk_pixels``), the conv
     computed per tile and the epilogue run on that tile at once: LLVM keeps the accumulators in
     registers from the reduction through the epilogue, where per-chunk accumulators were stored,
-    zeroed in memory first, and read back (see the module docstring)."""
+    zeroed in memory first, and read back (see the module docstring). ``regions``: pixel chunks
+    outside the channel groups in the parallel loop (:func:`~.stages.spatial_partition`)."""
     # Both the conv's result and the epilogue run over flattened pixels, so that a tile which
     # wraps from one row to the next reads exactly its pixels back (a bounding box of whole rows
     # otherwise).
@@ -393,8 +399,9 @@ def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int,
     n, oc_chunk, pixel, oc_block = sch.get_loops(out)
     oc_outer, oc_inner = sch.split(oc_chunk, [None, oc_tile])
     pixel_chunk, tile, tile_pixel = sch.split(pixel, [None, chunk_pixels // px, px])
-    sch.reorder(n, oc_outer, pixel_chunk, tile, oc_inner, tile_pixel, oc_block)
-    chunk = sch.fuse(n, oc_outer, pixel_chunk)
+    outer = (n, pixel_chunk, oc_outer) if regions else (n, oc_outer, pixel_chunk)
+    sch.reorder(*outer, tile, oc_inner, tile_pixel, oc_block)
+    chunk = sch.fuse(*outer)
     sch.parallel(chunk)
     sch.unroll(oc_inner)
     sch.unroll(tile_pixel)
