@@ -46,10 +46,13 @@ def spatial_partition(out_pixels: int, weight_bytes: int, activation_bytes: int)
     activations. MobileNetV2 on Zen 4 (``benchmarks/profile_kernels.py --threads 1,2``, in turns):
     its 384 → 64 projections at 14×14 ran ×1.60–1.68 faster at 2 threads than at 1 with channel
     groups outermost, ×1.9 with regions (the same kernel alone, its input written by one core:
-    ×1.87); the whole model at 2 threads 3% faster, at 1 thread within noise. Larger images keep
-    channel groups outermost: MobileNetV2's depthwise convs at 112×112 and 56×56 ran about twice
-    as slow at 1 thread with rows outermost (each row of work then touches every channel plane,
-    800 KB apart)."""
+    ×1.87); the whole model (``benchmarks/compare_builds.py``, 60 runs in turns) 4.69 → 4.49 ms
+    at 2 threads and 7.74 → 7.42 at 1; Bi-Real Net 18's float convs 3.52 → 3.36 ms at 2 threads;
+    ResNet-18 within noise (11.55 / 11.29 and 21.36 / 20.74 ms). Larger images keep channel groups
+    outermost: MobileNetV2's depthwise convs at 112×112 and 56×56 ran about twice as slow at 1
+    thread with rows outermost (each row of work then touches every channel plane, 800 KB apart).
+    Not a tuning decision: MetaSchedule times a kernel alone, where its input is in one core's
+    caches whichever way the loop runs."""
     return out_pixels <= SPATIAL_PARTITION_MAX_PIXELS and weight_bytes <= activation_bytes
 
 
