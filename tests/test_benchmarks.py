@@ -159,3 +159,17 @@ def test_scaling_benchmark_smoke(tmp_path):
                 assert f"| {label} | {batch} | {threads} |" in out, out
     assert "claim: digits_bnn vs digits_cnn, batch 2, 2 thread(s): slimtvm binary " in out
     assert plot.stat().st_size > 10_000
+
+
+def test_classifier_scaling_benchmark_smoke():
+    """One small classifier, cold and warm, both engines at 1 and 2 threads (the script exits
+    non-zero when slimtvm's output differs from onnxruntime's)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "classifier_scaling.py"), "--shapes", "64x100", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"\| 64 → 100 \| 0\.0 MB \| cold \|( [0-9.]+ \|){6}", proc.stdout), proc.stdout
+    assert "| 64 → 100 | 0.0 MB | warm |" in proc.stdout, proc.stdout
