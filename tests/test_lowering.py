@@ -501,11 +501,12 @@ def test_every_kernel_offers_enough_parallel_chunks_for_many_cores(name):
 def test_small_images_split_among_threads_by_image_regions_where_weights_are_small(tmp_path):
     """At 14×14 an inverted residual block (1×1 expansion, depthwise, 1×1 projection: weights
     smaller than activations) runs its parallel loops image regions outermost, so that each core
-    reads back the pixels it wrote; at 7×7 with 1280 channels (weights larger than activations)
-    channel groups stay outermost, each thread reading a share of the weights
-    (``stages.spatial_partition``). The loop order is read from the scheduled kernels for the
-    AVX-512 target (a fused loop is named after its loops, outermost first); the model matches
-    onnxruntime on every x86 kernel variant the host runs."""
+    reads back the pixels it wrote, and so do the strided 3×3 conv before it and that conv's
+    padding stage; at 7×7 with 1280 channels (weights larger than activations) channel groups
+    stay outermost, each thread reading a share of the weights (``stages.spatial_partition``).
+    The loop order is read from the scheduled kernels for the AVX-512 target (a fused loop is
+    named after its loops, outermost first); the model matches onnxruntime on every x86 kernel
+    variant the host runs."""
     from conftest import x86_kernel_presets
 
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
@@ -514,7 +515,8 @@ def test_small_images_split_among_threads_by_image_regions_where_weights_are_sma
     import slimtvm
 
     g = GraphBuilder(seed=25)
-    x = g.input([1, 64, 14, 14])
+    image = g.input([1, 32, 28, 28])
+    x = g.relu(g.conv(image, 32, 64, kernel=3, stride=2, pads=(1, 1, 1, 1)))
     y = g.relu(g.conv(x, 64, 384, kernel=1))
     y = g.relu(g.conv(y, 384, 384, kernel=3, pads=(1, 1, 1, 1), groups=384))
     y = g.node("Add", [g.conv(y, 384, 64, kernel=1), x])
@@ -523,23 +525,26 @@ def test_small_images_split_among_threads_by_image_regions_where_weights_are_sma
     model = g.model(g.conv(y, 1280, 64, kernel=1))
 
     kernels = parallel_extents(model, "x86-64-avx512", with_output_shapes=True, with_loop_names=True)
-    outermost = {}
+    outermost, loops_per_kernel = {}, {}
     for kernel, (loops, shape) in kernels.items():
         if "conv2d" not in kernel:
             continue  # the layout transforms at the model's ends
-        (name, _), *_ = loops
-        parts = name.split("_")
-        pixels = next(i for i, part in enumerate(parts) if part in ("ax2", "y"))
-        channels = next(i for i, part in enumerate(parts) if part in ("ax1", "c"))
-        outermost[(shape[1] * shape[-1], shape[2])] = "regions" if pixels < channels else "channels"
+        key = (shape[1] * shape[-1], shape[2])
+        loops_per_kernel.setdefault(key, set()).add(len(loops))
+        for name, _ in loops:  # the padding stage's loop too, where there is one
+            parts = name.split("_")
+            pixels = next(i for i, part in enumerate(parts) if part in ("ax2", "y", "i2"))
+            channels = next(i for i, part in enumerate(parts) if part in ("ax1", "c", "i1"))
+            outermost.setdefault(key, set()).add("regions" if pixels < channels else "channels")
     assert outermost == {
-        (384, 14): "regions",  # expansion (98 KB of weights) and depthwise
-        (64, 14): "regions",  # projection
-        (1280, 7): "channels",  # 64 → 1280 (328 KB of weights) and the depthwise after it
-        (64, 7): "channels",  # 1280 → 64
+        (64, 14): {"regions"},  # the strided conv (74 KB of weights) and its padding; the projection
+        (384, 14): {"regions"},  # expansion (98 KB of weights) and depthwise
+        (1280, 7): {"channels"},  # 64 → 1280 (328 KB of weights) and the depthwise after it
+        (64, 7): {"channels"},  # 1280 → 64
     }, outermost
+    assert loops_per_kernel[(64, 14)] == {1, 2}, loops_per_kernel  # the strided conv pads in a stage of its own
 
-    inputs = {"x": digits_like_input((1, 64, 14, 14), seed=26)}
+    inputs = {"x": digits_like_input((1, 32, 28, 28), seed=26)}
     expected = onnxruntime_outputs(model, inputs)
     for preset in x86_kernel_presets():
         artifact = slimtvm.compile(model, str(tmp_path / f"{preset}.so"), target=preset)

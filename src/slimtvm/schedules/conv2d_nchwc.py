@@ -360,7 +360,7 @@ def schedule_conv2d_nchwc(
             raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, no prefetch, channels inside)")
     if not channels_outside and not prefetch and pixels % px == 0:
         _epilogue_per_tile(sch, conv, out, oc_tile, px, pixels, ic_bn, regions)
-        schedule_padding(sch, stages.pads)
+        schedule_padding(sch, stages.pads, regions)
         return
 
     n, oc_chunk, oh, ow, oc_block = sch.get_loops(out)
@@ -381,7 +381,7 @@ def schedule_conv2d_nchwc(
     parts = sch.loop_partition(pixel, [pixels // px * px]) if pixels % px and pixels > px else [pixel]
     for part in parts:
         _tile_and_reduce(sch, sch.get_child_blocks(part)[0], ic_bn, px, channels_outside, prefetch_step)
-    schedule_padding(sch, stages.pads)
+    schedule_padding(sch, stages.pads, regions)
 
 
 def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int, ic_bn: int, regions: bool = False) -> None:

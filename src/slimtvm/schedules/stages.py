@@ -84,10 +84,15 @@ def split_stages(sch: s_tir.Schedule, main_name: str) -> KernelStages:
     return KernelStages(main, pads, out)
 
 
-def schedule_padding(sch: s_tir.Schedule, pads: list) -> None:
-    """Padding runs as its own stage: parallel over its outer loops, innermost loop vectorized."""
+def schedule_padding(sch: s_tir.Schedule, pads: list, regions: bool = False) -> None:
+    """Padding runs as its own stage: parallel over its outer loops (batch, channels, rows; with
+    ``regions``, rows outside the channels, as the conv that reads it: :func:`spatial_partition`),
+    innermost loop vectorized."""
     for pad in pads:
         loops = sch.get_loops(pad)
+        if regions and len(loops) >= 3:
+            sch.reorder(loops[0], loops[2], loops[1])
+            loops = sch.get_loops(pad)
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
 
