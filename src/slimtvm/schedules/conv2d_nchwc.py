@@ -15,7 +15,9 @@ kernel columns, each step broadcasting one input value against a vector of weigh
 tile is a loop partition of its own, so the full tiles carry no bounds check.
 
 Work is parallel over (batch, groups of ``oc_tile`` channel blocks, chunks of ``rows`` output
-rows; at least ``MIN_PARALLEL_CHUNKS`` chunks where one-row chunks allow it). Where the chunk is
+rows; at least ``MIN_PARALLEL_CHUNKS`` chunks where one-row chunks allow it; the row chunks
+outside the channel groups on small images with small weights, :func:`~.stages.spatial_partition`,
+so that each core reads back the pixels it wrote). Where the chunk is
 a whole number of tiles, the fused epilogue (bias, ReLU, residual add, …) runs on each tile as
 soon as its reduction ends, from the registers; otherwise (a tail tile, ``channels_outside``,
 weight prefetch) the chunk's accumulators are stored to a small buffer and the epilogue reads
