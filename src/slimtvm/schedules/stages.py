@@ -44,7 +44,7 @@ def spatial_partition(out_pixels: int, weight_bytes: int, activation_bytes: int)
     Regions outermost where the output has at most :data:`SPATIAL_PARTITION_MAX_PIXELS` pixels and
     the weights (which every thread then reads whole) are no more than the input and output
     activations. MobileNetV2 on Zen 4 (``benchmarks/profile_kernels.py --threads 1,2``, in turns):
-    its 384 → 64 projections at 14×14 ran ×1.60–1.68 faster at 2 threads than at 1 with channel
+    its 384 → 64 projections at 14×14 ran ×1.59–1.73 faster at 2 threads than at 1 with channel
     groups outermost, ×1.9 with regions (the same kernel alone, its input written by one core:
     ×1.87); the whole model (``benchmarks/compare_builds.py``, 60 runs in turns) 4.69 → 4.49 ms
     at 2 threads and 7.74 → 7.42 at 1; Bi-Real Net 18's float convs 3.52 → 3.36 ms at 2 threads;
