@@ -179,18 +179,66 @@ def test_a_conv_whose_dense_kernel_is_winograd_4x4_runs_sparse_only_from_80_perc
 
 
 @pytest.mark.parametrize(
-    "shape,nonzeros,expected",
-    [((192, 32), 1, "sparse_conv2d"), ((192, 32), 3, "dense"), ((32, 192), 5, "dense")],  # 97%, 91% zeros; a projection
+    "shape,nonzeros,stride,expected",
+    [
+        ((192, 32), 1, 1, "sparse_conv2d"),  # 97% zeros
+        ((192, 32), 3, 1, "dense"),  # 91%
+        ((32, 192), 5, 1, "dense"),  # a projection
+        ((128, 64), 6, 2, "sparse_conv2d"),  # a strided expansion (ResNet's shortcut) at 91%
+        ((128, 64), 8, 2, "dense"),  # 88%
+    ],
 )
-def test_auto_runs_only_very_sparse_1x1_expansions_sparse(tmp_path, shape, nonzeros, expected):
+def test_the_table_runs_only_very_sparse_1x1_expansions_sparse(tmp_path, shape, nonzeros, stride, expected):
+    """The table's rule (what a target that cannot be timed here gets; on the host these convs,
+    near the 95% threshold, are timed: test_convs_near_a_threshold_are_timed...)."""
+    from slimtvm.compiler.layer_table import recorded_decisions
+    from slimtvm.frontend.onnx_import import import_onnx
+    from slimtvm.targets.presets import resolve_target
+
     rng = np.random.default_rng(4)
     weight = np.zeros((*shape, 1, 1))
     for row in weight:
         row[rng.choice(shape[1], nonzeros, replace=False)] = rng.standard_normal((nonzeros, 1, 1))
-    model, inputs = _one_conv(weight, size=14, pads=(0, 0, 0, 0))
-    artifact = slimtvm.compile(model, str(tmp_path / "c.so"))
-    assert _passes(artifact)["sparse_layers"]["layers"][0]["kernel"] == expected
+    model, inputs = _one_conv(weight, stride=stride, size=14, pads=(0, 0, 0, 0))
+    reports, _ = recorded_decisions(import_onnx(model), resolve_target("host").tvm_target())
+    layer = reports["sparse_layers"]["layers"][0]
+    assert layer["kernel"] == expected and "dense_kernel_ms" not in layer, layer
+    artifact = slimtvm.compile(model, str(tmp_path / "c.so"), sparse="always" if expected == "sparse_conv2d" else "never")
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs(tmp_path, capsys):
+    """78% zeros where the table asks for 80% (a 3×3 conv at 20×20, whose dense kernel is
+    Winograd F(4×4)): on a target this machine runs, ``auto`` times both kernels and keeps the
+    sparse one only where it was at least 1.05× faster; the times are in the report, the layer's
+    plan (what ``inspect`` shows) and the compile summary, and the outputs match onnxruntime
+    whichever won. A cross target (the AVX-512 preset is not timed even on an AVX-512 host) and
+    ``--sparse always`` are not timed."""
+    from slimtvm.cli import main
+    from slimtvm.compiler.layer_timing import kernel_timer
+    from slimtvm.lowering.sparse_layers import MEASURED_SPEEDUP
+
+    rng = np.random.default_rng(21)
+    weight = rng.standard_normal((64, 64, 3, 3))
+    weight[rng.random(weight.shape) < 0.78] = 0
+    model, inputs = _one_conv(weight, size=20)
+    path = str(tmp_path / "near.onnx")
+    onnx.save(model, path)
+    assert main(["compile", path, "-o", str(tmp_path / "near.so")]) == 0
+    assert "(1 near a threshold timed both ways on this CPU)" in capsys.readouterr().out
+    artifact = slimtvm.load(str(tmp_path / "near.so"))
+    report = _passes(artifact)["sparse_layers"]
+    layer = report["layers"][0]
+    assert report["timed_convs"] == 1 and layer["dense_kernel_ms"] > 0 and layer["sparse_kernel_ms"] > 0, layer
+    faster = layer["sparse_kernel_ms"] * MEASURED_SPEEDUP <= layer["dense_kernel_ms"]
+    assert layer["kernel"] == ("sparse_conv2d" if faster else "dense"), layer
+    plan = artifact.manifest["layers"][0]["plan"]
+    assert f"timed: sparse {layer['sparse_kernel_ms']:.3f} ms, dense {layer['dense_kernel_ms']:.3f} ms" in plan, plan
+    assert_outputs_match(artifact.run(inputs), onnxruntime_outputs(model, inputs))
+    for target, sparse in (("x86-64-avx512", "auto"), ("host", "always")):
+        other = slimtvm.compile(model, str(tmp_path / "other.so"), target=target, sparse=sparse)
+        assert _passes(other)["sparse_layers"]["timed_convs"] == 0
+    assert kernel_timer("aarch64") is None and kernel_timer("x86-64-avx512") is None
 
 
 def test_compile_prints_the_sparsity_summary(tmp_path, capsys):

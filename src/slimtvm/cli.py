@@ -272,6 +272,8 @@ def _describe_pass(entry: dict) -> str:
     if entry["name"] == "sparse_layers":
         dense = Counter(layer["why"] for layer in entry["layers"] if layer["kernel"] == "dense")
         text = f"sparse_layers: {entry['sparse_convs']} convs run the sparse kernel"
+        if entry.get("timed_convs"):
+            text += f" ({entry['timed_convs']} near a threshold timed both ways on this CPU)"
         if entry.get("all_zero_convs"):
             text += f", {entry['all_zero_convs']} have no nonzero weight (zeros, no kernel)"
         if dense:
@@ -346,7 +348,7 @@ def _cmd_inspect(args) -> int:
 
         spec = resolve_target(args.target)
         print(f"target: {spec.name} ({spec.arch})")
-        reports, decisions = recorded_decisions(import_onnx(args.model, shapes), spec.tvm_target())
+        reports, decisions = recorded_decisions(import_onnx(args.model, shapes), spec.tvm_target(), args.target)
     print(format_table(layer_rows(static, decisions), static))
     for name, stats in reports.items():
         print(_describe_pass({"name": name, **stats}))

@@ -20,6 +20,7 @@ from ..errors import InternalError, SlimError, first_line
 from ..frontend.onnx_import import import_onnx
 from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
 from ..targets.presets import TargetSpec, resolve_target
+from .layer_timing import discard_timer, kernel_timer
 from .pipeline import pipeline_for
 
 
@@ -66,7 +67,8 @@ def compile_model(
     where to write the rewritten float model of the lossy step
     (onnxruntime runs it, and the artifact matches it), written only when the compile succeeds. ``sparse`` (see
     :data:`slimtvm.lowering.sparse_layers.SPARSE_MODES`): which convs with zero weights run the
-    sparse kernel — ``auto`` (where it pays), ``always`` (every one the kernel takes) or ``never``.
+    sparse kernel — ``auto`` (where it pays: a measured table, and convs near its thresholds
+    timed both ways when the target runs here), ``always`` (every one the kernel takes) or ``never``.
 
     Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
     database, a missing cross compiler, an output path
@@ -110,8 +112,12 @@ def compile_model(
 
         database = open_database(os.fspath(db), spec, create=False)
     tvm_target = spec.tvm_target()
-    pipeline = pipeline_for(tvm_target, sparse=sparse)
-    executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, pipeline, database)
+    timer = kernel_timer(target) if sparse == "auto" else None
+    try:
+        pipeline = pipeline_for(tvm_target, sparse=sparse, timer=timer)
+        executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, pipeline, database)
+    finally:
+        discard_timer(timer)
     manifest = {
         "format": MANIFEST_FORMAT,
         "slimtvm_version": __version__,

@@ -184,17 +184,24 @@ def decisions_from_manifest(manifest: dict) -> LayerDecisions:
     )
 
 
-def recorded_decisions(frontend_result, tvm_target) -> tuple:
+def recorded_decisions(frontend_result, tvm_target, target_name=None) -> tuple:
     """Run slimtvm's graph passes and lowering to kernels (no code generation) for
-    ``tvm_target`` on an imported model; (their reports, :class:`LayerDecisions`)."""
+    ``tvm_target`` on an imported model; (their reports, :class:`LayerDecisions`). With
+    ``target_name`` (a preset) that runs on this machine, convs near the sparse choice's
+    thresholds are timed as ``compile`` times them."""
     import tvm
 
     from ..lowering.layer_records import records_of
+    from .layer_timing import discard_timer, kernel_timer
     from .pipeline import pipeline_for
 
-    pipeline = pipeline_for(tvm_target)
-    with tvm_target:
-        tvm.transform.Sequential(pipeline.to_kernels())(frontend_result.mod)
+    timer = kernel_timer(target_name) if target_name is not None else None
+    try:
+        pipeline = pipeline_for(tvm_target, timer=timer)
+        with tvm_target:
+            tvm.transform.Sequential(pipeline.to_kernels())(frontend_result.mod)
+    finally:
+        discard_timer(timer)
     reports = pipeline.reports()
     records = pipeline.layer_records
     decisions = LayerDecisions(

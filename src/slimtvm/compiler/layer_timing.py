@@ -6,16 +6,24 @@ device tensors (no numpy copies), the two taking turns in blocks after warm-up; 
 are compared. Candidates with the same structure (ops, attributes, weight shapes, input shape)
 are timed once: a dense kernel's speed does not depend on its weights' values.
 
+:func:`kernel_timer` times one model built in several ways (``sparse="always"`` against
+``"never"``, say) and counts the kernels alone: every call the VM makes but its own builtins and
+relayouts (``layout_transform``) — a one-layer model's relayouts in and out of the blocked layout
+cost a dense conv up to a third of its time, and a whole model has them at the edges only.
+
 Only a target this machine executes can be timed: the host preset, and the portable ``x86-64``
-(AVX2) build on an x86-64 host. For another target :func:`layer_timer` returns None and the
-caller decides without a measurement.
+(AVX2) build on an x86-64 host. For another target both timers are None and the caller decides
+without a measurement.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import statistics
 import tempfile
+import time
 
 import onnx
 
@@ -23,6 +31,8 @@ from ..targets.presets import host_arch, resolve_target
 
 TIMED_RUNS = 30
 TIMING_BLOCK = 5
+KERNEL_ROUNDS = 15  # instrumented runs of each build, taking turns
+RELAYOUT_KERNEL = "layout_transform"  # in the name of a relayout kernel (TVM's te_layout_transform*)
 
 
 def _structure(model: onnx.ModelProto) -> tuple:
@@ -75,3 +85,87 @@ def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads:
         return tuple(times)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def kernel_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
+    """A function ``(model, builds) → [kernel ms per build]`` for ``target`` (see module doc), or
+    None when ``target`` cannot run here. ``builds``: one ``(compile options, weights matter)``
+    pair per way to build ``model`` (``({"sparse": "never"}, False)``); a build whose speed does
+    not depend on the weights' values is compiled once per model structure, the others once per
+    weights. The builds take turns, ``rounds`` instrumented runs each after two warm-up runs, at
+    ``threads`` threads; each gets the median over its runs of the summed time of its kernels."""
+    if not runs_here(target):
+        return None
+    built: dict = {}
+    folder = tempfile.mkdtemp(prefix="slimtvm-kernel-timing-")
+
+    def time_builds(model: onnx.ModelProto, builds: list) -> list:
+        runners = []
+        for options, weights_matter in builds:
+            key = (_structure(model), tuple(sorted(options.items())), _weights_digest(model) if weights_matter else None)
+            if key not in built:
+                built[key] = _instrumented_build(model, os.path.join(folder, f"build{len(built)}.so"), target, options)
+            runners.append(built[key])
+        return _kernel_medians(runners, threads, rounds)
+
+    time_builds.folder = folder  # removed by the caller when done (:func:`discard_timer`)
+    return time_builds
+
+
+def discard_timer(timer) -> None:
+    """Delete the libraries a :func:`kernel_timer` built (nothing for None)."""
+    if timer is not None:
+        shutil.rmtree(timer.folder, ignore_errors=True)
+
+
+def _weights_digest(model: onnx.ModelProto) -> str:
+    digest = hashlib.sha1()
+    for init in model.graph.initializer:
+        digest.update(init.SerializeToString())
+    return digest.hexdigest()
+
+
+def _instrumented_build(model: onnx.ModelProto, path: str, target, options: dict):
+    """``run() → kernel seconds`` of one run of ``model`` compiled with ``options``."""
+    import tvm
+    from tvm import relax
+
+    from .build import compile_model
+
+    artifact = compile_model(model, path, target=target, **options)
+    machine = relax.VirtualMachine(tvm.runtime.load_module(artifact.library_path), tvm.cpu())
+    loaded = artifact.load()
+    inputs = loaded.to_device(loaded.random_inputs())
+    spans, started = [], {}
+
+    def instrument(_func, name, before, _ret, *_args):
+        if before:
+            started[name] = time.perf_counter()
+        elif not name.startswith("vm.") and RELAYOUT_KERNEL not in name:
+            spans.append(time.perf_counter() - started[name])
+        return 0
+
+    machine.set_instrument(instrument)
+
+    def run() -> float:
+        spans.clear()
+        machine["main"](*inputs)
+        return sum(spans)
+
+    return run
+
+
+def _kernel_medians(runners: list, threads: int, rounds: int) -> list:
+    from ..runtime.artifact import set_num_threads
+
+    set_num_threads(threads)
+    try:
+        for run in runners:
+            run(), run()  # warm-up: first-call work, caches
+        samples = [[] for _ in runners]
+        for _ in range(rounds):
+            for run, taken in zip(runners, samples):
+                taken.append(run())
+    finally:
+        set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
+    return [statistics.median(taken) * 1e3 for taken in samples]

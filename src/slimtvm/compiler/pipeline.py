@@ -45,12 +45,15 @@ class Pipeline:
         return self.lowering.lower_binary.records
 
 
-def pipeline_for(tvm_target, sparse: str = "auto") -> Pipeline:
+def pipeline_for(tvm_target, sparse: str = "auto", timer=None) -> Pipeline:
     """Fresh instances of every step for ``tvm_target`` (a ``tvm.target.Target``); ``sparse``:
-    which convs run the sparse kernel (:data:`~slimtvm.lowering.sparse_layers.SPARSE_MODES`)."""
+    which convs run the sparse kernel (:data:`~slimtvm.lowering.sparse_layers.SPARSE_MODES`);
+    ``timer`` (slimtvm.compiler.layer_timing.kernel_timer, for a target that runs here): times
+    the convs near the sparse choice's thresholds (without one, the table decides them)."""
     target = KernelTarget.of(tvm_target)
     winograd = WinogradLayers(target.lanes)
-    return Pipeline(GraphPasses(), LoweringPasses(target, sparse=SparseLayers(target.lanes, sparse, winograd), winograd=winograd))
+    sparse_layers = SparseLayers(target.lanes, sparse, winograd, timer)
+    return Pipeline(GraphPasses(), LoweringPasses(target, sparse=sparse_layers, winograd=winograd))
 
 
 def relax_pipeline(target=None) -> tvm.transform.Pass:

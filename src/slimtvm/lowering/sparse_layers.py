@@ -3,7 +3,9 @@
 A conv with a constant weight (groups = 1, static shapes) whose zeros make it worth it — the
 decision is :class:`SparseChoice`'s, per layer — becomes a ``call_tir`` of the direct sparse
 kernel (schedules/sparse_conv.py) with the weight as CSR constants; no dense copy stays in the
-module. Two moments: ConvertLayout asks :meth:`SparseLayers.layouts_for` (a sparse k×k conv keeps
+module. The decision comes from a table measured per kind of conv, except near its thresholds,
+where a target that runs on this machine gets both kernels timed (per-layer L1 pruning at 80%
+puts every 3×3 conv of a ResNet exactly on the F(4×4) kernel's 80% threshold). Two moments: ConvertLayout asks :meth:`SparseLayers.layouts_for` (a sparse k×k conv keeps
 plain NCHW, the kernel's own layout), then the layer lowering (lowering/binary_layers.py) asks
 :meth:`SparseLayers.lower` about every float conv2d in graph order. The kernel reads and writes
 whatever layouts the conv ended with, and is marked out-element-wise fusable: the bias,
@@ -37,12 +39,16 @@ from .layer_records import LayerRecord
 # threshold leaves a margin for the relayouts a sparse layer between blocked dense ones costs. 1×1 (MobileNetV2's shapes): 0.67–1.17×
 # at 90%; at 95–98% the expansions (out ≥ 2 × in channels: the input copy is small) 1.01–1.48×
 # (MobileNetV2's 96→576 @14 and 160→960 @7), the projections still 0.7–0.9× (their large input
-# is copied whole), so only expansions from 95% run sparse. The same table serves cross targets
+# is copied whole), so only expansions from 95% run sparse. A strided 1×1 expansion (ResNet's
+# shortcut convs) copies a quarter of its input: session 23, Zen 4, 1 thread, one-layer models
+# (relayouts included), 64→128 @56 / 128→256 @28 / 256→512 @14 at 80% zeros 1.02/1.10/1.16×, at
+# 90% 1.08/1.45/1.70×, at 95% 1.09/1.41/2.30×; so from 90%. The same table serves cross targets
 # (aarch64: not measured; emulated timings mean nothing).
 MIN_ZEROS_ALIGNED_STRIDE_1 = 0.4
 MIN_ZEROS_ALIGNED_STRIDED = 0.65
 MIN_ZEROS_NATURAL = 0.75
 MIN_ZEROS_POINTWISE_EXPANSION = 0.95
+MIN_ZEROS_POINTWISE_STRIDED = 0.9
 # Where the dense alternative is the Winograd kernel (16-lane targets, 3×3 stride 1, ≥ 49 output
 # pixels; lowering/winograd_layers.py), 1.4–2× faster than the direct one, and never below the
 # layout's own threshold (7×7 images take the natural layout). Sparse kernel against
@@ -59,17 +65,40 @@ MIN_ZEROS_AGAINST_WINOGRAD_4X4 = 0.8
 # each) ran 1.8× slower with its convs sparse.
 MIN_DENSE_MACS = 8_000_000
 SPARSE_MODES = ("auto", "always", "never")  # where the kernel pays / every conv it takes / none
+# Near a threshold the table's margin is thin and another CPU may fall on the other side: a conv
+# whose zeros lie this far below its threshold, or less far above it, is timed when the target
+# runs here (``auto``). 5 points past a k×k conv's threshold the sparse kernel measured about
+# 1.2–1.5× the dense one (10 past, F(4×4)'s 80% — where a layer pruned to 90% would straddle a
+# symmetric band — 1.8×); 10 points under it 0.8–1.0×. Every 1×1 expansion from 85% is timed.
+TIMED_BELOW, TIMED_ABOVE = 0.1, 0.05
+# A conv under this many dense multiply-adds per image is left to the table: its kernels take a
+# few µs, within the noise of an instrumented run (a 1×1 expansion of the tiny test MobileNet).
+MIN_TIMED_MACS = 2_000_000
+# A timed conv runs sparse when its kernel is this much faster than the dense one: above the
+# noise of a few instrumented runs, and a share of the relayouts a sparse k×k conv (plain NCHW)
+# costs between blocked dense neighbours, which a one-layer timing does not see.
+MEASURED_SPEEDUP = 1.05
 
 
 @dataclass(frozen=True)
 class SparseDecision:
     """Whether one conv runs the sparse kernel (``sparse``), the ``layout`` it would use, and
-    ``why`` in words."""
+    ``why`` in words; for a timed conv both kernels' times (ms, one thread, on this machine)."""
 
     sparse: bool
     layout: SparseConvLayout | None
     why: str
     all_zero: bool = False  # no nonzero weight: the output is zeros, no kernel runs
+    dense_ms: float | None = None
+    sparse_ms: float | None = None
+
+    @property
+    def timed(self) -> bool:
+        return self.dense_ms is not None
+
+    def times_text(self) -> str:
+        """``"; timed: sparse 0.374 ms, dense 0.660 ms"`` for a timed conv, else empty."""
+        return f"; timed: sparse {self.sparse_ms:.3f} ms, dense {self.dense_ms:.3f} ms" if self.timed else ""
 
 
 class SparseChoice:
@@ -79,18 +108,23 @@ class SparseChoice:
     sparse when enough of the weights of its live filters and input channels are zero (zero
     filters and zero input channels are structure — channel padding adds them — not what makes
     the sparse kernel pay); a 1×1 conv runs sparse only when it expands (at least twice as many
-    outputs as inputs) with :data:`MIN_ZEROS_POINTWISE_EXPANSION` zeros; a small conv
-    (:data:`MIN_DENSE_MACS`) stays dense.
+    outputs as inputs) with :data:`MIN_ZEROS_POINTWISE_EXPANSION` zeros (strided: :data:`MIN_ZEROS_POINTWISE_STRIDED`); a small conv
+    (:data:`MIN_DENSE_MACS`) stays dense. With a ``timer``
+    (slimtvm.compiler.layer_timing.kernel_timer: the target runs on this machine), a conv whose
+    zeros lie within the band around its threshold (:data:`TIMED_BELOW`, :data:`TIMED_ABOVE`; not tiny,
+    :data:`MIN_TIMED_MACS`) is decided by timing both kernels on a one-conv model instead: sparse
+    when its kernel is :data:`MEASURED_SPEEDUP` × faster.
     ``always`` takes every conv the kernel can run, ``never`` none; an all-zero weight becomes
     zeros unless ``never``. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
-    def __init__(self, lanes: int, mode: str = "auto", winograd=None):
+    def __init__(self, lanes: int, mode: str = "auto", winograd=None, timer=None):
         self.lanes = lanes
         self.mode = mode
         self.winograd = winograd  # WinogradLayers: whether the dense alternative is the Winograd kernel
+        self.timer = timer if mode == "auto" else None
 
-    def decide(self, call, weight: np.ndarray, geometry: ConvGeometry) -> SparseDecision:
-        """The decision for one conv2d ``call`` with OIHW ``weight``."""
+    def decide(self, call, weight: np.ndarray, geometry: ConvGeometry, batch: int = 1) -> SparseDecision:
+        """The decision for one conv2d ``call`` with OIHW ``weight`` on ``batch`` images."""
         if int(call.attrs.groups) != 1:
             return SparseDecision(False, None, "grouped conv (the sparse kernel has groups = 1)")
         if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
@@ -105,9 +139,9 @@ class SparseChoice:
         if weight.shape[2:] == (1, 1):
             if weight.shape[0] < 2 * weight.shape[1]:
                 return SparseDecision(False, layout, "1×1 conv that does not expand (the dense kernel measured faster at every sparsity)")
-            if unstructured_zeros(weight) < MIN_ZEROS_POINTWISE_EXPANSION:
-                return SparseDecision(False, layout, f"1×1 conv with fewer than {100 * MIN_ZEROS_POINTWISE_EXPANSION:.0f}% zero weights")
-            return SparseDecision(True, layout, f"1×1 expansion with at least {100 * MIN_ZEROS_POINTWISE_EXPANSION:.0f}% zero weights")
+            if geometry.stride_h > 1 or geometry.stride_w > 1:
+                return self._verdict(weight, geometry, batch, layout, MIN_ZEROS_POINTWISE_STRIDED, "strided 1×1 expansion")
+            return self._verdict(weight, geometry, batch, layout, MIN_ZEROS_POINTWISE_EXPANSION, "1×1 expansion")
         macs = weight.size * geometry.out_h * geometry.out_w
         if macs < MIN_DENSE_MACS:
             return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")
@@ -122,7 +156,19 @@ class SparseChoice:
             natural = "" if layout.align else ", natural layout"
             against = MIN_ZEROS_AGAINST_WINOGRAD_4X4 if tile == 4 else MIN_ZEROS_AGAINST_WINOGRAD
             needed, kind = max(needed, against), f"stride-1 3×3 conv whose dense kernel is Winograd's F({tile}×{tile}){natural}"
-        if unstructured_zeros(weight) < needed:
+        return self._verdict(weight, geometry, batch, layout, needed, kind)
+
+    def _verdict(self, weight, geometry, batch, layout, needed: float, kind: str) -> SparseDecision:
+        """Sparse or dense for a conv the table puts at ``needed`` zeros: timed near it (class doc)."""
+        zeros = unstructured_zeros(weight)
+        macs = weight.size * geometry.out_h * geometry.out_w
+        if self.timer is not None and needed - TIMED_BELOW <= zeros < needed + TIMED_ABOVE and macs >= MIN_TIMED_MACS:
+            model = one_conv_model(weight.astype(np.float32), geometry, batch)
+            dense_ms, sparse_ms = self.timer(model, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
+            faster = sparse_ms * MEASURED_SPEEDUP <= dense_ms
+            why = f"{'at least' if faster else 'less than'} {MEASURED_SPEEDUP:g}× faster than the dense kernel, timed here ({kind})"
+            return SparseDecision(faster, layout, why, dense_ms=dense_ms, sparse_ms=sparse_ms)
+        if zeros < needed:
             return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind})")
         return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind})")
 
@@ -137,6 +183,31 @@ def unstructured_zeros(weight: np.ndarray) -> float:
     return float(live.mean()) if live.size else 1.0
 
 
+def one_conv_model(weight: np.ndarray, geometry: ConvGeometry, batch: int):
+    """A model of one ONNX ``Conv`` (no bias) with OIHW ``weight`` (float32) and ``geometry`` on
+    a ``batch × C × H × W`` input ``x``: what the timer builds both ways."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = geometry
+    node = helper.make_node(
+        "Conv",
+        ["x", "w"],
+        ["y"],
+        kernel_shape=[g.kernel_h, g.kernel_w],
+        strides=[g.stride_h, g.stride_w],
+        dilations=[g.dilation_h, g.dilation_w],
+        pads=[g.top, g.left, g.bottom, g.right],
+    )
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, weight.shape[1], g.height, g.width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 @dataclass
 class SparseLoweringReport:
     """``layers``: per conv with zero weights, in graph order, its sparsity, kernel and why;
@@ -147,7 +218,8 @@ class SparseLoweringReport:
     all_zero_count: int = 0
 
     def to_json(self) -> dict:
-        return {"sparse_convs": self.sparse_count, "all_zero_convs": self.all_zero_count, "layers": list(self.layers)}
+        timed = sum(1 for layer in self.layers if "dense_kernel_ms" in layer)
+        return {"sparse_convs": self.sparse_count, "all_zero_convs": self.all_zero_count, "timed_convs": timed, "layers": list(self.layers)}
 
 
 class SparseLayers:
@@ -156,10 +228,10 @@ class SparseLayers:
     conv2d, in graph order, once layouts are final. Decisions are made once per conv (keyed by
     its weight and geometry). ``report`` holds them after a run (reset by :meth:`start`)."""
 
-    def __init__(self, lanes: int, mode: str = "auto", winograd=None):
+    def __init__(self, lanes: int, mode: str = "auto", winograd=None, timer=None):
         if mode not in SPARSE_MODES:
             raise ValueError(f"sparse mode {mode!r}: use one of {', '.join(SPARSE_MODES)}")
-        self.choice = SparseChoice(lanes, mode, winograd)
+        self.choice = SparseChoice(lanes, mode, winograd, timer)
         self.report = SparseLoweringReport()
         self.decisions: dict = {}  # conv fingerprint -> SparseDecision
 
@@ -203,7 +275,7 @@ class SparseLayers:
         geometry = ConvGeometry.of(height, width, *weight.shape[2:], attrs.strides, attrs.padding, attrs.dilation)
         key = (hashlib.sha1(weight.tobytes()).hexdigest(), weight.shape, geometry, batch, int(attrs.groups), str(call.args[0].ty.dtype))
         if key not in self.decisions:
-            self.decisions[key] = self.choice.decide(call, weight, geometry)
+            self.decisions[key] = self.choice.decide(call, weight, geometry, batch)
         return weight, conv_weight_sparsity(weight, batch * out_h * out_w), self.decisions[key]
 
     def lower(self, builder, call):
@@ -214,16 +286,17 @@ class SparseLayers:
         if found is None:
             return None
         weight, sparsity, decision = found
-        self.report.layers.append(
-            {
-                "shape": list(sparsity.shape),
-                "zeros": round(sparsity.zeros, 4),
-                "kernel": "none" if decision.all_zero else "sparse_conv2d" if decision.sparse else "dense",
-                "why": decision.why,
-            }
-        )
+        entry = {
+            "shape": list(sparsity.shape),
+            "zeros": round(sparsity.zeros, 4),
+            "kernel": "none" if decision.all_zero else "sparse_conv2d" if decision.sparse else "dense",
+            "why": decision.why,
+        }
+        if decision.timed:
+            entry.update(dense_kernel_ms=round(decision.dense_ms, 4), sparse_kernel_ms=round(decision.sparse_ms, 4))
+        self.report.layers.append(entry)
         if not decision.sparse:
-            return None, f"{100 * sparsity.zeros:.1f}% zeros, dense: {decision.why}"
+            return None, f"{100 * sparsity.zeros:.1f}% zeros, dense: {decision.why}{decision.times_text()}"
         out_shape = [int(v) for v in call.ty.shape]
         if decision.all_zero:  # exact for finite inputs (0 · NaN would be NaN)
             self.report.all_zero_count += 1
@@ -238,7 +311,8 @@ class SparseLayers:
             "conv2d",
             "sparse_conv2d",
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks"
-            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{' (grouped taps)' if layout.grouped else ''}, {layout.chunks} input chunk(s)",
+            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{' (grouped taps)' if layout.grouped else ''}, {layout.chunks} input chunk(s)"
+            f"{decision.times_text()}",
         )
         args = [call.args[0], *(relax.const(a) for a in (weights.values, weights.offsets, weights.row_ptr, weights.value_ptr))]
         return relax.call_tir(gvar, args, relax.TensorType(out_shape, "float32")), record
