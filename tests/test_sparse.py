@@ -241,6 +241,31 @@ def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs
     assert kernel_timer("aarch64") is None and kernel_timer("x86-64-avx512") is None
 
 
+def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so():
+    """A timing build that fails (here a timer that raises) does not fail the compile: the table
+    decides (78% zeros, under F(4×4)'s 80%: dense) and the reason says the conv was not timed."""
+    import tvm
+
+    from slimtvm.compiler.pipeline import pipeline_for
+    from slimtvm.frontend.onnx_import import import_onnx
+    from slimtvm.targets.presets import resolve_target
+
+    def failing_timer(_model, _builds):
+        raise RuntimeError("the timing build failed")
+
+    rng = np.random.default_rng(21)
+    weight = rng.standard_normal((64, 64, 3, 3))
+    weight[rng.random(weight.shape) < 0.78] = 0
+    model, _ = _one_conv(weight, size=20)
+    target = resolve_target("x86-64-avx512").tvm_target()
+    pipeline = pipeline_for(target, timer=failing_timer)
+    with target:
+        tvm.transform.Sequential(pipeline.to_kernels())(import_onnx(model).mod)
+    layer = pipeline.reports()["sparse_layers"]["layers"][0]
+    assert layer["kernel"] == "dense" and "dense_kernel_ms" not in layer, layer
+    assert layer["why"].endswith("; not timed: RuntimeError: the timing build failed"), layer
+
+
 def test_compile_prints_the_sparsity_summary(tmp_path, capsys):
     from slimtvm.cli import main
 

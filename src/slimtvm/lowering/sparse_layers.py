@@ -162,15 +162,20 @@ class SparseChoice:
         """Sparse or dense for a conv the table puts at ``needed`` zeros: timed near it (class doc)."""
         zeros = unstructured_zeros(weight)
         macs = weight.size * geometry.out_h * geometry.out_w
+        failed = ""
         if self.timer is not None and needed - TIMED_BELOW <= zeros < needed + TIMED_ABOVE and macs >= MIN_TIMED_MACS:
             model = one_conv_model(weight.astype(np.float32), geometry, batch)
-            dense_ms, sparse_ms = self.timer(model, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
-            faster = sparse_ms * MEASURED_SPEEDUP <= dense_ms
-            why = f"{'at least' if faster else 'less than'} {MEASURED_SPEEDUP:g}× faster than the dense kernel, timed here ({kind})"
-            return SparseDecision(faster, layout, why, dense_ms=dense_ms, sparse_ms=sparse_ms)
+            try:
+                dense_ms, sparse_ms = self.timer(model, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
+            except Exception as err:  # noqa: BLE001 - a failed measurement leaves the choice to the table, and says so
+                failed = f"; not timed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            else:
+                faster = sparse_ms * MEASURED_SPEEDUP <= dense_ms
+                why = f"{'at least' if faster else 'less than'} {MEASURED_SPEEDUP:g}× faster than the dense kernel, timed here ({kind})"
+                return SparseDecision(faster, layout, why, dense_ms=dense_ms, sparse_ms=sparse_ms)
         if zeros < needed:
-            return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind})")
-        return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind})")
+            return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind}){failed}")
+        return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind}){failed}")
 
 
 def unstructured_zeros(weight: np.ndarray) -> float:
