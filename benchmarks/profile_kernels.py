@@ -1,6 +1,6 @@
 """Where does the time go? Per-kernel profile of a slimtvm artifact (TVM's VM instrumentation).
 
-    .venv/bin/python benchmarks/profile_kernels.py light_resnet50 [--threads 1] [--top 15] [--db DIR] [--sparse auto|always|never]
+    .venv/bin/python benchmarks/profile_kernels.py light_resnet50 [--threads 1] [--top 15] [--db DIR] [--sparse auto|timed|always|never]
     .venv/bin/python benchmarks/profile_kernels.py resnet18 --threads 1,2 [--min-us 50] [--input-shape input=8,3,224,224]
 
 Compiles the model (resnet18 / mobilenet_v2 from architectures.py, the light-zoo models with
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--db", help="compile with this tuning database (from slimtvm tune)")
     parser.add_argument("--repeat", type=int, default=10, help="rounds (an instrumented run per thread count each); each kernel's median is shown")
-    parser.add_argument("--sparse", default="auto", choices=["auto", "always", "never"], help="which convs with zeros run the sparse kernel")
+    parser.add_argument("--sparse", default="auto", choices=["auto", "timed", "always", "never"], help="which convs with zeros run the sparse kernel")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="input shape (e.g. a batch: input=8,3,224,224)")
     parser.add_argument("--min-us", type=float, default=50.0, help="scaling table: calls at least this long at the first thread count")
     parser.add_argument("--goal", type=float, default=0.9, help="scaling table: speed-up goal per added thread (1.8x at 2 threads)")

@@ -225,11 +225,12 @@ def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs
     path = str(tmp_path / "near.onnx")
     onnx.save(model, path)
     assert main(["compile", path, "-o", str(tmp_path / "near.so")]) == 0
-    assert "(1 near a threshold timed both ways on this CPU)" in capsys.readouterr().out
+    assert "(1 timed both ways on this CPU; the table would have chosen the other kernel for " in capsys.readouterr().out
     artifact = slimtvm.load(str(tmp_path / "near.so"))
     report = _passes(artifact)["sparse_layers"]
     layer = report["layers"][0]
     assert report["timed_convs"] == 1 and layer["dense_kernel_ms"] > 0 and layer["sparse_kernel_ms"] > 0, layer
+    assert layer["table_kernel"] == "dense", layer  # 78% < 80%
     faster = layer["sparse_kernel_ms"] * MEASURED_SPEEDUP <= layer["dense_kernel_ms"]
     assert layer["kernel"] == ("sparse_conv2d" if faster else "dense"), layer
     plan = artifact.manifest["layers"][0]["plan"]
@@ -239,6 +240,33 @@ def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs
         other = slimtvm.compile(model, str(tmp_path / "other.so"), target=target, sparse=sparse)
         assert _passes(other)["sparse_layers"]["timed_convs"] == 0
     assert kernel_timer("aarch64") is None and kernel_timer("x86-64-avx512") is None
+
+
+def test_sparse_timed_times_every_conv_the_kernel_takes_and_is_refused_for_a_cross_target(tmp_path, capsys):
+    """``--sparse timed``: a conv far from any threshold (30% zeros: the table keeps it dense
+    without a doubt) is timed too, the faster kernel runs and the table's choice is recorded;
+    for a target this machine does not run, one line and exit status 2."""
+    from slimtvm.cli import main
+    from slimtvm.lowering.sparse_layers import MEASURED_SPEEDUP
+
+    rng = np.random.default_rng(22)
+    weight = rng.standard_normal((64, 64, 3, 3))
+    weight[rng.random(weight.shape) < 0.3] = 0
+    model, inputs = _one_conv(weight, size=20)
+    path = str(tmp_path / "far.onnx")
+    onnx.save(model, path)
+    artifact = slimtvm.compile(path, str(tmp_path / "timed.so"), sparse="timed")
+    layer = _passes(artifact)["sparse_layers"]["layers"][0]
+    assert layer["table_kernel"] == "dense" and layer["dense_kernel_ms"] > 0, layer
+    faster = layer["sparse_kernel_ms"] * MEASURED_SPEEDUP <= layer["dense_kernel_ms"]
+    assert layer["kernel"] == ("sparse_conv2d" if faster else "dense"), layer
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert "dense_kernel_ms" not in _passes(slimtvm.compile(path, str(tmp_path / "auto.so")))["sparse_layers"]["layers"][0]
+    capsys.readouterr()
+    assert main(["compile", path, "-o", str(tmp_path / "x.so"), "--sparse", "timed", "--target", "x86-64-avx512"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--sparse timed" in err and "does not run here" in err, err
+    assert not os.path.exists(tmp_path / "x.so")
 
 
 def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so():

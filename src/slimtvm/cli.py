@@ -68,9 +68,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-onnx", metavar="PATH.onnx", help="with a lossy step: also write the rewritten float model (for onnxruntime, fine-tuning)")
     p.add_argument(
         "--sparse",
-        choices=["auto", "always", "never"],
+        choices=["auto", "timed", "always", "never"],
         default="auto",
-        help="convs with zero weights: the sparse kernel where it pays (auto), for every one it takes (always), or dense (never)",
+        help="convs with zero weights: the sparse kernel where it pays (auto: a measured table, timed on this CPU near its thresholds), "
+        "where it measured faster on this CPU (timed: every conv timed both ways), for every one it takes (always), or dense (never)",
     )
 
     p = sub.add_parser("tune", help="tune MODEL.onnx's kernels with MetaSchedule (XGBoost) into a database")
@@ -273,7 +274,9 @@ def _describe_pass(entry: dict) -> str:
         dense = Counter(layer["why"] for layer in entry["layers"] if layer["kernel"] == "dense")
         text = f"sparse_layers: {entry['sparse_convs']} convs run the sparse kernel"
         if entry.get("timed_convs"):
-            text += f" ({entry['timed_convs']} near a threshold timed both ways on this CPU)"
+            timed = [layer for layer in entry["layers"] if "table_kernel" in layer]
+            overruled = sum(1 for layer in timed if layer["table_kernel"] != layer["kernel"])
+            text += f" ({entry['timed_convs']} timed both ways on this CPU; the table would have chosen the other kernel for {overruled})"
         if entry.get("all_zero_convs"):
             text += f", {entry['all_zero_convs']} have no nonzero weight (zeros, no kernel)"
         if dense:

@@ -68,7 +68,9 @@ def compile_model(
     (onnxruntime runs it, and the artifact matches it), written only when the compile succeeds. ``sparse`` (see
     :data:`slimtvm.lowering.sparse_layers.SPARSE_MODES`): which convs with zero weights run the
     sparse kernel — ``auto`` (where it pays: a measured table, and convs near its thresholds
-    timed both ways when the target runs here), ``always`` (every one the kernel takes) or ``never``.
+    timed both ways when the target runs here), ``timed`` (every one the kernel takes timed both
+    ways; refused for a target that does not run here), ``always`` (every one the kernel takes) or
+    ``never``.
 
     Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
     database, a missing cross compiler, an output path
@@ -112,7 +114,9 @@ def compile_model(
 
         database = open_database(os.fspath(db), spec, create=False)
     tvm_target = spec.tvm_target()
-    timer = kernel_timer(target) if sparse == "auto" else None
+    timer = kernel_timer(target) if sparse in ("auto", "timed") else None
+    if sparse == "timed" and timer is None:
+        raise SlimError(f"--sparse timed times kernels on this machine, and target {spec.name} does not run here: use --sparse auto (the table)")
     try:
         pipeline = pipeline_for(tvm_target, sparse=sparse, timer=timer)
         executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, pipeline, database)

@@ -64,13 +64,18 @@ MIN_ZEROS_AGAINST_WINOGRAD_4X4 = 0.8
 # writing the output) costs more than it saves: the tiny test ResNet (8–32 channels at 8×8, ≤ 0.3 M
 # each) ran 1.8× slower with its convs sparse.
 MIN_DENSE_MACS = 8_000_000
-SPARSE_MODES = ("auto", "always", "never")  # where the kernel pays / every conv it takes / none
+# where the kernel pays (table; timed near its thresholds) / timed wherever the kernel can run
+# (a target this machine runs) / every conv it takes / none
+SPARSE_MODES = ("auto", "timed", "always", "never")
 # Near a threshold the table's margin is thin and another CPU may fall on the other side: a conv
 # whose zeros lie this far below its threshold, or less far above it, is timed when the target
 # runs here (``auto``). 5 points past a k×k conv's threshold the sparse kernel measured about
 # 1.2–1.5× the dense one (10 past, F(4×4)'s 80% — where a layer pruned to 90% would straddle a
-# symmetric band — 1.8×); 10 points under it 0.8–1.0×. Every 1×1 expansion from 85% is timed.
-TIMED_BELOW, TIMED_ABOVE = 0.1, 0.05
+# symmetric band — 1.8×); 10 points under it 0.8–1.0× (the strided 1×1 shortcut convs 1.2–1.5×
+# at 80% zeros, kernels alone). 12 below, not 10: pruning amounts and thresholds are round
+# numbers, and a layer pruned to exactly 10 points under one would fall on either side of the edge
+# by rounding. Every 1×1 expansion from 83% is timed.
+TIMED_BELOW, TIMED_ABOVE = 0.12, 0.05
 # A conv under this many dense multiply-adds per image is left to the table: its kernels take a
 # few µs, within the noise of an instrumented run (a 1×1 expansion of the tiny test MobileNet).
 MIN_TIMED_MACS = 2_000_000
@@ -91,6 +96,7 @@ class SparseDecision:
     all_zero: bool = False  # no nonzero weight: the output is zeros, no kernel runs
     dense_ms: float | None = None
     sparse_ms: float | None = None
+    table_sparse: bool | None = None  # for a timed conv: what the table would have chosen
 
     @property
     def timed(self) -> bool:
@@ -113,7 +119,8 @@ class SparseChoice:
     (slimtvm.compiler.layer_timing.kernel_timer: the target runs on this machine), a conv whose
     zeros lie within the band around its threshold (:data:`TIMED_BELOW`, :data:`TIMED_ABOVE`; not tiny,
     :data:`MIN_TIMED_MACS`) is decided by timing both kernels on a one-conv model instead: sparse
-    when its kernel is :data:`MEASURED_SPEEDUP` × faster.
+    when its kernel is :data:`MEASURED_SPEEDUP` × faster; ``timed`` times every conv the kernel
+    can run (not tiny) that way, whatever the table says.
     ``always`` takes every conv the kernel can run, ``never`` none; an all-zero weight becomes
     zeros unless ``never``. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
@@ -121,7 +128,7 @@ class SparseChoice:
         self.lanes = lanes
         self.mode = mode
         self.winograd = winograd  # WinogradLayers: whether the dense alternative is the Winograd kernel
-        self.timer = timer if mode == "auto" else None
+        self.timer = timer if mode in ("auto", "timed") else None
 
     def decide(self, call, weight: np.ndarray, geometry: ConvGeometry, batch: int = 1) -> SparseDecision:
         """The decision for one conv2d ``call`` with OIHW ``weight`` on ``batch`` images."""
@@ -136,15 +143,21 @@ class SparseChoice:
             return SparseDecision(True, layout, "all weights zero (the output is zeros)", all_zero=True)
         if self.mode == "always":
             return SparseDecision(True, layout, "sparse kernels for every conv with zeros (--sparse always)")
+        needed, kind = self._table_threshold(call, weight, geometry, layout)
+        return self._verdict(weight, geometry, batch, layout, needed, kind)
+
+    def _table_threshold(self, call, weight, geometry, layout) -> tuple:
+        """(zeros from which the table runs the conv sparse, the kind of conv in words); None
+        and the reason for a conv the table keeps dense at any sparsity."""
         if weight.shape[2:] == (1, 1):
             if weight.shape[0] < 2 * weight.shape[1]:
-                return SparseDecision(False, layout, "1×1 conv that does not expand (the dense kernel measured faster at every sparsity)")
+                return None, "1×1 conv that does not expand (the dense kernel measured faster at every sparsity)"
             if geometry.stride_h > 1 or geometry.stride_w > 1:
-                return self._verdict(weight, geometry, batch, layout, MIN_ZEROS_POINTWISE_STRIDED, "strided 1×1 expansion")
-            return self._verdict(weight, geometry, batch, layout, MIN_ZEROS_POINTWISE_EXPANSION, "1×1 expansion")
+                return MIN_ZEROS_POINTWISE_STRIDED, "strided 1×1 expansion"
+            return MIN_ZEROS_POINTWISE_EXPANSION, "1×1 expansion"
         macs = weight.size * geometry.out_h * geometry.out_w
         if macs < MIN_DENSE_MACS:
-            return SparseDecision(False, layout, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)")
+            return None, f"small conv (under {MIN_DENSE_MACS / 1e6:.0f} M multiply-adds per image)"
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
         if layout.align:
             needed = MIN_ZEROS_ALIGNED_STRIDED if strided else MIN_ZEROS_ALIGNED_STRIDE_1
@@ -156,14 +169,17 @@ class SparseChoice:
             natural = "" if layout.align else ", natural layout"
             against = MIN_ZEROS_AGAINST_WINOGRAD_4X4 if tile == 4 else MIN_ZEROS_AGAINST_WINOGRAD
             needed, kind = max(needed, against), f"stride-1 3×3 conv whose dense kernel is Winograd's F({tile}×{tile}){natural}"
-        return self._verdict(weight, geometry, batch, layout, needed, kind)
+        return needed, kind
 
-    def _verdict(self, weight, geometry, batch, layout, needed: float, kind: str) -> SparseDecision:
-        """Sparse or dense for a conv the table puts at ``needed`` zeros: timed near it (class doc)."""
+    def _verdict(self, weight, geometry, batch, layout, needed, kind: str) -> SparseDecision:
+        """Sparse or dense for a conv the table puts at ``needed`` zeros (None: dense at any),
+        timed near it — or always, in ``timed`` mode — when there is a timer (class doc)."""
         zeros = unstructured_zeros(weight)
         macs = weight.size * geometry.out_h * geometry.out_w
+        table_sparse = needed is not None and zeros >= needed
+        near = needed is not None and needed - TIMED_BELOW <= zeros < needed + TIMED_ABOVE
         failed = ""
-        if self.timer is not None and needed - TIMED_BELOW <= zeros < needed + TIMED_ABOVE and macs >= MIN_TIMED_MACS:
+        if self.timer is not None and macs >= MIN_TIMED_MACS and (near or self.mode == "timed"):
             model = one_conv_model(weight.astype(np.float32), geometry, batch)
             try:
                 dense_ms, sparse_ms = self.timer(model, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
@@ -172,7 +188,9 @@ class SparseChoice:
             else:
                 faster = sparse_ms * MEASURED_SPEEDUP <= dense_ms
                 why = f"{'at least' if faster else 'less than'} {MEASURED_SPEEDUP:g}× faster than the dense kernel, timed here ({kind})"
-                return SparseDecision(faster, layout, why, dense_ms=dense_ms, sparse_ms=sparse_ms)
+                return SparseDecision(faster, layout, why, dense_ms=dense_ms, sparse_ms=sparse_ms, table_sparse=table_sparse)
+        if needed is None:
+            return SparseDecision(False, layout, kind + failed)
         if zeros < needed:
             return SparseDecision(False, layout, f"fewer than {100 * needed:.0f}% zero weights in its live channels ({kind}){failed}")
         return SparseDecision(True, layout, f"at least {100 * needed:.0f}% zero weights in its live channels ({kind}){failed}")
@@ -299,6 +317,7 @@ class SparseLayers:
         }
         if decision.timed:
             entry.update(dense_kernel_ms=round(decision.dense_ms, 4), sparse_kernel_ms=round(decision.sparse_ms, 4))
+            entry["table_kernel"] = "sparse_conv2d" if decision.table_sparse else "dense"
         self.report.layers.append(entry)
         if not decision.sparse:
             return None, f"{100 * sparsity.zeros:.1f}% zeros, dense: {decision.why}{decision.times_text()}"
