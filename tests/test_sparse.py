@@ -269,6 +269,12 @@ def test_sparse_timed_times_every_conv_the_kernel_takes_and_is_refused_for_a_cro
     assert not os.path.exists(tmp_path / "x.so")
 
 
+def test_an_unknown_sparse_mode_is_refused_before_any_work(tmp_path):
+    with pytest.raises(slimtvm.SlimError, match="sparse mode 'sometimes': use one of auto, timed, always, never"):
+        slimtvm.compile(os.path.join(DATA, PRUNED["resnet18_layer90"]), str(tmp_path / "m.so"), sparse="sometimes")
+    assert not os.listdir(tmp_path)
+
+
 def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so():
     """A timing build that fails (here a timer that raises) does not fail the compile: the table
     decides (78% zeros, under F(4×4)'s 80%: dense) and the reason says the conv was not timed."""

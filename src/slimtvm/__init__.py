@@ -32,7 +32,9 @@ def compile(  # noqa: A001 - the natural name
     :class:`~slimtvm.compress.low_rank_float_layers.LowRankRequest` (lossy; factorised only where
     measured faster; the error is reported).
     ``save_onnx``: a path for the rewritten float model of the lossy step.
-    ``sparse``: ``auto`` (sparse kernels where they pay), ``always`` or ``never``.
+    ``sparse``: ``auto`` (sparse kernels where they pay: a measured table, and the convs near its
+    thresholds timed both ways on this machine), ``timed`` (every candidate timed), ``always`` or
+    ``never``.
     """
     from .compiler.build import compile_model
 

@@ -18,6 +18,7 @@ from .. import __version__
 from ..atomic_files import check_writable_folder, replace_together, staging_path
 from ..errors import InternalError, SlimError, first_line
 from ..frontend.onnx_import import import_onnx
+from ..lowering.sparse_layers import SPARSE_MODES
 from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
 from ..targets.presets import TargetSpec, resolve_target
 from .layer_timing import discard_timer, kernel_timer
@@ -79,6 +80,8 @@ def compile_model(
     started = time.perf_counter()
     spec = resolve_target(target)
     output = _output_path(output)
+    if sparse not in SPARSE_MODES:
+        raise SlimError(f"sparse mode {sparse!r}: use one of {', '.join(SPARSE_MODES)}")
     lossy = [flag for flag, request in (("--binarize", binarize), ("--prune", prune), ("--low-rank", low_rank)) if request is not None]
     if len(lossy) > 1:
         raise SlimError(f"{' and '.join(lossy)} together are not supported: run one with --save-onnx, then compile the saved model with the next")
