@@ -207,6 +207,26 @@ def test_the_table_runs_only_very_sparse_1x1_expansions_sparse(tmp_path, shape, 
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+def _conv_with_zeros(tmp_path, zeros: float, seed: int) -> tuple:
+    """A 64 → 64 3×3 conv at 20×20 (its dense kernel: Winograd F(4×4), the table's threshold 80%)
+    with about ``zeros`` of its weights zero, saved: (model, inputs, path)."""
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((64, 64, 3, 3))
+    weight[rng.random(weight.shape) < zeros] = 0
+    model, inputs = _one_conv(weight, size=20)
+    path = str(tmp_path / f"conv{seed}.onnx")
+    onnx.save(model, path)
+    return model, inputs, path
+
+
+def _assert_the_faster_kernel_runs(layer: dict) -> None:
+    from slimtvm.lowering.sparse_layers import MEASURED_SPEEDUP
+
+    assert layer["dense_kernel_ms"] > 0 and layer["sparse_kernel_ms"] > 0, layer
+    faster = layer["sparse_kernel_ms"] * MEASURED_SPEEDUP <= layer["dense_kernel_ms"]
+    assert layer["kernel"] == ("sparse_conv2d" if faster else "dense"), layer
+
+
 def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs(tmp_path, capsys):
     """78% zeros where the table asks for 80% (a 3×3 conv at 20×20, whose dense kernel is
     Winograd F(4×4)): on a target this machine runs, ``auto`` times both kernels and keeps the
@@ -216,23 +236,15 @@ def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs
     ``--sparse always`` are not timed."""
     from slimtvm.cli import main
     from slimtvm.compiler.layer_timing import kernel_timer
-    from slimtvm.lowering.sparse_layers import MEASURED_SPEEDUP
 
-    rng = np.random.default_rng(21)
-    weight = rng.standard_normal((64, 64, 3, 3))
-    weight[rng.random(weight.shape) < 0.78] = 0
-    model, inputs = _one_conv(weight, size=20)
-    path = str(tmp_path / "near.onnx")
-    onnx.save(model, path)
+    model, inputs, path = _conv_with_zeros(tmp_path, 0.78, seed=21)
     assert main(["compile", path, "-o", str(tmp_path / "near.so")]) == 0
     assert "(1 timed both ways on this CPU; the table would have chosen the other kernel for " in capsys.readouterr().out
     artifact = slimtvm.load(str(tmp_path / "near.so"))
     report = _passes(artifact)["sparse_layers"]
     layer = report["layers"][0]
-    assert report["timed_convs"] == 1 and layer["dense_kernel_ms"] > 0 and layer["sparse_kernel_ms"] > 0, layer
-    assert layer["table_kernel"] == "dense", layer  # 78% < 80%
-    faster = layer["sparse_kernel_ms"] * MEASURED_SPEEDUP <= layer["dense_kernel_ms"]
-    assert layer["kernel"] == ("sparse_conv2d" if faster else "dense"), layer
+    assert report["timed_convs"] == 1 and layer["table_kernel"] == "dense", layer  # 78% < 80%
+    _assert_the_faster_kernel_runs(layer)
     plan = artifact.manifest["layers"][0]["plan"]
     assert f"timed: sparse {layer['sparse_kernel_ms']:.3f} ms, dense {layer['dense_kernel_ms']:.3f} ms" in plan, plan
     assert_outputs_match(artifact.run(inputs), onnxruntime_outputs(model, inputs))
@@ -247,19 +259,12 @@ def test_sparse_timed_times_every_conv_the_kernel_takes_and_is_refused_for_a_cro
     without a doubt) is timed too, the faster kernel runs and the table's choice is recorded;
     for a target this machine does not run, one line and exit status 2."""
     from slimtvm.cli import main
-    from slimtvm.lowering.sparse_layers import MEASURED_SPEEDUP
 
-    rng = np.random.default_rng(22)
-    weight = rng.standard_normal((64, 64, 3, 3))
-    weight[rng.random(weight.shape) < 0.3] = 0
-    model, inputs = _one_conv(weight, size=20)
-    path = str(tmp_path / "far.onnx")
-    onnx.save(model, path)
+    model, inputs, path = _conv_with_zeros(tmp_path, 0.3, seed=22)
     artifact = slimtvm.compile(path, str(tmp_path / "timed.so"), sparse="timed")
     layer = _passes(artifact)["sparse_layers"]["layers"][0]
-    assert layer["table_kernel"] == "dense" and layer["dense_kernel_ms"] > 0, layer
-    faster = layer["sparse_kernel_ms"] * MEASURED_SPEEDUP <= layer["dense_kernel_ms"]
-    assert layer["kernel"] == ("sparse_conv2d" if faster else "dense"), layer
+    assert layer["table_kernel"] == "dense", layer
+    _assert_the_faster_kernel_runs(layer)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     assert "dense_kernel_ms" not in _passes(slimtvm.compile(path, str(tmp_path / "auto.so")))["sparse_layers"]["layers"][0]
     capsys.readouterr()
@@ -269,13 +274,36 @@ def test_sparse_timed_times_every_conv_the_kernel_takes_and_is_refused_for_a_cro
     assert not os.path.exists(tmp_path / "x.so")
 
 
+def test_tuning_tasks_follow_the_timed_choice():
+    """``tune`` extracts its tasks with the choice ``compile`` makes: a strided 3×3 conv at 68%
+    zeros (the table, aligned layout: sparse from 65%; sparse kernels are not tunable) is a tuning task (the dense conv template)
+    when the timing — here a timer reporting the dense kernel twice as fast — keeps it dense,
+    and none with the table alone."""
+    from slimtvm.targets.presets import resolve_target
+    from slimtvm.tuning.tune import extract_tuning_tasks
+
+    rng = np.random.default_rng(23)
+    weight = rng.standard_normal((64, 64, 3, 3))
+    weight[rng.random(weight.shape) < 0.68] = 0
+    model, _ = _one_conv(weight, stride=2, size=56)  # 28×28 outputs: the aligned layout
+    spec = resolve_target("x86-64-avx512")
+
+    def dense_twice_as_fast(_model, builds):
+        assert [options["sparse"] for options, _ in builds] == ["never", "always"]
+        return [1.0, 2.0]
+
+    by_table = extract_tuning_tasks(model, spec)
+    timed = extract_tuning_tasks(model, spec, sparse_timer=dense_twice_as_fast)
+    assert [task.kind for task in by_table] == [] and [task.kind for task in timed] == ["conv2d"], (by_table, timed)
+
+
 def test_an_unknown_sparse_mode_is_refused_before_any_work(tmp_path):
     with pytest.raises(slimtvm.SlimError, match="sparse mode 'sometimes': use one of auto, timed, always, never"):
         slimtvm.compile(os.path.join(DATA, PRUNED["resnet18_layer90"]), str(tmp_path / "m.so"), sparse="sometimes")
     assert not os.listdir(tmp_path)
 
 
-def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so():
+def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so(tmp_path):
     """A timing build that fails (here a timer that raises) does not fail the compile: the table
     decides (78% zeros, under F(4×4)'s 80%: dense) and the reason says the conv was not timed."""
     import tvm
@@ -287,10 +315,7 @@ def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so():
     def failing_timer(_model, _builds):
         raise RuntimeError("the timing build failed")
 
-    rng = np.random.default_rng(21)
-    weight = rng.standard_normal((64, 64, 3, 3))
-    weight[rng.random(weight.shape) < 0.78] = 0
-    model, _ = _one_conv(weight, size=20)
+    model, _, _ = _conv_with_zeros(tmp_path, 0.78, seed=21)
     target = resolve_target("x86-64-avx512").tvm_target()
     pipeline = pipeline_for(target, timer=failing_timer)
     with target:

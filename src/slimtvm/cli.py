@@ -192,25 +192,31 @@ def _cmd_compile(args) -> int:
 
 
 def _cmd_tune(args) -> int:
+    from .compiler.layer_timing import discard_timer, kernel_timer
     from .frontend.onnx_model import parse_shape_overrides
     from .tuning.tune import tune_model
 
-    summary = tune_model(
-        args.model,
-        args.db,
-        target=args.target,
-        trials=args.trials,
-        rpc=args.rpc,
-        threads=args.threads,
-        input_shapes=parse_shape_overrides(args.input_shape),
-        trials_per_round=args.trials_per_round,
-        seed=args.seed,
-        all_kernels=args.all_kernels,
-        tracker=args.tracker,
-        key=args.key,
-        parallel=args.parallel,
-        measure_timeout=args.measure_timeout,
-    )
+    timer = kernel_timer(args.target) if not (args.rpc or args.tracker) else None  # measured here: choose here
+    try:
+        summary = tune_model(
+            args.model,
+            args.db,
+            target=args.target,
+            trials=args.trials,
+            rpc=args.rpc,
+            threads=args.threads,
+            input_shapes=parse_shape_overrides(args.input_shape),
+            trials_per_round=args.trials_per_round,
+            seed=args.seed,
+            all_kernels=args.all_kernels,
+            tracker=args.tracker,
+            key=args.key,
+            parallel=args.parallel,
+            measure_timeout=args.measure_timeout,
+            sparse_timer=timer,
+        )
+    finally:
+        discard_timer(timer)
     retried = f" ({summary.retried} measurements retried on another device)" if summary.retried else ""
     print(f"{summary.database}: {summary.trials_before} trials before, {summary.trials_run} measured now, {summary.seconds:.0f} s{retried}")
     default_total = best_total = 0.0

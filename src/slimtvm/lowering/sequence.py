@@ -34,12 +34,13 @@ class LoweringPasses:
     sparse: SparseLayers = None
     winograd: WinogradLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
+    sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
 
     def __post_init__(self):
         if self.winograd is None:
             self.winograd = WinogradLayers(self.target.lanes)
         if self.sparse is None:
-            self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd)
+            self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer)
         if self.lower_binary is None:
             self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd)
 

@@ -55,9 +55,10 @@ class TuneSummary:
     retried: int = 0  # measurements sent to another device after theirs died or hung (--tracker)
 
 
-def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = False) -> list:
+def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = False, sparse_timer=None) -> list:
     """The model's kernels that slimtvm's kernel families cover, as :class:`TuneTask` s; with
-    ``all_kernels`` also every other kernel (kind ``"generic"``: MetaSchedule's own search space)."""
+    ``all_kernels`` also every other kernel (kind ``"generic"``: MetaSchedule's own search space).
+    ``sparse_timer``: as :func:`tune_model`'s."""
     import tvm
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
@@ -71,7 +72,7 @@ def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = Fal
     target = spec.tvm_target()
     with target:
         try:
-            steps = GraphPasses().sequence() + LoweringPasses(KernelTarget.of(target)).to_kernels()
+            steps = GraphPasses().sequence() + LoweringPasses(KernelTarget.of(target), sparse_timer=sparse_timer).to_kernels()
             mod = tvm.transform.Sequential(steps)(frontend.mod)
         except Exception as err:  # noqa: BLE001 - TVM errors: one line
             raise SlimError(f"preparing the model for tuning failed: {type(err).__name__}: {first_line(err)}") from None
@@ -103,6 +104,7 @@ def tune_model(
     key: str | None = None,
     parallel: int | None = None,
     measure_timeout: float | None = None,
+    sparse_timer=None,
 ) -> TuneSummary:
     """Tune ``model``'s kernels into the database folder ``db`` (created if missing).
 
@@ -114,7 +116,11 @@ def tune_model(
     whose device dies or hangs retried on another. ``parallel`` is how many candidates are built
     at once here (default: every core). ``all_kernels`` also tunes the kernels no
     slimtvm template covers (pooling, element-wise, layout changes) in MetaSchedule's generic
-    space; by default they keep their default schedules. Refuses: a non-positive budget, a database
+    space; by default they keep their default schedules. ``sparse_timer``
+    (slimtvm.compiler.layer_timing.kernel_timer, which the caller builds: tuning sits below the
+    compiler) makes the sparse/dense choice as ``compile`` does, so that the convs it times near
+    the table's thresholds are tuned in the form compile will build; without one, the table's
+    choice. Refuses: a non-positive budget, a database
     for another target or damaged, a cross target without ``rpc`` or ``tracker``, both of them, a
     tracker without ``key`` or without a device under it, a model with no tunable kernel.
     """
@@ -144,7 +150,7 @@ def tune_model(
     measure_timeout = DEFAULT_MEASURE_TIMEOUT_SECONDS if measure_timeout is None else measure_timeout
     if measure_timeout <= 0:
         raise SlimError(f"--measure-timeout must be positive, got {measure_timeout}")
-    tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels)
+    tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels, sparse_timer)
     if not tasks:
         from ..schedules.registry import describe_families
 
