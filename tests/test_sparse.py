@@ -253,7 +253,7 @@ def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs
     whichever won. A cross target (the AVX-512 preset is not timed even on an AVX-512 host) and
     ``--sparse always`` are not timed."""
     from slimtvm.cli import main
-    from slimtvm.compiler.layer_timing import kernel_timer
+    from slimtvm.compiler.layer_timing import conv_timer
 
     model, inputs, path = _conv_with_zeros(tmp_path, 0.78, seed=21)
     assert main(["compile", path, "-o", str(tmp_path / "near.so")]) == 0
@@ -269,7 +269,7 @@ def test_convs_near_a_threshold_are_timed_on_the_host_and_the_faster_kernel_runs
     for target, sparse in (("x86-64-avx512", "auto"), ("host", "always")):
         other = slimtvm.compile(model, str(tmp_path / "other.so"), target=target, sparse=sparse)
         assert _passes(other)["sparse_layers"]["timed_convs"] == 0
-    assert kernel_timer("aarch64") is None and kernel_timer("x86-64-avx512") is None
+    assert conv_timer("aarch64") is None and conv_timer("x86-64-avx512") is None
 
 
 def test_sparse_timed_times_every_conv_the_kernel_takes_and_is_refused_for_a_cross_target(tmp_path, capsys):
@@ -306,7 +306,7 @@ def test_tuning_tasks_follow_the_timed_choice():
     model, _ = _one_conv(weight, stride=2, size=56)  # 28×28 outputs: the aligned layout
     spec = resolve_target("x86-64-avx512")
 
-    def dense_twice_as_fast(_model, builds):
+    def dense_twice_as_fast(_weight, _geometry, _batch, builds):
         assert [options["sparse"] for options, _ in builds] == ["never", "always"]
         return [1.0, 2.0]
 
@@ -330,7 +330,7 @@ def test_a_failed_timing_leaves_the_choice_to_the_table_and_says_so(tmp_path):
     from slimtvm.frontend.onnx_import import import_onnx
     from slimtvm.targets.presets import resolve_target
 
-    def failing_timer(_model, _builds):
+    def failing_timer(_weight, _geometry, _batch, _builds):
         raise RuntimeError("the timing build failed")
 
     model, _, _ = _conv_with_zeros(tmp_path, 0.78, seed=21)

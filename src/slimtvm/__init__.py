@@ -68,10 +68,10 @@ def tune(model, db, target="host", trials=64, **options):
     """Tune a model's kernels into a database folder; see :func:`slimtvm.tuning.tune.tune_model`.
     Measured on this machine (no ``rpc``/``tracker``), the sparse/dense choice is timed as
     ``compile`` times it."""
-    from .compiler.layer_timing import discard_timer, kernel_timer
+    from .compiler.layer_timing import conv_timer, discard_timer
     from .tuning.tune import tune_model
 
-    timer = None if options.get("rpc") or options.get("tracker") else kernel_timer(target)
+    timer = None if options.get("rpc") or options.get("tracker") else conv_timer(target)
     try:
         return tune_model(model, db, target=target, trials=trials, sparse_timer=timer, **options)
     finally:

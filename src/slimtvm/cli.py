@@ -192,11 +192,11 @@ def _cmd_compile(args) -> int:
 
 
 def _cmd_tune(args) -> int:
-    from .compiler.layer_timing import discard_timer, kernel_timer
+    from .compiler.layer_timing import conv_timer, discard_timer
     from .frontend.onnx_model import parse_shape_overrides
     from .tuning.tune import tune_model
 
-    timer = kernel_timer(args.target) if not (args.rpc or args.tracker) else None  # measured here: choose here
+    timer = conv_timer(args.target) if not (args.rpc or args.tracker) else None  # measured here: choose here
     try:
         summary = tune_model(
             args.model,

@@ -21,7 +21,7 @@ from ..frontend.onnx_import import import_onnx
 from ..lowering.sparse_layers import SPARSE_MODES
 from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
 from ..targets.presets import TargetSpec, resolve_target
-from .layer_timing import discard_timer, kernel_timer
+from .layer_timing import conv_timer, discard_timer
 from .pipeline import pipeline_for
 
 
@@ -117,7 +117,7 @@ def compile_model(
 
         database = open_database(os.fspath(db), spec, create=False)
     tvm_target = spec.tvm_target()
-    timer = kernel_timer(target) if sparse in ("auto", "timed") else None
+    timer = conv_timer(target) if sparse in ("auto", "timed") else None
     if sparse == "timed" and timer is None:
         raise SlimError(f"--sparse timed times kernels on this machine, and target {spec.name} does not run here: use --sparse auto (the table)")
     try:

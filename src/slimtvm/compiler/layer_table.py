@@ -192,10 +192,10 @@ def recorded_decisions(frontend_result, tvm_target, target_name=None) -> tuple:
     import tvm
 
     from ..lowering.layer_records import records_of
-    from .layer_timing import discard_timer, kernel_timer
+    from .layer_timing import conv_timer, discard_timer
     from .pipeline import pipeline_for
 
-    timer = kernel_timer(target_name) if target_name is not None else None
+    timer = conv_timer(target_name) if target_name is not None else None
     try:
         pipeline = pipeline_for(tvm_target, timer=timer)
         with tvm_target:

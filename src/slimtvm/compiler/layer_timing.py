@@ -112,8 +112,48 @@ def kernel_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
     return time_builds
 
 
+def conv_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
+    """:func:`kernel_timer` for one conv: ``(OIHW weight, geometry, batch, builds) → [kernel ms
+    per build]``, timing a model of that conv alone (:func:`one_conv_model`); None when ``target``
+    cannot run here."""
+    timer = kernel_timer(target, threads, rounds)
+    if timer is None:
+        return None
+
+    def time_conv(weight, geometry, batch: int, builds: list) -> list:
+        return timer(one_conv_model(weight, geometry, batch), builds)
+
+    time_conv.folder = timer.folder
+    return time_conv
+
+
+def one_conv_model(weight, geometry, batch: int) -> onnx.ModelProto:
+    """A model of one ONNX ``Conv`` (no bias) with OIHW ``weight`` (float32) and ``geometry``
+    (slimtvm.conv_geometry.ConvGeometry) on a ``batch × C × H × W`` input ``x``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = geometry
+    node = helper.make_node(
+        "Conv",
+        ["x", "w"],
+        ["y"],
+        kernel_shape=[g.kernel_h, g.kernel_w],
+        strides=[g.stride_h, g.stride_w],
+        dilations=[g.dilation_h, g.dilation_w],
+        pads=[g.top, g.left, g.bottom, g.right],
+    )
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, weight.shape[1], g.height, g.width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def discard_timer(timer) -> None:
-    """Delete the libraries a :func:`kernel_timer` built (nothing for None)."""
+    """Delete the libraries a :func:`kernel_timer` or :func:`conv_timer` built (nothing for None)."""
     if timer is not None:
         shutil.rmtree(timer.folder, ignore_errors=True)
 

@@ -48,7 +48,7 @@ class Pipeline:
 def pipeline_for(tvm_target, sparse: str = "auto", timer=None) -> Pipeline:
     """Fresh instances of every step for ``tvm_target`` (a ``tvm.target.Target``); ``sparse``:
     which convs run the sparse kernel (:data:`~slimtvm.lowering.sparse_layers.SPARSE_MODES`);
-    ``timer`` (slimtvm.compiler.layer_timing.kernel_timer, for a target that runs here): times
+    ``timer`` (slimtvm.compiler.layer_timing.conv_timer, for a target that runs here): times
     the convs near the sparse choice's thresholds (without one, the table decides them)."""
     target = KernelTarget.of(tvm_target)
     winograd = WinogradLayers(target.lanes)

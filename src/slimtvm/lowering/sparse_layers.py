@@ -121,7 +121,7 @@ class SparseChoice:
     the sparse kernel pay); a 1×1 conv runs sparse only when it expands (at least twice as many
     outputs as inputs) with :data:`MIN_ZEROS_POINTWISE_EXPANSION` zeros (strided: :data:`MIN_ZEROS_POINTWISE_STRIDED`); a small conv
     (:data:`MIN_DENSE_MACS`) stays dense. With a ``timer``
-    (slimtvm.compiler.layer_timing.kernel_timer: the target runs on this machine), a conv whose
+    (slimtvm.compiler.layer_timing.conv_timer: the target runs on this machine), a conv whose
     zeros lie within the band around its threshold (:data:`TIMED_BELOW`, :data:`TIMED_ABOVE`; not tiny,
     :data:`MIN_TIMED_MACS`) is decided by timing both kernels on a one-conv model instead: sparse
     when its kernel is :data:`MEASURED_SPEEDUP` × faster; ``timed`` times every conv the kernel
@@ -186,9 +186,8 @@ class SparseChoice:
         near = needed is not None and needed - TIMED_BELOW <= zeros < needed + TIMED_ABOVE
         failed = ""
         if self.timer is not None and macs >= MIN_TIMED_MACS and (near or self.mode == "timed"):
-            model = one_conv_model(weight.astype(np.float32), geometry, batch)
             try:
-                dense_ms, sparse_ms = self.timer(model, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
+                dense_ms, sparse_ms = self.timer(weight.astype(np.float32), geometry, batch, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
             except Exception as err:  # noqa: BLE001 - a failed measurement leaves the choice to the table, and says so
                 failed = f"; not timed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
             else:
@@ -210,31 +209,6 @@ def unstructured_zeros(weight: np.ndarray) -> float:
     live_inputs = ~np.moveaxis(zero, 1, 0).reshape(weight.shape[1], -1).all(axis=1)
     live = zero[live_filters][:, live_inputs]
     return float(live.mean()) if live.size else 1.0
-
-
-def one_conv_model(weight: np.ndarray, geometry: ConvGeometry, batch: int):
-    """A model of one ONNX ``Conv`` (no bias) with OIHW ``weight`` (float32) and ``geometry`` on
-    a ``batch × C × H × W`` input ``x``: what the timer builds both ways."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    g = geometry
-    node = helper.make_node(
-        "Conv",
-        ["x", "w"],
-        ["y"],
-        kernel_shape=[g.kernel_h, g.kernel_w],
-        strides=[g.stride_h, g.stride_w],
-        dilations=[g.dilation_h, g.dilation_w],
-        pads=[g.top, g.left, g.bottom, g.right],
-    )
-    graph = helper.make_graph(
-        [node],
-        "conv",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, weight.shape[1], g.height, g.width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @dataclass

@@ -117,7 +117,7 @@ def tune_model(
     at once here (default: every core). ``all_kernels`` also tunes the kernels no
     slimtvm template covers (pooling, element-wise, layout changes) in MetaSchedule's generic
     space; by default they keep their default schedules. ``sparse_timer``
-    (slimtvm.compiler.layer_timing.kernel_timer, which the caller builds: tuning sits below the
+    (slimtvm.compiler.layer_timing.conv_timer, which the caller builds: tuning sits below the
     compiler) makes the sparse/dense choice as ``compile`` does, so that the convs it times near
     the table's thresholds are tuned in the form compile will build; without one, the table's
     choice. Refuses: a non-positive budget, a database
