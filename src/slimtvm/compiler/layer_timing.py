@@ -18,6 +18,7 @@ without a measurement.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -67,8 +68,19 @@ def layer_timer(target, threads: int = 1, runs: int = TIMED_RUNS):
     return time_models
 
 
-def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads: int, runs: int) -> tuple:
+@contextlib.contextmanager
+def _timing_threads(threads: int):
+    """Run the block with ``threads`` TVM threads, then back to the default count."""
     from ..runtime.artifact import set_num_threads
+
+    set_num_threads(threads)
+    try:
+        yield
+    finally:
+        set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
+
+
+def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads: int, runs: int) -> tuple:
     from ..runtime.bench import time_in_turns
     from .build import compile_model
 
@@ -76,12 +88,9 @@ def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads:
     try:
         models = [compile_model(m, os.path.join(folder, f"candidate{i}.so"), target=target).load() for i, m in enumerate((first, second))]
         tensors = [m.to_device(m.random_inputs()) for m in models]
-        set_num_threads(threads)
-        try:
+        with _timing_threads(threads):
             runners = [lambda m=m, t=t: m.run_device(t) for m, t in zip(models, tensors)]
             times, _ = time_in_turns(runners, runs=runs, block=TIMING_BLOCK, warmup=2)
-        finally:
-            set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
         return tuple(times)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -196,16 +205,11 @@ def _instrumented_build(model: onnx.ModelProto, path: str, target, options: dict
 
 
 def _kernel_medians(runners: list, threads: int, rounds: int) -> list:
-    from ..runtime.artifact import set_num_threads
-
-    set_num_threads(threads)
-    try:
+    with _timing_threads(threads):
         for run in runners:
             run(), run()  # warm-up: first-call work, caches
         samples = [[] for _ in runners]
         for _ in range(rounds):
             for run, taken in zip(runners, samples):
                 taken.append(run())
-    finally:
-        set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
     return [statistics.median(taken) * 1e3 for taken in samples]

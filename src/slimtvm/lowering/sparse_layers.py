@@ -22,6 +22,7 @@ import tvm
 from tvm import relax
 
 from ..conv_geometry import ConvGeometry
+from ..errors import first_line
 from ..passes.constants import constant_value
 from ..passes.detect_binary import channel_block, weight_as_oihw
 from ..passes.detect_sparse import conv_weight_sparsity
@@ -189,7 +190,7 @@ class SparseChoice:
             try:
                 dense_ms, sparse_ms = self.timer(weight.astype(np.float32), geometry, batch, [({"sparse": "never"}, False), ({"sparse": "always"}, True)])
             except Exception as err:  # noqa: BLE001 - a failed measurement leaves the choice to the table, and says so
-                failed = f"; not timed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                failed = f"; not timed: {type(err).__name__}: {first_line(err)}"
             else:
                 faster = sparse_ms * MEASURED_SPEEDUP <= dense_ms
                 why = f"{'at least' if faster else 'less than'} {MEASURED_SPEEDUP:g}× faster than the dense kernel, timed here ({kind})"
