@@ -75,12 +75,12 @@ def profiles_in_turns(artifact, thread_counts: list, repeat: int) -> dict:
     order) the median wall time in µs, and the median whole-run time (µs, uninstrumented) under
     ``"run"``."""
     import tvm
-    from tvm import relax
+    from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
     from slimtvm.runtime.artifact import set_num_threads
 
     library = tvm.runtime.load_module(artifact.library_path)
-    plain, instrumented = relax.VirtualMachine(library, tvm.cpu()), relax.VirtualMachine(library, tvm.cpu())
+    plain, instrumented = VirtualMachine(library, tvm.cpu()), VirtualMachine(library, tvm.cpu())
     model = artifact.load()
     inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
     rows, started = [], {}

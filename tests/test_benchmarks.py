@@ -173,3 +173,49 @@ def test_classifier_scaling_benchmark_smoke():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"\| 64 → 100 \| 0\.0 MB \| cold \|( [0-9.]+ \|){6}", proc.stdout), proc.stdout
     assert "| 64 → 100 | 0.0 MB | warm |" in proc.stdout, proc.stdout
+
+
+def test_many_core_benchmark_prepares_here_and_measures_with_tvms_runtime_only(tmp_path):
+    """The many-core route end to end on the digits models: ``prepare`` (this Python's TVM packed
+    without its compiler library, for the portable AVX2 target), then ``measure`` from the packed
+    folder alone, its timing processes importing only that runtime; the script stops if an output
+    differs from onnxruntime or from this machine's run of the same artifact."""
+    kit = tmp_path / "kit"
+    prepare = [sys.executable, os.path.join(REPO, "benchmarks", "many_core.py"), "prepare", str(kit)]
+    proc = subprocess.run(
+        prepare + ["--target", "x86-64", "--models", "digits_cnn,digits_bnn", "--runtime-from-here"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    measure = [sys.executable, str(kit / "benchmarks" / "many_core.py"), "measure", str(kit), "--threads", "1,2", "--runs", "3", "--profile-repeat", "1"]
+    proc = subprocess.run(measure + ["--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    claims = [line for line in proc.stdout.splitlines() if line.startswith("claim:")]
+    assert len(claims) == 4, proc.stdout
+    assert all("0.0e+00 to the preparing machine's run" in claim for claim in claims), claims
+    assert "| digits_bnn vs float digits_cnn | 2 |" in proc.stdout
+    assert "serial fraction" in proc.stdout
+
+
+def test_periodic_weights_repeat_every_output_channel_group_and_still_run(tmp_path):
+    """The many-core benchmark's compressible weights: each initializer with more than 16 rows is
+    its first 16 rows repeated, and onnxruntime still runs the model to finite outputs."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from architectures import ARCHITECTURES
+    from many_core import PERIOD, periodic_weights
+
+    from slimtvm.runtime.bench import onnxruntime_session
+
+    model = periodic_weights(ARCHITECTURES["mobilenet_v2"](seed=0))
+    weights = [numpy_helper.to_array(init) for init in model.graph.initializer]
+    repeated = [w for w in weights if w.ndim and w.shape[0] > PERIOD and w.shape[0] % PERIOD == 0]
+    assert len(repeated) > 50
+    for w in repeated:
+        groups = w.reshape((w.shape[0] // PERIOD, PERIOD) + w.shape[1:])
+        assert (groups == groups[:1]).all()
+    onnx.save(model, str(tmp_path / "periodic.onnx"))
+    out = onnxruntime_session(str(tmp_path / "periodic.onnx"), 1).run(None, {"input": np.ones((1, 3, 224, 224), np.float32)})[0]
+    assert np.isfinite(out).all() and np.ptp(out) > 0
