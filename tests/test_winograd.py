@@ -82,21 +82,23 @@ def test_weight_transform_is_g_g_gt_per_position():
 
 
 def test_f4x4_transforms_compute_the_correlation_exactly_in_float64():
-    """Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A equals the 3×3 correlation of a 6×6 window for F(4×4) and of a
-    4×4 window for F(2×2) (float64, numpy's direct sum as the reference), and the weight
-    transform lays U out per position as for F(2×2)."""
+    """Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A equals the r × r correlation of an (m + r − 1)² window for every
+    transform (F(2×2, 3×3), F(4×4, 3×3), F(4×4, 4×4); float64, numpy's direct sum as the
+    reference), and the weight transform lays U out per position as for F(2×2)."""
     from slimtvm.schedules.winograd_conv import TRANSFORMS
 
     rng = np.random.default_rng(6)
-    for m, transform in TRANSFORMS.items():
+    assert set(TRANSFORMS) == {(2, 3), (4, 3), (4, 4)}
+    for (m, r), transform in TRANSFORMS.items():
+        assert (transform.tile, transform.kernel, transform.window) == (m, r, m + r - 1)
         bt, g, at = (np.array(a, dtype=np.float64) for a in (transform.input_t, transform.weight, transform.output_t))
-        d, k = rng.standard_normal((m + 2, m + 2)), rng.standard_normal((3, 3))
-        expected = np.array([[np.sum(d[y : y + 3, x : x + 3] * k) for x in range(m)] for y in range(m)])
+        d, k = rng.standard_normal((m + r - 1, m + r - 1)), rng.standard_normal((r, r))
+        expected = np.array([[np.sum(d[y : y + r, x : x + r] * k) for x in range(m)] for y in range(m)])
         assert np.allclose(at @ ((g @ k @ g.T) * (bt @ d @ bt.T)) @ at.T, expected, rtol=1e-12, atol=1e-12)
     weight = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
     u = winograd_weights(weight, 16, tile=4)
     assert u.shape == (6, 6, 1, 2, 16, 16)
-    g = np.array(TRANSFORMS[4].weight)
+    g = np.array(TRANSFORMS[(4, 3)].weight)
     assert np.allclose(u[:, :, 0, 1, 3, 9], g @ weight[9, 19].astype(np.float64) @ g.T, rtol=1e-6)
 
 
@@ -135,3 +137,65 @@ def test_winograd_product_prefetches_the_next_tasks_weights_and_stays_exact(tmp_
         return
     inputs = {"x": digits_like_input((1, 256, 14, 14), seed=42)}
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+STEM = "fp32 Winograd F(4×4, 4×4) conv of the 4 input phases of a stride-2 7×7 conv, NCHW16c output (4.00× fewer multiply-adds)"
+
+
+def _stem_model(channels: int, size: int, kernel: int, pad: int, out_channels: int, seed: int):
+    """A stride-2 stem conv with a ReLU after it, then a 3×3 conv (so its output stays blocked)."""
+    g = GraphBuilder(seed=seed)
+    x = g.input([1, channels, size, size])
+    y = g.relu(g.conv(x, channels, out_channels, kernel=kernel, stride=2, pads=(pad,) * 4))
+    return g.model(g.conv(y, out_channels, 16, kernel=3, pads=(1, 1, 1, 1)))
+
+
+def test_stride_2_stems_on_few_channels_take_winograd_on_their_input_phases():
+    """ResNet's 7×7 stride-2 stem on 3 channels runs F(4×4, 4×4) on its 4 input phases (AVX-512
+    builds only); 5 input channels (20 phases: more than one block) keep the direct kernel."""
+    avx512 = resolve_target("x86-64-avx512").tvm_target()
+    _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), avx512)
+    assert decisions.convs[0] == STEM
+    _, decisions = recorded_decisions(import_onnx(_stem_model(5, 64, 7, 3, 64, seed=40)), avx512)
+    assert "Winograd" not in decisions.convs[0]
+    _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), resolve_target("x86-64").tvm_target())
+    assert all("Winograd" not in plan for plan in decisions.convs)
+
+
+@pytest.mark.parametrize(
+    "channels,size,kernel,pad,out_channels",
+    [(3, 64, 7, 3, 64), (3, 37, 7, 3, 32), (3, 40, 6, 2, 32), (1, 30, 5, 2, 16), (4, 33, 7, 3, 16), (2, 31, 8, 3, 16)],
+)
+def test_winograd_stems_match_onnxruntime(tmp_path, channels, size, kernel, pad, out_channels):
+    """7×7 (F(4×4, 4×4)), 6×6 and 5×5 (F(m×m, 3×3)) and 8×8 stride-2 stems on 1–4 channels, odd
+    image sizes (partial tiles, phases reading past the image), against onnxruntime."""
+    if "host" not in x86_kernel_presets():
+        pytest.skip("this host has no AVX-512: the Winograd kernel is built for 16-lane targets only")
+    model = _stem_model(channels, size, kernel, pad, out_channels, seed=41 + size)
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    plans = [layer["plan"] for layer in artifact.manifest["layers"] if layer.get("op") == "conv2d"]
+    assert "input phases of a stride-2" in plans[0], plans
+    inputs = {"x": digits_like_input((1, channels, size, size), seed=42)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def test_phase_weights_put_each_phase_of_the_kernel_in_its_lanes():
+    """w[o, (2a + b) · C + c, u, v] = weight[o, c, 2u + a, 2v + b], zero past the kernel and in
+    the lanes past 4 · C; more than block / 4 channels are refused."""
+    from slimtvm.schedules.winograd_conv import phase_weights
+
+    rng = np.random.default_rng(7)
+    weight = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    phased = phase_weights(weight, 16)
+    assert phased.shape == (16, 16, 4, 4)
+    for a in range(2):
+        for b in range(2):
+            for c in range(3):
+                for u in range(4):
+                    for v in range(4):
+                        inside = 2 * u + a < 7 and 2 * v + b < 7
+                        expected = weight[5, c, 2 * u + a, 2 * v + b] if inside else 0.0
+                        assert phased[5, (2 * a + b) * 3 + c, u, v] == expected
+    assert not phased[:, 12:].any()
+    with pytest.raises(ValueError, match="do not fit"):
+        phase_weights(rng.standard_normal((16, 5, 7, 7)).astype(np.float32), 16)

@@ -175,7 +175,12 @@ class SparseChoice:
         if tile is not None:  # never below the layout's own threshold
             natural = "" if layout.align else ", natural layout"
             against = MIN_ZEROS_AGAINST_WINOGRAD_4X4 if tile == 4 else MIN_ZEROS_AGAINST_WINOGRAD
-            needed, kind = max(needed, against), f"stride-1 3×3 conv whose dense kernel is Winograd's F({tile}×{tile}){natural}"
+            on = (
+                "stride-2 conv whose dense kernel is Winograd's F({0}×{0}) on its input phases"
+                if strided
+                else "stride-1 3×3 conv whose dense kernel is Winograd's F({0}×{0})"
+            )
+            needed, kind = max(needed, against), on.format(tile) + natural
         return needed, kind
 
     def _verdict(self, weight, geometry, batch, layout, needed, kind: str) -> SparseDecision:

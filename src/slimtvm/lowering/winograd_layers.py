@@ -1,4 +1,5 @@
-"""Dense 3×3 stride-1 convs → the Winograd F(2×2, 3×3) or F(4×4, 3×3) kernel (schedules/winograd_conv.py).
+"""Dense 3×3 stride-1 convs → the Winograd F(2×2, 3×3) or F(4×4, 3×3) kernel, and stride-2 stems on
+at most 4 input channels → Winograd on their input phases (schedules/winograd_conv.py).
 
 Asked by the layer lowering (lowering/binary_layers.py) about every float conv2d the sparse
 lowering left dense, once layouts are final. A conv takes the Winograd kernel when all of these
@@ -10,6 +11,10 @@ the default):
 - blocked NCHW[x]c in and out, a constant float32 weight, 3×3, stride 1, dilation 1, padding
   1 on every side, groups 1, static shapes;
 - an output of at least :data:`MIN_OUTPUT_PIXELS` pixels (7×7) per image.
+
+Or, the stem form: plain NCHW in with at most 4 channels, NCHW16c out, a constant float32 square
+k × k weight with ⌈k / 2⌉ in :data:`PHASED_TILES` (5–8), stride 2, the same padding on every
+side, groups 1, dilation 1, at least 49 output pixels and whole 16-channel output blocks.
 
 The output tile is 4 × 4 on images of :data:`MIN_LARGE_TILES` such tiles or more, else 2 × 2
 (:func:`winograd_tile`). The weights are transformed here, once (``U = G g Gᵀ``, 16/9 or 36/9
@@ -26,7 +31,7 @@ from tvm import relax
 
 from ..passes.constants import constant_value
 from ..passes.detect_binary import channel_block, weight_as_oihw
-from ..schedules.winograd_conv import WinogradShape, winograd_conv2d_primfunc, winograd_weights
+from ..schedules.winograd_conv import PhasedInput, WinogradShape, phase_weights, winograd_conv2d_primfunc, winograd_weights
 from .layer_records import LayerRecord
 
 # ResNet's last stage (7×7 images) takes it too: a 4×4 grid of tiles computes 64 pixels for 49
@@ -43,6 +48,11 @@ MIN_OUTPUT_PIXELS = 49
 # (16 tiles) 1.05 → 1.02; YOLOv5s's 128 at 40×40 2.2 → 1.4–1.6, 256 at 20×20 1.24 → 0.71,
 # but its 10×10 images (9 tiles of 16 pixels for 100) 0.31–0.58 → 0.42–0.80.
 MIN_LARGE_TILES = 25
+# A stride-2 conv on at most 4 input channels (an image network's stem) runs as the stride-1 conv
+# of its 4 input phases with ⌈k / 2⌉ × ⌈k / 2⌉ kernels: 7 × 7 and 8 × 8 (ResNet) as F(4×4, 4×4),
+# 5 × 5 and 6 × 6 (YOLOv5) as F(m×m, 3×3) with m as for a 3 × 3 conv (None: winograd_tile).
+# ResNet-18's stem (Zen 4, 1 thread, kernel alone): direct 2.22 ms, F(3×3, 4×4) 1.27, F(4×4, 4×4) 1.14.
+PHASED_TILES = {4: 4, 3: None}
 WINOGRAD_LANES = 16
 WINOGRAD_BLOCK = 16  # the channel block of 16-lane targets (targets/kernel_target.py)
 
@@ -62,18 +72,28 @@ class WinogradLayers:
         """``(kernel call, LayerRecord)`` for a conv2d the Winograd kernel takes (module
         docstring) in the blocked layout it has now, else None."""
         shape, weight = self._eligible(call)
-        if shape is None or channel_block(str(call.attrs.data_layout)) != shape.block or str(call.attrs.out_layout) != str(call.attrs.data_layout):
+        if shape is None:
+            return None
+        data_block, out_block = channel_block(str(call.attrs.data_layout)), channel_block(str(call.attrs.out_layout))
+        if (data_block, out_block) != ((0, shape.block) if shape.phased else (shape.block, shape.block)):
             return None
         gvar = builder.add_func(winograd_conv2d_primfunc(shape), "winograd_conv2d")
         self.count += 1
-        m = shape.tile
-        fewer = 9 * m * m / (m + 2) ** 2
-        record = LayerRecord("conv2d", "winograd_conv2d", f"fp32 Winograd F({m}×{m}, 3×3) conv, NCHW{shape.block}c kernel ({fewer:.2f}× fewer multiply-adds)")
+        m, r, window = shape.tile, shape.kernel, shape.transform.window
+        if shape.phased is None:
+            fewer = 9 * m * m / window**2
+            plan = f"fp32 Winograd F({m}×{m}, 3×3) conv, NCHW{shape.block}c kernel ({fewer:.2f}× fewer multiply-adds)"
+        else:  # the direct conv's k² · C per output against the product's (m + r − 1)² · 4C per m² outputs
+            k = weight.shape[2]
+            fewer = k * k * m * m / (window**2 * 4)
+            plan = f"fp32 Winograd F({m}×{m}, {r}×{r}) conv of the 4 input phases of a stride-2 {k}×{k} conv, NCHW{shape.block}c output ({fewer:.2f}× fewer multiply-adds)"
+            weight = phase_weights(weight, shape.block)
+        record = LayerRecord("conv2d", "winograd_conv2d", plan)
         out = relax.TensorType([int(v) for v in call.ty.shape], "float32")
         return relax.call_tir(gvar, [call.args[0], relax.const(winograd_weights(weight, shape.block, m))], out), record
 
     def output_tile(self, call):
-        """m (2 or 4) of the F(m × m, 3 × 3) kernel this conv2d runs once it is blocked, or None
+        """m (2, 3 or 4) of the F(m × m, r × r) kernel this conv2d runs once it is blocked, or None
         where it keeps the direct kernel: asked before layout conversion too (by the sparse
         choice, which compares against it)."""
         shape = self._eligible(call)[0]
@@ -91,13 +111,12 @@ class WinogradLayers:
             return None, None
         if block not in (0, WINOGRAD_BLOCK):  # a model that fell back to 8-channel blocks
             return None, None
-        geometry_ok = (
-            int(attrs.groups) == 1
-            and [int(v) for v in attrs.strides] == [1, 1]
-            and [int(v) for v in attrs.dilation] == [1, 1]
-            and [int(v) for v in attrs.padding] == [1, 1, 1, 1]
-        )
-        if not geometry_ok or str(call.args[0].ty.dtype) != "float32":
+        strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
+        if int(attrs.groups) != 1 or [int(v) for v in attrs.dilation] != [1, 1] or str(call.args[0].ty.dtype) != "float32":
+            return None, None
+        if strides == [2, 2] and block == 0:
+            return self._eligible_phased(call, padding)
+        if strides != [1, 1] or padding != [1, 1, 1, 1]:
             return None, None
         dims = getattr(call.args[0].ty, "shape", None)
         if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims):
@@ -113,6 +132,26 @@ class WinogradLayers:
         if height * width < MIN_OUTPUT_PIXELS or channels % WINOGRAD_BLOCK or weight.shape[0] % WINOGRAD_BLOCK:
             return None, None
         return WinogradShape(batch, channels, weight.shape[0], height, width, WINOGRAD_BLOCK, winograd_tile(height, width)), weight
+
+    def _eligible_phased(self, call, padding: list):
+        """``(WinogradShape, OIHW weight)`` for a stride-2 conv on a plain NCHW input whose 4
+        phases fit one channel block (module docstring), else ``(None, None)``."""
+        dims = getattr(call.args[0].ty, "shape", None)
+        weight = constant_value(call.args[1])
+        if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims) or weight is None or weight.dtype != np.float32:
+            return None, None
+        weight = weight_as_oihw(weight, str(call.attrs.kernel_layout))
+        batch, channels, height, width = (int(v) for v in dims)
+        if weight is None or len(set(padding)) != 1 or weight.shape[2] != weight.shape[3] or 4 * channels > WINOGRAD_BLOCK:
+            return None, None
+        kernel, pad = weight.shape[2], padding[0]
+        half = -(-kernel // 2)
+        out_h, out_w = (height + 2 * pad - kernel) // 2 + 1, (width + 2 * pad - kernel) // 2 + 1
+        if half not in PHASED_TILES or out_h * out_w < MIN_OUTPUT_PIXELS or weight.shape[0] % WINOGRAD_BLOCK:
+            return None, None
+        tile = PHASED_TILES[half] or winograd_tile(out_h, out_w)
+        phased = PhasedInput(channels, height, width, pad)
+        return WinogradShape(batch, WINOGRAD_BLOCK, weight.shape[0], out_h, out_w, WINOGRAD_BLOCK, tile, half, phased), weight
 
 
 def winograd_tile(height: int, width: int) -> int:
