@@ -178,22 +178,33 @@ def test_a_conv_whose_dense_kernel_is_winograd_4x4_runs_sparse_only_from_80_perc
         assert "80% zero weights" in layer["why"] and "Winograd's F(4×4)" in layer["why"], layer
 
 
-def test_the_avx2_table_runs_stride_1_convs_sparse_from_60_percent():
-    """The AVX2 build's dense kernel is the direct one (no Winograd): its table runs a stride-1
-    3×3 conv sparse from 60% zeros (65% here: sparse), where the AVX-512 build's F(4×4) asks for
-    80% (dense); a strided one keeps the natural layout's 75% (dense)."""
+def test_the_avx2_table_runs_stride_1_convs_sparse_from_60_percent_where_winograd_does_not_take_them():
+    """At 65% zeros: a stride-1 3×3 conv on 56×56 pixels stays dense on both x86 builds (their
+    dense kernel is Winograd's F(4×4), against which the table asks for 80%); on 6×6 pixels (too
+    few for Winograd) the AVX2 build's direct dense kernel loses to the sparse one from 60%
+    (sparse) while the AVX-512 build's natural layout asks for 75% (dense); a strided conv keeps
+    the natural layout's 75% (dense)."""
     from slimtvm.compiler.layer_table import recorded_decisions
     from slimtvm.frontend.onnx_import import import_onnx
     from slimtvm.targets.presets import resolve_target
 
     rng = np.random.default_rng(24)
-    weight = rng.standard_normal((64, 64, 3, 3))
-    weight[rng.random(weight.shape) < 0.65] = 0
-    for stride, preset, expected in ((1, "x86-64", "sparse_conv2d"), (1, "x86-64-avx512", "dense"), (2, "x86-64", "dense")):
-        model, _ = _one_conv(weight, stride=stride, size=56)
+    cases = (
+        (64, 56, 1, "x86-64", "dense"),
+        (64, 56, 1, "x86-64-avx512", "dense"),
+        (256, 6, 1, "x86-64", "sparse_conv2d"),
+        (256, 6, 1, "x86-64-avx512", "dense"),
+        (64, 56, 2, "x86-64", "dense"),
+    )
+    for channels, size, stride, preset, expected in cases:
+        weight = rng.standard_normal((channels, channels, 3, 3))
+        weight[rng.random(weight.shape) < 0.65] = 0
+        model, _ = _one_conv(weight, stride=stride, size=size)
         reports, _ = recorded_decisions(import_onnx(model), resolve_target(preset).tvm_target())
         layer = reports["sparse_layers"]["layers"][0]
-        assert layer["kernel"] == expected, (stride, preset, layer)
+        assert layer["kernel"] == expected, (channels, size, stride, preset, layer)
+        if (size, stride, expected) == (56, 1, "dense"):
+            assert "Winograd's F(4×4)" in layer["why"], layer
 
 
 @pytest.mark.parametrize(

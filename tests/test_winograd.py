@@ -30,9 +30,10 @@ def _residual_model(batch: int, channels: int, height: int, width: int, seed: in
     return g.model(g.conv(y, 32, 16, kernel=1))
 
 
-def test_avx512_builds_take_winograd_for_3x3_stride_1_convs_of_seven_by_seven_and_more():
-    """On a 16-lane target: 3×3 stride-1 convs with ≥ 49 output pixels take the Winograd kernel,
-    strided, 1×1 and 6×6-image convs the direct one; the AVX2 build keeps the direct kernel."""
+def test_x86_builds_take_winograd_for_3x3_stride_1_convs_of_seven_by_seven_and_more():
+    """On 16-lane (AVX-512) and 8-lane (AVX2) targets: 3×3 stride-1 convs with ≥ 49 output pixels
+    take the Winograd kernel in their channel block, strided, 1×1 and 6×6-image convs the direct
+    one; the aarch64 build (4 lanes) keeps the direct kernel."""
     model = _residual_model(1, 32, 12, 10, seed=31)
     _, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64-avx512").tvm_target())
     assert decisions.convs == [WINOGRAD, WINOGRAD, WINOGRAD, DIRECT, DIRECT]
@@ -40,6 +41,8 @@ def test_avx512_builds_take_winograd_for_3x3_stride_1_convs_of_seven_by_seven_an
     _, decisions = recorded_decisions(import_onnx(small), resolve_target("x86-64-avx512").tvm_target())
     assert WINOGRAD not in decisions.convs
     _, decisions = recorded_decisions(import_onnx(model), resolve_target("x86-64").tvm_target())
+    assert decisions.convs[:3] == [WINOGRAD.replace("NCHW16c", "NCHW8c")] * 3 and "Winograd" not in decisions.convs[3]
+    _, decisions = recorded_decisions(import_onnx(model), resolve_target("aarch64").tvm_target())
     assert all("Winograd" not in plan for plan in decisions.convs)
 
 
@@ -53,15 +56,14 @@ def test_images_of_five_by_five_four_pixel_tiles_take_f4x4():
     assert decisions.convs == [WINOGRAD, WINOGRAD, WINOGRAD, DIRECT, DIRECT]
 
 
+@pytest.mark.parametrize("preset", x86_kernel_presets())
 @pytest.mark.parametrize("batch,height,width", [(1, 12, 10), (2, 15, 13), (1, 28, 28), (1, 7, 7), (2, 19, 21)])
-def test_winograd_convs_match_onnxruntime(tmp_path, batch, height, width):
+def test_winograd_convs_match_onnxruntime(tmp_path, preset, batch, height, width):
     """Odd image sizes (a partial last tile), two images, and fused residual adds and ReLUs;
     F(2×2) up to 15×13, F(4×4) at 28×28 (whole tiles) and 19×21 (5 × 6 tiles, the last row and
-    column partial)."""
-    if "host" not in x86_kernel_presets():
-        pytest.skip("this host has no AVX-512: the Winograd kernel is built for 16-lane targets only")
+    column partial); every x86 build this host runs (AVX2's 8-lane blocks, and AVX-512's)."""
     model = _residual_model(batch, 32, height, width, seed=32 + height)
-    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
     kernels = next(p for p in artifact.manifest["passes"] if p["name"] == "kernels")
     assert kernels["by_family"].get("winograd_conv2d", 0) >= 1
     inputs = {"x": digits_like_input((batch, 32, height, width), seed=33)}
@@ -151,14 +153,16 @@ def _stem_model(channels: int, size: int, kernel: int, pad: int, out_channels: i
 
 
 def test_stride_2_stems_on_few_channels_take_winograd_on_their_input_phases():
-    """ResNet's 7×7 stride-2 stem on 3 channels runs F(4×4, 4×4) on its 4 input phases (AVX-512
-    builds only); 5 input channels (20 phases: more than one block) keep the direct kernel."""
+    """ResNet's 7×7 stride-2 stem on 3 channels runs F(4×4, 4×4) on its 4 input phases (x86
+    builds); 5 input channels (more than a 4-channel image) and aarch64 builds keep the direct kernel."""
     avx512 = resolve_target("x86-64-avx512").tvm_target()
     _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), avx512)
     assert decisions.convs[0] == STEM
     _, decisions = recorded_decisions(import_onnx(_stem_model(5, 64, 7, 3, 64, seed=40)), avx512)
     assert "Winograd" not in decisions.convs[0]
     _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), resolve_target("x86-64").tvm_target())
+    assert decisions.convs[0] == STEM.replace("NCHW16c output (4.00×", "NCHW8c output (3.00×")  # 12 phases in two 8-lane blocks
+    _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), resolve_target("aarch64").tvm_target())
     assert all("Winograd" not in plan for plan in decisions.convs)
 
 
@@ -166,13 +170,13 @@ def test_stride_2_stems_on_few_channels_take_winograd_on_their_input_phases():
     "channels,size,kernel,pad,out_channels",
     [(3, 64, 7, 3, 64), (3, 37, 7, 3, 32), (3, 40, 6, 2, 32), (1, 30, 5, 2, 16), (4, 33, 7, 3, 16), (2, 31, 8, 3, 16)],
 )
-def test_winograd_stems_match_onnxruntime(tmp_path, channels, size, kernel, pad, out_channels):
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+def test_winograd_stems_match_onnxruntime(tmp_path, preset, channels, size, kernel, pad, out_channels):
     """7×7 (F(4×4, 4×4)), 6×6 and 5×5 (F(m×m, 3×3)) and 8×8 stride-2 stems on 1–4 channels, odd
-    image sizes (partial tiles, phases reading past the image), against onnxruntime."""
-    if "host" not in x86_kernel_presets():
-        pytest.skip("this host has no AVX-512: the Winograd kernel is built for 16-lane targets only")
+    image sizes (partial tiles, phases reading past the image), against onnxruntime; on AVX2 the
+    phases of more than 2 channels take two 8-channel blocks."""
     model = _stem_model(channels, size, kernel, pad, out_channels, seed=41 + size)
-    artifact = slimtvm.compile(model, str(tmp_path / "model.so"))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
     plans = [layer["plan"] for layer in artifact.manifest["layers"] if layer.get("op") == "conv2d"]
     assert "input phases of a stride-2" in plans[0], plans
     inputs = {"x": digits_like_input((1, channels, size, size), seed=42)}
@@ -181,7 +185,7 @@ def test_winograd_stems_match_onnxruntime(tmp_path, channels, size, kernel, pad,
 
 def test_phase_weights_put_each_phase_of_the_kernel_in_its_lanes():
     """w[o, (2a + b) · C + c, u, v] = weight[o, c, 2u + a, 2v + b], zero past the kernel and in
-    the lanes past 4 · C; more than block / 4 channels are refused."""
+    the channels past 4 · C, in whole blocks."""
     from slimtvm.schedules.winograd_conv import phase_weights
 
     rng = np.random.default_rng(7)
@@ -197,5 +201,5 @@ def test_phase_weights_put_each_phase_of_the_kernel_in_its_lanes():
                         expected = weight[5, c, 2 * u + a, 2 * v + b] if inside else 0.0
                         assert phased[5, (2 * a + b) * 3 + c, u, v] == expected
     assert not phased[:, 12:].any()
-    with pytest.raises(ValueError, match="do not fit"):
-        phase_weights(rng.standard_normal((16, 5, 7, 7)).astype(np.float32), 16)
+    wider = phase_weights(rng.standard_normal((16, 3, 7, 7)).astype(np.float32), 8)  # AVX2: two blocks of 8
+    assert wider.shape == (16, 16, 4, 4) and not wider[:, 12:].any()

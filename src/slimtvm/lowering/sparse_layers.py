@@ -48,14 +48,15 @@ from .layer_records import LayerRecord
 MIN_ZEROS_ALIGNED_STRIDE_1 = 0.4
 MIN_ZEROS_ALIGNED_STRIDED = 0.65
 MIN_ZEROS_NATURAL = 0.75
-# The AVX2 build (8 lanes: natural layout, direct dense kernel, no Winograd), stride 1: session 23,
+# The AVX2 build (8 lanes: natural layout), stride 1, where its dense kernel is the direct one (too
+# few pixels for Winograd; since session 24 the others are Winograd's, below): session 23,
 # `compile --target x86-64 --sparse timed` of the globally pruned ResNet-18 on Zen 4 (AVX2 code,
 # kernels alone, 1 thread): 51% zeros 1.15×, 67% 1.52–1.59×, 83% 2.4× the dense kernel (strided:
 # 67% 1.02×, 83% 2.1×, so they keep 75%). From 60%, a margin over the 51% point.
 MIN_ZEROS_NATURAL_8_LANES = 0.6
 MIN_ZEROS_POINTWISE_EXPANSION = 0.95
 MIN_ZEROS_POINTWISE_STRIDED = 0.9
-# Where the dense alternative is the Winograd kernel (16-lane targets, 3×3 stride 1, ≥ 49 output
+# Where the dense alternative is the Winograd kernel (x86 targets, 3×3 stride 1, ≥ 49 output
 # pixels; lowering/winograd_layers.py), 1.4–2× faster than the direct one, and never below the
 # layout's own threshold (7×7 images take the natural layout). Sparse kernel against
 # it (benchmarks/sparse_layers.py, Zen 5, 1 thread, kernels alone) at 50/60/70/80/90% zeros:

@@ -6,13 +6,14 @@ lowering left dense, once layouts are final. A conv takes the Winograd kernel wh
 hold, else it keeps the direct kernel (conv2d_nchwc.py) and the reason is not recorded (it is
 the default):
 
-- the target has 16 fp32 lanes (AVX-512). The AVX2 and NEON direct kernels were tuned and
-  measured on their own hosts and stay as they were until a Winograd kernel is measured there;
+- the target has 16 (AVX-512) or 8 (AVX2) fp32 lanes; the kernel runs in that channel block.
+  The AVX2 build measured on Zen 4 running AVX2 code (session 24: ResNet-18 37.4 → 20.7 ms at 1
+  thread), not yet on an AVX2-only host. NEON's direct kernels stay until one is measured there;
 - blocked NCHW[x]c in and out, a constant float32 weight, 3×3, stride 1, dilation 1, padding
   1 on every side, groups 1, static shapes;
 - an output of at least :data:`MIN_OUTPUT_PIXELS` pixels (7×7) per image.
 
-Or, the stem form: plain NCHW in with at most 4 channels, NCHW16c out, a constant float32 square
+Or, the stem form: plain NCHW in with at most 4 channels, NCHW[x]c out, a constant float32 square
 k × k weight with ⌈k / 2⌉ in :data:`PHASED_TILES` (5–8), stride 2, the same padding on every
 side, groups 1, dilation 1, at least 49 output pixels and whole 16-channel output blocks.
 
@@ -53,8 +54,8 @@ MIN_LARGE_TILES = 25
 # 5 × 5 and 6 × 6 (YOLOv5) as F(m×m, 3×3) with m as for a 3 × 3 conv (None: winograd_tile).
 # ResNet-18's stem (Zen 4, 1 thread, kernel alone): direct 2.22 ms, F(3×3, 4×4) 1.27, F(4×4, 4×4) 1.14.
 PHASED_TILES = {4: 4, 3: None}
-WINOGRAD_LANES = 16
-WINOGRAD_BLOCK = 16  # the channel block of 16-lane targets (targets/kernel_target.py)
+MAX_PHASED_CHANNELS = 4  # 16 phase channels: one AVX-512 block, two AVX2 ones
+WINOGRAD_LANES = (8, 16)  # AVX2, AVX-512
 
 
 class WinogradLayers:
@@ -62,7 +63,8 @@ class WinogradLayers:
     convs it lowered (reset by :meth:`start`)."""
 
     def __init__(self, lanes: int, enabled: bool = True):
-        self.enabled = enabled and lanes >= WINOGRAD_LANES
+        self.enabled = enabled and lanes in WINOGRAD_LANES
+        self.block = lanes  # the channel block of a lanes-wide target (targets/kernel_target.py)
         self.count = 0
 
     def start(self) -> None:
@@ -83,9 +85,10 @@ class WinogradLayers:
         if shape.phased is None:
             fewer = 9 * m * m / window**2
             plan = f"fp32 Winograd F({m}×{m}, 3×3) conv, NCHW{shape.block}c kernel ({fewer:.2f}× fewer multiply-adds)"
-        else:  # the direct conv's k² · C per output against the product's (m + r − 1)² · 4C per m² outputs
-            k = weight.shape[2]
-            fewer = k * k * m * m / (window**2 * 4)
+        else:  # the direct conv's k² · C per output against the product's (m + r − 1)² · its lanes per m² outputs
+            k, channels = weight.shape[2], shape.phased.channels
+            product_lanes = 4 * channels if shape.channels == shape.block else shape.channels
+            fewer = k * k * channels * m * m / (window**2 * product_lanes)
             plan = f"fp32 Winograd F({m}×{m}, {r}×{r}) conv of the 4 input phases of a stride-2 {k}×{k} conv, NCHW{shape.block}c output ({fewer:.2f}× fewer multiply-adds)"
             weight = phase_weights(weight, shape.block)
         record = LayerRecord("conv2d", "winograd_conv2d", plan)
@@ -109,7 +112,7 @@ class WinogradLayers:
             block = channel_block(str(attrs.data_layout))
         except ValueError:
             return None, None
-        if block not in (0, WINOGRAD_BLOCK):  # a model that fell back to 8-channel blocks
+        if block not in (0, self.block):  # a model that fell back to smaller channel blocks
             return None, None
         strides, padding = [int(v) for v in attrs.strides], [int(v) for v in attrs.padding]
         if int(attrs.groups) != 1 or [int(v) for v in attrs.dilation] != [1, 1] or str(call.args[0].ty.dtype) != "float32":
@@ -129,9 +132,9 @@ class WinogradLayers:
             return None, None
         dims = [int(v) for v in dims]
         batch, channels, height, width = (dims[0], dims[1] * dims[4], dims[2], dims[3]) if block else dims
-        if height * width < MIN_OUTPUT_PIXELS or channels % WINOGRAD_BLOCK or weight.shape[0] % WINOGRAD_BLOCK:
+        if height * width < MIN_OUTPUT_PIXELS or channels % self.block or weight.shape[0] % self.block:
             return None, None
-        return WinogradShape(batch, channels, weight.shape[0], height, width, WINOGRAD_BLOCK, winograd_tile(height, width)), weight
+        return WinogradShape(batch, channels, weight.shape[0], height, width, self.block, winograd_tile(height, width)), weight
 
     def _eligible_phased(self, call, padding: list):
         """``(WinogradShape, OIHW weight)`` for a stride-2 conv on a plain NCHW input whose 4
@@ -142,16 +145,17 @@ class WinogradLayers:
             return None, None
         weight = weight_as_oihw(weight, str(call.attrs.kernel_layout))
         batch, channels, height, width = (int(v) for v in dims)
-        if weight is None or len(set(padding)) != 1 or weight.shape[2] != weight.shape[3] or 4 * channels > WINOGRAD_BLOCK:
+        if weight is None or len(set(padding)) != 1 or weight.shape[2] != weight.shape[3] or channels > MAX_PHASED_CHANNELS:
             return None, None
         kernel, pad = weight.shape[2], padding[0]
         half = -(-kernel // 2)
         out_h, out_w = (height + 2 * pad - kernel) // 2 + 1, (width + 2 * pad - kernel) // 2 + 1
-        if half not in PHASED_TILES or out_h * out_w < MIN_OUTPUT_PIXELS or weight.shape[0] % WINOGRAD_BLOCK:
+        if half not in PHASED_TILES or out_h * out_w < MIN_OUTPUT_PIXELS or weight.shape[0] % self.block:
             return None, None
         tile = PHASED_TILES[half] or winograd_tile(out_h, out_w)
         phased = PhasedInput(channels, height, width, pad)
-        return WinogradShape(batch, WINOGRAD_BLOCK, weight.shape[0], out_h, out_w, WINOGRAD_BLOCK, tile, half, phased), weight
+        phase_channels = -(-4 * channels // self.block) * self.block
+        return WinogradShape(batch, phase_channels, weight.shape[0], out_h, out_w, self.block, tile, half, phased), weight
 
 
 def winograd_tile(height: int, width: int) -> int:

@@ -50,7 +50,12 @@ FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("binary_conv2d", BinaryConv, binary_conv_design_spaces, "Sign-fed conv2d with ±α weights, groups = 1"),
     KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
     KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
-    KernelFamily("winograd_conv2d", WinogradConv, winograd_design_spaces, "3×3 stride-1 conv2d in NCHW16c (AVX-512), groups = 1"),
+    KernelFamily(
+        "winograd_conv2d",
+        WinogradConv,
+        winograd_design_spaces,
+        "3×3 stride-1 conv2d in NCHW16c / NCHW8c (AVX-512, AVX2), and stride-2 stems on ≤ 4 channels; groups = 1",
+    ),
     KernelFamily("dense", Dense, dense_design_spaces, "2-D matmul (Gemm, MatMul)"),
     # not tunable: its loops run over data-dependent trip counts, which MetaSchedule cannot
     # reshape, and MetaSchedule's random inputs would be out-of-range offsets

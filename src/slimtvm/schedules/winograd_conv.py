@@ -136,10 +136,10 @@ TRANSFORMS = {  # (m, r): the transform
 class PhasedInput:
     """The plain NCHW input (``channels`` × ``height`` × ``width``, zero-padded by ``padding`` on
     every side) of a stride-2 k × k conv, which the kernel splits into its 4 phases
-    ``x[c, 2i + a − padding, 2j + b − padding]`` (a, b ∈ {0, 1}), lane ``(2a + b) · channels + c``
-    of one channel block: the conv is then a stride-1 conv of the phases with ⌈k / 2⌉ × ⌈k / 2⌉
-    kernels (:func:`phase_weights`), without padding, that Winograd's F(m × m, ⌈k / 2⌉ × ⌈k / 2⌉)
-    computes. Needs 4 · channels ≤ the block."""
+    ``x[c, 2i + a − padding, 2j + b − padding]`` (a, b ∈ {0, 1}), channel ``(2a + b) · channels + c``
+    of as many channel blocks as they fill: the conv is then a stride-1 conv of the phases with
+    ⌈k / 2⌉ × ⌈k / 2⌉ kernels (:func:`phase_weights`), without padding, that Winograd's
+    F(m × m, ⌈k / 2⌉ × ⌈k / 2⌉) computes."""
 
     channels: int
     height: int
@@ -206,14 +206,12 @@ def winograd_weights(weight: np.ndarray, block: int, tile: int = 2) -> np.ndarra
 
 def phase_weights(weight: np.ndarray, block: int) -> np.ndarray:
     """The OIHW weights of the stride-1 conv of a stride-2 conv's 4 input phases
-    (:class:`PhasedInput`): ``[O, block, ⌈k / 2⌉, ⌈k / 2⌉]`` with ``w[o, (2a + b) · C + c, u, v] =
-    weight[o, c, 2u + a, 2v + b]`` (zero past the kernel's edge, and in the lanes past 4 · C).
-    Refuses more than ``block`` / 4 input channels."""
+    (:class:`PhasedInput`): ``[O, ⌈4C / block⌉ · block, ⌈k / 2⌉, ⌈k / 2⌉]`` with
+    ``w[o, (2a + b) · C + c, u, v] = weight[o, c, 2u + a, 2v + b]`` (zero past the kernel's edge,
+    and in the channels past 4 · C)."""
     out_channels, channels, kh, kw = weight.shape
-    if 4 * channels > block:
-        raise ValueError(f"the 4 phases of {channels} input channels do not fit one {block}-channel block")
     half_h, half_w = -(-kh // 2), -(-kw // 2)
-    phased = np.zeros((out_channels, block, half_h, half_w), dtype=weight.dtype)
+    phased = np.zeros((out_channels, -(-4 * channels // block) * block, half_h, half_w), dtype=weight.dtype)
     for a in range(2):
         for b in range(2):
             taps = weight[:, :, a::2, b::2]
@@ -228,14 +226,15 @@ def phased_input(data, shape: WinogradShape):
     p, r = shape.phased, shape.kernel
     rows, cols = shape.tile_rows * shape.tile + r - 1, shape.tile_cols * shape.tile + r - 1
 
-    def value(n, _block, i, j, lane):
-        phase, channel = lane // p.channels, lane % p.channels
+    def value(n, block, i, j, lane):
+        index = block * shape.block + lane  # (2a + b) · C + c
+        phase, channel = index // p.channels, index % p.channels
         y, x = 2 * i + phase // 2 - p.padding, 2 * j + phase % 2 - p.padding
-        inside = tirx.all(lane < 4 * p.channels, y >= 0, y < p.height, x >= 0, x < p.width)
+        inside = tirx.all(index < 4 * p.channels, y >= 0, y < p.height, x >= 0, x < p.width)
         clamp_y, clamp_x = tirx.max(tirx.min(y, p.height - 1), 0), tirx.max(tirx.min(x, p.width - 1), 0)
         return tirx.if_then_else(inside, data[n, tirx.min(channel, p.channels - 1), clamp_y, clamp_x], tirx.const(0.0, data.dtype))
 
-    return te.compute(_i64(shape.batch, 1, rows, cols, shape.block), value, name=PHASE_BLOCK)
+    return te.compute(_i64(shape.batch, shape.channels // shape.block, rows, cols, shape.block), value, name=PHASE_BLOCK)
 
 
 def _combination(coefficients, values):
@@ -291,8 +290,9 @@ def winograd_conv2d_nchwc(data, weights, shape: WinogradShape, out_dtype: str = 
         name=INPUT_BLOCK,
     )
     block_r = te.reduce_axis(_i64(0, s.channels // s.block), name="ic_block")
-    # the phases of a stride-2 conv fill 4 · C lanes of their block: the product skips the rest
-    lane_r = te.reduce_axis(_i64(0, s.block if s.phased is None else 4 * s.phased.channels), name="ic_lane")
+    # the phases of a stride-2 conv that fill 4 · C lanes of one block: the product skips the rest
+    one_partial_block = s.phased is not None and s.channels == s.block
+    lane_r = te.reduce_axis(_i64(0, 4 * s.phased.channels if one_partial_block else s.block), name="ic_lane")
     product = te.compute(
         _i64(window_size, window_size, s.tiles, s.out_channels // s.block, s.block),
         lambda xi, nu, tile, oc, lane: te.sum(
@@ -342,7 +342,14 @@ class WinogradTile:
 MIN_ACCUMULATORS = 8  # two FMA pipes × 4 cycles of latency: fewer chains leave them idle
 
 
-def default_winograd_tile(tiles: int, oc_blocks: int) -> WinogradTile:
+def max_accumulators(lanes: int) -> int:
+    """Accumulator registers of the product's tile: 28 of AVX-512's 32 (the broadcast operand is
+    embedded in the FMA; the rest hold weight vectors), 12 of AVX2's 16 (one more holds the
+    broadcast value, as AVX2's FMA has no embedded broadcast)."""
+    return 28 if lanes >= 16 else 12
+
+
+def default_winograd_tile(tiles: int, oc_blocks: int, lanes: int = 16) -> WinogradTile:
     """Two output blocks (one when they are odd) × the most tiles that divide the tile count and
     keep ``px · oc_tile`` accumulators within 28 of the 32 zmm registers (the broadcast operand is
     embedded in the FMA; two hold the weight vectors). Measured on Zen 5, 1 thread: 14 × 2 at
@@ -351,19 +358,20 @@ def default_winograd_tile(tiles: int, oc_blocks: int) -> WinogradTile:
     that this leaves fewer than :data:`MIN_ACCUMULATORS` (a banded task of two tiles:
     :func:`band_columns`), four output blocks when they divide; where that still leaves fewer (a
     prime tile count), one output block and up to 28 tiles."""
+    budget = max_accumulators(lanes)
     oc_tile = 2 if oc_blocks % 2 == 0 else 1
-    px = _most_tiles(tiles, oc_tile)
+    px = _most_tiles(tiles, oc_tile, budget)
     if px * oc_tile < MIN_ACCUMULATORS and oc_blocks % 4 == 0:
         oc_tile = 4
-        px = _most_tiles(tiles, oc_tile)
-    if px * oc_tile < MIN_ACCUMULATORS and _most_tiles(tiles, 1) > px * oc_tile:
-        oc_tile, px = 1, _most_tiles(tiles, 1)  # a prime tile count (19 in a 112-wide stem's band)
+        px = _most_tiles(tiles, oc_tile, budget)
+    if px * oc_tile < MIN_ACCUMULATORS and _most_tiles(tiles, 1, budget) > px * oc_tile:
+        oc_tile, px = 1, _most_tiles(tiles, 1, budget)  # a prime tile count (19 in a 112-wide stem's band)
     return WinogradTile(px, oc_tile)
 
 
-def _most_tiles(tiles: int, oc_tile: int) -> int:
-    """The most tiles that divide ``tiles`` and fit 28 accumulators with ``oc_tile`` blocks."""
-    return max(d for d in range(1, min(28 // oc_tile, tiles) + 1) if tiles % d == 0)
+def _most_tiles(tiles: int, oc_tile: int, budget: int) -> int:
+    """The most tiles that divide ``tiles`` and fit ``budget`` accumulators with ``oc_tile`` blocks."""
+    return max(d for d in range(1, min(budget // oc_tile, tiles) + 1) if tiles % d == 0)
 
 
 def band_columns(bands: int, cols: int) -> int:
@@ -524,7 +532,7 @@ class WinogradConv(CPURule):
     main_block = GEMM_BLOCK
 
     def schedule_block(self, sch, block):
-        tile = default_winograd_tile(*product_tiles(sch))
+        tile = default_winograd_tile(*product_tiles(sch), self.lanes)
         schedule_winograd(sch, tile.px, tile.oc_tile)
         return sch
 
@@ -535,7 +543,7 @@ def winograd_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     tiles, oc_blocks = product_tiles(sch)
     spaces = []
     for oc_tile in (t for t in (1, 2, 4) if oc_blocks % t == 0):
-        choices = [d for d in range(2, min(28 // oc_tile, tiles) + 1) if tiles % d == 0] or [1]
+        choices = [d for d in range(2, min(max_accumulators(lanes) // oc_tile, tiles) + 1) if tiles % d == 0] or [1]
         space = sch.copy()
         schedule_winograd(space, categorical(space, choices[-4:]), oc_tile)
         spaces.append(space)
