@@ -72,7 +72,8 @@ def test_every_sampled_template_schedule_computes_the_same_result(model_index, p
     spec = resolve_target(preset)
     target = spec.tvm_target()
     tasks = extract_tuning_tasks(template_models()[model_index], spec)
-    assert {t.kind for t in tasks} == {"conv2d", "depthwise", "dense"}
+    # the AVX2 build also takes its 8-channel 3×3 convs to Winograd (8-lane blocks)
+    assert {"conv2d", "depthwise", "dense"} <= {t.kind for t in tasks} <= {"conv2d", "depthwise", "dense", "winograd_conv2d"}
     checked = 0
     for task in tasks:
         infos = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
