@@ -44,10 +44,13 @@ def model_path(name: str, workdir: str) -> str:
         path = os.path.join(workdir, f"{name}.onnx")
         onnx.save(ARCHITECTURES[name](seed=0), path)
         return path
-    from light_zoo import LIGHT, with_random_weights
+    from light_zoo import LIGHT, with_logits_output, with_random_weights
 
     path = os.path.join(workdir, f"{name}.onnx")
-    onnx.save(with_random_weights(onnx.load(os.path.join(LIGHT, f"{name}.onnx")), seed=0), path)
+    # the logits as a second output: random weights saturate the final Softmax (outputs 0 and 1),
+    # which alone would let the outputs check pass whatever the logits were
+    model, _ = with_logits_output(with_random_weights(onnx.load(os.path.join(LIGHT, f"{name}.onnx")), seed=0))
+    onnx.save(model, path)
     return path
 
 
