@@ -161,7 +161,7 @@ def test_stride_2_stems_on_few_channels_take_winograd_on_their_input_phases():
     _, decisions = recorded_decisions(import_onnx(_stem_model(5, 64, 7, 3, 64, seed=40)), avx512)
     assert "Winograd" not in decisions.convs[0]
     _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), resolve_target("x86-64").tvm_target())
-    assert decisions.convs[0] == STEM.replace("NCHW16c output (4.00×", "NCHW8c output (3.00×")  # 12 phases in two 8-lane blocks
+    assert decisions.convs[0] == STEM.replace("NCHW16c", "NCHW8c")  # 12 phases across two 8-lane blocks
     _, decisions = recorded_decisions(import_onnx(_stem_model(3, 64, 7, 3, 64, seed=40)), resolve_target("aarch64").tvm_target())
     assert all("Winograd" not in plan for plan in decisions.convs)
 

@@ -85,10 +85,9 @@ class WinogradLayers:
         if shape.phased is None:
             fewer = 9 * m * m / window**2
             plan = f"fp32 Winograd F({m}×{m}, 3×3) conv, NCHW{shape.block}c kernel ({fewer:.2f}× fewer multiply-adds)"
-        else:  # the direct conv's k² · C per output against the product's (m + r − 1)² · its lanes per m² outputs
-            k, channels = weight.shape[2], shape.phased.channels
-            product_lanes = 4 * channels if shape.channels == shape.block else shape.channels
-            fewer = k * k * channels * m * m / (window**2 * product_lanes)
+        else:  # the direct conv's k² · C per output against the product's (m + r − 1)² · 4C per m² outputs
+            k = weight.shape[2]
+            fewer = k * k * m * m / (window**2 * 4)
             plan = f"fp32 Winograd F({m}×{m}, {r}×{r}) conv of the 4 input phases of a stride-2 {k}×{k} conv, NCHW{shape.block}c output ({fewer:.2f}× fewer multiply-adds)"
             weight = phase_weights(weight, shape.block)
         record = LayerRecord("conv2d", "winograd_conv2d", plan)

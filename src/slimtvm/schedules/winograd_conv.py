@@ -289,14 +289,25 @@ def winograd_conv2d_nchwc(data, weights, shape: WinogradShape, out_dtype: str = 
         lambda xi, nu, tile, block, lane: _transform_rows(t.input_t, nu, [input_rows[xi, c, tile, block, lane] for c in range(window_size)]),
         name=INPUT_BLOCK,
     )
-    block_r = te.reduce_axis(_i64(0, s.channels // s.block), name="ic_block")
-    # the phases of a stride-2 conv that fill 4 · C lanes of one block: the product skips the rest
-    one_partial_block = s.phased is not None and s.channels == s.block
-    lane_r = te.reduce_axis(_i64(0, 4 * s.phased.channels if one_partial_block else s.block), name="ic_lane")
+    if s.phased is None:
+        block_r = te.reduce_axis(_i64(0, s.channels // s.block), name="ic_block")
+        lane_r = te.reduce_axis(_i64(0, s.block), name="ic_lane")
+
+        def channel(block, lane):
+            return block, lane
+
+    else:  # a stride-2 conv's 4 · C phase channels, in one block or across two: the product skips the zero ones
+        block_r = te.reduce_axis(_i64(0, 1), name="ic_block")
+        lane_r = te.reduce_axis(_i64(0, 4 * s.phased.channels), name="ic_lane")
+
+        def channel(block, lane):
+            return block + lane // s.block, lane % s.block
+
     product = te.compute(
         _i64(window_size, window_size, s.tiles, s.out_channels // s.block, s.block),
         lambda xi, nu, tile, oc, lane: te.sum(
-            v[xi, nu, tile, block_r, lane_r].astype(out_dtype) * weights[xi, nu, oc, block_r, lane_r, lane].astype(out_dtype), axis=[block_r, lane_r]
+            v[(xi, nu, tile) + channel(block_r, lane_r)].astype(out_dtype) * weights[(xi, nu, oc) + channel(block_r, lane_r) + (lane,)].astype(out_dtype),
+            axis=[block_r, lane_r],
         ),
         name=GEMM_BLOCK,
     )
