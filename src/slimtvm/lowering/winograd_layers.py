@@ -15,7 +15,7 @@ the default):
 
 Or, the stem form: plain NCHW in with at most 4 channels, NCHW[x]c out, a constant float32 square
 k × k weight with ⌈k / 2⌉ in :data:`PHASED_TILES` (5–8), stride 2, the same padding on every
-side, groups 1, dilation 1, at least 49 output pixels and whole 16-channel output blocks.
+side, groups 1, dilation 1, at least 49 output pixels and whole output channel blocks.
 
 The output tile is 4 × 4 on images of :data:`MIN_LARGE_TILES` such tiles or more, else 2 × 2
 (:func:`winograd_tile`). The weights are transformed here, once (``U = G g Gᵀ``, 16/9 or 36/9
@@ -136,8 +136,9 @@ class WinogradLayers:
         return WinogradShape(batch, channels, weight.shape[0], height, width, self.block, winograd_tile(height, width)), weight
 
     def _eligible_phased(self, call, padding: list):
-        """``(WinogradShape, OIHW weight)`` for a stride-2 conv on a plain NCHW input whose 4
-        phases fit one channel block (module docstring), else ``(None, None)``."""
+        """``(WinogradShape, OIHW weight)`` for a stride-2 conv on a plain NCHW input of at most
+        :data:`MAX_PHASED_CHANNELS` channels (its 4 phases in as many channel blocks as they fill;
+        module docstring), else ``(None, None)``."""
         dims = getattr(call.args[0].ty, "shape", None)
         weight = constant_value(call.args[1])
         if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims) or weight is None or weight.dtype != np.float32:

@@ -33,10 +33,10 @@ lowering/winograd_layers.py chooses m per image size.
 
 Stride-2 stems (:class:`PhasedInput`): a k × k stride-2 conv is the sum over the 4 phases
 ``x[2i + a, 2j + b]`` (a, b ∈ {0, 1}) of stride-1 convs with the ⌈k/2⌉ × ⌈k/2⌉ kernels
-``w[2u + a, 2v + b]``; with at most 4 input channels the phases fill one 16-lane block, so the
-kernel's first stage (``winograd_phases``) writes them, zero-padded, as a one-block NCHW16c
-image, and the stages above run unchanged on it (no padding: the phases carry it), with the
-product reducing over the 4 · C real lanes only. ResNet's 7 × 7 stem (3 → 64 channels) runs as
+``w[2u + a, 2v + b]``; with at most 4 input channels the phases fill one 16-lane block (two
+8-lane ones on AVX2), so the kernel's first stage (``winograd_phases``) writes them, zero-padded,
+as an NCHW[x]c image, and the stages above run unchanged on it (no padding: the phases carry
+it), with the product reducing over the 4 · C real phase channels only. ResNet's 7 × 7 stem (3 → 64 channels) runs as
 F(4×4, 4×4) (points 0, ±1, ±2, ½, ∞): 49 · 12 multiply-adds per 16 pixels and output channel
 instead of 147 · 16 (4× fewer); with the transforms, measured on Zen 4 (1 thread, one-conv model,
 kernel alone) 2.22 → 1.14 ms. YOLOv5's 6 × 6 stem takes F(4×4, 3×3) this way.
@@ -106,7 +106,7 @@ TRANSFORMS = {  # (m, r): the transform
     # a 4 × 4 kernel (the phases of a stride-2 7 × 7 conv, :func:`phase_weights`): points 0, ±1, ±2,
     # ½ and ∞. 49 positions per 16 pixels instead of F(3×3, 4×4)'s 36 per 9 (6 points), and its
     # larger transforms still cost less: ResNet-18's stem 1.27 → 1.14 ms (Zen 4, 1 thread, one-conv
-    # model), its output within 2.8e-6 of onnxruntime's (1.4e-6 with F(3×3, 4×4))
+    # model), its output within 2.8e-6 of onnxruntime's (F(3×3, 4×4), tried first and dropped: 1.4e-6)
     (4, 4): WinogradTransform(
         4,
         (
@@ -437,7 +437,7 @@ def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
         if name.startswith("data_pad"):
             sch.compute_inline(sch.get_sblock(name))
     names = [sch.get(block).name_hint for block in sch.get_child_blocks(root)]
-    if PHASE_BLOCK in names:  # a stage of its own, before the tiles: each window reads 4/9 of its rows again
+    if PHASE_BLOCK in names:  # a stage of its own, before the tiles, whose windows overlap
         row_task_loops = sch.get_loops(sch.get_sblock(PHASE_BLOCK))
         sch.parallel(sch.fuse(*row_task_loops[:3]))
         sch.unroll(row_task_loops[4])
