@@ -204,10 +204,21 @@ def prepare(args) -> int:
     os.makedirs(os.path.join(args.dir, "tests"))
     for helper in CARRIED_TESTS_HELPERS:
         shutil.copy(os.path.join(ROOT, "tests", helper), os.path.join(args.dir, "tests", helper))
-    if args.runtime_from_here:
-        installed_runtime_bundle(os.path.join(args.dir, "tvmrt.tgz"))
-    elif not os.path.exists(os.path.join(args.dir, "tvmrt.tgz")):
-        runtime_bundle(os.path.join(args.dir, "tvmrt.tgz"), args.python_version)
+    # the runtime bundle is kept between preparations (a 100 MB download) unless made for another Python
+    bundle, made_for = os.path.join(args.dir, "tvmrt.tgz"), os.path.join(args.dir, "tvmrt.python")
+    wanted = "this Python" if args.runtime_from_here else args.python_version
+    kept_for = None
+    if os.path.exists(bundle) and os.path.exists(made_for):
+        with open(made_for) as file:
+            kept_for = file.read()
+    if kept_for != wanted:
+        if args.runtime_from_here:
+            installed_runtime_bundle(bundle)
+        else:
+            runtime_bundle(bundle, args.python_version)
+        with open(made_for, "w") as file:
+            file.write(wanted)
+        shutil.rmtree(os.path.join(args.dir, "site"), ignore_errors=True)  # unpacked from the old bundle
     runs_here = _target_runs_here(args.target)
     manifest = {"target": args.target, "models": []}
     with tempfile.TemporaryDirectory() as workdir:
