@@ -6,14 +6,17 @@ Per ResNet-18 3×3 shape (random weights): the conv alone against its Tucker-2 c
 1×1 at ``--rank`` of both channel counts), each a one-layer model compiled by slimtvm for the
 host and timed on this machine in turns (1 thread, device tensors, median), as the speed gate of
 ``--low-rank`` times them. Prints the MAC reduction, both times, the speed-up, the ratio
-speed-up / MAC reduction (1.0: the chain runs at the dense layer's MAC rate) and the chain
-artifact's relative difference from onnxruntime on the chain model.
+speed-up / MAC reduction (1.0: the chain runs at the dense layer's MAC rate), the same for both
+models built with ``--conv-algorithm direct``, and the chain artifact's relative difference from
+onnxruntime on the chain model.
 
 ``--model``: torchvision's ResNet-18 (random weights, benchmarks/architectures.py) compiled as is
 and with ``--low-rank rank=R --save-onnx``; both artifacts timed in turns (1 thread, numpy in and
 out, median), the factorised one checked against onnxruntime on the saved model; prints the
 whole-model MAC reduction (all conv/dense layers, saved model against the original), the speed-up
-and their ratio. ``--smoke``: CI's check (the l4 shape at 5 runs, no model).
+and their ratio — for the default builds, and for both models built with ``--conv-algorithm
+direct`` (the MAC count is the work only where both builds run one algorithm: Winograd does
+the dense model's 3×3 stride-1 convs with 4× fewer multiplies). ``--smoke``: CI's check (the l4 shape at 5 runs, no model).
 """
 
 from __future__ import annotations
@@ -62,26 +65,49 @@ def layer_rows(names: list, rank: float, runs: int) -> None:
     from slimtvm.runtime.bench import relative_difference
 
     time_pair = layer_timer("host", runs=runs)
+    time_direct = layer_timer("host", runs=runs, options={"conv_algorithm": "direct"})
     folder = tempfile.mkdtemp(prefix="slimtvm-low-rank-layers-")
     header = f"{'layer':12s} {'ranks':>9s} {'MACs':>8s} {'→':>8s} {'fewer':>6s} {'dense ms':>9s} {'chain ms':>9s} {'speed-up':>9s} {'ratio':>6s}"
-    print(header + "  vs onnxruntime")
+    print(header + "  | direct: dense ms  chain ms  speed-up  ratio | vs onnxruntime")
     for name in names:
         model = conv_model(*LAYERS[name])
         (layer,) = matrix_layers(model)
         choice = choose_ranks(layer, parse_spec(f"rank={rank}"))
         chain = factorised_model(model, {layer: approximation(layer, choice.ranks)[0]})
         dense_ms, chain_ms = time_pair(model, chain)
+        direct_dense_ms, direct_chain_ms = time_direct(model, chain)
         cin, size = LAYERS[name][:2]
         x = {"x": np.random.default_rng(1).standard_normal((1, cin, size, size)).astype(np.float32)}
         ours = slimtvm.compile(chain, os.path.join(folder, f"{name}.so")).load().run(x)["y"]
         difference = relative_difference(ours, ort.InferenceSession(chain.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0])
         reduction = layer.macs / factorised_macs(layer, choice.ranks)
-        speedup = dense_ms / chain_ms
+        speedup, direct_speedup = dense_ms / chain_ms, direct_dense_ms / direct_chain_ms
         print(
             f"{name:12s} {'×'.join(map(str, choice.ranks)):>9s} {layer.macs / 1e6:7.1f}M {factorised_macs(layer, choice.ranks) / 1e6:7.1f}M "
-            f"{reduction:5.2f}× {dense_ms:9.3f} {chain_ms:9.3f} {speedup:8.2f}× {speedup / reduction:6.2f}  {difference:.1e}",
+            f"{reduction:5.2f}× {dense_ms:9.3f} {chain_ms:9.3f} {speedup:8.2f}× {speedup / reduction:6.2f}  | "
+            f"{direct_dense_ms:14.3f} {direct_chain_ms:9.3f} {direct_speedup:8.2f}× {direct_speedup / reduction:6.2f} | {difference:.1e}",
             flush=True,
         )
+
+
+def executed_macs(model: onnx.ModelProto, manifest: dict) -> int:
+    """The multiply-adds a build of ``model`` does in its convs and matmuls: each Conv's MACs, over
+    the factor its plan in ``manifest`` names for a Winograd kernel (``(4.00× fewer
+    multiply-adds)``); the plans come in graph order, one per conv2d (refuses a model whose
+    convs do not pair one to one with them: a grouped conv, a rewritten graph)."""
+    import re
+
+    from slimtvm.compress.matrix_layers import matrix_layers
+
+    convs = [layer for layer in matrix_layers(model) if layer.op == "Conv"]
+    plans = [record["plan"] for record in manifest["layers"] if record["op"] == "conv2d"]
+    if len(convs) != len(plans):
+        raise ValueError(f"{len(convs)} convs but {len(plans)} conv plans")
+    total = sum(layer.macs for layer in matrix_layers(model) if layer.op != "Conv")
+    for layer, plan in zip(convs, plans):
+        fewer = re.search(r"\(([\d.]+)× fewer multiply-adds\)", plan) if "Winograd" in plan else None
+        total += layer.macs / float(fewer.group(1)) if fewer else layer.macs
+    return int(total)
 
 
 def model_row(rank: float, runs: int) -> None:
@@ -98,22 +124,36 @@ def model_row(rank: float, runs: int) -> None:
     onnx.save(ARCHITECTURES["resnet18"](seed=0), original)
     dense = slimtvm.compile(original, os.path.join(folder, "dense.so"))
     factorised = slimtvm.compile(original, os.path.join(folder, "lr.so"), low_rank=f"rank={rank}", save_onnx=saved)
+    # The same two models with every conv on the direct kernel: Winograd multiplies 2.25–4× less
+    # than the MACs count on the dense model's 3×3 stride-1 convs (most of its MACs) and on few of
+    # the factorised model's (its 1×1 convs have no fast algorithm), so only builds on one
+    # algorithm compare speed with MACs.
+    direct = [slimtvm.compile(path, os.path.join(folder, f"direct{i}.so"), conv_algorithm="direct") for i, path in enumerate((original, saved))]
     report = factorised.manifest["low_rank_request"]
     done = sum(entry["factorised"] for entry in report["low_rank_layers"])
     macs_before, macs_after = linear_macs(onnx.load(original)), linear_macs(onnx.load(saved))
-    models = [dense.load(), factorised.load()]
+    models = [dense.load(), factorised.load(), *(artifact.load() for artifact in direct)]
     x = models[0].random_inputs(0)
     session = ort.InferenceSession(saved, providers=["CPUExecutionProvider"])
-    difference = relative_difference(models[1].run(x)[models[1].output_names[0]], session.run(None, x)[0])
+    reference = session.run(None, x)[0]
+    differences = [relative_difference(m.run(x)[m.output_names[0]], reference) for m in (models[1], models[3])]
     set_num_threads(1)
     for m in models:
         m.run(x)
-    (dense_ms, lr_ms), _ = time_in_turns([lambda m=m: m.run(x) for m in models], runs=runs, block=5, warmup=1)
-    reduction, speedup = macs_before / macs_after, dense_ms / lr_ms
+    times, _ = time_in_turns([lambda m=m: m.run(x) for m in models], runs=runs, block=5, warmup=1)
+    reduction = macs_before / macs_after
     print(
         f"ResNet-18 --low-rank rank={rank:g}: {done} of {len(report['low_rank_layers'])} layers factorised; MACs {macs_before / 1e6:.0f}M → "
-        f"{macs_after / 1e6:.0f}M ({reduction:.2f}× fewer); 1 thread {dense_ms:.2f} ms → {lr_ms:.2f} ms ({speedup:.2f}×); "
-        f"speed-up / MAC reduction {speedup / reduction:.2f}; vs onnxruntime on the saved model {difference:.1e}"
+        f"{macs_after / 1e6:.0f}M ({reduction:.2f}× fewer); vs onnxruntime on the saved model {differences[0]:.1e} (direct build {differences[1]:.1e})"
+    )
+    for label, (dense_ms, lr_ms) in (("default builds (Winograd where it applies)", times[:2]), ("--conv-algorithm direct, both", times[2:])):
+        speedup = dense_ms / lr_ms
+        print(f"  {label}: 1 thread {dense_ms:.2f} ms → {lr_ms:.2f} ms ({speedup:.2f}×); speed-up / MAC reduction {speedup / reduction:.2f}")
+    executed = [executed_macs(onnx.load(path), artifact.manifest) for path, artifact in ((original, dense), (saved, factorised))]
+    cut = executed[0] / executed[1]
+    print(
+        f"  multiply-adds the default builds execute (Winograd layers at their plans' factor): {executed[0] / 1e6:.0f}M → {executed[1] / 1e6:.0f}M "
+        f"({cut:.2f}× fewer); speed-up / that {times[0] / times[1] / cut:.2f}"
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
 from onnx_builders import GraphBuilder, digits_like_input
 
 import slimtvm
+from slimtvm.cli import main
 from slimtvm.compiler.layer_table import recorded_decisions
 from slimtvm.frontend.onnx_import import import_onnx
 from slimtvm.schedules.winograd_conv import band_columns, default_winograd_tile, winograd_weights
@@ -44,6 +46,27 @@ def test_x86_builds_take_winograd_for_3x3_stride_1_convs_of_seven_by_seven_and_m
     assert decisions.convs[:3] == [WINOGRAD.replace("NCHW16c", "NCHW8c")] * 3 and "Winograd" not in decisions.convs[3]
     _, decisions = recorded_decisions(import_onnx(model), resolve_target("aarch64").tvm_target())
     assert all("Winograd" not in plan for plan in decisions.convs)
+
+
+def test_conv_algorithm_direct_keeps_every_conv_on_the_direct_kernel(tmp_path, capsys):
+    """``conv_algorithm="direct"`` (``--conv-algorithm direct``): the convs Winograd would take run
+    the direct kernel, the manifest says so, the result matches onnxruntime; an unknown value is
+    refused before any work."""
+    model = _residual_model(1, 32, 12, 10, seed=31)
+    artifact = slimtvm.compile(model, str(tmp_path / "direct.so"), target="x86-64", conv_algorithm="direct")
+    assert artifact.manifest["conv_algorithm"] == "direct"
+    kernels = next(p for p in artifact.manifest["passes"] if p["name"] == "kernels")
+    assert "winograd_conv2d" not in kernels["by_family"]
+    assert [layer["plan"] for layer in artifact.manifest["layers"] if layer["op"] == "conv2d"] == [DIRECT.replace("NCHW16c", "NCHW8c")] * 5
+    inputs = {"x": digits_like_input((1, 32, 12, 10), seed=33)}
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    with pytest.raises(slimtvm.SlimError, match="conv algorithm 'fast': use one of auto, direct"):
+        slimtvm.compile(model, str(tmp_path / "bad.so"), conv_algorithm="fast")
+    assert not (tmp_path / "bad.so").exists()
+    onnx.save(model, tmp_path / "model.onnx")
+    assert main(["compile", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "cli.so"), "--target", "x86-64", "--conv-algorithm", "direct"]) == 0
+    printed = capsys.readouterr().out
+    assert "winograd" not in printed and "conv2d 5" in printed
 
 
 def test_images_of_five_by_five_four_pixel_tiles_take_f4x4():

@@ -19,7 +19,17 @@ _use_all_cores_by_default()
 
 
 def compile(  # noqa: A001 - the natural name
-    model, output=None, target="host", input_shapes=None, db=None, binarize=None, sparse="auto", prune=None, save_onnx=None, low_rank=None
+    model,
+    output=None,
+    target="host",
+    input_shapes=None,
+    db=None,
+    binarize=None,
+    sparse="auto",
+    prune=None,
+    save_onnx=None,
+    low_rank=None,
+    conv_algorithm="auto",
 ):
     """Compile an ONNX model into a shared library + manifest; see :func:`slimtvm.compiler.build.compile_model`.
 
@@ -34,7 +44,7 @@ def compile(  # noqa: A001 - the natural name
     ``save_onnx``: a path for the rewritten float model of the lossy step.
     ``sparse``: ``auto`` (sparse kernels where they pay: a measured table, and the convs near its
     thresholds timed both ways on this machine), ``timed`` (every candidate timed), ``always`` or
-    ``never``.
+    ``never``. ``conv_algorithm``: ``auto`` (Winograd for the convs its kernel takes) or ``direct``.
     """
     from .compiler.build import compile_model
 
@@ -61,6 +71,7 @@ def compile(  # noqa: A001 - the natural name
         prune=prune,
         save_onnx=save_onnx,
         low_rank=low_rank,
+        conv_algorithm=conv_algorithm,
     )
 
 
@@ -71,7 +82,8 @@ def tune(model, db, target="host", trials=64, **options):
     from .compiler.layer_timing import conv_timer, discard_timer
     from .tuning.tune import tune_model
 
-    timer = None if options.get("rpc") or options.get("tracker") else conv_timer(target)
+    timer_options = {"conv_algorithm": options.get("conv_algorithm", "auto")}
+    timer = None if options.get("rpc") or options.get("tracker") else conv_timer(target, options=timer_options)
     try:
         return tune_model(model, db, target=target, trials=trials, sparse_timer=timer, **options)
     finally:

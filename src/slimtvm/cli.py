@@ -73,6 +73,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="convs with zero weights: the sparse kernel where it pays (auto: a measured table, timed on this CPU near its thresholds), "
         "where it measured faster on this CPU (timed: every conv timed both ways), for every one it takes (always), or dense (never)",
     )
+    p.add_argument(
+        "--conv-algorithm",
+        choices=["auto", "direct"],
+        default="auto",
+        help="float convs: Winograd where its kernel takes them (auto), or every one on the direct kernel (direct: no transform rounding)",
+    )
 
     p = sub.add_parser("tune", help="tune MODEL.onnx's kernels with MetaSchedule (XGBoost) into a database")
     p.add_argument("model", help="ONNX model file")
@@ -94,6 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials-per-round", type=int, default=8, help="candidates measured per search round (default 8)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
     p.add_argument("--seed", type=int, default=None, help="seed of the search (default: random)")
+    p.add_argument("--conv-algorithm", choices=["auto", "direct"], default="auto", help="as for compile: tune the kernels of that build (default auto)")
     p.add_argument(
         "--all-kernels", action="store_true", help="also tune kernels without a slimtvm template (pooling, element-wise) in MetaSchedule's generic space"
     )
@@ -158,6 +165,7 @@ def _cmd_compile(args) -> int:
         prune=prune,
         save_onnx=args.save_onnx,
         low_rank=low_rank,
+        conv_algorithm=args.conv_algorithm,
     )
     manifest = artifact.manifest
     print(f"wrote {artifact.library_path} ({manifest['library']['bytes']:,} bytes) and {artifact.manifest_path}")
@@ -196,7 +204,8 @@ def _cmd_tune(args) -> int:
     from .frontend.onnx_model import parse_shape_overrides
     from .tuning.tune import tune_model
 
-    timer = conv_timer(args.target) if not (args.rpc or args.tracker) else None  # measured here: choose here
+    options = {"conv_algorithm": args.conv_algorithm}
+    timer = conv_timer(args.target, options=options) if not (args.rpc or args.tracker) else None  # measured here: choose here
     try:
         summary = tune_model(
             args.model,
@@ -214,6 +223,7 @@ def _cmd_tune(args) -> int:
             parallel=args.parallel,
             measure_timeout=args.measure_timeout,
             sparse_timer=timer,
+            conv_algorithm=args.conv_algorithm,
         )
     finally:
         discard_timer(timer)

@@ -19,6 +19,7 @@ from ..atomic_files import check_writable_folder, replace_together, staging_path
 from ..errors import InternalError, SlimError, first_line
 from ..frontend.onnx_import import import_onnx
 from ..lowering.sparse_layers import SPARSE_MODES
+from ..lowering.winograd_layers import CONV_ALGORITHMS
 from ..runtime.manifest import MANIFEST_FORMAT, manifest_path_for, sha256_of_file
 from ..targets.presets import TargetSpec, resolve_target
 from .layer_timing import conv_timer, discard_timer
@@ -54,6 +55,7 @@ def compile_model(
     prune=None,
     save_onnx: str | None = None,
     low_rank=None,
+    conv_algorithm: str = "auto",
 ) -> Artifact:
     """Compile an ONNX model (path or ``ModelProto``) into ``output`` (``.so``) and its manifest.
 
@@ -71,7 +73,9 @@ def compile_model(
     sparse kernel — ``auto`` (where it pays: a measured table, and convs near its thresholds
     timed both ways when the target runs here), ``timed`` (every one the kernel takes timed both
     ways; refused for a target that does not run here), ``always`` (every one the kernel takes) or
-    ``never``.
+    ``never``. ``conv_algorithm`` (see :data:`slimtvm.lowering.winograd_layers.CONV_ALGORITHMS`):
+    ``auto`` runs the convs the Winograd kernel takes on it, ``direct`` every float conv on the
+    direct kernel (the low-rank speed gate and the sparse timing then compare against it too).
 
     Refuses (``SlimError``) bad models, unknown targets, a missing or foreign or damaged tuning
     database, a missing cross compiler, an output path
@@ -82,6 +86,9 @@ def compile_model(
     output = _output_path(output)
     if sparse not in SPARSE_MODES:
         raise SlimError(f"sparse mode {sparse!r}: use one of {', '.join(SPARSE_MODES)}")
+    if conv_algorithm not in CONV_ALGORITHMS:
+        raise SlimError(f"conv algorithm {conv_algorithm!r}: use one of {', '.join(CONV_ALGORITHMS)}")
+    build_options = {"conv_algorithm": conv_algorithm} if conv_algorithm != "auto" else {}
     lossy = [flag for flag, request in (("--binarize", binarize), ("--prune", prune), ("--low-rank", low_rank)) if request is not None]
     if len(lossy) > 1:
         raise SlimError(f"{' and '.join(lossy)} together are not supported: run one with --save-onnx, then compile the saved model with the next")
@@ -108,7 +115,7 @@ def compile_model(
         from ..compress.low_rank_float_layers import apply_request as apply_low_rank
         from .layer_timing import layer_timer
 
-        model, request_report = apply_low_rank(model, low_rank, input_shapes, layer_timer(target) if low_rank.speed_gate else None)
+        model, request_report = apply_low_rank(model, low_rank, input_shapes, layer_timer(target, options=build_options) if low_rank.speed_gate else None)
         request_key = "low_rank_request"
     frontend = import_onnx(model, input_shapes)
     database = None
@@ -117,11 +124,11 @@ def compile_model(
 
         database = open_database(os.fspath(db), spec, create=False)
     tvm_target = spec.tvm_target()
-    timer = conv_timer(target) if sparse in ("auto", "timed") else None
+    timer = conv_timer(target, options=build_options) if sparse in ("auto", "timed") else None
     if sparse == "timed" and timer is None:
         raise SlimError(f"--sparse timed times kernels on this machine, and target {spec.name} does not run here: use --sparse auto (the table)")
     try:
-        pipeline = pipeline_for(tvm_target, sparse=sparse, timer=timer)
+        pipeline = pipeline_for(tvm_target, sparse=sparse, timer=timer, conv_algorithm=conv_algorithm)
         executable, pass_seconds, lower_seconds = _lower(frontend.mod, tvm_target, pipeline, database)
     finally:
         discard_timer(timer)
@@ -133,6 +140,7 @@ def compile_model(
         "inputs": [info.to_json() for info in frontend.inputs],
         "outputs": [info.to_json() for info in frontend.outputs],
         "target": {"preset": spec.name, "arch": spec.arch, "tvm": spec.config, "linker": spec.cross_compiler or "host default"},
+        "conv_algorithm": conv_algorithm,
         "passes": [{"name": name, **stats} for name, stats in pipeline.reports().items()],
         "layers": [record.to_json() for record in pipeline.layer_records],
         "warnings": list(frontend.warnings),

@@ -51,10 +51,11 @@ def runs_here(target) -> bool:
     return spec.name == "host" or (spec.name == "x86-64" and spec.arch == "x86_64")
 
 
-def layer_timer(target, threads: int = 1, runs: int = TIMED_RUNS):
+def layer_timer(target, threads: int = 1, runs: int = TIMED_RUNS, options: dict | None = None):
     """A function ``(layer model, replacement model) → (layer ms, replacement ms)`` timing both on
-    ``target`` (see module doc) with ``runs`` timed runs each, or None when ``target`` cannot run
-    here."""
+    ``target`` (see module doc) with ``runs`` timed runs each, both compiled with ``options``
+    (compile_model's keywords, e.g. ``{"conv_algorithm": "direct"}``), or None when ``target``
+    cannot run here."""
     if not runs_here(target):
         return None
     cache: dict = {}
@@ -62,7 +63,7 @@ def layer_timer(target, threads: int = 1, runs: int = TIMED_RUNS):
     def time_models(layer: onnx.ModelProto, replacement: onnx.ModelProto) -> tuple:
         key = (_structure(layer), _structure(replacement))
         if key not in cache:
-            cache[key] = _time_pair(layer, replacement, target, threads, runs)
+            cache[key] = _time_pair(layer, replacement, target, threads, runs, options or {})
         return cache[key]
 
     return time_models
@@ -80,13 +81,13 @@ def _timing_threads(threads: int):
         set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
 
 
-def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads: int, runs: int) -> tuple:
+def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads: int, runs: int, options: dict) -> tuple:
     from ..runtime.bench import time_in_turns
     from .build import compile_model
 
     folder = tempfile.mkdtemp(prefix="slimtvm-layer-timing-")
     try:
-        models = [compile_model(m, os.path.join(folder, f"candidate{i}.so"), target=target).load() for i, m in enumerate((first, second))]
+        models = [compile_model(m, os.path.join(folder, f"candidate{i}.so"), target=target, **options).load() for i, m in enumerate((first, second))]
         tensors = [m.to_device(m.random_inputs()) for m in models]
         with _timing_threads(threads):
             runners = [lambda m=m, t=t: m.run_device(t) for m, t in zip(models, tensors)]
@@ -96,10 +97,11 @@ def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def kernel_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
+def kernel_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS, options: dict | None = None):
     """A function ``(model, builds) → [kernel ms per build]`` for ``target`` (see module doc), or
     None when ``target`` cannot run here. ``builds``: one ``(compile options, weights matter)``
-    pair per way to build ``model`` (``({"sparse": "never"}, False)``); a build whose speed does
+    pair per way to build ``model`` (``({"sparse": "never"}, False)``), each added to ``options``
+    (the compile's own, e.g. ``{"conv_algorithm": "direct"}``); a build whose speed does
     not depend on the weights' values is compiled once per model structure, the others once per
     weights. The builds take turns, ``rounds`` instrumented runs each after two warm-up runs, at
     ``threads`` threads; each gets the median over its runs of the summed time of its kernels."""
@@ -110,10 +112,11 @@ def kernel_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
 
     def time_builds(model: onnx.ModelProto, builds: list) -> list:
         runners = []
-        for options, weights_matter in builds:
-            key = (_structure(model), tuple(sorted(options.items())), _weights_digest(model) if weights_matter else None)
+        for build_options, weights_matter in builds:
+            merged = {**(options or {}), **build_options}
+            key = (_structure(model), tuple(sorted(merged.items())), _weights_digest(model) if weights_matter else None)
             if key not in built:
-                built[key] = _instrumented_build(model, os.path.join(folder, f"build{len(built)}.so"), target, options)
+                built[key] = _instrumented_build(model, os.path.join(folder, f"build{len(built)}.so"), target, merged)
             runners.append(built[key])
         return _kernel_medians(runners, threads, rounds)
 
@@ -121,11 +124,11 @@ def kernel_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
     return time_builds
 
 
-def conv_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS):
+def conv_timer(target, threads: int = 1, rounds: int = KERNEL_ROUNDS, options: dict | None = None):
     """:func:`kernel_timer` for one conv: ``(OIHW weight, geometry, batch, builds) → [kernel ms
-    per build]``, timing a model of that conv alone (:func:`one_conv_model`); None when ``target``
-    cannot run here."""
-    timer = kernel_timer(target, threads, rounds)
+    per build]``, timing a model of that conv alone (:func:`one_conv_model`), every build with
+    ``options`` too; None when ``target`` cannot run here."""
+    timer = kernel_timer(target, threads, rounds, options)
     if timer is None:
         return None
 

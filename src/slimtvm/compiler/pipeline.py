@@ -45,13 +45,15 @@ class Pipeline:
         return self.lowering.lower_binary.records
 
 
-def pipeline_for(tvm_target, sparse: str = "auto", timer=None) -> Pipeline:
+def pipeline_for(tvm_target, sparse: str = "auto", timer=None, conv_algorithm: str = "auto") -> Pipeline:
     """Fresh instances of every step for ``tvm_target`` (a ``tvm.target.Target``); ``sparse``:
     which convs run the sparse kernel (:data:`~slimtvm.lowering.sparse_layers.SPARSE_MODES`);
     ``timer`` (slimtvm.compiler.layer_timing.conv_timer, for a target that runs here): times
-    the convs near the sparse choice's thresholds (without one, the table decides them)."""
+    the convs near the sparse choice's thresholds (without one, the table decides them);
+    ``conv_algorithm`` (:data:`~slimtvm.lowering.winograd_layers.CONV_ALGORITHMS`): ``direct``
+    keeps the Winograd kernel out."""
     target = KernelTarget.of(tvm_target)
-    winograd = WinogradLayers(target.lanes)
+    winograd = WinogradLayers(target.lanes, enabled=conv_algorithm != "direct")
     sparse_layers = SparseLayers(target.lanes, sparse, winograd, timer)
     return Pipeline(GraphPasses(), LoweringPasses(target, sparse=sparse_layers, winograd=winograd))
 

@@ -35,10 +35,11 @@ class LoweringPasses:
     winograd: WinogradLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
+    conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
     def __post_init__(self):
         if self.winograd is None:
-            self.winograd = WinogradLayers(self.target.lanes)
+            self.winograd = WinogradLayers(self.target.lanes, enabled=self.conv_algorithm != "direct")
         if self.sparse is None:
             self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer)
         if self.lower_binary is None:

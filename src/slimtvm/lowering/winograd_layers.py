@@ -56,6 +56,10 @@ MIN_LARGE_TILES = 25
 PHASED_TILES = {4: 4, 3: None}
 MAX_PHASED_CHANNELS = 4  # 16 phase channels: one AVX-512 block, two AVX2 ones
 WINOGRAD_LANES = (8, 16)  # AVX2, AVX-512
+# ``--conv-algorithm``: ``auto`` lets this lowering take the convs it can; ``direct`` keeps every
+# float conv on the direct kernel (a plain sum of products: no transform rounding, and the
+# baseline for comparing compressed layers with dense ones by multiply-adds).
+CONV_ALGORITHMS = ("auto", "direct")
 
 
 class WinogradLayers:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from ..errors import SlimError, first_line
 from ..frontend.onnx_import import import_onnx
+from ..lowering.winograd_layers import CONV_ALGORITHMS
 from ..targets.presets import resolve_target
 from .database import open_database
 from .farm import DEFAULT_MEASURE_TIMEOUT_SECONDS, check_farm, farm_builder_and_runner, parse_tracker_address
@@ -55,10 +56,10 @@ class TuneSummary:
     retried: int = 0  # measurements sent to another device after theirs died or hung (--tracker)
 
 
-def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = False, sparse_timer=None) -> list:
+def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = False, sparse_timer=None, conv_algorithm: str = "auto") -> list:
     """The model's kernels that slimtvm's kernel families cover, as :class:`TuneTask` s; with
     ``all_kernels`` also every other kernel (kind ``"generic"``: MetaSchedule's own search space).
-    ``sparse_timer``: as :func:`tune_model`'s."""
+    ``sparse_timer`` and ``conv_algorithm``: as :func:`tune_model`'s."""
     import tvm
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
@@ -72,7 +73,7 @@ def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = Fal
     target = spec.tvm_target()
     with target:
         try:
-            steps = GraphPasses().sequence() + LoweringPasses(KernelTarget.of(target), sparse_timer=sparse_timer).to_kernels()
+            steps = GraphPasses().sequence() + LoweringPasses(KernelTarget.of(target), sparse_timer=sparse_timer, conv_algorithm=conv_algorithm).to_kernels()
             mod = tvm.transform.Sequential(steps)(frontend.mod)
         except Exception as err:  # noqa: BLE001 - TVM errors: one line
             raise SlimError(f"preparing the model for tuning failed: {type(err).__name__}: {first_line(err)}") from None
@@ -105,6 +106,7 @@ def tune_model(
     parallel: int | None = None,
     measure_timeout: float | None = None,
     sparse_timer=None,
+    conv_algorithm: str = "auto",
 ) -> TuneSummary:
     """Tune ``model``'s kernels into the database folder ``db`` (created if missing).
 
@@ -120,7 +122,8 @@ def tune_model(
     (slimtvm.compiler.layer_timing.conv_timer, which the caller builds: tuning sits below the
     compiler) makes the sparse/dense choice as ``compile`` does, so that the convs it times near
     the table's thresholds are tuned in the form compile will build; without one, the table's
-    choice. Refuses: a non-positive budget, a database
+    choice. ``conv_algorithm``: as ``compile``'s (``direct``: the kernels of a build without
+    Winograd). Refuses: an unknown ``conv_algorithm``, a non-positive budget, a database
     for another target or damaged, a cross target without ``rpc`` or ``tracker``, both of them, a
     tracker without ``key`` or without a device under it, a model with no tunable kernel.
     """
@@ -128,6 +131,8 @@ def tune_model(
         raise SlimError(f"--trials must be at least 1, got {trials}")
     if trials_per_round < 1:
         raise SlimError(f"trials per round must be at least 1, got {trials_per_round}")
+    if conv_algorithm not in CONV_ALGORITHMS:
+        raise SlimError(f"conv algorithm {conv_algorithm!r}: use one of {', '.join(CONV_ALGORITHMS)}")
     spec = resolve_target(target)
     from ..targets.presets import host_arch
     from .rpc import parse_rpc_address
@@ -150,7 +155,7 @@ def tune_model(
     measure_timeout = DEFAULT_MEASURE_TIMEOUT_SECONDS if measure_timeout is None else measure_timeout
     if measure_timeout <= 0:
         raise SlimError(f"--measure-timeout must be positive, got {measure_timeout}")
-    tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels, sparse_timer)
+    tasks = extract_tuning_tasks(model, spec, input_shapes, all_kernels, sparse_timer, conv_algorithm)
     if not tasks:
         from ..schedules.registry import describe_families
 
