@@ -67,6 +67,9 @@ def test_conv_algorithm_direct_keeps_every_conv_on_the_direct_kernel(tmp_path, c
     assert main(["compile", str(tmp_path / "model.onnx"), "-o", str(tmp_path / "cli.so"), "--target", "x86-64", "--conv-algorithm", "direct"]) == 0
     printed = capsys.readouterr().out
     assert "winograd" not in printed and "conv2d 5" in printed
+    assert main(["inspect", str(tmp_path / "model.onnx"), "--target", "x86-64", "--conv-algorithm", "direct"]) == 0
+    printed = capsys.readouterr().out
+    assert "Winograd" not in printed and printed.count("fp32 conv, blocked NCHW8c kernel") == 5
 
 
 def test_images_of_five_by_five_four_pixel_tiles_take_f4x4():

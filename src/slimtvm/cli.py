@@ -125,6 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...", help="static shape of an input with dynamic dimensions")
     p.add_argument("--target", default="host", help="the target whose kernels and layouts to show (as for compile; default: host)")
     p.add_argument("--no-passes", action="store_true", help="show the ONNX graph alone: no passes, no lowering (no TVM needed)")
+    p.add_argument("--conv-algorithm", choices=["auto", "direct"], default="auto", help="as for compile: show the kernels of that build (default auto)")
     return parser
 
 
@@ -367,7 +368,7 @@ def _cmd_inspect(args) -> int:
 
         spec = resolve_target(args.target)
         print(f"target: {spec.name} ({spec.arch})")
-        reports, decisions = recorded_decisions(import_onnx(args.model, shapes), spec.tvm_target(), args.target)
+        reports, decisions = recorded_decisions(import_onnx(args.model, shapes), spec.tvm_target(), args.target, args.conv_algorithm)
     print(format_table(layer_rows(static, decisions), static))
     for name, stats in reports.items():
         print(_describe_pass({"name": name, **stats}))

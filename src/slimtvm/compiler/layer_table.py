@@ -184,20 +184,20 @@ def decisions_from_manifest(manifest: dict) -> LayerDecisions:
     )
 
 
-def recorded_decisions(frontend_result, tvm_target, target_name=None) -> tuple:
+def recorded_decisions(frontend_result, tvm_target, target_name=None, conv_algorithm: str = "auto") -> tuple:
     """Run slimtvm's graph passes and lowering to kernels (no code generation) for
     ``tvm_target`` on an imported model; (their reports, :class:`LayerDecisions`). With
     ``target_name`` (a preset) that runs on this machine, convs near the sparse choice's
-    thresholds are timed as ``compile`` times them."""
+    thresholds are timed as ``compile`` times them; ``conv_algorithm`` as ``compile``'s."""
     import tvm
 
     from ..lowering.layer_records import records_of
     from .layer_timing import conv_timer, discard_timer
     from .pipeline import pipeline_for
 
-    timer = conv_timer(target_name) if target_name is not None else None
+    timer = conv_timer(target_name, options={"conv_algorithm": conv_algorithm}) if target_name is not None else None
     try:
-        pipeline = pipeline_for(tvm_target, timer=timer)
+        pipeline = pipeline_for(tvm_target, timer=timer, conv_algorithm=conv_algorithm)
         with tvm_target:
             tvm.transform.Sequential(pipeline.to_kernels())(frontend_result.mod)
     finally:
