@@ -242,7 +242,8 @@ def _cmd_tune(args) -> int:
         if default:
             default_total += task.weight * default
     print(f"tuned kernels: {best_total * 1e3:.2f} ms per run" + (f" (default schedules measured {default_total * 1e3:.2f} ms)" if default_total else ""))
-    print(f"use it: slimtvm compile {args.model} -o model.so --target {args.target} --db {args.db}")
+    algorithm = f" --conv-algorithm {args.conv_algorithm}" if args.conv_algorithm != "auto" else ""
+    print(f"use it: slimtvm compile {args.model} -o model.so --target {args.target} --db {args.db}{algorithm}")
     return 0
 
 
