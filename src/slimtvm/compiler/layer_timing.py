@@ -33,7 +33,7 @@ from ..targets.presets import host_arch, resolve_target
 TIMED_RUNS = 30
 TIMING_BLOCK = 5
 KERNEL_ROUNDS = 15  # instrumented runs of each build, taking turns
-RELAYOUT_KERNEL = "layout_transform"  # in the name of a relayout kernel (TVM's te_layout_transform*)
+RELAYOUT_KERNELS = ("channel_relayout", "layout_transform")  # in the names of relayout kernels (slimtvm's, TVM's te_layout_transform*)
 
 
 def _structure(model: onnx.ModelProto) -> tuple:
@@ -193,7 +193,7 @@ def _instrumented_build(model: onnx.ModelProto, path: str, target, options: dict
     def instrument(_func, name, before, _ret, *_args):
         if before:
             started[name] = time.perf_counter()
-        elif not name.startswith("vm.") and RELAYOUT_KERNEL not in name:
+        elif not name.startswith("vm.") and not any(kind in name for kind in RELAYOUT_KERNELS):
             spans.append(time.perf_counter() - started[name])
         return 0
 

@@ -8,6 +8,7 @@ are recognised patterns, lowered earlier by lowering/binary_layers.py.
 
 from __future__ import annotations
 
+from .channel_relayouts import legalize_layout_transform
 from .conv_layouts import legalize_conv2d
 from .fast_math import legalize_sigmoid, legalize_softmax_with_fast_exp
 
@@ -17,4 +18,5 @@ LEGALIZATIONS = {
     "relax.sigmoid": legalize_sigmoid,
     "relax.nn.softmax": legalize_softmax_with_fast_exp,
     "relax.nn.conv2d": legalize_conv2d,
+    "relax.layout_transform": legalize_layout_transform,
 }

@@ -13,6 +13,7 @@ import math
 import tvm
 from tvm.tirx.analysis import undefined_vars
 
+from .channel_relayout import is_channel_relayout
 from .cpu_rule import CPURule
 from .stages import MIN_PARALLEL_CHUNKS
 
@@ -131,7 +132,7 @@ class GenericCPU(CPURule):
 
     def schedule(self, sch):
         try:
-            if _has_opaque_blocks(sch):
+            if _has_opaque_blocks(sch) or is_channel_relayout(sch):
                 return None  # TVM's default lowering builds it as written
             for block in _inline_elementwise(sch):
                 self._schedule_block(sch, block)

@@ -4,7 +4,7 @@ Used where a kernel computes along one axis and must write along the other: the 
 popcounts are vectors of output channels per pixel, and NCHW output needs rows of pixels per
 channel. Scalar code (what TVM emits for the strided reads) inserts one element at a time,
 measured as 15% of ResNet-18's first binary conv. The implementation loads the ``cols`` rows
-of ``A`` as vectors and shuffles them (:func:`_transposed_rows`).
+of ``A`` as vectors and shuffles them (:func:`transposed_rows`).
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ def _transpose_functions(rows: int, cols: int, dtype: str):
                 T.reads(A[0:cols, 0:rows])
                 T.writes(C[0:rows, 0:cols])
                 loaded = [A.vload([i, 0], f"{dtype}x{rows}") for i in range(cols)]
-                for j, row in enumerate(_transposed_rows(loaded, rows, cols)):
+                for j, row in enumerate(transposed_rows(loaded, rows, cols)):
                     T.buffer_store(C, row, [j, tirx.Ramp(0, 1, cols)])
     return description, builder.get()
 
 
-def _transposed_rows(loaded: list, rows: int, cols: int) -> list:
+def transposed_rows(loaded: list, rows: int, cols: int) -> list:
     """The ``rows`` vectors of the transpose of ``cols`` vectors of ``rows`` elements.
 
     Square power-of-two tiles: log2(n) rounds of interleaving vector k with vector k + n/2 (low
