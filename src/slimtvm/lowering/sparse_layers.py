@@ -198,6 +198,8 @@ class SparseChoice:
             except Exception as err:  # noqa: BLE001 - a failed measurement leaves the choice to the table, and says so
                 failed = f"; not timed: {type(err).__name__}: {first_line(err)}"
             else:
+                # kept as the manifest stores them, so the plan's text and the report agree
+                dense_ms, sparse_ms = round(dense_ms, 4), round(sparse_ms, 4)
                 faster = sparse_ms * MEASURED_SPEEDUP <= dense_ms
                 why = f"{'at least' if faster else 'less than'} {MEASURED_SPEEDUP:g}× faster than the dense kernel, timed here ({kind})"
                 return SparseDecision(faster, layout, why, dense_ms=dense_ms, sparse_ms=sparse_ms, table_sparse=table_sparse)
@@ -303,7 +305,7 @@ class SparseLayers:
             "why": decision.why,
         }
         if decision.timed:
-            entry.update(dense_kernel_ms=round(decision.dense_ms, 4), sparse_kernel_ms=round(decision.sparse_ms, 4))
+            entry.update(dense_kernel_ms=decision.dense_ms, sparse_kernel_ms=decision.sparse_ms)
             entry["table_kernel"] = "sparse_conv2d" if decision.table_sparse else "dense"
         self.report.layers.append(entry)
         if not decision.sparse:
