@@ -57,18 +57,29 @@ def spatial_partition(out_pixels: int, weight_bytes: int, activation_bytes: int)
 
 
 def find_block(sch: s_tir.Schedule, name: str):
-    """The block called ``name``, or None when the PrimFunc has none.
+    """The block called ``name``, or None when the PrimFunc has none (or several).
 
     Looks the name up among the function's blocks first: a failed ``get_sblock`` raises an
     error whose message holds the whole function's text, milliseconds for a large kernel, and
     every family's rule asks every kernel of a model (DenseNet-121: 5,400 lookups, 26 s of an
     85 s compile)."""
-    return sch.get_sblock(name) if name in _block_names(sch) else None
+    names = _block_names(sch)
+    if names is not None and name not in names:
+        return None
+    try:
+        return sch.get_sblock(name)
+    except Exception:  # noqa: BLE001 - no such block, or more than one of that name
+        return None
 
 
-def _block_names(sch: s_tir.Schedule) -> set:
-    """The names of every block of the PrimFunc in ``sch`` (walking down from its root)."""
-    names, pending = set(), [sch.get_sblock("root")]
+def _block_names(sch: s_tir.Schedule) -> set | None:
+    """The names of every block of the PrimFunc in ``sch`` (walking down from its root), or None
+    for a function without a root block (written without blocks, as TVM's sort kernels)."""
+    try:
+        pending = [sch.get_sblock("root")]
+    except Exception:  # noqa: BLE001 - no root block
+        return None
+    names = set()
     while pending:
         block = pending.pop()
         names.add(sch.get(block).name_hint)
