@@ -2,8 +2,8 @@
 kernel (schedules/channel_relayout.py); every other layout transform keeps TVM's legalization.
 
 The convs' layout conversion inserts these relayouts where a blocked region meets a plain one
-(the model's input and output, a sparse conv chain kept in NCHW, a plain-layout op), so they
-run in every model slimtvm builds.
+(a model's plain input or output, a sparse conv chain kept in NCHW, an op with no blocked form
+such as DenseNet's concats).
 """
 
 from __future__ import annotations
