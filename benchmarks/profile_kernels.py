@@ -72,47 +72,65 @@ def profiles_in_turns(artifact, thread_counts: list, repeat: int) -> dict:
     runs every thread count once (a warm-up run, a timed whole run, an instrumented run) before
     the next round, so that the VM's speed drifting (this 2-core VM's does, by 10–20% within
     minutes) moves all counts alike instead of biasing their ratio. A profile: per call (in call
-    order) the median wall time in µs, and the median whole-run time (µs, uninstrumented) under
-    ``"run"``."""
+    order) the median wall time in µs under ``"calls"``, their names under ``"names"``, the shapes
+    of their tensor arguments under ``"shapes"``, and the median whole-run time (µs,
+    uninstrumented) under ``"run"``."""
+    return dict(zip(thread_counts, _profiles_in_turns([(artifact, threads) for threads in thread_counts], repeat)))
+
+
+def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
+    """The profile (:func:`profiles_in_turns`) of each of ``artifacts`` at ``threads``, the builds
+    taking turns round by round in one process."""
+    return _profiles_in_turns([(artifact, threads) for artifact in artifacts], repeat)
+
+
+def _profiles_in_turns(cases: list, repeat: int) -> list:
+    """One profile per ``(artifact, threads)`` case, the cases run in turns (see above)."""
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
     from slimtvm.runtime.artifact import set_num_threads
 
-    library = tvm.runtime.load_module(artifact.library_path)
-    plain, instrumented = VirtualMachine(library, tvm.cpu()), VirtualMachine(library, tvm.cpu())
-    model = artifact.load()
-    inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
     rows, started = [], {}
 
-    def instrument(func, name, before, _ret, *_args):
+    def instrument(func, name, before, _ret, *args):
         # the VM calls this around every call instruction; kernels are timed wall-clock
         if before:
             started[name] = time.perf_counter()
         else:
-            rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6))
+            shapes = tuple(tuple(int(d) for d in arg.shape) for arg in args if hasattr(arg, "shape"))
+            rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6, shapes))
         return 0
 
-    instrumented.set_instrument(instrument)
-    whole = {t: [] for t in thread_counts}
-    per_run = {t: [] for t in thread_counts}
+    machines = {}
+    for artifact, _ in cases:
+        if artifact.library_path not in machines:
+            library = tvm.runtime.load_module(artifact.library_path)
+            plain, instrumented = VirtualMachine(library, tvm.cpu()), VirtualMachine(library, tvm.cpu())
+            instrumented.set_instrument(instrument)
+            model = artifact.load()
+            inputs = [tvm.runtime.tensor(a) for a in model.check_inputs(model.random_inputs())]
+            machines[artifact.library_path] = (plain, instrumented, inputs)
+    whole = [[] for _ in cases]
+    per_run = [[] for _ in cases]
     for round_index in range(repeat):
-        for threads in thread_counts:
+        for index, (artifact, threads) in enumerate(cases):
+            plain, instrumented, inputs = machines[artifact.library_path]
             set_num_threads(threads)
             for _ in range(3 if round_index == 0 else 1):
                 plain["main"](*inputs)
             begun = time.perf_counter()
             plain["main"](*inputs)
-            whole[threads].append((time.perf_counter() - begun) * 1e6)
+            whole[index].append((time.perf_counter() - begun) * 1e6)
             rows.clear()
             instrumented["main"](*inputs)
-            per_run[threads].append(list(rows))
-    result = {}
-    for threads in thread_counts:
-        runs = per_run[threads]
-        names = [name for name, _ in runs[0]]
+            per_run[index].append(list(rows))
+    result = []
+    for index in range(len(cases)):
+        runs = per_run[index]
+        names, shapes = [row[0] for row in runs[0]], [row[2] for row in runs[0]]
         calls = [statistics.median(run[i][1] for run in runs) for i in range(len(names))]
-        result[threads] = {"names": names, "calls": calls, "run": statistics.median(whole[threads])}
+        result.append({"names": names, "calls": calls, "shapes": shapes, "run": statistics.median(whole[index])})
     return result
 
 

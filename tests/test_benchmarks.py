@@ -65,6 +65,13 @@ def test_sparse_models_benchmark_smoke():
     assert float(out.rsplit("largest relative difference from onnxruntime: ", 1)[1].split()[0]) <= 1e-4, out
 
 
+def test_sparse_in_model_benchmark_smoke():
+    out = _run_smoke("sparse_in_model.py")
+    rows = [line for line in out.splitlines() if "sparse_conv2d" in line]
+    assert len(rows) >= 10, out  # every pruned 3×3 conv found among the kernel calls of both builds
+    assert float(out.rsplit("outputs within ", 1)[1].split()[0]) <= 1e-4, out
+
+
 def test_detectors_benchmark_smoke():
     out = _run_smoke("detectors.py")
     row = next(line for line in out.splitlines() if line.startswith("| yolo-like (smoke) | 1 |"))

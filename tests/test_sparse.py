@@ -413,6 +413,7 @@ def test_many_random_pruned_graphs_match_onnxruntime(tmp_path, target):
         (3, 2, (1, 1, 1, 1), 1, 16, 1, 2, False),
         (3, 2, (1, 1, 1, 1), 1, 8, 1, 1, False),
         (3, 2, (1, 1, 1, 1), 1, 8, 1, 2, True),  # grouped, stride 2: three tap masks
+        (3, 2, (2, 2, 0, 1), 1, 16, 1, 2, False),  # even left padding: even input columns in column phase 0
         (5, 1, (2, 1, 2, 3), 2, 0, 2, 2, False),  # dilated, asymmetric padding (9 column offsets: natural)
         (5, 2, (2, 1, 2, 3), 1, 16, 1, 2, True),  # 5×5 stride 2, asymmetric padding: 3 column offsets
         (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, False),  # the stem's geometry: four column offsets
@@ -475,6 +476,39 @@ def test_sparse_layout_choice():
                 blocks = chosen.sums * vectors + chosen.sums - 1 if chosen.align else chosen.accumulator_sets * vectors  # one more per shifted sum
                 # and the broadcast weight (grouped: one per block and the shared input vector)
                 assert blocks + (chosen.sums + 1 if chosen.grouped else 1) <= registers, chosen
+
+
+def test_zen4_targets_take_8_lane_aligned_blocks_where_16_lane_rows_round_too_much(tmp_path):
+    """Zen 4 runs 16-lane instructions as two 8-lane halves, so on its target a 256 → 512 conv on
+    14×14 pixels, stride 2 (7 + 1 phase columns, 16 once rounded for 16-lane vectors) takes the
+    aligned form at 8 lanes — 56 pixels in seven vectors — where other AVX-512 targets keep the
+    natural one; the build matches onnxruntime wherever this machine runs Zen 4 code."""
+    import tvm
+
+    from slimtvm.conv_geometry import ConvGeometry
+    from slimtvm.schedules.sparse_weights import SparseConvLayout
+    from slimtvm.targets.kernel_target import KernelTarget
+
+    def kernel_target(mcpu):
+        return KernelTarget.of(tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu}))
+
+    assert kernel_target("znver4").half_width_vectors
+    assert not kernel_target("skylake-avx512").half_width_vectors and not kernel_target("haswell").half_width_vectors
+    geometry = ConvGeometry.of(14, 14, 3, 3, (2, 2), (1, 1, 1, 1))
+    halves = SparseConvLayout.choose(geometry, 256, 512, 16, zeros=0.9, half_width_blocks=True)
+    assert (halves.align, halves.vector, halves.pixels) == (8, 56, 56)
+    assert SparseConvLayout.choose(geometry, 256, 512, 16, zeros=0.9).align == 0
+    assert SparseConvLayout.choose(ConvGeometry.of(28, 28, 3, 3, (2, 2), (1, 1, 1, 1)), 64, 128, 16, zeros=0.9, half_width_blocks=True).align == 16
+
+    if str(tvm.get_global_func("target.llvm_get_system_cpu")()) != "znver4":
+        return
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((64, 32, 3, 3))
+    weight[rng.random(weight.shape) < 0.9] = 0
+    model, inputs = _one_conv(weight, stride=2, size=14)
+    artifact = slimtvm.compile(model, str(tmp_path / "conv.so"), target="host", sparse="always")
+    assert "(8-lane vectors)" in artifact.manifest["layers"][0]["plan"]
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
 def test_tune_leaves_sparse_kernels_out(tmp_path):

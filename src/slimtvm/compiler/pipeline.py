@@ -54,7 +54,7 @@ def pipeline_for(tvm_target, sparse: str = "auto", timer=None, conv_algorithm: s
     keeps the Winograd kernel out."""
     target = KernelTarget.of(tvm_target)
     winograd = WinogradLayers(target.lanes, enabled=conv_algorithm != "direct")
-    sparse_layers = SparseLayers(target.lanes, sparse, winograd, timer)
+    sparse_layers = SparseLayers(target.lanes, sparse, winograd, timer, target.half_width_vectors)
     return Pipeline(GraphPasses(), LoweringPasses(target, sparse=sparse_layers, winograd=winograd))
 
 

@@ -41,7 +41,7 @@ class LoweringPasses:
         if self.winograd is None:
             self.winograd = WinogradLayers(self.target.lanes, enabled=self.conv_algorithm != "direct")
         if self.sparse is None:
-            self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer)
+            self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer, half_width_vectors=self.target.half_width_vectors)
         if self.lower_binary is None:
             self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd)
 

@@ -131,8 +131,9 @@ class SparseChoice:
     ``always`` takes every conv the kernel can run, ``never`` none; an all-zero weight becomes
     zeros unless ``never``. Keeps dense, with the reason, grouped convs and non-float32 ones."""
 
-    def __init__(self, lanes: int, mode: str = "auto", winograd=None, timer=None):
+    def __init__(self, lanes: int, mode: str = "auto", winograd=None, timer=None, half_width_vectors: bool = False):
         self.lanes = lanes
+        self.half_width_vectors = half_width_vectors  # KernelTarget.half_width_vectors
         self.mode = mode
         self.winograd = winograd  # WinogradLayers: whether the dense alternative is the Winograd kernel
         self.timer = timer if mode in ("auto", "timed") else None
@@ -143,7 +144,9 @@ class SparseChoice:
             return SparseDecision(False, None, "grouped conv (the sparse kernel has groups = 1)")
         if str(call.args[0].ty.dtype) != "float32" or weight.dtype != np.float32:
             return SparseDecision(False, None, "not float32 (the sparse kernel is fp32)")
-        layout = SparseConvLayout.choose(geometry, weight.shape[1], weight.shape[0], self.lanes, zeros=unstructured_zeros(weight))
+        layout = SparseConvLayout.choose(
+            geometry, weight.shape[1], weight.shape[0], self.lanes, zeros=unstructured_zeros(weight), half_width_blocks=self.half_width_vectors
+        )
         if self.mode == "never":
             return SparseDecision(False, layout, "sparse kernels off (--sparse never)")
         if not weight.any():
@@ -240,10 +243,10 @@ class SparseLayers:
     conv2d, in graph order, once layouts are final. Decisions are made once per conv (keyed by
     its weight and geometry). ``report`` holds them after a run (reset by :meth:`start`)."""
 
-    def __init__(self, lanes: int, mode: str = "auto", winograd=None, timer=None):
+    def __init__(self, lanes: int, mode: str = "auto", winograd=None, timer=None, half_width_vectors: bool = False):
         if mode not in SPARSE_MODES:
             raise ValueError(f"sparse mode {mode!r}: use one of {', '.join(SPARSE_MODES)}")
-        self.choice = SparseChoice(lanes, mode, winograd, timer)
+        self.choice = SparseChoice(lanes, mode, winograd, timer, half_width_vectors)
         self.report = SparseLoweringReport()
         self.decisions: dict = {}  # conv fingerprint -> SparseDecision
 
@@ -324,7 +327,7 @@ class SparseLayers:
             "conv2d",
             "sparse_conv2d",
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks"
-            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{' (grouped taps)' if layout.grouped else ''}, {layout.chunks} input chunk(s)"
+            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{f' ({layout.align}-lane vectors)' if 0 < layout.align < self.choice.lanes else ''}{' (grouped taps)' if layout.grouped else ''}, {layout.chunks} input chunk(s)"
             f"{decision.times_text()}",
         )
         args = [call.args[0], *(relax.const(a) for a in (weights.values, weights.offsets, weights.row_ptr, weights.value_ptr))]

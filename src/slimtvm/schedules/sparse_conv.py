@@ -167,6 +167,44 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
             for v in T.vectorized(simd):
                 acc[u, v] = acc[u, v] + values[index] * packed[n, offsets[index] + pixel(task) + u * simd + v]
 
+    @T.macro
+    def zero_padding(packed, n, slot, c):  # zeros where the taps of real outputs read padding
+        # whole rows above and below the image, and each image row's columns left and right of it
+        for t in range(pick(slot, row0) * cols_q):
+            packed[n, base(slot, c) + t] = T.float32(0)
+        for t in range(channel_stride - pick(slot, row1) * cols_q):
+            packed[n, base(slot, c) + pick(slot, row1) * cols_q + t] = T.float32(0)
+        for i in range(pick(slot, row1) - pick(slot, row0)):
+            for j in range(first(slot)):
+                packed[n, base(slot, c) + row(slot, i) * cols_q + j] = T.float32(0)
+            for j in range(cols_q - first(slot) - length(slot)):
+                packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + length(slot) + j] = T.float32(0)
+
+    # one read per input row for both column phases (column_pairs): pair p's even input columns
+    # go to phase slot even_slot[p], its odd ones to odd_slot[p]
+    pairs = column_pairs(layout) if not in_block and width >= COPY_VECTOR // 2 else ()
+    even_slot, odd_slot = [even for even, _ in pairs] or [0], [odd for _, odd in pairs] or [0]
+    pair_read = max((r for r in (2 * COPY_VECTOR, COPY_VECTOR, COPY_VECTOR // 2) if r <= width), default=2)
+    last_read = (width - pair_read) // 2 * 2  # an even start whose read ends within the row
+    even_lanes, odd_lanes = list(range(0, pair_read, 2)), list(range(1, pair_read, 2))
+    first_columns = (g.left // 2, (g.left + 1) // 2)  # phase columns of input columns 0 and 1
+
+    def pair_input_row(p, i):  # the input row of pair p's i-th interior row
+        return row(pick(p, even_slot), i) * g.stride_h + pick(pick(p, even_slot), phase_h) - g.top
+
+    def pair_column(p, c, i, odd):  # where input column 0 (odd = 0) or 1 (odd = 1) of that row goes
+        slot = pick(p, odd_slot if odd else even_slot)
+        return base(slot, c) + row(slot, i) * cols_q + first_columns[odd]
+
+    @T.macro
+    def copy_column_pair(x, packed, n, p, c, i, start):  # input columns [start, start + pair_read), start even
+        packed[n, T.Ramp(pair_column(p, c, i, 0) + start // 2, 1, pair_read // 2)] = T.Shuffle(
+            [x[n, c, pair_input_row(p, i), T.Ramp(start, 1, pair_read)]], even_lanes
+        )
+        packed[n, T.Ramp(pair_column(p, c, i, 1) + start // 2, 1, pair_read // 2)] = T.Shuffle(
+            [x[n, c, pair_input_row(p, i), T.Ramp(start, 1, pair_read)]], odd_lanes
+        )
+
     @T.prim_func(s_tir=True, private=True)
     def sparse_conv2d(
         x: T.Buffer(_shape(n_img, channels, height, width, in_block), "float32"),
@@ -187,59 +225,63 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
             T.reads(whole(x))
             T.writes(packed[0:n_img, 0:size])
             for n in range(n_img):
-                for slot in T.unroll(slots):
-                    for c in T.parallel(channels):
-                        # zeros where the taps of real outputs read padding: whole rows above and
-                        # below the image, and each image row's columns left and right of it
-                        for t in range(pick(slot, row0) * cols_q):
-                            packed[n, base(slot, c) + t] = T.float32(0)
-                        for t in range(channel_stride - pick(slot, row1) * cols_q):
-                            packed[n, base(slot, c) + pick(slot, row1) * cols_q + t] = T.float32(0)
-                        for i in range(pick(slot, row1) - pick(slot, row0)):
-                            for j in range(first(slot)):
-                                packed[n, base(slot, c) + row(slot, i) * cols_q + j] = T.float32(0)
-                            for j in range(cols_q - first(slot) - length(slot)):
-                                packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + length(slot) + j] = T.float32(0)
-                            if pairs_of_columns:  # stride 2 from NCHW: contiguous reads, even lanes kept
-                                for jb in range(paired(slot)):
-                                    packed[n, T.Ramp(base(slot, c) + row(slot, i) * cols_q + first(slot) + jb * COPY_VECTOR, 1, COPY_VECTOR)] = T.Shuffle(
-                                        [
-                                            x[
+                if len(pairs) > 0:  # stride 2 from NCHW, both column phases whole: one read of each input row
+                    for p in T.unroll(len(pairs)):
+                        for c in T.parallel(channels):
+                            zero_padding(packed, n, pick(p, even_slot), c)
+                            zero_padding(packed, n, pick(p, odd_slot), c)
+                            for i in range(pick(pick(p, even_slot), row1) - pick(pick(p, even_slot), row0)):
+                                for jb in range(width // pair_read):
+                                    copy_column_pair(x, packed, n, p, c, i, jb * pair_read)
+                                if width % pair_read > 0:  # the rest: one read ending at the row's end
+                                    copy_column_pair(x, packed, n, p, c, i, last_read)
+                                if width % 2 == 1:  # an odd width's last column is even
+                                    packed[n, pair_column(p, c, i, 0) + (width - 1) // 2] = x[n, c, pair_input_row(p, i), width - 1]
+                else:
+                    for slot in T.unroll(slots):
+                        for c in T.parallel(channels):
+                            zero_padding(packed, n, slot, c)
+                            for i in range(pick(slot, row1) - pick(slot, row0)):
+                                if pairs_of_columns:  # stride 2 from NCHW: contiguous reads, even lanes kept
+                                    for jb in range(paired(slot)):
+                                        packed[n, T.Ramp(base(slot, c) + row(slot, i) * cols_q + first(slot) + jb * COPY_VECTOR, 1, COPY_VECTOR)] = T.Shuffle(
+                                            [
+                                                x[
+                                                    n,
+                                                    c,
+                                                    row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
+                                                    T.Ramp(source_column(slot) + jb * 2 * COPY_VECTOR, 1, 2 * COPY_VECTOR),
+                                                ]
+                                            ],
+                                            EVEN_LANES,
+                                        )
+                                    for jt in range(length(slot) - paired(slot) * COPY_VECTOR):
+                                        packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + paired(slot) * COPY_VECTOR + jt] = x[
+                                            n,
+                                            c,
+                                            row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
+                                            source_column(slot) + (paired(slot) * COPY_VECTOR + jt) * 2,
+                                        ]
+                                else:
+                                    for jb in range(length(slot) // COPY_VECTOR):  # the interior, in whole vectors, then the rest
+                                        for jv in T.vectorized(COPY_VECTOR):
+                                            packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + jb * COPY_VECTOR + jv] = read(
+                                                x,
                                                 n,
                                                 c,
                                                 row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
-                                                T.Ramp(source_column(slot) + jb * 2 * COPY_VECTOR, 1, 2 * COPY_VECTOR),
-                                            ]
-                                        ],
-                                        EVEN_LANES,
-                                    )
-                                for jt in range(length(slot) - paired(slot) * COPY_VECTOR):
-                                    packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + paired(slot) * COPY_VECTOR + jt] = x[
-                                        n,
-                                        c,
-                                        row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
-                                        source_column(slot) + (paired(slot) * COPY_VECTOR + jt) * 2,
-                                    ]
-                            else:
-                                for jb in range(length(slot) // COPY_VECTOR):  # the interior, in whole vectors, then the rest
-                                    for jv in T.vectorized(COPY_VECTOR):
-                                        packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + jb * COPY_VECTOR + jv] = read(
+                                                (first(slot) + jb * COPY_VECTOR + jv) * g.stride_w + pick(slot, phase_w) - g.left,
+                                                in_block,
+                                            )
+                                    for jt in range(length(slot) % COPY_VECTOR):
+                                        packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + length(slot) - length(slot) % COPY_VECTOR + jt] = read(
                                             x,
                                             n,
                                             c,
                                             row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
-                                            (first(slot) + jb * COPY_VECTOR + jv) * g.stride_w + pick(slot, phase_w) - g.left,
+                                            (first(slot) + length(slot) - length(slot) % COPY_VECTOR + jt) * g.stride_w + pick(slot, phase_w) - g.left,
                                             in_block,
                                         )
-                                for jt in range(length(slot) % COPY_VECTOR):
-                                    packed[n, base(slot, c) + row(slot, i) * cols_q + first(slot) + length(slot) - length(slot) % COPY_VECTOR + jt] = read(
-                                        x,
-                                        n,
-                                        c,
-                                        row(slot, i) * g.stride_h + pick(slot, phase_h) - g.top,
-                                        (first(slot) + length(slot) - length(slot) % COPY_VECTOR + jt) * g.stride_w + pick(slot, phase_w) - g.left,
-                                        in_block,
-                                    )
                 for t in range(size - slots * plane):  # the spare reads of the last block
                     packed[n, slots * plane + t] = T.float32(0)
         with T.sblock("sparse_conv_main"):
@@ -323,6 +365,22 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                     out[vn, vo, vy, vx] = virtual[vn, vo, vy * i64(cols_q) + vx]
 
     return sparse_conv2d
+
+
+def column_pairs(layout: SparseConvLayout) -> tuple:
+    """For a stride-2 layout whose column phases both hold every input column of their parity
+    (not clipped by ``cols_q``), per row phase the slots of (the phase of even input columns, the
+    phase of odd ones); else ``()``, and the pack copies each phase on its own (reading each input
+    row once per column phase)."""
+    g = layout.geometry
+    if g.stride_w != 2 or not all(layout.holds_every_column(pw) for pw in (0, 1)):
+        return ()
+    slot = {phase: index for index, phase in enumerate(layout.phases)}
+    row_phases = sorted({ph for ph, _ in layout.phases})
+    even, odd = g.left % 2, (g.left + 1) % 2  # the phases of input columns 0 and 1
+    if any((ph, pw) not in slot for ph in row_phases for pw in (0, 1)):
+        return ()
+    return tuple((slot[(ph, even)], slot[(ph, odd)]) for ph in row_phases)
 
 
 def whole(buffer):

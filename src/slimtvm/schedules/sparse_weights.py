@@ -96,6 +96,7 @@ class SparseConvLayout:
         vector: int | None = None,
         align: int | None = None,
         zeros: float | None = None,
+        half_width_blocks: bool = False,
     ) -> SparseConvLayout:
         """The default layout for ``lanes``-wide vectors: aligned (``align`` = ``lanes``) on
         16-lane targets where the rounding wastes at most :data:`MAX_ALIGNED_WASTE` (``align``
@@ -105,15 +106,26 @@ class SparseConvLayout:
         block of :data:`BLOCK_VECTORS` vectors that computes the fewest pixels, each nonzero's own loads (offset, weight broadcast) counted as one more vector
         and, aligned, the extra vector of the shifted sums (so ``computed pixels × (vectors + 1 +
         extra) / vectors``); the input-channel chunks that keep one chunk's window within
-        :data:`L1_WINDOW_BYTES`. (From a sweep of ResNet-18's 3×3 shapes at 90% zeros on Zen 5:
-        computing a spare partial block costs what it computes, blocks larger than 8 vectors
-        gained nothing.)"""
+        :data:`L1_WINDOW_BYTES`, counted once per row phase of a strided conv.
+        ``half_width_blocks`` (targets whose 16-lane instructions run as two 8-lane halves, Zen
+        4): where the 16-lane aligned form wastes too much, the aligned form at 8 lanes (rows
+        rounded to 8 floats) if that one does not; it costs no more per float there. (From a
+        sweep of ResNet-18's 3×3 shapes at 90% zeros on Zen 5: computing a spare partial block
+        costs what it computes, blocks larger than 8 vectors gained nothing. Zen 4: 256 → 512
+        channels at 14×14, stride 2, 208 µs aligned at 8 lanes, 252 µs natural at 16; a stride-2
+        conv's chunks counted over both row phases 1.02–1.3× faster on the AVX-512 and AVX2
+        builds.)"""
         registers = 16 if lanes == 8 else 32  # AVX2; AVX-512 and NEON have 32
         if align is None:
             natural = cls(geometry, in_channels, out_channels, lanes, 1).pixels
             aligned = cls(geometry, in_channels, out_channels, lanes, 1, lanes)
             fits = 1 < aligned.sums <= min(MAX_BLOCKS, lanes - 1) and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
             align = lanes if lanes >= 16 and fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
+            if not align and half_width_blocks and lanes >= 16:
+                half = cls(geometry, in_channels, out_channels, lanes // 2, 1, lanes // 2)
+                half_fits = 1 < half.sums <= min(MAX_BLOCKS, lanes // 2 - 1) and half.sums * (min(BLOCK_VECTORS) + 1) <= registers
+                align = lanes // 2 if half_fits and half.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
+        block_lanes = align or lanes  # floats per vector of the register blocks
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
         few_zeros = zeros is not None and zeros < MAX_ZEROS_GROUPED_STRIDED
         grouped = bool(align) and (not strided or few_zeros) and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
@@ -126,13 +138,14 @@ class SparseConvLayout:
                 if probe.sums * vectors + probe.sums + (probe.sums if grouped else 0) > registers:
                     return float("inf"), 0
                 extra = (probe.sums - 1) / probe.sums  # the shifted sums' extra vector, per nonzero on average
-                return _round_up(probe.pixels, vectors * lanes) * (vectors + 1 + extra) / vectors, -vectors
+                return _round_up(probe.pixels, vectors * block_lanes) * (vectors + 1 + extra) / vectors, -vectors
 
-            vector = lanes * min(BLOCK_VECTORS, key=cost)
+            vector = block_lanes * min(BLOCK_VECTORS, key=cost)
         probe = cls(geometry, in_channels, out_channels, vector, 1, align)
         window = probe.vector + probe.reach + align
         window_bytes = L1_WINDOW_BYTES_GROUPED if grouped else L1_WINDOW_BYTES
-        chunks = max(1, min(in_channels, _ceil_div(in_channels * window * 4, window_bytes)))
+        row_phases = len({ph for ph, _ in probe.phases})  # a chunk's taps read each row phase's planes
+        chunks = max(1, min(in_channels, _ceil_div(in_channels * window * row_phases * 4, window_bytes)))
         # two accumulator sets (alternate nonzeros) where the registers hold them: one set of 4–8
         # vectors leaves the FMAs waiting on each other (4 cycles of latency, 2 issued per cycle)
         sets = 2 if not align and 2 * (vector // lanes) + 2 <= registers else 1
@@ -221,6 +234,11 @@ class SparseConvLayout:
 
     def phase_cols(self, phase_col: int) -> tuple:
         return _interior(self.geometry.left, phase_col, self.geometry.stride_w, self.geometry.width, self.cols_q)
+
+    def holds_every_column(self, phase_col: int) -> bool:
+        """Whether that column phase stores every input column of its phase (none cut by ``cols_q``)."""
+        g = self.geometry
+        return self.phase_cols(phase_col) == _interior(g.left, phase_col, g.stride_w, g.width, g.width)
 
     def tap_offsets(self) -> np.ndarray:
         """``[in_channels, kernel_h, kernel_w]`` offsets of each tap for output pixel 0; aligned,

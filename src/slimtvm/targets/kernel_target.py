@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .presets import popcount_by_table, simd_lanes
+from .presets import avx512_in_halves, popcount_by_table, simd_lanes
 
 MIN_CHANNEL_BLOCK = 8  # 16-channel blocks on AVX2 measured 1.83x ORT on ResNet-50 against 1.56x
 
@@ -18,13 +18,16 @@ MIN_CHANNEL_BLOCK = 8  # 16-channel blocks on AVX2 measured 1.83x ORT on ResNet-
 class KernelTarget:
     """``lanes``: fp32 lanes of the widest vector unit (16 AVX-512, 8 AVX2, 4 NEON);
     ``channel_block``: channels per block of NCHW[x]c (the lanes, at least 8);
-    ``popcount_tables``: binary convs count bits with AVX2 ``vpshufb`` tables."""
+    ``popcount_tables``: binary convs count bits with AVX2 ``vpshufb`` tables;
+    ``half_width_vectors``: its 16-lane instructions run as two 8-lane halves (Zen 4), so the
+    sparse kernel may take 8-lane register blocks where they round less."""
 
     lanes: int
     channel_block: int
     popcount_tables: bool
+    half_width_vectors: bool = False
 
     @classmethod
     def of(cls, target) -> KernelTarget:
         lanes = simd_lanes(target)
-        return cls(lanes, max(lanes, MIN_CHANNEL_BLOCK), popcount_by_table(target))
+        return cls(lanes, max(lanes, MIN_CHANNEL_BLOCK), popcount_by_table(target), avx512_in_halves(target))

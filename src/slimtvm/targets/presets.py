@@ -184,6 +184,13 @@ def simd_lanes(target) -> int:
     return 8
 
 
+def avx512_in_halves(target) -> bool:
+    """Whether the target's 16-lane instructions run as two 8-lane halves (Zen 4's 256-bit
+    datapaths, :data:`HALF_WIDTH_AVX512_CPUS`): 8-lane vectors then cost no more per float."""
+    mcpu = str(target.attrs.get("mcpu", "")) if hasattr(target, "attrs") else ""
+    return simd_lanes(target) == 16 and mcpu in HALF_WIDTH_AVX512_CPUS
+
+
 def popcount_by_table(target) -> bool:
     """Whether the binary convs count bits with AVX2 ``vpshufb`` tables (schedules/
     binary_conv_compute.py): x86 targets with AVX2 and without AVX-512 BITALG, whose
@@ -195,6 +202,10 @@ def popcount_by_table(target) -> bool:
         return False
     return bool(codegen.target_has_features("avx2", target)) and not bool(codegen.target_has_features("avx512bitalg", target))
 
+
+# AVX-512 CPUs whose 512-bit FMAs issue as two 256-bit halves: Zen 4 (Zen 5's server and desktop
+# parts have full-width units; LLVM names both generations of Zen 5 alike)
+HALF_WIDTH_AVX512_CPUS = ("znver4",)
 
 AMD_SSE4A_CPUS = ("znver", "bdver", "btver", "amdfam10", "barcelona")
 
