@@ -3,7 +3,8 @@
 The PrimFunc has three stages:
 
 - ``sparse_conv_pack`` (opaque): the input (plain or channel-blocked, whatever layout its
-  neighbours chose), zero-padded and phase-split into the flat buffer the offsets index;
+  neighbours chose), zero-padded and phase-split into the flat buffer the offsets index (a
+  stride-2 conv from NCHW reads each input row once for both column phases: :func:`column_pairs`);
 - ``sparse_conv_main`` (opaque): per task (a block of ``vector`` virtual output pixels × a
   group of output channels), for each input-channel chunk and output channel, register blocks
   of accumulators and, per nonzero weight, a broadcast and ``vector / lanes`` FMAs reading the
