@@ -58,14 +58,14 @@ def onnx_convs(path: str) -> list:
 
 
 def _plain(shape: tuple) -> tuple:
-    """(channels, size, channel block) of an NCHW (block 0) or NCHW[b]c tensor shape."""
-    return (shape[1] * shape[4], shape[2], shape[4]) if len(shape) == 5 else (shape[1], shape[2], 0)
+    """(channels, size) of an NCHW or NCHW[b]c tensor shape."""
+    return (shape[1] * shape[4], shape[2]) if len(shape) == 5 else (shape[1], shape[2])
 
 
-def _holds(channels: int, stored: int, block: int) -> bool:
+def _holds(channels: int, stored: int) -> bool:
     """Whether ``stored`` channels hold ``channels``: the lowering pads channel counts to whole
     blocks (of at most 16), also in plain-layout regions between blocked ones."""
-    return channels <= stored < channels + max(block, 16)
+    return channels <= stored < channels + 16
 
 
 def conv_times(profile: dict, convs: list) -> list:
@@ -78,7 +78,7 @@ def conv_times(profile: dict, convs: list) -> list:
     for name, us, shapes in zip(profile["names"], profile["calls"], profile["shapes"]):
         if "conv2d" not in name or len(shapes) < 3:
             continue
-        (channels, size, in_block), (out_channels, out_size, out_block) = _plain(shapes[0]), _plain(shapes[-1])
+        (channels, size), (out_channels, out_size) = _plain(shapes[0]), _plain(shapes[-1])
         if "sparse" in name:
             wanted = lambda conv: conv[5] == shapes[1][0]  # noqa: E731 - the values buffer holds the nonzeros
         elif "winograd" in name:
@@ -88,7 +88,7 @@ def conv_times(profile: dict, convs: list) -> list:
         candidates = [
             i
             for i, conv in enumerate(convs)
-            if i not in taken and (conv[1], conv[3]) == (size, out_size) and _holds(conv[0], channels, in_block) and _holds(conv[2], out_channels, out_block)
+            if i not in taken and (conv[1], conv[3]) == (size, out_size) and _holds(conv[0], channels) and _holds(conv[2], out_channels)
         ]
         # convs of one shape are alike; the kernel size or nonzeros tell a strided 3×3 conv from its block's 1×1 shortcut
         found = next((i for i in candidates if wanted(convs[i])), candidates[0] if candidates else None)

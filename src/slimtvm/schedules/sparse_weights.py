@@ -118,13 +118,15 @@ class SparseConvLayout:
         registers = 16 if lanes == 8 else 32  # AVX2; AVX-512 and NEON have 32
         if align is None:
             natural = cls(geometry, in_channels, out_channels, lanes, 1).pixels
-            aligned = cls(geometry, in_channels, out_channels, lanes, 1, lanes)
-            fits = 1 < aligned.sums <= min(MAX_BLOCKS, lanes - 1) and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
-            align = lanes if lanes >= 16 and fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
-            if not align and half_width_blocks and lanes >= 16:
-                half = cls(geometry, in_channels, out_channels, lanes // 2, 1, lanes // 2)
-                half_fits = 1 < half.sums <= min(MAX_BLOCKS, lanes // 2 - 1) and half.sums * (min(BLOCK_VECTORS) + 1) <= registers
-                align = lanes // 2 if half_fits and half.pixels <= (1 + MAX_ALIGNED_WASTE) * natural else 0
+
+            def aligned_form(width: int) -> bool:  # its blocks fit the registers and its rounding wastes little
+                aligned = cls(geometry, in_channels, out_channels, width, 1, width)
+                fits = 1 < aligned.sums <= min(MAX_BLOCKS, width - 1) and aligned.sums * (min(BLOCK_VECTORS) + 1) <= registers
+                return fits and aligned.pixels <= (1 + MAX_ALIGNED_WASTE) * natural
+
+            align = lanes if lanes >= 16 and aligned_form(lanes) else 0
+            if not align and half_width_blocks and lanes >= 16 and aligned_form(lanes // 2):
+                align = lanes // 2
         block_lanes = align or lanes  # floats per vector of the register blocks
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
         few_zeros = zeros is not None and zeros < MAX_ZEROS_GROUPED_STRIDED
