@@ -403,27 +403,27 @@ def test_many_random_pruned_graphs_match_onnxruntime(tmp_path, target):
 
 
 @pytest.mark.parametrize(
-    "kernel, stride, pads, dilation, align, sets, chunks, grouped",
+    "kernel, stride, pads, dilation, align, sets, chunks, grouped, prefetch",
     [
-        (3, 1, (1, 1, 1, 1), 1, 0, 1, 1, False),
-        (3, 1, (1, 1, 1, 1), 1, 0, 2, 2, False),  # alternate nonzeros in two register blocks
-        (3, 1, (1, 1, 1, 1), 1, 16, 1, 1, False),  # aligned: one register block per column offset
-        (3, 1, (1, 1, 1, 1), 1, 16, 1, 3, False),
-        (3, 1, (1, 1, 1, 1), 1, 16, 1, 2, True),  # grouped taps: seven tap masks
-        (3, 2, (1, 1, 1, 1), 1, 16, 1, 2, False),
-        (3, 2, (1, 1, 1, 1), 1, 8, 1, 1, False),
-        (3, 2, (1, 1, 1, 1), 1, 8, 1, 2, True),  # grouped, stride 2: three tap masks
-        (3, 2, (2, 2, 0, 1), 1, 16, 1, 2, False),  # even left padding: even input columns in column phase 0
-        (5, 1, (2, 1, 2, 3), 2, 0, 2, 2, False),  # dilated, asymmetric padding (9 column offsets: natural)
-        (5, 2, (2, 1, 2, 3), 1, 16, 1, 2, True),  # 5×5 stride 2, asymmetric padding: 3 column offsets
-        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, False),  # the stem's geometry: four column offsets
-        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, True),  # fifteen tap masks
+        (3, 1, (1, 1, 1, 1), 1, 0, 1, 1, False, 0),
+        (3, 1, (1, 1, 1, 1), 1, 0, 2, 2, False, 0),  # alternate nonzeros in two register blocks
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 1, False, 0),  # aligned: one register block per column offset
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 3, False, 2),  # prefetching the entry 2 on
+        (3, 1, (1, 1, 1, 1), 1, 16, 1, 2, True, 0),  # grouped taps: seven tap masks
+        (3, 2, (1, 1, 1, 1), 1, 16, 1, 2, False, 6),  # and 6 on, as chosen for ResNet-18's strided convs
+        (3, 2, (1, 1, 1, 1), 1, 8, 1, 1, False, 0),
+        (3, 2, (1, 1, 1, 1), 1, 8, 1, 2, True, 0),  # grouped, stride 2: three tap masks
+        (3, 2, (2, 2, 0, 1), 1, 16, 1, 2, False, 0),  # even left padding: even input columns in column phase 0
+        (5, 1, (2, 1, 2, 3), 2, 0, 2, 2, False, 0),  # dilated, asymmetric padding (9 column offsets: natural)
+        (5, 2, (2, 1, 2, 3), 1, 16, 1, 2, True, 0),  # 5×5 stride 2, asymmetric padding: 3 column offsets
+        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, False, 0),  # the stem's geometry: four column offsets
+        (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, True, 0),  # fifteen tap masks
     ],
 )
-def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks, grouped):
+def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks, grouped, prefetch):
     """The kernel alone in each form :meth:`SparseConvLayout.choose` may pick — natural with one
     or two accumulator sets, aligned with its shifted column sums, one tap or grouped taps per
-    entry — and input-channel chunks, written to a blocked output (the model-level tests reach
+    entry, with or without prefetching entries ahead — and input-channel chunks, written to a blocked output (the model-level tests reach
     the aligned form only on images wide enough to pay for rounding their rows)."""
     import tvm
 
@@ -436,7 +436,7 @@ def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation,
     weight[rng.random(weight.shape) < 0.8] = 0
     model, inputs = _one_conv(weight, stride, pads=pads, dilation=dilation, bias=False, relu=False, size=13)
     geometry = ConvGeometry.of(13, 13, kernel, kernel, (stride, stride), pads, (dilation, dilation))
-    layout = SparseConvLayout(geometry, 12, 16, 32, chunks, align, sets, grouped)
+    layout = SparseConvLayout(geometry, 12, 16, 32, chunks, align, sets, grouped, prefetch)
     packed = pack_sparse_conv_weight(weight, layout)
     sch = tvm.s_tir.Schedule(sparse_conv2d_primfunc(layout, 1, 0, 8))
     SparseConv(16).schedule(sch)
@@ -466,6 +466,8 @@ def test_sparse_layout_choice():
     assert all(layout(size, stride, 8).align == 0 for size in (56, 28, 14, 7) for stride in (1, 2))
     # grouped taps: stride 1, strided with fewer zeros; aligned layouts with at most three column offsets only
     assert layout(56, 1, 16).grouped and layout(56, 2, 16, zeros=0.5).grouped and not layout(56, 2, 16).grouped
+    # the prefetch: 16-lane aligned blocks of single taps only
+    assert layout(56, 2, 16).prefetch and not layout(56, 1, 16).prefetch and not layout(56, 2, 16, zeros=0.5).prefetch and not layout(14, 2, 16).prefetch
     assert not layout(7, 1, 16, zeros=0.5).grouped and not layout(56, 1, 8, zeros=0.5).grouped
     assert layout(224, 2, 16, zeros=0.5, kernel=7).align and not layout(224, 2, 16, zeros=0.5, kernel=7).grouped
     for lanes, registers in ((8, 16), (16, 32)):

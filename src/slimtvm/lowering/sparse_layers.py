@@ -327,7 +327,7 @@ class SparseLayers:
             "conv2d",
             "sparse_conv2d",
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks"
-            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{f' ({layout.align}-lane vectors)' if 0 < layout.align < self.choice.lanes else ''}{' (grouped taps)' if layout.grouped else ''}, {layout.chunks} input chunk(s)"
+            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{f' ({layout.align}-lane vectors)' if 0 < layout.align < self.choice.lanes else ''}{' (grouped taps)' if layout.grouped else ''}{', prefetched' if layout.prefetch else ''}, {layout.chunks} input chunk(s)"
             f"{decision.times_text()}",
         )
         args = [call.args[0], *(relax.const(a) for a in (weights.values, weights.offsets, weights.row_ptr, weights.value_ptr))]

@@ -13,7 +13,8 @@ The PrimFunc has three stages:
   ``b`` takes the taps of column offset ``b`` (aligned loads only) and the output is the sum of
   the blocks, block ``b`` shifted by ``b`` floats (sparse_weights.py); one loop per tap mask,
   each input vector loaded once for the FMAs of every block in its mask (grouped taps) — the
-  masks are unrolled, so each loop's FMAs are fixed at compile time;
+  masks are unrolled, so each loop's FMAs are fixed at compile time; with ``layout.prefetch``,
+  each entry first prefetches the first input line of the entry that many further on;
 - ``sparse_conv_out``: the spatial block that drops the spare columns of each row and writes
   the output layout (plain or channel-blocked).
 
@@ -94,7 +95,7 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
     slots = len(layout.phases)
     pairs_of_columns = not in_block and g.stride_w == 2  # stride-2 columns from NCHW rows: read contiguously
     simd = layout.align or math.gcd(vector, MAX_VECTOR_WIDTH)  # one LLVM vector of the register blocks: a power of two
-    sets = layout.accumulator_sets
+    sets, ahead = layout.accumulator_sets, layout.prefetch
     rows = vector // simd + (sums > 1)  # vectors per register block (aligned: one more, for the shifted sum)
     # per stored phase: its row and column phase and the interior (rows, cols) that hold input
     phase_h, phase_w = [ph for ph, _ in layout.phases], [pw for _, pw in layout.phases]
@@ -166,6 +167,15 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                     + values[value_ptr[csr_row(task, chunk, o_in, m)] + k * pick(m, mask_sizes) + pick(m * sums + b, mask_ranks)]
                     * packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k] + pixel(task) + u * simd + v]
                 )
+
+    @T.macro
+    def prefetch_entry(packed, offsets, row_ptr, n, task, chunk, o_in, m, k):  # entry k + ahead's first input line
+        if k + ahead < count(row_ptr, task, chunk, o_in, m):
+            T.evaluate(
+                T.call_intrin(
+                    "void", "tirx.prefetch", T.address_of(packed[n, offsets[first_nonzero(row_ptr, task, chunk, o_in, m) + k + ahead] + pixel(task)]), 0, 3, 1
+                )
+            )
 
     @T.macro
     def add_nonzero(acc, index, values, offsets, packed, n, task):  # the nonzero at ``index`` (natural layout)
@@ -318,6 +328,8 @@ def sparse_conv2d_primfunc(layout: SparseConvLayout, batch: int, in_block: int =
                                         zero_block(acc3, rows)
                                     for m in T.unroll(masks):  # entries of the m-th tap mask: one load per vector, an FMA per block in the mask
                                         for k in range(count(row_ptr, task, chunk, o_in, m)):
+                                            if ahead > 0:
+                                                prefetch_entry(packed, offsets, row_ptr, n, task, chunk, o_in, m, k)
                                             for u in T.unroll(rows):
                                                 add_tap(acc0, 0, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u)
                                                 add_tap(acc1, 1, values, offsets, row_ptr, value_ptr, packed, n, task, chunk, o_in, m, k, u)
