@@ -210,16 +210,19 @@ def test_the_avx2_table_runs_stride_1_convs_sparse_from_60_percent_where_winogra
 @pytest.mark.parametrize(
     "shape,nonzeros,stride,expected",
     [
-        ((192, 32), 1, 1, "sparse_conv2d"),  # 97% zeros
-        ((192, 32), 3, 1, "dense"),  # 91%
-        ((32, 192), 5, 1, "dense"),  # a projection
+        ((192, 32), 1, 1, "sparse_conv2d"),  # an expansion at 97% zeros
+        ((192, 32), 5, 1, "sparse_conv2d"),  # 84%
+        ((192, 32), 8, 1, "dense"),  # 75%
+        ((96, 192), 30, 1, "sparse_conv2d"),  # a projection at 84%
+        ((32, 192), 5, 1, "dense"),  # a projection to 32 channels: at any sparsity
         ((128, 64), 6, 2, "sparse_conv2d"),  # a strided expansion (ResNet's shortcut) at 91%
-        ((128, 64), 8, 2, "dense"),  # 88%
+        ((128, 64), 16, 2, "dense"),  # 75%
     ],
 )
-def test_the_table_runs_only_very_sparse_1x1_expansions_sparse(tmp_path, shape, nonzeros, stride, expected):
-    """The table's rule (what a target that cannot be timed here gets; on the host these convs,
-    near the 95% threshold, are timed: test_convs_near_a_threshold_are_timed...)."""
+def test_the_table_runs_1x1_convs_with_64_outputs_or_more_sparse_from_80_percent(tmp_path, shape, nonzeros, stride, expected):
+    """The table's rule on x86, whose 1×1 layouts have aligned channel planes (what a target
+    that cannot be timed here gets; on the host convs near the 80% threshold are timed:
+    test_convs_near_a_threshold_are_timed...)."""
     from slimtvm.compiler.layer_table import recorded_decisions
     from slimtvm.frontend.onnx_import import import_onnx
     from slimtvm.targets.presets import resolve_target
@@ -418,6 +421,8 @@ def test_many_random_pruned_graphs_match_onnxruntime(tmp_path, target):
         (5, 2, (2, 1, 2, 3), 1, 16, 1, 2, True, 0),  # 5×5 stride 2, asymmetric padding: 3 column offsets
         (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, False, 0),  # the stem's geometry: four column offsets
         (7, 2, (3, 3, 3, 3), 1, 16, 1, 1, True, 0),  # fifteen tap masks
+        (1, 1, (0, 0, 0, 0), 1, 16, 2, 2, False, 0),  # 1×1, channel planes of whole vectors (169 → 176 floats)
+        (1, 2, (0, 0, 0, 0), 1, 8, 2, 1, False, 0),  # strided 1×1 (49 → 56)
     ],
 )
 def test_sparse_kernel_layouts_match_onnxruntime(kernel, stride, pads, dilation, align, sets, chunks, grouped, prefetch):
@@ -466,6 +471,13 @@ def test_sparse_layout_choice():
     assert all(layout(size, stride, 8).align == 0 for size in (56, 28, 14, 7) for stride in (1, 2))
     # grouped taps: stride 1, strided with fewer zeros; aligned layouts with at most three column offsets only
     assert layout(56, 1, 16).grouped and layout(56, 2, 16, zeros=0.5).grouped and not layout(56, 2, 16).grouped
+    # 1×1 convs: aligned channel planes on x86 (8 and 16 lanes), two accumulator sets; NEON natural
+    for stride in (1, 2):
+        for lanes in (8, 16):
+            pointwise = layout(14, stride, lanes, kernel=1)
+            assert (pointwise.align, pointwise.sums, pointwise.accumulator_sets, pointwise.grouped, pointwise.prefetch) == (lanes, 1, 2, False, 0)
+            assert pointwise.channel_stride % lanes == 0 and pointwise.cols_q == 14 // stride  # rows as they are
+    assert layout(14, 1, 4, kernel=1).align == 0
     # the prefetch: 16-lane aligned blocks of single taps only
     assert layout(56, 2, 16).prefetch and not layout(56, 1, 16).prefetch and not layout(56, 2, 16, zeros=0.5).prefetch and not layout(14, 2, 16).prefetch
     assert not layout(7, 1, 16, zeros=0.5).grouped and not layout(56, 1, 8, zeros=0.5).grouped

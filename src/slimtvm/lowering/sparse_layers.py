@@ -43,8 +43,18 @@ from .layer_records import LayerRecord
 # is copied whole), so only expansions from 95% run sparse. A strided 1×1 expansion (ResNet's
 # shortcut convs) copies a quarter of its input: session 23, Zen 4, 1 thread, one-layer models
 # (relayouts included), 64→128 @56 / 128→256 @28 / 256→512 @14 at 80% zeros 1.02/1.10/1.16×, at
-# 90% 1.08/1.45/1.70×, at 95% 1.09/1.41/2.30×; so from 90%. The same table serves cross targets
-# (aarch64: not measured; emulated timings mean nothing).
+# 90% 1.08/1.45/1.70×, at 95% 1.09/1.41/2.30×; so from 90%. Those two rules remain for the natural
+# layout (NEON). Since session 27 a 1×1 conv on x86 takes aligned channel planes (every load
+# aligned: 1.15–2.6× faster kernels where a plane is not whole vectors, 14×14 and 7×7), and the
+# rule is one (benchmarks/sparse_layers.py, Zen 4, 1 thread, kernels alone, 80 / 90 / 95% zeros):
+# 96→576 @14 1.94/2.22/3.41×, 576→96 @14 1.52/1.98/2.49×, 160→960 @7 1.99/3.05/4.18×, 960→160 @7
+# 1.37/2.17/2.92×, 32→192 @28 1.27/1.51/1.62×, ResNet's strided shortcuts 64→128 / 128→256 /
+# 256→512 1.26–2.05 / 1.48–3.11 / 1.60–4.28×; but 192→32 @28 0.64/0.61/0.74× (32 outputs: the
+# copy of its large input is shared by too few of them). So from 80% zeros with at least 64
+# output channels. Small ones too (kernels alone, 80 / 90%): 64→128 @8 (0.5 M multiply-adds)
+# 1.54/1.82×, 128→256 @7 1.62/2.27×, 32→192 @14 1.23/1.49×; not the tiniest: 16→64 @8 (65 K)
+# 0.88/1.00×. The same table serves cross targets (aarch64: not measured; emulated timings mean
+# nothing).
 MIN_ZEROS_ALIGNED_STRIDE_1 = 0.4
 MIN_ZEROS_ALIGNED_STRIDED = 0.65
 MIN_ZEROS_NATURAL = 0.75
@@ -56,6 +66,9 @@ MIN_ZEROS_NATURAL = 0.75
 MIN_ZEROS_NATURAL_8_LANES = 0.6
 MIN_ZEROS_POINTWISE_EXPANSION = 0.95
 MIN_ZEROS_POINTWISE_STRIDED = 0.9
+MIN_ZEROS_POINTWISE_ALIGNED = 0.8
+MIN_POINTWISE_OUTPUTS = 64
+MIN_POINTWISE_MACS = 250_000
 # Where the dense alternative is the Winograd kernel (x86 targets, 3×3 stride 1, ≥ 49 output
 # pixels; lowering/winograd_layers.py), 1.4–2× faster than the direct one, and never below the
 # layout's own threshold (7×7 images take the natural layout). Sparse kernel against
@@ -81,7 +94,8 @@ SPARSE_MODES = ("auto", "timed", "always", "never")
 # symmetric band — 1.8×); 10 points under it 0.8–1.0× (the strided 1×1 shortcut convs 1.2–1.5×
 # at 80% zeros, kernels alone). 12 below, not 10: pruning amounts and thresholds are round
 # numbers, and a layer pruned to exactly 10 points under one would fall on either side of the edge
-# by rounding. Every 1×1 expansion from 83% is timed.
+# by rounding. 1×1 convs with aligned planes are timed from 68% to 85% zeros, natural 1×1
+# expansions from 83%.
 TIMED_BELOW, TIMED_ABOVE = 0.12, 0.05
 # A conv under this many dense multiply-adds per image is left to the table: its kernels take a
 # few µs, within the noise of an instrumented run (a 1×1 expansion of the tiny test MobileNet).
@@ -159,6 +173,12 @@ class SparseChoice:
     def _table_threshold(self, call, weight, geometry, layout) -> tuple:
         """(zeros from which the table runs the conv sparse, the kind of conv in words); None
         and the reason for a conv the table keeps dense at any sparsity."""
+        if weight.shape[2:] == (1, 1) and layout.align:
+            if weight.shape[0] < MIN_POINTWISE_OUTPUTS:
+                return None, f"1×1 conv with fewer than {MIN_POINTWISE_OUTPUTS} output channels (copying its input costs more than the sparse kernel saves)"
+            if weight.size * geometry.out_h * geometry.out_w < MIN_POINTWISE_MACS:
+                return None, f"small 1×1 conv (under {MIN_POINTWISE_MACS / 1e3:.0f} K multiply-adds per image)"
+            return MIN_ZEROS_POINTWISE_ALIGNED, "1×1 conv, aligned channel planes"
         if weight.shape[2:] == (1, 1):
             if weight.shape[0] < 2 * weight.shape[1]:
                 return None, "1×1 conv that does not expand (the dense kernel measured faster at every sparsity)"
@@ -327,7 +347,7 @@ class SparseLayers:
             "conv2d",
             "sparse_conv2d",
             f"sparse ({100 * sparsity.zeros:.1f}% zeros, {weights.nonzeros} nonzeros), {layout.vector}-pixel blocks"
-            f"{f', {layout.sums} aligned column sums' if layout.align else ''}{f' ({layout.align}-lane vectors)' if 0 < layout.align < self.choice.lanes else ''}{' (grouped taps)' if layout.grouped else ''}{', prefetched' if layout.prefetch else ''}, {layout.chunks} input chunk(s)"
+            f"{f', {layout.sums} aligned column sums' if layout.sums > 1 else ', aligned channel planes' if layout.align else ''}{f' ({layout.align}-lane vectors)' if 0 < layout.align < self.choice.lanes else ''}{' (grouped taps)' if layout.grouped else ''}{', prefetched' if layout.prefetch else ''}, {layout.chunks} input chunk(s)"
             f"{decision.times_text()}",
         )
         args = [call.args[0], *(relax.const(a) for a in (weights.values, weights.offsets, weights.row_ptr, weights.value_ptr))]

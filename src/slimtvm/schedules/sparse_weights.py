@@ -136,10 +136,13 @@ class SparseConvLayout:
             align = lanes if lanes >= 16 and aligned_form(lanes) else 0
             if not align and half_width_blocks and lanes >= 16 and aligned_form(lanes // 2):
                 align = lanes // 2
+            if not align and lanes >= 8 and geometry.kernel_h == geometry.kernel_w == 1:
+                align = lanes  # 1×1: channel planes of whole vectors, so every load is aligned (rows as they are)
         block_lanes = align or lanes  # floats per vector of the register blocks
         strided = geometry.stride_h > 1 or geometry.stride_w > 1
         few_zeros = zeros is not None and zeros < MAX_ZEROS_GROUPED_STRIDED
-        grouped = bool(align) and (not strided or few_zeros) and cls(geometry, in_channels, out_channels, lanes, 1, align).sums <= MAX_GROUPED_SUMS
+        sums = cls(geometry, in_channels, out_channels, lanes, 1, align).sums
+        grouped = sums > 1 and (not strided or few_zeros) and sums <= MAX_GROUPED_SUMS
         probe = cls(geometry, in_channels, out_channels, lanes, 1, align, grouped=grouped)
         if vector is None:
 
@@ -153,14 +156,14 @@ class SparseConvLayout:
 
             vector = block_lanes * min(BLOCK_VECTORS, key=cost)
         probe = cls(geometry, in_channels, out_channels, vector, 1, align)
-        window = probe.vector + probe.reach + align
+        window = probe.vector + probe.reach + (align if probe.sums > 1 else 0)  # the shifted sums read one vector more
         window_bytes = L1_WINDOW_BYTES_GROUPED if grouped else L1_WINDOW_BYTES
         row_phases = len({ph for ph, _ in probe.phases})  # a chunk's taps read each row phase's planes
         chunks = max(1, min(in_channels, _ceil_div(in_channels * window * row_phases * 4, window_bytes)))
         # two accumulator sets (alternate nonzeros) where the registers hold them: one set of 4–8
         # vectors leaves the FMAs waiting on each other (4 cycles of latency, 2 issued per cycle)
-        sets = 2 if not align and 2 * (vector // lanes) + 2 <= registers else 1
-        prefetch = PREFETCH_ENTRIES_AHEAD if align >= 16 and not grouped else 0
+        sets = 2 if sums == 1 and 2 * (vector // lanes) + 2 <= registers else 1
+        prefetch = PREFETCH_ENTRIES_AHEAD if align >= 16 and sums > 1 and not grouped else 0
         return cls(geometry, in_channels, out_channels, vector, chunks, align, sets, grouped, prefetch)
 
     @property
