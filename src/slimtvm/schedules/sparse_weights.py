@@ -79,7 +79,8 @@ class SparseConvLayout:
     = 1), output pixels in blocks of ``vector`` floats (the register block), input channels in
     ``chunks`` chunks, and ``align`` > 0: rows and channels padded to ``align`` floats and one
     register block per column offset (module doc), 0: the natural, unaligned form;
-    ``accumulator_sets`` (unaligned form): register blocks that alternate nonzeros, so that
+    ``accumulator_sets`` (one column sum: the natural form, and 1×1 convs' aligned channel
+    planes): register blocks that alternate nonzeros, so that
     consecutive FMAs do not wait on each other; ``grouped`` (aligned form): entries hold all the
     taps of one aligned offset; ``prefetch`` (aligned form) > 0: each entry prefetches the first
     input line of the entry that many further on in its CSR row."""
