@@ -215,6 +215,7 @@ def test_the_avx2_table_runs_stride_1_convs_sparse_from_60_percent_where_winogra
         ((192, 32), 8, 1, "dense"),  # 75%
         ((96, 192), 30, 1, "sparse_conv2d"),  # a projection at 84%
         ((32, 192), 5, 1, "dense"),  # a projection to 32 channels: at any sparsity
+        ((64, 16), 1, 1, "dense"),  # 94% zeros, but 200 K multiply-adds: under the small-conv floor
         ((128, 64), 6, 2, "sparse_conv2d"),  # a strided expansion (ResNet's shortcut) at 91%
         ((128, 64), 16, 2, "dense"),  # 75%
     ],
