@@ -91,15 +91,20 @@ def _profiles_in_turns(cases: list, repeat: int) -> list:
 
     from slimtvm.runtime.artifact import set_num_threads
 
-    rows, started = [], {}
+    rows, started, recording_shapes = [], {}, [True]
 
     def instrument(func, name, before, _ret, *args):
-        # the VM calls this around every call instruction; kernels are timed wall-clock
+        # The VM calls this around every call instruction; kernels are timed wall-clock. The
+        # clock is read last before a call and first after it: reading the arguments' shapes
+        # (FFI calls, tens of µs) inside the window once added that to every kernel, more at 2
+        # threads than at 1, and read as poor scaling of the short kernels. Shapes are read in
+        # the first instrumented run only.
         if before:
             started[name] = time.perf_counter()
-        else:
-            shapes = tuple(tuple(int(d) for d in arg.shape) for arg in args if hasattr(arg, "shape"))
-            rows.append((name, (time.perf_counter() - started.pop(name)) * 1e6, shapes))
+            return 0
+        elapsed = time.perf_counter() - started.pop(name)
+        shapes = tuple(tuple(int(d) for d in arg.shape) for arg in args if hasattr(arg, "shape")) if recording_shapes[0] else None
+        rows.append((name, elapsed * 1e6, shapes))
         return 0
 
     machines = {}
@@ -123,6 +128,7 @@ def _profiles_in_turns(cases: list, repeat: int) -> list:
             plain["main"](*inputs)
             whole[index].append((time.perf_counter() - begun) * 1e6)
             rows.clear()
+            recording_shapes[0] = round_index == 0
             instrumented["main"](*inputs)
             per_run[index].append(list(rows))
     result = []
