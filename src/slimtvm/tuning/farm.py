@@ -6,7 +6,8 @@ request for KEY gets the next free one. slimtvm writes no scheduler of its own; 
 of MetaSchedule's RPC runner is what a fleet needs and that runner lacks:
 
 - one measurement at a time per registered device, each in its own worker process with a deadline
-  (MetaSchedule's runner waits forever on a device that hangs);
+  (MetaSchedule's runner waits forever on a device that hangs); a device that registers mid-run is
+  used from the next round on (the runner's pool grows to the devices registered then);
 - a measurement whose device dies or hangs is retried on another device (the tracker stops handing
   out a device that has gone), up to ``attempts`` times, so a lost device costs only time: the
   records already measured are committed round by round and stay;
@@ -130,7 +131,9 @@ class FarmRunnerFuture(PyRunnerFuture):
 @derived_object
 class FarmRunner(PyRunner):
     """MetaSchedule runner over the tracker's devices: as many measurements in flight as devices
-    were registered when it started, each with a deadline, failures retried elsewhere."""
+    are registered (counted when it starts and again at every round; it grows, and never shrinks:
+    a device that left is noticed by the tracker, and a measurement waiting for it is retried),
+    each with a deadline, failures retried elsewhere."""
 
     def __init__(self, address: TrackerAddress, evaluator, alloc_argument, workers: int, timeout: float, attempts: int = DEFAULT_ATTEMPTS) -> None:
         super().__init__()
@@ -148,7 +151,12 @@ class FarmRunner(PyRunner):
         self.stop_reason = None
         self.in_flight = 0
         self.counter_lock = threading.Lock()
+        self.timeout = timeout
+        self.workers = workers
         self.pool = PopenPoolExecutor(max_workers=workers, timeout=timeout)
+        # measurements in flight per pool; a pool replaced by a larger one is shut down once it has none
+        self.pool_in_flight = {self.pool: 0}
+        self.retired_pools = []
 
     def status_text(self) -> str:
         """``devices 2/3 measuring`` for the progress bar: measurements in flight (one per device)
@@ -160,9 +168,30 @@ class FarmRunner(PyRunner):
             return f"devices {in_flight}/? measuring"
         return f"devices {min(in_flight, registered)}/{registered} measuring" + (f", {self.retries} retried" if self.retries else "")
 
-    def _finished(self, _future) -> None:
+    def _finished(self, pool, _future) -> None:
         with self.counter_lock:
             self.in_flight -= 1
+            self.pool_in_flight[pool] -= 1
+
+    def grow_to(self, registered: int | None) -> None:
+        """Room for ``registered`` measurements at once when that is more than now (a device joined):
+        later submissions go to a new, larger pool; the old one ends its measurements and is shut
+        down at a later round. Shuts down retired pools with nothing in flight."""
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        with self.counter_lock:
+            idle = [pool for pool in self.retired_pools if self.pool_in_flight[pool] == 0]
+            self.retired_pools = [pool for pool in self.retired_pools if self.pool_in_flight[pool] > 0]
+            if registered is not None and registered > self.workers:
+                self.retired_pools.append(self.pool)
+                if self.pool_in_flight[self.pool] == 0:
+                    idle.append(self.retired_pools.pop())
+                self.pool = PopenPoolExecutor(max_workers=registered, timeout=self.timeout)
+                self.pool_in_flight[self.pool] = 0
+                self.workers = registered
+        for pool in idle:
+            del self.pool_in_flight[pool]
+            pool.shutdown(wait=False)
 
     def submit(self, arguments: tuple):
         from tvm.s_tir.meta_schedule.runner.rpc_runner import _worker_func
@@ -170,7 +199,9 @@ class FarmRunner(PyRunner):
         artifact_path, device_type, args_info = arguments
         with self.counter_lock:
             self.in_flight += 1
-        future = self.pool.submit(
+            pool = self.pool
+            self.pool_in_flight[pool] += 1
+        future = pool.submit(
             _worker_func,
             self.create_session,
             None,
@@ -184,15 +215,17 @@ class FarmRunner(PyRunner):
             device_type,
             args_info,
         )
-        future.add_done_callback(self._finished)
+        future.add_done_callback(functools.partial(self._finished, pool))
         return future
 
     def run(self, runner_inputs) -> list:
-        if registered_devices_or_none(self.address) == 0:
+        registered = registered_devices_or_none(self.address)
+        if registered == 0:
             # raised through MetaSchedule's C++ loop, which turns it into a RuntimeError: the tuning
             # run reads the reason back from here (stop_reason) to give the user one line
             self.stop_reason = f"every device under key {self.address.key!r} has left the tracker {self.address.host}:{self.address.port}; the records measured so far are kept"
             raise SlimError(self.stop_reason)
+        self.grow_to(registered)
         return [
             FarmRunnerFuture(self, (str(item.artifact_path), str(item.device_type), tuple(info.as_json() for info in item.args_info))) for item in runner_inputs
         ]
