@@ -193,7 +193,8 @@ def _cmd_compile(args) -> int:
     if args.save_onnx:
         print(f"wrote the rewritten float model to {args.save_onnx} (onnxruntime runs it; the library matches it)")
     for entry in manifest["passes"]:
-        print(_describe_pass(entry))
+        if _worth_a_line(entry):
+            print(_describe_pass(entry))
     if "tuning" in manifest:
         tuned = manifest["tuning"]["tuned_kernels"]
         print(f"tuning database {manifest['tuning']['database']}: {len(tuned)} kernels from its records, the rest default schedules")
@@ -245,6 +246,11 @@ def _cmd_tune(args) -> int:
     algorithm = f" --conv-algorithm {args.conv_algorithm}" if args.conv_algorithm != "auto" else ""
     print(f"use it: slimtvm compile {args.model} -o model.so --target {args.target} --db {args.db}{algorithm}")
     return 0
+
+
+def _worth_a_line(entry: dict) -> bool:
+    """Every pass gets a line, except the batch split of a batch of one (nothing to split)."""
+    return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
 def _describe_pass(entry: dict) -> str:
@@ -300,6 +306,14 @@ def _describe_pass(entry: dict) -> str:
         if dense:
             text += "; with zeros but dense: " + "; ".join(f"{v}× {k}" for k, v in dense.items())
         return text
+    if entry["name"] == "split_batch":
+        if not entry["images"]:
+            return f"split_batch: the batch runs whole ({entry['why_not']})"
+        copies = "once per image" if entry["pieces"] == entry["images"] else f"once per group of images ({entry['pieces']} groups)"
+        return (
+            f"split_batch: the first {entry['layers_per_image']} operations run {copies} up to a {entry['cut_bytes_per_image'] / 1024:.0f} KB-per-image "
+            f"tensor, the rest on the whole batch of {entry['images']} (kernel and layer counts below include every copy)"
+        )
     if entry["name"] == "binary_blocks":
         return f"binary_blocks: {entry['thresholds_fused']} BN → Sign pairs fused into integer thresholds (packed bits between binary convs), {entry['max_pools_on_bits']} max-pools on bits (OR)"
     return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
@@ -372,7 +386,8 @@ def _cmd_inspect(args) -> int:
         reports, decisions = recorded_decisions(import_onnx(args.model, shapes), spec.tvm_target(), args.target, args.conv_algorithm)
     print(format_table(layer_rows(static, decisions), static))
     for name, stats in reports.items():
-        print(_describe_pass({"name": name, **stats}))
+        if _worth_a_line({"name": name, **stats}):
+            print(_describe_pass({"name": name, **stats}))
     return 0
 
 

@@ -60,6 +60,7 @@ class LoweringPasses:
             relax.transform.Normalize(),
             blocked_resize_concat(),  # a detector's upsample + concat path stays blocked
             sink_relayouts(),  # element-wise ops between plain-layout (sparse) kernels stay plain
+            relax.transform.EliminateCommonSubexpr(),  # one relayout per weight where a batch runs per image (passes/split_batch.py)
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
             self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused; sparse kernels
             relax.backend.DispatchSampling(),  # as TVM's CPU pipeline: sort, scan (cumsum) and sampling ops

@@ -12,6 +12,7 @@ from .fold_constants import FoldConstantsSafely
 from .remove_dead_channels import RemoveDeadChannels
 from .remove_dropout import RemoveDropout
 from .scalar_min_max import ScalarMinMaxAsOps
+from .split_batch import SplitBatch
 
 
 @dataclass
@@ -22,6 +23,7 @@ class GraphPasses:
     binarize: DetectBinaryLayers = field(default_factory=DetectBinaryLayers)
     sparsity: DetectSparsity = field(default_factory=DetectSparsity)
     dead_channels: RemoveDeadChannels = field(default_factory=RemoveDeadChannels)
+    split_batch: SplitBatch = field(default_factory=SplitBatch)
 
     def sequence(self) -> list:
         return [
@@ -35,6 +37,7 @@ class GraphPasses:
             self.sparsity,  # after folding: weight_orig · weight_mask is one constant by now
             self.dead_channels,  # after the report of the model's own zeros
             FoldConstantsSafely(),  # a layer left with only constant inputs is a constant now
+            self.split_batch,  # last: every rewrite above sees the batch once
         ]
 
     def reports(self) -> dict:
@@ -44,4 +47,5 @@ class GraphPasses:
             "binarize": self.binarize.report.to_json(),
             "sparsity": self.sparsity.report.to_json(),
             "dead_channels": self.dead_channels.report.to_json(),
+            "split_batch": self.split_batch.report.to_json(),
         }
