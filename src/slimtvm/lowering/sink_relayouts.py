@@ -17,22 +17,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from ..passes.elementwise_ops import ELEMENTWISE_OPS
 from .relayouts import op_name, rank, same_channels, to_blocked, to_plain
-
-ELEMENTWISE = frozenset(
-    {
-        "relax.add",
-        "relax.subtract",
-        "relax.multiply",
-        "relax.divide",
-        "relax.maximum",
-        "relax.minimum",
-        "relax.nn.relu",
-        "relax.clip",
-        "relax.sigmoid",
-        "relax.tanh",
-    }
-)
 
 
 class _Graph:
@@ -54,7 +40,7 @@ class _Graph:
         # element-wise 5-D ops whose result reaches a relayout to plain through element-wise ops only
         self.leads_to_plain = set()
         for var in sorted(self.value, key=self.position.get, reverse=True):
-            if op_name(self.value[var]) in ELEMENTWISE and rank(var) == 5:
+            if op_name(self.value[var]) in ELEMENTWISE_OPS and rank(var) == 5:
                 if var in self.to_plain or any(reader in self.leads_to_plain for reader in self.readers.get(var, [])):
                     self.leads_to_plain.add(var)
 

@@ -27,29 +27,19 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .elementwise_ops import ELEMENTWISE_OPS
+
 # Operations that treat each image alone and whose attributes name no batch size.
-PER_IMAGE_OPS = frozenset(
-    {
-        "relax.nn.conv2d",
-        "relax.nn.relu",
-        "relax.nn.silu",
-        "relax.nn.max_pool2d",
-        "relax.nn.avg_pool2d",
-        "relax.add",
-        "relax.subtract",
-        "relax.multiply",
-        "relax.divide",
-        "relax.maximum",
-        "relax.minimum",
-        "relax.clip",
-        "relax.sign",
-        "relax.sigmoid",
-        "relax.tanh",
-        "relax.greater_equal",
-        "relax.where",
-        "relax.astype",
-    }
-)
+PER_IMAGE_OPS = ELEMENTWISE_OPS | {
+    "relax.nn.conv2d",
+    "relax.nn.silu",
+    "relax.nn.max_pool2d",
+    "relax.nn.avg_pool2d",
+    "relax.sign",
+    "relax.greater_equal",
+    "relax.where",
+    "relax.astype",
+}
 # Where to cut: the last block boundary whose tensor is at least this large per image. ResNet-18's
 # stage-2 output (28 × 28 × 128 floats) is 401 KB, MobileNetV2's 28 × 28 × 144 expansion 451 KB.
 # Zen 5, 2 cores, batch 8 (benchmarks/compare_builds.py, in turns): cutting there ran ResNet-18 8%,
