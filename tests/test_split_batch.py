@@ -76,3 +76,35 @@ def test_batch_one_and_small_activations_are_not_split(tmp_path, preset, monkeyp
     monkeypatch.setattr(split_batch, "MIN_SPLIT_BYTES_PER_IMAGE", 16 * SIDE * SIDE * 4 + 1)
     report = _compile_and_check(_residual_cnn(), 2, preset, tmp_path)
     assert report["images"] == 0 and "no block boundary" in report["why_not"], report
+
+
+def _xnor_chain(last_stride: int):
+    """Three Sign → ±α conv → BN blocks (the binary lowering fuses each BN with the next Sign
+    into an integer threshold), the last with stride ``last_stride``, then a float tail."""
+    g = GraphBuilder(seed=5)
+    x = g.input([1, 16, SIDE, SIDE], dims=["N", 16, SIDE, SIDE])
+    y = g.batchnorm(sign_conv(g, x, 16, 16, pads=(1, 1, 1, 1)), 16)
+    y = g.batchnorm(sign_conv(g, y, 16, 16, pads=(1, 1, 1, 1)), 16)
+    y = g.batchnorm(sign_conv(g, y, 16, 16, stride=last_stride, pads=(1, 1, 1, 1)), 16)
+    pooled = g.node("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    z = g.relu(g.conv(pooled, 16, 32, stride=2, pads=(1, 1, 1, 1)))
+    return g.model(g.gemm(g.node("Flatten", [g.node("GlobalAveragePool", [z])]), 32, 10))
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets()[:1])
+def test_a_cut_never_separates_a_batch_norm_from_its_sign(tmp_path, preset):
+    def fused(artifact_report_batch):
+        model, batch = artifact_report_batch
+        shape = (batch, 16, SIDE, SIDE)
+        inputs = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+        artifact = slimtvm.compile(model, str(tmp_path / f"x{batch}.so"), target=preset, input_shapes={"x": shape})
+        assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+        passes = {p["name"]: p for p in artifact.manifest["passes"]}
+        return passes["split_batch"], passes["binary_blocks"]["thresholds_fused"]
+
+    # cut after the third block's BN, which the max-pool reads: every image keeps its 2 thresholds
+    report, thresholds = fused((_xnor_chain(1), 3))
+    assert report["images"] == 3 and thresholds == 2 * 3, report
+    # the 96 × 96 block outputs are read by Signs alone: no cut between a BN and its Sign
+    report, thresholds = fused((_xnor_chain(2), 3))
+    assert report["images"] == 0 and thresholds == 2, report

@@ -10,8 +10,9 @@ N images), and stay batched.
 
 The pass finds, among the first bindings of ``main`` that are per-image operations
 (:data:`PER_IMAGE_OPS`, constants with no batch axis), the last point where a single tensor
-carries everything forward (a block boundary) and is still at least
-:data:`MIN_SPLIT_BYTES_PER_IMAGE` per image; the bindings up to it are emitted once per image, on
+carries everything forward (a block boundary), is still at least
+:data:`MIN_SPLIT_BYTES_PER_IMAGE` per image and is neither a Sign's output nor on an element-wise
+path into one (the binary lowering fuses across those); the bindings up to it are emitted once per image, on
 a slice of the input, and their N results concatenated (past :data:`MAX_PIECES` images, once per
 group of images). Exact: each image meets the same
 operations with the same constants. Leaves the module unchanged (and says why in its report) for
@@ -125,6 +126,7 @@ def _plan(func):
     if not all(isinstance(binding, relax.VarBinding) for binding in bindings):
         return "main has match-cast bindings"
     last_use = _last_uses(bindings, body.body)
+    readers = _reader_ops(bindings)
     defined = {func.params[0]}
     live = {func.params[0]}
     best = None
@@ -134,7 +136,7 @@ def _plan(func):
         defined.add(binding.var)
         live.add(binding.var)
         live = {var for var in live if last_use.get(var, -1) > index}
-        if len(live) == 1 and binding.var in live and _bytes_per_image(binding.var) >= MIN_SPLIT_BYTES_PER_IMAGE:
+        if len(live) == 1 and binding.var in live and _bytes_per_image(binding.var) >= MIN_SPLIT_BYTES_PER_IMAGE and _binary_safe(binding, readers):
             best = index
     if best is None:
         return f"no block boundary among the first per-image layers with at least {MIN_SPLIT_BYTES_PER_IMAGE} bytes per image"
@@ -169,6 +171,31 @@ def _per_image(binding, defined: set, images: int) -> bool:
                 return False
         elif isinstance(arg, relax.Call | relax.Tuple | relax.TupleGetItem | relax.Function):
             return False
+    return True
+
+
+def _reader_ops(bindings: list) -> dict:
+    """var → ``(operation name, result var)`` of every binding that reads it."""
+    readers = {}
+    for binding in bindings:
+        for var in relax.analysis.free_vars(binding.value):
+            readers.setdefault(var, []).append((_op_name(binding.value), binding.var))
+    return readers
+
+
+def _binary_safe(binding, readers: dict) -> bool:
+    """Whether a cut at ``binding`` leaves the binary lowering's pairs whole: not a Sign's output
+    (packed bits between binary layers), nor a tensor that only element-wise steps lead to a Sign
+    (a batch norm's scale and shift, which the lowering fuses with the Sign into a threshold)."""
+    if _op_name(binding.value) == "relax.sign":
+        return False
+    current = binding.var
+    while len(readers.get(current, [])) == 1:
+        op, current = readers[current][0]
+        if op == "relax.sign":
+            return False
+        if op not in ELEMENTWISE_OPS:
+            return True
     return True
 
 
