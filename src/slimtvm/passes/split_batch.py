@@ -2,22 +2,21 @@
 
 Kernels run layer by layer, so between two of them a batch of N keeps N images' activations: a
 ResNet stem's output is 3.2 MB per image, 26 MB at batch 8, past L2 and most of L3, and every
-early kernel then reads and writes memory where batch 1 stays in cache (Zen 5, 2 cores,
-``benchmarks/scaling.py``: per image, batch 8 ran ResNet-18's max-pool 4× and its Winograd stem
-1.6× slower than batch 1, Bi-Real Net 18 1.3× and MobileNetV2 1.17× slower as a whole). Later
-layers, whose weights outweigh their activations, are where a batch pays (weights read once for
-N images), and stay batched.
+early kernel then reads and writes memory where batch 1 stays in cache (Zen 5, 1 thread,
+``benchmarks/profile_kernels.py``: per image, batch 8 ran ResNet-18's max-pool 4× and the
+Winograd stem 1.6× slower than batch 1; ``benchmarks/scaling.py``: Bi-Real Net 18 1.3× and
+MobileNetV2 1.17× slower per image as a whole). Later layers, whose weights outweigh their
+activations, are where a batch pays (weights read once for N images), and stay batched.
 
 The pass finds, among the first bindings of ``main`` that are per-image operations
 (:data:`PER_IMAGE_OPS`, constants with no batch axis), the last point where a single tensor
-carries everything forward (a block boundary), is still at least
-:data:`MIN_SPLIT_BYTES_PER_IMAGE` per image and is neither a Sign's output nor on an element-wise
-path into one (the binary lowering fuses across those); the bindings up to it are emitted once per image, on
-a slice of the input, and their N results concatenated (past :data:`MAX_PIECES` images, once per
-group of images). Exact: each image meets the same
-operations with the same constants. Leaves the module unchanged (and says why in its report) for
-batch 1, a dynamic shape, more than one input, no such point, or a function not of the form the
-ONNX importer writes (one dataflow block).
+carries everything forward (a block boundary) that is at least :data:`MIN_SPLIT_BYTES_PER_IMAGE`
+per image and neither a Sign's output nor on an element-wise path into one (the binary lowering
+fuses across those). The bindings up to it are emitted once per image, on a slice of the input,
+and the N results concatenated (past :data:`MAX_PIECES` images, once per group of images).
+Exact: each image meets the same operations with the same constants. Leaves the module unchanged,
+and says why in its report, for batch 1, a dynamic shape, more than one input, no such point, or
+a function not of the form the ONNX importer writes (one dataflow block).
 """
 
 from __future__ import annotations
@@ -50,6 +49,10 @@ MIN_SPLIT_BYTES_PER_IMAGE = 384 * 1024
 # At most this many copies of the first layers (a bigger batch runs them in groups of images):
 # each copy is lowered and fused again, and MobileNetV2 at batch 32 compiles in ~27 s with 32.
 MAX_PIECES = 32
+
+
+# What a binding of ``main`` may hold for :func:`_substitute` to rebuild it.
+COPIED_EXPRESSIONS = (relax.Call, relax.Tuple, relax.TupleGetItem, relax.Var, relax.ShapeExpr, tvm.ir.GenericConst)
 
 
 @dataclass
@@ -87,7 +90,7 @@ class SplitBatch:
         images, prefix, cut = plan
         mod["main"] = _split(func, images, prefix, cut)
         self.report.images, self.report.layers_per_image = images, len(prefix)
-        self.report.pieces = -(-images // -(-images // MAX_PIECES))
+        self.report.pieces = len(_pieces(images))
         self.report.cut_bytes_per_image = _bytes_per_image(cut)
         return mod
 
@@ -125,6 +128,8 @@ def _plan(func):
     bindings = list(body.blocks[0].bindings)
     if not all(isinstance(binding, relax.VarBinding) for binding in bindings):
         return "main has match-cast bindings"
+    if not all(isinstance(binding.value, COPIED_EXPRESSIONS) for binding in bindings):
+        return "main has bindings of a kind this pass does not copy (a function or branch)"
     last_use = _last_uses(bindings, body.body)
     readers = _reader_ops(bindings)
     defined = {func.params[0]}
@@ -217,9 +222,7 @@ def _split(func, images: int, prefix: list, cut):
     with builder.function("main", [source], attrs=dict(func.attrs) if func.attrs else None, pure=func.is_pure):
         with builder.dataflow():
             pieces = []
-            size = -(-images // MAX_PIECES)  # images per piece
-            for start in range(0, images, size):
-                end = min(start + size, images)
+            for start, end in _pieces(images):
                 mapping = {source: builder.emit(relax.op.strided_slice(source, axes=[0], begin=[start], end=[end]))}
                 for binding in prefix:
                     mapping[binding.var] = builder.emit(_substitute(binding.value, mapping))
@@ -230,6 +233,13 @@ def _split(func, images: int, prefix: list, cut):
             output = builder.emit_output(_substitute(func.body.body, mapping))
         builder.emit_func_output(output)
     return builder.get()["main"]
+
+
+def _pieces(images: int) -> list:
+    """``(start, end)`` of each slice of the batch: single images, or up to :data:`MAX_PIECES`
+    groups of equal size (the last one smaller)."""
+    size = -(-images // MAX_PIECES)
+    return [(start, min(start + size, images)) for start in range(0, images, size)]
 
 
 def _substitute(expr, mapping: dict):
