@@ -130,8 +130,9 @@ def _plan(func):
         return "main has match-cast bindings"
     if not all(isinstance(binding.value, COPIED_EXPRESSIONS) for binding in bindings):
         return "main has bindings of a kind this pass does not copy (a function or branch)"
-    last_use = _last_uses(bindings, body.body)
-    readers = _reader_ops(bindings)
+    readers = _readers(bindings)
+    last_use = {var: max(index for index, _, _ in reads) for var, reads in readers.items()}
+    last_use.update({var: len(bindings) for var in relax.analysis.free_vars(body.body)})  # the output
     defined = {func.params[0]}
     live = {func.params[0]}
     best = None
@@ -159,7 +160,7 @@ def _per_image(binding, defined: set, images: int) -> bool:
     """Whether ``binding`` is a per-image op on batch tensors from ``defined`` and constants with
     no batch axis, with a batch-N tensor result."""
     value = binding.value
-    if not isinstance(binding, relax.VarBinding) or _op_name(value) not in PER_IMAGE_OPS or len(value.ty_args) > 0:
+    if _op_name(value) not in PER_IMAGE_OPS or len(value.ty_args) > 0:
         return False
     shape = _static_shape(binding.var)
     if shape is None or not shape or shape[0] != images:
@@ -179,12 +180,12 @@ def _per_image(binding, defined: set, images: int) -> bool:
     return True
 
 
-def _reader_ops(bindings: list) -> dict:
-    """var → ``(operation name, result var)`` of every binding that reads it."""
+def _readers(bindings: list) -> dict:
+    """var → ``(binding index, operation name, result var)`` of every binding that reads it."""
     readers = {}
-    for binding in bindings:
+    for index, binding in enumerate(bindings):
         for var in relax.analysis.free_vars(binding.value):
-            readers.setdefault(var, []).append((_op_name(binding.value), binding.var))
+            readers.setdefault(var, []).append((index, _op_name(binding.value), binding.var))
     return readers
 
 
@@ -196,23 +197,12 @@ def _binary_safe(binding, readers: dict) -> bool:
         return False
     current = binding.var
     while len(readers.get(current, [])) == 1:
-        op, current = readers[current][0]
+        _, op, current = readers[current][0]
         if op == "relax.sign":
             return False
         if op not in ELEMENTWISE_OPS:
             return True
     return True
-
-
-def _last_uses(bindings: list, output) -> dict:
-    """var → index of the last binding that reads it (len(bindings) for the function's output)."""
-    last = {}
-    for index, binding in enumerate(bindings):
-        for var in relax.analysis.free_vars(binding.value):
-            last[var] = index
-    for var in relax.analysis.free_vars(output):
-        last[var] = len(bindings)
-    return last
 
 
 def _split(func, images: int, prefix: list, cut):
