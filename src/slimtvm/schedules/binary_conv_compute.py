@@ -19,7 +19,9 @@ schedules/binary_weights.py scales it by 1 + value.
 Bit output: BN and any per-channel scale/shift before a Sign make ``a_c·dot + b_c ≥ 0`` per
 channel, i.e. ``flip_c·dot ≥ threshold_c`` with ``flip_c`` ∈ {1, −1, 0} (the pass computes the
 integers). A max-pool between them becomes a bitwise OR of the bits (Sign is monotone; the pool's
-−∞ padding is a 0 bit). The bits are written in the next conv's packed, zero-padded layout.
+−∞ padding is a 0 bit). The bits are written in the next conv's packed, zero-padded layout; with whole bytes of channels
+the bytes are a stage of their own (``sign_bytes``), which the x86 schedule computes with a
+vector compare per byte (sign_pack_intrin.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from ..conv_geometry import ConvGeometry
+from .sign_pack_intrin import packed_byte, sign_byte
 
 CHANNEL_LANES = 32  # output channels per vector of byte popcounts (one AVX2 register)
 MAX_CHUNK_BYTES = 16  # channel bytes per 8-bit partial sum (16 · 8 = 128 < 256); whole kernel rows when ≤ 31 bytes
@@ -39,6 +42,8 @@ PACKED_CONV_BLOCK = "binary_conv2d_counts"
 PACKED_DOT_BLOCK = "binary_conv2d_dot"
 DOTS_BY_CHANNEL_BLOCK = "binary_conv2d_dot_by_channel"
 SIGN_BITS_BLOCK = "sign_bits"
+SIGN_BYTES_BLOCK = "sign_bytes"  # the sign bits of whole bytes of channels (sign_pack_intrin.py)
+SIGN_PRODUCTS_BLOCK = "sign_products"  # flip · dot, read by the sign bytes
 PADDING_CORRECTION_BLOCK = "padding_correction"
 # A row per activation byte a: popcount(combine(a's low nibble, j mod 16)) for 32 lanes j, then
 # the same for a's high nibble (vpshufb looks up 16 entries within each 128-bit half, so each
@@ -137,14 +142,21 @@ def _byte_of_bits(bit_of, byte, channels: int):
     return value
 
 
-def _padded_rows(image, rows: int, cols: int, top: int, left: int, name: str):
-    """``image`` uint8 [N, H, W, B] placed at (top, left) in zeros of [N, rows, cols, B]."""
-    n, height, width, depth = (int(d) for d in image.shape)
+def _padded_rows(image, rows: int, cols: int, top: int, left: int, name: str, depth: int | None = None):
+    """``image`` uint8 [N, H, W, B] placed at (top, left) in zeros of [N, rows, cols, B]; or
+    ``image`` [N, H, W, blocks, per block] (one pixel's bytes by channel block) read as its
+    ``blocks · per block`` bytes, zeros from there up to ``depth``."""
+    n, height, width = (int(d) for d in image.shape[:3])
+    per_block = int(image.shape[4]) if len(image.shape) == 5 else 0
+    filled = int(image.shape[3]) * (per_block or 1)
+    depth = filled if depth is None else depth
 
     def padded(b, row, col, index):
         iy, ix = row - top, col - left
-        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width)
-        value = image[b, tirx.max(tirx.min(iy, height - 1), 0), tirx.max(tirx.min(ix, width - 1), 0), index]
+        inside = tirx.all(iy >= 0, iy < height, ix >= 0, ix < width, *([index < filled] if depth > filled else []))
+        where = (b, tirx.max(tirx.min(iy, height - 1), 0), tirx.max(tirx.min(ix, width - 1), 0))
+        byte = tirx.min(index, filled - 1) if depth > filled else index
+        value = image[(*where, byte // per_block, byte % per_block)] if per_block else image[(*where, byte)]
         return tirx.if_then_else(inside, value, tirx.const(0, "uint8"))
 
     return te.compute((n, rows, cols, depth), padded, name=name)
@@ -154,9 +166,18 @@ def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, lef
     """float NCHW (or NCHW[block]c) ``data`` → uint8 ``[N, rows, cols, channel_bytes]``: bit b of
     byte k at (row, col) is 1 when channel 8k + b at pixel (row − top, col − left) is ≥ 0.
     Positions outside the image (the conv's zero padding) and channels past the last are 0 bits.
-    The image is packed first (contiguous reads), then placed in its zero border."""
+    The image is packed first (contiguous reads), then placed in its zero border. From NCHW[b]c
+    with b a multiple of 8 the image is ``[N, H, W, C/b, b/8]``, one channel block's bytes
+    innermost: the x86 schedule packs each block with a vector compare (sign_pack_intrin.py)."""
     n, channels, height, width = nchw_dims(data, block)
     read = nchw_reader(data, block)
+    if block and block % 8 == 0:  # a byte's 8 channels are contiguous floats of one block: packed a block at a time
+        image = te.compute(
+            (n, height, width, channels // block, block // 8),
+            lambda b, y, x, chunk, k: sign_byte(lambda bit: data[b, chunk, y, x, k * 8 + bit]),
+            name=PACKED_IMAGE_BLOCK,
+        )
+        return _padded_rows(image, rows, cols, top, left, name, channel_bytes)
     if block:  # a byte's 8 channels are one contiguous block
         image = te.compute(
             (n, height, width, channel_bytes), lambda b, y, x, byte: _byte_of_bits(lambda c: read(b, c, y, x) >= 0, byte, channels), name=PACKED_IMAGE_BLOCK
@@ -389,12 +410,34 @@ def binary_conv2d_to_bits(
     dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     next_bytes, rows, cols, top, left = (int(v) for v in next_conv)
-    bits = te.compute(
-        (n, out_h, out_w, next_bytes),
-        lambda b, y, x, k: _byte_of_bits(lambda c: dots[b, y, x, c].astype("int32") * flip[c].astype("int32") >= threshold[c], k, out_channels),
-        name=SIGN_BITS_BLOCK,
-    )
-    source_bits, bits_h, bits_w = bits, out_h, out_w
+    if out_channels % 8 == 0:  # whole bytes of channels: a vector compare each on x86 (sign_pack_intrin.py)
+        filled = out_channels // 8
+        # the products are a stage of their own (inlined by the schedule): written inside the
+        # comparison, relax's call_te widened their int32 cast to int64 (its index dtype rewrite
+        # also rewrites casts in conditions), and the compare no longer matched the intrinsic
+        products = te.compute((n, out_h, out_w, out_channels), lambda b, y, x, c: dots[b, y, x, c].astype("int32") * flip[c], name=SIGN_PRODUCTS_BLOCK)
+        sign_bytes = te.compute(
+            (n, out_h, out_w, filled),
+            lambda b, y, x, k: packed_byte(lambda bit: products[b, y, x, k * 8 + bit] >= threshold[k * 8 + bit]),
+            name=SIGN_BYTES_BLOCK,
+        )
+
+        def bits_at(b, y, x, k):  # bytes past the channels (the consumer's padding) are 0
+            if next_bytes <= filled:
+                return sign_bytes[b, y, x, k]
+            return tirx.if_then_else(k < filled, sign_bytes[b, y, x, tirx.min(k, filled - 1)], tirx.const(0, "uint8"))
+
+    else:
+        bits = te.compute(
+            (n, out_h, out_w, next_bytes),
+            lambda b, y, x, k: _byte_of_bits(lambda c: dots[b, y, x, c].astype("int32") * flip[c].astype("int32") >= threshold[c], k, out_channels),
+            name=SIGN_BITS_BLOCK,
+        )
+
+        def bits_at(b, y, x, k):
+            return bits[b, y, x, k]
+
+    bits_h, bits_w = out_h, out_w
     if pool:
         pkh, pkw, psh, psw, ptop, pleft, bits_h, bits_w = (int(v) for v in pool)
 
@@ -404,16 +447,22 @@ def binary_conv2d_to_bits(
                 for wx in range(pkw):
                     iy, ix = py * psh + wy - ptop, px * psw + wx - pleft
                     inside = tirx.all(iy >= 0, iy < out_h, ix >= 0, ix < out_w)
-                    read = bits[b, tirx.max(tirx.min(iy, out_h - 1), 0), tirx.max(tirx.min(ix, out_w - 1), 0), k]
+                    read = bits_at(b, tirx.max(tirx.min(iy, out_h - 1), 0), tirx.max(tirx.min(ix, out_w - 1), 0), k)
                     value = value | tirx.if_then_else(inside, read, tirx.const(0, "uint8"))
             return value
 
-        source_bits = te.compute((n, bits_h, bits_w, next_bytes), pooled, name="sign_bits_pooled")
+        pooled_bits = te.compute((n, bits_h, bits_w, next_bytes), pooled, name="sign_bits_pooled")
+
+        def final_bits(b, y, x, k):
+            return pooled_bits[b, y, x, k]
+
+    else:
+        final_bits = bits_at
     return te.compute(
         (n, rows, cols, next_bytes),
         lambda b, r, c, k: tirx.if_then_else(
             tirx.all(r >= top, r < top + bits_h, c >= left, c < left + bits_w),
-            source_bits[b, tirx.max(tirx.min(r - top, bits_h - 1), 0), tirx.max(tirx.min(c - left, bits_w - 1), 0), k],
+            final_bits(b, tirx.max(tirx.min(r - top, bits_h - 1), 0), tirx.max(tirx.min(c - left, bits_w - 1), 0), k),
             tirx.const(0, "uint8"),
         ),
         name="packed_next",

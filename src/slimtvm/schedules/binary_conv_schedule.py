@@ -1,10 +1,11 @@
 """Schedule of the packed binary conv (schedules/binary_grouped_conv_and_dense.py, ``binary_conv2d_packed``).
 
 Stages: pack the input signs into bytes ``[N, row, col, channel byte]`` (parallel over rows;
-absent when a producing binary conv wrote bits) → per output row, the popcount nest → the float
-epilogue (scale, padding correction and whatever element-wise ops were fused after it, written in
-NCHW or NCHW[b]c), or, for bit output, the thresholds (and OR-pool) writing the next conv's
-packed input.
+absent when a producing binary conv wrote bits; on x86 a vector compare and move-mask per byte
+of a channel-blocked input, schedules/sign_pack_intrin.py) → per output row, the popcount nest →
+the float epilogue (scale, padding correction and whatever element-wise ops were fused after it,
+written in NCHW or NCHW[b]c), or, for bit output, the thresholds (on x86 each row's bytes by
+vector compares right after its dots) and OR-pool writing the next conv's packed input.
 
 The popcount nest keeps a register tile of ``reg_n`` output pixels × ``oc_vectors`` vectors of
 32 output channels (64 on AVX-512: one zmm of ``vpopcntb``). For every tap and every chunk of up to 16 channel bytes (or for a whole
@@ -35,8 +36,10 @@ from .binary_conv_compute import (
     PACKED_ROWS_BLOCK,
     POPCOUNT_TABLE_BLOCK,
     SIGN_BITS_BLOCK,
+    SIGN_BYTES_BLOCK,
 )
 from .cpu_rule import CPURule
+from .sign_pack_intrin import sign_pack_intrin, threshold_pack_intrin
 from .stages import MIN_PARALLEL_CHUNKS, categorical, fewest_parts, find_block
 from .transpose_intrin import TILE_ROWS, transpose_intrin
 
@@ -84,8 +87,10 @@ def default_binary_tile(out_w: int, padded_out: int, popcount_table: bool = Fals
     return BinaryConvTile(min(4, out_w), 1)
 
 
-def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_bytes=CHANNEL_LANES, group_channels=None) -> None:
+def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_bytes=CHANNEL_LANES, group_channels=None, lanes: int = 4) -> None:
     """Apply the module docstring's schedule; the factors are ints or MetaSchedule variables.
+    ``lanes``: the target's fp32 lanes (8 or 16: x86 AVX, whose compare and move-mask pack a
+    channel-blocked input's signs; 4: the select form).
     ``vector_bytes``: output channels per vector (32; 64 for zmm byte popcounts on AVX-512).
     ``group_channels``: the parallel channel groups are a whole number of these (default: the
     tile, ``oc_vectors · vector_bytes``; a design space, whose ``oc_vectors`` is sampled, gives
@@ -96,15 +101,23 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_byte
     packed = blocks[names.index(PACKED_ROWS_BLOCK)] if PACKED_ROWS_BLOCK in names else None  # absent: bits come packed
     by_channel = blocks[names.index(DOTS_BY_CHANNEL_BLOCK)] if DOTS_BY_CHANNEL_BLOCK in names else None
     epilogue = blocks[names.index(DOTS_BY_CHANNEL_BLOCK if by_channel is not None else PACKED_DOT_BLOCK) + 1 :]
+    sign_bytes = blocks[names.index(SIGN_BYTES_BLOCK)] if SIGN_BYTES_BLOCK in names and lanes >= 8 else None
     for block in epilogue[:-1]:
-        sch.compute_inline(block)
+        if block != sign_bytes:
+            sch.compute_inline(block)
     out = epilogue[-1]
 
-    if SIGN_BITS_BLOCK in names:  # bits out: dots rows in parallel, then the small bit stage
+    if SIGN_BITS_BLOCK in names or SIGN_BYTES_BLOCK in names:  # bits out: dots rows in parallel, then the small bit stage
         n, row, col, byte = sch.get_loops(out)
         sch.parallel(sch.fuse(n, row))
         n, row = sch.get_loops(dots)[:2]
-        sch.parallel(sch.fuse(n, row))
+        dots_row = sch.fuse(n, row)
+        sch.parallel(dots_row)
+        if sign_bytes is not None:  # x86: each row's bytes right after its dots, a compare and a move-mask per byte
+            sch.reverse_compute_at(sign_bytes, dots_row, preserve_unit_loops=True)
+            byte = sch.get_loops(sign_bytes)[-1]
+            dot_dtype = str(sch.get(dots).writes[0].source.dtype)
+            sch.tensorize(byte, threshold_pack_intrin(int(sch.get(byte).extent) * 8, dot_dtype))
     else:
         if group_channels is None and isinstance(oc_vectors, int):
             group_channels = oc_vectors * vector_bytes
@@ -162,9 +175,14 @@ def schedule_binary_conv(sch: s_tir.Schedule, reg_n=2, oc_vectors=2, vector_byte
         if planes is not None:
             sch.compute_inline(planes)
         image = blocks[names.index(PACKED_IMAGE_BLOCK)]
-        b, row_i, col_i, byte_i = sch.get_loops(image)
+        loops = sch.get_loops(image)
+        b, row_i, col_i, byte_i = loops[:4]
         plain_input = len(sch.get(image).reads[0].region) == 4  # NCHW, not NCHW[b]c
-        if plain_input and int(sch.get(col_i).extent) >= 16:
+        if len(loops) == 5:  # NCHW[b]c, packed a channel block at a time (the block's bytes innermost)
+            sch.parallel(_rows_or_pixels(sch, b, row_i, col_i, byte_i))
+            if lanes >= 8:  # x86 AVX: a compare and a move-mask per byte (sign_pack_intrin.py)
+                sch.tensorize(loops[4], sign_pack_intrin(int(sch.get(loops[4]).extent) * 8))
+        elif plain_input and int(sch.get(col_i).extent) >= 16:
             # NCHW rows are contiguous: vectorize along them. Short rows (14, 7) and blocked
             # NCHW8c input are left to LLVM's SLP vectorizer (8 channel compares per byte),
             # measured faster there (benchmarks/binary_layers.py).
@@ -299,7 +317,7 @@ class BinaryConv(CPURule):
         table = find_block(sch, POPCOUNT_TABLE_BLOCK) is not None
         width = vector_bytes(self.lanes, padded_out, table)
         tile = default_binary_tile(out_w, padded_out, table, width)
-        schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors, width)
+        schedule_binary_conv(sch, tile.reg_n, tile.oc_vectors, width, lanes=self.lanes)
         return sch
 
 
@@ -315,5 +333,5 @@ def binary_conv_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     reg_n = categorical(space, [w for w in (1, 2, 3, 4, 7, 8) if w <= out_w])
     choices = [v for v in (1, 2, 4) if vectors % v == 0]
     oc_vectors = categorical(space, choices)
-    schedule_binary_conv(space, reg_n, oc_vectors, width, group_channels=max(choices) * width)
+    schedule_binary_conv(space, reg_n, oc_vectors, width, group_channels=max(choices) * width, lanes=lanes)
     return [space]
