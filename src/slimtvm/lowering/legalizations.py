@@ -8,6 +8,7 @@ are recognised patterns, lowered earlier by lowering/binary_layers.py.
 
 from __future__ import annotations
 
+from .average_pool import legalize_avg_pool2d
 from .channel_relayouts import legalize_layout_transform
 from .conv_layouts import legalize_conv2d
 from .fast_math import legalize_sigmoid, legalize_softmax_with_fast_exp
@@ -19,4 +20,5 @@ LEGALIZATIONS = {
     "relax.nn.softmax": legalize_softmax_with_fast_exp,
     "relax.nn.conv2d": legalize_conv2d,
     "relax.layout_transform": legalize_layout_transform,
+    "relax.nn.avg_pool2d": legalize_avg_pool2d,
 }

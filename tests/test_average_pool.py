@@ -1,0 +1,56 @@
+"""Average pools against onnxruntime on every x86 build this host runs: those whose windows all lie
+inside the image take lowering/average_pool.py (a window sum by vector adds, divided by the
+constant count), the others TVM's legalization (padding with and without counting it, ceil mode)."""
+
+from __future__ import annotations
+
+import pytest
+import tvm
+from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
+from onnx_builders import GraphBuilder, digits_like_input
+from tvm.s_tir import dlight
+
+import slimtvm
+from slimtvm.compiler.pipeline import pipeline_for
+from slimtvm.frontend.onnx_import import import_onnx
+from slimtvm.schedules.registry import default_rules
+from slimtvm.targets.presets import resolve_target
+
+POOLS = [  # (kernel, stride, pads, count_include_pad, ceil_mode, takes the constant-count form)
+    (2, 2, [0, 0, 0, 0], 0, 0, True),  # Bi-Real Net's downsampling shortcut
+    (3, 2, [0, 0, 0, 0], 0, 0, True),  # a count of 9: a true division
+    (3, 1, [1, 1, 1, 1], 0, 0, False),  # padding not counted: per-pixel counts
+    (3, 1, [1, 1, 1, 1], 1, 0, False),
+    (2, 2, [0, 0, 0, 0], 0, 1, False),  # ceil mode on an odd image: a partial last window
+]
+
+
+def _pool_model(channels: int, size: int, kernel, stride, pads, count_include_pad, ceil_mode):
+    g = GraphBuilder(seed=channels + kernel)
+    x = g.input([1, channels, size, size])
+    y = g.relu(g.conv(x, channels, channels, kernel=3, pads=(1, 1, 1, 1)))  # blocked layout before the pool
+    attrs = {"kernel_shape": [kernel, kernel], "strides": [stride, stride], "pads": pads, "count_include_pad": count_include_pad, "ceil_mode": ceil_mode}
+    return g.model(g.node("AveragePool", [y], **attrs))
+
+
+def _pool_kernel_script(model, preset: str) -> str:
+    target = resolve_target(preset).tvm_target()
+    pipeline = pipeline_for(target)
+    with target:
+        steps = pipeline.to_kernels() + [dlight.ApplyDefaultSchedule(*default_rules(pipeline.lowering.target.lanes))]
+        mod = tvm.transform.Sequential(steps)(import_onnx(model, None).mod)
+    (script,) = [func.script() for gvar, func in mod.functions.items() if "avg_pool2d" in gvar.name_hint]
+    return script
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("kernel,stride,pads,count_include_pad,ceil_mode,constant_count", POOLS)
+def test_average_pools_match_onnxruntime(tmp_path, preset, kernel, stride, pads, count_include_pad, ceil_mode, constant_count):
+    model = _pool_model(16, 13, kernel, stride, pads, count_include_pad, ceil_mode)
+    inputs = {"x": digits_like_input((1, 16, 13, 13), seed=kernel)}
+    artifact = slimtvm.compile(model, str(tmp_path / "pool.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    script = _pool_kernel_script(model, preset)
+    assert ("T.min(" not in script.split('sblock("pool_avg")')[1]) == constant_count
+    if constant_count:  # the window sum is one vector add per tap (accumulate_intrin.py), in parallel rows
+        assert "T.parallel(" in script and "T.Ramp(" in script
