@@ -74,19 +74,22 @@ def _plain_window(stmt) -> bool:
     return any(slides_along_row(read.region[-1].min) for read in stmt.reads)
 
 
-def _accumulates(stmt) -> bool:
-    """Whether a (decomposed) reduction block's update is ``C[i] = C[i] + x[j]``: a plain load
-    added to the running sum, no conditions (a sum over a window without padding checks)."""
+def _window_combine(stmt) -> str | None:
+    """``add`` or ``max`` where a (decomposed) reduction block's update is ``C[i] = C[i] + x[j]``
+    or ``max(C[i], x[j])``: a plain load folded into the running value, no conditions (a window
+    without padding checks); None otherwise."""
     body = stmt.body
-    if not isinstance(body, BufferStore) or not isinstance(body.value, tvm.tirx.Add):
-        return False
+    kinds = {tvm.tirx.Add: "add", tvm.tirx.Max: "max"}
+    if not isinstance(body, BufferStore) or type(body.value) not in kinds:
+        return None
     running, term = body.value.a, body.value.b
     same_element = (
         isinstance(running, TensorLoad)
         and running.source.same_as(body.buffer)
         and all(tvm_ffi.structural_equal(a, b) for a, b in zip(running.indices, body.indices))
     )
-    return same_element and isinstance(term, TensorLoad) and not term.source.same_as(body.buffer)
+    plain_term = isinstance(term, TensorLoad) and not term.source.same_as(body.buffer)
+    return kinds[type(body.value)] if same_element and plain_term else None
 
 
 def _has_opaque_blocks(sch) -> bool:
@@ -208,9 +211,10 @@ class GenericCPU(CPURule):
         interior the padding's column checks are provably true and drop out (the row check
         stays, constant along the row), leaving unrolled vector loads and maxima (LLVM's SLP
         pass packs the unrolled lanes: TIR refuses to vectorize a loop under a reduction).
-        Sums without padding checks (lowering/average_pool.py) are one vector add per tap
-        (schedules/accumulate_intrin.py): unrolled, LLVM had vectorized them across the row's
-        pixels with gathers (Bi-Real Net 18's 2×2 average pool 47 → 8 µs, input in cache). One
+        Windows without padding checks (max-pools, and average pools through
+        lowering/average_pool.py) are one vector add or max per tap (schedules/
+        accumulate_intrin.py): unrolled, LLVM had vectorized them across the row's pixels with
+        gathers (Bi-Real Net 18's 2×2 average pool 47 → 8 µs, input in cache). One
         loop per output pixel with every check on every tap ran ResNet-18's 3×3/2 max-pool
         (64 × 112 × 112) at 0.19 ms on Zen 4, 1 thread, inputs in cache; this schedule 0.055 ms
         (Bi-Real Net 18 in the model, cold input: 0.40 → 0.24 ms)."""
@@ -228,8 +232,8 @@ class GenericCPU(CPURule):
         column = spatial[-2] if windowed else None
         columns = int(sch.get(column).extent) if windowed else 0
         parts = [block]
-        sums = _accumulates(sch.get(block))  # no padding checks: nothing for border parts to drop
-        if columns > 2 * BORDER_COLUMNS and not sums:  # part sizes; the last part is the rest
+        combine = _window_combine(sch.get(block))  # no padding checks: nothing for border parts to drop
+        if columns > 2 * BORDER_COLUMNS and combine is None:  # part sizes; the last part is the rest
             parts = [sch.get_child_blocks(part)[0] for part in sch.loop_partition(column, [BORDER_COLUMNS, columns - 2 * BORDER_COLUMNS])]
         for part in parts:
             loops = sch.get_loops(part)
@@ -237,9 +241,9 @@ class GenericCPU(CPURule):
             init = sch.decompose_reduction(part, first_reduction)
             sch.vectorize(sch.get_loops(init)[-1])
             lanes = sch.get_loops(part)[-1]
-            if sums:  # a vector add (accumulate_intrin.py)
-                sch.tensorize(lanes, accumulate_intrin(int(sch.get(lanes).extent), str(sch.get(part).writes[0].source.dtype)))
-            else:  # maxima: LLVM packs the unrolled lanes into vector maxima
+            if combine is not None:  # a vector add or max per tap (accumulate_intrin.py)
+                sch.tensorize(lanes, accumulate_intrin(int(sch.get(lanes).extent), str(sch.get(part).writes[0].source.dtype), combine))
+            else:  # padding checks: LLVM packs the unrolled lanes into vector maxima
                 sch.unroll(lanes)
 
     def _finish_rows_in_place(self, sch, block, parallel) -> None:

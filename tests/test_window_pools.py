@@ -1,6 +1,8 @@
-"""Average pools against onnxruntime on every x86 build this host runs: those whose windows all lie
-inside the image take lowering/average_pool.py (a window sum by vector adds, divided by the
-constant count), the others TVM's legalization (padding with and without counting it, ceil mode)."""
+"""Average and max pools against onnxruntime on every x86 build this host runs. Average pools whose
+windows all lie inside the image take lowering/average_pool.py (a window sum divided by the
+constant count), the others TVM's legalization (padding with and without counting it, ceil mode).
+Windows without padding checks fold each tap in with one vector add or max
+(schedules/accumulate_intrin.py); padded ones keep the unrolled form."""
 
 from __future__ import annotations
 
@@ -23,23 +25,30 @@ POOLS = [  # (kernel, stride, pads, count_include_pad, ceil_mode, takes the cons
     (3, 1, [1, 1, 1, 1], 1, 0, False),
     (2, 2, [0, 0, 0, 0], 0, 1, False),  # ceil mode on an odd image: a partial last window
 ]
+MAX_POOLS = [  # (kernel, stride, pads, folded by a vector max per tap)
+    (2, 1, [0, 0, 0, 0], True),  # QuickNet's
+    (3, 2, [0, 0, 0, 0], True),
+    (3, 2, [1, 1, 1, 1], False),  # ResNet's, padded: border checks
+]
 
 
-def _pool_model(channels: int, size: int, kernel, stride, pads, count_include_pad, ceil_mode):
+def _pool_model(channels: int, size: int, kernel, stride, pads, count_include_pad=0, ceil_mode=0, op="AveragePool"):
     g = GraphBuilder(seed=channels + kernel)
     x = g.input([1, channels, size, size])
-    y = g.relu(g.conv(x, channels, channels, kernel=3, pads=(1, 1, 1, 1)))  # blocked layout before the pool
-    attrs = {"kernel_shape": [kernel, kernel], "strides": [stride, stride], "pads": pads, "count_include_pad": count_include_pad, "ceil_mode": ceil_mode}
-    return g.model(g.node("AveragePool", [y], **attrs))
+    y = g.conv(x, channels, channels, kernel=3, pads=(1, 1, 1, 1))  # blocked layout before the pool; signed values
+    attrs = {"kernel_shape": [kernel, kernel], "strides": [stride, stride], "pads": pads, "ceil_mode": ceil_mode}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = count_include_pad
+    return g.model(g.node(op, [y], **attrs))
 
 
-def _pool_kernel_script(model, preset: str) -> str:
+def _pool_kernel_script(model, preset: str, name: str = "avg_pool2d") -> str:
     target = resolve_target(preset).tvm_target()
     pipeline = pipeline_for(target)
     with target:
         steps = pipeline.to_kernels() + [dlight.ApplyDefaultSchedule(*default_rules(pipeline.lowering.target.lanes))]
         mod = tvm.transform.Sequential(steps)(import_onnx(model, None).mod)
-    (script,) = [func.script() for gvar, func in mod.functions.items() if "avg_pool2d" in gvar.name_hint]
+    (script,) = [func.script() for gvar, func in mod.functions.items() if name in gvar.name_hint]
     return script
 
 
@@ -54,3 +63,13 @@ def test_average_pools_match_onnxruntime(tmp_path, preset, kernel, stride, pads,
     assert ("T.min(" not in script.split('sblock("pool_avg")')[1]) == constant_count
     if constant_count:  # the window sum is one vector add per tap (accumulate_intrin.py), in parallel rows
         assert "T.parallel(" in script and "T.Ramp(" in script
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("kernel,stride,pads,vector_max", MAX_POOLS)
+def test_max_pools_match_onnxruntime(tmp_path, preset, kernel, stride, pads, vector_max):
+    model = _pool_model(16, 13, kernel, stride, pads, op="MaxPool")
+    inputs = {"x": digits_like_input((1, 16, 13, 13), seed=kernel)}
+    artifact = slimtvm.compile(model, str(tmp_path / "pool.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert ("T.Ramp(" in _pool_kernel_script(model, preset, "max_pool2d")) == vector_max
