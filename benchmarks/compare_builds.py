@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     (name,) = models[0].input_names
     x = models[0].random_inputs(0)[name]
     print(f"CPU: {cpu_model()}; {len(models)} builds of {os.path.basename(args.model)}")
-    reference = onnxruntime_session(args.model, 1).run(None, {name: x})[0]
-    differences = [relative_difference(next(iter(model.run({name: x}).values())), reference) for model in models]
+    reference = onnxruntime_session(args.model, 1).run(None, {name: x})  # every output, in the model's order
+    differences = [max(relative_difference(ours, theirs) for ours, theirs in zip(model.run({name: x}).values(), reference)) for model in models]
     timed_path = args.float_reference or args.model
     for threads in (int(t) for t in args.threads.split(",")):
         set_num_threads(threads)

@@ -117,13 +117,13 @@ def test_inspect_prints_layers_macs_and_the_fold_plan(model_path, capsys):
     assert sum("decomposed to multiply + add" in line for line in lines) == 1
     assert any(line.startswith("fold_batchnorm: 8 folded") for line in lines)
     assert "binarize: 0 binary convs, 0 binary dense layers (XNOR + popcount)" in lines
-    # what the lowering recorded: the conv after the depthwise one stays NCHW (ConvertLayout's
-    # choice), and it and the conv-transpose are named as generic fallbacks
+    # what the lowering recorded: the grouped conv after the depthwise one runs one conv per group
+    # (lowering/split_grouped_convs.py), and the conv-transpose is named as a generic fallback
     assert "fp32 depthwise conv, NCHW8c kernel" in next(line for line in lines if " conv_21 " in line)
-    assert "NCHW (not blocked), generic schedule" in next(line for line in lines if " conv_23 " in line)
+    assert "NCHW8c kernel, one conv per group (2 groups)" in next(line for line in lines if " conv_23 " in line)
     kernels = next(line for line in lines if line.startswith("kernels: "))
-    assert kernels.startswith("kernels: 3 slimtvm (conv2d 1, dense 1, depthwise 1)"), kernels
-    assert kernels.endswith("on the generic schedule: 2 (fused_conv2d_add1, fused_conv2d_transpose_add3)"), kernels
+    assert kernels.startswith("kernels: 4 slimtvm (conv2d 2, dense 1, depthwise 1)"), kernels
+    assert kernels.endswith("on the generic schedule: 1 (fused_conv2d_transpose_add3)"), kernels
 
 
 def test_a_failure_of_slimtvms_own_pipeline_is_an_internal_error(tmp_path, capsys, monkeypatch):

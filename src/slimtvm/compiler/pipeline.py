@@ -42,7 +42,7 @@ class Pipeline:
     @property
     def layer_records(self) -> list:
         """One :class:`~slimtvm.lowering.layer_records.LayerRecord` per conv2d/matmul, in order."""
-        return self.lowering.lower_binary.records
+        return self.lowering.split_grouped.records_per_layer(self.lowering.lower_binary.records)
 
 
 def pipeline_for(tvm_target, sparse: str = "auto", timer=None, conv_algorithm: str = "auto") -> Pipeline:

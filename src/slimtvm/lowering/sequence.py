@@ -20,6 +20,7 @@ from .legalizations import LEGALIZATIONS
 from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
+from .split_grouped_convs import SplitGroupedConvs
 from .weight_prefetch import insert_weight_prefetch
 from .winograd_layers import WinogradLayers
 
@@ -34,6 +35,7 @@ class LoweringPasses:
     sparse: SparseLayers = None
     winograd: WinogradLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
+    split_grouped: SplitGroupedConvs = field(default_factory=SplitGroupedConvs)
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -54,6 +56,7 @@ class LoweringPasses:
         kernels in those layouts, the rest are legalized to slimtvm's computes and fused with
         their element-wise neighbours."""
         return [
+            self.split_grouped,  # grouped (not depthwise) convs as one ordinary conv per group
             pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
             relax.transform.Normalize(),
             convert_layout_or_keep(self.target.channel_block, self._layouts_for),
