@@ -13,6 +13,8 @@ turned into vector maxima.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
@@ -33,37 +35,34 @@ def accumulate_intrin(lanes: int, dtype: str = "float32", combine: str = "add") 
     return name
 
 
-def _buffers(lanes: int, dtype: str):
-    c = T.arg("c", T.handle())
-    a = T.arg("a", T.handle())
-    return T.match_buffer(c, (lanes,), dtype, offset_factor=1), T.match_buffer(a, (lanes,), dtype, offset_factor=1)
-
-
-def _description(lanes: int, dtype: str, combine):
+@contextmanager
+def _intrinsic_function(name: str, lanes: int, dtype: str):
+    """The frame of one of the intrinsic's functions, inside its root block: yields (builder,
+    C, A); ``builder.get()`` after the ``with`` is the function."""
     with IRBuilder() as builder:
         with build_prim_func():
-            T.func_name("description")
-            C, A = _buffers(lanes, dtype)
+            T.func_name(name)
+            C = T.match_buffer(T.arg("c", T.handle()), (lanes,), dtype, offset_factor=1)
+            A = T.match_buffer(T.arg("a", T.handle()), (lanes,), dtype, offset_factor=1)
             with T.sblock("root"):
                 T.reads(C[0:lanes], A[0:lanes])
                 T.writes(C[0:lanes])
-                with T.serial(lanes) as i:
-                    with T.sblock("accumulate"):
-                        vi = T.axis.spatial(lanes, i)
-                        T.reads(C[vi], A[vi])
-                        T.writes(C[vi])
-                        T.buffer_store(C, combine(C[vi], A[vi]), [vi])
+                yield builder, C, A
+
+
+def _description(lanes: int, dtype: str, combine):
+    with _intrinsic_function("description", lanes, dtype) as (builder, C, A):
+        with T.serial(lanes) as i:
+            with T.sblock("accumulate"):
+                vi = T.axis.spatial(lanes, i)
+                T.reads(C[vi], A[vi])
+                T.writes(C[vi])
+                T.buffer_store(C, combine(C[vi], A[vi]), [vi])
     return builder.get()
 
 
 def _implementation(lanes: int, dtype: str, combine):
-    with IRBuilder() as builder:
-        with build_prim_func():
-            T.func_name("implementation")
-            C, A = _buffers(lanes, dtype)
-            with T.sblock("root"):
-                T.reads(C[0:lanes], A[0:lanes])
-                T.writes(C[0:lanes])
-                vector = f"{dtype}x{lanes}"
-                T.buffer_store(C, combine(C.vload([0], vector), A.vload([0], vector)), [tirx.Ramp(0, 1, lanes)])
+    with _intrinsic_function("implementation", lanes, dtype) as (builder, C, A):
+        vector = f"{dtype}x{lanes}"
+        T.buffer_store(C, combine(C.vload([0], vector), A.vload([0], vector)), [tirx.Ramp(0, 1, lanes)])
     return builder.get()
