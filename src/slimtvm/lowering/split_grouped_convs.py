@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 from ..passes.constants import constant_value
-from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher
+from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name
 from .layer_records import LayerRecord
 
 # Convs of more groups stay whole: ResNeXt's 32 groups of 4 channels would become 32 convs each
@@ -77,13 +77,13 @@ class _Splitter(BinaryLayerMatcher):
 
     def float_layer(self, call, reason):
         split = _split(self.builder_, call) if reason is None else None
-        if getattr(call.op, "name", "") == "relax.nn.conv2d":
+        if op_name(call) == "relax.nn.conv2d":
             self.pieces.append(1 if split is None else int(call.attrs.groups))
         return super().float_layer(call, reason) if split is None else split
 
 
 def _split(builder, call):
-    if getattr(call.op, "name", "") != "relax.nn.conv2d":
+    if op_name(call) != "relax.nn.conv2d":
         return None
     attrs = call.attrs
     groups = int(attrs.groups)

@@ -171,18 +171,15 @@ def pack_sign_rows(data, channel_bytes: int, rows: int, cols: int, top: int, lef
     innermost: the x86 schedule packs each block with a vector compare (sign_pack_intrin.py)."""
     n, channels, height, width = nchw_dims(data, block)
     read = nchw_reader(data, block)
-    if block and block % 8 == 0:  # a byte's 8 channels are contiguous floats of one block: packed a block at a time
+    if block:  # a byte's 8 channels are contiguous floats of one block (8 or 16 channels): packed a block at a time
+        if block % 8:
+            raise ValueError(f"blocks of {block} channels do not hold whole bytes of signs")
         image = te.compute(
             (n, height, width, channels // block, block // 8),
             lambda b, y, x, chunk, k: sign_byte(lambda bit: data[b, chunk, y, x, k * 8 + bit]),
             name=PACKED_IMAGE_BLOCK,
         )
         return _padded_rows(image, rows, cols, top, left, name, channel_bytes)
-    if block:  # a byte's 8 channels are one contiguous block
-        image = te.compute(
-            (n, height, width, channel_bytes), lambda b, y, x, byte: _byte_of_bits(lambda c: read(b, c, y, x) >= 0, byte, channels), name=PACKED_IMAGE_BLOCK
-        )
-        return _padded_rows(image, rows, cols, top, left, name)
     # NCHW: bytes along each row first (contiguous reads and writes), then pixel-major (a transpose)
     planes = te.compute(
         (n, height, channel_bytes, width), lambda b, y, byte, x: _byte_of_bits(lambda c: read(b, c, y, x) >= 0, byte, channels), name=PACKED_PLANES_BLOCK
