@@ -11,9 +11,10 @@ import tvm
 from conftest import x86_kernel_presets
 from tvm import s_tir, te
 
+from slimtvm.conv_geometry import ConvGeometry
 from slimtvm.schedules import binary_conv_compute as packed_conv
 from slimtvm.schedules.binary_conv_schedule import BinaryConv
-from slimtvm.schedules.binary_weights import pack_conv_weight_bytes, split_weight_nibbles
+from slimtvm.schedules.binary_weights import pack_conv_weight_bytes, padding_corrections, split_weight_nibbles
 from slimtvm.targets.presets import popcount_by_table, resolve_target
 
 
@@ -24,13 +25,14 @@ def _conv(
     these weights, bytes or nibbles, built with slimtvm's default schedule and run here."""
     size = activations.shape[1] - 2
     weight = te.placeholder(weights.shape, "uint8", name="weights")
-    taps = te.placeholder(tap_sums.shape, str(tap_sums.dtype), name="tap_sums")
+    corrections = padding_corrections(tap_sums, ConvGeometry.of(size, size, 3, 3, (stride, stride), (1, 1, 1, 1)))
+    taps = te.placeholder(corrections.shape, str(corrections.dtype), name="corrections")
     alpha = te.placeholder((out_channels,), "float32", name="alpha")
     source = te.placeholder(activations.shape, "uint8", name="packed")
     out = packed_conv.binary_conv2d_packed(source, weight, alpha, taps, channels, (size, size), (stride, stride), (1, 1, 1, 1), (1, 1), levels=levels)
     scheduled = BinaryConv(8).schedule(s_tir.Schedule(te.create_prim_func([source, weight, alpha, taps, out])))
     library = tvm.tirx.build(scheduled.mod, target=resolve_target(preset).tvm_target())
-    arrays = [tvm.runtime.tensor(a) for a in (activations, weights, np.ones(out_channels, np.float32), tap_sums)]
+    arrays = [tvm.runtime.tensor(a) for a in (activations, weights, np.ones(out_channels, np.float32), corrections)]
     result = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], "float32"))
     library["main"](*arrays, result)
     return result.numpy()

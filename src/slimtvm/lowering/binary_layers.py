@@ -23,11 +23,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..conv_geometry import ConvGeometry
 from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name, visit_relax_functions
 from ..schedules.binary_conv_compute import binary_conv2d_packed, binary_conv2d_to_bits
 from ..schedules.binary_grouped_conv_and_dense import binary_conv2d_nchw, binary_dense
-from ..schedules.binary_weights import pack_conv_weight_bytes, pack_weight_signs, split_weight_nibbles
+from ..schedules.binary_weights import pack_conv_weight_bytes, pack_weight_signs, padding_corrections, split_weight_nibbles
 from .binary_thresholds import PackedConv, threshold_plan, use_counts
 from .conv_layouts import conv_kernel_for
 from .layer_records import LayerRecord
@@ -212,7 +211,7 @@ class _BinaryLowering(BinaryLayerMatcher):
             conv.source,
             relax.const(self._kernel_weights(conv.weight_bytes), "uint8"),
             relax.const(conv.alpha, "float32"),
-            relax.const(conv.tap_sums, str(conv.tap_sums.dtype)),
+            _corrections(conv),
             conv.channels,
             list(conv.image_hw),
             conv.strides,
@@ -232,15 +231,15 @@ class _BinaryLowering(BinaryLayerMatcher):
     def _bits_from(self, plan, consumer: PackedConv):
         """The producer of ``plan`` again, writing ``consumer``'s packed, zero-padded input."""
         producer = plan.producer
-        kh, kw, channel_bytes, _ = consumer.weight_bytes.shape
-        geometry = ConvGeometry.of(*consumer.image_hw, kh, kw, consumer.strides, consumer.padding, consumer.dilation)
+        channel_bytes = consumer.weight_bytes.shape[2]
+        geometry = consumer.geometry
         rows, cols = geometry.window
         next_conv = [int(channel_bytes), rows, cols, geometry.top, geometry.left]
         return self.builder_.call_te(
             binary_conv2d_to_bits,
             producer.source,
             relax.const(self._kernel_weights(producer.weight_bytes), "uint8"),
-            relax.const(producer.tap_sums, str(producer.tap_sums.dtype)),
+            _corrections(producer),
             relax.const(plan.flip, "int32"),
             relax.const(plan.threshold, "int32"),
             producer.channels,
@@ -256,6 +255,12 @@ class _BinaryLowering(BinaryLayerMatcher):
             producer.step,
             primfunc_name_hint="binary_conv2d_bits",
         )
+
+
+def _corrections(conv: PackedConv):
+    """The conv's padding corrections per border class (binary_weights.padding_corrections), a constant."""
+    corrections = padding_corrections(conv.tap_sums, conv.geometry)
+    return relax.const(corrections, str(corrections.dtype))
 
 
 def _record_op(call) -> str:

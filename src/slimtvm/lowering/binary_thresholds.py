@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tvm import relax
 
+from ..conv_geometry import ConvGeometry
 from ..passes.constants import constant_value
 
 INT32_MAX = 2**31 - 1
@@ -51,6 +52,11 @@ class PackedConv:
     @property
     def out_channels(self) -> int:
         return int(self.alpha.shape[0])
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        kh, kw = self.weight_bytes.shape[:2]
+        return ConvGeometry.of(*self.image_hw, kh, kw, self.strides, self.padding, self.dilation)
 
 
 @dataclass

@@ -12,9 +12,11 @@ planes and use the AND form (:func:`unipolar_dots`).
 Convention (bipolar): bit 1 is +1, bit 0 is −1; ``x ≥ 0 → +1`` (ONNX's Sign(0) is 0: the one
 documented difference). For one tap, the dot product of C signs is ``C − 2·popcount(a XOR w)``.
 Zero padding is a third value that contributes 0: the popcount sum runs over every tap (padding
-bytes are 0 bits) and subtracts, for the taps outside the image, ``tap_sums`` = what such a tap
-added (``C − 2·ones(w)``). Padding with ±1 (Larq's one-padding) only changes that correction:
-schedules/binary_weights.py scales it by 1 + value.
+bytes are 0 bits) and subtracts, for the taps outside the image, what such a tap added
+(``C − 2·ones(w)``, its ``tap_sums``). Padding with ±1 (Larq's one-padding) only changes that
+correction: schedules/binary_weights.py scales it by 1 + value, and sums it at compile time for
+each class of output positions whose window leaves the image the same way
+(``padding_corrections``): a kernel input, read once per output, not a stage each call.
 
 Bit output: BN and any per-channel scale/shift before a Sign make ``a_c·dot + b_c ≥ 0`` per
 channel, i.e. ``flip_c·dot ≥ threshold_c`` with ``flip_c`` ∈ {1, −1, 0} (the pass computes the
@@ -44,7 +46,6 @@ DOTS_BY_CHANNEL_BLOCK = "binary_conv2d_dot_by_channel"
 SIGN_BITS_BLOCK = "sign_bits"
 SIGN_BYTES_BLOCK = "sign_bytes"  # the sign bits of whole bytes of channels (sign_pack_intrin.py)
 SIGN_PRODUCTS_BLOCK = "sign_products"  # flip · dot, read by the sign bytes
-PADDING_CORRECTION_BLOCK = "padding_correction"
 # A row per activation byte a: popcount(combine(a's low nibble, j mod 16)) for 32 lanes j, then
 # the same for a's high nibble (vpshufb looks up 16 entries within each 128-bit half, so each
 # half holds them); 256 × 64 bytes, so the row address is the byte itself times 64
@@ -260,32 +261,37 @@ def _popcount_counts(packed, weight_bytes, geometry: ConvGeometry, combine, plan
     return te.compute((n, out_h, out_w, padded_out), widened, name=PACKED_CONV_BLOCK)
 
 
-def binary_conv_dots(packed, weight_bytes, tap_sums, channels: int, geometry: ConvGeometry, levels: int = 1):
+def binary_conv_dots(packed, weight_bytes, corrections, channels: int, geometry: ConvGeometry, levels: int = 1):
     """Integer dot products ``[N, OH, OW, O']`` of the packed input (rows and columns from
     (−top, −left), zero outside the geometry's image) with the weights, padded taps
-    contributing 0. ``levels`` = 1: bipolar sign bits (XNOR form). ``levels`` = 2^k − 1: k unipolar
-    bit planes (AND form, :func:`unipolar_dots`)."""
+    contributing 0. ``levels`` = 1: bipolar sign bits (XNOR form), less ``corrections``
+    ``[row runs, col runs, O']`` (schedules/binary_weights.py, ``padding_corrections``: what the
+    taps in the padding added, per :func:`border_classes` run). ``levels`` = 2^k − 1: k unipolar
+    bit planes (AND form, :func:`unipolar_dots`; no correction)."""
     if levels > 1:
         return unipolar_dots(packed, weight_bytes, channels, geometry, levels)
     n = int(packed.shape[0])
     kh, kw, _, padded_out = weight_dims(weight_bytes)
     out_h, out_w = geometry.out_hw
     total_bits = kh * kw * int(channels)
-    counts_type = "int32" if "int32" in (count_dtype(total_bits), str(tap_sums.dtype)) else "int16"  # one-padding doubles the corrections
+    counts_type = "int32" if "int32" in (count_dtype(total_bits), str(corrections.dtype)) else "int16"  # one-padding doubles the corrections
     counts = _popcount_counts(packed, weight_bytes, geometry, lambda a, w: a ^ w, 1, counts_type)
-    row_classes = _border_classes(geometry.row_taps(), geometry.height)
-    col_classes = _border_classes(geometry.col_taps(), geometry.width)
-    correction = _padding_correction(tap_sums, row_classes, col_classes, counts_type)
-    row_class, col_class = _class_of(row_classes), _class_of(col_classes)
+    row_runs, col_runs = border_classes(geometry)
+    row_class, col_class = _class_of(row_runs), _class_of(col_runs)
 
     def corrected(b, y, x, o):
         dot = tirx.const(total_bits, counts_type) - counts[b, y, x, o] * tirx.const(2, counts_type)
-        return dot - correction[row_class(y), col_class(x), o]
+        return dot - corrections[row_class(y), col_class(x), o].astype(counts_type)
 
     return te.compute((n, out_h, out_w, padded_out), corrected, name=PACKED_DOT_BLOCK)
 
 
-def _border_classes(taps, size: int) -> list:
+def border_classes(geometry: ConvGeometry) -> tuple:
+    """(row runs, column runs) of :func:`_border_runs` for the geometry's output rows and columns."""
+    return _border_runs(geometry.row_taps(), geometry.height), _border_runs(geometry.col_taps(), geometry.width)
+
+
+def _border_runs(taps, size: int) -> list:
     """Output positions along one axis (``taps``: ``[out, kernel]`` input coordinates) grouped by
     which kernel taps fall in the zero padding: ``[(first, last, outside taps)]`` runs in order
     (typically: first rows, interior, last rows)."""
@@ -309,28 +315,6 @@ def _class_of(runs: list):
         return value
 
     return index
-
-
-def _padding_correction(tap_sums, row_runs: list, col_runs: list, counts_type: str):
-    """``[row runs, col runs, O']``: what the taps in the zero padding added to the popcount form
-    (their ``tap_sums``), per border class, so each output subtracts one loaded value."""
-    padded_out = int(tap_sums.shape[2])
-    kh, kw = int(tap_sums.shape[0]), int(tap_sums.shape[1])
-
-    def summed(row_run, col_run, o):
-        total = tirx.const(0, counts_type)
-        for row_index, (_, _, rows_out) in enumerate(row_runs):
-            for col_index, (_, _, cols_out) in enumerate(col_runs):
-                taps = [(ty, tx) for ty in range(kh) for tx in range(kw) if ty in rows_out or tx in cols_out]
-                if not taps:
-                    continue
-                value = tirx.const(0, counts_type)
-                for ty, tx in taps:
-                    value = value + tap_sums[ty, tx, o]
-                total = total + tirx.if_then_else(tirx.all(row_run == row_index, col_run == col_index), value, tirx.const(0, counts_type))
-        return total
-
-    return te.compute((len(row_runs), len(col_runs), padded_out), summed, name=PADDING_CORRECTION_BLOCK)
 
 
 def unipolar_dots(packed, weight_bytes, channels: int, geometry: ConvGeometry, levels: int):
@@ -374,16 +358,17 @@ def _input(source, weight_bytes, channels, image_hw, strides, padding, dilation,
     return pack(source, channel_bytes, rows, cols, geometry.top, geometry.left, in_block, *extra), geometry
 
 
-def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0, levels=1, step=0.0):
+def binary_conv2d_packed(source, weight_bytes, alpha, corrections, channels, image_hw, strides, padding, dilation, in_block=0, out_block=0, levels=1, step=0.0):
     """α_o · Σ_in-bounds taps sign(x) ⋆ sign(w), float NCHW or NCHW[out_block]c out.
 
     ``source``: float NCHW / NCHW[in_block]c (packed here), or uint8 bits already packed by a
     producing binary conv (``image_hw`` is then the image size; ignored otherwise).
-    ``alpha`` float ``[O]``; ``tap_sums`` ``[KH, KW, O']`` (:func:`count_dtype`). ``levels`` > 1:
+    ``alpha`` float ``[O]``; ``corrections`` ``[row runs, col runs, O']`` (:func:`count_dtype`,
+    :func:`binary_conv_dots`). ``levels`` > 1:
     unipolar activations ``q/levels`` (k-bit, AND form; ``alpha`` then already holds α/levels), or
     ``q·step`` with a ``step`` (``alpha`` holds α·step; :func:`pack_level_rows`)."""
     packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels, step)
-    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
+    dots = binary_conv_dots(packed, weight_bytes, corrections, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     out_channels = int(alpha.shape[0])
     if out_block:
@@ -394,7 +379,22 @@ def binary_conv2d_packed(source, weight_bytes, alpha, tap_sums, channels, image_
 
 
 def binary_conv2d_to_bits(
-    source, weight_bytes, tap_sums, flip, threshold, channels, out_channels, image_hw, strides, padding, dilation, in_block, pool, next_conv, levels=1, step=0.0
+    source,
+    weight_bytes,
+    corrections,
+    flip,
+    threshold,
+    channels,
+    out_channels,
+    image_hw,
+    strides,
+    padding,
+    dilation,
+    in_block,
+    pool,
+    next_conv,
+    levels=1,
+    step=0.0,
 ):
     """Sign bits of ``a_c·dot + b_c`` (as ``flip_c·dot ≥ threshold_c``), optionally max-pooled
     (OR), written packed for the next binary conv.
@@ -404,7 +404,7 @@ def binary_conv2d_to_bits(
     consumer's packed input (its :attr:`ConvGeometry.window`). ``levels``: the producer's own
     input, as in :func:`binary_conv2d_packed`, and its ``step``."""
     packed, geometry = _input(source, weight_bytes, channels, image_hw, strides, padding, dilation, in_block, levels, step)
-    dots = binary_conv_dots(packed, weight_bytes, tap_sums, channels, geometry, levels)
+    dots = binary_conv_dots(packed, weight_bytes, corrections, channels, geometry, levels)
     n, out_h, out_w, _ = (int(d) for d in dots.shape)
     next_bytes, rows, cols, top, left = (int(v) for v in next_conv)
     if out_channels % 8 == 0:  # whole bytes of channels: a vector compare each on x86 (sign_pack_intrin.py)

@@ -3,14 +3,16 @@
 - :func:`pack_weight_signs`: 32-bit words of sign bits per row (grouped convs, dense layers:
   schedules/binary_grouped_conv_and_dense.py).
 - :func:`pack_conv_weight_bytes`: sign bytes ``[KH, KW, CB, O']`` and tap sums (the packed conv:
-  schedules/binary_conv_compute.py); :func:`split_weight_nibbles` for the AVX2 table popcount.
+  schedules/binary_conv_compute.py), :func:`padding_corrections` from the tap sums;
+  :func:`split_weight_nibbles` for the AVX2 table popcount.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .binary_conv_compute import count_dtype, padded_channel_bytes, padded_out_channels
+from ..conv_geometry import ConvGeometry
+from .binary_conv_compute import border_classes, count_dtype, padded_channel_bytes, padded_out_channels
 from .binary_grouped_conv_and_dense import WORD_BITS, words_for
 
 
@@ -43,6 +45,22 @@ def pack_conv_weight_bytes(weight: np.ndarray, pad_value: float = 0.0):
     tap_sums = np.zeros((kh, kw, bits.shape[3]), dtype=np.int32)
     tap_sums[:, :, :out_channels] = (channels - 2 * np.transpose((weight > 0).sum(axis=1), (1, 2, 0))) * int(1 + pad_value)
     return np.ascontiguousarray(weight_bytes), tap_sums.astype(count_dtype(int(1 + pad_value) * kh * kw * channels))
+
+
+def padding_corrections(tap_sums: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+    """``[row runs, col runs, O']``: for each class of output positions
+    (binary_conv_compute.border_classes), the sum of ``tap_sums`` over the taps its window puts
+    in the padding (a tap outside along either axis counts once); the dtype of ``tap_sums``,
+    which :func:`pack_conv_weight_bytes` sized for all taps together."""
+    row_runs, col_runs = border_classes(geometry)
+    corrections = np.zeros((len(row_runs), len(col_runs), tap_sums.shape[2]), dtype=np.int64)
+    for row_index, (_, _, rows_out) in enumerate(row_runs):
+        for col_index, (_, _, cols_out) in enumerate(col_runs):
+            outside = np.zeros(tap_sums.shape[:2], dtype=bool)
+            outside[list(rows_out), :] = True
+            outside[:, list(cols_out)] = True
+            corrections[row_index, col_index] = tap_sums[outside].astype(np.int64).sum(axis=0)
+    return corrections.astype(tap_sums.dtype)
 
 
 def split_weight_nibbles(weight_bytes: np.ndarray) -> np.ndarray:
