@@ -83,8 +83,14 @@ def onnxruntime_session(model_path: str, threads: int):
         raise SlimError(f"onnxruntime cannot load {model_path}: {first_line(err)}") from None
 
 
-BLOCK = 5  # timed runs per engine per block (plus one dropped run)
+BLOCK = 5  # timed runs per engine per block (after the dropped warm-up runs)
 SETTLE_SECONDS = 0.05  # pause between blocks: lets the other engine's spinning workers go to sleep
+# Dropped runs after the pause, at least this long. After any pause (this 2-core VM, Zen 5,
+# Bi-Real Net 18 at 2 threads, medians of 15: session 30) the first run took 1.55 ms and the
+# next ones 1.16, 1.10, 1.01, 0.95 … 0.88 ms, steady after about 8 ms of runs; with one dropped
+# run, a block of 5 sub-millisecond runs timed that ramp (three copies of one library timed in
+# turns after onnxruntime: 1.23 / 0.90 / 0.88 ms), while onnxruntime's 8 ms runs were past it.
+WARM_SECONDS = 0.02
 
 
 def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warmup: int = 3, seed: int = 0, budget_seconds: float = 10.0) -> BenchResult:
@@ -145,7 +151,8 @@ def time_side_by_side(first, second, runs: int | None = None, budget_seconds: fl
 
 def time_in_turns(functions: list, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0) -> tuple:
     """([median milliseconds of each function], run count): the functions take turns, ``block``
-    timed runs each after ``warmup`` untimed ones (at least one), as :func:`time_side_by_side`."""
+    timed runs each after ``warmup`` untimed ones (at least one, and :data:`WARM_SECONDS` of
+    them), as :func:`time_side_by_side`."""
     if runs is None:
         single = max(max(_time_once(fn) for fn in functions), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
@@ -154,10 +161,18 @@ def time_in_turns(functions: list, runs: int | None = None, budget_seconds: floa
         count = min(block, runs - len(times[0]))
         for fn, fn_times in zip(functions, times):
             time.sleep(SETTLE_SECONDS)
-            for _ in range(max(1, warmup)):
-                fn()  # dropped: the other engine's threads may still be spinning
+            _warm_up(fn, max(1, warmup))
             fn_times.extend(_time_once(fn) for _ in range(count))
     return [statistics.median(fn_times) * 1e3 for fn_times in times], runs
+
+
+def _warm_up(fn, runs: int) -> None:
+    """Dropped runs: at least ``runs``, and for at least :data:`WARM_SECONDS`."""
+    start = time.perf_counter()
+    done = 0
+    while done < runs or time.perf_counter() - start < WARM_SECONDS:
+        fn()
+        done += 1
 
 
 def _time_once(fn) -> float:
