@@ -37,6 +37,7 @@ from ..targets.presets import host_arch, resolve_target
 
 TIMED_RUNS = 30
 TIMING_BLOCK = 5
+PAUSE_SECONDS = 0.05  # between blocks: two slimtvm builds share TVM's pool (bench.SETTLE_SECONDS is for two engines)
 KERNEL_ROUNDS = 15  # instrumented runs of each build, taking turns
 RELAYOUT_KERNELS = ("channel_relayout", "layout_transform")  # in the names of relayout kernels (slimtvm's, TVM's te_layout_transform*)
 
@@ -96,7 +97,7 @@ def _time_pair(first: onnx.ModelProto, second: onnx.ModelProto, target, threads:
         tensors = [m.to_device(m.random_inputs()) for m in models]
         with _timing_threads(threads):
             runners = [lambda m=m, t=t: m.run_device(t) for m, t in zip(models, tensors)]
-            times, _ = time_in_turns(runners, runs=runs, block=TIMING_BLOCK, warmup=2)
+            times, _ = time_in_turns(runners, runs=runs, block=TIMING_BLOCK, warmup=2, settle_seconds=PAUSE_SECONDS)
         return tuple(times)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -84,7 +84,11 @@ def onnxruntime_session(model_path: str, threads: int):
 
 
 BLOCK = 5  # timed runs per engine per block (after the dropped warm-up runs)
-SETTLE_SECONDS = 0.05  # pause between blocks: lets the other engine's spinning workers go to sleep
+# Pause before each block: the other engine's idle workers spin after its last run (measured as
+# the process's CPU time while it sleeps, 2 threads, session 30: TVM's pool 114 ms, onnxruntime's
+# 32 ms) and take a core from the engine timed next. With 50 ms, onnxruntime's light SqueezeNet at
+# 2 threads alternated 2.9 / 6.9 ms runs after slimtvm's blocks (1.9 ms alone).
+SETTLE_SECONDS = 0.2
 # Dropped runs after the pause, at least this long. After any pause (this 2-core VM, Zen 5,
 # Bi-Real Net 18 at 2 threads, medians of 15: session 30) the first run took 1.55 ms and the
 # next ones 1.16, 1.10, 1.01, 0.95 … 0.88 ms, steady after about 8 ms of runs; with one dropped
@@ -149,10 +153,14 @@ def time_side_by_side(first, second, runs: int | None = None, budget_seconds: fl
     return first_ms, second_ms, runs
 
 
-def time_in_turns(functions: list, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0) -> tuple:
+def time_in_turns(
+    functions: list, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0, settle_seconds: float = SETTLE_SECONDS
+) -> tuple:
     """([median milliseconds of each function], run count): the functions take turns, ``block``
-    timed runs each after ``warmup`` untimed ones (at least one, and :data:`WARM_SECONDS` of
-    them), as :func:`time_side_by_side`."""
+    timed runs each after a pause of ``settle_seconds`` and ``warmup`` untimed runs (at least
+    one, and :data:`WARM_SECONDS` of them), as :func:`time_side_by_side`. Functions that share
+    one thread pool (builds of slimtvm only) may pause less: their pool's spinning workers serve
+    the next one."""
     if runs is None:
         single = max(max(_time_once(fn) for fn in functions), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
@@ -160,7 +168,7 @@ def time_in_turns(functions: list, runs: int | None = None, budget_seconds: floa
     while len(times[0]) < runs:
         count = min(block, runs - len(times[0]))
         for fn, fn_times in zip(functions, times):
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(settle_seconds)
             _warm_up(fn, max(1, warmup))
             fn_times.extend(_time_once(fn) for _ in range(count))
     return [statistics.median(fn_times) * 1e3 for fn_times in times], runs
