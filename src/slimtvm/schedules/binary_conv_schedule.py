@@ -291,7 +291,10 @@ def _schedule_float_out(sch, out, tile_channels: int | None = None, reg_n: int |
     of 512 channels (AVX-512, 4 pixels × 2 vectors of 64 channels) gets 7 rows × 4 groups × 2
     tiles (4 and 3 pixels) = 56 chunks: one vector per tile, which would give 112, ran that layer
     about 25% slower at 1 thread (Bi-Real Net 18 on Zen 4, ``benchmarks/profile_kernels.py``,
-    0.52 → 0.66 ms), while the pixel tiles in the parallel loop measured neutral.
+    0.52 → 0.66 ms), while the pixel tiles in the parallel loop measured neutral. On Zen 5
+    (session 30, per kernel, builds in turns, 1 thread): 4 × 1 (112 chunks) 51.4 → 56.2 µs,
+    2 × 2 (112) 49 → 64 µs, 7 × 1 (56) 51.3 → 52.6 µs; at 16 threads 112 chunks of the 4 × 1
+    tile would take 7 rounds of 0.55 of today's chunk, about 4% less than 56 chunks' 4 rounds.
     Returns the parallel loop, under which the popcounts are computed."""
     loops = sch.get_loops(out)
     if len(loops) == 5:  # NCHW[b]c: a row's channel blocks, each pixel's block one vector
