@@ -87,6 +87,33 @@ def test_setting_threads_keeps_the_callers_cpu_set():
     assert os.sched_getaffinity(0) == before
 
 
+def test_engines_take_turns_after_a_pause_and_a_timed_warm_up(monkeypatch):
+    """``time_in_turns`` (every side-by-side benchmark): before each engine's block it pauses
+    (the other engine's idle workers spin for a while after their last run: TVM's 114 ms on the
+    Zen 5 VM) and drops runs for at least ``WARM_SECONDS`` (the ramp after a pause), then times
+    ``block`` runs; each engine gets ``runs`` timings."""
+    import time
+
+    from slimtvm.runtime import bench
+
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: events.append(("pause", seconds, time.perf_counter())))
+
+    def engine(name):
+        return lambda: events.append((name, None, time.perf_counter()))
+
+    medians, runs = bench.time_in_turns([engine("a"), engine("b")], runs=10, block=5, settle_seconds=0.3)
+    assert runs == 10 and len(medians) == 2
+    pauses = [index for index, event in enumerate(events) if event[0] == "pause"]
+    assert len(pauses) == 4 and all(events[index][1] == 0.3 for index in pauses)
+    for start, end in zip(pauses, pauses[1:] + [len(events)]):
+        calls = events[start + 1 : end]
+        assert len({name for name, _, _ in calls}) == 1  # one engine per block
+        warm_up, timed = calls[:-5], calls[-5:]
+        assert timed[0][2] - warm_up[0][2] >= bench.WARM_SECONDS
+    assert sum(name == "a" for name, _, _ in events) > 10 and sum(name == "b" for name, _, _ in events) > 10
+
+
 def test_a_model_with_scalar_inputs_runs(tmp_path):
     """0-d inputs (Clip's min and max given as graph inputs) reach the library as 0-d tensors."""
     from conftest import assert_outputs_match, onnxruntime_outputs
