@@ -25,6 +25,7 @@ MAX_VECTOR = 64  # innermost spatial loops longer than this are split before vec
 MAX_WINDOW = 64  # reductions over at most this many elements per output are pooling windows
 WINDOW_UNROLL = 8  # outputs of a plain-layout pooling row computed side by side
 BORDER_COLUMNS = 2  # outputs split off at each end of a blocked pooling row: covers padding ≤ 2
+BLOCK_LANES = 8  # the narrower channel block of 16-lane targets (NCHW8c), which pools also vectorize
 MIN_SPLIT_VECTOR = 16  # a vector loop this long or longer gives half of itself to too few chunks
 # intrinsics TVM 0.27 lowers for LLVM only as scalars: vectorized, codegen fails ("unknown intrinsic")
 SCALAR_ONLY_INTRINSICS = ("cosh", "sinh")
@@ -276,14 +277,20 @@ class GenericCPU(CPURule):
 
     def _channel_block_loop(self, sch, block, spatial):
         """Pooling in a blocked layout: a reduction whose innermost spatial loop (the channel
-        block, a multiple of the SIMD width) is followed only by reduction loops. Moves that loop
-        inside the reduction loops and returns it (None when the block is not of that shape)."""
+        block, a multiple of the SIMD width, or in a 5-D layout of 2-D windows a multiple of 8)
+        is followed only by reduction loops. Moves that loop inside the reduction loops and
+        returns it (None when the block is not of that shape). 16-lane targets lay out models
+        whose channel counts are not multiples of 16 in 8-channel blocks (ShuffleNet v1's 24 and
+        136): their pools had fallen to one scalar loop over every output value (the light
+        ShuffleNet's 3×3/2 max-pool of 24 × 112 × 112: 284 µs, 1 thread, Zen 5)."""
         stmt = sch.get(block)
         if len(spatial) < 2 or len(spatial) == len(stmt.iter_vars):
             return None
         inner = spatial[-1]
         extent = sch.get(inner).extent
-        if not isinstance(extent, tvm.tirx.IntImm) or int(extent) % self.lanes or int(extent) > MAX_VECTOR:
+        if not isinstance(extent, tvm.tirx.IntImm) or int(extent) > MAX_VECTOR:
+            return None
+        if int(extent) % self.lanes and not (len(spatial) >= 5 and int(extent) % BLOCK_LANES == 0):
             return None
         sch.reorder(*sch.get_loops(block)[len(spatial) :], inner)
         return inner
