@@ -67,3 +67,33 @@ def test_a_padded_tensor_is_never_a_divisor(tmp_path, target):
     runner = slimtvm.compile(model, str(tmp_path / "model.so"), target=target).load()
     inputs = {"x": np.random.default_rng(5).standard_normal((1, 8, 8, 8)).astype(np.float32)}
     assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))
+
+
+@pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])
+def test_a_depthwise_conv_after_a_channel_shuffle_gets_its_input_padded(tmp_path, target):
+    """ShuffleNet v1's unit: a grouped 1×1 conv (split per group), a channel shuffle (reshape,
+    transpose, reshape), a depthwise conv on 40 channels, whose input no padded conv wrote. Its
+    input gets zero channels up to the block and the model keeps whole blocks (the light
+    ShuffleNet's 136-channel depthwise convs had put it in 8-channel blocks on 16-lane targets:
+    3.33 → 2.62 ms); exact against onnxruntime, also with the padded channels shifted by a
+    per-channel bias before a conv reads them."""
+    g = GraphBuilder(seed=6)
+    x = g.input([1, 16, 10, 10])
+    grouped = g.relu(g.conv(x, 16, 40, kernel=1, groups=4))
+    shuffled = g.node(
+        "Reshape",
+        [
+            g.node("Transpose", [g.node("Reshape", [grouped, g.const(np.array([1, 4, 10, 10, 10]), "shape", np.int64)])], perm=[0, 2, 1, 3, 4]),
+            g.const(np.array([1, 40, 10, 10]), "shape", np.int64),
+        ],
+    )
+    depthwise = g.batchnorm(g.conv(shuffled, 40, 40, pads=(1, 1, 1, 1), groups=40), 40)
+    shifted = g.node("Add", [depthwise, g.const(np.linspace(-1, 1, 40, dtype=np.float32).reshape(1, 40, 1, 1), "bias")])
+    model = g.model(g.node("Add", [g.conv(shifted, 40, 40, kernel=1, groups=4), grouped]))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=target)
+    lanes = KernelTarget.of(resolve_target(target).tvm_target()).lanes
+    plans = [layer["plan"] for layer in artifact.manifest["layers"] if layer["op"] == "conv2d"]
+    assert all(f"NCHW{16 if lanes == 16 else 8}c" in plan for plan in plans), plans
+    runner = artifact.load()
+    inputs = {"x": np.random.default_rng(7).standard_normal((1, 16, 10, 10)).astype(np.float32)}
+    assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))

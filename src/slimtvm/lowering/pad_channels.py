@@ -16,7 +16,9 @@ the last vector predicated, 1 G MAC/s on MobileNetV2's pruned classifier; now 9)
 Per-channel operations carried through: element-wise ops with scalars or per-channel constants
 (padded with 0 for add/subtract, 1 for multiply/divide; a padded tensor is never a divisor),
 ReLU, Clip, min/max with scalars, sigmoid, tanh, pools, residual adds/multiplies of two tensors
-padded alike, depthwise convs (extra channels get zero filters). Every other reader (concat, reshape, matmul, a reduction over
+padded alike, depthwise convs (extra channels get zero filters). A depthwise conv whose channels
+are not a multiple of the block and whose input is not padded (a channel shuffle's output) gets
+its input padded with zero channels (one copy) and is carried on from there. Every other reader (concat, reshape, matmul, a reduction over
 channels, the function's outputs, …) gets the original channels back through a slice. The
 padded channels stay finite: they start at exact zeros and pass only through these ops.
 Binarized convs (fed by a Sign, ``where`` or rounding quantizer) are left alone: zero filters
@@ -52,13 +54,20 @@ def needs_padding(mod, block: int) -> bool:
             for binding_block in func.body.blocks:
                 for binding in binding_block.bindings:
                     value = binding.value
-                    if _name(value) == "relax.nn.conv2d" and int(value.attrs.groups) == 1 and str(value.attrs.data_layout) == "NCHW":
+                    if _name(value) == "relax.nn.conv2d" and str(value.attrs.data_layout) == "NCHW" and (int(value.attrs.groups) == 1 or _depthwise(value)):
                         channels = int(value.args[1].ty.shape[0])
                         if channels % block and constant_value(value.args[1]) is not None:
                             return True
                     if _padded_matmul_weight(value, block, None) is not None:
                         return True
     return False
+
+
+def _depthwise(call) -> bool:
+    """Whether a conv2d is depthwise: one input channel per group, as many groups as channels."""
+    groups, weight_shape = int(call.attrs.groups), [int(d) for d in call.args[1].ty.shape]
+    shape = getattr(call.args[0].ty, "shape", None)
+    return groups > 1 and shape is not None and len(shape) == 4 and int(shape[1]) == groups == weight_shape[0] and weight_shape[1] == 1
 
 
 def _padded_matmul_weight(call, block: int, input_channels):
@@ -145,6 +154,15 @@ class _ChannelPadder(relax.PyExprMutator):
         if weight is None or self._fed_by_binarizer(data):
             return self._sliced(call)
         channels_in = self.padded.get(data)
+        if groups > 1 and channels_in is None and _depthwise(call) and groups % self.block == 0:
+            return call
+        if groups > 1 and channels_in is None and _depthwise(call):
+            # its input is not padded (a channel shuffle's output, say): zero channels here, so
+            # that it and what follows keep whole blocks (ShuffleNet v1's 136-channel depthwise
+            # convs had put the whole model in 8-channel blocks)
+            wide = _round_up(groups, self.block)
+            data = self.builder_.emit(relax.op.nn.pad(data, [0, 0, 0, wide - groups, 0, 0, 0, 0]), "padded_channels")
+            self.padded[data] = channels_in = groups
         if groups > 1:
             if channels_in is None or groups != channels_in or weight.shape[0] != groups or weight.shape[1] != 1:
                 return self._sliced(call)
