@@ -247,9 +247,11 @@ def test_layout_conversion_failure_keeps_the_module_and_warns():
 
 def test_a_16_lane_target_pads_24_channel_convs_and_keeps_16_channel_blocks(tmp_path):
     """On AVX-512 a 24-channel conv gets zero filters up to 32 (lowering/pad_channels.py), so every
-    conv keeps a 16-channel slimtvm kernel; where the padding cannot apply (a depthwise conv on a
-    24-channel model input) the whole model falls back to 8-channel blocks, since ConvertLayout
-    cannot join 8- and 16-channel blocks. Where this host runs AVX-512 both builds match onnxruntime."""
+    conv keeps a 16-channel slimtvm kernel; a depthwise conv on a 24-channel model input gets its
+    input padded with zero channels (since session 30; before, the whole model took 8-channel
+    blocks); where the padding cannot apply (a depthwise conv whose weights are a model input) the
+    whole model falls back to 8-channel blocks, since ConvertLayout cannot join 8- and 16-channel
+    blocks. Where this host runs AVX-512 the three builds match onnxruntime."""
     from conftest import x86_kernel_presets
 
     import slimtvm
@@ -275,14 +277,25 @@ def test_a_16_lane_target_pads_24_channel_convs_and_keeps_16_channel_blocks(tmp_
     g = GraphBuilder(seed=9)
     x = g.input([1, 24, 12, 12])
     y = g.conv(g.relu(x), 24, 24, kernel=3, pads=(1, 1, 1, 1), groups=24)
+    padded_input = g.model(g.conv(y, 24, 32, kernel=1))
+    reports, decisions = recorded_decisions(import_onnx(padded_input), target)
+    assert decisions.convs == ["fp32 depthwise conv, NCHW16c kernel", "fp32 conv, blocked NCHW16c kernel"]
+    assert reports["kernels"]["generic_fallbacks"] == []
+
+    g = GraphBuilder(seed=9)
+    x = g.input([1, 24, 12, 12])
+    weight = g.input([24, 1, 3, 3], name="w")
+    y = g.node("Conv", [g.relu(x), weight], pads=[1, 1, 1, 1], group=24)
     fallback = g.model(g.conv(y, 24, 32, kernel=1))
     reports, decisions = recorded_decisions(import_onnx(fallback), target)
     assert decisions.convs == ["fp32 depthwise conv, NCHW8c kernel", "fp32 conv, blocked NCHW8c kernel"]
     assert reports["kernels"]["generic_fallbacks"] == []
     if "host" not in x86_kernel_presets():
         return  # no AVX-512 here: the decisions above are what this test can check
-    for model, shape in ((padded, (1, 3, 12, 12)), (fallback, (1, 24, 12, 12))):
+    for model, shape in ((padded, (1, 3, 12, 12)), (padded_input, (1, 24, 12, 12)), (fallback, (1, 24, 12, 12))):
         inputs = {"x": digits_like_input(shape, seed=9)}
+        if model is fallback:
+            inputs["w"] = digits_like_input((24, 1, 3, 3), seed=3)
         artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target="x86-64-avx512")
         assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
