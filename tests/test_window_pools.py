@@ -87,10 +87,11 @@ EIGHT_CHANNEL_BLOCK_POOLS = [  # (pool type, kernel, stride, pads): ShuffleNet v
 @pytest.mark.parametrize("preset", x86_kernel_presets())
 @pytest.mark.parametrize("pool_type,kernel,stride,pads", EIGHT_CHANNEL_BLOCK_POOLS)
 def test_pools_in_8_channel_blocks_run_vectorized_and_match_numpy(preset, pool_type, kernel, stride, pads):
-    """16-lane targets lay out models whose channel counts are not multiples of 16 in 8-channel
-    blocks (the light ShuffleNet: 24, 136). Their pools take the blocked-window schedule, rows in
-    parallel and a vector per channel block, on every build; the 16-lane one had left them one
-    scalar loop over every output value (284 µs for ShuffleNet's first max-pool, 22 µs now).
+    """16-lane targets fall back to 8-channel blocks for a model whose 8·k-channel convs cannot
+    be padded (``model_channel_block``; the light ShuffleNet until its depthwise inputs were
+    padded). Their pools take the blocked-window schedule, rows in parallel and a vector per
+    channel block, on every build; the 16-lane one had left them one scalar loop over every
+    output value (284 µs for ShuffleNet's first max-pool, 22 µs with the vector).
     Checked against numpy on TOPI's NCHW8c pool."""
     import numpy as np
     from tvm import s_tir, te, topi

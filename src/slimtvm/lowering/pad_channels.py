@@ -154,9 +154,7 @@ class _ChannelPadder(relax.PyExprMutator):
         if weight is None or self._fed_by_binarizer(data):
             return self._sliced(call)
         channels_in = self.padded.get(data)
-        if groups > 1 and channels_in is None and _depthwise(call) and groups % self.block == 0:
-            return call
-        if groups > 1 and channels_in is None and _depthwise(call):
+        if groups > 1 and channels_in is None and _depthwise(call) and groups % self.block:
             # its input is not padded (a channel shuffle's output, say): zero channels here, so
             # that it and what follows keep whole blocks (ShuffleNet v1's 136-channel depthwise
             # convs had put the whole model in 8-channel blocks)

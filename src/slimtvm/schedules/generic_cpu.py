@@ -279,10 +279,11 @@ class GenericCPU(CPURule):
         """Pooling in a blocked layout: a reduction whose innermost spatial loop (the channel
         block, a multiple of the SIMD width, or in a 5-D layout of 2-D windows a multiple of 8)
         is followed only by reduction loops. Moves that loop inside the reduction loops and
-        returns it (None when the block is not of that shape). 16-lane targets lay out models
-        whose channel counts are not multiples of 16 in 8-channel blocks (ShuffleNet v1's 24 and
-        136): their pools had fallen to one scalar loop over every output value (the light
-        ShuffleNet's 3×3/2 max-pool of 24 × 112 × 112: 284 µs, 1 thread, Zen 5)."""
+        returns it (None when the block is not of that shape). 16-lane targets fall back to
+        8-channel blocks for a model whose 8·k-channel convs cannot be padded to 16·k
+        (lowering/conv_layouts.py, ``model_channel_block``): their pools had fallen to one scalar
+        loop over every output value (the light ShuffleNet's 3×3/2 max-pool of 24 × 112 × 112,
+        before its depthwise inputs were padded: 284 → 22 µs, 1 thread, Zen 5)."""
         stmt = sch.get(block)
         if len(spatial) < 2 or len(spatial) == len(stmt.iter_vars):
             return None
