@@ -1,17 +1,26 @@
-"""Grouped convs (1 < groups, not depthwise) run as one conv per group (lowering/
-split_grouped_convs.py), against onnxruntime on every x86 build this host runs: ShuffleNet v1's
-unit (group-4 1×1 convs of 68 channels per group, channel shuffle, depthwise 3×3), a strided
-3×3 grouped conv, and groups whose channels fill blocks. None is left on the generic schedule;
-a binary grouped conv stays whole, on the binary kernel."""
+"""Grouped convs (1 < groups, not depthwise) run as one conv per group, or — 1×1 convs whose
+groups do not fill channel blocks — as one banded conv (lowering/split_grouped_convs.py,
+lowering/banded_layers.py), against onnxruntime on every x86 build this host runs: ShuffleNet v1's
+unit (group-4 1×1 convs of 68 or 34 channels per group, channel shuffle, depthwise 3×3), a
+strided 3×3 grouped conv, and groups whose channels fill blocks. None is left on the generic
+schedule; a binary grouped conv stays whole, on the binary kernel. The banded kernel and the
+channel-permutation kernel are also checked alone against numpy."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
+import tvm
+import tvm_ffi
 from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
 from onnx_builders import GraphBuilder, digits_like_input
 
 import slimtvm
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _pass(artifact, name: str) -> dict:
@@ -65,3 +74,108 @@ def test_a_binary_grouped_conv_stays_one_binary_conv(tmp_path):
     artifact = slimtvm.compile(model, str(tmp_path / "binary.so"))
     assert _pass(artifact, "binarize")["binary_convs"] == 1
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+def _conv_kernels(artifact) -> list:
+    return [layer["kernel"] for layer in artifact.manifest["layers"] if layer["op"] == "conv2d"]
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("channels,size", [(272, 14), (136, 28)])
+def test_shufflenet_units_run_banded_convs_and_one_shuffle_kernel(tmp_path, preset, channels, size):
+    """ShuffleNet v1 units whose groups (68, 34 channels) fill no 16- or 8-channel block: each
+    grouped 1×1 conv is one banded conv (before: one conv per group on plain NCHW slices, with
+    relayouts, slices and a concat around them) and the channel shuffle between the blocked convs
+    one channel-permutation kernel (before: a relayout to NCHW, the shuffle, a relayout back);
+    136 channels (not whole blocks) reach the first conv as a plain NCHW input. Matches
+    onnxruntime."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from parallel_chunks import parallel_extents
+
+    model, shape = _shufflenet_unit(channels, 4, size)
+    inputs = {"x": digits_like_input(shape, seed=3)}
+    artifact = slimtvm.compile(model, str(tmp_path / "unit.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert _conv_kernels(artifact) == ["banded_conv2d", "depthwise", "banded_conv2d"]
+    kernels = parallel_extents(model, "x86-64-avx512" if preset == "host" else preset)
+    assert sum("channel_permutation" in name for name in kernels) == 1
+    relayouts = sum("channel_relayout" in name for name in kernels)
+    assert relayouts <= (2 if channels % 16 == 0 else 4), sorted(kernels)  # the model's input and output (136: the plain residual path)
+
+
+def _banded_model(channels: int, out_channels: int, size: int, seed: int, stem: bool):
+    """A 1×1 conv whose blocks of 16 output channels each read one random run of input channels
+    (zero weights elsewhere), after a dense 3×3 conv (a blocked input) or on the model's input."""
+    rng = np.random.default_rng(seed)
+    weight = np.zeros((out_channels, channels, 1, 1))
+    for first in range(0, out_channels, 16):
+        count = int(rng.integers(1, channels // 3))
+        start = int(rng.integers(0, channels - count + 1))
+        weight[first : first + 16, start : start + count] = rng.normal(0, 0.3, size=(16, count, 1, 1))
+    g = GraphBuilder(seed=seed)
+    x = g.input([1, channels, size, size])
+    y = g.relu(g.conv(x, channels, channels, kernel=3, pads=(1, 1, 1, 1))) if stem else x
+    y = g.node("Conv", [y, g.const(weight), g.const(rng.normal(0, 0.1, size=out_channels), "b")], kernel_shape=[1, 1])
+    return g.model(g.relu(y)), (1, channels, size, size)
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("channels,out_channels,size,stem", [(96, 64, 10, True), (40, 48, 7, False), (64, 128, 5, True)])
+def test_a_conv_with_banded_weights_takes_the_banded_kernel_and_matches_onnxruntime(tmp_path, preset, channels, out_channels, size, stem):
+    """Random bands (not a grouped conv: each 16 output channels read their own run of inputs),
+    blocked and plain NCHW inputs, output-block tiles of 1, 2 and 4 blocks as the lowering picks
+    them: the conv runs banded and matches onnxruntime."""
+    model, shape = _banded_model(channels, out_channels, size, seed=channels + size, stem=stem)
+    inputs = {"x": digits_like_input(shape, seed=4)}
+    artifact = slimtvm.compile(model, str(tmp_path / "banded.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert _conv_kernels(artifact)[-1] == "banded_conv2d"
+
+
+def test_the_banded_reduction_runs_each_tiles_own_count():
+    """After scheduling, the banded kernel's reduction loop has the tile's count as its extent (a
+    select on the tile), not the widest band (lowering/banded_trip_counts.py): what skips the
+    zero weights past each band, which outputs alone cannot show."""
+    from tvm.s_tir import dlight
+
+    from slimtvm.lowering.banded_trip_counts import set_banded_trip_counts
+    from slimtvm.schedules.banded_conv import BandedShape, banded_conv2d_primfunc
+    from slimtvm.schedules.registry import default_rules
+
+    shape = BandedShape(1, 9, 9, 28, 28, 16, 1, (0, 0, 0, 34, 34, 68, 68, 102, 102), (34, 34, 68, 34, 68, 34, 68, 34, 34))
+    mod = tvm.IRModule({"banded": banded_conv2d_primfunc(shape)})
+    with tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}):
+        scheduled = dlight.ApplyDefaultSchedule(*default_rules(16))(mod)
+    loops = lambda m: [node for node in _walk(m["banded"].body) if isinstance(node, tvm.tirx.stmt.For)]  # noqa: E731
+    assert all(isinstance(loop.extent, tvm.tirx.IntImm) for loop in loops(scheduled))
+    counted = set_banded_trip_counts()(scheduled)
+    variable = [loop for loop in loops(counted) if not isinstance(loop.extent, tvm.tirx.IntImm)]
+    assert len(variable) == 1 and "Select" in str(variable[0].extent)
+
+
+def _walk(node) -> list:
+    found = []
+    tvm_ffi.structural_walk(node, lambda value: found.append(value))
+    return found
+
+
+@pytest.mark.parametrize("block,mcpu", [(16, "znver4"), (8, "haswell")])
+def test_the_channel_permutation_kernel_matches_numpy(block, mcpu):
+    """Random output → input channel maps with zeros (−1), images whose pixels do not split into
+    equal runs (5 × 7), two images: the kernel against numpy's indexing, for 16-lane (AVX-512)
+    and 8-lane (AVX2) blocks."""
+    from slimtvm.schedules.channel_permutation import channel_permutation_primfunc
+
+    if mcpu == "znver4" and "host" not in x86_kernel_presets():
+        pytest.skip("this host does not run AVX-512 code")
+    rng = np.random.default_rng(block)
+    in_blocks, out_blocks, height, width = 3, 4, 5, 7
+    sources = rng.integers(-1, in_blocks * block, size=out_blocks * block)
+    func = channel_permutation_primfunc(2, in_blocks, height, width, block, tuple(int(s) for s in sources))
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    x = rng.standard_normal((2, in_blocks, height, width, block)).astype(np.float32)
+    out = tvm.runtime.empty((2, out_blocks, height, width, block), "float32", tvm.cpu())
+    lib["main"](tvm.runtime.tensor(x), out)
+    plain = x.transpose(0, 1, 4, 2, 3).reshape(2, in_blocks * block, height, width)
+    expected = np.where(sources[None, :, None, None] >= 0, plain[:, np.maximum(sources, 0)], 0)
+    np.testing.assert_array_equal(out.numpy(), expected.reshape(2, out_blocks, block, height, width).transpose(0, 1, 3, 4, 2))

@@ -53,9 +53,10 @@ def _layout_name(block: int) -> str:
 class _BinaryLowering(BinaryLayerMatcher):
     """The matcher whose hooks emit binary kernels and record every linear layer."""
 
-    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse, winograd=None):
+    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse, winograd=None, banded=None):
         super().__init__(mod, report)
         self.records = records
+        self.banded = banded  # BandedLayers: 1×1 convs whose weights are zero outside a band (grouped convs)
         self.sparse = sparse  # SparseLayers: float convs with enough zero weights become sparse kernels
         self.winograd = winograd  # WinogradLayers: dense 3×3 stride-1 convs it takes
         self.popcount_tables = popcount_tables
@@ -83,6 +84,10 @@ class _BinaryLowering(BinaryLayerMatcher):
 
     def float_layer(self, call, reason):
         sparse_note = None
+        if op_name(call) == "relax.nn.conv2d" and self.banded is not None:
+            lowered = self.banded.lower(self.builder_, call)
+            if lowered is not None:
+                return self._lowered_float(*lowered, reason)
         if op_name(call) == "relax.nn.conv2d" and self.sparse is not None:
             lowered = self.sparse.lower(self.builder_, call)
             if lowered is not None and lowered[0] is not None:
@@ -274,23 +279,29 @@ class LowerBinaryLayers:
     table popcount; ``sparse`` (a :class:`~slimtvm.lowering.sparse_layers.SparseLayers`): asked
     about every float conv, which it may turn into a sparse kernel (:func:`slimtvm.targets.presets.popcount_by_table` says when a target wants
     it); ``winograd`` (a :class:`~slimtvm.lowering.winograd_layers.WinogradLayers`): asked about
-    every float conv left dense. After a run, ``report`` holds the counts and ``records`` one
+    every float conv left dense; ``banded`` (a :class:`~slimtvm.lowering.banded_layers.BandedLayers`):
+    asked first, about every float conv. After a run, ``report`` holds the counts and ``records`` one
     :class:`LayerRecord` per conv2d/matmul in graph order."""
 
-    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None):
+    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None, banded=None):
         self.popcount_tables = popcount_tables
         self.sparse = sparse
         self.winograd = winograd
+        self.banded = banded
         self.report = BinarizeReport()
         self.records: list = []
 
     def transform_module(self, mod, _ctx):
         self.report, self.records = BinarizeReport(), []
-        for layers in (self.sparse, self.winograd):
+        for layers in (self.sparse, self.winograd, self.banded):
             if layers is not None:
                 layers.start()
-        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd))
-        lowered_float = (self.sparse is not None and self.sparse.report.sparse_count) or (self.winograd is not None and self.winograd.count)
+        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd, self.banded))
+        lowered_float = (
+            (self.sparse is not None and self.sparse.report.sparse_count)
+            or (self.winograd is not None and self.winograd.count)
+            or (self.banded is not None and self.banded.count)
+        )
         if self.report.binary_convs or self.report.binary_dense or lowered_float:
             mod = relax.transform.DeadCodeElimination()(mod)
         return mod

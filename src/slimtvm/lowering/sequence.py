@@ -11,8 +11,11 @@ from tvm import relax
 from ..passes.fold_constants import FoldConstantsSafely
 from ..schedules.registry import default_rules
 from ..targets.kernel_target import KernelTarget
+from .banded_layers import BandedLayers
+from .banded_trip_counts import set_banded_trip_counts
 from .binary_layers import LowerBinaryLayers
 from .blocked_resize_concat import blocked_resize_concat
+from .channel_permutations import BlockedChannelPermutations
 from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
 from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
@@ -34,8 +37,9 @@ class LoweringPasses:
     lower_binary: LowerBinaryLayers = None
     sparse: SparseLayers = None
     winograd: WinogradLayers = None
+    banded: BandedLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
-    split_grouped: SplitGroupedConvs = field(default_factory=SplitGroupedConvs)
+    split_grouped: SplitGroupedConvs = None
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -44,8 +48,12 @@ class LoweringPasses:
             self.winograd = WinogradLayers(self.target.lanes, enabled=self.conv_algorithm != "direct")
         if self.sparse is None:
             self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer, half_width_vectors=self.target.half_width_vectors)
+        if self.split_grouped is None:
+            self.split_grouped = SplitGroupedConvs(self.target.lanes)
+        if self.banded is None:
+            self.banded = BandedLayers(self.target.lanes)
         if self.lower_binary is None:
-            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd)
+            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd, self.banded)
 
     def to_kernels(self) -> list:
         """Layouts, binary lowering, legalization and fusion: the module whose PrimFuncs are the
@@ -56,13 +64,14 @@ class LoweringPasses:
         kernels in those layouts, the rest are legalized to slimtvm's computes and fused with
         their element-wise neighbours."""
         return [
-            self.split_grouped,  # grouped (not depthwise) convs as one ordinary conv per group
+            self.split_grouped,  # grouped (not depthwise) convs as one ordinary conv per group, or block diagonal
             pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
             relax.transform.Normalize(),
             convert_layout_or_keep(self.target.channel_block, self._layouts_for),
             relax.transform.Normalize(),
             blocked_resize_concat(),  # a detector's upsample + concat path stays blocked
             sink_relayouts(),  # element-wise ops between plain-layout (sparse) kernels stay plain
+            BlockedChannelPermutations(),  # a channel shuffle between blocked tensors: one kernel, not relayouts around it
             relax.transform.EliminateCommonSubexpr(),  # one relayout per weight where a batch runs per image (passes/split_batch.py)
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
             self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused; sparse kernels
@@ -79,7 +88,10 @@ class LoweringPasses:
         ]
 
     def _layouts_for(self, call, block: int) -> dict:
-        """ConvertLayout's wishes: sparse convs keep NCHW, every other conv goes blocked."""
+        """ConvertLayout's wishes: sparse convs keep NCHW, every other conv goes blocked (first of
+        all those the banded kernel takes)."""
+        if self.banded.takes_plain(call, block):
+            return blocked_layouts_for(call, block)
         sparse = self.sparse.layouts_for(call)
         return {"relax.nn.conv2d": sparse} if sparse is not None else blocked_layouts_for(call, block)
 
@@ -94,6 +106,7 @@ class LoweringPasses:
             *tuned,
             dlight.ApplyDefaultSchedule(*default_rules(self.target.lanes)),  # skips functions already scheduled
             insert_weight_prefetch(),
+            set_banded_trip_counts(),
             *cpu_generic.dataflow_lower_passes(tvm_target),
             *cpu_generic.finalize_passes(tvm_target),
         ]

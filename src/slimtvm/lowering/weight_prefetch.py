@@ -80,7 +80,7 @@ def _direct_conv_prefetch(loop: For, key: str) -> For:
     realize, kernel = _block_and_weights(loop, CONV_BLOCK)
     if kernel is None:  # a plain-input stem (5-D weights, a few KB): nothing to prefetch
         return _rebuilt(loop, key, [])
-    _, oc_base, p_base, _, ic_base = _task_origin(loop, realize)[:5]  # (n, oc, pixel, lane, ic, …)
+    _, oc_base, p_base, _, ic_base = task_origin(loop, realize)[:5]  # (n, oc, pixel, lane, ic, …)
 
     blocks, in_blocks, kh, kw, ib, ob = (int(d) for d in kernel.shape)
     per_block = in_blocks * kh * kw * ib * ob
@@ -113,7 +113,7 @@ def _winograd_prefetch(loop: For, key: str) -> For:
     realize, weights = _block_and_weights(loop, WINOGRAD_BLOCK)
     if weights is None:
         return _rebuilt(loop, key, [])
-    xi, nu, tile, oc = _task_origin(loop, realize)[:4]
+    xi, nu, tile, oc = task_origin(loop, realize)[:4]
 
     shape = [int(d) for d in weights.shape]
     per_block, total, per_line = math.prod(shape[3:]), math.prod(shape), _floats_per_line(weights)
@@ -127,12 +127,12 @@ def _winograd_prefetch(loop: For, key: str) -> For:
 def _block_and_weights(loop: For, block_name: str):
     """The realize of the annotated kernel's main block under ``loop`` and the 6-D weights it
     reads (None when it reads none)."""
-    realize = _find(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(block_name))
+    realize = find_node(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(block_name))
     weights = [node.source for node in _walk(realize.block.body) if isinstance(node, TensorLoad) and len(node.source.shape) == 6]
     return realize, (weights[0] if weights else None)
 
 
-def _task_origin(loop: For, realize) -> list:
+def task_origin(loop: For, realize) -> list:
     """The block's iterator values with ``loop`` and every loop inside it at 0: where the
     current step of the current tile starts, in terms of the outer loops."""
     inner = {loop.loop_var} | {node.loop_var for node in _walk(loop.body) if isinstance(node, For)}
@@ -179,5 +179,5 @@ def _walk(node):
     return found
 
 
-def _find(node, predicate):
+def find_node(node, predicate):
     return next(value for value in _walk(node) if predicate(value))

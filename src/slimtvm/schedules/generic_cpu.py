@@ -17,6 +17,7 @@ from tvm.tirx.analysis import undefined_vars
 from tvm.tirx.stmt import BufferStore
 
 from .accumulate_intrin import accumulate_intrin
+from .channel_permutation import is_channel_permutation
 from .channel_relayout import is_channel_relayout
 from .cpu_rule import CPURule
 from .stages import MIN_PARALLEL_CHUNKS
@@ -155,7 +156,7 @@ class GenericCPU(CPURule):
 
     def schedule(self, sch):
         try:
-            if _has_opaque_blocks(sch) or is_channel_relayout(sch):
+            if _has_opaque_blocks(sch) or is_channel_relayout(sch) or is_channel_permutation(sch):
                 return None  # TVM's default lowering builds it as written
             self._placed = set()  # names of blocks already scheduled under another block's loops
             for block in _inline_elementwise(sch):

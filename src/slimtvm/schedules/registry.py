@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
+from .banded_conv import BandedConv
 from .binary_conv_schedule import BinaryConv, binary_conv_design_spaces
 from .conv2d_nchwc import Conv2dNCHWc, conv2d_design_spaces
 from .cpu_rule import CPURule
@@ -60,6 +61,9 @@ FAMILIES: tuple[KernelFamily, ...] = (
     # not tunable: its loops run over data-dependent trip counts, which MetaSchedule cannot
     # reshape, and MetaSchedule's random inputs would be out-of-range offsets
     KernelFamily("sparse_conv2d", SparseConv, None, "conv2d with mostly zero constant weights, groups = 1"),
+    # not tunable yet: its reduction's extent differs per output tile (a predicate MetaSchedule's
+    # rewrites keep, but its design space has not been written)
+    KernelFamily("banded_conv2d", BandedConv, None, "1×1 stride-1 conv2d in NCHW[x]c with zero weights outside a band of input blocks (grouped convs)"),
 )
 
 

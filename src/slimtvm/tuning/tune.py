@@ -66,6 +66,7 @@ def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = Fal
 
     from ..lowering.sequence import LoweringPasses
     from ..passes.sequence import GraphPasses
+    from ..schedules.channel_permutation import is_channel_permutation
     from ..schedules.channel_relayout import is_channel_relayout
     from ..schedules.registry import family_of
     from ..targets.kernel_target import KernelTarget
@@ -82,8 +83,9 @@ def extract_tuning_tasks(model, spec, input_shapes=None, all_kernels: bool = Fal
     for extracted in ms.relax_integration.extract_tasks(mod, target):
         task_mod = extracted.dispatched[0]
         family = family_of(s_tir.Schedule(task_mod))
-        if (family is not None and not family.tunable) or is_channel_relayout(s_tir.Schedule(task_mod)):
-            continue  # e.g. sparse convs and the relayout kernel: written in their final form
+        written_whole = is_channel_relayout(s_tir.Schedule(task_mod)) or is_channel_permutation(s_tir.Schedule(task_mod))
+        if (family is not None and not family.tunable) or written_whole:
+            continue  # e.g. sparse convs and the relayout and permutation kernels: written in their final form
         kind = family.name if family is not None else ("generic" if all_kernels else None)
         if kind is not None:
             tasks.append(TuneTask(extracted.task_name, task_mod, int(extracted.weight), kind))
