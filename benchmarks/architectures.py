@@ -1,8 +1,9 @@
-"""ResNet-18 and MobileNetV2 written directly in ONNX (torchvision's layer shapes, random weights).
+"""ResNet-18, MobileNetV2 and ResNeXt-50 written directly in ONNX (torchvision's layer shapes,
+random weights).
 
 torchvision cannot be installed next to this machine's local torch, and the ONNX graphs are all
 a benchmark needs: the same convolutions, batch norms, activations, pools and classifier as
-torchvision's ``resnet18()`` and ``mobilenet_v2()``, in inference form (BatchNormalization nodes
+torchvision's ``resnet18()``, ``mobilenet_v2()`` and ``resnext50_32x4d()``, in inference form (BatchNormalization nodes
 kept, so slimtvm's folding runs as it would on an exported model). Weights are seeded He-normal.
 """
 
@@ -67,4 +68,26 @@ def mobilenet_v2(seed: int = 0):
     return g.model(g.gemm(x, 1280, 1000))
 
 
-ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2}
+def resnext50(seed: int = 0):
+    """torchvision resnext50_32x4d: 7×7/2 stem, max-pool, 4 stages of 3, 4, 6, 3 bottlenecks whose
+    3×3 convs have 32 groups (4 to 32 channels each; stride in the 3×3 conv), global pool, FC 1000."""
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 224, 224], name="input")
+    x = _conv_bn(g, x, 3, 64, 7, stride=2)
+    x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    channels = 64
+    for stage, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3))):
+        width, out = planes * 2, planes * 4
+        for block in range(blocks):
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = _conv_bn(g, x, channels, width, 1)
+            y = _conv_bn(g, y, width, width, 3, stride=stride, groups=32)
+            y = _conv_bn(g, y, width, out, 1, act=None)
+            shortcut = x if block > 0 else _conv_bn(g, x, channels, out, 1, stride=stride, act=None)
+            x = g.relu(g.node("Add", [y, shortcut]))
+            channels = out
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [x])])
+    return g.model(g.gemm(x, 2048, 1000))
+
+
+ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "resnext50": resnext50}

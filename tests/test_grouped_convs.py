@@ -1,8 +1,8 @@
-"""Grouped convs (1 < groups, not depthwise) run as one conv per group, or — 1×1 convs whose
-groups do not fill channel blocks — as one banded conv (lowering/split_grouped_convs.py,
+"""Grouped convs (1 < groups, not depthwise) run as one conv per group, or — groups that do not
+fill channel blocks, or more than 8 — as one banded conv (lowering/split_grouped_convs.py,
 lowering/banded_layers.py), against onnxruntime on every x86 build this host runs: ShuffleNet v1's
-unit (group-4 1×1 convs of 68 or 34 channels per group, channel shuffle, depthwise 3×3), a
-strided 3×3 grouped conv, and groups whose channels fill blocks. None is left on the generic
+unit (group-4 1×1 convs of 68 or 34 channels per group, channel shuffle, depthwise 3×3),
+ResNeXt's bottleneck (32 groups), a strided 3×3 grouped conv, and groups whose channels fill blocks. None is left on the generic
 schedule; a binary grouped conv stays whole, on the binary kernel. The banded kernel and the
 channel-permutation kernel are also checked alone against numpy."""
 
@@ -76,6 +76,31 @@ def test_a_binary_grouped_conv_stays_one_binary_conv(tmp_path):
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 
+def _resnext_unit(width: int, size: int, stride: int, channels: int):
+    """ResNeXt's bottleneck: 1×1, a 3×3 conv of 32 groups (``width`` / 32 channels each: fewer
+    than a block, or more than one), 1×1, and the residual add where the stride is 1."""
+    g = GraphBuilder(seed=9)
+    x = g.input([1, channels, size, size])
+    y = g.relu(g.batchnorm(g.conv(x, channels, width, kernel=1, bias=False), width))
+    y = g.relu(g.batchnorm(g.conv(y, width, width, kernel=3, stride=stride, pads=(1, 1, 1, 1), groups=32, bias=False), width))
+    y = g.batchnorm(g.conv(y, width, channels, kernel=1, bias=False), channels)
+    return g.model(g.relu(g.node("Add", [y, x]) if stride == 1 else y)), (1, channels, size, size)
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("width,size,stride,channels", [(128, 10, 1, 64), (256, 9, 2, 64), (1024, 5, 1, 128)])
+def test_resnext_units_run_their_32_group_convs_banded(tmp_path, preset, width, size, stride, channels):
+    """More than 8 groups (ResNeXt's 32, of 4, 8 and 32 channels; strided and padded 3×3): one
+    banded conv on block-diagonal weights, where TVM's generic grouped compute ran before; matches
+    onnxruntime on both x86 builds."""
+    model, shape = _resnext_unit(width, size, stride, channels)
+    inputs = {"x": digits_like_input(shape, seed=5)}
+    artifact = slimtvm.compile(model, str(tmp_path / "resnext.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert _conv_kernels(artifact) == ["conv2d", "banded_conv2d", "conv2d"]
+    assert _pass(artifact, "kernels")["generic_fallbacks"] == []
+
+
 def _conv_kernels(artifact) -> list:
     return [layer["kernel"] for layer in artifact.manifest["layers"] if layer["op"] == "conv2d"]
 
@@ -103,33 +128,45 @@ def test_shufflenet_units_run_banded_convs_and_one_shuffle_kernel(tmp_path, pres
     assert relayouts <= (2 if channels % 16 == 0 else 4), sorted(kernels)  # the model's input and output (136: the plain residual path)
 
 
-def _banded_model(channels: int, out_channels: int, size: int, seed: int, stem: bool):
-    """A 1×1 conv whose blocks of 16 output channels each read one random run of input channels
-    (zero weights elsewhere), after a dense 3×3 conv (a blocked input) or on the model's input."""
-    rng = np.random.default_rng(seed)
-    weight = np.zeros((out_channels, channels, 1, 1))
-    for first in range(0, out_channels, 16):
-        count = int(rng.integers(1, channels // 3))
-        start = int(rng.integers(0, channels - count + 1))
-        weight[first : first + 16, start : start + count] = rng.normal(0, 0.3, size=(16, count, 1, 1))
-    g = GraphBuilder(seed=seed)
+def _grouped_pointwise_model(channels: int, out_channels: int, groups: int, size: int, stem: bool):
+    """A grouped 1×1 conv whose groups fill no channel block, after a dense 3×3 conv (a blocked
+    input) or on the model's input."""
+    g = GraphBuilder(seed=channels + groups)
     x = g.input([1, channels, size, size])
     y = g.relu(g.conv(x, channels, channels, kernel=3, pads=(1, 1, 1, 1))) if stem else x
-    y = g.node("Conv", [y, g.const(weight), g.const(rng.normal(0, 0.1, size=out_channels), "b")], kernel_shape=[1, 1])
-    return g.model(g.relu(y)), (1, channels, size, size)
+    return g.model(g.relu(g.conv(y, channels, out_channels, kernel=1, groups=groups))), (1, channels, size, size)
 
 
 @pytest.mark.parametrize("preset", x86_kernel_presets())
-@pytest.mark.parametrize("channels,out_channels,size,stem", [(96, 64, 10, True), (40, 48, 7, False), (64, 128, 5, True)])
-def test_a_conv_with_banded_weights_takes_the_banded_kernel_and_matches_onnxruntime(tmp_path, preset, channels, out_channels, size, stem):
-    """Random bands (not a grouped conv: each 16 output channels read their own run of inputs),
+@pytest.mark.parametrize("channels,out_channels,groups,size,stem", [(96, 64, 8, 10, True), (40, 48, 4, 7, False), (64, 128, 16, 5, True)])
+def test_grouped_convs_of_other_shapes_take_the_banded_kernel_and_match_onnxruntime(tmp_path, preset, channels, out_channels, groups, size, stem):
+    """Groups of 12 → 8, 10 → 12 and 4 → 8 channels (16 groups: more than the split takes),
     blocked and plain NCHW inputs, output-block tiles of 1, 2 and 4 blocks as the lowering picks
-    them: the conv runs banded and matches onnxruntime."""
-    model, shape = _banded_model(channels, out_channels, size, seed=channels + size, stem=stem)
+    them: one banded conv, matching onnxruntime."""
+    model, shape = _grouped_pointwise_model(channels, out_channels, groups, size, stem)
     inputs = {"x": digits_like_input(shape, seed=4)}
     artifact = slimtvm.compile(model, str(tmp_path / "banded.so"), target=preset)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     assert _conv_kernels(artifact)[-1] == "banded_conv2d"
+
+
+def test_a_pruned_conv_whose_zeros_leave_a_band_keeps_the_dense_kernel(tmp_path):
+    """The banded kernel takes block-diagonal weights the grouped-conv pass made, not any weight
+    whose zeros happen to leave a band (a pruned conv keeps the dense and sparse kernels' own
+    choice): a 1×1 conv whose blocks of 16 output channels each read a third of the inputs."""
+    rng = np.random.default_rng(3)
+    weight = np.zeros((64, 96, 1, 1))
+    for first in range(0, 64, 16):
+        start = int(rng.integers(0, 64))
+        weight[first : first + 16, start : start + 32] = rng.normal(0, 0.3, size=(16, 32, 1, 1))
+    g = GraphBuilder(seed=3)
+    x = g.input([1, 96, 10, 10])
+    y = g.relu(g.conv(x, 96, 96, kernel=3, pads=(1, 1, 1, 1)))
+    model = g.model(g.node("Conv", [y, g.const(weight)], kernel_shape=[1, 1]))
+    inputs = {"x": digits_like_input((1, 96, 10, 10), seed=4)}
+    artifact = slimtvm.compile(model, str(tmp_path / "pruned.so"), sparse="never")
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert _conv_kernels(artifact)[-1] == "conv2d"
 
 
 def test_the_banded_reduction_runs_each_tiles_own_count():
@@ -138,11 +175,12 @@ def test_the_banded_reduction_runs_each_tiles_own_count():
     zero weights past each band, which outputs alone cannot show."""
     from tvm.s_tir import dlight
 
+    from slimtvm.conv_geometry import ConvGeometry
     from slimtvm.lowering.banded_trip_counts import set_banded_trip_counts
     from slimtvm.schedules.banded_conv import BandedShape, banded_conv2d_primfunc
     from slimtvm.schedules.registry import default_rules
 
-    shape = BandedShape(1, 9, 9, 28, 28, 16, 1, (0, 0, 0, 34, 34, 68, 68, 102, 102), (34, 34, 68, 34, 68, 34, 68, 34, 34))
+    shape = BandedShape(1, 9, 9, ConvGeometry.of(28, 28, 1, 1), 16, 1, (0, 0, 0, 34, 34, 68, 68, 102, 102), (34, 34, 68, 34, 68, 34, 68, 34, 34))
     mod = tvm.IRModule({"banded": banded_conv2d_primfunc(shape)})
     with tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}):
         scheduled = dlight.ApplyDefaultSchedule(*default_rules(16))(mod)

@@ -1,4 +1,4 @@
-"""Blocked 1×1 convs whose weights are zero outside a band of input blocks → the banded kernel
+"""Blocked convs whose weights are zero outside a band of input channels → the banded kernel
 (schedules/banded_conv.py).
 
 Asked by the layer lowering (lowering/binary_layers.py) about every float conv2d, once layouts
@@ -6,13 +6,13 @@ are final, before the sparse and Winograd lowerings. A conv takes the banded ker
 these hold, else the others are asked:
 
 - the target has 16 (AVX-512) or 8 (AVX2) fp32 lanes and the conv runs in 16- or 8-channel blocks;
-- NCHW[x]c out, NCHW[x]c or plain NCHW in (channels that are not whole blocks), a constant float32 1×1 weight, stride 1, no padding, groups 1, static
-  shapes;
+- NCHW[x]c out, NCHW[x]c or plain NCHW in (channels that are not whole blocks), a constant
+  float32 weight (any kernel, stride, padding, dilation), groups 1, static shapes;
 - its weights' band (:func:`~slimtvm.schedules.banded_conv.weight_band`) holds at most
-  :data:`MAX_MULTIPLY_ADD_FRACTION` of a dense conv's multiply-adds.
-
-Such weights come from grouped convs made block diagonal (lowering/split_grouped_convs.py); the
-rule does not ask where they came from.
+  :data:`MAX_MULTIPLY_ADD_FRACTION` of a dense conv's multiply-adds;
+- its weights are a grouped conv's made block diagonal in this build
+  (lowering/split_grouped_convs.py; channel padding aside). A pruned conv whose zeros happen to
+  leave a band keeps the dense and sparse kernels' choice, which was measured for it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..conv_geometry import ConvGeometry
 from ..passes.constants import constant_value
 from ..passes.detect_binary import channel_block, weight_as_oihw
 from ..schedules.banded_conv import BandedShape, banded_conv2d_primfunc, banded_weights, parallel_tasks, pixel_tile, weight_band
@@ -38,8 +39,9 @@ class BandedLayers:
     """The banded lowering of one build for a ``lanes``-wide target; ``count`` says how many
     convs it lowered (reset by :meth:`start`)."""
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, block_diagonal_weights=lambda: []):
         self.enabled = lanes in BANDED_LANES
+        self.block_diagonal_weights = block_diagonal_weights  # () -> the OIHW weights the grouped-conv pass made
         self.count = 0
 
     def start(self) -> None:
@@ -54,7 +56,8 @@ class BandedLayers:
         gvar = builder.add_func(banded_conv2d_primfunc(shape), "banded_conv2d")
         self.count += 1
         layout = f"plain NCHW input → NCHW{shape.block}c" if shape.plain_channels else f"NCHW{shape.block}c"
-        plan = f"fp32 banded 1×1 conv, {layout} kernel (the weights' band: {shape.multiply_add_fraction:.2f} of a dense conv's multiply-adds)"
+        kernel = f"{shape.geometry.kernel_h}×{shape.geometry.kernel_w}"
+        plan = f"fp32 banded {kernel} conv, {layout} kernel (the weights' band: {shape.multiply_add_fraction:.2f} of a dense conv's multiply-adds)"
         out = relax.TensorType([int(v) for v in call.ty.shape], "float32")
         return relax.call_tir(gvar, [call.args[0], relax.const(banded_weights(weight, shape))], out), LayerRecord("conv2d", "banded_conv2d", plan)
 
@@ -64,16 +67,22 @@ class BandedLayers:
         if not self.enabled or block not in BANDED_LANES or getattr(call.op, "name", "") != "relax.nn.conv2d":
             return False
         attrs = call.attrs
-        if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or int(attrs.groups) != 1 or not _pointwise(attrs):
+        if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or int(attrs.groups) != 1:
             return False
         weight = constant_value(call.args[1])
-        if weight is None or weight.dtype != np.float32 or weight.shape[2:] != (1, 1):
+        if weight is None or weight.dtype != np.float32 or weight.ndim != 4 or not self._block_diagonal(weight):
             return False
-        out_channels, channels = weight.shape[:2]
-        padded = np.zeros((-(-out_channels // block) * block, channels), dtype=np.float32)
-        padded[:out_channels] = weight[:, :, 0, 0]
-        starts, counts = weight_band(padded, block, 1)
-        return sum(counts) / (len(counts) * channels) <= MAX_MULTIPLY_ADD_FRACTION
+        return band_fraction(weight, block) <= MAX_MULTIPLY_ADD_FRACTION
+
+    def _block_diagonal(self, weight: np.ndarray) -> bool:
+        """Whether OIHW ``weight`` is one the grouped-conv pass made, with zero channels padded on."""
+        for made in self.block_diagonal_weights():
+            if weight.shape[2:] != made.shape[2:] or weight.shape[0] < made.shape[0] or weight.shape[1] < made.shape[1]:
+                continue
+            out_channels, channels = made.shape[:2]
+            if np.array_equal(weight[:out_channels, :channels], made) and not weight[out_channels:].any() and not weight[:, channels:].any():
+                return True
+        return False
 
     def _eligible(self, call):
         if not self.enabled or getattr(call.op, "name", "") != "relax.nn.conv2d":
@@ -86,8 +95,6 @@ class BandedLayers:
         block = blocks[1]
         if block not in BANDED_LANES or blocks[0] not in (0, block) or int(attrs.groups) != 1 or str(call.args[0].ty.dtype) != "float32":
             return None, None
-        if not _pointwise(attrs):
-            return None, None
         dims = getattr(call.args[0].ty, "shape", None)
         if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims):
             return None, None
@@ -95,27 +102,33 @@ class BandedLayers:
         if weight is None or weight.dtype != np.float32:
             return None, None
         weight = weight_as_oihw(weight, str(attrs.kernel_layout))
-        if weight is None or weight.shape[2:] != (1, 1):
+        if weight is None or not self._block_diagonal(weight):
             return None, None
         dims = [int(v) for v in dims]
         plain = dims[1] if blocks[0] == 0 else 0
-        batch, height, width = dims[0], dims[2], dims[3]
+        batch = dims[0]
+        geometry = ConvGeometry.of(dims[2], dims[3], *weight.shape[2:], attrs.strides, attrs.padding, attrs.dilation)
         in_blocks = -(-plain // block) if plain else dims[1]
         out_blocks = weight.shape[0] // block
         candidates = []
         for oc_tile in (1, 2, 4):
             if out_blocks % oc_tile == 0:
                 starts, counts = weight_band(weight, block, oc_tile)
-                candidates.append(BandedShape(batch, in_blocks, out_blocks, height, width, block, oc_tile, starts, counts, plain))
+                candidates.append(BandedShape(batch, in_blocks, out_blocks, geometry, block, oc_tile, starts, counts, plain))
         candidates = [shape for shape in candidates if shape.multiply_add_fraction <= MAX_MULTIPLY_ADD_FRACTION]
         if not candidates:
             return None, None
         return max(candidates, key=lambda shape: _preference(shape, block)), weight
 
 
-def _pointwise(attrs) -> bool:
-    """Stride 1, no padding, no dilation (a 1×1 conv that is a matrix product per pixel)."""
-    return [int(v) for v in attrs.strides] == [1, 1] and [int(v) for v in attrs.padding] == [0, 0, 0, 0] and [int(v) for v in attrs.dilation] == [1, 1]
+def band_fraction(weight: np.ndarray, block: int) -> float:
+    """The multiply-adds of OIHW ``weight``'s band (output blocks of ``block`` one by one, the
+    output channels padded to whole blocks) over a dense conv's."""
+    out_channels, channels = weight.shape[:2]
+    padded = np.zeros((-(-out_channels // block) * block, *weight.shape[1:]), dtype=np.float32)
+    padded[:out_channels] = weight
+    counts = weight_band(padded, block, 1)[1]
+    return sum(counts) / (len(counts) * channels)
 
 
 def _preference(shape: BandedShape, lanes: int) -> tuple:

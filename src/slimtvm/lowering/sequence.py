@@ -51,7 +51,7 @@ class LoweringPasses:
         if self.split_grouped is None:
             self.split_grouped = SplitGroupedConvs(self.target.lanes)
         if self.banded is None:
-            self.banded = BandedLayers(self.target.lanes)
+            self.banded = BandedLayers(self.target.lanes, lambda: self.split_grouped.block_diagonal_weights)
         if self.lower_binary is None:
             self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd, self.banded)
 

@@ -7,14 +7,17 @@ for ShuffleNet v1's group-4 1×1 convs (light zoo, 272 → 272 channels at 14×1
 per call: the whole model ran 52 ms at 1 thread where onnxruntime takes 2.3 ms. Each group's
 conv is an ordinary conv that the layout, padding and kernel choices after this pass treat like
 any other. Only convs of at most :data:`MAX_GROUPS` groups with a constant weight and static
-shapes are split (the slices of the weight are constants here); the rest keep the generic path,
-named in ``compile``'s kernel line.
+shapes are split (the slices of the weight are constants here); the rest, where the banded
+kernel below does not take them (a NEON target, weights that are not constants), keep the
+generic path, named in ``compile``'s kernel line.
 
-On x86 targets (8 or 16 fp32 lanes) a 1×1 stride-1 conv whose groups do not fill whole channel
-blocks of the target (ShuffleNet v1's 34, 68, 136 channels) becomes instead one conv with block-
-diagonal weights, which the banded kernel runs in the blocked layout skipping the zero blocks
-(lowering/banded_layers.py, schedules/banded_conv.py). Split, each group's conv read a plain
-NCHW slice of the channels and its output went back through a relayout, a slice and a concat:
+On x86 targets (8 or 16 fp32 lanes) a conv whose groups do not fill whole channel blocks of the
+target (ShuffleNet v1's 1×1 convs of 34, 68, 136 channels) or number more than
+:data:`MAX_GROUPS` (ResNeXt's 32) becomes instead one conv with block-diagonal weights, which the
+banded kernel runs in the blocked layout skipping the zero channels outside each output tile's
+band (lowering/banded_layers.py, schedules/banded_conv.py), where that band is at most half a
+dense conv's multiply-adds. Split, each of ShuffleNet's group convs read a plain NCHW slice of
+the channels and its output went back through a relayout, a slice and a concat:
 light ShuffleNet v1 2.56–2.75 → 1.74–1.81 ms at 1 thread, 1.86 → 1.03 ms at 2 (Zen 5, with the channel-permutation kernel; benchmarks/compare_builds.py). Where the banded kernel does not take such a
 conv after all, its record says that it ran dense (:meth:`SplitGroupedConvs.records_per_layer`).
 """
@@ -27,11 +30,12 @@ from tvm import relax
 
 from ..passes.constants import constant_value
 from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name
+from .banded_layers import MAX_MULTIPLY_ADD_FRACTION, band_fraction
 from .layer_records import LayerRecord
 
-# Convs of more groups stay whole: ResNeXt's 32 groups of 4 channels would become 32 convs each
-# padded to a 16-channel block (16× the multiply-adds) and 32 kernel calls. ShuffleNet v1 has 3,
-# 4 or 8 groups, AlexNet 2.
+# Convs of more groups are not split: ResNeXt's 32 groups of 4 channels would become 32 convs each
+# padded to a 16-channel block (16× the multiply-adds) and 32 kernel calls; the banded kernel
+# takes them (above). ShuffleNet v1 has 3, 4 or 8 groups, AlexNet 2.
 MAX_GROUPS = 8
 
 
@@ -49,10 +53,11 @@ class SplitGroupedConvs:
         self.lanes = lanes  # the target's fp32 lanes: 8 or 16 make unaligned 1×1 groups block diagonal
         self.pieces: list = []
         self.block_diagonal: set = set()  # indices into ``pieces`` of convs made block diagonal
+        self.block_diagonal_weights: list = []  # their OIHW weights, which the banded lowering looks for
 
     def transform_module(self, mod, _ctx):
-        self.pieces, self.block_diagonal = [], set()
-        splitter = _Splitter(mod, BinarizeReport(), self.pieces, self.block_diagonal, self.lanes)
+        self.pieces, self.block_diagonal, self.block_diagonal_weights = [], set(), []
+        splitter = _Splitter(mod, BinarizeReport(), self.pieces, self.block_diagonal, self.lanes, self.block_diagonal_weights)
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 mod[gvar] = splitter.visit_function(func)
@@ -80,21 +85,24 @@ class SplitGroupedConvs:
 
 @relax.expr_functor.mutator
 class _Splitter(BinaryLayerMatcher):
-    def __init__(self, mod, report, pieces: list, block_diagonal: set, lanes: int):
+    def __init__(self, mod, report, pieces: list, block_diagonal: set, lanes: int, weights: list):
         super().__init__(mod, report)
         self.pieces = pieces
         self.block_diagonal = block_diagonal
         self.lanes = lanes
+        self.weights = weights
 
     def binary_conv(self, call, source, weight, alpha, layouts, levels, padding):
         self.pieces.append(1)
         return super().binary_conv(call, source, weight, alpha, layouts, levels, padding)
 
     def float_layer(self, call, reason):
-        if reason is None and _unaligned_pointwise(call, self.lanes):
+        if reason is None and _banded_candidate(call, self.lanes):
             self.block_diagonal.add(len(self.pieces))
             self.pieces.append(1)
-            return _block_diagonal(call)
+            conv = _block_diagonal(call)
+            self.weights.append(constant_value(conv.args[1]))
+            return conv
         split = _split(self.builder_, call) if reason is None else None
         if op_name(call) == "relax.nn.conv2d":
             self.pieces.append(1 if split is None else int(call.attrs.groups))
@@ -104,25 +112,17 @@ class _Splitter(BinaryLayerMatcher):
 BLOCK_DIAGONAL_LANES = (8, 16)  # the targets whose banded kernel runs them (lowering/banded_layers.py)
 
 
-def _unaligned_pointwise(call, lanes: int) -> bool:
-    """Whether ``call`` is a grouped (not depthwise) 1×1 stride-1 unpadded conv, at most
-    :data:`MAX_GROUPS` groups, constant weight, static shapes, whose groups' input or output
-    channels are not whole blocks of ``lanes`` (8 or 16): one for the banded kernel."""
+def _banded_candidate(call, lanes: int) -> bool:
+    """Whether ``call`` is a grouped (not depthwise) conv with a constant weight and static
+    shapes, on a target of ``lanes`` (8 or 16) fp32 lanes, whose groups do not fill whole blocks
+    of ``lanes`` channels or number more than :data:`MAX_GROUPS`, and whose block-diagonal
+    weights' band is one the banded kernel takes (:func:`~slimtvm.lowering.banded_layers.band_fraction`)."""
     if lanes not in BLOCK_DIAGONAL_LANES or op_name(call) != "relax.nn.conv2d":
         return False
     attrs = call.attrs
     groups = int(attrs.groups)
     weight = constant_value(call.args[1])
-    if (
-        groups == 1
-        or groups > MAX_GROUPS
-        or weight is None
-        or weight.shape[2:] != (1, 1)
-        or str(attrs.data_layout) != "NCHW"
-        or str(attrs.kernel_layout) != "OIHW"
-    ):
-        return False
-    if [int(v) for v in attrs.strides] != [1, 1] or [int(v) for v in attrs.padding] != [0, 0, 0, 0]:
+    if groups == 1 or weight is None or weight.ndim != 4 or str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
         return False
     shape = call.args[0].ty.shape
     if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
@@ -130,7 +130,21 @@ def _unaligned_pointwise(call, lanes: int) -> bool:
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
     if in_per_group == 1 and out_channels == groups:
         return False
-    return bool(in_per_group % lanes or (out_channels // groups) % lanes)
+    if groups <= MAX_GROUPS and in_per_group % lanes == 0 and (out_channels // groups) % lanes == 0:
+        return False  # whole blocks: one conv per group on block-aligned slices
+    return band_fraction(_block_diagonal_weight(weight, groups), lanes) <= MAX_MULTIPLY_ADD_FRACTION
+
+
+def _block_diagonal_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's OIHW ``weight`` (``[O, I/groups, KH, KW]``) as a groups = 1 weight whose
+    groups' weights are on the diagonal, zero elsewhere."""
+    out_channels, in_per_group = weight.shape[:2]
+    out_per_group = out_channels // groups
+    dense = np.zeros((out_channels, in_per_group * groups, *weight.shape[2:]), dtype=weight.dtype)
+    for group in range(groups):
+        rows = slice(group * out_per_group, (group + 1) * out_per_group)
+        dense[rows, group * in_per_group : (group + 1) * in_per_group] = weight[rows]
+    return dense
 
 
 def _block_diagonal(call):
@@ -138,17 +152,9 @@ def _block_diagonal(call):
     zero elsewhere: the same sums, each with the other groups' channels times 0 added."""
     attrs = call.attrs
     weight = constant_value(call.args[1])
-    groups = int(attrs.groups)
-    out_channels, in_per_group = weight.shape[0], weight.shape[1]
-    out_per_group = out_channels // groups
-    dense = np.zeros((out_channels, in_per_group * groups, 1, 1), dtype=weight.dtype)
-    for group in range(groups):
-        dense[group * out_per_group : (group + 1) * out_per_group, group * in_per_group : (group + 1) * in_per_group] = weight[
-            group * out_per_group : (group + 1) * out_per_group
-        ]
     return relax.op.nn.conv2d(
         call.args[0],
-        relax.const(dense, str(weight.dtype)),
+        relax.const(_block_diagonal_weight(weight, int(attrs.groups)), str(weight.dtype)),
         strides=attrs.strides,
         padding=attrs.padding,
         dilation=attrs.dilation,

@@ -39,7 +39,12 @@ from .layer_records import LayerRecord
 # and the transformed weights (16.7 MB for 512 → 512) are 1.8× the direct ones, but since the
 # product prefetches the next task's weights (lowering/weight_prefetch.py) it ran 2.9 → 1.9 ms
 # per conv in a whole ResNet-18 (Zen 4, 1 thread; 1.55 → 1.14 ms at 2 threads). Smaller images
-# keep the direct kernel (unmeasured: too few tiles to amortize the transforms).
+# keep the direct kernel (unmeasured: too few tiles to amortize the transforms). Tried (session
+# 31, Zen 5): transforming these convs' weights inside the kernel, each parallel task a row ξ of
+# positions of its output blocks, so that 9.4 MB are read instead of 16.7 (they wait on memory
+# at 2 threads: ×1.57–1.59 over 1 thread): 614 → 1,260 µs per conv at 1 thread, 375 → 593 at 2
+# (select or branch per row alike; the transform's loads and stores per weight cost more than
+# the 16 tiles' multiply-adds that use each one, 24% even with the transform reduced to a copy).
 MIN_OUTPUT_PIXELS = 49
 # F(4×4, 3×3) (4× fewer multiply-adds than direct, 36 positions per tile) on images of 5 × 5 tiles
 # or more, F(2×2, 3×3) (2.25×, 16 positions) below. Its product multiplies 1.8× less per output,

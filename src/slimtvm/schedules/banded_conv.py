@@ -1,7 +1,9 @@
-"""fp32 1×1 stride-1 conv in NCHW[x]c whose weights are zero outside a band of input channel
-blocks per group of output blocks: a grouped conv whose groups do not fill whole channel blocks
-(ShuffleNet v1's 1×1 convs: 4 groups of 34, 68 or 136 channels), made one dense conv with block-
-diagonal weights (lowering/split_grouped_convs.py).
+"""fp32 conv in NCHW[x]c whose weights are zero outside a band of input channels per group of
+output blocks: a grouped conv whose groups do not fill whole channel blocks (ShuffleNet v1's 1×1
+convs: 4 groups of 34, 68 or 136 channels) or are too many to run one conv each (ResNeXt's 3×3
+convs: 32 groups of 4 to 32 channels), made one dense conv with block-diagonal weights
+(lowering/split_grouped_convs.py). Any kernel size, stride, padding and dilation: the zero
+padding is a stage of its own, as in the direct kernel.
 
 Each tile of ``oc_tile`` output blocks reduces over the input channels its weights touch, from
 ``starts[t]`` for ``counts[t]`` channels (``reach`` = the most), and skips the rest: for 4 groups
@@ -29,8 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import s_tir, te, tirx
 
+from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import split_stages
+from .stages import schedule_padding, split_stages, zero_padded
 
 BANDED_BLOCK = "banded_conv2d"
 TRIP_COUNTS_ANNOTATION = "slimtvm.banded_trip_counts"  # read by lowering/banded_trip_counts.py
@@ -40,20 +43,29 @@ MAX_ACCUMULATORS = 28  # of AVX-512's 32 registers (AVX2: 12 of 16), as the dire
 
 @dataclass(frozen=True)
 class BandedShape:
-    """A 1×1 stride-1 conv of ``in_blocks`` → ``out_blocks`` channel blocks of ``block`` on
-    ``batch`` images of ``height × width``; tile ``t`` (``oc_tile`` output blocks) reads input
-    channels ``starts[t]`` … ``starts[t] + counts[t] − 1``."""
+    """A conv of ``in_blocks`` → ``out_blocks`` channel blocks of ``block`` on ``batch`` images,
+    of ``geometry`` (input size, kernel, strides, padding, dilation); tile ``t`` (``oc_tile``
+    output blocks) reads input channels ``starts[t]`` … ``starts[t] + counts[t] − 1``."""
 
     batch: int
     in_blocks: int
     out_blocks: int
-    height: int
-    width: int
+    geometry: ConvGeometry
     block: int
     oc_tile: int
     starts: tuple
     counts: tuple
     plain_channels: int = 0  # a plain NCHW input of this many channels (0: NCHW[x]c), read as ``in_blocks`` blocks
+
+    @property
+    def height(self) -> int:
+        """Output rows."""
+        return self.geometry.out_h
+
+    @property
+    def width(self) -> int:
+        """Output columns."""
+        return self.geometry.out_w
 
     @property
     def tiles(self) -> int:
@@ -70,8 +82,8 @@ class BandedShape:
 
     @property
     def weight_shape(self) -> tuple:
-        """``[tile, reach, oc_tile, output lane]``."""
-        return (self.tiles, self.reach, self.oc_tile, self.block)
+        """``[tile, reach, kernel rows, kernel columns, oc_tile, output lane]``."""
+        return (self.tiles, self.reach, self.geometry.kernel_h, self.geometry.kernel_w, self.oc_tile, self.block)
 
     @property
     def multiply_add_fraction(self) -> float:
@@ -80,15 +92,15 @@ class BandedShape:
 
 
 def weight_band(weight: np.ndarray, block: int, oc_tile: int) -> tuple:
-    """``(starts, counts)`` of an ``[O, I]`` (or OIHW 1×1) ``weight``: for each tile of
-    ``oc_tile`` output blocks, the first input channel with a nonzero weight in the tile's rows
-    and how many channels through the last one (0 and 0 for a tile of zeros). Refuses output
-    channels that are not whole tiles."""
-    matrix = weight.reshape(weight.shape[0], -1) if weight.ndim == 2 else weight[:, :, 0, 0]
-    out_channels, channels = matrix.shape
+    """``(starts, counts)`` of an OIHW ``weight``: for each tile of ``oc_tile`` output blocks,
+    the first input channel with a nonzero weight (any tap) in the tile's rows and how many
+    channels through the last one (0 and 0 for a tile of zeros). Refuses output channels that are
+    not whole tiles."""
+    out_channels, channels = weight.shape[:2]
     if out_channels % (block * oc_tile):
-        raise ValueError(f"a banded conv needs whole tiles of {oc_tile} × {block} output channels, got {matrix.shape}")
-    nonzero = np.abs(matrix).reshape(out_channels // (block * oc_tile), block * oc_tile, channels).max(axis=1) != 0
+        raise ValueError(f"a banded conv needs whole tiles of {oc_tile} × {block} output channels, got {weight.shape}")
+    magnitude = np.abs(weight).reshape(out_channels, channels, -1).max(axis=2)
+    nonzero = magnitude.reshape(out_channels // (block * oc_tile), block * oc_tile, channels).max(axis=1) != 0
     starts, counts = [], []
     for used in nonzero:
         found = np.flatnonzero(used)
@@ -98,14 +110,13 @@ def weight_band(weight: np.ndarray, block: int, oc_tile: int) -> tuple:
 
 
 def banded_weights(weight: np.ndarray, shape: BandedShape) -> np.ndarray:
-    """``weight`` (``[O, I]`` or OIHW 1×1) in :attr:`BandedShape.weight_shape`, zero past each
-    tile's count."""
-    matrix = weight.reshape(weight.shape[0], -1) if weight.ndim == 2 else weight[:, :, 0, 0]
+    """OIHW ``weight`` in :attr:`BandedShape.weight_shape`, zero past each tile's count."""
     b, k = shape.block, shape.oc_tile
+    kh, kw = weight.shape[2:]
     banded = np.zeros(shape.weight_shape, dtype=np.float32)
     for tile, (start, count) in enumerate(zip(shape.starts, shape.counts)):
-        rows = matrix[tile * k * b : (tile + 1) * k * b, start : start + count]  # [k·b, count]
-        banded[tile, :count] = rows.reshape(k, b, count).transpose(2, 0, 1)
+        rows = weight[tile * k * b : (tile + 1) * k * b, start : start + count]  # [k·b, count, kh, kw]
+        banded[tile, :count] = rows.reshape(k, b, count, kh, kw).transpose(2, 3, 4, 0, 1)
     return banded
 
 
@@ -123,15 +134,19 @@ def _table(values: tuple, index):
 def banded_conv2d_nchwc(data, weights, shape: BandedShape):
     """TE compute (module docstring): ``data`` ``[N, I/x, H, W, x]``, ``weights`` in
     :attr:`BandedShape.weight_shape`; returns the NCHW[x]c output."""
-    s = shape
+    s, geometry = shape, shape.geometry
+    padded = zero_padded(data, geometry)
     step = te.reduce_axis(_i64(0, s.reach), name="ic")
+    ky = te.reduce_axis(_i64(0, geometry.kernel_h), name="ky")
+    kx = te.reduce_axis(_i64(0, geometry.kernel_w), name="kx")
 
     def conv(n, oc, y, x, lane):
         tile = oc // s.oc_tile
         channel = tirx.min(_table(s.starts, tile) + step, s.channels - 1)
-        source = data[n, channel, y, x] if s.plain_channels else data[n, channel // s.block, y, x, channel % s.block]
-        value = source * weights[tile, step, oc % s.oc_tile, lane]
-        return te.sum(value, axis=[step])
+        row, col = geometry.padded_row(y, ky), geometry.padded_col(x, kx)
+        source = padded[n, channel, row, col] if s.plain_channels else padded[n, channel // s.block, row, col, channel % s.block]
+        value = source * weights[tile, step, ky, kx, oc % s.oc_tile, lane]
+        return te.sum(value, axis=[step, ky, kx])
 
     attrs = {TRIP_COUNTS_ANNOTATION: [s.oc_tile, *s.counts]}  # read by schedule_banded
     return te.compute(_i64(s.batch, s.out_blocks, s.height, s.width, s.block), conv, name=BANDED_BLOCK, attrs=attrs)
@@ -146,10 +161,11 @@ def banded_conv2d_primfunc(shape: BandedShape):
     """The PrimFunc ``(x, weights, out)`` of :func:`banded_conv2d_nchwc`, marked out-element-wise
     fusable (the bias, residual add and activation after it fuse into it)."""
     s = shape
+    height, width = s.geometry.height, s.geometry.width
     if s.plain_channels:
-        data = te.placeholder(_i64(s.batch, s.plain_channels, s.height, s.width), "float32", name="data")
+        data = te.placeholder(_i64(s.batch, s.plain_channels, height, width), "float32", name="data")
     else:
-        data = te.placeholder(_i64(s.batch, s.in_blocks, s.height, s.width, s.block), "float32", name="data")
+        data = te.placeholder(_i64(s.batch, s.in_blocks, height, width, s.block), "float32", name="data")
     weights = te.placeholder(_i64(*s.weight_shape), "float32", name="banded_weights")
     out = banded_conv2d_nchwc(data, weights, s)
     return te.create_prim_func([data, weights, out]).with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
@@ -169,6 +185,7 @@ def schedule_banded(sch: s_tir.Schedule, lanes: int) -> None:
     computes one register tile: the reduction's band outermost, then the ``oc_tile`` blocks ×
     pixels unrolled, lanes vectorized; the epilogue writes the tile."""
     stages = split_stages(sch, BANDED_BLOCK)
+    schedule_padding(sch, stages.pads)
     oc_tile, *counts = (int(v) for v in sch.get(stages.main).annotations[TRIP_COUNTS_ANNOTATION])
     n, oc, y, x, lane = sch.get_loops(stages.out)
     rows, cols = pixel_tile(int(sch.get(y).extent), int(sch.get(x).extent), oc_tile, lanes)
@@ -180,8 +197,8 @@ def schedule_banded(sch: s_tir.Schedule, lanes: int) -> None:
     sch.parallel(task)
     sch.vectorize(lane)
     sch.compute_at(stages.main, task, preserve_unit_loops=True)
-    c_n, c_oc, c_y, c_x, c_lane, step = sch.get_loops(stages.main)[-6:]
-    sch.reorder(step, c_oc, c_y, c_x, c_lane)
+    c_n, c_oc, c_y, c_x, c_lane, step, ky, kx = sch.get_loops(stages.main)[-8:]
+    sch.reorder(step, ky, kx, c_oc, c_y, c_x, c_lane)
     sch.annotate(step, TRIP_COUNTS_ANNOTATION, [oc_tile, *counts])  # each tile its own count: lowering/banded_trip_counts.py
     sch.unroll(c_oc)
     sch.unroll(c_y)

@@ -63,7 +63,9 @@ FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("sparse_conv2d", SparseConv, None, "conv2d with mostly zero constant weights, groups = 1"),
     # not tunable yet: its reduction's extent differs per output tile (a predicate MetaSchedule's
     # rewrites keep, but its design space has not been written)
-    KernelFamily("banded_conv2d", BandedConv, None, "1×1 stride-1 conv2d in NCHW[x]c with zero weights outside a band of input blocks (grouped convs)"),
+    KernelFamily(
+        "banded_conv2d", BandedConv, None, "conv2d in NCHW[x]c with zero weights outside a band of input channels (grouped convs: block-diagonal weights)"
+    ),
 )
 
 
