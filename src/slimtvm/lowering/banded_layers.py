@@ -18,12 +18,11 @@ these hold, else the others are asked:
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 
 from ..conv_geometry import ConvGeometry
 from ..passes.constants import constant_value
-from ..passes.detect_binary import channel_block, weight_as_oihw
+from ..passes.detect_binary import channel_block, static_float_conv_weight
 from ..schedules.banded_conv import BandedShape, banded_conv2d_primfunc, banded_weights, parallel_tasks, pixel_tile, weight_band
 from ..schedules.stages import MIN_PARALLEL_CHUNKS
 from .layer_records import LayerRecord
@@ -95,16 +94,10 @@ class BandedLayers:
         block = blocks[1]
         if block not in BANDED_LANES or blocks[0] not in (0, block) or int(attrs.groups) != 1 or str(call.args[0].ty.dtype) != "float32":
             return None, None
-        dims = getattr(call.args[0].ty, "shape", None)
-        if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims):
-            return None, None
-        weight = constant_value(call.args[1])
-        if weight is None or weight.dtype != np.float32:
-            return None, None
-        weight = weight_as_oihw(weight, str(attrs.kernel_layout))
+        weight = static_float_conv_weight(call)
         if weight is None or not self._block_diagonal(weight):
             return None, None
-        dims = [int(v) for v in dims]
+        dims = [int(v) for v in call.args[0].ty.shape]
         plain = dims[1] if blocks[0] == 0 else 0
         batch = dims[0]
         geometry = ConvGeometry.of(dims[2], dims[3], *weight.shape[2:], attrs.strides, attrs.padding, attrs.dilation)

@@ -150,11 +150,16 @@ def _block_diagonal_weight(weight: np.ndarray, groups: int) -> np.ndarray:
 def _block_diagonal(call):
     """``call`` as one conv (groups = 1) whose weight is the groups' weights on the diagonal,
     zero elsewhere: the same sums, each with the other groups' channels times 0 added."""
-    attrs = call.attrs
     weight = constant_value(call.args[1])
+    return _ungrouped_conv(call, call.args[0], relax.const(_block_diagonal_weight(weight, int(call.attrs.groups)), str(weight.dtype)))
+
+
+def _ungrouped_conv(call, data, weight):
+    """A groups = 1 NCHW / OIHW conv2d of ``data`` and ``weight`` with ``call``'s other attributes."""
+    attrs = call.attrs
     return relax.op.nn.conv2d(
-        call.args[0],
-        relax.const(_block_diagonal_weight(weight, int(attrs.groups)), str(weight.dtype)),
+        data,
+        weight,
         strides=attrs.strides,
         padding=attrs.padding,
         dilation=attrs.dilation,
@@ -188,17 +193,5 @@ def _split(builder, call):
     for group in range(groups):
         channels = relax.op.strided_slice(data, axes=[1], begin=[group * in_per_group], end=[(group + 1) * in_per_group])
         group_weight = relax.const(np.ascontiguousarray(weight[group * out_per_group : (group + 1) * out_per_group]), str(weight.dtype))
-        conv = relax.op.nn.conv2d(
-            builder.normalize(channels),
-            group_weight,
-            strides=attrs.strides,
-            padding=attrs.padding,
-            dilation=attrs.dilation,
-            groups=1,
-            data_layout="NCHW",
-            kernel_layout="OIHW",
-            out_layout=str(attrs.out_layout),
-            out_dtype=attrs.out_dtype,
-        )
-        pieces.append(builder.normalize(conv))
+        pieces.append(builder.normalize(_ungrouped_conv(call, builder.normalize(channels), group_weight)))
     return relax.op.concat(pieces, axis=1)

@@ -31,7 +31,7 @@ import tvm
 from tvm import relax
 
 from ..passes.constants import constant_value
-from ..passes.detect_binary import channel_block, weight_as_oihw
+from ..passes.detect_binary import channel_block, static_float_conv_weight, weight_as_oihw
 from ..schedules.winograd_conv import PhasedInput, WinogradShape, phase_weights, winograd_conv2d_primfunc, winograd_weights
 from .layer_records import LayerRecord
 
@@ -129,16 +129,10 @@ class WinogradLayers:
             return self._eligible_phased(call, padding)
         if strides != [1, 1] or padding != [1, 1, 1, 1]:
             return None, None
-        dims = getattr(call.args[0].ty, "shape", None)
-        if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims):
-            return None, None
-        weight = constant_value(call.args[1])
-        if weight is None or weight.dtype != np.float32:
-            return None, None
-        weight = weight_as_oihw(weight, str(attrs.kernel_layout))
+        weight = static_float_conv_weight(call)
         if weight is None or weight.shape[2:] != (3, 3):
             return None, None
-        dims = [int(v) for v in dims]
+        dims = [int(v) for v in call.args[0].ty.shape]
         batch, channels, height, width = (dims[0], dims[1] * dims[4], dims[2], dims[3]) if block else dims
         if height * width < MIN_OUTPUT_PIXELS or channels % self.block or weight.shape[0] % self.block:
             return None, None

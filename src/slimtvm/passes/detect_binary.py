@@ -86,6 +86,18 @@ def weight_as_oihw(weight: np.ndarray, kernel_layout: str):
     return None
 
 
+def static_float_conv_weight(call):
+    """The OIHW float32 constant weight of a conv2d ``call`` whose input has a static shape, else
+    None (a weight computed at run time, another dtype or layout, a dynamic input)."""
+    dims = getattr(call.args[0].ty, "shape", None)
+    if dims is None or not all(isinstance(v, tvm.tirx.IntImm) for v in dims):
+        return None
+    weight = constant_value(call.args[1])
+    if weight is None or weight.dtype != np.float32:
+        return None
+    return weight_as_oihw(weight, str(call.attrs.kernel_layout))
+
+
 def channel_block(layout: str) -> int:
     """``b`` of an ``NCHW{b}c`` layout, 0 for ``NCHW``; raises ValueError for anything else."""
     if layout == "NCHW":

@@ -19,13 +19,11 @@ import math
 
 from tvm import tirx
 from tvm.script import tirx as T
-from tvm.script.ir_builder import IRBuilder
-from tvm.script.ir_builder.tirx import prim_func as build_prim_func
 
 from .stages import MIN_PARALLEL_CHUNKS, find_block
+from .whole_kernel import whole_kernel
 
 PERMUTATION_BLOCK = "channel_permutation"
-OPAQUE = 8  # TVM's OpPatternKind kOpaque: never fused with its neighbours
 
 
 def channel_permutation_primfunc(batch: int, in_blocks: int, height: int, width: int, block: int, sources: tuple) -> tirx.PrimFunc:
@@ -45,42 +43,30 @@ def channel_permutation_primfunc(batch: int, in_blocks: int, height: int, width:
     def at(image, group, groups, pixel):  # first lane of a pixel's block, flat
         return ((image * groups + group) * pixels + pixel) * block
 
-    with IRBuilder() as builder:
-        with build_prim_func():
-            T.func_name(PERMUTATION_BLOCK)
-            T.func_attr({"op_pattern": OPAQUE, "tirx.noalias": True})
-            x_handle, out_handle = T.arg("x", T.handle()), T.arg("out", T.handle())
-            x = T.match_buffer(x_handle, [T.int64(d) for d in source_shape], "float32")
-            out = T.match_buffer(out_handle, [T.int64(d) for d in dest_shape], "float32")
-            with T.sblock("root"):
-                with T.sblock(PERMUTATION_BLOCK):
-                    T.reads(x[tuple(slice(0, d) for d in source_shape)])
-                    T.writes(out[tuple(slice(0, d) for d in dest_shape)])
-                    source = T.decl_buffer((batch * channels * pixels,), "float32", data=x.data)
-                    dest = T.decl_buffer((batch * out_blocks * block * pixels,), "float32", data=out.data)
+    with whole_kernel(PERMUTATION_BLOCK, source_shape, dest_shape) as (builder, source, dest):
 
-                    def permute_pixel(image, pixel):
-                        for group in range(out_blocks):
-                            lanes = sources[group * block : (group + 1) * block]
-                            used = sorted({s // block for s in lanes if s >= 0})
-                            loaded = [source.vload([at(image, b, in_blocks, pixel)], vector) for b in used]
-                            if any(s < 0 for s in lanes):
-                                loaded.append(tirx.Broadcast(tirx.const(0.0, "float32"), block))
-                            zero = len(used) * block
-                            indices = [used.index(s // block) * block + s % block if s >= 0 else zero for s in lanes]
-                            value = loaded[0] if indices == list(range(block)) else tirx.Shuffle(loaded, indices)
-                            T.buffer_store(dest, value, [tirx.Ramp(at(image, group, out_blocks, pixel), 1, block)])
+        def permute_pixel(image, pixel):
+            for group in range(out_blocks):
+                lanes = sources[group * block : (group + 1) * block]
+                used = sorted({s // block for s in lanes if s >= 0})
+                loaded = [source.vload([at(image, b, in_blocks, pixel)], vector) for b in used]
+                if any(s < 0 for s in lanes):
+                    loaded.append(tirx.Broadcast(tirx.const(0.0, "float32"), block))
+                zero = len(used) * block
+                indices = [used.index(s // block) * block + s % block if s >= 0 else zero for s in lanes]
+                value = loaded[0] if indices == list(range(block)) else tirx.Shuffle(loaded, indices)
+                T.buffer_store(dest, value, [tirx.Ramp(at(image, group, out_blocks, pixel), 1, block)])
 
-                    with T.parallel(0, batch * runs) as task:
-                        image, run = task // runs, task % runs
-                        with T.serial(0, per_run) as step:
-                            pixel = run * per_run + step
-                            if runs * per_run != pixels:
-                                with T.If(pixel < pixels):
-                                    with T.Then():
-                                        permute_pixel(image, pixel)
-                            else:
-                                permute_pixel(image, pixel)
+        with T.parallel(0, batch * runs) as task:
+            image, run = task // runs, task % runs
+            with T.serial(0, per_run) as step:
+                pixel = run * per_run + step
+                if runs * per_run != pixels:
+                    with T.If(pixel < pixels):
+                        with T.Then():
+                            permute_pixel(image, pixel)
+                else:
+                    permute_pixel(image, pixel)
     return builder.get()
 
 

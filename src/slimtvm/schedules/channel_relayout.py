@@ -22,14 +22,12 @@ import math
 
 from tvm import tirx
 from tvm.script import tirx as T
-from tvm.script.ir_builder import IRBuilder
-from tvm.script.ir_builder.tirx import prim_func as build_prim_func
 
 from .stages import MIN_PARALLEL_CHUNKS, find_block
 from .transpose_intrin import transposed_rows
+from .whole_kernel import whole_kernel
 
 RELAYOUT_BLOCK = "channel_relayout"
-OPAQUE = 8  # TVM's OpPatternKind kOpaque: never fused with its neighbours (as TVM's relayouts)
 
 
 def channel_relayout_primfunc(batch: int, channels: int, height: int, width: int, block: int, to_blocked: bool) -> tirx.PrimFunc:
@@ -49,7 +47,6 @@ def channel_relayout_primfunc(batch: int, channels: int, height: int, width: int
     tiles_per_run = math.ceil(tiles / runs)
     plain, blocked = (batch, channels, height, width), (batch, groups, height, width, block)
     source_shape, dest_shape = (plain, blocked) if to_blocked else (blocked, plain)
-    total = batch * channels * pixels
     vector = f"float32x{block}"
 
     def plain_at(group, lane, pixel):  # group: image · groups + channel group
@@ -58,49 +55,37 @@ def channel_relayout_primfunc(batch: int, channels: int, height: int, width: int
     def blocked_at(group, pixel, lane):
         return (group * pixels + pixel) * block + lane
 
-    with IRBuilder() as builder:
-        with build_prim_func():
-            T.func_name(RELAYOUT_BLOCK)
-            T.func_attr({"op_pattern": OPAQUE, "tirx.noalias": True})
-            x_handle, out_handle = T.arg("x", T.handle()), T.arg("out", T.handle())
-            x = T.match_buffer(x_handle, [T.int64(d) for d in source_shape], "float32")
-            out = T.match_buffer(out_handle, [T.int64(d) for d in dest_shape], "float32")
-            with T.sblock("root"):
-                with T.sblock(RELAYOUT_BLOCK):
-                    T.reads(x[tuple(slice(0, d) for d in source_shape)])
-                    T.writes(out[tuple(slice(0, d) for d in dest_shape)])
-                    source = T.decl_buffer((total,), "float32", data=x.data)
-                    dest = T.decl_buffer((total,), "float32", data=out.data)
+    with whole_kernel(RELAYOUT_BLOCK, source_shape, dest_shape) as (builder, source, dest):
 
-                    def copy_one(group, lane, pixel):
-                        if to_blocked:
-                            T.buffer_store(dest, source[plain_at(group, lane, pixel)], [blocked_at(group, pixel, lane)])
-                        else:
-                            T.buffer_store(dest, source[blocked_at(group, pixel, lane)], [plain_at(group, lane, pixel)])
+        def copy_one(group, lane, pixel):
+            if to_blocked:
+                T.buffer_store(dest, source[plain_at(group, lane, pixel)], [blocked_at(group, pixel, lane)])
+            else:
+                T.buffer_store(dest, source[blocked_at(group, pixel, lane)], [plain_at(group, lane, pixel)])
 
-                    def transpose_tile(group, first):
-                        if to_blocked:  # vector i: channel i's pixels; row j: pixel j's channels
-                            loaded = [source.vload([plain_at(group, i, first)], vector) for i in range(block)]
-                            for j, row in enumerate(transposed_rows(loaded, block, block)):
-                                T.buffer_store(dest, row, [tirx.Ramp(blocked_at(group, first + j, 0), 1, block)])
-                        else:  # vector i: pixel i's channels; row j: channel j's pixels
-                            loaded = [source.vload([blocked_at(group, first + i, 0)], vector) for i in range(block)]
-                            for j, row in enumerate(transposed_rows(loaded, block, block)):
-                                T.buffer_store(dest, row, [tirx.Ramp(plain_at(group, j, first), 1, block)])
+        def transpose_tile(group, first):
+            if to_blocked:  # vector i: channel i's pixels; row j: pixel j's channels
+                loaded = [source.vload([plain_at(group, i, first)], vector) for i in range(block)]
+                for j, row in enumerate(transposed_rows(loaded, block, block)):
+                    T.buffer_store(dest, row, [tirx.Ramp(blocked_at(group, first + j, 0), 1, block)])
+            else:  # vector i: pixel i's channels; row j: channel j's pixels
+                loaded = [source.vload([blocked_at(group, first + i, 0)], vector) for i in range(block)]
+                for j, row in enumerate(transposed_rows(loaded, block, block)):
+                    T.buffer_store(dest, row, [tirx.Ramp(plain_at(group, j, first), 1, block)])
 
-                    with T.parallel(0, images_groups * runs) as task:
-                        group, run = task // runs, task % runs
-                        with T.serial(0, tiles_per_run) as t:
-                            tile = run * tiles_per_run + t
-                            with T.If(tile < tiles):
-                                with T.Then():
-                                    transpose_tile(group, tile * block)
-                        if pixels % block:  # the pixels after the last whole tile, by the last run
-                            with T.If(run == runs - 1):
-                                with T.Then():
-                                    with T.serial(tiles * block, pixels) as pixel:
-                                        with T.serial(0, block) as lane:
-                                            copy_one(group, lane, pixel)
+        with T.parallel(0, images_groups * runs) as task:
+            group, run = task // runs, task % runs
+            with T.serial(0, tiles_per_run) as t:
+                tile = run * tiles_per_run + t
+                with T.If(tile < tiles):
+                    with T.Then():
+                        transpose_tile(group, tile * block)
+            if pixels % block:  # the pixels after the last whole tile, by the last run
+                with T.If(run == runs - 1):
+                    with T.Then():
+                        with T.serial(tiles * block, pixels) as pixel:
+                            with T.serial(0, block) as lane:
+                                copy_one(group, lane, pixel)
     return builder.get()
 
 
