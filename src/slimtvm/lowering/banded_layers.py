@@ -24,13 +24,12 @@ from ..conv_geometry import ConvGeometry
 from ..passes.constants import constant_value
 from ..passes.detect_binary import channel_block, static_float_conv_weight
 from ..schedules.banded_conv import BandedShape, banded_conv2d_primfunc, banded_weights, parallel_tasks, pixel_tile, weight_band
-from ..schedules.stages import MIN_PARALLEL_CHUNKS
+from ..schedules.stages import MIN_ACCUMULATORS, MIN_PARALLEL_CHUNKS
 from .layer_records import LayerRecord
 
-# A dense conv's share of multiply-adds above which the direct kernel (faster per multiply-add,
-# with no predicated reduction) is kept: ShuffleNet's 4 groups give 0.28–0.37.
+# A dense conv's share of multiply-adds above which the band saves too little to pay for its
+# shorter register tiles and the per-tile loop counts: ShuffleNet's 4 groups give 0.28–0.37.
 MAX_MULTIPLY_ADD_FRACTION = 0.5
-MIN_ACCUMULATORS = 8  # two FMA pipes × 4 cycles of latency
 BANDED_LANES = (8, 16)
 
 
@@ -40,6 +39,7 @@ class BandedLayers:
 
     def __init__(self, lanes: int, block_diagonal_weights=lambda: []):
         self.enabled = lanes in BANDED_LANES
+        self.lanes = lanes  # the register budget the schedule (the rule of this target) uses
         self.block_diagonal_weights = block_diagonal_weights  # () -> the OIHW weights the grouped-conv pass made
         self.count = 0
 
@@ -111,7 +111,7 @@ class BandedLayers:
         candidates = [shape for shape in candidates if shape.multiply_add_fraction <= MAX_MULTIPLY_ADD_FRACTION]
         if not candidates:
             return None, None
-        return max(candidates, key=lambda shape: _preference(shape, block)), weight
+        return max(candidates, key=lambda shape: _preference(shape, self.lanes)), weight
 
 
 def band_fraction(weight: np.ndarray, block: int) -> float:

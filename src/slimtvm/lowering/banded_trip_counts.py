@@ -18,7 +18,7 @@ from tvm import tirx
 from tvm.s_tir import SBlockRealize
 from tvm.tirx.stmt import For
 
-from ..schedules.banded_conv import BANDED_BLOCK
+from ..schedules.banded_conv import BANDED_BLOCK, select_table
 from ..schedules.banded_conv import TRIP_COUNTS_ANNOTATION as ANNOTATION
 from .weight_prefetch import find_node, task_origin
 
@@ -46,10 +46,6 @@ def _with_trip_count(loop: For) -> For:
     oc_tile, *counts = (int(v) for v in annotations[ANNOTATION])
     realize = find_node(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(BANDED_BLOCK))
     oc = task_origin(loop, realize)[1]  # the first output block of the tile, in the outer loops' terms
-    tile = tirx.floordiv(oc, oc_tile)
-    dtype = loop.extent.ty.dtype
-    extent = tirx.const(counts[-1], dtype)
-    for index in range(len(counts) - 2, -1, -1):
-        extent = tirx.Select(tile == index, tirx.const(counts[index], dtype), extent)
+    extent = select_table(tuple(counts), tirx.floordiv(oc, oc_tile), loop.extent.ty.dtype)
     rest = {name: value for name, value in annotations.items() if name != ANNOTATION}
     return For(loop.loop_var, loop.min, extent, loop.kind, loop.body, loop.thread_binding, rest)

@@ -33,12 +33,11 @@ from tvm import s_tir, te, tirx
 
 from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import schedule_padding, split_stages, zero_padded
+from .stages import max_accumulators, schedule_padding, split_stages, zero_padded
 
 BANDED_BLOCK = "banded_conv2d"
 TRIP_COUNTS_ANNOTATION = "slimtvm.banded_trip_counts"  # read by lowering/banded_trip_counts.py
 OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
-MAX_ACCUMULATORS = 28  # of AVX-512's 32 registers (AVX2: 12 of 16), as the direct kernel's tile
 
 
 @dataclass(frozen=True)
@@ -120,14 +119,14 @@ def banded_weights(weight: np.ndarray, shape: BandedShape) -> np.ndarray:
     return banded
 
 
-def _table(values: tuple, index):
+def select_table(values: tuple, index, dtype: str = "int64"):
     """``values[index]`` for a loop variable ``index``: a constant when all are equal, else a
     select chain (invariant in the loops inside the tile's, where LLVM hoists it)."""
     if len(set(values)) == 1:
-        return tirx.const(values[0], "int64")
-    chosen = tirx.const(values[-1], "int64")
+        return tirx.const(values[0], dtype)
+    chosen = tirx.const(values[-1], dtype)
     for i in range(len(values) - 2, -1, -1):
-        chosen = tirx.Select(index == i, tirx.const(values[i], "int64"), chosen)
+        chosen = tirx.Select(index == i, tirx.const(values[i], dtype), chosen)
     return chosen
 
 
@@ -142,7 +141,7 @@ def banded_conv2d_nchwc(data, weights, shape: BandedShape):
 
     def conv(n, oc, y, x, lane):
         tile = oc // s.oc_tile
-        channel = tirx.min(_table(s.starts, tile) + step, s.channels - 1)
+        channel = tirx.min(select_table(s.starts, tile) + step, s.channels - 1)
         row, col = geometry.padded_row(y, ky), geometry.padded_col(x, kx)
         source = padded[n, channel, row, col] if s.plain_channels else padded[n, channel // s.block, row, col, channel % s.block]
         value = source * weights[tile, step, ky, kx, oc % s.oc_tile, lane]
@@ -174,7 +173,7 @@ def banded_conv2d_primfunc(shape: BandedShape):
 def pixel_tile(height: int, width: int, oc_tile: int, lanes: int) -> tuple:
     """``(rows, columns)`` of the register tile: whole rows where they fit the accumulators
     (the most that divide ``height``), else the most columns that divide ``width``."""
-    budget = (MAX_ACCUMULATORS if lanes >= 16 else 12) // oc_tile
+    budget = max_accumulators(lanes) // oc_tile
     if width <= budget:
         return max(d for d in range(1, height + 1) if height % d == 0 and d * width <= budget), width
     return 1, max(d for d in range(1, budget + 1) if width % d == 0)

@@ -24,6 +24,16 @@ class KernelStages:
 MIN_PARALLEL_CHUNKS = 64
 
 
+MIN_ACCUMULATORS = 8  # two FMA pipes × 4 cycles of latency: fewer chains leave them idle
+
+
+def max_accumulators(lanes: int) -> int:
+    """Accumulator registers of a register tile that broadcasts one input per FMA: 28 of
+    AVX-512's 32 (the broadcast operand is embedded in the FMA; the rest hold weight vectors), 12
+    of AVX2's 16 (one more holds the broadcast value, as AVX2's FMA has no embedded broadcast)."""
+    return 28 if lanes >= 16 else 12
+
+
 def fewest_parts(extent: int, chunks: int) -> int:
     """The fewest equal parts of a loop of ``extent`` (a divisor of it) that, with the ``chunks``
     the other parallel loops offer, make :data:`MIN_PARALLEL_CHUNKS`; ``extent`` when none does."""

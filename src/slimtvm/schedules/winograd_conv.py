@@ -56,7 +56,7 @@ import numpy as np
 from tvm import s_tir, te, tirx, topi
 
 from .cpu_rule import CPURule
-from .stages import MIN_PARALLEL_CHUNKS, categorical, fewest_parts
+from .stages import MIN_ACCUMULATORS, MIN_PARALLEL_CHUNKS, categorical, fewest_parts, max_accumulators
 
 WINDOW_BLOCK = "winograd_window"  # the (m + 2)² input window of each tile, padding applied
 INPUT_ROWS_BLOCK = "winograd_input_rows"  # Bᵀ d
@@ -348,16 +348,6 @@ class WinogradTile:
 
     px: int
     oc_tile: int
-
-
-MIN_ACCUMULATORS = 8  # two FMA pipes × 4 cycles of latency: fewer chains leave them idle
-
-
-def max_accumulators(lanes: int) -> int:
-    """Accumulator registers of the product's tile: 28 of AVX-512's 32 (the broadcast operand is
-    embedded in the FMA; the rest hold weight vectors), 12 of AVX2's 16 (one more holds the
-    broadcast value, as AVX2's FMA has no embedded broadcast)."""
-    return 28 if lanes >= 16 else 12
 
 
 def default_winograd_tile(tiles: int, oc_blocks: int, lanes: int = 16) -> WinogradTile:
