@@ -30,7 +30,7 @@ from tvm import relax
 
 from ..passes.constants import constant_value
 from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name
-from .banded_layers import MAX_MULTIPLY_ADD_FRACTION, band_fraction
+from .banded_layers import BANDED_LANES, MAX_MULTIPLY_ADD_FRACTION, band_fraction
 from .layer_records import LayerRecord
 
 # Convs of more groups are not split: ResNeXt's 32 groups of 4 channels would become 32 convs each
@@ -109,20 +109,24 @@ class _Splitter(BinaryLayerMatcher):
         return super().float_layer(call, reason) if split is None else split
 
 
-BLOCK_DIAGONAL_LANES = (8, 16)  # the targets whose banded kernel runs them (lowering/banded_layers.py)
-
-
 def _banded_candidate(call, lanes: int) -> bool:
-    """Whether ``call`` is a grouped (not depthwise) conv with a constant weight and static
+    """Whether ``call`` is a grouped (not depthwise) conv with a constant float32 weight and static
     shapes, on a target of ``lanes`` (8 or 16) fp32 lanes, whose groups do not fill whole blocks
     of ``lanes`` channels or number more than :data:`MAX_GROUPS`, and whose block-diagonal
     weights' band is one the banded kernel takes (:func:`~slimtvm.lowering.banded_layers.band_fraction`)."""
-    if lanes not in BLOCK_DIAGONAL_LANES or op_name(call) != "relax.nn.conv2d":
+    if lanes not in BANDED_LANES or op_name(call) != "relax.nn.conv2d":
         return False
     attrs = call.attrs
     groups = int(attrs.groups)
     weight = constant_value(call.args[1])
-    if groups == 1 or weight is None or weight.ndim != 4 or str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+    if (
+        groups == 1
+        or weight is None
+        or weight.dtype != np.float32
+        or weight.ndim != 4
+        or str(attrs.data_layout) != "NCHW"
+        or str(attrs.kernel_layout) != "OIHW"
+    ):
         return False
     shape = call.args[0].ty.shape
     if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
