@@ -1,6 +1,6 @@
-"""The host's per-core limits, measured here: fp32 multiply-adds and binary (XOR + popcount) MACs per second.
+"""The host's limits, measured here: fp32 multiply-adds and binary (XOR + popcount) MACs per second per core, and memory read bandwidth per thread count.
 
-    .venv/bin/python benchmarks/cpu_limits.py [--target host|x86-64|...]
+    .venv/bin/python benchmarks/cpu_limits.py [--target host|x86-64|...] [--threads 1,2]
 
 Two register-resident TVM kernels, compiled for the target and run on 1 thread: ``acc += a · b``
 over 8–16 independent vector accumulators (fp32 lanes of the target: 16 on AVX-512, 8 on AVX2),
@@ -8,6 +8,13 @@ and ``acc += popcount(a XOR w)`` on byte lanes (64 bytes on AVX-512, 32 otherwis
 8 binary MACs). No memory traffic beyond L1, so the figures are what one core can do at best;
 the best over the accumulator counts is reported. The other benchmarks print them next to their
 own throughput (the roofline of the host they ran on, not of another machine).
+
+The bandwidth figures are a third TVM kernel: a parallel sum over a 512 MiB float32 array (16 times
+the largest L3 of these machines, so every byte comes from memory) and over an 8 MiB one (past
+the L2s, inside the L3), in 256 chunks of 4 vector accumulators each, timed at each thread count
+of ``--threads`` (median of 7, or of 201 for the small array, after one warm-up).
+A kernel whose bytes cannot shrink (a batch-1 layer streaming its weights) cannot scale with
+threads past the ratio of these figures.
 """
 
 from __future__ import annotations
@@ -98,6 +105,72 @@ def _popcount_kernel(accumulators: int, width: int):
     return main
 
 
+MEMORY_FLOATS = 128 * 1024 * 1024  # 512 MiB: from memory
+CACHE_FLOATS = 2 * 1024 * 1024  # 8 MiB: past both cores' L2, inside the L3
+STREAM_CHUNKS = 256
+STREAM_ACCUMULATORS = 4
+
+
+def _read_kernel(lanes: int, floats: int):
+    from tvm.script import tirx as T
+
+    per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
+
+    @T.prim_func
+    def main(
+        a: T.Buffer((STREAM_CHUNKS, per_chunk, STREAM_ACCUMULATORS, lanes), "float32"), out: T.Buffer((STREAM_CHUNKS, STREAM_ACCUMULATORS, lanes), "float32")
+    ):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        for chunk in T.parallel(STREAM_CHUNKS):
+            acc = T.alloc_buffer((STREAM_ACCUMULATORS, lanes), "float32", scope="local")
+            for i in T.unroll(STREAM_ACCUMULATORS):
+                for lane in T.vectorized(lanes):
+                    acc[i, lane] = T.float32(0)
+            for k in range(per_chunk):
+                for i in T.unroll(STREAM_ACCUMULATORS):
+                    for lane in T.vectorized(lanes):
+                        acc[i, lane] = acc[i, lane] + a[chunk, k, i, lane]
+            for i in T.unroll(STREAM_ACCUMULATORS):
+                for lane in T.vectorized(lanes):
+                    out[chunk, i, lane] = acc[i, lane]
+
+    return main
+
+
+def read_bandwidth(target_name: str, threads: list[int], floats: int = MEMORY_FLOATS) -> dict[int, float]:
+    """Read bandwidth in GB/s at each thread count: a parallel sum over ``floats`` float32 values, checked against numpy."""
+    import tvm
+
+    from slimtvm.runtime.artifact import set_num_threads
+    from slimtvm.targets.kernel_target import KernelTarget
+    from slimtvm.targets.presets import resolve_target
+
+    target = resolve_target(target_name).tvm_target()
+    lanes = KernelTarget.of(target).lanes
+    library = tvm.compile(tvm.IRModule({"main": _read_kernel(lanes, floats)}), target)
+    per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
+    values = np.random.default_rng(0).random((STREAM_CHUNKS, per_chunk, STREAM_ACCUMULATORS, lanes), dtype=np.float32)
+    data = tvm.runtime.tensor(values)
+    out = tvm.runtime.tensor(np.zeros((STREAM_CHUNKS, STREAM_ACCUMULATORS, lanes), np.float32))
+    library(data, out)
+    expected = values.sum(axis=1, dtype=np.float64)
+    if not np.allclose(out.numpy(), expected, rtol=1e-3):
+        raise SystemExit("the read kernel's sums differ from numpy's")
+    del values, expected
+    rates = {}
+    for count in threads:
+        set_num_threads(count)
+        library(data, out)
+        times = []
+        for _ in range(7 if floats == MEMORY_FLOATS else 201):
+            start = time.perf_counter()
+            library(data, out)
+            times.append(time.perf_counter() - start)
+        rates[count] = floats * 4 / float(np.median(times)) / 1e9
+    set_num_threads(1)
+    return rates
+
+
 def _best_rate(kernel, dtype: str, accumulators: int, width: int, target, work_per_element: int) -> float:
     import tvm
 
@@ -135,9 +208,18 @@ def measure(target_name: str = "host") -> CoreLimits:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="host")
+    parser.add_argument("--threads", default="1,2", help="thread counts for the memory read bandwidth (comma-separated; empty to skip)")
     args = parser.parse_args(argv)
     limits = measure(args.target)
     print(f"CPU: {cpu_name()}; target {args.target}: {limits.describe()}; binary/fp32 = {limits.binary_gmacs / limits.fp32_gmacs:.1f}x")
+    threads = [int(count) for count in args.threads.split(",") if count.strip()]
+    for floats, where in ((MEMORY_FLOATS, "memory, 512 MiB"), (CACHE_FLOATS, "L3, 8 MiB")):
+        if not threads:
+            break
+        rates = read_bandwidth(args.target, threads, floats)
+        first = rates[threads[0]]
+        line = ", ".join(f"{count} thread{'s' if count > 1 else ''} {rate:.1f} GB/s (x{rate / first:.2f})" for count, rate in rates.items())
+        print(f"read bandwidth ({where}, parallel sum): {line}")
     return 0
 
 

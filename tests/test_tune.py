@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_tuning_builds_kernels_with_the_weight_prefetch_compile_adds(tmp_path):
     (task,) = extract_tuning_tasks(model, spec)
     assert task.kind == "winograd_conv2d"
     scheduled = next(s for s in (rule.schedule(s_tir.Schedule(task.mod)) for rule in default_rules(simd_lanes(spec.tvm_target()))) if s is not None)
-    library = export_kernel(None, build_kernel(scheduled.mod, spec.tvm_target()))
+    library = export_kernel(None, str(tmp_path), build_kernel(scheduled.mod, spec.tvm_target()))
     disassembly = subprocess.run(["objdump", "-d", library], capture_output=True, text=True, check=True).stdout
     assert "prefetcht0" in disassembly
 
@@ -146,14 +147,20 @@ def _run(executable, args):
 
 @pytest.fixture(scope="module")
 def tuned_digits(tmp_path_factory):
-    """The digits CNN tuned with a small budget: 6 default schedules + about 8 searched."""
+    """The digits CNN tuned with a small budget: 6 default schedules + about 8 searched; with the
+    system temp folder (this process's and its builder workers') pointed at an empty folder, whose
+    contents afterwards are returned too."""
     db = str(tmp_path_factory.mktemp("tune") / "db")
-    summary = slimtvm.tune(DIGITS, db, trials=14, trials_per_round=4, progress=False, seed=3)
-    return db, summary
+    system_temp = tmp_path_factory.mktemp("system-temp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(system_temp))
+        patch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+        summary = slimtvm.tune(DIGITS, db, trials=14, trials_per_round=4, progress=False, seed=3)
+    return db, summary, sorted(os.listdir(system_temp))
 
 
 def test_tune_measures_defaults_then_searches(tuned_digits):
-    db, summary = tuned_digits
+    db, summary, _ = tuned_digits
     assert len(summary.tasks) == 6
     assert set(summary.default_seconds) == {t.name for t in summary.tasks}  # every default measured first
     assert summary.trials_run >= 14 - 6
@@ -162,8 +169,13 @@ def test_tune_measures_defaults_then_searches(tuned_digits):
     assert all(summary.best_seconds[task.name] > 0 for task in summary.tasks)
 
 
+def test_a_tuning_run_leaves_nothing_in_the_system_temp_folder(tuned_digits):
+    *_, left = tuned_digits
+    assert left == []  # every built candidate went to the run's scratch folder, removed at the end
+
+
 def test_compile_with_the_database_matches_onnxruntime(tuned_digits, tmp_path):
-    db, summary = tuned_digits
+    db, summary, _ = tuned_digits
     artifact = slimtvm.compile(DIGITS, str(tmp_path / "tuned.so"), db=db)
     assert len(artifact.manifest["tuning"]["tuned_kernels"]) == len(summary.tasks)
     with np.load(os.path.join(REPO, "examples", "digits_test.npz")) as data:

@@ -240,13 +240,14 @@ def registered_devices_or_none(address: TrackerAddress) -> int | None:
         return None
 
 
-def farm_builder_and_runner(spec, address: TrackerAddress, evaluator, parallel: int, timeout: float):
-    """A local builder with ``parallel`` workers (the target's toolchain) and a runner over the farm."""
+def farm_builder_and_runner(spec, address: TrackerAddress, evaluator, parallel: int, timeout: float, scratch: str):
+    """A local builder with ``parallel`` workers (the target's toolchain; kernels written under
+    ``scratch``) and a runner over the farm."""
     from tvm.s_tir import meta_schedule as ms
 
     from .kernel_build import build_kernel, export_kernel
 
     devices = check_farm(address)
-    builder = ms.builder.LocalBuilder(max_workers=parallel, f_build=build_kernel, f_export=functools.partial(export_kernel, spec.cross_compiler))
+    builder = ms.builder.LocalBuilder(max_workers=parallel, f_build=build_kernel, f_export=functools.partial(export_kernel, spec.cross_compiler, scratch))
     runner = FarmRunner(address, evaluator, alloc_arguments_from_host, workers=devices, timeout=timeout)
     return builder, runner

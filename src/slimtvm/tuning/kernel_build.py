@@ -28,11 +28,14 @@ def build_kernel(mod, target, _params=None):
     return build(insert_weight_prefetch()(mod), target=target)
 
 
-def export_kernel(cross_compiler: str | None, mod) -> str:
-    """Write a built kernel as a shared library (cross-linked when ``cross_compiler`` is given)."""
+def export_kernel(cross_compiler: str | None, folder: str, mod) -> str:
+    """Write a built kernel as a shared library (cross-linked when ``cross_compiler`` is given) in
+    a new subfolder of ``folder``, the tuning run's scratch folder, which the run removes when it
+    ends: TVM's own exporter writes each candidate to a fresh system temp folder and never removes
+    it (a long tuning run left thousands behind)."""
     from tvm.support import cc
 
-    path = os.path.join(tempfile.mkdtemp(prefix="slimtvm-kernel-"), "kernel.so")
+    path = os.path.join(tempfile.mkdtemp(prefix="kernel-", dir=folder), "kernel.so")
     if cross_compiler:
         mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
     else:

@@ -81,15 +81,15 @@ def check_reachable(address: RPCAddress) -> None:
         raise SlimError(f"cannot reach the TVM RPC server at {address}: {first_line(err)}") from None
 
 
-def remote_builder_and_runner(spec, address: RPCAddress, evaluator, parallel: int = 1):
-    """A local builder (``parallel`` workers) exporting with the target's toolchain, and an RPC
-    runner to ``address``."""
+def remote_builder_and_runner(spec, address: RPCAddress, evaluator, scratch: str, parallel: int = 1):
+    """A local builder (``parallel`` workers) exporting with the target's toolchain into
+    ``scratch``, and an RPC runner to ``address``."""
     from tvm.s_tir import meta_schedule as ms
 
     check_reachable(address)
     from .kernel_build import build_kernel, export_kernel
 
-    builder = ms.builder.LocalBuilder(max_workers=parallel, f_build=build_kernel, f_export=functools.partial(export_kernel, spec.cross_compiler))
+    builder = ms.builder.LocalBuilder(max_workers=parallel, f_build=build_kernel, f_export=functools.partial(export_kernel, spec.cross_compiler, scratch))
     runner = ms.runner.RPCRunner(
         rpc_config=ms.runner.RPCConfig(tracker_host="unused", tracker_port=1, tracker_key="unused", session_timeout_sec=SESSION_TIMEOUT_SECONDS),
         evaluator_config=evaluator,
