@@ -54,3 +54,47 @@ def test_softmax_on_any_axis_matches_onnxruntime(tmp_path, axis):
         outputs = runner.run(inputs)
         assert all(np.isfinite(value).all() for value in outputs.values())
         assert_outputs_match(outputs, onnxruntime_outputs(model, inputs))
+
+
+@pytest.mark.parametrize("preset", ["x86-64", "host"])
+def test_lrn_runs_without_powf_and_matches_onnxruntime(tmp_path, preset):
+    """GoogLeNet's LRN (β = 0.75) between convs: its power is square roots and multiplies (no call
+    to ``powf`` in the library's code), and the outputs match onnxruntime's LRN."""
+    import subprocess
+
+    from conftest import x86_kernel_presets
+
+    if preset not in x86_kernel_presets():
+        pytest.skip(f"{preset} kernels do not run on this host")
+    g = GraphBuilder(seed=23)
+    x = g.input([1, 8, 14, 14])
+    y = g.relu(g.conv(x, 8, 32, kernel=3, pads=(1, 1, 1, 1)))
+    y = g.node("LRN", [y], size=5, alpha=1e-4, beta=0.75, bias=1.0)
+    model = g.model(g.conv(y, 32, 16, kernel=1))
+    library = str(tmp_path / "lrn.so")
+    runner = slimtvm.compile(model, library, target=preset).load()
+    inputs = {"x": np.random.default_rng(3).standard_normal((1, 8, 14, 14)).astype(np.float32) * 30}  # large: the normalisation matters
+    assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))
+    disassembly = subprocess.run(["objdump", "-d", library], capture_output=True, text=True, check=True).stdout
+    assert not [line for line in disassembly.splitlines() if "call" in line and "<powf" in line]
+
+
+@pytest.mark.parametrize("exponent", [0.25, 0.5, 0.75, 1.0, 1.5, 2.25, 3.0, -0.5, -0.75, -2.0, 4.0, 0.3, 5.0])
+def test_pow_by_a_constant_matches_onnxruntime_value_by_value(tmp_path, exponent):
+    """``Pow(x, p)``: multiples of ¼ up to 4 by roots and multiplies, others by ``powf``; each
+    value within 2e-6 of onnxruntime's relative to itself (a few ulp), zeros, infinities and the
+    NaNs of negative bases with fractional exponents as onnxruntime has them."""
+    g = GraphBuilder(seed=24)
+    x = g.input([4, 64])
+    model = g.model(g.node("Pow", [x, g.const(np.float32(exponent), "p")]))
+    runner = slimtvm.compile(model, str(tmp_path / "pow.so")).load()
+    values = np.abs(_values((4, 64), seed=4))
+    values[0, :8] = [0.0, 1e-30, 1e-3, 1.0, 3e38, np.inf, 7.5, 1e20]
+    values[3] = -values[2]  # negative bases
+    inputs = {"x": values}
+    actual = next(iter(runner.run(inputs).values()))
+    expected = next(iter(onnxruntime_outputs(model, inputs).values()))
+    assert np.array_equal(np.isnan(actual), np.isnan(expected))
+    finite = np.isfinite(expected) & (expected != 0)
+    assert np.array_equal(actual[~finite & ~np.isnan(expected)], expected[~finite & ~np.isnan(expected)])
+    assert np.max(np.abs(actual[finite] / expected[finite] - 1)) <= 2e-6

@@ -1,4 +1,4 @@
-"""Sigmoid and softmax on float32 with a vectorizable exponential.
+"""Sigmoid and softmax on float32 with a vectorizable exponential; powers by quarter exponents with square roots.
 
 TVM's default legalization computes them with ``exp``, which LLVM turns into one scalar call to
 libm's ``expf`` per element: in a SiLU network (YOLO's ``x · sigmoid(x)`` after every conv) the
@@ -9,13 +9,21 @@ vectorizes and fuses into the conv epilogues; :func:`fast_exp_expr` writes the s
 computation as one expression. onnxruntime's CPU kernels approximate these
 functions the same way (MLAS's polynomial logistic and exponential).
 
-Other dtypes keep TVM's legalization.
+``power(x, p)`` with a constant ``p`` that is a multiple of ¼ (LRN's ``β = 0.75``: GoogLeNet /
+Inception v1 and AlexNet-era models) likewise became a scalar ``powf`` call per element: Inception
+v1's two LRNs spent 2.5 ms of its 12.8 ms there (1 thread, Zen 5). ``x^(a + b/2 + c/4)`` is
+``x^a · √x^b · √√x^c``: square roots are vector instructions and correctly rounded, so the result
+is within a few ulp of ``powf``'s, with the same NaN for a negative base and a fractional exponent.
+
+Other dtypes and other exponents keep TVM's legalization.
 """
 
 from __future__ import annotations
 
 import tvm
 from tvm import te, topi
+
+from ..passes.constants import constant_value
 
 
 def _default(op_name: str, bb, call):
@@ -69,3 +77,55 @@ def legalize_softmax_with_fast_exp(bb, call):
     if str(call.args[0].ty.dtype) != "float32":
         return _default("relax.nn.softmax", bb, call)
     return bb.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
+
+
+MAX_QUARTER_POWER = 16  # |p| ≤ 4: at most 4 multiplies and two roots; larger p keep powf
+
+
+def quarter_power_steps(exponent: float) -> tuple | None:
+    """``(a, b, c, negative)`` with ``|exponent| = a + b/2 + c/4`` (b, c ∈ {0, 1}), or None when
+    the exponent is no multiple of ¼, is 0, or exceeds :data:`MAX_QUARTER_POWER` quarters."""
+    quarters = exponent * 4
+    if quarters != int(quarters) or quarters == 0 or abs(quarters) > MAX_QUARTER_POWER:
+        return None
+    whole = abs(int(quarters))
+    return whole // 4, (whole % 4) // 2, whole % 2, quarters < 0
+
+
+def quarter_power(x: te.Tensor, exponent: float) -> te.Tensor:
+    """``x ** exponent`` for a multiple of ¼ (:func:`quarter_power_steps`) by multiplies and
+    square roots, one stage. A negative exponent multiplies ``1/x`` for its whole part and divides
+    by the roots' product (``1/(x·x)`` would overflow where ``x⁻²`` does not)."""
+    a, b, c, negative = quarter_power_steps(exponent)
+    tirx = tvm.tirx
+    one = tirx.const(1.0, x.dtype)
+
+    def product(factors):
+        result = factors[0]
+        for factor in factors[1:]:
+            result = result * factor
+        return result
+
+    def value(*index):
+        base = tirx.Var("power_x", x.dtype)
+        root = tirx.Var("power_root", x.dtype)
+        roots = [root] * b + [tirx.sqrt(root)] * c
+        if not negative:
+            result = product([base] * a + roots)
+        elif roots:
+            result = product([one / base] * a + [one / product(roots)])
+        else:
+            result = product([one / base] * a)
+        return tirx.Let(base, x(*index), tirx.Let(root, tirx.sqrt(base), result))
+
+    return te.compute(x.shape, value, name="T_power", tag="elemwise")
+
+
+def legalize_power(bb, call):
+    """``relax.power`` of a float32 tensor by a scalar constant multiple of ¼ → :func:`quarter_power`;
+    anything else → TVM's default."""
+    base, exponent = call.args
+    value = constant_value(exponent)
+    if str(base.ty.dtype) != "float32" or value is None or value.size != 1 or quarter_power_steps(float(value.reshape(()))) is None:
+        return _default("relax.power", bb, call)
+    return bb.call_te(quarter_power, base, float(value.reshape(())), primfunc_name_hint="power")

@@ -9,6 +9,7 @@ from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstantsSafely
+from .rank_matched_constants import RankMatchedConstants
 from .remove_dead_channels import RemoveDeadChannels
 from .remove_dropout import RemoveDropout
 from .scalar_min_max import ScalarMinMaxAsOps
@@ -28,6 +29,7 @@ class GraphPasses:
     def sequence(self) -> list:
         return [
             FoldConstantsSafely(),  # weights computed in the graph become constants
+            RankMatchedConstants(),  # x · c[C,1,1] → x · c[1,C,1,1]: layouts pass through it
             RemoveDropout(),
             ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
             CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it
