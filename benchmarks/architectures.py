@@ -1,9 +1,10 @@
-"""ResNet-18, MobileNetV2 and ResNeXt-50 written directly in ONNX (torchvision's layer shapes,
-random weights).
+"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large and EfficientNet-B0 written directly in
+ONNX (torchvision's layer shapes, random weights).
 
 torchvision cannot be installed next to this machine's local torch, and the ONNX graphs are all
 a benchmark needs: the same convolutions, batch norms, activations, pools and classifier as
-torchvision's ``resnet18()``, ``mobilenet_v2()`` and ``resnext50_32x4d()``, in inference form (BatchNormalization nodes
+torchvision's ``resnet18()``, ``mobilenet_v2()``, ``resnext50_32x4d()``, ``mobilenet_v3_large()`` and
+``efficientnet_b0()``, in inference form (BatchNormalization nodes
 kept, so slimtvm's folding runs as it would on an exported model). Weights are seeded He-normal.
 """
 
@@ -26,7 +27,27 @@ def _conv_bn(g, x, cin, cout, kernel, stride=1, groups=1, act="relu"):
         return g.relu(y)
     if act == "relu6":
         return g.node("Clip", [y, g.const(np.float32(0.0), "clip"), g.const(np.float32(6.0), "clip")])
+    if act == "hardswish":
+        return g.node("HardSwish", [y])
+    if act == "silu":
+        return g.node("Mul", [y, g.node("Sigmoid", [y])])
     return y
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """torchvision's channel rounding (to a multiple of 8, never below 90% of ``value``)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _squeeze_excite(g, x, channels, squeezed, gate="hardsigmoid", act="relu"):
+    """Global average pool → 1×1 conv → ReLU (SiLU) → 1×1 conv → hard sigmoid (sigmoid) → scale ``x``."""
+    s = g.node("GlobalAveragePool", [x])
+    s = g.conv(s, channels, squeezed, kernel=1)
+    s = g.relu(s) if act == "relu" else g.node("Mul", [s, g.node("Sigmoid", [s])])
+    s = g.conv(s, squeezed, channels, kernel=1)
+    s = g.node("HardSigmoid", [s], alpha=1.0 / 6, beta=0.5) if gate == "hardsigmoid" else g.node("Sigmoid", [s])
+    return g.node("Mul", [x, s])
 
 
 def resnet18(seed: int = 0):
@@ -90,4 +111,81 @@ def resnext50(seed: int = 0):
     return g.model(g.gemm(x, 2048, 1000))
 
 
-ARCHITECTURES = {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "resnext50": resnext50}
+# torchvision's mobilenet_v3_large settings: input, kernel, expanded, output, squeeze-excite, activation, stride
+MOBILENET_V3_LARGE = (
+    (16, 3, 16, 16, False, "relu", 1),
+    (16, 3, 64, 24, False, "relu", 2),
+    (24, 3, 72, 24, False, "relu", 1),
+    (24, 5, 72, 40, True, "relu", 2),
+    (40, 5, 120, 40, True, "relu", 1),
+    (40, 5, 120, 40, True, "relu", 1),
+    (40, 3, 240, 80, False, "hardswish", 2),
+    (80, 3, 200, 80, False, "hardswish", 1),
+    (80, 3, 184, 80, False, "hardswish", 1),
+    (80, 3, 184, 80, False, "hardswish", 1),
+    (80, 3, 480, 112, True, "hardswish", 1),
+    (112, 3, 672, 112, True, "hardswish", 1),
+    (112, 5, 672, 160, True, "hardswish", 2),
+    (160, 5, 960, 160, True, "hardswish", 1),
+    (160, 5, 960, 160, True, "hardswish", 1),
+)
+
+
+def mobilenet_v3_large(seed: int = 0):
+    """torchvision mobilenet_v3_large: hard-swish stem, 15 inverted residual blocks (3×3 and 5×5
+    depthwise convs, squeeze-excite with hard sigmoid), 960-wide last conv, FC 1280 (hard-swish), FC 1000."""
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 224, 224], name="input")
+    x = _conv_bn(g, x, 3, 16, 3, stride=2, act="hardswish")
+    for cin, kernel, expanded, cout, se, act, stride in MOBILENET_V3_LARGE:
+        y = x if expanded == cin else _conv_bn(g, x, cin, expanded, 1, act=act)
+        y = _conv_bn(g, y, expanded, expanded, kernel, stride=stride, groups=expanded, act=act)
+        if se:
+            y = _squeeze_excite(g, y, expanded, _make_divisible(expanded // 4))
+        y = _conv_bn(g, y, expanded, cout, 1, act=None)
+        x = g.node("Add", [x, y]) if stride == 1 and cin == cout else y
+    x = _conv_bn(g, x, 160, 960, 1, act="hardswish")
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [x])])
+    x = g.node("HardSwish", [g.gemm(x, 960, 1280)])
+    return g.model(g.gemm(x, 1280, 1000))
+
+
+# torchvision's efficientnet_b0 stages: expansion, kernel, stride, input, output, layers
+EFFICIENTNET_B0 = (
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+)
+
+
+def efficientnet_b0(seed: int = 0):
+    """torchvision efficientnet_b0: SiLU stem, 16 MBConv blocks (squeeze-excite of a quarter of the
+    block's input channels, SiLU and sigmoid), 1280-wide last conv, FC 1000."""
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 224, 224], name="input")
+    x = _conv_bn(g, x, 3, 32, 3, stride=2, act="silu")
+    for expand, kernel, first_stride, cin, cout, layers in EFFICIENTNET_B0:
+        for index in range(layers):
+            channels, stride = (cin, first_stride) if index == 0 else (cout, 1)
+            hidden = channels * expand
+            y = x if expand == 1 else _conv_bn(g, x, channels, hidden, 1, act="silu")
+            y = _conv_bn(g, y, hidden, hidden, kernel, stride=stride, groups=hidden, act="silu")
+            y = _squeeze_excite(g, y, hidden, max(1, channels // 4), gate="sigmoid", act="silu")
+            y = _conv_bn(g, y, hidden, cout, 1, act=None)
+            x = g.node("Add", [x, y]) if stride == 1 and channels == cout else y
+    x = _conv_bn(g, x, 320, 1280, 1, act="silu")
+    x = g.node("Flatten", [g.node("GlobalAveragePool", [x])])
+    return g.model(g.gemm(x, 1280, 1000))
+
+
+ARCHITECTURES = {
+    "resnet18": resnet18,
+    "mobilenet_v2": mobilenet_v2,
+    "resnext50": resnext50,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "efficientnet_b0": efficientnet_b0,
+}

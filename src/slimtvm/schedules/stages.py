@@ -104,17 +104,43 @@ def categorical(sch: s_tir.Schedule, values: list):
 
 
 def split_stages(sch: s_tir.Schedule, main_name: str) -> KernelStages:
-    """Inline the epilogue into its last stage (or add a write-back) and name the stages."""
+    """Inline the epilogue into its last stage (or add a write-back) and name the stages.
+
+    An epilogue that ends by broadcasting the result to a larger tensor (a squeeze-excite gate:
+    ``x · sigmoid(conv(pool(x)))``, where the conv's output is one pixel and ``x`` is a whole
+    image) keeps its stages of the main block's shape as the kernel's ``out``; the broadcast
+    stages after them run as one loop nest of their own (:func:`_schedule_broadcast_tail`): the
+    family's tiles follow the main block's pixels, which the broadcast output does not have."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(block).name_hint for block in blocks]
     index = names.index(main_name)
     main = blocks[index]
     pads = [block for block, name in zip(blocks[:index], names[:index]) if name.startswith("data_pad")]
     epilogue = blocks[index + 1 :]
+    shape = _written_shape(sch, main)
+    same_shape = next((i for i, block in enumerate(epilogue) if _written_shape(sch, block) != shape), len(epilogue))
+    epilogue, tail = epilogue[:same_shape], epilogue[same_shape:]
     for block in epilogue[:-1]:
         sch.compute_inline(block)
     out = epilogue[-1] if epilogue else sch.cache_write(main, 0, "global")
+    if tail:
+        _schedule_broadcast_tail(sch, tail)
     return KernelStages(main, pads, out)
+
+
+def _written_shape(sch: s_tir.Schedule, block) -> tuple:
+    return tuple(int(extent) for extent in sch.get(block).writes[0].source.shape)
+
+
+def _schedule_broadcast_tail(sch: s_tir.Schedule, tail: list) -> None:
+    """The stages after a kernel's result that broadcast it (see :func:`split_stages`), inlined
+    into the last one: parallel over its outer loops, innermost loop (a channel block) vectorized."""
+    for block in tail[:-1]:
+        sch.compute_inline(block)
+    loops = sch.get_loops(tail[-1])
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]))
+    sch.vectorize(loops[-1])
 
 
 def schedule_padding(sch: s_tir.Schedule, pads: list, regions: bool = False) -> None:
