@@ -11,7 +11,8 @@ rounds after warm-up (median) and print the ratios slimtvm/onnxruntime (below 1:
 faster) and the largest relative output difference. ``--smoke`` is CI's check that all of this
 runs (digits CNN, 1 thread, 5 runs, 10 tuning trials), not how fast.
 
-Models: resnet18 and mobilenet_v2 are torchvision's architectures written in ONNX with random
+Models: resnet18, mobilenet_v2, resnext50, mobilenet_v3_large and efficientnet_b0 are
+torchvision's architectures written in ONNX with random
 weights (benchmarks/architectures.py); light_* are the onnx package's light zoo with seeded
 random weights (their shipped weights are all 0.02); digits_cnn is examples/digits_cnn.onnx.
 """
