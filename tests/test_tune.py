@@ -32,7 +32,8 @@ RECORDS = "database_tuning_record.json"
 
 def template_models():
     """Small graphs whose kernels cover each template: odd widths, strides, 1x1, 7x7/2, depthwise,
-    channel counts of 3 and 5 blocks, dense with one and two rows."""
+    channel counts of 3 and 5 blocks, dense with one and two rows; grouped 1×1 convs whose groups
+    fill no channel block (banded)."""
     models = []
     g = GraphBuilder(seed=31)
     x = g.input([1, 8, 13, 11])
@@ -45,7 +46,15 @@ def template_models():
     y = g.conv(x, 16, 16, kernel=7, stride=2, pads=(3, 3, 3, 3))
     y = g.conv(y, 16, 16, kernel=3, stride=2, pads=(1, 1, 1, 1), groups=16)
     models.append(g.model(g.gemm(g.node("Flatten", [y]), 16 * 5 * 5, 10)))
+    g = GraphBuilder(seed=33)
+    x = g.input([1, 136, 14, 14])
+    y = g.relu(g.conv(x, 136, 136, kernel=1, groups=4))
+    y = g.conv(y, 136, 136, kernel=3, pads=(1, 1, 1, 1), groups=136)
+    models.append(g.model(g.conv(y, 136, 272, kernel=1, groups=4)))
     return models
+
+
+TEMPLATE_KINDS = ({"conv2d", "depthwise", "dense"}, {"conv2d", "depthwise", "dense"}, {"banded_conv2d", "depthwise"})
 
 
 def random_input(model, seed):
@@ -58,7 +67,7 @@ def random_input(model, seed):
 
 
 @pytest.mark.parametrize("preset", x86_kernel_presets())
-@pytest.mark.parametrize("model_index", [0, 1])
+@pytest.mark.parametrize("model_index", [0, 1, 2])
 def test_every_sampled_template_schedule_computes_the_same_result(model_index, preset):
     """Random decisions of every design space, built and run, against the unscheduled kernel,
     for every x86 kernel variant this host executes (on AVX-512, 8-channel convs take 8-blocks)."""
@@ -74,7 +83,7 @@ def test_every_sampled_template_schedule_computes_the_same_result(model_index, p
     target = spec.tvm_target()
     tasks = extract_tuning_tasks(template_models()[model_index], spec)
     # the AVX2 build also takes its 8-channel 3×3 convs to Winograd (8-lane blocks)
-    assert {"conv2d", "depthwise", "dense"} <= {t.kind for t in tasks} <= {"conv2d", "depthwise", "dense", "winograd_conv2d"}
+    assert TEMPLATE_KINDS[model_index] <= {t.kind for t in tasks} <= {"conv2d", "depthwise", "dense", "winograd_conv2d", "banded_conv2d"}
     checked = 0
     for task in tasks:
         infos = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
@@ -333,3 +342,19 @@ def test_sampled_binary_conv_templates_compute_the_same_result():
             (space,) = design_spaces(s_tir.Schedule(task.mod, seed=seed + 1), simd_lanes(target))
             out = _run(tvm.compile(space.mod, target=target), args)
             np.testing.assert_allclose(out, reference, rtol=1e-6, atol=1e-6 * np.abs(reference).max(), err_msg=f"{task.name}: {space.trace}")
+
+
+def test_a_tuned_banded_conv_matches_onnxruntime(tmp_path):
+    """The banded family is tunable: its tasks get searched records, and the model compiled with
+    them (trip counts set after the tuned schedule, as in the tuning builder) matches onnxruntime."""
+    model = template_models()[2]
+    path = str(tmp_path / "banded.onnx")
+    onnx.save(model, path)
+    db = str(tmp_path / "db")
+    summary = slimtvm.tune(path, db, trials=10, trials_per_round=5, progress=False, seed=5)
+    banded = [task for task in summary.tasks if task.kind == "banded_conv2d"]
+    assert len(banded) == 2 and all(summary.best_seconds[task.name] > 0 for task in banded)
+    assert summary.trials_run >= 10 - len(summary.tasks)
+    inputs = random_input(model, seed=2)
+    runner = slimtvm.compile(path, str(tmp_path / "banded.so"), db=db).load()
+    assert_outputs_match(runner.run(inputs), onnxruntime_outputs(model, inputs))

@@ -33,7 +33,7 @@ from tvm import s_tir, te, tirx
 
 from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import max_accumulators, schedule_padding, split_stages, zero_padded
+from .stages import categorical, max_accumulators, schedule_padding, split_stages, zero_padded
 
 BANDED_BLOCK = "banded_conv2d"
 TRIP_COUNTS_ANNOTATION = "slimtvm.banded_trip_counts"  # read by lowering/banded_trip_counts.py
@@ -179,15 +179,17 @@ def pixel_tile(height: int, width: int, oc_tile: int, lanes: int) -> tuple:
     return 1, max(d for d in range(1, budget + 1) if width % d == 0)
 
 
-def schedule_banded(sch: s_tir.Schedule, lanes: int) -> None:
-    """Parallel over images × tiles × pixel tiles (:func:`pixel_tile`); each parallel step
+def schedule_banded(sch: s_tir.Schedule, lanes: int, rows=None, cols=None) -> None:
+    """Parallel over images × tiles × pixel tiles (``rows`` × ``cols``: ints or sampled decisions
+    that divide the output's height and width; :func:`pixel_tile` by default); each parallel step
     computes one register tile: the reduction's band outermost, then the ``oc_tile`` blocks ×
     pixels unrolled, lanes vectorized; the epilogue writes the tile."""
     stages = split_stages(sch, BANDED_BLOCK)
     schedule_padding(sch, stages.pads)
     oc_tile, *counts = (int(v) for v in sch.get(stages.main).annotations[TRIP_COUNTS_ANNOTATION])
     n, oc, y, x, lane = sch.get_loops(stages.out)
-    rows, cols = pixel_tile(int(sch.get(y).extent), int(sch.get(x).extent), oc_tile, lanes)
+    if rows is None or cols is None:
+        rows, cols = pixel_tile(int(sch.get(y).extent), int(sch.get(x).extent), oc_tile, lanes)
     tile, oc_inner = sch.split(oc, [None, oc_tile])
     y_outer, y_inner = sch.split(y, [None, rows])
     x_outer, x_inner = sch.split(x, [None, cols])
@@ -204,6 +206,25 @@ def schedule_banded(sch: s_tir.Schedule, lanes: int) -> None:
     sch.unroll(c_x)
     sch.vectorize(c_lane)
     sch.decompose_reduction(stages.main, step)
+
+
+def banded_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
+    """MetaSchedule design spaces: one per column count of the pixel tile (the divisors of the
+    output's width that fit the accumulators beside the tile's ``oc_tile`` blocks, and the
+    default's), each with a sampled row count (the divisors of the height that still fit). The
+    tile of output blocks is the weights' layout, chosen by the lowering, not here."""
+    block = sch.get_sblock(BANDED_BLOCK)
+    oc_tile = int(sch.get(block).annotations[TRIP_COUNTS_ANNOTATION][0])
+    height, width = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[2:4])
+    budget = max_accumulators(lanes) // oc_tile
+    default_rows, default_cols = pixel_tile(height, width, oc_tile, lanes)
+    spaces = []
+    for cols in sorted({c for c in range(1, min(width, budget) + 1) if width % c == 0 and c * 2 >= min(width, budget) // 2} | {default_cols}):
+        space = sch.copy()
+        rows = [r for r in range(1, height + 1) if height % r == 0 and r * cols <= max(budget, default_rows * default_cols)]
+        schedule_banded(space, lanes, categorical(space, rows) if len(rows) > 1 else rows[0], cols)
+        spaces.append(space)
+    return spaces
 
 
 def parallel_tasks(shape: BandedShape, lanes: int) -> int:

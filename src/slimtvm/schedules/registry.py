@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from .banded_conv import BandedConv
+from .banded_conv import BandedConv, banded_design_spaces
 from .binary_conv_schedule import BinaryConv, binary_conv_design_spaces
 from .conv2d_nchwc import Conv2dNCHWc, conv2d_design_spaces
 from .cpu_rule import CPURule
@@ -61,10 +61,11 @@ FAMILIES: tuple[KernelFamily, ...] = (
     # not tunable: its loops run over data-dependent trip counts, which MetaSchedule cannot
     # reshape, and MetaSchedule's random inputs would be out-of-range offsets
     KernelFamily("sparse_conv2d", SparseConv, None, "conv2d with mostly zero constant weights, groups = 1"),
-    # not tunable yet: its reduction's extent differs per output tile (a predicate MetaSchedule's
-    # rewrites keep, but its design space has not been written)
     KernelFamily(
-        "banded_conv2d", BandedConv, None, "conv2d in NCHW[x]c with zero weights outside a band of input channels (grouped convs: block-diagonal weights)"
+        "banded_conv2d",
+        BandedConv,
+        banded_design_spaces,
+        "conv2d in NCHW[x]c with zero weights outside a band of input channels (grouped convs: block-diagonal weights)",
     ),
 )
 
