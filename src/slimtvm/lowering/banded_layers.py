@@ -11,8 +11,9 @@ these hold, else the others are asked:
 - its weights' band (:func:`~slimtvm.schedules.banded_conv.weight_band`) holds at most
   :data:`MAX_MULTIPLY_ADD_FRACTION` of a dense conv's multiply-adds;
 - its weights are a grouped conv's made block diagonal in this build
-  (lowering/split_grouped_convs.py; channel padding aside). A pruned conv whose zeros happen to
-  leave a band keeps the dense and sparse kernels' choice, which was measured for it.
+  (lowering/split_grouped_convs.py) or an LRN's window sum (lowering/channel_windows.py),
+  channel padding aside. A pruned conv whose zeros happen to leave a band keeps the dense and
+  sparse kernels' choice, which was measured for it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class BandedLayers:
     def __init__(self, lanes: int, block_diagonal_weights=lambda: []):
         self.enabled = lanes in BANDED_LANES
         self.lanes = lanes  # the register budget the schedule (the rule of this target) uses
-        self.block_diagonal_weights = block_diagonal_weights  # () -> the OIHW weights the grouped-conv pass made
+        self.block_diagonal_weights = block_diagonal_weights  # () -> the OIHW weights the grouped-conv and LRN passes made
         self.count = 0
 
     def start(self) -> None:
@@ -74,7 +75,7 @@ class BandedLayers:
         return band_fraction(weight, block) <= MAX_MULTIPLY_ADD_FRACTION
 
     def _block_diagonal(self, weight: np.ndarray) -> bool:
-        """Whether OIHW ``weight`` is one the grouped-conv pass made, with zero channels padded on."""
+        """Whether OIHW ``weight`` is one the grouped-conv or LRN pass made, with zero channels padded on."""
         for made in self.block_diagonal_weights():
             if weight.shape[2:] != made.shape[2:] or weight.shape[0] < made.shape[0] or weight.shape[1] < made.shape[1]:
                 continue

@@ -16,6 +16,7 @@ from .banded_trip_counts import set_banded_trip_counts
 from .binary_layers import LowerBinaryLayers
 from .blocked_resize_concat import blocked_resize_concat
 from .channel_permutations import BlockedChannelPermutations
+from .channel_windows import ChannelWindowSums
 from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
 from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
@@ -40,6 +41,7 @@ class LoweringPasses:
     banded: BandedLayers = None
     kernels: RecordKernels = field(default_factory=RecordKernels)
     split_grouped: SplitGroupedConvs = None
+    channel_windows: ChannelWindowSums = None
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -50,8 +52,10 @@ class LoweringPasses:
             self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer, half_width_vectors=self.target.half_width_vectors)
         if self.split_grouped is None:
             self.split_grouped = SplitGroupedConvs(self.target.lanes)
+        if self.channel_windows is None:
+            self.channel_windows = ChannelWindowSums(self.target.lanes)
         if self.banded is None:
-            self.banded = BandedLayers(self.target.lanes, lambda: self.split_grouped.block_diagonal_weights)
+            self.banded = BandedLayers(self.target.lanes, lambda: self.split_grouped.block_diagonal_weights + self.channel_windows.weights)
         if self.lower_binary is None:
             self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd, self.banded)
 
@@ -65,6 +69,7 @@ class LoweringPasses:
         their element-wise neighbours."""
         return [
             self.split_grouped,  # grouped (not depthwise) convs as one ordinary conv per group, or block diagonal
+            self.channel_windows,  # LRN's sums over neighbouring channels: 1×1 convs on banded weights
             pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
             relax.transform.Normalize(),
             convert_layout_or_keep(self.target.channel_block, self._layouts_for),
