@@ -26,6 +26,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..passes.relax_functions import rewrite_relax_functions
 from .banded_layers import BANDED_LANES
 
 
@@ -104,7 +105,5 @@ class ChannelWindowSums:
         if not self.enabled:
             return mod
         rewriter = _Rewriter(mod, self.weights)
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewriter.visit_expr(func)
+        mod = rewrite_relax_functions(mod, rewriter)
         return relax.transform.DeadCodeElimination()(mod) if self.weights else mod

@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from .constants import constant_value
+from .relax_functions import rewrite_relax_functions
 
 BROADCAST_OPS = frozenset({"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum"})
 
@@ -71,8 +72,6 @@ class RankMatchedConstants:
 
     def transform_module(self, mod, _ctx):
         rewriter = _Rewriter(mod)
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewriter.visit_expr(func)
+        mod = rewrite_relax_functions(mod, rewriter)
         self.rewritten = rewriter.count
         return mod

@@ -20,6 +20,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 
+from .relax_functions import rewrite_relax_functions
+
 
 def _scalar_min_max_kind(func) -> str | None:
     """``"maximum"``/``"minimum"`` if ``func`` is an element-wise max/min of a tensor and a scalar."""
@@ -92,8 +94,6 @@ class ScalarMinMaxAsOps:
 
     def transform_module(self, mod, _ctx):
         rewriter = _Rewriter(mod)
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = rewriter.visit_expr(func)
+        mod = rewrite_relax_functions(mod, rewriter)
         self.rewritten = rewriter.count
         return relax.transform.DeadCodeElimination()(mod) if rewriter.count else mod
