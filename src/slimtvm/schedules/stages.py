@@ -7,6 +7,7 @@ epilogue's last stage; without an epilogue a write-back stage takes its place.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import s_tir, topi
@@ -108,18 +109,19 @@ def split_stages(sch: s_tir.Schedule, main_name: str) -> KernelStages:
 
     An epilogue that ends by broadcasting the result to a larger tensor (a squeeze-excite gate:
     ``x · sigmoid(conv(pool(x)))``, where the conv's output is one pixel and ``x`` is a whole
-    image) keeps its stages of the main block's shape as the kernel's ``out``; the broadcast
-    stages after them run as one loop nest of their own (:func:`_schedule_broadcast_tail`): the
-    family's tiles follow the main block's pixels, which the broadcast output does not have."""
+    image) keeps its stages before the first larger one as the kernel's ``out``; the broadcast
+    stages from there run as one loop nest of their own (:func:`_schedule_broadcast_tail`): the
+    family's tiles follow the main block's pixels, which the broadcast output does not have. A
+    smaller last stage (a classifier's slice of its padded columns) stays the ``out``, as before."""
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     names = [sch.get(block).name_hint for block in blocks]
     index = names.index(main_name)
     main = blocks[index]
     pads = [block for block, name in zip(blocks[:index], names[:index]) if name.startswith("data_pad")]
     epilogue = blocks[index + 1 :]
-    shape = _written_shape(sch, main)
-    same_shape = next((i for i, block in enumerate(epilogue) if _written_shape(sch, block) != shape), len(epilogue))
-    epilogue, tail = epilogue[:same_shape], epilogue[same_shape:]
+    size = math.prod(_written_shape(sch, main))
+    broadcast = next((i for i, block in enumerate(epilogue) if math.prod(_written_shape(sch, block)) > size), len(epilogue))
+    epilogue, tail = epilogue[:broadcast], epilogue[broadcast:]
     for block in epilogue[:-1]:
         sch.compute_inline(block)
     out = epilogue[-1] if epilogue else sch.cache_write(main, 0, "global")
