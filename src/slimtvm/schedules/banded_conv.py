@@ -222,8 +222,9 @@ def schedule_banded(sch: s_tir.Schedule, lanes: int, rows=None, cols=None) -> No
 
 def banded_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     """MetaSchedule design spaces: one per column count of the pixel tile (the divisors of the
-    output's width that fit the accumulators beside the tile's ``oc_tile`` blocks, and the
-    default's), each with a sampled row count (the divisors of the height that still fit). The
+    output's width that fit all the accumulators beside the tile's ``oc_tile`` blocks, from about
+    a quarter of that up, and the default's), each with a sampled row count (the divisors of the
+    height that still fit). The
     tile of output blocks is the weights' layout, chosen by the lowering, not here."""
     block = sch.get_sblock(BANDED_BLOCK)
     oc_tile = int(sch.get(block).annotations[TRIP_COUNTS_ANNOTATION][0])
@@ -231,6 +232,7 @@ def banded_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     budget = max_accumulators(lanes) // oc_tile
     default_rows, default_cols = pixel_tile(height, width, oc_tile, lanes)
     spaces = []
+    # columns from about a quarter of the widest tile up: narrower ones leave too few accumulators
     for cols in sorted({c for c in range(1, min(width, budget) + 1) if width % c == 0 and c * 2 >= min(width, budget) // 2} | {default_cols}):
         space = sch.copy()
         rows = [r for r in range(1, height + 1) if height % r == 0 and r * cols <= max(budget, default_rows * default_cols)]

@@ -3,10 +3,10 @@
 MetaSchedule's default build function imports ``tvm.s_tir.tensor_intrin``, which registers every
 tensor intrinsic TVM has and takes 30–40 s per import on this machine; since the builder starts
 fresh workers for every round, that alone timed out each round. slimtvm's kernels use no tensor
-intrinsics, so this builder skips that import and otherwise does what TVM's does, plus the one
-TIR passes ``compile`` adds after scheduling: the weight prefetch (lowering/weight_prefetch.py)
-and the banded conv's per-tile trip counts (lowering/banded_trip_counts.py).
-Without it a tuned candidate was timed without the prefetch its schedule asks for, while the
+intrinsics, so this builder skips that import and otherwise does what TVM's does, plus the TIR
+passes ``compile`` adds after scheduling: the weight prefetch (lowering/weight_prefetch.py) and
+the banded conv's per-tile trip counts (lowering/banded_trip_counts.py). Without the prefetch a
+tuned candidate was timed without the prefetch its schedule asks for, while the
 model runs with it: ResNet-18's tuned 256-channel Winograd conv ran 2.6 ms in the model against
 the default's 1.2 (Zen 4, 1 thread).
 """
