@@ -79,11 +79,11 @@ def test_lrn_runs_without_powf_and_matches_onnxruntime(tmp_path, preset):
     assert not [line for line in disassembly.splitlines() if "call" in line and "<powf" in line]
 
 
-@pytest.mark.parametrize("exponent", [0.25, 0.5, 0.75, 1.0, 1.5, 2.25, 3.0, -0.5, -0.75, -2.0, 4.0, 0.3, 5.0])
+@pytest.mark.parametrize("exponent", [0.25, 0.5, 0.75, 1.0, 1.5, 2.25, 3.0, -0.5, -0.75, -2.0, 4.0, 0.3, 5.0, float("nan"), float("inf")])
 def test_pow_by_a_constant_matches_onnxruntime_value_by_value(tmp_path, exponent):
-    """``Pow(x, p)``: multiples of ¼ up to 4 by roots and multiplies, others by ``powf``; each
-    value within 2e-6 of onnxruntime's relative to itself (a few ulp), zeros, infinities and the
-    NaNs of negative bases with fractional exponents as onnxruntime has them."""
+    """``Pow(x, p)``: multiples of ¼ up to 4 by roots and multiplies, others (0.3, 5, NaN, ∞) by
+    ``powf``; each value within 2e-6 of onnxruntime's relative to itself (a few ulp), zeros,
+    infinities and the NaNs of negative bases with fractional exponents as onnxruntime has them."""
     g = GraphBuilder(seed=24)
     x = g.input([4, 64])
     model = g.model(g.node("Pow", [x, g.const(np.float32(exponent), "p")]))

@@ -20,6 +20,8 @@ Other dtypes and other exponents keep TVM's legalization.
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import te, topi
 
@@ -84,9 +86,10 @@ MAX_QUARTER_POWER = 16  # |p| ≤ 4: at most 4 multiplies and two roots; larger 
 
 def quarter_power_steps(exponent: float) -> tuple | None:
     """``(a, b, c, negative)`` with ``|exponent| = a + b/2 + c/4`` (b, c ∈ {0, 1}), or None when
-    the exponent is no multiple of ¼, is 0, or exceeds :data:`MAX_QUARTER_POWER` quarters."""
+    the exponent is no multiple of ¼ (or not finite), is 0, or exceeds :data:`MAX_QUARTER_POWER`
+    quarters."""
     quarters = exponent * 4
-    if quarters != int(quarters) or quarters == 0 or abs(quarters) > MAX_QUARTER_POWER:
+    if not math.isfinite(quarters) or quarters != int(quarters) or quarters == 0 or abs(quarters) > MAX_QUARTER_POWER:
         return None
     whole = abs(int(quarters))
     return whole // 4, (whole % 4) // 2, whole % 2, quarters < 0
