@@ -14,6 +14,7 @@ Step 2, on the many-core machine (Python 3.12 with numpy, onnx and onnxruntime; 
 network):
 
     python3 DIR/benchmarks/many_core.py measure DIR [--threads 1,2,4,8,16] [--runs 40] [--json OUT]
+        [--rounds R] [--models light_resnet50,resnet18]
 
 one process per thread count (``TVM_NUM_THREADS`` set before TVM loads, onnxruntime with the
 same ``intra_op_num_threads``): each model's artifact and onnxruntime take turns on the same
@@ -24,6 +25,11 @@ relative; the binary network's cosine ≥ 0.999, as benchmarks/binary_models.py)
 output the preparing machine computed from the same artifact (≤ 1e-4 relative). Prints a table
 (ms, slimtvm/onnxruntime, each engine's speed-up over its 1-thread time), the kernels of ≥ 50 µs
 that scale least, the serial fraction per model (Amdahl, from whole runs) and ``claim:`` lines.
+The table also shows slimtvm *alone*: its whole-run median while being profiled, with no
+onnxruntime runs in between (on the 16-core Xeon of session 33 light ResNet-50 ran 5.9 ms alone
+at 8 threads and 9.7 ms in turns). ``--rounds R`` measures every thread count R times, round after
+round, and reports the round with the median ratio and the range of the ratios (a shared machine
+drifts). ``report OUT.json`` prints the table of a saved run again.
 
 The fp32 models' weights repeat every 16 output channels (``periodic_weights``): the artifacts
 must travel (≤ 64 MiB in all here) and random weights do not compress (a light ResNet-50 library
@@ -301,28 +307,59 @@ def measure(args) -> int:
     if missing:
         raise SystemExit(f"this CPU lacks {', '.join(missing)}: the artifacts were built for {manifest['target']}")
     thread_counts = [int(t) for t in args.threads.split(",")]
+    labels = {entry["label"] for entry in manifest["models"]}
+    unknown = sorted(set(args.models.split(",")) - labels) if args.models else []
+    if unknown:
+        raise SystemExit(f"no model {', '.join(unknown)} in {args.dir} (it has {', '.join(sorted(labels))})")
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} logical CPUs; artifacts for {manifest['target']}", flush=True)
-    results = {}
-    for threads in thread_counts:
-        environment = dict(
-            os.environ, TVM_NUM_THREADS=str(threads), PYTHONPATH=os.pathsep.join([os.path.join(args.dir, "site"), os.path.join(args.dir, "src")])
-        )
-        command = [sys.executable, os.path.abspath(__file__), "one", args.dir, str(threads), str(args.runs), str(args.profile_repeat)]
-        done = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True)
-        if done.returncode:
-            print(done.stdout)
-            raise SystemExit(f"the {threads}-thread run failed (exit {done.returncode})")
-        results[threads] = json.loads(done.stdout.strip().splitlines()[-1])
-        for row in results[threads]:
-            if "error" in row:
-                continue
-            print(f"{row['label']:16s} {threads:2d} thread(s): onnxruntime {row['onnxruntime_ms']:8.2f} ms, slimtvm {row['slimtvm_ms']:8.2f} ms", flush=True)
-    report = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "target": manifest["target"], "runs": args.runs, "results": results}
+    rounds = {threads: [] for threads in thread_counts}
+    for round_index in range(args.rounds):
+        for threads in thread_counts:
+            environment = dict(
+                os.environ, TVM_NUM_THREADS=str(threads), PYTHONPATH=os.pathsep.join([os.path.join(args.dir, "site"), os.path.join(args.dir, "src")])
+            )
+            command = [sys.executable, os.path.abspath(__file__), "one", args.dir, str(threads), str(args.runs), str(args.profile_repeat), args.models or "all"]
+            done = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True)
+            if done.returncode:
+                print(done.stdout)
+                raise SystemExit(f"the {threads}-thread run failed (exit {done.returncode})")
+            rows = json.loads(done.stdout.strip().splitlines()[-1])
+            rounds[threads].append(rows)
+            for row in rows:
+                if "error" in row:
+                    continue
+                print(
+                    f"round {round_index + 1}: {row['label']:16s} {threads:2d} thread(s): onnxruntime {row['onnxruntime_ms']:8.2f} ms, "
+                    f"slimtvm {row['slimtvm_ms']:8.2f} ms (alone {row['profile']['run'] / 1e3:.2f})",
+                    flush=True,
+                )
+    results = {threads: merged_rounds(rounds[threads]) for threads in thread_counts}
+    report = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "target": manifest["target"], "runs": args.runs, "rounds": args.rounds, "results": results}
     print_report(report, thread_counts)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(report, file)
     return 0
+
+
+def merged_rounds(rounds: list) -> list:
+    """One row per model from the rows of every round at one thread count: the round whose
+    slimtvm/onnxruntime ratio is the median (the lower one of an even count), with every round's
+    ``(onnxruntime_ms, slimtvm_ms, alone_ms)`` under ``"rounds"``; a model that failed its check in
+    any round is reported as failed."""
+    merged = []
+    for first in rounds[0]:
+        label = first["label"]
+        rows = [next(row for row in round_rows if row["label"] == label) for round_rows in rounds]
+        failed = [row for row in rows if "error" in row]
+        if failed:
+            merged.append(failed[0])
+            continue
+        ordered = sorted(rows, key=lambda row: row["slimtvm_ms"] / row["onnxruntime_ms"])
+        chosen = dict(ordered[(len(ordered) - 1) // 2])
+        chosen["rounds"] = [(row["onnxruntime_ms"], row["slimtvm_ms"], row["profile"]["run"] / 1e3) for row in rows]
+        merged.append(chosen)
+    return merged
 
 
 def print_report(report: dict, thread_counts: list) -> None:
@@ -335,17 +372,24 @@ def print_report(report: dict, thread_counts: list) -> None:
     labels = [row["label"] for row in results[first] if row["label"] not in failed]
     kinds = {row["label"]: row for row in results[first]}
     print()
-    print(f"CPU: {report['cpu']}; artifacts for {report['target']}; median of {report['runs']} runs per engine")
-    print("| model | threads | onnxruntime ms | slimtvm ms | slimtvm/onnxruntime | onnxruntime ×threads | slimtvm ×threads |")
-    print("|---|---|---|---|---|---|---|")
+    rounds = report.get("rounds", 1)
+    print(
+        f"CPU: {report['cpu']}; artifacts for {report['target']}; median of {report['runs']} runs per engine in turns"
+        + (f"; the median round of {rounds} (ratio range over the rounds in brackets)" if rounds > 1 else "")
+        + "; alone: slimtvm's whole runs while profiling, no onnxruntime runs in between"
+    )
+    print("| model | threads | onnxruntime ms | slimtvm ms | slimtvm/onnxruntime | slimtvm alone ms | onnxruntime ×threads | slimtvm ×threads |")
+    print("|---|---|---|---|---|---|---|---|")
     for label in labels:
         base = kinds[label]
         for threads in thread_counts:
             row = next(r for r in results[threads] if r["label"] == label)
             name = f"{label} vs float {row['reference']}" if row["kind"] == "binary" else label
+            ratios = [ours / theirs for theirs, ours, _ in row.get("rounds", [])]
+            spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
             print(
-                f"| {name} | {threads} | {row['onnxruntime_ms']:.2f} | {row['slimtvm_ms']:.2f} | {row['slimtvm_ms'] / row['onnxruntime_ms']:.2f} | "
-                f"{base['onnxruntime_ms'] / row['onnxruntime_ms']:.2f} | {base['slimtvm_ms'] / row['slimtvm_ms']:.2f} |"
+                f"| {name} | {threads} | {row['onnxruntime_ms']:.2f} | {row['slimtvm_ms']:.2f} | {row['slimtvm_ms'] / row['onnxruntime_ms']:.2f}{spread} | "
+                f"{row['profile']['run'] / 1e3:.2f} | {base['onnxruntime_ms'] / row['onnxruntime_ms']:.2f} | {base['slimtvm_ms'] / row['slimtvm_ms']:.2f} |"
             )
     last = thread_counts[-1]
     for label in labels:
@@ -372,8 +416,9 @@ def print_report(report: dict, thread_counts: list) -> None:
                 print(f"claim: {label} at {threads} thread(s): slimtvm/onnxruntime = {ratio:.2f} ({row['check']})")
 
 
-def one_thread_count(directory: str, threads: int, runs: int, profile_repeat: int) -> int:
-    """Child process: time and profile every model at ``threads`` (TVM_NUM_THREADS already set)."""
+def one_thread_count(directory: str, threads: int, runs: int, profile_repeat: int, only: str = "all") -> int:
+    """Child process: time and profile every model at ``threads`` (TVM_NUM_THREADS already set),
+    or those of the comma-separated labels ``only``."""
     from binary_models import cosine
     from profile_kernels import profile
 
@@ -388,6 +433,8 @@ def one_thread_count(directory: str, threads: int, runs: int, profile_repeat: in
     rows = []
     for entry in manifest["models"]:
         label = entry["label"]
+        if only != "all" and label not in only.split(","):
+            continue
         library = os.path.join(models, f"{label}.so")
         model = slimtvm.load(library)
         x = np.load(os.path.join(models, f"{label}.input.npy"))
@@ -466,15 +513,27 @@ def main(argv=None) -> int:
     timing.add_argument("--runs", type=int, default=40, help="timed runs per engine (default 40)")
     timing.add_argument("--profile-repeat", type=int, default=10, help="instrumented runs per kernel profile (default 10)")
     timing.add_argument("--json", help="also write the results here")
+    timing.add_argument("--rounds", type=int, default=1, help="measure every thread count this many times, round after round (default 1)")
+    timing.add_argument("--models", help="only these of DIR's models (comma-separated labels; default all)")
+    again = commands.add_parser("report", help="print the table and claims of a measure run's --json again")
+    again.add_argument("json")
     child = commands.add_parser("one")
-    for name in ("dir", "threads", "runs", "profile_repeat"):
+    for name in ("dir", "threads", "runs", "profile_repeat", "models"):
         child.add_argument(name)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         return prepare(args)
     if args.command == "measure":
+        if args.rounds < 1:
+            parser.error(f"--rounds must be at least 1, not {args.rounds}")
         return measure(args)
-    return one_thread_count(args.dir, int(args.threads), int(args.runs), int(args.profile_repeat))
+    if args.command == "report":
+        with open(args.json) as file:
+            report = json.load(file)
+        report["results"] = {int(threads): rows for threads, rows in report["results"].items()}
+        print_report(report, sorted(report["results"]))
+        return 0
+    return one_thread_count(args.dir, int(args.threads), int(args.runs), int(args.profile_repeat), args.models)
 
 
 if __name__ == "__main__":

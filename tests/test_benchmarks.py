@@ -194,13 +194,23 @@ def test_many_core_benchmark_prepares_here_and_measures_with_tvms_runtime_only(t
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     measure = [sys.executable, str(kit / "benchmarks" / "many_core.py"), "measure", str(kit), "--threads", "1,2", "--runs", "3", "--profile-repeat", "1"]
-    proc = subprocess.run(measure + ["--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(measure + ["--rounds", "2", "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     claims = [line for line in proc.stdout.splitlines() if line.startswith("claim:")]
     assert len(claims) == 4, proc.stdout
     assert all("0.0e+00 to the preparing machine's run" in claim for claim in claims), claims
-    assert "| digits_bnn vs float digits_cnn | 2 |" in proc.stdout
-    assert "serial fraction" in proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| digits_")]
+    assert len(table) == 4 and "| digits_bnn vs float digits_cnn | 2 |" in proc.stdout
+    assert all(re.search(r"\| \d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\) \|", line) for line in table), table  # the median round, the rounds' range
+    assert "serial fraction" in proc.stdout and proc.stdout.count("round 2: ") == 4
+    again = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "many_core.py"), "report", str(tmp_path / "r.json")], capture_output=True, text=True
+    )
+    assert again.returncode == 0 and [line for line in again.stdout.splitlines() if line.startswith("| digits_")] == table
+    one = subprocess.run(measure + ["--models", "digits_bnn"], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0 and "| digits_cnn |" not in one.stdout and "| digits_bnn vs float digits_cnn | 2 |" in one.stdout, one.stdout[-2000:]
+    unknown = subprocess.run(measure + ["--models", "resnet1000"], capture_output=True, text=True, timeout=60)
+    assert unknown.returncode != 0 and "no model resnet1000" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_periodic_weights_repeat_every_output_channel_group_and_still_run(tmp_path):
