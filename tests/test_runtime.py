@@ -113,6 +113,15 @@ def test_engines_take_turns_after_a_pause_and_a_timed_warm_up(monkeypatch):
         assert timed[0][2] - warm_up[0][2] >= bench.WARM_SECONDS
     assert sum(name == "a" for name, _, _ in events) > 10 and sum(name == "b" for name, _, _ in events) > 10
 
+    # Alone (benchmarks/many_core.py): one block of every run per engine, after a longer warm-up.
+    events.clear()
+    medians, runs = bench.time_in_turns([engine("a"), engine("b")], runs=10, block=10, warm_seconds=0.05)
+    pauses = [index for index, event in enumerate(events) if event[0] == "pause"]
+    assert runs == 10 and len(pauses) == 2
+    for start, end in zip(pauses, pauses[1:] + [len(events)]):
+        calls = events[start + 1 : end]
+        assert len({name for name, _, _ in calls}) == 1 and calls[-10][2] - calls[0][2] >= 0.05
+
 
 def test_a_model_with_scalar_inputs_runs(tmp_path):
     """0-d inputs (Clip's min and max given as graph inputs) reach the library as 0-d tensors."""

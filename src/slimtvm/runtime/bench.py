@@ -154,13 +154,20 @@ def time_side_by_side(first, second, runs: int | None = None, budget_seconds: fl
 
 
 def time_in_turns(
-    functions: list, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0, settle_seconds: float = SETTLE_SECONDS
+    functions: list,
+    runs: int | None = None,
+    budget_seconds: float = 10.0,
+    block: int = BLOCK,
+    warmup: int = 0,
+    settle_seconds: float = SETTLE_SECONDS,
+    warm_seconds: float = WARM_SECONDS,
 ) -> tuple:
     """([median milliseconds of each function], run count): the functions take turns, ``block``
     timed runs each after a pause of ``settle_seconds`` and ``warmup`` untimed runs (at least
-    one, and :data:`WARM_SECONDS` of them), as :func:`time_side_by_side`. Functions that share
+    one, and ``warm_seconds`` of them), as :func:`time_side_by_side`. Functions that share
     one thread pool (builds of slimtvm only) may pause less: their pool's spinning workers serve
-    the next one."""
+    the next one. ``block=runs`` with a longer ``warm_seconds`` times each function alone, in
+    its steady state."""
     if runs is None:
         single = max(max(_time_once(fn) for fn in functions), 1e-6)
         runs = int(min(200, max(5, budget_seconds / single)))
@@ -169,16 +176,16 @@ def time_in_turns(
         count = min(block, runs - len(times[0]))
         for fn, fn_times in zip(functions, times):
             time.sleep(settle_seconds)
-            _warm_up(fn, max(1, warmup))
+            _warm_up(fn, max(1, warmup), warm_seconds)
             fn_times.extend(_time_once(fn) for _ in range(count))
     return [statistics.median(fn_times) * 1e3 for fn_times in times], runs
 
 
-def _warm_up(fn, runs: int) -> None:
-    """Dropped runs: at least ``runs``, and for at least :data:`WARM_SECONDS`."""
+def _warm_up(fn, runs: int, seconds: float = WARM_SECONDS) -> None:
+    """Dropped runs: at least ``runs``, and for at least ``seconds``."""
     start = time.perf_counter()
     done = 0
-    while done < runs or time.perf_counter() - start < WARM_SECONDS:
+    while done < runs or time.perf_counter() - start < seconds:
         fn()
         done += 1
 
