@@ -137,6 +137,124 @@ def _read_kernel(lanes: int, floats: int):
     return main
 
 
+# The many-core kit's machine limits (benchmarks/many_core.py): kernels built here, run there with
+# TVM's runtime only, at every thread count of the models' table.
+PARALLEL_CHUNKS = 256  # chunks of the parallel multiply-add kernel (16 per thread at 16 threads)
+PARALLEL_ITERATIONS = 2_000
+PARALLEL_ACCUMULATORS = 12
+LAUNCH_CHUNKS = 64  # the near-empty parallel loop whose time is the pool's fork and join
+
+
+def _parallel_fma_kernel(accumulators: int, lanes: int):
+    from tvm.script import tirx as T
+
+    @T.prim_func
+    def main(a: T.Buffer((accumulators, lanes), "float32"), b: T.Buffer((64,), "float32"), out: T.Buffer((PARALLEL_CHUNKS, accumulators, lanes), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for chunk in T.parallel(PARALLEL_CHUNKS):
+            acc = T.alloc_buffer((accumulators, lanes), "float32", scope="local")
+            for i in T.unroll(accumulators):
+                for lane in T.vectorized(lanes):
+                    acc[i, lane] = T.float32(0)
+            for k in range(PARALLEL_ITERATIONS):
+                for i in T.unroll(accumulators):
+                    for lane in T.vectorized(lanes):
+                        acc[i, lane] = acc[i, lane] + a[i, lane] * b[(k + chunk) % 64]
+            for i in T.unroll(accumulators):
+                for lane in T.vectorized(lanes):
+                    out[chunk, i, lane] = acc[i, lane]
+
+    return main
+
+
+def _launch_kernel():
+    from tvm.script import tirx as T
+
+    @T.prim_func
+    def main(out: T.Buffer((LAUNCH_CHUNKS, 16), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for chunk in T.parallel(LAUNCH_CHUNKS):
+            out[chunk, 0] = out[chunk, 0] + T.float32(1)  # one cache line per chunk
+
+    return main
+
+
+def build_limits_library(target_name: str, path: str, memory_mib: int = 1024, cache_mib: int = 64) -> dict:
+    """Compile the machine-limits kernels for ``target_name`` into the shared library ``path`` and
+    return what :func:`machine_limits` needs to run them (sizes, lanes): a parallel multiply-add
+    over :data:`PARALLEL_CHUNKS` chunks of register-resident work (compute at N threads: does it
+    scale with the cores, or do two threads share one?), parallel sums over ``memory_mib`` and
+    ``cache_mib`` MiB (read bandwidth from memory and from the L3) and a parallel loop of
+    :data:`LAUNCH_CHUNKS` one-line writes (the thread pool's fork and join). Refuses sizes that do not
+    split into the read kernel's chunks."""
+    import tvm
+
+    from slimtvm.targets.kernel_target import KernelTarget
+    from slimtvm.targets.presets import resolve_target
+
+    target = resolve_target(target_name).tvm_target()
+    lanes = KernelTarget.of(target).lanes
+    sizes = {"read_memory": memory_mib * 2**20 // 4, "read_cache": cache_mib * 2**20 // 4}
+    for name, floats in sizes.items():
+        if floats % (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes):
+            raise SystemExit(f"{name}: {floats} floats do not split into {STREAM_CHUNKS} chunks of {STREAM_ACCUMULATORS} × {lanes}-lane vectors")
+    functions = {
+        "parallel_fma": _parallel_fma_kernel(PARALLEL_ACCUMULATORS, lanes),
+        "launch": _launch_kernel(),
+        **{name: _read_kernel(lanes, floats) for name, floats in sizes.items()},
+    }
+    module = tvm.IRModule({name: function.with_attr("global_symbol", name) for name, function in functions.items()})
+    tvm.compile(module, target).export_library(path)
+    return {"lanes": lanes, "read_floats": sizes}
+
+
+def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
+    """Run :func:`build_limits_library`'s kernels from ``path`` with TVM's runtime only, on the
+    thread pool as configured (TVM_NUM_THREADS): ``fp32_gmacs`` (all threads together),
+    ``memory_gbs``, ``cache_gbs`` (read bandwidth) and ``launch_us`` (a parallel loop's fork and
+    join). Every kernel's output is checked against numpy first."""
+    import tvm
+
+    library = tvm.runtime.load_module(path)
+    lanes = description["lanes"]
+
+    def median_seconds(function, *args, runs: int = repeat) -> float:
+        function(*args)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            function(*args)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((PARALLEL_ACCUMULATORS, lanes), dtype=np.float32), rng.random(64, dtype=np.float32)
+    out = tvm.runtime.tensor(np.zeros((PARALLEL_CHUNKS, PARALLEL_ACCUMULATORS, lanes), np.float32))
+    fma_args = (tvm.runtime.tensor(a), tvm.runtime.tensor(b), out)
+    library["parallel_fma"](*fma_args)
+    weights = b[(np.arange(PARALLEL_ITERATIONS)[None, :] + np.arange(PARALLEL_CHUNKS)[:, None]) % 64].sum(axis=1, dtype=np.float64)
+    if not np.allclose(out.numpy(), weights[:, None, None] * a[None], rtol=1e-3):
+        raise SystemExit("the parallel multiply-add kernel differs from numpy")
+    macs = PARALLEL_CHUNKS * PARALLEL_ITERATIONS * PARALLEL_ACCUMULATORS * lanes
+    result = {"fp32_gmacs": macs / median_seconds(library["parallel_fma"], *fma_args) / 1e9}
+    for name, key in (("read_memory", "memory_gbs"), ("read_cache", "cache_gbs")):
+        floats = description["read_floats"][name]
+        per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
+        data = tvm.runtime.tensor(np.ones((STREAM_CHUNKS, per_chunk, STREAM_ACCUMULATORS, lanes), np.float32))
+        sums = tvm.runtime.tensor(np.zeros((STREAM_CHUNKS, STREAM_ACCUMULATORS, lanes), np.float32))
+        library[name](data, sums)
+        if not np.all(sums.numpy() == per_chunk):
+            raise SystemExit(f"the {name} kernel's sums differ from numpy's")
+        result[key] = floats * 4 / median_seconds(library[name], data, sums, runs=7 if name == "read_memory" else repeat) / 1e9
+        del data
+    counter = tvm.runtime.tensor(np.zeros((LAUNCH_CHUNKS, 16), np.float32))
+    library["launch"](counter)
+    if not np.all(counter.numpy()[:, 0] == 1):
+        raise SystemExit("the parallel launch kernel missed a chunk")
+    result["launch_us"] = median_seconds(library["launch"], counter, runs=2001) * 1e6
+    return result
+
+
 def read_bandwidth(target_name: str, threads: list[int], floats: int = MEMORY_FLOATS) -> dict[int, float]:
     """Read bandwidth in GB/s at each thread count: a parallel sum over ``floats`` float32 values, checked against numpy."""
     import tvm

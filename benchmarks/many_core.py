@@ -29,7 +29,11 @@ The table also shows slimtvm *alone*: its whole-run median while being profiled,
 onnxruntime runs in between (on the 16-core Xeon of session 33 light ResNet-50 ran 5.9 ms alone
 at 8 threads and 9.7 ms in turns). ``--rounds R`` measures every thread count R times, round after
 round, and reports the round with the median ratio and the range of the ratios (a shared machine
-drifts). ``report OUT.json`` prints the table of a saved run again.
+drifts). ``report OUT.json`` prints the table of a saved run again. Each thread count's process
+first measures the machine itself with benchmarks/cpu_limits.py's kernels, built by ``prepare``
+(``--no-limits`` leaves them out): register-resident multiply-adds in 256 parallel chunks (do 16
+threads compute 16 times as much, or do two share a core?), read bandwidth from memory and from
+the L3, and the fork and join of a near-empty parallel loop.
 
 The fp32 models' weights repeat every 16 output channels (``periodic_weights``): the artifacts
 must travel (≤ 64 MiB in all here) and random weights do not compress (a light ResNet-50 library
@@ -72,6 +76,7 @@ TARGET_FLAGS = {
 FP32_AGREEMENT = 1e-4
 BINARY_COSINE = 0.999
 PROFILE_MIN_US = 50.0
+LIMITS_LIBRARY = "limits.so"  # benchmarks/cpu_limits.py's machine-limit kernels, built by prepare
 # Dropped runs before each engine's block alone: session 33's Xeon ran light ResNet-50 at 8
 # threads in 9.7 ms timed in turns (blocks of 5 after a 0.2 s pause and 20 ms of dropped runs)
 # and in 5.9 ms in the profiling phase right after, which runs it continuously.
@@ -250,6 +255,11 @@ def prepare(args) -> int:
                 entry["weights_sha256"] = weights_digest(path)
                 os.remove(path)  # rebuilt there from the recipe
             print(f"{label}: compiled for {args.target} ({os.path.getsize(library) / 1e6:.1f} MB)", flush=True)
+        if not args.no_limits:
+            from cpu_limits import build_limits_library
+
+            manifest["limits"] = build_limits_library(args.target, os.path.join(staged, LIMITS_LIBRARY), args.limits_memory_mib, args.limits_cache_mib)
+            print(f"machine limits: compiled for {args.target}", flush=True)
         with open(os.path.join(staged, "models.json"), "w") as file:
             json.dump(manifest, file, indent=1)
         print("compressing (xz) ...", flush=True)
@@ -317,6 +327,7 @@ def measure(args) -> int:
         raise SystemExit(f"no model {', '.join(unknown)} in {args.dir} (it has {', '.join(sorted(labels))})")
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} logical CPUs; artifacts for {manifest['target']}", flush=True)
     rounds = {threads: [] for threads in thread_counts}
+    limits = {}  # threads: the machine limits of every round
     for round_index in range(args.rounds):
         for threads in thread_counts:
             environment = dict(
@@ -327,8 +338,11 @@ def measure(args) -> int:
             if done.returncode:
                 print(done.stdout)
                 raise SystemExit(f"the {threads}-thread run failed (exit {done.returncode})")
-            rows = json.loads(done.stdout.strip().splitlines()[-1])
+            child = json.loads(done.stdout.strip().splitlines()[-1])
+            rows = child["rows"]
             rounds[threads].append(rows)
+            if child["limits"] is not None:
+                limits.setdefault(threads, []).append(child["limits"])
             for row in rows:
                 if "error" in row:
                     continue
@@ -338,8 +352,17 @@ def measure(args) -> int:
                     flush=True,
                 )
     results = {threads: merged_rounds(rounds[threads]) for threads in thread_counts}
-    report = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "target": manifest["target"], "runs": args.runs, "rounds": args.rounds, "results": results}
+    report = {
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "target": manifest["target"],
+        "runs": args.runs,
+        "rounds": args.rounds,
+        "results": results,
+        "limits": limits,
+    }
     print_report(report, thread_counts)
+    print_limits(limits, thread_counts)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(report, file)
@@ -372,6 +395,26 @@ def alone_cell(row: dict) -> str:
     if row.get("slimtvm_alone_ms") is None:
         return f"– / {row['profile']['run'] / 1e3:.2f}"
     return f"{row['onnxruntime_alone_ms']:.2f} / {row['slimtvm_alone_ms']:.2f} ({row['slimtvm_alone_ms'] / row['onnxruntime_alone_ms']:.2f})"
+
+
+def print_limits(limits: dict, thread_counts: list) -> None:
+    """The machine's limits per thread count (medians over the rounds): what the models' scaling
+    can be read against."""
+    counts = [threads for threads in thread_counts if limits.get(threads)]
+    if not counts:
+        return
+    medians = {threads: {key: float(np.median([entry[key] for entry in limits[threads]])) for key in limits[threads][0]} for threads in counts}
+    base = medians[counts[0]]
+    print()
+    print("machine limits (benchmarks/cpu_limits.py kernels, TVM's thread pool; medians over the rounds):")
+    print("| threads | fp32 G MAC/s (× first) | read from memory GB/s (×) | read from L3 GB/s (×) | parallel loop fork + join µs |")
+    print("|---|---|---|---|---|")
+    for threads in counts:
+        row = medians[threads]
+        print(
+            f"| {threads} | {row['fp32_gmacs']:.0f} ({row['fp32_gmacs'] / base['fp32_gmacs']:.2f}) | {row['memory_gbs']:.1f} ({row['memory_gbs'] / base['memory_gbs']:.2f}) | "
+            f"{row['cache_gbs']:.1f} ({row['cache_gbs'] / base['cache_gbs']:.2f}) | {row['launch_us']:.2f} |"
+        )
 
 
 def print_report(report: dict, thread_counts: list) -> None:
@@ -449,6 +492,11 @@ def one_thread_count(directory: str, threads: int, runs: int, profile_repeat: in
     models = os.path.join(directory, "models")
     with open(os.path.join(models, "models.json")) as file:
         manifest = json.load(file)
+    limits = None
+    if "limits" in manifest:
+        from cpu_limits import machine_limits
+
+        limits = machine_limits(os.path.join(models, LIMITS_LIBRARY), manifest["limits"])
     rows = []
     for entry in manifest["models"]:
         label = entry["label"]
@@ -504,7 +552,7 @@ def one_thread_count(directory: str, threads: int, runs: int, profile_repeat: in
             }
         )
         print(f"{label}: {threads} thread(s) done", file=sys.stderr, flush=True)
-    print(json.dumps(rows))
+    print(json.dumps({"rows": rows, "limits": limits}))
     return 0
 
 
@@ -529,6 +577,9 @@ def main(argv=None) -> int:
     make.add_argument("--models", default=DEFAULT_MODELS)
     make.add_argument("--python-version", default="3.12", help="the many-core machine's CPython, for TVM's runtime wheels (default 3.12)")
     make.add_argument("--runtime-from-here", action="store_true", help="pack this Python's installed TVM (no download) instead of the wheels")
+    make.add_argument("--no-limits", action="store_true", help="leave out the machine-limit kernels (benchmarks/cpu_limits.py)")
+    make.add_argument("--limits-memory-mib", type=int, default=1024, help="the memory read kernel's array (default 1024 MiB: beyond any L3)")
+    make.add_argument("--limits-cache-mib", type=int, default=64, help="the L3 read kernel's array (default 64 MiB: past 16 cores' L2s)")
     make.add_argument("--bireal-onnx", help="an exported Bi-Real Net 18 (default: export birealnet18.py with torch)")
     timing = commands.add_parser("measure", help="there: time every model at every thread count")
     timing.add_argument("dir")
@@ -555,6 +606,7 @@ def main(argv=None) -> int:
             report = json.load(file)
         report["results"] = {int(threads): rows for threads, rows in report["results"].items()}
         print_report(report, sorted(report["results"]))
+        print_limits({int(threads): entries for threads, entries in report.get("limits", {}).items()}, sorted(report["results"]))
         return 0
     return one_thread_count(args.dir, int(args.threads), int(args.runs), int(args.profile_repeat), args.models)
 

@@ -186,11 +186,17 @@ def test_many_core_benchmark_prepares_here_and_measures_with_tvms_runtime_only(t
     """The many-core route end to end on the digits models: ``prepare`` (this Python's TVM packed
     without its compiler library, for the portable AVX2 target), then ``measure`` from the packed
     folder alone, its timing processes importing only that runtime; the script stops if an output
-    differs from onnxruntime or from this machine's run of the same artifact."""
+    differs from onnxruntime or from this machine's run of the same artifact. Also: two rounds
+    (the median round and the range), a model subset, ``report`` of the saved run, both engines
+    timed alone, and the machine-limit kernels (compute, read bandwidth, fork and join) per thread
+    count, each checked against numpy before it is timed."""
     kit = tmp_path / "kit"
     prepare = [sys.executable, os.path.join(REPO, "benchmarks", "many_core.py"), "prepare", str(kit)]
     proc = subprocess.run(
-        prepare + ["--target", "x86-64", "--models", "digits_cnn,digits_bnn", "--runtime-from-here"], capture_output=True, text=True, timeout=600
+        prepare + ["--target", "x86-64", "--models", "digits_cnn,digits_bnn", "--runtime-from-here", "--limits-memory-mib", "64", "--limits-cache-mib", "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     measure = [sys.executable, str(kit / "benchmarks" / "many_core.py"), "measure", str(kit), "--threads", "1,2", "--runs", "3", "--profile-repeat", "1"]
@@ -203,6 +209,8 @@ def test_many_core_benchmark_prepares_here_and_measures_with_tvms_runtime_only(t
     assert len(table) == 4 and "| digits_bnn vs float digits_cnn | 2 |" in proc.stdout
     assert all(re.search(r"\| \d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\) \|", line) for line in table), table  # the median round, the rounds' range
     assert "serial fraction" in proc.stdout and proc.stdout.count("round 2: ") == 4
+    limits = [line for line in proc.stdout.splitlines() if re.match(r"\| [12] \| \d+ \(", line)]
+    assert len(limits) == 2 and limits[0].startswith("| 1 | ") and " (1.00) | " in limits[0], proc.stdout[-3000:]  # the machine's limits per thread count
     again = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "many_core.py"), "report", str(tmp_path / "r.json")], capture_output=True, text=True
     )
