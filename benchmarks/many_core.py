@@ -5,7 +5,8 @@ Step 1, here (full apache-tvm, network for pip):
     .venv/bin/python benchmarks/many_core.py prepare DIR [--target x86-64-avx512-vpopcnt]
         [--models light_resnet50,resnet18,mobilenet_v2,birealnet18] [--bireal-onnx PATH]
 
-compiles every model for ``--target`` and writes DIR: TVM's runtime for CPython 3.12 or `--python-version` (apache-tvm
+compiles every model for ``--target`` (``NAME:direct``: an fp32 model also built with
+``--conv-algorithm direct``, as ``NAME_direct``) and writes DIR: TVM's runtime for CPython 3.12 or `--python-version` (apache-tvm
 and apache-tvm-ffi wheels without the compiler library, ~9 MB), slimtvm's sources and these
 benchmark scripts, the artifacts and ONNX models (xz), and one input per model with the output
 this machine computed from the same artifact (where the target runs here).
@@ -102,35 +103,49 @@ def periodic_weights(model, period: int = PERIOD):
 
 
 def source_models(names: list, workdir: str, bireal_onnx: str | None) -> list:
-    """[(label, ONNX path slimtvm compiles, kind, recipe, reference label, reference recipe)]: the
-    model onnxruntime times against it is the reference (itself for fp32 models). A recipe
-    rebuilds that ONNX file from seeds (:func:`build_onnx`), so that the many-core machine makes
-    its own copy instead of receiving it; None: the file travels."""
+    """[(label, ONNX path slimtvm compiles, kind, recipe, reference label, reference recipe,
+    compile options)]: the model onnxruntime times against it is the reference (itself for fp32
+    models). A recipe rebuilds that ONNX file from seeds (:func:`build_onnx`), so that the
+    many-core machine makes its own copy instead of receiving it; None: the file travels. An fp32
+    name with ``:direct`` (``resnet18:direct``) is that model built with ``--conv-algorithm
+    direct`` under the label ``resnet18_direct``: which kernel a layer should take at many threads."""
     import onnx
     from architectures import ARCHITECTURES
 
     pairs = []
     for name in names:
+        name, _, variant = name.partition(":")
+        if variant:
+            if variant != "direct" or not (name in ARCHITECTURES or name.startswith("light_")):
+                raise SystemExit(f"{name}:{variant}: only fp32 models take a variant, and the one variant is 'direct'")
+            label = f"{name}_direct"
+            recipe = {"architecture": name} if name in ARCHITECTURES else {"light_zoo": name}
+            path = os.path.join(workdir, f"{label}.onnx")
+            build_onnx(recipe, path)
+            pairs.append((label, path, "fp32", recipe, label, recipe, {"conv_algorithm": "direct"}))
+            continue
         path = os.path.join(workdir, f"{name}.onnx")
         if name in ARCHITECTURES or name.startswith("light_"):
             recipe = {"architecture": name} if name in ARCHITECTURES else {"light_zoo": name}
             build_onnx(recipe, path)
-            pairs.append((name, path, "fp32", recipe, name, recipe))
+            pairs.append((name, path, "fp32", recipe, name, recipe, {}))
         elif name == "birealnet18":
             if bireal_onnx is None:
                 from birealnet18 import export  # needs torch
 
                 bireal_onnx = export(os.path.join(workdir, "birealnet18-export.onnx"))
             onnx.save(periodic_weights(onnx.load(bireal_onnx)), path)
-            pairs.append((name, path, "binary", None, "resnet18", {"architecture": "resnet18"}))
+            pairs.append((name, path, "binary", None, "resnet18", {"architecture": "resnet18"}, {}))
         elif name in SMOKE_MODELS:  # the bundled digits models (small: they travel)
             shutil.copy(os.path.join(ROOT, "examples", f"{name}.onnx"), path)
             kind, reference = SMOKE_MODELS[name]
             if reference != name:
                 shutil.copy(os.path.join(ROOT, "examples", f"{reference}.onnx"), os.path.join(workdir, f"{reference}.onnx"))
-            pairs.append((name, path, kind, None, reference, None))
+            pairs.append((name, path, kind, None, reference, None, {}))
         else:
-            raise SystemExit(f"unknown model {name!r}: resnet18, mobilenet_v2, light_* (the onnx package's light zoo), birealnet18, digits_cnn or digits_bnn")
+            raise SystemExit(
+                f"unknown model {name!r}: resnet18, mobilenet_v2, light_* (the onnx package's light zoo), birealnet18, digits_cnn or digits_bnn (fp32 ones also NAME:direct)"
+            )
     return pairs
 
 
@@ -239,9 +254,9 @@ def prepare(args) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         staged = os.path.join(workdir, "models")
         os.makedirs(staged)
-        for label, path, kind, recipe, reference, reference_recipe in source_models(args.models.split(","), staged, args.bireal_onnx):
+        for label, path, kind, recipe, reference, reference_recipe, options in source_models(args.models.split(","), staged, args.bireal_onnx):
             library = os.path.join(staged, f"{label}.so")
-            artifact = slimtvm.compile(path, library, target=args.target)
+            artifact = slimtvm.compile(path, library, target=args.target, **options)
             shape = [int(d.dim_value) for d in onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
             x = np.random.default_rng(len(manifest["models"])).standard_normal(shape).astype(np.float32)
             entry = {"label": label, "kind": kind, "reference": reference, "input_shape": shape, "recipe": recipe, "reference_recipe": reference_recipe}
