@@ -1,10 +1,10 @@
-"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large and EfficientNet-B0 written directly in
+"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0 and ConvNeXt-Tiny written directly in
 ONNX (torchvision's layer shapes, random weights).
 
 torchvision cannot be installed next to this machine's local torch, and the ONNX graphs are all
 a benchmark needs: the same convolutions, batch norms, activations, pools and classifier as
 torchvision's ``resnet18()``, ``mobilenet_v2()``, ``resnext50_32x4d()``, ``mobilenet_v3_large()`` and
-``efficientnet_b0()``, in inference form (BatchNormalization nodes
+``efficientnet_b0()`` and ``convnext_tiny()``, in inference form (BatchNormalization nodes
 kept, so slimtvm's folding runs as it would on an exported model). Weights are seeded He-normal.
 """
 
@@ -182,10 +182,62 @@ def efficientnet_b0(seed: int = 0):
     return g.model(g.gemm(x, 1280, 1000))
 
 
+def _layer_norm_last(g, x, channels, eps=1e-6):
+    """LayerNorm over the last axis as torch exports it at opset 17 (LayerNormalization), with
+    torch's initial affine parameters perturbed so that they matter."""
+    scale = g.const(1.0 + 0.1 * g.rng.standard_normal(channels), "ln_scale")
+    bias = g.const(0.1 * g.rng.standard_normal(channels), "ln_bias")
+    return g.node("LayerNormalization", [x, scale, bias], axis=-1, epsilon=eps)
+
+
+def _layer_norm_channels(g, x, channels, eps=1e-6):
+    """torchvision's LayerNorm2d: permute to channels-last, LayerNorm, permute back."""
+    y = g.node("Transpose", [x], perm=[0, 2, 3, 1])
+    return g.node("Transpose", [_layer_norm_last(g, y, channels, eps)], perm=[0, 3, 1, 2])
+
+
+def _linear_last(g, x, cin, cout):
+    """nn.Linear on the last axis of a 4-D tensor: MatMul by a [cin, cout] weight, then Add."""
+    weight = g.const(g.rng.standard_normal((cin, cout)) * np.sqrt(1.0 / cin), "fc")
+    return g.node("Add", [g.node("MatMul", [x, weight]), g.const(0.01 * g.rng.standard_normal(cout), "fc_b")])
+
+
+def _gelu(g, x):
+    """Exact GELU as torch exports it before opset 20: x · (erf(x / √2) + 1) · 0.5."""
+    erf = g.node("Erf", [g.node("Div", [x, g.const(np.float32(np.sqrt(2.0)), "sqrt2")])])
+    return g.node("Mul", [g.node("Mul", [x, g.node("Add", [erf, g.const(np.float32(1.0), "one")])]), g.const(np.float32(0.5), "half")])
+
+
+def convnext_tiny(seed: int = 0):
+    """torchvision convnext_tiny: 4×4/4 stem + LayerNorm2d; stages of 3, 3, 9, 3 blocks of 96, 192,
+    384, 768 channels (7×7 depthwise conv → channels-last LayerNorm → Linear ×4 → GELU → Linear
+    → layer scale → residual), LayerNorm2d + 2×2/2 conv between stages; pool, LayerNorm2d, FC 1000.
+    The layer scales are drawn around 0.1 (torchvision starts them at 1e-6, which would hide the
+    blocks from the outputs check)."""
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 224, 224], name="input")
+    x = _layer_norm_channels(g, g.conv(x, 3, 96, kernel=4, stride=4), 96)
+    dims, depths = (96, 192, 384, 768), (3, 3, 9, 3)
+    for stage, (dim, depth) in enumerate(zip(dims, depths)):
+        if stage:
+            x = g.conv(_layer_norm_channels(g, x, dims[stage - 1]), dims[stage - 1], dim, kernel=2, stride=2)
+        for _ in range(depth):
+            y = g.conv(x, dim, dim, kernel=7, pads=(3, 3, 3, 3), groups=dim)
+            y = _layer_norm_last(g, g.node("Transpose", [y], perm=[0, 2, 3, 1]), dim)
+            y = _linear_last(g, _gelu(g, _linear_last(g, y, dim, 4 * dim)), 4 * dim, dim)
+            y = g.node("Transpose", [y], perm=[0, 3, 1, 2])
+            y = g.node("Mul", [y, g.const((0.1 + 0.02 * g.rng.standard_normal(dim)).reshape(dim, 1, 1), "gamma")])
+            x = g.node("Add", [x, y])
+    x = _layer_norm_channels(g, g.node("GlobalAveragePool", [x]), 768)
+    x = g.node("Flatten", [x])
+    return g.model(g.gemm(x, 768, 1000))
+
+
 ARCHITECTURES = {
     "resnet18": resnet18,
     "mobilenet_v2": mobilenet_v2,
     "resnext50": resnext50,
     "mobilenet_v3_large": mobilenet_v3_large,
     "efficientnet_b0": efficientnet_b0,
+    "convnext_tiny": convnext_tiny,
 }

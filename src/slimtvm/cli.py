@@ -249,11 +249,19 @@ def _cmd_tune(args) -> int:
 
 
 def _worth_a_line(entry: dict) -> bool:
-    """Every pass gets a line, except the batch split of a batch of one (nothing to split)."""
+    """Every pass gets a line, except the batch split of a batch of one (nothing to split) and the
+    channels-first rewrite of a model without channels-last stretches."""
+    if entry["name"] == "channels_first":
+        return entry["stretches"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
 def _describe_pass(entry: dict) -> str:
+    if entry["name"] == "channels_first":
+        return (
+            f"channels_first: {entry['stretches']} channels-last stretches between transposes run in NCHW "
+            f"({entry['matmuls_as_convs']} matmuls as 1×1 convs, the transposes gone)"
+        )
     if entry["name"] == "fold_batchnorm":
         text = f"fold_batchnorm: {entry['batchnorms_folded']} folded"
         if entry["folded_by_position"]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from .average_pool import legalize_avg_pool2d
 from .channel_relayouts import legalize_layout_transform
 from .conv_layouts import legalize_conv2d
-from .fast_math import legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp
+from .fast_math import legalize_erf, legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp
 
 LEGALIZATIONS = {
     # element-wise math first: a kernel family entered further down for the same operation
     # replaces it (in a dict literal the later key wins; docs/architecture.md's example does so)
     "relax.sigmoid": legalize_sigmoid,
+    "relax.erf": legalize_erf,
     "relax.nn.softmax": legalize_softmax_with_fast_exp,
     "relax.power": legalize_power,
     "relax.nn.conv2d": legalize_conv2d,

@@ -15,6 +15,7 @@ from .banded_layers import BandedLayers
 from .banded_trip_counts import set_banded_trip_counts
 from .binary_layers import LowerBinaryLayers
 from .blocked_resize_concat import blocked_resize_concat
+from .channel_norms import BlockedChannelNorms, HideChannelNorms
 from .channel_permutations import BlockedChannelPermutations
 from .channel_windows import ChannelWindowSums
 from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
@@ -42,6 +43,7 @@ class LoweringPasses:
     kernels: RecordKernels = field(default_factory=RecordKernels)
     split_grouped: SplitGroupedConvs = None
     channel_windows: ChannelWindowSums = None
+    hide_channel_norms: HideChannelNorms = field(default_factory=HideChannelNorms)
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -71,9 +73,11 @@ class LoweringPasses:
             self.split_grouped,  # grouped (not depthwise) convs as one ordinary conv per group, or block diagonal
             self.channel_windows,  # LRN's sums over neighbouring channels: 1×1 convs on banded weights
             pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
+            self.hide_channel_norms,  # layer norms over channels: kernels of their own, out of the conversion's way
             relax.transform.Normalize(),
             convert_layout_or_keep(self.target.channel_block, self._layouts_for),
             relax.transform.Normalize(),
+            BlockedChannelNorms(self.hide_channel_norms),  # … and back in the blocked layout, without the relayouts
             blocked_resize_concat(),  # a detector's upsample + concat path stays blocked
             sink_relayouts(),  # element-wise ops between plain-layout (sparse) kernels stay plain
             BlockedChannelPermutations(),  # a channel shuffle between blocked tensors: one kernel, not relayouts around it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .canonical_sign import CanonicalizeSign
+from .channels_first import ChannelsFirst
 from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
@@ -25,10 +26,12 @@ class GraphPasses:
     sparsity: DetectSparsity = field(default_factory=DetectSparsity)
     dead_channels: RemoveDeadChannels = field(default_factory=RemoveDeadChannels)
     split_batch: SplitBatch = field(default_factory=SplitBatch)
+    channels_first: ChannelsFirst = field(default_factory=ChannelsFirst)
 
     def sequence(self) -> list:
         return [
             FoldConstantsSafely(),  # weights computed in the graph become constants
+            self.channels_first,  # Linear layers on channels-last stretches → 1×1 convs in NCHW
             RankMatchedConstants(),  # x · c[C,1,1] → x · c[1,C,1,1]: layouts pass through it
             RemoveDropout(),
             ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
@@ -45,6 +48,7 @@ class GraphPasses:
     def reports(self) -> dict:
         """Statistics of each pass after a run, keyed by pass name (for the manifest)."""
         return {
+            "channels_first": {"stretches": self.channels_first.stretches, "matmuls_as_convs": self.channels_first.matmuls},
             "fold_batchnorm": self.fold_batchnorm.report.to_json(),
             "binarize": self.binarize.report.to_json(),
             "sparsity": self.sparsity.report.to_json(),
