@@ -76,7 +76,10 @@ def _smallest(magnitudes: np.ndarray, count: int) -> np.ndarray:
 def prune_weights(weights: list, request: PruneRequest, is_conv: list) -> list:
     """``weights`` (numpy, output channels on axis 0) pruned as ``request`` says; ``is_conv``
     marks the layers whose filters ``--prune-filters`` prunes."""
-    weights = [w.astype(np.float32, copy=True) for w in weights]
+    # C-ordered copies: a MatMul's or Gemm's weight arrives as a moved-axis view, whose astype()
+    # copy keeps the view's strides, and reshape(-1) of that is a copy the zeros would go to
+    # (MatMul weights came out unpruned)
+    weights = [np.array(w, dtype=np.float32, order="C") for w in weights]
     if request.filters is not None:
         for weight, conv in zip(weights, is_conv):
             if conv:
