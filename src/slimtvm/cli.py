@@ -249,10 +249,12 @@ def _cmd_tune(args) -> int:
 
 
 def _worth_a_line(entry: dict) -> bool:
-    """Every pass gets a line, except the batch split of a batch of one (nothing to split) and the
-    channels-first rewrite of a model without channels-last stretches."""
+    """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
+    channels-first and transposed-conv rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
+    if entry["name"] == "transposed_convs":
+        return entry["rewritten"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
@@ -262,6 +264,8 @@ def _describe_pass(entry: dict) -> str:
             f"channels_first: {entry['stretches']} channels-last stretches between transposes run in NCHW "
             f"({entry['matmuls_as_convs']} matmuls as 1×1 convs, the transposes gone)"
         )
+    if entry["name"] == "transposed_convs":
+        return f"transposed_convs: {entry['rewritten']} transposed convs run as a conv on the input and a depth-to-space (slimtvm's conv kernels)"
     if entry["name"] == "fold_batchnorm":
         text = f"fold_batchnorm: {entry['batchnorms_folded']} folded"
         if entry["folded_by_position"]:

@@ -26,6 +26,7 @@ from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
 from .split_grouped_convs import SplitGroupedConvs
+from .transposed_convs import TransposedConvs
 from .weight_prefetch import insert_weight_prefetch
 from .winograd_layers import WinogradLayers
 
@@ -44,6 +45,7 @@ class LoweringPasses:
     split_grouped: SplitGroupedConvs = None
     channel_windows: ChannelWindowSums = None
     hide_channel_norms: HideChannelNorms = field(default_factory=HideChannelNorms)
+    transposed_convs: TransposedConvs = field(default_factory=TransposedConvs)
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -70,6 +72,7 @@ class LoweringPasses:
         kernels in those layouts, the rest are legalized to slimtvm's computes and fused with
         their element-wise neighbours."""
         return [
+            self.transposed_convs,  # transposed convs (up-convs) as a conv and a depth-to-space
             self.split_grouped,  # grouped (not depthwise) convs as one ordinary conv per group, or block diagonal
             self.channel_windows,  # LRN's sums over neighbouring channels: 1×1 convs on banded weights
             pad_channels_to_block(self.target.channel_block),  # 16-channel blocks for models with 8·k-channel convs
@@ -122,6 +125,7 @@ class LoweringPasses:
 
     def reports(self) -> dict:
         return {
+            "transposed_convs": {"rewritten": self.transposed_convs.count},
             "binary_blocks": self.lower_binary.blocks_report(),
             "sparse_layers": self.sparse.report.to_json(),
             "kernels": self.kernels.report.to_json(),
