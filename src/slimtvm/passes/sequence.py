@@ -47,11 +47,11 @@ class GraphPasses:
 
     def reports(self) -> dict:
         """Statistics of each pass after a run, keyed by pass name (for the manifest)."""
-        return {
-            "channels_first": {"stretches": self.channels_first.stretches, "matmuls_as_convs": self.channels_first.matmuls},
+        return {  # fold_batchnorm first: the manifest's "passes"[0] since format 1
             "fold_batchnorm": self.fold_batchnorm.report.to_json(),
             "binarize": self.binarize.report.to_json(),
             "sparsity": self.sparsity.report.to_json(),
             "dead_channels": self.dead_channels.report.to_json(),
             "split_batch": self.split_batch.report.to_json(),
+            "channels_first": {"stretches": self.channels_first.stretches, "matmuls_as_convs": self.channels_first.matmuls},
         }
