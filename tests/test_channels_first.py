@@ -52,8 +52,13 @@ def test_convnext_blocks_run_on_conv_kernels_in_the_blocked_layout(tmp_path, pre
     artifact = slimtvm.compile(model, str(tmp_path / "convnext.so"), target=preset)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     passes = {entry["name"]: entry for entry in artifact.manifest["passes"]}
-    assert passes["channels_first"] == {"name": "channels_first", "stretches": 4, "matmuls_as_convs": 2}
+    assert passes["channels_first"] == {"name": "channels_first", "stretches": 4, "matmuls_as_convs": 2, "matmul_positions": [0, 1]}
     assert passes["kernels"]["generic_fallbacks"] == [] and passes["kernels"]["by_family"]["conv2d"] >= 3
+    from slimtvm.compiler.layer_table import decisions_from_manifest, layer_rows
+
+    rows = layer_rows(model, decisions_from_manifest(artifact.manifest))  # what `slimtvm inspect` prints
+    plans = {row.op: row.plan for row in rows if row.op in ("MatMul", "Gemm", "Conv")}
+    assert plans["MatMul"].startswith("fp32 conv") and plans["Gemm"].startswith("fp32 dense") and not any("?" in row.plan for row in rows), plans
     kernels = parallel_extents(model, "x86-64-avx512" if preset == "host" else preset)
     assert not [name for name in kernels if "transpose" in name], sorted(kernels)
     assert any("conv2d" in name and "erf" in name for name in kernels), sorted(kernels)  # the GELU in the conv's epilogue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import onnx
@@ -377,8 +378,8 @@ def test_calibration_refits_every_lossy_step_without_making_a_layer_worse(tmp_pa
 
 
 def test_too_few_calibration_samples_fall_back_to_no_refit(tmp_path):
-    """Four calibration images: the hidden dense layer (a MatMul: 64 weights per output) has 4 rows
-    only, is left as it was and the report says why; the first conv has rows to spare (4 × 1024
+    """Four calibration images: the hidden dense layer (a MatMul: 64 weights per output, pruned) has
+    4 rows only, is left as it was and the report says why; the first conv has rows to spare (4 × 1024
     pixels for 10 parameters per output)."""
     from slimtvm.compress.prune_float_layers import PruneRequest, apply_request
 
@@ -387,5 +388,8 @@ def test_too_few_calibration_samples_fall_back_to_no_refit(tmp_path):
     _, report = apply_request(DENSE_HEAD, PruneRequest(0.5, calibration=str(few)))
     refits = {r["name"]: r for r in report.extra["reconstruction"]}
     hidden = next(r for name, r in refits.items() if "MatMul" in name)
-    assert hidden["skipped"].startswith("too few calibration rows (4) for 64 parameters") and hidden["error_after"] is None
+    # the pruned MatMul keeps some of its 64 weights per output (before session 33 the pruning left
+    # MatMul weights whole, and this said 64)
+    live = re.match(r"too few calibration rows \(4\) for (\d+) parameters per output channel: not refit", hidden["skipped"])
+    assert live and 4 < int(live.group(1)) < 64 and hidden["error_after"] is None, hidden["skipped"]
     assert refits["/features/features.0/Conv"]["error_after"] < refits["/features/features.0/Conv"]["error_before"]

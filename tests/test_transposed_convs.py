@@ -62,6 +62,10 @@ def test_a_unet_step_runs_every_conv_on_slimtvm_kernels(tmp_path):
     inputs = {"x": np.random.default_rng(5).standard_normal((1, 8, 32, 32)).astype(np.float32)}
     artifact = slimtvm.compile(model, str(tmp_path / "unet.so"))
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    from slimtvm.compiler.layer_table import decisions_from_manifest, layer_rows
+
+    rows = layer_rows(model, decisions_from_manifest(artifact.manifest))  # what `slimtvm inspect` prints
+    assert next(row.plan for row in rows if row.op == "ConvTranspose").startswith("fp32 conv") and not any("?" in row.plan for row in rows)
     kernels = next(entry for entry in artifact.manifest["passes"] if entry["name"] == "kernels")
     assert kernels["generic_fallbacks"] == [] and kernels["by_family"].get("conv2d", 0) + kernels["by_family"].get("winograd_conv2d", 0) >= 4
 

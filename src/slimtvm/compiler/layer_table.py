@@ -81,16 +81,20 @@ class LayerDecisions:
     matmuls: list
     conv_weights: list | None = None  # per conv: zero weights and channels removed (texts)
     matmul_weights: list | None = None
+    # which ConvTranspose nodes (indices among them) and which Gemm/MatMul nodes (among those) the
+    # passes turned into convs: their decisions are among the convs' (lowering/transposed_convs.py,
+    # passes/channels_first.py)
+    conv_transposes: tuple = ()
+    matmul_convs: tuple = ()
 
 
-def _by_layer(model: onnx.ModelProto, onnx_ops: set, recorded: list) -> dict:
-    """ONNX node index → the k-th recorded text for the k-th node of ``onnx_ops``.
+def _by_layer(indices: list, recorded: list) -> dict:
+    """ONNX node index → the k-th recorded text for the k-th of ``indices`` (nodes of one kind).
 
     The importer keeps the ONNX node order, and no pass reorders layers, so the k-th
     BatchNormalization is the k-th ``batch_norm`` the BN pass saw, the k-th Conv the k-th conv2d
     the lowering recorded, and the k-th Gemm/MatMul the k-th matmul. Where the counts differ
     (a pass removed or added a layer) the rows say so instead of guessing."""
-    indices = [index for index, node in enumerate(model.graph.node) if node.op_type in onnx_ops]
     if len(indices) == len(recorded):
         return dict(zip(indices, recorded))
     return {index: f"? ({len(recorded)} decisions recorded for {len(indices)} such layers)" for index in indices}
@@ -101,14 +105,22 @@ def _plans(model: onnx.ModelProto, decisions: LayerDecisions | None) -> tuple:
     if decisions is None:
         return {}, {}
     plans, weights = {}, {}
-    for onnx_ops, recorded, texts in (
-        ({"BatchNormalization"}, decisions.batchnorms, None),
-        ({"Conv"}, decisions.convs, decisions.conv_weights),
-        ({"Gemm", "MatMul"}, decisions.matmuls, decisions.matmul_weights),
+    nodes = list(enumerate(model.graph.node))
+    matmuls = [index for index, node in nodes if node.op_type in ("Gemm", "MatMul")]
+    transposed = [index for index, node in nodes if node.op_type == "ConvTranspose"]
+    as_convs = {matmuls[k] for k in decisions.matmul_convs if k < len(matmuls)}
+    transposed_convs = {transposed[k] for k in decisions.conv_transposes if k < len(transposed)}
+    convs = [index for index, node in nodes if node.op_type == "Conv" or index in as_convs or index in transposed_convs]
+    plans.update(_by_layer([index for index, node in nodes if node.op_type == "BatchNormalization"], decisions.batchnorms))
+    plans.update(_by_layer(convs, decisions.convs))
+    plans.update(_by_layer([index for index in matmuls if index not in as_convs], decisions.matmuls))
+    # the weight texts come from the graph passes, which run before the transposed convs are convs
+    for indices, texts in (
+        ([index for index in convs if index not in transposed_convs], decisions.conv_weights),
+        ([i for i in matmuls if i not in as_convs], decisions.matmul_weights),
     ):
-        plans.update(_by_layer(model, onnx_ops, recorded))
         if texts is not None:
-            weights.update(_by_layer(model, onnx_ops, texts))
+            weights.update(_by_layer(indices, texts))
     return plans, weights
 
 
@@ -181,6 +193,16 @@ def decisions_from_manifest(manifest: dict) -> LayerDecisions:
         [r["plan"] for r in layers if r["op"] == "matmul"],
         weight_texts(reports, "conv2d"),
         weight_texts(reports, "matmul"),
+        *_rewritten_positions(reports),
+    )
+
+
+def _rewritten_positions(reports: dict) -> tuple:
+    """(ConvTranspose positions, Gemm/MatMul positions) that became convs, from the reports
+    (empty for artifacts compiled before those rewrites)."""
+    return (
+        tuple(reports.get("transposed_convs", {}).get("positions", ())),
+        tuple(reports.get("channels_first", {}).get("matmul_positions", ())),
     )
 
 
@@ -210,5 +232,6 @@ def recorded_decisions(frontend_result, tvm_target, target_name=None, conv_algor
         [record.plan for record in records_of("matmul", records)],
         weight_texts(reports, "conv2d"),
         weight_texts(reports, "matmul"),
+        *_rewritten_positions(reports),
     )
     return reports, decisions

@@ -125,7 +125,7 @@ class LoweringPasses:
 
     def reports(self) -> dict:
         return {
-            "transposed_convs": {"rewritten": self.transposed_convs.count},
+            "transposed_convs": {"rewritten": self.transposed_convs.count, "positions": list(self.transposed_convs.positions)},
             "binary_blocks": self.lower_binary.blocks_report(),
             "sparse_layers": self.sparse.report.to_json(),
             "kernels": self.kernels.report.to_json(),

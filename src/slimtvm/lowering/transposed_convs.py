@@ -86,12 +86,17 @@ class _Rewriter(relax.PyExprMutator):
     def __init__(self, mod):
         super().__init__(mod)
         self.count = 0
+        self.seen = 0
+        self.positions: list = []
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
+        if op_name(call) == "relax.nn.conv2d_transpose":
+            self.seen += 1
         if not _rewritable(call):
             return call
         self.count += 1
+        self.positions.append(self.seen - 1)
         attrs, op = call.attrs, relax.op
         strides = tuple(int(s) for s in attrs.strides)
         pad_top, pad_left = int(attrs.padding[0]), int(attrs.padding[1])
@@ -116,13 +121,15 @@ class _Rewriter(relax.PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="slimtvm.TransposedConvs")
 class TransposedConvs:
     """Module pass (before the layout conversion): each rewritable ``conv2d_transpose`` (module doc)
-    → conv + depth-to-space; ``count`` says how many."""
+    → conv + depth-to-space; ``count`` says how many, ``positions`` which (their indices among the
+    module's transposed convs, in graph order)."""
 
     def __init__(self):
         self.count = 0
+        self.positions: list = []
 
     def transform_module(self, mod, _ctx):
         rewriter = _Rewriter(mod)
         mod = rewrite_relax_functions(mod, rewriter)
-        self.count = rewriter.count
+        self.count, self.positions = rewriter.count, rewriter.positions
         return mod

@@ -162,6 +162,8 @@ class _Rewriter(relax.PyExprMutator):
         self.plans: dict = {}  # binding var → ("entry" | "exit" | "op", stretch)
         self.rewritten = 0
         self.matmuls = 0
+        self.seen_matmuls = 0
+        self.positions: list = []  # which matmuls (in graph order) became convs
 
     def visit_dataflow_block_(self, block):
         for stretch in _find_stretches(block):
@@ -175,6 +177,10 @@ class _Rewriter(relax.PyExprMutator):
 
     def visit_var_binding_(self, binding):
         plan = self.plans.get(binding.var)
+        if _op_name(binding.value) == "relax.matmul":
+            if plan is not None:
+                self.positions.append(self.seen_matmuls)
+            self.seen_matmuls += 1
         if plan is None:
             return super().visit_var_binding_(binding)
         kind = plan[0]
@@ -207,14 +213,16 @@ class _Rewriter(relax.PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="slimtvm.ChannelsFirst")
 class ChannelsFirst:
     """Relax module pass: channels-last stretches between two transposes rewritten in NCHW (module
-    doc); ``stretches`` and ``matmuls`` count what it rewrote."""
+    doc); ``stretches`` and ``matmuls`` count what it rewrote, ``positions`` says which matmuls
+    (their indices among the module's matmuls, in graph order) became convs."""
 
     def __init__(self):
         self.stretches = 0
         self.matmuls = 0
+        self.positions: list = []
 
     def transform_module(self, mod, _ctx):
         rewriter = _Rewriter(mod)
         mod = rewrite_relax_functions(mod, rewriter)
-        self.stretches, self.matmuls = rewriter.rewritten, rewriter.matmuls
+        self.stretches, self.matmuls, self.positions = rewriter.rewritten, rewriter.matmuls, rewriter.positions
         return mod

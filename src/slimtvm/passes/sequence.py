@@ -53,5 +53,9 @@ class GraphPasses:
             "sparsity": self.sparsity.report.to_json(),
             "dead_channels": self.dead_channels.report.to_json(),
             "split_batch": self.split_batch.report.to_json(),
-            "channels_first": {"stretches": self.channels_first.stretches, "matmuls_as_convs": self.channels_first.matmuls},
+            "channels_first": {
+                "stretches": self.channels_first.stretches,
+                "matmuls_as_convs": self.channels_first.matmuls,
+                "matmul_positions": list(self.channels_first.positions),
+            },
         }
