@@ -1,4 +1,4 @@
-"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0 and ConvNeXt-Tiny written directly in
+"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0, ConvNeXt-Tiny and a U-Net written directly in
 ONNX (torchvision's layer shapes, random weights).
 
 torchvision cannot be installed next to this machine's local torch, and the ONNX graphs are all
@@ -233,6 +233,27 @@ def convnext_tiny(seed: int = 0):
     return g.model(g.gemm(x, 768, 1000))
 
 
+def unet(seed: int = 0):
+    """The original U-Net's shape at 256 × 256 (Ronneberger et al., with padded convs and batch
+    norms, as most PyTorch ports): four levels of two 3×3 conv + BN + ReLU from 32 to 256
+    channels with 2×2 max-pools, a 512-channel bottom, and on the way up a 2×2/2 ConvTranspose,
+    the concat with the skip and two 3×3 convs per level; a 1×1 conv to 2 classes."""
+    g = GraphBuilder(seed)
+    x = g.input([1, 3, 256, 256], name="input")
+    skips, channels = [], 3
+    for width in (32, 64, 128, 256):
+        x = _conv_bn(g, _conv_bn(g, x, channels, width, 3), width, width, 3)
+        skips.append(x)
+        x, channels = g.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2]), width
+    x = _conv_bn(g, _conv_bn(g, x, channels, 512, 3), 512, 512, 3)
+    channels = 512
+    for width, skip in zip((256, 128, 64, 32), reversed(skips)):
+        up = g.conv_transpose(x, channels, width, kernel=2, stride=2)
+        x = _conv_bn(g, _conv_bn(g, g.node("Concat", [skip, up], axis=1), 2 * width, width, 3), width, width, 3)
+        channels = width
+    return g.model(g.conv(x, 32, 2, kernel=1))
+
+
 ARCHITECTURES = {
     "resnet18": resnet18,
     "mobilenet_v2": mobilenet_v2,
@@ -240,4 +261,5 @@ ARCHITECTURES = {
     "mobilenet_v3_large": mobilenet_v3_large,
     "efficientnet_b0": efficientnet_b0,
     "convnext_tiny": convnext_tiny,
+    "unet": unet,
 }
