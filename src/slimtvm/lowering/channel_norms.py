@@ -23,6 +23,7 @@ from tvm import relax, te
 
 from ..passes.constants import constant_value
 from ..passes.detect_binary import op_name
+from ..passes.relax_functions import rewrite_with_builder
 from .binary_thresholds import use_counts
 from .channel_relayouts import channel_relayout_of
 
@@ -133,12 +134,9 @@ class BlockedChannelNorms:
         if not self.hidden.epsilons:
             return mod
         rewriter = _Blocker(mod, self.hidden.epsilons)
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                rewriter.start(func)
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        mod = rewrite_with_builder(mod, rewriter)
         self.count = rewriter.count
-        return relax.transform.DeadCodeElimination()(rewriter.builder_.get()) if self.count else mod
+        return mod
 
 
 @relax.expr_functor.mutator

@@ -23,6 +23,7 @@ import tvm
 from tvm import relax
 
 from ..passes.detect_binary import op_name
+from ..passes.relax_functions import rewrite_with_builder
 from ..schedules.channel_permutation import channel_permutation_primfunc
 from .binary_thresholds import use_counts
 from .channel_relayouts import channel_relayout_of
@@ -40,12 +41,9 @@ class BlockedChannelPermutations:
 
     def transform_module(self, mod, _ctx):
         rewriter = _Rewriter(mod)
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                rewriter.start(func)
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        mod = rewrite_with_builder(mod, rewriter)
         self.count = rewriter.count
-        return relax.transform.DeadCodeElimination()(rewriter.builder_.get()) if self.count else mod
+        return mod
 
 
 @relax.expr_functor.mutator
