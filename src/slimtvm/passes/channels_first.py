@@ -118,7 +118,7 @@ def _grow(stretch: _Stretch, users: dict):
                     return None
                 stretch.exits.add(binding.var)
                 continue
-            if not _rewritable(binding.value, inside, users):
+            if not _rewritable(binding.value, inside):
                 return None
             inside.add(binding.var)
             stretch.ops[binding.var] = binding.value
@@ -133,7 +133,7 @@ def _grow(stretch: _Stretch, users: dict):
     return stretch
 
 
-def _rewritable(call, inside: set, users: dict) -> bool:
+def _rewritable(call, inside: set) -> bool:
     name = _op_name(call)
     if name is None or _rank(call) != 4:
         return False
