@@ -1,5 +1,5 @@
-"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0, ConvNeXt-Tiny and a U-Net written directly in
-ONNX (torchvision's layer shapes, random weights).
+"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0, ConvNeXt-Tiny, a U-Net and
+DeiT-Tiny written directly in ONNX (torchvision's and timm's layer shapes, random weights).
 
 torchvision cannot be installed next to this machine's local torch, and the ONNX graphs are all
 a benchmark needs: the same convolutions, batch norms, activations, pools and classifier as
@@ -254,6 +254,49 @@ def unet(seed: int = 0):
     return g.model(g.conv(x, 32, 2, kernel=1))
 
 
+def _attention(g, x, tokens, dim, heads):
+    """timm's Attention as it exports: one qkv MatMul, Reshape to [1, tokens, 3, heads, d],
+    Transpose to [3, 1, heads, tokens, d], Gather q, k, v; q · kᵀ (Transpose of k) times
+    d^-½, Softmax over the keys, · v, heads back to [1, tokens, dim], the projection."""
+    head_dim = dim // heads
+    qkv = _linear_last(g, x, dim, 3 * dim)
+    qkv = g.node("Reshape", [qkv, g.const(np.array([1, tokens, 3, heads, head_dim]), "shape", np.int64)])
+    qkv = g.node("Transpose", [qkv], perm=[2, 0, 3, 1, 4])
+    q, k, v = (g.node("Gather", [qkv, g.const(np.array(i), "index", np.int64)], axis=0) for i in range(3))
+    scores = g.node("MatMul", [q, g.node("Transpose", [k], perm=[0, 1, 3, 2])])
+    scores = g.node("Mul", [scores, g.const(np.float32(head_dim**-0.5), "scale")])
+    out = g.node("MatMul", [g.node("Softmax", [scores], axis=-1), v])
+    out = g.node("Transpose", [out], perm=[0, 2, 1, 3])
+    out = g.node("Reshape", [out, g.const(np.array([1, tokens, dim]), "shape", np.int64)])
+    return _linear_last(g, out, dim, dim)
+
+
+def vision_transformer(seed: int = 0, image: int = 224, patch: int = 16, dim: int = 192, depth: int = 12, heads: int = 3, classes: int = 1000):
+    """A ViT as timm exports it: ``patch``×``patch`` patch conv to ``dim`` channels, flattened to
+    tokens, a class token and position embeddings; ``depth`` pre-norm blocks of ``heads``-head
+    attention and a 4·``dim``-wide GELU MLP; LayerNorm, the class token, a classifier."""
+    g = GraphBuilder(seed)
+    tokens = (image // patch) ** 2 + 1
+    x = g.input([1, 3, image, image], name="input")
+    x = g.node("Reshape", [g.conv(x, 3, dim, kernel=patch, stride=patch), g.const(np.array([1, dim, tokens - 1]), "shape", np.int64)])
+    x = g.node("Transpose", [x], perm=[0, 2, 1])
+    x = g.node("Concat", [g.const(0.02 * g.rng.standard_normal((1, 1, dim)), "cls"), x], axis=1)
+    x = g.node("Add", [x, g.const(0.02 * g.rng.standard_normal((1, tokens, dim)), "pos")])
+    for _ in range(depth):
+        x = g.node("Add", [x, _attention(g, _layer_norm_last(g, x, dim), tokens, dim, heads)])
+        y = _linear_last(g, _gelu(g, _linear_last(g, _layer_norm_last(g, x, dim), dim, 4 * dim)), 4 * dim, dim)
+        x = g.node("Add", [x, y])
+    x = g.node("Gather", [_layer_norm_last(g, x, dim), g.const(np.array(0), "index", np.int64)], axis=1)
+    return g.model(g.gemm(x, dim, classes))
+
+
+def vit_tiny(seed: int = 0):
+    """DeiT-Tiny / ViT-Ti/16 (timm's ``deit_tiny_patch16_224``): 197 tokens of 192 channels, 12
+    blocks of 3 heads, FC 1000: timm's 5,717,416 parameters (the graph adds 48 float scalars of
+    the attention scale and GELU, and its shapes and indices)."""
+    return vision_transformer(seed)
+
+
 ARCHITECTURES = {
     "resnet18": resnet18,
     "mobilenet_v2": mobilenet_v2,
@@ -262,4 +305,5 @@ ARCHITECTURES = {
     "efficientnet_b0": efficientnet_b0,
     "convnext_tiny": convnext_tiny,
     "unet": unet,
+    "vit_tiny": vit_tiny,
 }

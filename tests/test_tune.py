@@ -51,10 +51,16 @@ def template_models():
     y = g.relu(g.conv(x, 136, 136, kernel=1, groups=4))
     y = g.conv(y, 136, 136, kernel=3, pads=(1, 1, 1, 1), groups=136)
     models.append(g.model(g.conv(y, 136, 272, kernel=1, groups=4)))
+    g = GraphBuilder(seed=34)  # tokens: the GEMM form, with batch axes and a partial tile of rows
+    x = g.input([1, 21, 32])
+    y = g.node("MatMul", [x, g.const(g.rng.standard_normal((32, 48)), "w")])
+    heads = g.node("Transpose", [g.node("Reshape", [y, g.const(np.array([1, 21, 3, 16]), "shape", np.int64)])], perm=[0, 2, 1, 3])
+    scores = g.node("MatMul", [heads, g.node("Transpose", [heads], perm=[0, 1, 3, 2])])
+    models.append(g.model(g.node("MatMul", [g.node("Softmax", [scores], axis=-1), heads])))
     return models
 
 
-TEMPLATE_KINDS = ({"conv2d", "depthwise", "dense"}, {"conv2d", "depthwise", "dense"}, {"banded_conv2d", "depthwise"})
+TEMPLATE_KINDS = ({"conv2d", "depthwise", "dense"}, {"conv2d", "depthwise", "dense"}, {"banded_conv2d", "depthwise"}, {"dense"})
 
 
 def random_input(model, seed):
@@ -67,7 +73,7 @@ def random_input(model, seed):
 
 
 @pytest.mark.parametrize("preset", x86_kernel_presets())
-@pytest.mark.parametrize("model_index", [0, 1, 2])
+@pytest.mark.parametrize("model_index", [0, 1, 2, 3])
 def test_every_sampled_template_schedule_computes_the_same_result(model_index, preset):
     """Random decisions of every design space, built and run, against the unscheduled kernel,
     for every x86 kernel variant this host executes (on AVX-512, 8-channel convs take 8-blocks)."""

@@ -250,11 +250,13 @@ def _cmd_tune(args) -> int:
 
 def _worth_a_line(entry: dict) -> bool:
     """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
-    channels-first and transposed-conv rewrites of a model they find nothing in."""
+    channels-first, transposed-conv and matmul-column rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
     if entry["name"] == "transposed_convs":
         return entry["rewritten"] > 0
+    if entry["name"] == "matmul_columns":
+        return entry["attentions"] + entry["products"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
@@ -266,6 +268,11 @@ def _describe_pass(entry: dict) -> str:
         )
     if entry["name"] == "transposed_convs":
         return f"transposed_convs: {entry['rewritten']} transposed convs run as a conv on the input and a depth-to-space (slimtvm's conv kernels)"
+    if entry["name"] == "matmul_columns":
+        return (
+            f"matmul_columns: {entry['attentions']} attentions run on keys padded to whole vectors, "
+            f"{entry['products']} other matmuls of two activations on padded columns"
+        )
     if entry["name"] == "fold_batchnorm":
         text = f"fold_batchnorm: {entry['batchnorms_folded']} folded"
         if entry["folded_by_position"]:

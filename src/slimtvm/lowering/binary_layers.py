@@ -27,6 +27,7 @@ from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name, 
 from ..schedules.binary_conv_compute import binary_conv2d_packed, binary_conv2d_to_bits
 from ..schedules.binary_grouped_conv_and_dense import binary_conv2d_nchw, binary_dense
 from ..schedules.binary_weights import pack_conv_weight_bytes, pack_weight_signs, padding_corrections, split_weight_nibbles
+from ..schedules.dense import GEMM_MIN_ROWS
 from .binary_thresholds import PackedConv, threshold_plan, use_counts
 from .conv_layouts import conv_kernel_for
 from .layer_records import LayerRecord
@@ -47,6 +48,22 @@ def _plain_layout_transforms(func) -> dict:
 
 def _layout_name(block: int) -> str:
     return f"NCHW{block}c" if block else "NCHW"
+
+
+def matmul_kernel_for(call) -> tuple[str, str]:
+    """(family, plan) of a float ``matmul``: the dense family for static shapes of two or more
+    axes each (the GEMM form for many rows or batch axes, schedules/dense.py), TVM's generic
+    schedule otherwise (a vector operand, symbolic shapes)."""
+    shapes = [getattr(arg.ty, "shape", None) for arg in call.args]
+    if any(shape is None or len(shape) < 2 for shape in shapes):
+        return "generic", "fp32 matmul of a vector or unknown shape, generic schedule"
+    try:
+        dims = [[int(d) for d in shape] for shape in shapes]
+    except TypeError:
+        return "generic", "fp32 matmul with symbolic shapes, generic schedule"
+    if len(dims[0]) > 2 or len(dims[1]) > 2 or dims[0][-2] >= GEMM_MIN_ROWS:
+        return "dense", "fp32 matmul, GEMM kernel (register tiles)"
+    return "dense", "fp32 dense kernel"
 
 
 @relax.expr_functor.mutator
@@ -100,10 +117,8 @@ class _BinaryLowering(BinaryLayerMatcher):
         if op_name(call) == "relax.nn.conv2d":
             kernel = conv_kernel_for(call)
             family, plan = kernel.family, kernel.description
-        elif len(call.args[0].ty.shape) == 2 and len(call.args[1].ty.shape) == 2:
-            family, plan = "dense", "fp32 dense kernel"
         else:
-            family, plan = "generic", "fp32 batched matmul, generic schedule"
+            family, plan = matmul_kernel_for(call)
         if reason is not None:
             plan = f"stays float: {reason}; {plan}"
         if sparse_note is not None:

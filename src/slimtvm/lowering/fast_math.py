@@ -28,7 +28,8 @@ from tvm import te, topi
 from ..passes.constants import constant_value
 
 
-def _default(op_name: str, bb, call):
+def default_legalization(op_name: str, bb, call):
+    """TVM's own legalization of ``op_name`` (for a rule here that refuses a call)."""
     return tvm.ir.Op.get(op_name).get_attr("FLegalize")(bb, call)
 
 
@@ -81,7 +82,7 @@ def fast_sigmoid(x: te.Tensor) -> te.Tensor:
 def legalize_sigmoid(bb, call):
     """``relax.sigmoid`` on float32 → :func:`fast_sigmoid`; other dtypes → TVM's default."""
     if str(call.args[0].ty.dtype) != "float32":
-        return _default("relax.sigmoid", bb, call)
+        return default_legalization("relax.sigmoid", bb, call)
     return bb.call_te(fast_sigmoid, call.args[0], primfunc_name_hint="sigmoid")
 
 
@@ -126,14 +127,14 @@ def legalize_erf(bb, call):
     """``relax.erf`` on float32 → :func:`fast_erf` (TVM's default is a scalar ``erff`` call per
     element: ConvNeXt-Tiny's GELUs took 63 of its 104 ms, 1 thread, Zen 5); other dtypes → TVM's."""
     if str(call.args[0].ty.dtype) != "float32":
-        return _default("relax.erf", bb, call)
+        return default_legalization("relax.erf", bb, call)
     return bb.call_te(fast_erf, call.args[0], primfunc_name_hint="erf")
 
 
 def legalize_softmax_with_fast_exp(bb, call):
     """``relax.nn.softmax`` on float32 → TOPI's ``fast_softmax``; other dtypes → TVM's default."""
     if str(call.args[0].ty.dtype) != "float32":
-        return _default("relax.nn.softmax", bb, call)
+        return default_legalization("relax.nn.softmax", bb, call)
     return bb.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis), primfunc_name_hint="softmax")
 
 
@@ -186,5 +187,5 @@ def legalize_power(bb, call):
     base, exponent = call.args
     value = constant_value(exponent)
     if str(base.ty.dtype) != "float32" or value is None or value.size != 1 or quarter_power_steps(float(value.reshape(()))) is None:
-        return _default("relax.power", bb, call)
+        return default_legalization("relax.power", bb, call)
     return bb.call_te(quarter_power, base, float(value.reshape(())), primfunc_name_hint="power")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .average_pool import legalize_avg_pool2d
 from .channel_relayouts import legalize_layout_transform
+from .constant_gathers import legalize_take
 from .conv_layouts import legalize_conv2d
 from .fast_math import legalize_erf, legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp
 
@@ -20,6 +21,7 @@ LEGALIZATIONS = {
     "relax.erf": legalize_erf,
     "relax.nn.softmax": legalize_softmax_with_fast_exp,
     "relax.power": legalize_power,
+    "relax.take": legalize_take,
     "relax.nn.conv2d": legalize_conv2d,
     "relax.layout_transform": legalize_layout_transform,
     "relax.nn.avg_pool2d": legalize_avg_pool2d,

@@ -22,6 +22,7 @@ from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
 from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
+from .matmul_columns import PadMatmulColumns
 from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
@@ -46,6 +47,7 @@ class LoweringPasses:
     channel_windows: ChannelWindowSums = None
     hide_channel_norms: HideChannelNorms = field(default_factory=HideChannelNorms)
     transposed_convs: TransposedConvs = field(default_factory=TransposedConvs)
+    matmul_columns: PadMatmulColumns = None
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -56,6 +58,8 @@ class LoweringPasses:
             self.sparse = SparseLayers(self.target.lanes, winograd=self.winograd, timer=self.sparse_timer, half_width_vectors=self.target.half_width_vectors)
         if self.split_grouped is None:
             self.split_grouped = SplitGroupedConvs(self.target.lanes)
+        if self.matmul_columns is None:
+            self.matmul_columns = PadMatmulColumns(self.target.lanes)
         if self.channel_windows is None:
             self.channel_windows = ChannelWindowSums(self.target.lanes)
         if self.banded is None:
@@ -87,6 +91,7 @@ class LoweringPasses:
             relax.transform.EliminateCommonSubexpr(),  # one relayout per weight where a batch runs per image (passes/split_batch.py)
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
             self.lower_binary,  # binary kernels in the layouts just chosen, thresholds fused; sparse kernels
+            self.matmul_columns,  # an attention's q · kᵀ on whole vectors of keys
             relax.backend.DispatchSampling(),  # as TVM's CPU pipeline: sort, scan (cumsum) and sampling ops
             relax.backend.DispatchSortScan(),  # to their TOPI kernels before legalization
             relax.transform.LegalizeOps(dict(LEGALIZATIONS)),
@@ -126,6 +131,7 @@ class LoweringPasses:
     def reports(self) -> dict:
         return {
             "transposed_convs": {"rewritten": self.transposed_convs.count, "positions": list(self.transposed_convs.positions)},
+            "matmul_columns": {"attentions": self.matmul_columns.attentions, "products": self.matmul_columns.products},
             "binary_blocks": self.lower_binary.blocks_report(),
             "sparse_layers": self.sparse.report.to_json(),
             "kernels": self.kernels.report.to_json(),

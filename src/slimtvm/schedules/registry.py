@@ -22,6 +22,7 @@ from .cpu_rule import CPURule
 from .dense import Dense, dense_design_spaces
 from .depthwise_nchwc import DepthwiseNCHWc, depthwise_design_spaces
 from .generic_cpu import GenericCPU
+from .row_reductions import RowReductions
 from .sparse_conv import SparseConv
 from .winograd_conv import WinogradConv, winograd_design_spaces
 
@@ -82,8 +83,9 @@ def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
 
 
 def default_rules(lanes: int) -> list:
-    """Every family's default rule in :data:`FAMILIES` order, then the generic fallback."""
-    return [family.rule(lanes) for family in FAMILIES] + [GenericCPU(lanes)]
+    """Every family's default rule in :data:`FAMILIES` order, then the row kernels' rule (softmax
+    and norms over the last axis), then the generic fallback."""
+    return [family.rule(lanes) for family in FAMILIES] + [RowReductions(lanes), GenericCPU(lanes)]
 
 
 def describe_families(tunable_only: bool = False) -> str:

@@ -1,0 +1,130 @@
+"""Row kernels: a softmax or layer norm over the last axis (a transformer's attention and norms).
+
+Such a kernel is a few stages over the same rows: reductions of each row to a value (maximum,
+sum, sum of squares), per-row values computed from those (mean), and element-wise stages over
+the row that read them. TVM's generic schedule runs each stage over the whole tensor in turn,
+with scalar reductions, which took DeiT-Tiny's softmax (3 × 197 rows of 208 keys) 300 µs.
+Here a parallel loop runs over the rows, and every stage is computed for one row at a time
+inside it: each reduction keeps one running value per SIMD lane over the row's vectors
+(``rfactor``), then adds up (or takes the maximum of) the lanes; the element-wise stages
+run over whole vectors of the row. The row stays in L1 from the first stage to the last.
+
+Takes a PrimFunc whose last stage is element-wise over ``[rows..., N]`` and whose other stages
+are element-wise over the same shape, per-row values ``[rows...]``, or reductions of the last
+axis to ``[rows...]``; refuses anything else (the generic schedule takes it), including rows of
+fewer than two SIMD vectors, which gain nothing.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir
+
+from .cpu_rule import CPURule
+
+
+def _extents(sch, block) -> list | None:
+    extents = [sch.get(loop).extent for loop in sch.get_loops(block)]
+    if not all(isinstance(extent, tvm.tirx.IntImm) for extent in extents):
+        return None
+    return [int(extent) for extent in extents]
+
+
+def _kinds(sch, block) -> str:
+    return "".join("S" if int(var.iter_type) == 0 else "R" for var in sch.get(block).iter_vars)
+
+
+def row_stages(sch: s_tir.Schedule, lanes: int) -> tuple | None:
+    """(rows shape, row length, blocks) when ``sch`` is a row kernel of the module docstring;
+    None otherwise."""
+    try:
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # noqa: BLE001 - no root block
+        return None
+    if len(blocks) < 2:
+        return None
+    last = _extents(sch, blocks[-1])
+    if last is None or len(last) < 2 or _kinds(sch, blocks[-1]) != "S" * len(last):
+        return None
+    rows, length = last[:-1], last[-1]
+    if length < 2 * lanes or not any("R" in _kinds(sch, block) for block in blocks):
+        return None
+    for block in blocks[:-1]:
+        extents, kinds = _extents(sch, block), _kinds(sch, block)
+        if extents is None or len(extents) != len(kinds):
+            return None
+        if extents == rows + [length] and kinds in ("S" * (len(rows) + 1), "S" * len(rows) + "R"):
+            continue
+        if extents == rows and kinds == "S" * len(rows):
+            continue
+        return None
+    return rows, length, blocks
+
+
+def schedule_rows(sch: s_tir.Schedule, lanes: int) -> None:
+    """Apply the module docstring's schedule (``sch`` must pass :func:`row_stages`)."""
+    _, length, blocks = row_stages(sch, lanes)
+    names = [sch.get(block).name_hint for block in blocks]
+    last = blocks[-1]
+    *row_loops, column = sch.get_loops(last)
+    row = sch.fuse(*row_loops) if len(row_loops) > 1 else row_loops[0]
+    sch.parallel(row)
+    _vectorize_row(sch, column, length, lanes)
+    # producers last to first, so that each one's readers are already inside the row loop; a
+    # stage read by one other stage is inlined into it, one read twice (a softmax's
+    # exponentials) is computed once per row
+    for name in reversed(names[:-1]):
+        block = sch.get_sblock(name)
+        kinds = _kinds(sch, block)
+        if "R" in kinds:
+            _row_reduction(sch, block, row, length, lanes)
+            continue
+        if len(sch.get_consumers(block)) == 1:
+            try:
+                sch.compute_inline(block)
+                continue
+            except Exception:  # noqa: BLE001 - e.g. read by a reduction's init: computed per row instead
+                pass
+        per_row = len(_extents(sch, block)) == len(row_loops)
+        sch.compute_at(block, row, preserve_unit_loops=True)
+        if not per_row:
+            _vectorize_row(sch, sch.get_loops(block)[-1], length, lanes)
+
+
+def _vectorize_row(sch, loop, length: int, lanes: int) -> None:
+    if length % lanes == 0:
+        _, vector = sch.split(loop, [None, lanes])
+        sch.vectorize(vector)
+
+
+def _row_reduction(sch, block, row, length: int, lanes: int) -> None:
+    """A reduction of the row, computed inside the ``row`` loop: one running value per lane over
+    the row's vectors (an ``rfactor``, done before the move, as TVM requires), then the lanes
+    reduced; a row that is not whole vectors is reduced by a scalar loop."""
+    if length % lanes:
+        sch.compute_at(block, row, preserve_unit_loops=True)
+        return
+    _, lane = sch.split(sch.get_loops(block)[-1], [None, lanes])
+    partial = sch.rfactor(lane, 0)
+    sch.compute_at(block, row, preserve_unit_loops=True)
+    sch.compute_at(partial, row, preserve_unit_loops=True)
+    # under the row loop: the lanes (rfactor's new first axis), unit loops, the vectors
+    loops = sch.get_loops(partial)
+    below_row = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(row))) + 1
+    lane_loop, vectors = loops[below_row], loops[-1]
+    sch.reorder(vectors, lane_loop)
+    sch.vectorize(lane_loop)
+    sch.decompose_reduction(partial, vectors)
+
+
+class RowReductions(CPURule):
+    """dlight rule for the row kernels of the module docstring (before the generic fallback)."""
+
+    def schedule(self, sch):
+        if row_stages(sch, self.lanes) is None:
+            return None
+        try:
+            schedule_rows(sch, self.lanes)
+        except Exception:  # noqa: BLE001 - a shape these steps do not fit: the generic schedule takes it
+            return None
+        return sch
