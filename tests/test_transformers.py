@@ -152,3 +152,104 @@ def test_row_kernels_take_softmax_and_layer_norm_and_match_numpy(preset, op, len
     vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
     ours = vm["main"](tvm.runtime.tensor(data)).numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+def test_a_pruned_vit_runs_its_linear_layers_on_the_sparse_kernel(tmp_path, preset):
+    """``--prune 0.9`` per layer: the token matmuls run as sparse 1×1 convs over the tokens
+    (lowering/sparse_matmuls.py), matching onnxruntime on the saved pruned model; with
+    ``sparse="never"`` the same matmuls run the dense GEMM kernel."""
+    from slimtvm.compiler.layer_table import decisions_from_manifest, layer_rows
+    from slimtvm.compress.prune_float_layers import PruneRequest
+
+    model = vision_transformer(seed=8, image=64, patch=8, dim=64, depth=1, heads=2, classes=10)  # 65 tokens
+    inputs = _inputs([1, 3, 64, 64], seed=8)
+    saved = str(tmp_path / "pruned.onnx")
+    request = PruneRequest(0.9, scope="layer")
+    artifact = slimtvm.compile(model, str(tmp_path / "sparse.so"), target=preset, prune=request, save_onnx=saved)
+    import onnx
+
+    pruned = onnx.load(saved)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(pruned, inputs))
+    passes = {entry["name"]: entry for entry in artifact.manifest["passes"]}
+    assert passes["sparse_layers"]["sparse_convs"] == 4, passes["sparse_layers"]  # qkv, proj, fc1, fc2 (the patch conv: dense)
+    plans = [row.plan for row in layer_rows(pruned, decisions_from_manifest(artifact.manifest)) if row.op == "MatMul"]
+    assert sum("tokens as pixels of a 1×1 conv" in plan for plan in plans) == 4, plans  # the 4 token matmuls; not q·kᵀ, p·v
+    from parallel_chunks import parallel_extents
+
+    kernels = parallel_extents(pruned, "x86-64-avx512" if preset == "host" else preset)
+    gelu = [name for name in kernels if "erf" in name]
+    assert gelu and not [name for name in gelu if "transpose" in name], sorted(kernels)  # between fc1 and fc2: no transposes
+    dense = slimtvm.compile(pruned, str(tmp_path / "dense.so"), target=preset, sparse="never")
+    assert_outputs_match(dense.load().run(inputs), onnxruntime_outputs(pruned, inputs))
+    plans = [row.plan for row in layer_rows(pruned, decisions_from_manifest(dense.manifest)) if row.op == "MatMul"]
+    assert all(plan.startswith("fp32 matmul, GEMM kernel") for plan in plans), plans
+
+
+@pytest.mark.parametrize("between", ["bias_relu", "per_token_constant", "used_twice"])
+def test_element_wise_ops_between_two_sparse_token_matmuls(tmp_path, between):
+    """fc1 → element-wise → fc2, both 90% zero: per-feature constants and scalars are rebuilt
+    features-major (no transposes between them); a per-token constant, or a value also read
+    elsewhere, keeps the transposes; every variant computes what onnxruntime computes."""
+    from parallel_chunks import parallel_extents
+
+    g = GraphBuilder(seed=41)
+    x = g.input([1, 40, 64], name="input")
+
+    def sparse_weight(rows, cols):
+        w = g.rng.standard_normal((rows, cols)) / np.sqrt(rows)
+        w[np.abs(w) < np.quantile(np.abs(w), 0.9)] = 0.0
+        return g.const(w, "w")
+
+    y = g.node("Add", [g.node("MatMul", [x, sparse_weight(64, 128)]), g.const(g.rng.standard_normal(128), "b")])
+    y = g.relu(y)
+    outputs = []
+    if between == "per_token_constant":
+        y = g.node("Add", [y, g.const(g.rng.standard_normal((40, 128)), "pos")])
+    elif between == "used_twice":
+        outputs.append(g.node("Mul", [y, g.const(np.float32(2.0), "two")]))
+    model = g.model([g.node("MatMul", [y, sparse_weight(128, 64)]), *outputs])
+    inputs = _inputs([1, 40, 64], seed=41)
+    artifact = slimtvm.compile(model, str(tmp_path / "mlp.so"), sparse="always")
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert {entry["name"]: entry for entry in artifact.manifest["passes"]}["sparse_layers"]["sparse_convs"] == 2
+    transposes = [name for name in parallel_extents(model, "x86-64") if "transpose" in name]
+    # the input's and the output's transposes always; one more pair between the products unless rebuilt
+    assert len(transposes) == (2 if between == "bias_relu" else 3), transposes
+
+
+def test_row_kernels_take_a_layer_norm_exported_as_its_steps():
+    """``ReduceMean(keepdims=1)`` → ``Sub`` → ``Pow`` → ``ReduceMean`` → ``Add`` → ``Sqrt`` →
+    ``Div`` → ``Mul`` → ``Add`` (torch's LayerNorm before opset 17): after fusion, every kernel
+    with a mean is a row kernel (unit axes aside), and the module computes numpy's layer norm."""
+    import tvm
+    from tvm import relax, s_tir, tirx
+
+    from slimtvm.lowering.legalizations import LEGALIZATIONS
+    from slimtvm.schedules.row_reductions import RowReductions
+
+    rng = np.random.default_rng(5)
+    data = (rng.standard_normal((1, 21, 96)) * 3 + 1).astype(np.float32)
+    gamma, beta = rng.standard_normal(96).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 21, 96], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            centred = bb.emit(relax.op.subtract(x, relax.op.mean(x, axis=[-1], keepdims=True)))
+            variance = bb.emit(relax.op.mean(relax.op.power(centred, relax.const(np.float32(2.0))), axis=[-1], keepdims=True))
+            normed = bb.emit(relax.op.divide(centred, relax.op.sqrt(relax.op.add(variance, relax.const(np.float32(1e-5))))))
+            out = bb.emit_output(relax.op.add(relax.op.multiply(normed, relax.const(gamma)), relax.const(beta)))
+        bb.emit_func_output(out)
+    steps = [relax.transform.LegalizeOps(dict(LEGALIZATIONS)), relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    mod = tvm.transform.Sequential(steps)(bb.get())
+    rows = [gvar for gvar, func in mod.functions.items() if isinstance(func, tirx.PrimFunc) and "mean" in gvar.name_hint]
+    assert rows, [gvar.name_hint for gvar in mod.get_global_vars()]
+    for gvar in rows:
+        scheduled = RowReductions(16).schedule(s_tir.Schedule(mod[gvar]))
+        assert scheduled is not None, gvar.name_hint
+        mod[gvar] = scheduled.mod["main"].with_attr("tirx.is_scheduled", True)
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    ours = vm["main"](tvm.runtime.tensor(data)).numpy()
+    mean = data.mean(-1, keepdims=True)
+    expected = (data - mean) / np.sqrt(((data - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * gamma + beta
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)

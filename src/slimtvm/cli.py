@@ -316,6 +316,9 @@ def _describe_pass(entry: dict) -> str:
     if entry["name"] == "sparse_layers":
         dense = Counter(layer["why"] for layer in entry["layers"] if layer["kernel"] == "dense")
         text = f"sparse_layers: {entry['sparse_convs']} convs run the sparse kernel"
+        matmuls = sum(1 for layer in entry["layers"] if layer.get("op") == "matmul" and layer["kernel"] == "sparse_conv2d")
+        if matmuls:
+            text += f" ({matmuls} of them token matmuls, as 1×1 convs over the tokens)"
         if entry.get("timed_convs"):
             timed = [layer for layer in entry["layers"] if "table_kernel" in layer]
             overruled = sum(1 for layer in timed if layer["table_kernel"] != layer["kernel"])

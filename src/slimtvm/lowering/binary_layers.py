@@ -31,6 +31,7 @@ from ..schedules.dense import GEMM_MIN_ROWS
 from .binary_thresholds import PackedConv, threshold_plan, use_counts
 from .conv_layouts import conv_kernel_for
 from .layer_records import LayerRecord
+from .sparse_matmuls import lower_sparse_matmul
 
 
 def _plain_layout_transforms(func) -> dict:
@@ -107,6 +108,11 @@ class _BinaryLowering(BinaryLayerMatcher):
                 return self._lowered_float(*lowered, reason)
         if op_name(call) == "relax.nn.conv2d" and self.sparse is not None:
             lowered = self.sparse.lower(self.builder_, call)
+            if lowered is not None and lowered[0] is not None:
+                return self._lowered_float(*lowered, reason)
+            sparse_note = lowered[1] if lowered is not None else None
+        if op_name(call) == "relax.matmul" and self.sparse is not None:
+            lowered = lower_sparse_matmul(self.builder_, call, self.sparse, self.lookup_binding)
             if lowered is not None and lowered[0] is not None:
                 return self._lowered_float(*lowered, reason)
             sparse_note = lowered[1] if lowered is not None else None

@@ -127,8 +127,8 @@ def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
 
 @relax.expr_functor.mutator
 class _PadColumns(relax.PyExprMutator):
-    def __init__(self, lanes: int):
-        super().__init__()
+    def __init__(self, mod, lanes: int):
+        super().__init__(mod)  # the builder starts from the module: its kernels (sparse, binary) stay
         self.lanes = lanes
         self.count = 0
         self.attentions = 0
@@ -194,7 +194,7 @@ class PadMatmulColumns:
         self.products = 0
 
     def transform_module(self, mod, _ctx):
-        rewriter = _PadColumns(self.lanes)
+        rewriter = _PadColumns(mod, self.lanes)
         mod = rewrite_with_builder(mod, rewriter)
         self.attentions, self.products = rewriter.attentions, rewriter.count - rewriter.attentions
         return mod

@@ -313,15 +313,17 @@ class SparseLayers:
             self.decisions[key] = self.choice.decide(call, weight, geometry, batch)
         return weight, conv_weight_sparsity(weight, batch * out_h * out_w), self.decisions[key]
 
-    def lower(self, builder, call):
+    def lower(self, builder, call, layer_op: str = "conv2d"):
         """``(kernel call, LayerRecord)`` for a conv2d that runs the sparse kernel (or is all
         zero); ``(None, note)`` for a conv with zeros that stays dense, the note saying why (for
-        its record); None for a conv without zero weights."""
+        its record); None for a conv without zero weights. ``layer_op``: the model's layer the
+        conv stands for (``matmul``: lowering/sparse_matmuls.py), in its report entry."""
         found = self._decision(call)
         if found is None:
             return None
         weight, sparsity, decision = found
         entry = {
+            "op": layer_op,
             "shape": list(sparsity.shape),
             "zeros": round(sparsity.zeros, 4),
             "kernel": "none" if decision.all_zero else "sparse_conv2d" if decision.sparse else "dense",

@@ -11,7 +11,8 @@ run over whole vectors of the row. The row stays in L1 from the first stage to t
 
 Takes a PrimFunc whose last stage is element-wise over ``[rows..., N]`` and whose other stages
 are element-wise over the same shape, per-row values ``[rows...]``, or reductions of the last
-axis to ``[rows...]``; refuses anything else (the generic schedule takes it), including rows of
+axis to ``[rows...]`` (unit axes aside: a layer norm exported as ``ReduceMean(keepdims=1)``,
+``Sub``, ``Pow``, … keeps one); refuses anything else (the generic schedule takes it), including rows of
 fewer than two SIMD vectors, which gain nothing.
 """
 
@@ -34,6 +35,15 @@ def _kinds(sch, block) -> str:
     return "".join("S" if int(var.iter_type) == 0 else "R" for var in sch.get(block).iter_vars)
 
 
+def _written_shape(sch, block) -> list:
+    return [int(extent) for extent in sch.get(block).writes[0].source.shape]
+
+
+def _squeezed(extents: list) -> list:
+    """The extents without unit axes (a ``ReduceMean(keepdims=1)`` keeps one)."""
+    return [extent for extent in extents if extent != 1]
+
+
 def row_stages(sch: s_tir.Schedule, lanes: int) -> tuple | None:
     """(rows shape, row length, blocks) when ``sch`` is a row kernel of the module docstring;
     None otherwise."""
@@ -49,21 +59,25 @@ def row_stages(sch: s_tir.Schedule, lanes: int) -> tuple | None:
     rows, length = last[:-1], last[-1]
     if length < 2 * lanes or not any("R" in _kinds(sch, block) for block in blocks):
         return None
+    row_shape = _squeezed(rows)
     for block in blocks[:-1]:
         extents, kinds = _extents(sch, block), _kinds(sch, block)
         if extents is None or len(extents) != len(kinds):
             return None
-        if extents == rows + [length] and kinds in ("S" * (len(rows) + 1), "S" * len(rows) + "R"):
-            continue
-        if extents == rows and kinds == "S" * len(rows):
-            continue
+        if "R" in kinds[:-1] or (kinds[-1] == "R" and extents[-1] != length):
+            return None  # reductions over the last axis only
+        written = _squeezed(_written_shape(sch, block))
+        if written == row_shape and (kinds[-1] == "R" or _squeezed(extents) == row_shape):
+            continue  # a reduction of each row, or one value per row
+        if kinds[-1] == "S" and written == row_shape + [length] and extents[-1] == length:
+            continue  # element-wise over the rows
         return None
     return rows, length, blocks
 
 
 def schedule_rows(sch: s_tir.Schedule, lanes: int) -> None:
     """Apply the module docstring's schedule (``sch`` must pass :func:`row_stages`)."""
-    _, length, blocks = row_stages(sch, lanes)
+    rows, length, blocks = row_stages(sch, lanes)
     names = [sch.get(block).name_hint for block in blocks]
     last = blocks[-1]
     *row_loops, column = sch.get_loops(last)
@@ -85,7 +99,7 @@ def schedule_rows(sch: s_tir.Schedule, lanes: int) -> None:
                 continue
             except Exception:  # noqa: BLE001 - e.g. read by a reduction's init: computed per row instead
                 pass
-        per_row = len(_extents(sch, block)) == len(row_loops)
+        per_row = _squeezed(_written_shape(sch, block)) == _squeezed(rows)
         sch.compute_at(block, row, preserve_unit_loops=True)
         if not per_row:
             _vectorize_row(sch, sch.get_loops(block)[-1], length, lanes)
