@@ -1,5 +1,6 @@
-"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0, ConvNeXt-Tiny, a U-Net and
-DeiT-Tiny written directly in ONNX (torchvision's and timm's layer shapes, random weights).
+"""ResNet-18, MobileNetV2, ResNeXt-50, MobileNetV3-Large, EfficientNet-B0, ConvNeXt-Tiny, a U-Net,
+DeiT-Tiny and a BERT-Mini encoder written directly in ONNX (torchvision's, timm's and Hugging
+Face's layer shapes, random weights).
 
 torchvision cannot be installed next to this machine's local torch, and the ONNX graphs are all
 a benchmark needs: the same convolutions, batch norms, activations, pools and classifier as
@@ -14,6 +15,7 @@ import os
 import sys
 
 import numpy as np
+from onnx import TensorProto, helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
@@ -297,6 +299,36 @@ def vit_tiny(seed: int = 0):
     return vision_transformer(seed)
 
 
+def bert_mini(seed: int = 0, tokens: int = 128, dim: int = 256, depth: int = 4, heads: int = 4, vocab: int = 30522):
+    """An encoder of BERT-Mini's shapes (Google's ``bert_uncased_L-4_H-256_A-4``: 4 layers, 256
+    features, 4 heads, a 1024-wide GELU MLP) as Hugging Face exports it: ``input_ids`` and
+    ``attention_mask`` inputs (int64), word embeddings by ``Gather``, position and token-type
+    embeddings added, post-norm layers whose attention adds ``(1 − mask) · −10000`` to the scores
+    (divided by √d); the last hidden state out."""
+    g = GraphBuilder(seed)
+    g.inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, tokens]))
+    g.inputs.append(helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, tokens]))
+    x = g.node("Gather", [g.const(0.02 * g.rng.standard_normal((vocab, dim)), "word_embeddings"), "input_ids"], axis=0)
+    x = g.node("Add", [x, g.const(0.02 * g.rng.standard_normal((1, tokens, dim)), "position_and_type_embeddings")])
+    x = _layer_norm_last(g, x, dim, 1e-12)
+    mask = g.node("Unsqueeze", [g.node("Cast", ["attention_mask"], to=TensorProto.FLOAT), g.const(np.array([1, 2]), "axes", np.int64)])
+    mask = g.node("Mul", [g.node("Sub", [g.const(np.float32(1.0), "one"), mask]), g.const(np.float32(-10000.0), "masked")])
+    head_dim = dim // heads
+    for _ in range(depth):
+
+        def heads_of(y):
+            y = g.node("Reshape", [y, g.const(np.array([1, tokens, heads, head_dim]), "shape", np.int64)])
+            return g.node("Transpose", [y], perm=[0, 2, 1, 3])
+
+        q, k, v = (heads_of(_linear_last(g, x, dim, dim)) for _ in range(3))
+        scores = g.node("Div", [g.node("MatMul", [q, g.node("Transpose", [k], perm=[0, 1, 3, 2])]), g.const(np.float32(np.sqrt(head_dim)), "root")])
+        out = g.node("MatMul", [g.node("Softmax", [g.node("Add", [scores, mask])], axis=-1), v])
+        out = g.node("Reshape", [g.node("Transpose", [out], perm=[0, 2, 1, 3]), g.const(np.array([1, tokens, dim]), "shape", np.int64)])
+        x = _layer_norm_last(g, g.node("Add", [x, _linear_last(g, out, dim, dim)]), dim, 1e-12)
+        x = _layer_norm_last(g, g.node("Add", [x, _linear_last(g, _gelu(g, _linear_last(g, x, dim, 4 * dim)), 4 * dim, dim)]), dim, 1e-12)
+    return g.model(x)
+
+
 ARCHITECTURES = {
     "resnet18": resnet18,
     "mobilenet_v2": mobilenet_v2,
@@ -306,4 +338,5 @@ ARCHITECTURES = {
     "convnext_tiny": convnext_tiny,
     "unet": unet,
     "vit_tiny": vit_tiny,
+    "bert_mini": bert_mini,
 }

@@ -41,17 +41,17 @@ def main(argv=None) -> int:
     parser.add_argument("--float-reference", help="time onnxruntime on this model instead (same input)")
     args = parser.parse_args(argv)
     models = [load(path) for path in args.builds]
-    (name,) = models[0].input_names
-    x = models[0].random_inputs(0)[name]
+    inputs = models[0].random_inputs(0)  # every input (token ids, masks: small integers, 0 / 1)
     print(f"CPU: {cpu_model()}; {len(models)} builds of {os.path.basename(args.model)}")
-    reference = onnxruntime_session(args.model, 1).run(None, {name: x})  # every output, in the model's order
-    differences = [max(relative_difference(ours, theirs) for ours, theirs in zip(model.run({name: x}).values(), reference)) for model in models]
+    reference = onnxruntime_session(args.model, 1).run(None, inputs)  # every output, in the model's order
+    differences = [max(relative_difference(ours, theirs) for ours, theirs in zip(model.run(inputs).values(), reference)) for model in models]
     timed_path = args.float_reference or args.model
     for threads in (int(t) for t in args.threads.split(",")):
         set_num_threads(threads)
         session = onnxruntime_session(timed_path, threads)
-        feed = {session.get_inputs()[0].name: x}
-        functions = [lambda model=model: model.run({name: x}) for model in models] + [lambda: session.run(None, feed)]
+        # a float reference network takes the same values under its own input name
+        feed = inputs if args.float_reference is None else {session.get_inputs()[0].name: next(iter(inputs.values()))}
+        functions = [lambda model=model: model.run(inputs) for model in models] + [lambda: session.run(None, feed)]
         for fn in functions * 3:
             fn()
         medians, runs = time_in_turns(functions, args.runs)

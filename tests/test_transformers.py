@@ -19,7 +19,7 @@ import slimtvm
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-from architectures import vision_transformer  # noqa: E402
+from architectures import bert_mini, vision_transformer  # noqa: E402
 
 
 def _inputs(shape, seed=3):
@@ -47,7 +47,8 @@ def test_a_small_vit_runs_on_slimtvm_kernels_and_matches_onnxruntime(tmp_path, p
 def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weights_out: bool = False):
     """One attention on a [1, tokens, heads·head_dim] input: q, k, v by MatMuls, q · kᵀ, then
     ``between`` ("scale": × d^-½; "divide": ÷ √d then + 1; "mask": + a [tokens]-long constant row
-    of 0 and −1e4, which the padded form refuses), Softmax, · v."""
+    of 0 and −1e4; "input_mask": + a second input of shape [1, 1, 1, tokens], as BERT's mask;
+    "full_bias": + a constant of the scores' own shape, which the padded form refuses), Softmax, · v."""
     g = GraphBuilder(seed=tokens + heads)
     dim = heads * head_dim
     x = g.input([1, tokens, dim], name="input")
@@ -63,9 +64,13 @@ def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weigh
         scores = g.node("Mul", [scores, g.const(np.float32(head_dim**-0.5), "scale")])
     elif between == "divide":
         scores = g.node("Add", [g.node("Div", [scores, g.const(np.float32(np.sqrt(head_dim)), "root")]), g.const(np.float32(1.0), "one")])
-    else:
+    elif between == "mask":
         mask = np.where(np.arange(tokens) % 3 == 0, -1e4, 0.0)
         scores = g.node("Add", [scores, g.const(mask, "mask")])
+    elif between == "input_mask":
+        scores = g.node("Add", [scores, g.input([1, 1, 1, tokens], name="mask")])
+    else:
+        scores = g.node("Add", [scores, g.const(g.rng.standard_normal((1, heads, tokens, tokens)), "bias")])
     weights = g.node("Softmax", [scores], axis=-1)
     out = g.node("MatMul", [weights, v])
     return g.model([out, weights] if weights_out else out)
@@ -77,7 +82,9 @@ def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weigh
     [
         (50, "scale", False, 1, 0),  # keys padded to 64 (AVX-512) / 56 (AVX2)
         (37, "divide", False, 1, 0),  # the score divided, then a constant added
-        (37, "mask", False, 0, 1),  # a mask row: the product alone padded, its columns sliced back
+        (37, "mask", False, 1, 0),  # a constant mask row, padded with the keys
+        (37, "input_mask", False, 1, 0),  # a mask from an input, padded in the graph
+        (37, "full_bias", False, 0, 1),  # a bias per score: the product alone padded, its columns sliced back
         (37, "scale", True, 0, 1),  # the attention weights are an output too: sliced back
         (64, "scale", False, 0, 0),  # whole vectors already
     ],
@@ -85,6 +92,8 @@ def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weigh
 def test_attention_products_run_on_whole_vectors_of_keys(tmp_path, preset, tokens, between, weights_out, attentions, products):
     model = _attention_model(tokens, heads=3, head_dim=16, between=between, weights_out=weights_out)
     inputs = _inputs([1, tokens, 48], seed=tokens)
+    if between == "input_mask":
+        inputs["mask"] = np.where(np.arange(tokens) >= tokens - 5, -1e4, 0.0).astype(np.float32).reshape(1, 1, 1, tokens)
     artifact = slimtvm.compile(model, str(tmp_path / "attention.so"), target=preset)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     passes = {entry["name"]: entry for entry in artifact.manifest["passes"]}
@@ -253,3 +262,31 @@ def test_row_kernels_take_a_layer_norm_exported_as_its_steps():
     mean = data.mean(-1, keepdims=True)
     expected = (data - mean) / np.sqrt(((data - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * gamma + beta
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+def test_a_bert_encoder_with_token_ids_and_a_mask_matches_onnxruntime(tmp_path, preset):
+    """Hugging Face's export of a BERT encoder in small: int64 token ids into a ``Gather`` of the
+    word embeddings, an int64 attention mask turned into ``(1 − mask) · −10000`` and added to the
+    scores; 37 tokens, so the attention runs on keys padded with the mask (padded with zeros)."""
+    model = bert_mini(seed=9, tokens=37, dim=64, depth=1, heads=2, vocab=100)
+    rng = np.random.default_rng(9)
+    mask = np.ones((1, 37), np.int64)
+    mask[0, 30:] = 0
+    inputs = {"input_ids": rng.integers(0, 100, (1, 37)).astype(np.int64), "attention_mask": mask}
+    artifact = slimtvm.compile(model, str(tmp_path / "bert.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    passes = {entry["name"]: entry for entry in artifact.manifest["passes"]}
+    assert (passes["matmul_columns"]["attentions"], passes["matmul_columns"]["products"]) == (1, 0)
+    assert passes["kernels"]["generic_fallbacks"] == [], passes["kernels"]
+
+
+def test_a_token_id_outside_the_vocabulary_gives_nan_not_another_row(tmp_path):
+    """onnxruntime refuses such a run; slimtvm's Gather (lowering/gathers.py) gives NaN for the
+    token, which reaches the outputs, instead of reading outside the embedding table."""
+    model = bert_mini(seed=9, tokens=16, dim=32, depth=1, heads=2, vocab=50)
+    ids = np.arange(16, dtype=np.int64).reshape(1, 16)
+    ids[0, 3] = 50  # one past the table
+    run = slimtvm.compile(model, str(tmp_path / "bert.so")).load().run({"input_ids": ids, "attention_mask": np.ones((1, 16), np.int64)})
+    out = next(iter(run.values()))
+    assert np.isnan(out[0, 3]).all()

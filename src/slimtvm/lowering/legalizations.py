@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from .average_pool import legalize_avg_pool2d
 from .channel_relayouts import legalize_layout_transform
-from .constant_gathers import legalize_take
 from .conv_layouts import legalize_conv2d
 from .fast_math import legalize_erf, legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp
+from .gathers import legalize_take
 
 LEGALIZATIONS = {
     # element-wise math first: a kernel family entered further down for the same operation

@@ -14,8 +14,10 @@ padded keys are set to −∞ right before the softmax (an added constant row, f
 product's epilogue), so the softmax gives them exactly 0 (its exponential flushes to zero below
 −88) and the padded rows of ``v`` add nothing; the softmax and both products run on whole
 vectors, with no slice in between. Exact as well: the same sums, with exact zeros added. The
-scalar ops allowed between product and softmax keep a padded score finite (multiply or divide
-by, add or subtract a scalar constant; the score not a divisor), so −∞ stays −∞.
+ops allowed between product and softmax keep a padded score finite, so −∞ stays −∞: multiply or
+divide by, add or subtract a finite scalar constant, or a tensor of one value per key broadcast
+over the rows (an attention mask, also one computed from an input: padded with zeros, ones for
+a divisor); the score is never a divisor.
 
 Refuses (leaves as they are) matmuls with a constant right operand, dynamic or non-float32
 shapes, columns that are whole vectors already or fewer than one vector, and products with
@@ -25,6 +27,7 @@ axes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,24 +76,34 @@ class Attention:
     calls as bound in the original function."""
 
     scores: relax.Call  # matmul(q, kᵀ)
-    scalar_ops: list  # the element-wise calls between the scores and the softmax, in order
+    scalar_ops: list  # (call, position of the score among its operands) between the scores and the softmax, in order
     softmax: relax.Call
     product: relax.Call  # matmul(softmax, v)
     keys: int
     padded_keys: int
 
 
-def _scalar_operand(call, score_var) -> bool:
-    """Whether ``call`` combines ``score_var`` with a scalar constant in a way that keeps a padded
-    score's value finite (module docstring)."""
+def _operand_kind(call, score_var, keys: int) -> str | None:
+    """How ``call`` combines ``score_var`` with its other operand, when it keeps a padded score
+    finite (module docstring): ``"scalar"`` (a finite scalar constant), ``"keys"`` (a tensor of
+    one value per key, broadcast over the rows: an attention mask, constant or computed, padded
+    with zeros — ones for a divisor — like the keys), or None."""
     name = op_name(call)
     if name not in SCALAR_OPS | SCALAR_OPS_SCORE_FIRST or len(call.args) != 2:
-        return False
+        return None
     positions = [i for i, arg in enumerate(call.args) if arg.same_as(score_var)]
     if len(positions) != 1 or (name in SCALAR_OPS_SCORE_FIRST and positions != [0]):
-        return False
-    other = constant_value(call.args[1 - positions[0]])
-    return other is not None and np.size(other) == 1 and np.isfinite(other).all()
+        return None
+    other = call.args[1 - positions[0]]
+    value = constant_value(other)
+    if value is not None and not np.isfinite(value).all():
+        return None
+    if value is not None and np.size(value) == 1:
+        return "scalar"
+    shape, out = _static_shape(other), _static_shape(call)
+    if shape is None or out is None or shape[-1:] != [keys] or math.prod(shape) >= math.prod(out) or out != _static_shape(score_var):
+        return None
+    return "keys"
 
 
 def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
@@ -105,16 +118,18 @@ def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
         if op_name(softmax) != "relax.nn.softmax" or int(softmax.attrs.axis) not in (-1, len(softmax.ty.shape) - 1) or uses.get(value.args[0]) != 1:
             continue
         chain, var, scores = [], softmax.args[0], None
+        keys = (_static_shape(softmax.args[0]) or [0])[-1]
         while isinstance(var, relax.Var) and uses.get(var) == 1 and var in bound:
             call = bound[var]
             if op_name(call) == "relax.matmul":
                 scores = call
                 break
-            operand = next((arg for arg in getattr(call, "args", []) if isinstance(arg, relax.Var)), None)
-            if operand is None or not _scalar_operand(call, operand):
+            # the score is the operand of the call's own shape; the other is smaller or a scalar
+            same = [i for i, arg in enumerate(getattr(call, "args", [])) if isinstance(arg, relax.Var) and _static_shape(arg) == _static_shape(call)]
+            if len(same) != 1 or _operand_kind(call, call.args[same[0]], keys) is None:
                 break
-            chain.insert(0, call)
-            var = operand
+            chain.insert(0, (call, same[0]))
+            var = call.args[same[0]]
         if scores is None:
             continue
         padded = padded_columns(scores, lanes)
@@ -162,8 +177,14 @@ class _PadColumns(relax.PyExprMutator):
         queries, keys_t = (self.visit_expr(arg) for arg in attention.scores.args)
         values = self.visit_expr(attention.product.args[1])
         scores = self.builder_.emit(relax.op.matmul(queries, self.builder_.emit(relax.op.nn.pad(keys_t, _pad_last(keys_t, 1, extra))), out_dtype="float32"))
-        for call in attention.scalar_ops:
-            args = [scores if isinstance(arg, relax.Var) else arg for arg in call.args]
+        for call, position in attention.scalar_ops:
+            args = list(call.args)
+            args[position] = scores
+            other = call.args[1 - position]
+            value = constant_value(other)
+            if value is None or np.size(value) != 1:  # one value per key: padded like the keys
+                fill = 1.0 if op_name(call) == "relax.divide" else 0.0
+                args[1 - position] = self.builder_.emit(relax.op.nn.pad(self.visit_expr(other), _pad_last(other, 1, extra), pad_value=fill))
             scores = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
         mask = np.zeros(attention.padded_keys, np.float32)
         mask[attention.keys :] = -np.inf

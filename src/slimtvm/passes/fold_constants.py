@@ -18,8 +18,7 @@ from tvm import relax
 from ..native_log import without_native_lines
 
 # TOPI's ``take`` logs this whenever FoldConstant legalizes a Gather, also one it cannot fold (data
-# not constant); the kernels' legalization (lowering/constant_gathers.py) still logs it for indices
-# that are not constants, where it applies
+# not constant); the kernels' own legalization (lowering/gathers.py) checks bounds instead
 SPURIOUS_TAKE_WARNING = "Fast mode segfaults when there are out-of-bounds indices"
 
 

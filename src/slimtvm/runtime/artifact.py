@@ -204,14 +204,16 @@ class Model:
         return tvm.runtime.from_dlpack(buffer) if buffer.size else tvm.runtime.tensor(buffer, self._device)
 
     def random_inputs(self, seed: int = 0) -> dict:
-        """Inputs of the manifest's shapes and dtypes: standard normal floats, small integers."""
+        """Inputs of the manifest's shapes and dtypes: standard normal floats, small integers
+        (0 or 1 for an input named like a mask: an attention mask of other values scales the
+        scores by thousands, where float32 rounding alone moves the outputs)."""
         rng = np.random.default_rng(seed)
         made = {}
         for entry in self.manifest["inputs"]:
             dtype = np.dtype(entry["dtype"])
             if np.issubdtype(dtype, np.floating):
                 made[entry["name"]] = rng.standard_normal(entry["shape"]).astype(dtype)
-            elif dtype == np.bool_:
+            elif dtype == np.bool_ or "mask" in entry["name"].lower():
                 made[entry["name"]] = rng.integers(0, 2, entry["shape"]).astype(dtype)
             else:
                 made[entry["name"]] = rng.integers(0, 10, entry["shape"]).astype(dtype)
