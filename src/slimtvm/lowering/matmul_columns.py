@@ -37,6 +37,7 @@ from tvm import relax
 from ..passes.constants import constant_value
 from ..passes.detect_binary import op_name
 from ..passes.relax_functions import rewrite_with_builder
+from ..passes.static_shapes import static_shape
 from ..schedules.dense import GEMM_MIN_ROWS
 from .binary_thresholds import use_counts
 
@@ -44,22 +45,12 @@ SCALAR_OPS = {"relax.multiply", "relax.add"}  # the score may be either operand
 SCALAR_OPS_SCORE_FIRST = {"relax.divide", "relax.subtract"}  # the score must be the left operand
 
 
-def _static_shape(expr) -> list[int] | None:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or getattr(expr.ty, "dtype", None) != "float32":
-        return None
-    try:
-        return [int(d) for d in shape]
-    except TypeError:  # a symbolic dimension
-        return None
-
-
 def padded_columns(call, lanes: int) -> int | None:
     """The column count (a multiple of ``lanes``) a matmul of two activations should run with,
     or None when the module docstring's rule leaves it alone."""
     if op_name(call) != "relax.matmul" or constant_value(call.args[1]) is not None:
         return None
-    left, right = (_static_shape(arg) for arg in call.args)
+    left, right = (static_shape(arg, "float32") for arg in call.args)
     if left is None or right is None or len(left) < 2 or len(right) < 2:
         return None
     columns = right[-1]
@@ -100,8 +91,8 @@ def _operand_kind(call, score_var, keys: int) -> str | None:
         return None
     if value is not None and np.size(value) == 1:
         return "scalar"
-    shape, out = _static_shape(other), _static_shape(call)
-    if shape is None or out is None or shape[-1:] != [keys] or math.prod(shape) >= math.prod(out) or out != _static_shape(score_var):
+    shape, out = static_shape(other, "float32"), static_shape(call, "float32")
+    if shape is None or out is None or shape[-1:] != [keys] or math.prod(shape) >= math.prod(out) or out != static_shape(score_var, "float32"):
         return None
     return "keys"
 
@@ -118,14 +109,18 @@ def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
         if op_name(softmax) != "relax.nn.softmax" or int(softmax.attrs.axis) not in (-1, len(softmax.ty.shape) - 1) or uses.get(value.args[0]) != 1:
             continue
         chain, var, scores = [], softmax.args[0], None
-        keys = (_static_shape(softmax.args[0]) or [0])[-1]
+        keys = (static_shape(softmax.args[0], "float32") or [0])[-1]
         while isinstance(var, relax.Var) and uses.get(var) == 1 and var in bound:
             call = bound[var]
             if op_name(call) == "relax.matmul":
                 scores = call
                 break
             # the score is the operand of the call's own shape; the other is smaller or a scalar
-            same = [i for i, arg in enumerate(getattr(call, "args", [])) if isinstance(arg, relax.Var) and _static_shape(arg) == _static_shape(call)]
+            same = [
+                i
+                for i, arg in enumerate(getattr(call, "args", []))
+                if isinstance(arg, relax.Var) and static_shape(arg, "float32") == static_shape(call, "float32")
+            ]
             if len(same) != 1 or _operand_kind(call, call.args[same[0]], keys) is None:
                 break
             chain.insert(0, (call, same[0]))
@@ -133,7 +128,7 @@ def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
         if scores is None:
             continue
         padded = padded_columns(scores, lanes)
-        values = _static_shape(value.args[1])
+        values = static_shape(value.args[1], "float32")
         if padded is None or values is None or len(values) < 2 or values[-2] != int(scores.args[1].ty.shape[-1]):
             continue
         found.append(Attention(scores, chain, softmax, value, int(scores.args[1].ty.shape[-1]), padded))

@@ -32,20 +32,11 @@ from tvm import relax
 from ..passes.constants import constant_value
 from ..passes.detect_binary import op_name
 from ..passes.elementwise_ops import ELEMENTWISE_OPS
+from ..passes.static_shapes import static_shape
 
 MIN_TOKENS = 16  # rows (tokens) of the product: the sparse kernel's vectors of pixels
 ELEMENTWISE = ELEMENTWISE_OPS | {"relax.erf", "relax.exp", "relax.nn.gelu", "relax.nn.gelu_tanh", "relax.nn.silu", "relax.sqrt", "relax.negative"}
 MAX_REBUILT_OPS = 32
-
-
-def _static(expr) -> list[int] | None:
-    shape = getattr(expr.ty, "shape", None)
-    if shape is None or getattr(expr.ty, "dtype", None) != "float32":
-        return None
-    try:
-        return [int(d) for d in shape]
-    except TypeError:
-        return None
 
 
 def _swaps_last_axes(call) -> bool:
@@ -115,7 +106,7 @@ def lower_sparse_matmul(builder, call, sparse, lookup=None):
         return None
     weight = constant_value(call.args[1])
     data = call.args[0]
-    dims = _static(data)
+    dims = static_shape(data, "float32")
     if weight is None or weight.ndim != 2 or weight.dtype != np.float32 or dims is None or len(dims) < 2:
         return None
     *leading, tokens, features = dims

@@ -34,6 +34,7 @@ from tvm import relax
 
 from .constant_channel_maps import BINARY, UNARY, conv_of_maps, depthwise_of_maps, pool_of_maps
 from .constants import constant_value
+from .static_shapes import static_shape
 
 POOLS = {"relax.nn.max_pool2d": "max", "relax.nn.avg_pool2d": "avg"}
 
@@ -107,16 +108,6 @@ class RemoveDeadChannels:
 # ----------------------------------------------------------------------------- the graph
 
 
-def _static_shape(expr):
-    ty = getattr(expr, "ty", None)
-    if not isinstance(ty, relax.TensorType) or ty.shape is None or str(ty.dtype) != "float32":
-        return None
-    try:
-        return tuple(int(v) for v in ty.shape.values)
-    except (TypeError, ValueError):
-        return None
-
-
 def _op_name(value) -> str:
     return value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) else ""
 
@@ -165,7 +156,8 @@ class _Plan:
         self._report()
 
     def _note_shape(self, var):
-        shape = _static_shape(var)
+        shape = static_shape(var, "float32")
+        shape = tuple(shape) if shape is not None else None
         if shape is not None and len(shape) in (2, 4):
             self.shape[var] = shape
 

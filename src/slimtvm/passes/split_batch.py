@@ -28,6 +28,7 @@ import tvm
 from tvm import relax
 
 from .elementwise_ops import ELEMENTWISE_OPS
+from .static_shapes import static_shape
 
 # Operations that treat each image alone and whose attributes name no batch size.
 PER_IMAGE_OPS = ELEMENTWISE_OPS | {
@@ -95,20 +96,8 @@ class SplitBatch:
         return mod
 
 
-def _static_shape(expr) -> list | None:
-    """The static shape of a tensor-typed expression, or None (not a tensor, or symbolic)."""
-    ty = getattr(expr, "ty", None)
-    shape = getattr(ty, "shape", None) if isinstance(ty, relax.TensorType) else None
-    if shape is None:
-        return None
-    try:
-        return [int(dim) for dim in (shape.values if hasattr(shape, "values") else shape)]
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
 def _bytes_per_image(var) -> int:
-    shape = _static_shape(var)
+    shape = static_shape(var)
     return int(np.prod(shape[1:])) * np.dtype(str(var.ty.dtype)).itemsize
 
 
@@ -116,7 +105,7 @@ def _plan(func):
     """``(N, prefix bindings, cut var)``, or why not (a string)."""
     if not isinstance(func, relax.Function) or len(func.params) != 1:
         return "not a one-input main function"
-    shape = _static_shape(func.params[0])
+    shape = static_shape(func.params[0])
     if shape is None or len(shape) != 4:
         return "the input is not a static 4-d tensor"
     images = shape[0]
@@ -162,7 +151,7 @@ def _per_image(binding, defined: set, images: int) -> bool:
     value = binding.value
     if _op_name(value) not in PER_IMAGE_OPS or len(value.ty_args) > 0:
         return False
-    shape = _static_shape(binding.var)
+    shape = static_shape(binding.var)
     if shape is None or not shape or shape[0] != images:
         return False
     for position, arg in enumerate(value.args):
@@ -172,7 +161,7 @@ def _per_image(binding, defined: set, images: int) -> bool:
             if arg not in defined:
                 return False
         elif isinstance(arg, tvm.ir.GenericConst):  # a constant: broadcast over the batch, not per image
-            constant_shape = _static_shape(arg)
+            constant_shape = static_shape(arg)
             if constant_shape is not None and len(constant_shape) == len(shape) and constant_shape[0] != 1:
                 return False
         elif isinstance(arg, relax.Call | relax.Tuple | relax.TupleGetItem | relax.Function):
