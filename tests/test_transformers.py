@@ -279,6 +279,7 @@ def test_a_bert_encoder_with_token_ids_and_a_mask_matches_onnxruntime(tmp_path, 
     passes = {entry["name"]: entry for entry in artifact.manifest["passes"]}
     assert (passes["matmul_columns"]["attentions"], passes["matmul_columns"]["products"]) == (1, 0)
     assert passes["kernels"]["generic_fallbacks"] == [], passes["kernels"]
+    assert passes["split_batch"]["why_not"] == "batch 1"  # two inputs of one sequence: no line in compile's output
 
 
 def test_a_token_id_outside_the_vocabulary_gives_nan_not_another_row(tmp_path):
