@@ -22,6 +22,7 @@ from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
 from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
+from .let_free_kernels import let_free_kernels
 from .matmul_columns import PadMatmulColumns
 from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
@@ -100,6 +101,7 @@ class LoweringPasses:
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
             relax.transform.DeadCodeElimination(),
+            let_free_kernels,  # MetaSchedule's flop estimate refuses Let: family kernels without them
             keep_one_kernel,  # a model folded to constants still links for another architecture
             self.kernels,  # which kernels the families below cover, before anything is scheduled
         ]
