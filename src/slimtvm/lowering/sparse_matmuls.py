@@ -110,8 +110,8 @@ def lower_sparse_matmul(builder, call, sparse, lookup=None):
     if weight is None or weight.ndim != 2 or weight.dtype != np.float32 or dims is None or len(dims) < 2:
         return None
     *leading, tokens, features = dims
-    if tokens < MIN_TOKENS:
-        return None
+    if tokens < MIN_TOKENS or weight.all():
+        return None  # (a weight without zeros: nothing to emit, not even the image below)
     images = math.prod(leading)
     outputs = weight.shape[1]
     axes = list(range(len(dims)))

@@ -7,7 +7,7 @@ columns, the reduction runs outside the tile, so the accumulators stay in regist
 value of ``x`` is broadcast once per tile row and each vector of ``w`` loaded once per tile
 (DeiT-Tiny's 197 × 192 × 576 product: 123 G multiply-adds/s at 1 thread on Zen 5, 86% of the
 core's peak; TVM's generic schedule ran it 60× slower). The tile is the one the target's
-registers hold (:func:`gemm_register_tile`); rows that do not fill the last tile are left out by
+registers hold (:func:`gemm_register_tiles`); rows that do not fill the last tile are left out by
 a predicate on whole rows, which keeps the vector code.
 
 Classifier layers run at batch 1, so this is a matrix-vector product bound by reading ``w``
@@ -242,12 +242,6 @@ def matmul_shape(sch, block) -> tuple[int, int, int, int] | None:
         return None
     *batch, rows, cols, reduction = (int(extent) for extent in extents)
     return math.prod(batch), rows, cols, reduction
-
-
-def is_plain_matmul(sch, block) -> bool:
-    """Two spatial iterators and one reduction, as Relax legalizes a 2-D ``matmul``."""
-    shape = matmul_shape(sch, block)
-    return shape is not None and len(sch.get_loops(block)) == 3
 
 
 def uses_gemm_form(sch, block) -> bool:
