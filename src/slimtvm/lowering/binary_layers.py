@@ -24,6 +24,7 @@ import tvm
 from tvm import relax
 
 from ..passes.detect_binary import BinarizeReport, BinaryLayerMatcher, op_name, visit_relax_functions
+from ..passes.static_shapes import static_shape
 from ..schedules.binary_conv_compute import binary_conv2d_packed, binary_conv2d_to_bits
 from ..schedules.binary_grouped_conv_and_dense import binary_conv2d_nchw, binary_dense
 from ..schedules.binary_weights import pack_conv_weight_bytes, pack_weight_signs, padding_corrections, split_weight_nibbles
@@ -55,13 +56,9 @@ def matmul_kernel_for(call) -> tuple[str, str]:
     """(family, plan) of a float ``matmul``: the dense family for static shapes of two or more
     axes each (the GEMM form for many rows or batch axes, schedules/dense.py), TVM's generic
     schedule otherwise (a vector operand, symbolic shapes)."""
-    shapes = [getattr(arg.ty, "shape", None) for arg in call.args]
-    if any(shape is None or len(shape) < 2 for shape in shapes):
-        return "generic", "fp32 matmul of a vector or unknown shape, generic schedule"
-    try:
-        dims = [[int(d) for d in shape] for shape in shapes]
-    except TypeError:
-        return "generic", "fp32 matmul with symbolic shapes, generic schedule"
+    dims = [static_shape(arg) for arg in call.args]
+    if any(shape is None or len(shape) < 2 for shape in dims):
+        return "generic", "fp32 matmul of a vector or of a symbolic shape, generic schedule"
     if len(dims[0]) > 2 or len(dims[1]) > 2 or dims[0][-2] >= GEMM_MIN_ROWS:
         return "dense", "fp32 matmul, GEMM kernel (register tiles)"
     return "dense", "fp32 dense kernel"

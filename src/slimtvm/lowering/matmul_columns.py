@@ -41,8 +41,8 @@ from ..passes.static_shapes import static_shape
 from ..schedules.dense import GEMM_MIN_ROWS
 from .binary_thresholds import use_counts
 
-SCALAR_OPS = {"relax.multiply", "relax.add"}  # the score may be either operand
-SCALAR_OPS_SCORE_FIRST = {"relax.divide", "relax.subtract"}  # the score must be the left operand
+SCORE_OPS_EITHER_SIDE = {"relax.multiply", "relax.add"}  # the score may be either operand
+SCORE_OPS_SCORE_FIRST = {"relax.divide", "relax.subtract"}  # the score must be the left operand
 
 
 def padded_columns(call, lanes: int) -> int | None:
@@ -67,7 +67,7 @@ class Attention:
     calls as bound in the original function."""
 
     scores: relax.Call  # matmul(q, kᵀ)
-    scalar_ops: list  # (call, position of the score among its operands) between the scores and the softmax, in order
+    score_ops: list  # (call, position of the score among its operands) between the scores and the softmax, in order
     softmax: relax.Call
     product: relax.Call  # matmul(softmax, v)
     keys: int
@@ -80,10 +80,10 @@ def _operand_kind(call, score_var, keys: int) -> str | None:
     one value per key, broadcast over the rows: an attention mask, constant or computed, padded
     with zeros — ones for a divisor — like the keys), or None."""
     name = op_name(call)
-    if name not in SCALAR_OPS | SCALAR_OPS_SCORE_FIRST or len(call.args) != 2:
+    if name not in SCORE_OPS_EITHER_SIDE | SCORE_OPS_SCORE_FIRST or len(call.args) != 2:
         return None
     positions = [i for i, arg in enumerate(call.args) if arg.same_as(score_var)]
-    if len(positions) != 1 or (name in SCALAR_OPS_SCORE_FIRST and positions != [0]):
+    if len(positions) != 1 or (name in SCORE_OPS_SCORE_FIRST and positions != [0]):
         return None
     other = call.args[1 - positions[0]]
     value = constant_value(other)
@@ -172,7 +172,7 @@ class _PadColumns(relax.PyExprMutator):
         queries, keys_t = (self.visit_expr(arg) for arg in attention.scores.args)
         values = self.visit_expr(attention.product.args[1])
         scores = self.builder_.emit(relax.op.matmul(queries, self.builder_.emit(relax.op.nn.pad(keys_t, _pad_last(keys_t, 1, extra))), out_dtype="float32"))
-        for call, position in attention.scalar_ops:
+        for call, position in attention.score_ops:
             args = list(call.args)
             args[position] = scores
             other = call.args[1 - position]
