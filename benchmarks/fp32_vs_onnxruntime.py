@@ -14,7 +14,9 @@ runs (digits CNN, 1 thread, 5 runs, 10 tuning trials), not how fast.
 Models: resnet18, mobilenet_v2, resnext50, mobilenet_v3_large and efficientnet_b0 are
 torchvision's architectures written in ONNX with random
 weights (benchmarks/architectures.py); light_* are the onnx package's light zoo with seeded
-random weights (their shipped weights are all 0.02); digits_cnn is examples/digits_cnn.onnx.
+random weights (their shipped weights are all 0.02); digits_cnn is examples/digits_cnn.onnx;
+a path ending in ``.onnx`` is taken as it is (Hugging Face models from
+scripts/export_hf_models.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ DEFAULT_MODELS = "digits_cnn,resnet18,mobilenet_v2,light_squeezenet,light_resnet
 
 
 def model_path(name: str, workdir: str) -> str:
+    """The ONNX file of a named model (written to ``workdir`` with seeded random weights), or
+    ``name`` itself when it is a path to an ``.onnx`` file (e.g. scripts/export_hf_models.py's)."""
+    if name.endswith(".onnx"):
+        return os.path.abspath(name)
     if name == "digits_cnn":
         return os.path.join(HERE, "..", "examples", "digits_cnn.onnx")
     from architectures import ARCHITECTURES

@@ -129,12 +129,43 @@ def test_erf_and_a_gelu_after_a_conv_match_onnxruntime_without_erff_calls(tmp_pa
     assert not [line for line in disassembly.splitlines() if "call" in line and "<erf" in line]
 
 
-def test_nan_and_infinities_pass_through_sigmoid_and_erf_as_in_onnxruntime(tmp_path):
+@pytest.mark.parametrize("preset", ["x86-64", "host"])
+def test_tanh_and_gpt2s_gelu_after_a_matmul_match_onnxruntime_without_libm_calls(tmp_path, preset):
+    """GPT-2's ``gelu_new``, ``0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))``, fused after a
+    token matmul, and a plain Tanh over float32's extremes: the library calls no ``tanhf`` or
+    ``expf`` (TVM's default tanh; GPT-2's GELU was a quarter of its time), and the values are
+    onnxruntime's within 1e-6."""
+    import subprocess
+
+    from conftest import x86_kernel_presets
+
+    if preset not in x86_kernel_presets():
+        pytest.skip(f"{preset} kernels do not run on this host")
+    g = GraphBuilder(seed=26)
+    x = g.input([1, 40, 64])
+    s = g.input([1, 40, 64], name="s")
+    y = g.node("MatMul", [x, g.const(g.rng.standard_normal((64, 96)) / 8, "w")])
+    inner = g.node("Add", [y, g.node("Mul", [g.node("Pow", [y, g.const(np.float32(3.0), "three")]), g.const(np.float32(0.044715), "c")])])
+    tanh = g.node("Tanh", [g.node("Mul", [inner, g.const(np.float32(np.sqrt(2 / np.pi)), "root")])])
+    gelu = g.node("Mul", [g.node("Mul", [y, g.const(np.float32(0.5), "half")]), g.node("Add", [tanh, g.const(np.float32(1.0), "one")])])
+    model = g.model([g.node("MatMul", [gelu, g.const(g.rng.standard_normal((96, 64)) / 10, "w2")]), g.node("Tanh", [s])])
+    library = str(tmp_path / "gelu_new.so")
+    runner = slimtvm.compile(model, library, target=preset).load()
+    inputs = {"x": np.random.default_rng(6).standard_normal((1, 40, 64)).astype(np.float32) * 2, "s": _values((1, 40, 64), seed=7)}
+    ours, theirs = runner.run(inputs), onnxruntime_outputs(model, inputs)
+    assert_outputs_match(ours, theirs)
+    name = model.graph.output[1].name
+    assert np.abs(ours[name] - theirs[name]).max() <= 1e-6
+    disassembly = subprocess.run(["objdump", "-d", library], capture_output=True, text=True, check=True).stdout
+    assert not [line for line in disassembly.splitlines() if "call" in line and ("<tanh" in line or "<exp" in line)]
+
+
+def test_nan_and_infinities_pass_through_sigmoid_erf_and_tanh_as_in_onnxruntime(tmp_path):
     """The approximations clamp their input; a NaN must not become a bound (sigmoid(NaN) was 4e-39
     and erf(NaN) 1 before): NaN stays NaN, ±∞ give onnxruntime's limits."""
     g = GraphBuilder(seed=25)
     s = g.input([1, 16], name="s")
-    model = g.model([g.node("Sigmoid", [s]), g.node("Erf", [s])])
+    model = g.model([g.node("Sigmoid", [s]), g.node("Erf", [s]), g.node("Tanh", [s])])
     runner = slimtvm.compile(model, str(tmp_path / "nan.so")).load()
     values = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 5.0, -5.0, 90.0, -90.0, np.nan, 1e-20, -1e-20, 3e38, -3e38]], np.float32)
     ours, theirs = runner.run({"s": values}), onnxruntime_outputs(model, {"s": values})

@@ -48,7 +48,10 @@ def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weigh
     """One attention on a [1, tokens, heads·head_dim] input: q, k, v by MatMuls, q · kᵀ, then
     ``between`` ("scale": × d^-½; "divide": ÷ √d then + 1; "mask": + a [tokens]-long constant row
     of 0 and −1e4; "input_mask": + a second input of shape [1, 1, 1, tokens], as BERT's mask;
-    "full_bias": + a constant of the scores' own shape, which the padded form refuses), Softmax, · v."""
+    "full_bias": + a constant of the scores' own shape; "sdpa": torch's scaled dot-product
+    attention export — q and kᵀ each × d^-¼, + ``Where(mask, 0, −∞)`` for a constant boolean mask
+    of the scores' shape that masks the first query row whole, and ``Where(IsNaN(p), 0, p)`` after
+    the softmax), Softmax, · v."""
     g = GraphBuilder(seed=tokens + heads)
     dim = heads * head_dim
     x = g.input([1, tokens, dim], name="input")
@@ -59,6 +62,16 @@ def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weigh
         return g.node("Transpose", [y], perm=[0, 2, 1, 3])
 
     q, k, v = project(), project(), project()
+    if between == "sdpa":
+        root = g.const(np.float32(head_dim**-0.25), "root")
+        q = g.node("Mul", [q, root])
+        scores = g.node("MatMul", [q, g.node("Mul", [g.node("Transpose", [k], perm=[0, 1, 3, 2]), root])])
+        keep = np.tril(np.ones((tokens, tokens), bool))
+        keep[0] = False  # a query that sees no key: NaN from the softmax, 0 after the guard
+        bias = g.node("Where", [g.const(keep, "keep", np.bool_), g.const(np.float32(0.0), "zero"), g.const(np.float32(-np.inf), "minus_inf")])
+        weights = g.node("Softmax", [g.node("Add", [scores, bias])], axis=-1)
+        weights = g.node("Where", [g.node("IsNaN", [weights]), g.const(np.float32(0.0), "guard"), weights])
+        return g.model(g.node("MatMul", [weights, v]))
     scores = g.node("MatMul", [q, g.node("Transpose", [k], perm=[0, 1, 3, 2])])
     if between == "scale":
         scores = g.node("Mul", [scores, g.const(np.float32(head_dim**-0.5), "scale")])
@@ -84,7 +97,8 @@ def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weigh
         (37, "divide", False, 1, 0),  # the score divided, then a constant added
         (37, "mask", False, 1, 0),  # a constant mask row, padded with the keys
         (37, "input_mask", False, 1, 0),  # a mask from an input, padded in the graph
-        (37, "full_bias", False, 0, 1),  # a bias per score: the product alone padded, its columns sliced back
+        (37, "full_bias", False, 1, 0),  # a constant bias per score, padded with the keys
+        (37, "sdpa", False, 1, 0),  # torch's export: a causal −∞ mask, one row all masked, the NaN guard
         (37, "scale", True, 0, 1),  # the attention weights are an output too: sliced back
         (64, "scale", False, 0, 0),  # whole vectors already
     ],

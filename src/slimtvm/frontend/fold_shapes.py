@@ -8,8 +8,11 @@ operators refuse, or leaves outputs of unknown shape), so this pass evaluates th
 
 What folds: ``Shape`` and ``Size`` of a tensor whose shape ONNX's inference (with data
 propagation) knows completely, and every deterministic operator of the default domain whose
-inputs are all constants and at least one of them came from such a fold. Everything else stays
-(constant weight arithmetic is folded later by Relax). Operators are evaluated with onnx's own
+inputs are all constants and either at least one of them came from such a fold or all of them
+are integers, booleans or a few values at most (torch's exports build masks and index tensors as
+``ConstantOfShape → Equal → Where → Expand`` on constant int64 shapes, and trace
+``math.ceil(h / patch)`` as ``Ceil → Mul → Cast`` on float scalars, which TVM's importer
+refuses). Everything else stays (constant weight arithmetic is folded later by Relax). Operators are evaluated with onnx's own
 reference implementation (``onnx.reference``), one node at a time.
 
 Written here rather than taken from onnxslim or onnx-simplifier: both rewrite much more of the
@@ -24,6 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 FOLDED_MAX_ELEMENTS = 1 << 20  # a shape-derived constant larger than this stays a computation
+SHAPE_LIKE_MAX_ELEMENTS = 8  # a float constant this small is shape arithmetic (one value per axis at most)
 MAX_ROUNDS = 64  # folding rounds (YOLOv8n at 320 takes 5: a folded C2f split makes later shapes static)
 NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 
@@ -112,6 +116,12 @@ def _constant_value(node) -> np.ndarray | None:
         return None
 
 
+def _shape_like(value: np.ndarray) -> bool:
+    """Integers or booleans (masks, indices), or a handful of values (a traced ``math.ceil(h /
+    patch)``): arithmetic on shapes, not on weights."""
+    return value.dtype.kind in "biu" or value.size <= SHAPE_LIKE_MAX_ELEMENTS
+
+
 def _folded(node, shapes: dict, constants: dict, shape_derived: set, opset: int) -> list | None:
     """The node's output values when it folds, else None."""
     if node.domain not in ("", "ai.onnx") or node.op_type in NOT_FOLDED:
@@ -128,12 +138,15 @@ def _folded(node, shapes: dict, constants: dict, shape_derived: set, opset: int)
     inputs = [name for name in node.input if name]
     if not inputs or not all(name in constants and constants[name] is not None for name in inputs):
         return None
-    if not any(name in shape_derived for name in inputs):
+    if not any(name in shape_derived for name in inputs) and not all(_shape_like(constants[name]) for name in inputs):
         return None
     from onnx.reference import ReferenceEvaluator
 
     try:
-        values = ReferenceEvaluator(node, opsets={"": opset}).run(None, {name: constants[name] for name in inputs})
+        # what the graph computes at run time, warnings included (T5's relative positions take
+        # the log of 0 and cast the −∞ before a Where discards it): nothing to tell the user
+        with np.errstate(all="ignore"):
+            values = ReferenceEvaluator(node, opsets={"": opset}).run(None, {name: constants[name] for name in inputs})
     except Exception:  # noqa: BLE001 - an operator the reference cannot evaluate stays in the graph
         return None
     values = [np.asarray(value) for value in values]

@@ -196,9 +196,14 @@ def output_infos(model: onnx.ModelProto) -> list:
 
 
 def nonfinite_weights(model: onnx.ModelProto) -> list:
-    """Names of initializers and Constant nodes that hold NaN or Inf values, with counts."""
+    """Names of initializers and Constant nodes that hold NaN or Inf values, with counts.
+
+    A one-value ±∞ constant is not listed: exporters fill masked attention scores with it
+    (torch's ``Where(mask, 0, -inf)`` before a Softmax), on purpose."""
     found = []
     for name, array in constant_arrays(model.graph).items():
+        if array.size == 1 and np.isinf(array).all():
+            continue
         if np.issubdtype(array.dtype, np.floating):
             bad = int(np.count_nonzero(~np.isfinite(array)))
             if bad:

@@ -11,16 +11,19 @@ from __future__ import annotations
 from .average_pool import legalize_avg_pool2d
 from .channel_relayouts import legalize_layout_transform
 from .conv_layouts import legalize_conv2d
-from .fast_math import legalize_erf, legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp
+from .fast_math import legalize_erf, legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp, legalize_tanh
 from .gathers import legalize_take
+from .nan_tests import legalize_isnan
 
 LEGALIZATIONS = {
     # element-wise math first: a kernel family entered further down for the same operation
     # replaces it (in a dict literal the later key wins; docs/architecture.md's example does so)
     "relax.sigmoid": legalize_sigmoid,
     "relax.erf": legalize_erf,
+    "relax.tanh": legalize_tanh,
     "relax.nn.softmax": legalize_softmax_with_fast_exp,
     "relax.power": legalize_power,
+    "relax.isnan": legalize_isnan,
     "relax.take": legalize_take,
     "relax.nn.conv2d": legalize_conv2d,
     "relax.layout_transform": legalize_layout_transform,

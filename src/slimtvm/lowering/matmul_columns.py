@@ -15,9 +15,12 @@ product's epilogue), so the softmax gives them exactly 0 (its exponential flushe
 −88) and the padded rows of ``v`` add nothing; the softmax and both products run on whole
 vectors, with no slice in between. Exact as well: the same sums, with exact zeros added. The
 ops allowed between product and softmax keep a padded score finite, so −∞ stays −∞: multiply or
-divide by, add or subtract a finite scalar constant, or a tensor of one value per key broadcast
-over the rows (an attention mask, also one computed from an input: padded with zeros, ones for
-a divisor); the score is never a divisor.
+divide by, add or subtract a finite scalar constant, a tensor of one value per key broadcast
+over the rows (an attention mask, also one computed from an input), or a constant of one value
+per score (a bias, torch's folded ``Where(mask, 0, −∞)``) — tensors padded with zeros, ones for
+a divisor; the score is never a divisor. Between softmax and ``· v`` torch's scaled dot-product
+attention exports a guard for fully masked rows, ``where(isnan(p), c, p)``: kept, on the padded
+weights (a padded weight is 0, never NaN, so it stays 0).
 
 Refuses (leaves as they are) matmuls with a constant right operand, dynamic or non-float32
 shapes, columns that are whole vectors already or fewer than one vector, and products with
@@ -69,6 +72,7 @@ class Attention:
     scores: relax.Call  # matmul(q, kᵀ)
     score_ops: list  # (call, position of the score among its operands) between the scores and the softmax, in order
     softmax: relax.Call
+    nan_guard: relax.Call | None  # where(isnan(softmax), c, softmax) before the product, or None
     product: relax.Call  # matmul(softmax, v)
     keys: int
     padded_keys: int
@@ -77,8 +81,9 @@ class Attention:
 def _operand_kind(call, score_var, keys: int) -> str | None:
     """How ``call`` combines ``score_var`` with its other operand, when it keeps a padded score
     finite (module docstring): ``"scalar"`` (a finite scalar constant), ``"keys"`` (a tensor of
-    one value per key, broadcast over the rows: an attention mask, constant or computed, padded
-    with zeros — ones for a divisor — like the keys), or None."""
+    one value per key, broadcast over the rows: an attention mask, constant or computed — or a
+    constant of one value per score — padded with zeros, ones for a divisor, like the keys), or
+    None. Non-finite values in a tensor are allowed: the padded entries are slimtvm's own."""
     name = op_name(call)
     if name not in SCORE_OPS_EITHER_SIDE | SCORE_OPS_SCORE_FIRST or len(call.args) != 2:
         return None
@@ -87,13 +92,13 @@ def _operand_kind(call, score_var, keys: int) -> str | None:
         return None
     other = call.args[1 - positions[0]]
     value = constant_value(other)
-    if value is not None and not np.isfinite(value).all():
-        return None
     if value is not None and np.size(value) == 1:
-        return "scalar"
+        return "scalar" if np.isfinite(value).all() else None
     shape, out = static_shape(other, "float32"), static_shape(call, "float32")
-    if shape is None or out is None or shape[-1:] != [keys] or math.prod(shape) >= math.prod(out) or out != static_shape(score_var, "float32"):
+    if shape is None or out is None or shape[-1:] != [keys] or out != static_shape(score_var, "float32"):
         return None
+    if value is None and math.prod(shape) >= math.prod(out):
+        return None  # an activation as large as the scores: which operand is the score is not known here
     return "keys"
 
 
@@ -105,8 +110,13 @@ def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
     for value in bound.values():
         if op_name(value) != "relax.matmul" or not isinstance(value.args[0], relax.Var):
             continue
-        softmax = bound.get(value.args[0])
-        if op_name(softmax) != "relax.nn.softmax" or int(softmax.attrs.axis) not in (-1, len(softmax.ty.shape) - 1) or uses.get(value.args[0]) != 1:
+        weights_var, nan_guard = value.args[0], _nan_guard(bound, uses, value.args[0])
+        if nan_guard is not None:
+            weights_var = nan_guard.args[2]
+        softmax = bound.get(weights_var)
+        if op_name(softmax) != "relax.nn.softmax" or int(softmax.attrs.axis) not in (-1, len(softmax.ty.shape) - 1):
+            continue
+        if uses.get(weights_var) != (1 if nan_guard is None else 2) or uses.get(value.args[0]) != 1:
             continue
         chain, var, scores = [], softmax.args[0], None
         keys = (static_shape(softmax.args[0], "float32") or [0])[-1]
@@ -131,8 +141,21 @@ def find_attentions(func: relax.Function, lanes: int) -> list[Attention]:
         values = static_shape(value.args[1], "float32")
         if padded is None or values is None or len(values) < 2 or values[-2] != int(scores.args[1].ty.shape[-1]):
             continue
-        found.append(Attention(scores, chain, softmax, value, int(scores.args[1].ty.shape[-1]), padded))
+        found.append(Attention(scores, chain, softmax, nan_guard, value, int(scores.args[1].ty.shape[-1]), padded))
     return found
+
+
+def _nan_guard(bound: dict, uses: dict, var) -> relax.Call | None:
+    """The ``where(isnan(p), c, p)`` bound to ``var`` (``c`` a scalar constant, the ``isnan``
+    used once), or None."""
+    call = bound.get(var)
+    if op_name(call) != "relax.where" or not all(isinstance(arg, relax.Var) for arg in (call.args[0], call.args[2])):
+        return None
+    condition = bound.get(call.args[0])
+    value = constant_value(call.args[1])
+    if op_name(condition) != "relax.isnan" or not condition.args[0].same_as(call.args[2]) or uses.get(call.args[0]) != 1:
+        return None
+    return call if value is not None and np.size(value) == 1 else None
 
 
 @relax.expr_functor.mutator
@@ -177,14 +200,20 @@ class _PadColumns(relax.PyExprMutator):
             args[position] = scores
             other = call.args[1 - position]
             value = constant_value(other)
-            if value is None or np.size(value) != 1:  # one value per key: padded like the keys
-                fill = 1.0 if op_name(call) == "relax.divide" else 0.0
+            fill = 1.0 if op_name(call) == "relax.divide" else 0.0
+            if value is not None and np.size(value) != 1:  # a constant per key or per score: padded like the keys
+                widths = [(0, 0)] * (value.ndim - 1) + [(0, extra)]
+                args[1 - position] = relax.const(np.pad(value, widths, constant_values=fill).astype(value.dtype))
+            elif value is None:  # one value per key from an activation: padded in the graph
                 args[1 - position] = self.builder_.emit(relax.op.nn.pad(self.visit_expr(other), _pad_last(other, 1, extra), pad_value=fill))
             scores = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
         mask = np.zeros(attention.padded_keys, np.float32)
         mask[attention.keys :] = -np.inf
         scores = self.builder_.emit(relax.op.add(scores, relax.const(mask)))
         weights = self.builder_.emit(relax.op.nn.softmax(scores, axis=-1))
+        if attention.nan_guard is not None:
+            guard = attention.nan_guard
+            weights = self.builder_.emit(relax.op.where(self.builder_.emit(relax.op.isnan(weights)), guard.args[1], weights))
         values = self.builder_.emit(relax.op.nn.pad(values, _pad_last(values, 2, extra)))
         self.count += 1
         self.attentions += 1

@@ -224,7 +224,7 @@ class BinaryLayerMatcher(relax.PyExprMutator):
         if name == "relax.where":
             values = (scalar_value(constant_value(expr.args[1])), scalar_value(constant_value(expr.args[2])))
             condition = self.bound(expr.args[0])
-            if not isinstance(condition, relax.Call) or scalar_value(constant_value(condition.args[1])) != 0.0:
+            if not isinstance(condition, relax.Call) or len(condition.args) != 2 or scalar_value(constant_value(condition.args[1])) != 0.0:
                 return None
             if (op_name(condition), values) in (("relax.greater_equal", (1.0, -1.0)), ("relax.less", (-1.0, 1.0))):
                 self.form = "where(x ≥ 0, 1, −1), 0 → +1"
