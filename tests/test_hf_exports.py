@@ -54,7 +54,7 @@ def test_the_fixtures_are_all_here():
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("preset", ["host", "x86-64"])
-def test_a_torch_export_compiles_to_slimtvm_kernels_and_matches_onnxruntime(tmp_path, name, preset):
+def test_a_torch_export_compiles_to_slimtvm_kernels_and_matches_onnxruntime(tmp_path, capfd, name, preset):
     if preset != "host" and (name not in ON_EVERY_PRESET or preset not in x86_kernel_presets()):
         pytest.skip("the host's build covers this model")
     model = onnx.load(os.path.join(DATA, f"{name}.onnx"))
@@ -62,8 +62,10 @@ def test_a_torch_export_compiles_to_slimtvm_kernels_and_matches_onnxruntime(tmp_
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         artifact = slimtvm.compile(model, str(tmp_path / f"{name}.so"), target=preset)
-    # nothing to warn about: a −∞ mask fill is not a broken weight, T5's folded log(0) not an error
+    # nothing to warn about: a −∞ mask fill is not a broken weight, T5's folded log(0) not an error,
+    # and TVM's own log lines for what FoldConstant tries (GPT-2's x ** 3 logged 48 lines) are noise
     assert not [str(w.message) for w in caught if "slimtvm" in w.filename or "NaN" in str(w.message) or "encountered" in str(w.message)]
+    assert "Warning" not in capfd.readouterr().err
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     passes = {entry["name"]: entry for entry in artifact.manifest["passes"]}
     assert passes["kernels"]["generic_fallbacks"] == [], passes["kernels"]

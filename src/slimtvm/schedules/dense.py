@@ -195,11 +195,18 @@ def schedule_gemm(sch: s_tir.Schedule, lanes: int, tile_rows: int, vectors: int,
         _schedule_slice(sch, out, lanes)
         out = sch.cache_write(matmul, 0, "global")
     *batch, rows, cols = sch.get_loops(out)
+    rows_first = _extent(sch, rows) >= _extent(sch, cols)
     rows_outer, rows_inner = sch.split(rows, [None, tile_rows])
     columns, column_vectors, vector = sch.split(cols, [None, vectors, lanes])
     group, column_tile = sch.split(columns, [column_groups, None])
-    sch.reorder(*batch, rows_outer, group, column_tile, rows_inner, column_vectors, vector)
-    sch.parallel(sch.fuse(*batch, rows_outer, group))
+    if not rows_first:
+        # fewer rows than columns (tokens × a weight matrix): one thread's consecutive chunks share
+        # a column group, so its panel of w stays in L2 while the row tiles pass over it
+        sch.reorder(*batch, group, rows_outer, column_tile, rows_inner, column_vectors, vector)
+        sch.parallel(sch.fuse(*batch, group, rows_outer))
+    else:
+        sch.reorder(*batch, rows_outer, group, column_tile, rows_inner, column_vectors, vector)
+        sch.parallel(sch.fuse(*batch, rows_outer, group))
     sch.unroll(rows_inner)
     sch.unroll(column_vectors)
     sch.vectorize(vector)
@@ -211,6 +218,11 @@ def schedule_gemm(sch: s_tir.Schedule, lanes: int, tile_rows: int, vectors: int,
     sch.unroll(tile_vectors)
     sch.vectorize(tile_vector)
     sch.decompose_reduction(matmul, reduction)
+
+
+def _extent(sch, loop) -> int:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tvm.tirx.IntImm) else 0
 
 
 def _columns(sch, block) -> int:
