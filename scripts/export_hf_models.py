@@ -13,9 +13,11 @@ network in different operator forms — the reason to test both: scaled dot-prod
 TensorFlow-style padding as explicit ``Pad`` nodes (TorchScript).
 
 Text models take ``input_ids`` and ``attention_mask`` (int64, 40 tokens) and return the last
-hidden state; vision models take ``pixel_values`` and return theirs. Full size (default): the
+hidden state; vision models take ``pixel_values``, Whisper's encoder ``input_features`` (mel
+bins × frames) and wav2vec2 ``input_values`` (samples), and return theirs. Full size (default): the
 shapes of the published small checkpoints where one exists (bert-mini, gpt2 at 4 layers,
-vit/deit-tiny, mobilenet_v2_1.0_224, …) for benchmarks/hf_models.py; ``--tiny``: a few
+vit/deit-tiny, mobilenet_v2_1.0_224, whisper-tiny's encoder, wav2vec2-base, …; "llama" is a
+4-layer, 512-wide Llama with grouped-query attention) for benchmarks/hf_models.py; ``--tiny``: a few
 channels and layers (files of ≤ 300 KB), the test suite's fixtures (tests/data/hf/).
 """
 
@@ -59,6 +61,26 @@ def _vision(model_cls, config, size):
     return LastHiddenState().eval(), (torch.randn(1, 3, size, size),), ["pixel_values"]
 
 
+def _audio(model_cls, config, shape, name):
+    import torch
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model_cls(config).eval()
+
+        def forward(self, features):
+            return self.model(**{name: features})[0]
+
+    return LastHiddenState().eval(), (torch.randn(*shape),), [name]
+
+
+def _whisper_encoder(config):
+    import transformers as hf
+
+    return hf.WhisperModel(config).encoder
+
+
 def models(tiny: bool) -> dict:
     """``{name: () -> (module, example inputs, input names)}``."""
     import transformers as hf
@@ -89,6 +111,45 @@ def models(tiny: bool) -> dict:
         else dict(image_size=256)
     )
     convnext = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1]) if tiny else dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 9, 3])
+    llama = (
+        dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        if tiny
+        else dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2)
+    )
+    whisper = (
+        dict(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            num_mel_bins=16,
+            max_source_positions=50,
+        )
+        if tiny
+        else dict(
+            d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536
+        )
+    )
+    whisper_input = (1, 16, 100) if tiny else (1, 80, 3000)  # mel bins × frames (30 s for the full size)
+    wav2vec2 = (
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(16, 16, 16),
+            conv_stride=(5, 2, 2),
+            conv_kernel=(10, 3, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
+        if tiny
+        else dict()
+    )
+    wav2vec2_input = (1, 2000) if tiny else (1, 16000)  # samples (1 s at 16 kHz for the full size)
     return {
         "bert": lambda: _text(hf.BertModel, hf.BertConfig(**text)),
         "gpt2": lambda: _text(hf.GPT2Model, hf.GPT2Config(**gpt2)),
@@ -98,6 +159,9 @@ def models(tiny: bool) -> dict:
         "mobilenet_v2": lambda: _vision(hf.MobileNetV2Model, hf.MobileNetV2Config(**mobilenet), small_image),
         "mobilevit": lambda: _vision(hf.MobileViTModel, hf.MobileViTConfig(**mobilevit), 256 if not tiny else small_image),
         "convnext": lambda: _vision(hf.ConvNextModel, hf.ConvNextConfig(**convnext), small_image),
+        "llama": lambda: _text(hf.LlamaModel, hf.LlamaConfig(**llama)),
+        "whisper_encoder": lambda: _audio(_whisper_encoder, hf.WhisperConfig(**whisper), whisper_input, "input_features"),
+        "wav2vec2": lambda: _audio(hf.Wav2Vec2Model, hf.Wav2Vec2Config(**wav2vec2), wav2vec2_input, "input_values"),
     }
 
 
