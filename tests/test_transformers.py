@@ -123,6 +123,7 @@ def test_attention_products_run_on_whole_vectors_of_keys(tmp_path, preset, token
         ([2, 3, 37, 24], [2, 3, 24, 32]),  # batch axes on both sides
         ([5, 40], [40, 64]),  # few rows: the classifier's forms
         ([64, 40], [40, 24]),  # 64 rows of a 2-D product: the GEMM form; 24 columns: padded as a constant
+        ([1, 37, 1152], [1152, 512]),  # a prompt's few rows, a long reduction: row panels, blocks of 128, a partial row tile
     ],
 )
 def test_matmuls_of_every_shape_match_onnxruntime(tmp_path, preset, left, right):
