@@ -233,8 +233,12 @@ ROW_PANEL_K_BLOCKS = (128, 256, 192, 160, 96, 64)  # reduction blocks tried in o
 
 def row_panel_k_block(reduction: int) -> int:
     """The reduction block of the row-panel form: the first of :data:`ROW_PANEL_K_BLOCKS` that
-    divides ``reduction``, else the whole reduction."""
-    return next((block for block in ROW_PANEL_K_BLOCKS if reduction % block == 0 and reduction > block), reduction)
+    divides ``reduction``, else its largest divisor from 64 to 256 (Llama's 1376: 172), else the
+    whole reduction."""
+    preferred = next((block for block in ROW_PANEL_K_BLOCKS if reduction % block == 0 and reduction > block), None)
+    if preferred is not None:
+        return preferred
+    return next((block for block in range(min(256, reduction - 1), 63, -1) if reduction % block == 0), reduction)
 
 
 def uses_row_panel(batch: int, rows: int, cols: int, reduction: int, lanes: int, vectors: int) -> bool:
