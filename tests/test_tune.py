@@ -56,7 +56,9 @@ def template_models():
     y = g.node("MatMul", [x, g.const(g.rng.standard_normal((32, 48)), "w")])
     heads = g.node("Transpose", [g.node("Reshape", [y, g.const(np.array([1, 21, 3, 16]), "shape", np.int64)])], perm=[0, 2, 1, 3])
     scores = g.node("MatMul", [heads, g.node("Transpose", [heads], perm=[0, 1, 3, 2])])
-    models.append(g.model(g.node("MatMul", [g.node("Softmax", [scores], axis=-1), heads])))
+    prompt = g.input([1, 21, 256], name="prompt")  # few rows, wide: the row-panel space, sampled reduction blocks
+    wide = g.node("MatMul", [prompt, g.const(g.rng.standard_normal((256, 512)) / 16, "w_wide")])
+    models.append(g.model([g.node("MatMul", [g.node("Softmax", [scores], axis=-1), heads]), wide]))
     return models
 
 

@@ -406,4 +406,19 @@ def gemm_design_spaces(sch: s_tir.Schedule, lanes: int, batch: int, rows: int, c
         space = sch.copy()
         schedule_gemm(space, lanes, tile.rows, tile.vectors, tile.column_groups)
         spaces.append(space)
+    spaces.extend(_row_panel_spaces(sch, lanes, batch, rows, cols))
     return spaces
+
+
+def _row_panel_spaces(sch: s_tir.Schedule, lanes: int, batch: int, rows: int, cols: int) -> list:
+    """Row-panel spaces (:func:`schedule_gemm_row_panel`) for products of few rows, whatever their
+    reduction (the default takes them for long ones only): the default tile, sampled reduction
+    blocks among the reduction's divisors from 64 to 512 (or the whole reduction)."""
+    _, _, _, reduction = matmul_shape(sch, sch.get_sblock(MATMUL_BLOCK))
+    tile = default_gemm_tile(batch, rows, cols, lanes)
+    if rows > ROW_PANEL_MAX_ROWS or _slices_columns(sch) or cols % (lanes * tile.vectors) or batch * cols // (lanes * tile.vectors) < ROW_PANEL_MIN_CHUNKS:
+        return []
+    blocks = [block for block in (64, 96, 128, 160, 192, 256, 384, 512) if reduction % block == 0 and block < reduction] or [reduction]
+    space = sch.copy()
+    schedule_gemm_row_panel(space, lanes, tile.rows, tile.vectors, categorical(space, blocks[:6]))
+    return [space]
