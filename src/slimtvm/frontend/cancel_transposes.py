@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_model import constant_arrays
+from .onnx_model import constant_arrays, readers_by_value
 
 ELEMENTWISE = {"Sign", "Relu", "Neg", "Abs", "Identity", "Round", "Floor", "Ceil", "Tanh", "Sigmoid", "HardSigmoid", "Clip", "Add", "Sub", "Mul", "Div"}
 
@@ -28,10 +28,7 @@ def cancel_layout_transposes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     """(a copy of ``model`` without the cancelling transpose pairs, how many pairs were removed);
     ``model`` itself when there are none."""
     constants = constant_arrays(model.graph)
-    readers: dict = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = readers_by_value(model.graph)
     outputs = {value.name for value in model.graph.output}
     chains, touched = [], set()
     for node in model.graph.node:

@@ -19,17 +19,14 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .onnx_model import constant_arrays
+from .onnx_model import constant_arrays, readers_by_value
 
 
 def merge_pads_into_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """(a copy of ``model`` with the module docstring's pads merged, how many were merged);
     ``model`` itself when there are none."""
     constants = constant_arrays(model.graph)
-    readers: dict = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = readers_by_value(model.graph)
     outputs = {value.name for value in model.graph.output}
     merged = {}
     for node in model.graph.node:

@@ -190,6 +190,15 @@ def constant_arrays(graph) -> dict:
     return found
 
 
+def readers_by_value(graph) -> dict:
+    """name -> the nodes of ``graph`` that read that value (a node reading it twice, twice)."""
+    readers: dict = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def output_infos(model: onnx.ModelProto) -> list:
     """Names, shapes (where inferred; else ``"?"`` entries) and dtypes of the graph outputs."""
     return [TensorInfo(value.name, tuple(_dims(value)), _dtype(value)) for value in model.graph.output]

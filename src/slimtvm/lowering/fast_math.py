@@ -101,21 +101,27 @@ ERF_NUMERATOR = (
 ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02)
 
 
-def fast_erf_expr(value):
-    """``erf(value)`` for a float32 PrimExpr as TOPI's ``fast_erf`` computes it, ``value`` evaluated
-    once (a ``Let``, as :func:`fast_exp_expr`)."""
+def odd_rational_expr(value, name: str, limit: float, numerator_coefficients, denominator_coefficients):
+    """``x · P(x²) / Q(x²)`` for a float32 PrimExpr ``value`` clamped to ``[−limit, limit]`` (a NaN
+    passes through), the coefficients highest degree first, ``value`` evaluated once (a ``Let``,
+    as :func:`fast_exp_expr`): the form of TOPI's (Eigen's) fast erf and tanh."""
     tirx = tvm.tirx
     f32 = lambda number: tirx.const(number, "float32")  # noqa: E731
-    x = tirx.Var("erf_x", "float32")
-    square = tirx.Var("erf_x2", "float32")
-    numerator = f32(ERF_NUMERATOR[0])
-    for coefficient in ERF_NUMERATOR[1:]:
+    x = tirx.Var(f"{name}_x", "float32")
+    square = tirx.Var(f"{name}_x2", "float32")
+    numerator = f32(numerator_coefficients[0])
+    for coefficient in numerator_coefficients[1:]:
         numerator = numerator * square + f32(coefficient)
-    denominator = f32(ERF_DENOMINATOR[0])
-    for coefficient in ERF_DENOMINATOR[1:]:
+    denominator = f32(denominator_coefficients[0])
+    for coefficient in denominator_coefficients[1:]:
         denominator = denominator * square + f32(coefficient)
     body = tirx.Let(square, x * x, x * numerator / denominator)
-    return tirx.Let(x, _clamped(value, ERF_LIMIT), body)
+    return tirx.Let(x, _clamped(value, limit), body)
+
+
+def fast_erf_expr(value):
+    """``erf(value)`` for a float32 PrimExpr as TOPI's ``fast_erf`` computes it."""
+    return odd_rational_expr(value, "erf", ERF_LIMIT, ERF_NUMERATOR, ERF_DENOMINATOR)
 
 
 def fast_erf(x: te.Tensor) -> te.Tensor:
@@ -147,20 +153,8 @@ TANH_DENOMINATOR = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900
 
 
 def fast_tanh_expr(value):
-    """``tanh(value)`` for a float32 PrimExpr as TOPI's ``fast_tanh`` computes it, ``value``
-    evaluated once (a ``Let``, as :func:`fast_exp_expr`)."""
-    tirx = tvm.tirx
-    f32 = lambda number: tirx.const(number, "float32")  # noqa: E731
-    x = tirx.Var("tanh_x", "float32")
-    square = tirx.Var("tanh_x2", "float32")
-    numerator = f32(TANH_NUMERATOR[0])
-    for coefficient in TANH_NUMERATOR[1:]:
-        numerator = numerator * square + f32(coefficient)
-    denominator = f32(TANH_DENOMINATOR[0])
-    for coefficient in TANH_DENOMINATOR[1:]:
-        denominator = denominator * square + f32(coefficient)
-    body = tirx.Let(square, x * x, x * numerator / denominator)
-    return tirx.Let(x, _clamped(value, TANH_LIMIT), body)
+    """``tanh(value)`` for a float32 PrimExpr as TOPI's ``fast_tanh`` computes it."""
+    return odd_rational_expr(value, "tanh", TANH_LIMIT, TANH_NUMERATOR, TANH_DENOMINATOR)
 
 
 def fast_tanh(x: te.Tensor) -> te.Tensor:
