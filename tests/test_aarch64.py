@@ -142,3 +142,15 @@ def test_random_pruned_graphs_under_emulation(arm_python, tmp_path, spec):
     expected = onnxruntime_outputs(model, inputs)
     artifact = slimtvm.compile(model, str(tmp_path / "sparse.so"), target="aarch64", sparse="always")
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), expected)
+
+
+@pytest.mark.parametrize("name", ["gpt2_script", "whisper_encoder_dynamo"])
+def test_hugging_face_exports_run_under_emulation(arm_python, tmp_path, name):
+    """torch's exports on NEON kernels: GPT-2's tanh GELU, token GEMMs and causal attention;
+    Whisper's 1-D convs (as 2-D ones) and SDPA attention with its NaN guard (tests/data/hf/)."""
+    from test_hf_exports import DATA, _inputs
+
+    model = onnx.load(os.path.join(DATA, f"{name}.onnx"))
+    artifact = slimtvm.compile(model, str(tmp_path / f"{name}.so"), target="aarch64")
+    inputs = _inputs(model)
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
