@@ -10,7 +10,11 @@ recognition, then a scalarized softmax), the TorchScript exporter's masks built 
 float scalars (MobileViT: refused), TensorFlow-style padding as a ``Pad`` before every conv
 (MobileNetV2: 1.9× the time of the dynamo export), GPT-2's tanh GELU (scalar ``expf`` calls), and
 the 1-D convs of speech encoders (Whisper, wav2vec2: TVM's generic schedule, 3.5–5.5×
-onnxruntime's time).
+onnxruntime's time). Session 36 added four: ConvBERT's TorchScript export (stale symbolic shapes
+from the first shape inference kept its reshapes unfolded: TVM's import failed), Phi-3 (an empty
+rotary pass-through slice: an internal error vectorizing 0 lanes), FocalNet (one-channel gates
+times feature maps: ConvertLayout failed, every conv on the generic schedule) and MobileViTV2's
+dynamo export (``Col2Im``, which TVM's importer lacks).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "hf")
 MODELS = sorted(os.path.basename(path)[: -len(".onnx")] for path in glob.glob(os.path.join(DATA, "*.onnx")))
 VOCABULARY = 512  # the tiny text models' (scripts/export_hf_models.py)
 # one model per operator form on the AVX2 build too (the host's build runs every model)
-ON_EVERY_PRESET = ("vit_dynamo", "gpt2_script", "mobilenet_v2_script", "bert_script", "wav2vec2_dynamo")
+ON_EVERY_PRESET = ("vit_dynamo", "gpt2_script", "mobilenet_v2_script", "bert_script", "wav2vec2_dynamo", "focalnet_dynamo")
 
 
 def _inputs(model: onnx.ModelProto) -> dict:
@@ -49,9 +53,14 @@ def _inputs(model: onnx.ModelProto) -> dict:
     return inputs
 
 
+# torch's TorchScript exporter fails on MobileViTV2's patch folding (scripts/export_hf_models.py)
+DYNAMO_ONLY = ("mobilevitv2",)
+
+
 def test_the_fixtures_are_all_here():
     names = {name.rsplit("_", 1)[0] for name in MODELS}
-    assert len(MODELS) == 2 * len(names) >= 16, MODELS  # every model from both exporters
+    expected = {f"{name}_{exporter}" for name in names for exporter in ("dynamo", "script") if not (exporter == "script" and name in DYNAMO_ONLY)}
+    assert set(MODELS) == expected and len(names) >= 15, MODELS  # every model from both exporters
 
 
 def _cases() -> list:
@@ -85,5 +94,10 @@ def test_a_torch_export_compiles_to_slimtvm_kernels_and_matches_onnxruntime(tmp_
     if name.startswith(("whisper_encoder_", "wav2vec2_")):  # Conv on [N, C, L]: slimtvm's 2-D conv kernels
         convs = sum(node.op_type == "Conv" for node in model.graph.node)
         assert convs > 0 and rewrites.get("conv1d_as_conv2d") == convs, rewrites
-    if name.endswith("_script") and name.split("_")[0] in ("bert", "gpt2", "mobilevit"):
+    if name.endswith("_script") and name.split("_")[0] in ("bert", "gpt2", "mobilevit", "convbert"):
         assert rewrites.get("shape_computations_folded", 0) > 0, rewrites
+    if name == "mobilevitv2_dynamo":  # F.fold of non-overlapping patches: Col2Im as reshapes
+        folds = sum(node.op_type == "Col2Im" for node in model.graph.node)
+        assert folds > 0 and rewrites.get("col2im_as_reshapes") == folds, rewrites
+    if name.startswith("focalnet_"):  # gates [1,1,H,W] times [1,C,H,W] maps: the convs still blocked
+        assert passes["kernels"]["by_family"].get("conv2d", 0) + passes["kernels"]["by_family"].get("depthwise", 0) > 0, passes["kernels"]

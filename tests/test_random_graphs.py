@@ -2,7 +2,7 @@
 every foldable position, Gemm, Relu, MaxPool, AveragePool, Add) compile with slimtvm and match
 onnxruntime.
 
-The default suite runs ``SLIMTVM_GRAPH_EXAMPLES`` examples (300); ``-m slow`` runs 2,000 more.
+The default suite runs ``SLIMTVM_GRAPH_EXAMPLES`` examples (240); ``-m slow`` runs 2,000 more.
 """
 
 from __future__ import annotations

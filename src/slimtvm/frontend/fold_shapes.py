@@ -34,23 +34,39 @@ NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifor
 
 def static_shapes(model: onnx.ModelProto) -> dict:
     """``{value name: shape tuple}`` for every value whose shape ONNX's inference (with data
-    propagation) knows in full; values with a symbolic or missing dimension are absent."""
+    propagation) knows in full; values with a symbolic or missing dimension are absent.
+
+    Inference starts from the model without its partial ``value_info``: an earlier inference
+    (before a fold made the shape static) wrote symbolic dimensions there, and ONNX keeps them
+    over what it infers now (ConvBERT's TorchScript export: an ``Add`` of two ``[1, 40, 32]``
+    tensors stayed ``[unk, 40, 32]``, its attention's reshapes unfolded, TVM's import failed)."""
+    fresh = onnx.ModelProto()
+    fresh.CopyFrom(model)
+    static_infos = [info for info in fresh.graph.value_info if _static_dims(info) is not None]
+    del fresh.graph.value_info[:]
+    fresh.graph.value_info.extend(static_infos)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(fresh, data_prop=True)
     except Exception:  # noqa: BLE001 - inference is best effort; the importer reports real errors
         inferred = model
     graph = inferred.graph
     shapes = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
-        tensor = info.type.tensor_type
-        if not tensor.HasField("shape"):
-            continue
-        dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
-        if all(dim is not None for dim in dims):
-            shapes[info.name] = tuple(dims)
+        dims = _static_dims(info)
+        if dims is not None:
+            shapes[info.name] = dims
     for initializer in graph.initializer:
         shapes[initializer.name] = tuple(initializer.dims)
     return shapes
+
+
+def _static_dims(info) -> tuple | None:
+    """The value's shape when every dimension is a number, else None."""
+    tensor = info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return None
+    dims = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    return None if any(dim is None for dim in dims) else tuple(dims)
 
 
 def fold_shape_computations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, list]:

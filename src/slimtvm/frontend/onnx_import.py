@@ -14,6 +14,7 @@ import onnx
 
 from ..errors import SlimError, first_line
 from .cancel_transposes import cancel_layout_transposes
+from .col2im_patches import col2im_as_reshapes
 from .conv1d_as_conv2d import conv1d_as_conv2d
 from .conv_pads import merge_pads_into_convs
 from .fold_shapes import fold_shape_computations
@@ -59,6 +60,7 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
     static_model, transpose_pairs = cancel_layout_transposes(static_model)
     static_model, conv_pads = merge_pads_into_convs(static_model)
     static_model, convs_1d = conv1d_as_conv2d(static_model)
+    static_model, col2im_patches = col2im_as_reshapes(static_model)
     _refuse_unsupported_ops(static_model)
     mod = _relax_import(static_model, inputs)
     outputs = _relax_outputs(mod, output_infos(static_model), unfolded_shapes)
@@ -69,6 +71,7 @@ def import_onnx(path_or_model, input_shapes: dict | None = None) -> FrontendResu
         ("layout_transpose_pairs_removed", transpose_pairs),
         ("pads_merged_into_convs", conv_pads),
         ("conv1d_as_conv2d", convs_1d),
+        ("col2im_as_reshapes", col2im_patches),
     )
     rewrites = {name: count for name, count in counts if count}
     return FrontendResult(mod, static_model, inputs, outputs, hashlib.sha256(model_bytes).hexdigest(), notes, rewrites)

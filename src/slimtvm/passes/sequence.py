@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .canonical_sign import CanonicalizeSign
+from .channel_broadcasts import ChannelBroadcasts
 from .channels_first import ChannelsFirst
 from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
@@ -33,6 +34,7 @@ class GraphPasses:
             FoldConstantsSafely(),  # weights computed in the graph become constants
             self.channels_first,  # Linear layers on channels-last stretches → 1×1 convs in NCHW
             RankMatchedConstants(),  # x · c[C,1,1] → x · c[1,C,1,1]: layouts pass through it
+            ChannelBroadcasts(),  # x[1,C,H,W] · g[1,1,H,W] → x · broadcast_to(g): layouts pass through it
             RemoveDropout(),
             ScalarMinMaxAsOps(),  # Clip kernels back to ops, so that layouts pass through them
             CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it

@@ -171,6 +171,8 @@ class GenericCPU(CPURule):
         stmt = sch.get(block)
         if not loops or len(loops) != len(stmt.iter_vars):
             return  # loops and iterators do not map one to one: leave this block as it is
+        if any(isinstance(sch.get(loop).extent, tvm.tirx.IntImm) and int(sch.get(loop).extent) == 0 for loop in loops):
+            return  # an empty slice (Phi-3's rotary pass-through when the rotation covers the whole head): no work, and TIR cannot vectorize 0 lanes
         if not _is_reduction(sch, block):
             inner = loops[-1]
             extent = sch.get(inner).extent
