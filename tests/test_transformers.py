@@ -180,6 +180,42 @@ def test_row_kernels_take_softmax_and_layer_norm_and_match_numpy(preset, op, len
 
 
 @pytest.mark.parametrize("preset", x86_kernel_presets())
+def test_row_kernels_take_a_group_norms_statistics_and_match_numpy(preset):
+    """MobileViTV2's group norm (one group) computes the variance of a whole ``[1, 1, C·H·W]`` row
+    and its square root, a kernel whose result is one value per row: the row rule schedules it
+    (before: one scalar chain over 131,072 values, twice), and it computes what numpy computes
+    (in float64, to which the per-lane sums come closer than one chain did)."""
+    import tvm
+    from tvm import relax, s_tir, tirx
+
+    from slimtvm.lowering.legalizations import LEGALIZATIONS
+    from slimtvm.schedules.row_reductions import RowReductions
+    from slimtvm.targets.presets import resolve_target, simd_lanes
+
+    target = resolve_target(preset).tvm_target()
+    lanes = simd_lanes(target)
+    data = (np.random.default_rng(12).standard_normal((1, 1, 4096)) * 3 + 2).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(list(data.shape), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            variance = relax.op.variance(x, axis=[-1], keepdims=True)
+            out = bb.emit_output(relax.op.sqrt(relax.op.add(variance, relax.const(np.float32(1e-5)))))
+        bb.emit_func_output(out)
+    steps = [relax.transform.LegalizeOps(dict(LEGALIZATIONS)), relax.transform.AnnotateTIROpPattern(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    mod = tvm.transform.Sequential(steps)(bb.get())
+    (name,) = [gvar for gvar, func in mod.functions.items() if isinstance(func, tirx.PrimFunc)]
+    scheduled = RowReductions(lanes).schedule(s_tir.Schedule(mod[name]))
+    assert scheduled is not None
+    assert "T.vectorized" in scheduled.mod["main"].script()
+    mod[name] = scheduled.mod["main"].with_attr("tirx.is_scheduled", True)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+    ours = vm["main"](tvm.runtime.tensor(data)).numpy()
+    expected = np.sqrt(data.astype(np.float64).var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
 def test_a_pruned_vit_runs_its_linear_layers_on_the_sparse_kernel(tmp_path, preset):
     """``--prune 0.9`` per layer: the token matmuls run as sparse 1×1 convs over the tokens
     (lowering/sparse_matmuls.py), matching onnxruntime on the saved pruned model; with
