@@ -82,10 +82,20 @@ def _padded_matmul_weight(call, block: int, input_channels):
         return None
     if weight.shape[1] % block == 0 and input_channels is None:
         return None
-    rows = input_channels if input_channels is not None else weight.shape[0]
+    return _zero_padded(weight, block, input_channels if input_channels is not None else weight.shape[0])
+
+
+def _zero_padded(weight: np.ndarray, block: int, rows: int) -> np.ndarray:
+    """``weight`` ``[K, N]`` with zero columns up to a multiple of ``block`` and zero rows up to ``rows``."""
     wide = np.zeros((rows, _round_up(weight.shape[1], block)), dtype=weight.dtype)
     wide[: weight.shape[0], : weight.shape[1]] = weight
     return wide
+
+
+def _out_dtype(call):
+    """A matmul's ``out_dtype`` attribute as ``relax.op.matmul`` takes it (None: the inputs')."""
+    out_dtype = str(call.attrs.out_dtype)
+    return None if out_dtype in ("", "void", "None") else out_dtype
 
 
 def _token_matmul_weight(call, block: int):
@@ -99,9 +109,7 @@ def _token_matmul_weight(call, block: int):
     shape = getattr(call.args[0].ty, "shape", None)
     if weight is None or weight.ndim != 2 or shape is None or len(shape) < 3 or weight.shape[1] % block == 0:
         return None
-    wide = np.zeros((weight.shape[0], _round_up(weight.shape[1], block)), dtype=weight.dtype)
-    wide[:, : weight.shape[1]] = weight
-    return wide
+    return _zero_padded(weight, block, weight.shape[0])
 
 
 @relax.expr_functor.mutator
@@ -210,8 +218,7 @@ class _ChannelPadder(relax.PyExprMutator):
         token_weight = _token_matmul_weight(call, self.block) if channels_in is None else None
         if token_weight is not None:  # features on the last axis: the product on whole vectors, sliced back
             columns, rank = constant_value(call.args[1]).shape[1], len(data.ty.shape)
-            out_dtype = str(call.attrs.out_dtype)
-            wide = self.builder_.emit(relax.op.matmul(data, relax.const(token_weight), out_dtype=None if out_dtype in ("", "void", "None") else out_dtype))
+            wide = self.builder_.emit(relax.op.matmul(data, relax.const(token_weight), out_dtype=_out_dtype(call)))
             return relax.op.strided_slice(wide, axes=[rank - 1], begin=[0], end=[columns])
         wide_in = int(data.ty.shape[1]) if channels_in is not None else None
         weight = _padded_matmul_weight(call, self.block, wide_in)
@@ -220,8 +227,7 @@ class _ChannelPadder(relax.PyExprMutator):
         original = constant_value(call.args[1]).shape[1]
         if weight.shape[1] != original:
             self.result_channels = original
-        out_dtype = str(call.attrs.out_dtype)
-        return relax.op.matmul(data, relax.const(weight), out_dtype=None if out_dtype in ("", "void", "None") else out_dtype)
+        return relax.op.matmul(data, relax.const(weight), out_dtype=_out_dtype(call))
 
     def _carried(self, call):
         channels = self.padded.get(call.args[0])

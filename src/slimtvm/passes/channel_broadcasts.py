@@ -9,7 +9,7 @@ map broadcast to the channels first, the op and its operands take the blocked la
 other; ``broadcast_to`` fuses into the element-wise kernel that reads it, so nothing the size of
 ``x`` is written.
 
-Rewrites a call of a binary op of :data:`BROADCAST_OPS` whose operands are two non-constant 4-D
+Rewrites a call of a binary broadcasting op (passes/rank_matched_constants.py) whose operands are two non-constant 4-D
 tensors of static shape, one with a single channel and more than one pixel, the other with more
 than one channel. Leaves everything else unchanged: constants (lowering/rank-matched constants
 handle them), per-channel vectors ``[1,C,1,1]``, other ranks, shapes not known at compile time.
@@ -21,23 +21,9 @@ import tvm
 from tvm import relax
 
 from .constants import constant_value
-from .rank_matched_constants import BROADCAST_OPS
+from .rank_matched_constants import binary_broadcast_args, with_args
 from .relax_functions import rewrite_relax_functions
-
-
-def _static_shape(expr) -> tuple | None:
-    """The expression's shape when it is a tensor of known rank and dimensions, else None."""
-    ty = getattr(expr, "ty", None)
-    if not isinstance(ty, relax.TensorType) or int(getattr(ty, "ndim", -1)) < 0:
-        return None
-    shape = getattr(ty, "shape", None)
-    if shape is None:
-        return None
-    dims = getattr(shape, "values", shape)
-    try:
-        return tuple(int(dim) for dim in dims)
-    except (TypeError, ValueError):  # a symbolic dimension
-        return None
+from .static_shapes import static_shape
 
 
 def _is_one_channel_map(shape: tuple) -> bool:
@@ -52,12 +38,10 @@ class _Rewriter(relax.PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name in BROADCAST_OPS and len(call.args) == 2):
+        args = binary_broadcast_args(call)
+        if args is None or any(constant_value(arg) is not None for arg in args):
             return call
-        args = list(call.args)
-        if any(constant_value(arg) is not None for arg in args):
-            return call
-        shapes = [_static_shape(arg) for arg in args]
+        shapes = [static_shape(arg) for arg in args]
         if any(shape is None or len(shape) != 4 for shape in shapes):
             return call
         for index in (0, 1):
@@ -65,7 +49,7 @@ class _Rewriter(relax.PyExprMutator):
             if _is_one_channel_map(mine) and other[1] > 1:
                 args[index] = relax.op.broadcast_to(args[index], relax.ShapeExpr([mine[0], other[1], mine[2], mine[3]]))
                 self.count += 1
-                return getattr(relax.op, call.op.name.removeprefix("relax."))(*args)
+                return with_args(call, args)
         return call
 
 

@@ -32,6 +32,18 @@ def _rank(expr) -> int | None:
     return None if ndim < 0 else ndim
 
 
+def binary_broadcast_args(call) -> list | None:
+    """The two arguments of a call of a binary op of :data:`BROADCAST_OPS`, else None."""
+    if isinstance(call.op, tvm.ir.Op) and call.op.name in BROADCAST_OPS and len(call.args) == 2:
+        return list(call.args)
+    return None
+
+
+def with_args(call, args):
+    """The same element-wise op on ``args`` (its type inferred again)."""
+    return getattr(relax.op, call.op.name.removeprefix("relax."))(*args)
+
+
 def _raised(constant, rank: int):
     """``constant`` with leading unit axes up to ``rank``."""
     value = constant_value(constant)
@@ -46,9 +58,9 @@ class _Rewriter(relax.PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name in BROADCAST_OPS and len(call.args) == 2):
+        args = binary_broadcast_args(call)
+        if args is None:
             return call
-        args = list(call.args)
         constants = [constant_value(arg) is not None for arg in args]
         if constants[0] == constants[1]:
             return call
@@ -59,7 +71,7 @@ class _Rewriter(relax.PyExprMutator):
             return call
         args[index] = _raised(constant, other_rank)
         self.count += 1
-        return getattr(relax.op, call.op.name.removeprefix("relax."))(*args)
+        return with_args(call, args)
 
 
 @tvm.transform.module_pass(opt_level=0, name="slimtvm.RankMatchedConstants")
