@@ -53,6 +53,22 @@ def test_light_squeezenet_runs_under_emulation(arm_python, tmp_path):
     assert np.argmax(outputs[logits]) == np.argmax(expected[logits])
 
 
+def test_atrous_conv_and_bilinear_upsampling_run_under_emulation(arm_python, tmp_path):
+    """DeepLabV3's head in small: a dilation-12 conv on 14 × 14 (computed in regions without the
+    taps on padding) and a bilinear upsampling (the separable kernel), on NEON."""
+    from onnx_builders import GraphBuilder
+
+    g = GraphBuilder(seed=12)
+    x = g.input([1, 8, 14, 14])
+    y = g.relu(g.conv(x, 8, 16, kernel=3, pads=(12, 12, 12, 12), dilation=12))
+    sizes = g.const([1, 5, 56, 56], "sizes", dtype="int64")
+    model = g.model(g.node("Resize", [g.conv(y, 16, 5, kernel=1), "", "", sizes], mode="linear", coordinate_transformation_mode="half_pixel"))
+    artifact = slimtvm.compile(model, str(tmp_path / "head.so"), target="aarch64")
+    assert next(e for e in artifact.manifest["passes"] if e["name"] == "padding_taps")["convs_in_regions"] == 1
+    inputs = {"x": np.random.default_rng(12).standard_normal((1, 8, 14, 14)).astype(np.float32)}
+    assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
+
+
 @pytest.fixture
 def rpc_server(arm_python, tmp_path):
     """An aarch64 TVM RPC server under qemu on 127.0.0.1 (scripts/rpc_server.sh), stopped by PID."""

@@ -250,13 +250,15 @@ def _cmd_tune(args) -> int:
 
 def _worth_a_line(entry: dict) -> bool:
     """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
-    channels-first, transposed-conv and matmul-column rewrites of a model they find nothing in."""
+    channels-first, padding-tap, transposed-conv and matmul-column rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
     if entry["name"] == "transposed_convs":
         return entry["rewritten"] > 0
     if entry["name"] == "matmul_columns":
         return entry["attentions"] + entry["products"] > 0
+    if entry["name"] == "padding_taps":
+        return entry["convs_cropped"] + entry["convs_in_regions"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
@@ -265,6 +267,11 @@ def _describe_pass(entry: dict) -> str:
         return (
             f"channels_first: {entry['stretches']} channels-last stretches between transposes run in NCHW "
             f"({entry['matmuls_as_convs']} matmuls as 1×1 convs, the transposes gone)"
+        )
+    if entry["name"] == "padding_taps":
+        return (
+            f"padding_taps: {entry['convs_cropped']} convs cut to the kernel taps that read the image ({entry['taps_removed']} taps read only zero padding), "
+            f"{entry['convs_in_regions']} computed in regions without the taps on padding (most of their multiply-adds were with zeros)"
         )
     if entry["name"] == "transposed_convs":
         return f"transposed_convs: {entry['rewritten']} transposed convs run as a conv on the input and a depth-to-space (slimtvm's conv kernels)"

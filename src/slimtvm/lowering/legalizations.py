@@ -9,6 +9,7 @@ are recognised patterns, lowered earlier by lowering/binary_layers.py.
 from __future__ import annotations
 
 from .average_pool import legalize_avg_pool2d
+from .bilinear_resize import legalize_resize2d
 from .channel_relayouts import legalize_layout_transform
 from .conv_layouts import legalize_conv2d
 from .fast_math import legalize_erf, legalize_power, legalize_sigmoid, legalize_softmax_with_fast_exp, legalize_tanh
@@ -28,4 +29,5 @@ LEGALIZATIONS = {
     "relax.nn.conv2d": legalize_conv2d,
     "relax.layout_transform": legalize_layout_transform,
     "relax.nn.avg_pool2d": legalize_avg_pool2d,
+    "relax.image.resize2d": legalize_resize2d,
 }

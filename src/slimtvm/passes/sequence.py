@@ -11,6 +11,7 @@ from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstantsSafely
+from .padding_taps import PaddingTaps
 from .rank_matched_constants import RankMatchedConstants
 from .remove_dead_channels import RemoveDeadChannels
 from .remove_dropout import RemoveDropout
@@ -28,6 +29,7 @@ class GraphPasses:
     dead_channels: RemoveDeadChannels = field(default_factory=RemoveDeadChannels)
     split_batch: SplitBatch = field(default_factory=SplitBatch)
     channels_first: ChannelsFirst = field(default_factory=ChannelsFirst)
+    padding_taps: PaddingTaps = field(default_factory=PaddingTaps)
 
     def sequence(self) -> list:
         return [
@@ -40,6 +42,7 @@ class GraphPasses:
             CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it
             self.fold_batchnorm,
             FoldConstantsSafely(),
+            self.padding_taps,  # after folding: conv weights are constants by now
             self.binarize,  # after folding: in-graph weight binarization is constant by now
             self.sparsity,  # after folding: weight_orig · weight_mask is one constant by now
             self.dead_channels,  # after the report of the model's own zeros
@@ -55,6 +58,11 @@ class GraphPasses:
             "sparsity": self.sparsity.report.to_json(),
             "dead_channels": self.dead_channels.report.to_json(),
             "split_batch": self.split_batch.report.to_json(),
+            "padding_taps": {
+                "convs_cropped": self.padding_taps.cropped,
+                "taps_removed": self.padding_taps.taps_removed,
+                "convs_in_regions": self.padding_taps.split,
+            },
             "channels_first": {
                 "stretches": self.channels_first.stretches,
                 "matmuls_as_convs": self.channels_first.matmuls,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tvm import s_tir
 
 from .banded_conv import BandedConv, banded_design_spaces
+from .bilinear_resize import BilinearResize
 from .binary_conv_schedule import BinaryConv, binary_conv_design_spaces
 from .conv2d_nchwc import Conv2dNCHWc, conv2d_design_spaces
 from .cpu_rule import CPURule
@@ -84,8 +85,8 @@ def design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
 
 def default_rules(lanes: int) -> list:
     """Every family's default rule in :data:`FAMILIES` order, then the row kernels' rule (softmax
-    and norms over the last axis), then the generic fallback."""
-    return [family.rule(lanes) for family in FAMILIES] + [RowReductions(lanes), GenericCPU(lanes)]
+    and norms over the last axis) and the bilinear resize's, then the generic fallback."""
+    return [family.rule(lanes) for family in FAMILIES] + [RowReductions(lanes), BilinearResize(lanes), GenericCPU(lanes)]
 
 
 def describe_families(tunable_only: bool = False) -> str:
