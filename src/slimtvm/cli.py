@@ -250,7 +250,7 @@ def _cmd_tune(args) -> int:
 
 def _worth_a_line(entry: dict) -> bool:
     """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
-    channels-first, padding-tap, transposed-conv and matmul-column rewrites of a model they find nothing in."""
+    channels-first, 3-D conv, padding-tap, transposed-conv and matmul-column rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
     if entry["name"] == "transposed_convs":
@@ -259,6 +259,8 @@ def _worth_a_line(entry: dict) -> bool:
         return entry["attentions"] + entry["products"] > 0
     if entry["name"] == "padding_taps":
         return entry["convs_cropped"] + entry["convs_in_regions"] > 0
+    if entry["name"] == "conv3d_as_conv2d":
+        return entry["rewritten"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
@@ -268,6 +270,8 @@ def _describe_pass(entry: dict) -> str:
             f"channels_first: {entry['stretches']} channels-last stretches between transposes run in NCHW "
             f"({entry['matmuls_as_convs']} matmuls as 1×1 convs, the transposes gone)"
         )
+    if entry["name"] == "conv3d_as_conv2d":
+        return f"conv3d_as_conv2d: {entry['rewritten']} 3-D convs run as 2-D convs over frames (their temporal taps stacked along the channels)"
     if entry["name"] == "padding_taps":
         return (
             f"padding_taps: {entry['convs_cropped']} convs cut to the kernel taps that read the image ({entry['taps_removed']} taps read only zero padding), "

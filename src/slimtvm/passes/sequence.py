@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .canonical_sign import CanonicalizeSign
 from .channel_broadcasts import ChannelBroadcasts
 from .channels_first import ChannelsFirst
+from .conv3d_as_conv2d import Conv3dAsConv2d
 from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
@@ -29,6 +30,7 @@ class GraphPasses:
     dead_channels: RemoveDeadChannels = field(default_factory=RemoveDeadChannels)
     split_batch: SplitBatch = field(default_factory=SplitBatch)
     channels_first: ChannelsFirst = field(default_factory=ChannelsFirst)
+    conv3d: Conv3dAsConv2d = field(default_factory=Conv3dAsConv2d)
     padding_taps: PaddingTaps = field(default_factory=PaddingTaps)
 
     def sequence(self) -> list:
@@ -42,7 +44,8 @@ class GraphPasses:
             CanonicalizeSign(),  # where(x ≥ 0, 1, −1) → sign(sign(x) + 0.5): layouts pass through it
             self.fold_batchnorm,
             FoldConstantsSafely(),
-            self.padding_taps,  # after folding: conv weights are constants by now
+            self.conv3d,  # after folding: conv weights are constants by now
+            self.padding_taps,
             self.binarize,  # after folding: in-graph weight binarization is constant by now
             self.sparsity,  # after folding: weight_orig · weight_mask is one constant by now
             self.dead_channels,  # after the report of the model's own zeros
@@ -58,6 +61,7 @@ class GraphPasses:
             "sparsity": self.sparsity.report.to_json(),
             "dead_channels": self.dead_channels.report.to_json(),
             "split_batch": self.split_batch.report.to_json(),
+            "conv3d_as_conv2d": {"rewritten": self.conv3d.rewritten},
             "padding_taps": {
                 "convs_cropped": self.padding_taps.cropped,
                 "taps_removed": self.padding_taps.taps_removed,
