@@ -250,7 +250,7 @@ def _cmd_tune(args) -> int:
 
 def _worth_a_line(entry: dict) -> bool:
     """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
-    channels-first, 3-D conv, padding-tap, transposed-conv and matmul-column rewrites of a model they find nothing in."""
+    channels-first, 3-D conv, matmul-row, padding-tap, transposed-conv and matmul-column rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
     if entry["name"] == "transposed_convs":
@@ -259,7 +259,7 @@ def _worth_a_line(entry: dict) -> bool:
         return entry["attentions"] + entry["products"] > 0
     if entry["name"] == "padding_taps":
         return entry["convs_cropped"] + entry["convs_in_regions"] > 0
-    if entry["name"] == "conv3d_as_conv2d":
+    if entry["name"] in ("conv3d_as_conv2d", "matmul_rows"):
         return entry["rewritten"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
@@ -270,6 +270,8 @@ def _describe_pass(entry: dict) -> str:
             f"channels_first: {entry['stretches']} channels-last stretches between transposes run in NCHW "
             f"({entry['matmuls_as_convs']} matmuls as 1×1 convs, the transposes gone)"
         )
+    if entry["name"] == "matmul_rows":
+        return f"matmul_rows: {entry['rewritten']} matmuls of a batch of one-row blocks by one weight matrix run as one product of all the rows"
     if entry["name"] == "conv3d_as_conv2d":
         return f"conv3d_as_conv2d: {entry['rewritten']} 3-D convs run as 2-D convs over frames (their temporal taps stacked along the channels)"
     if entry["name"] == "padding_taps":

@@ -12,6 +12,7 @@ from .detect_binary import DetectBinaryLayers
 from .detect_sparse import DetectSparsity
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstantsSafely
+from .matmul_rows import MatmulRows
 from .padding_taps import PaddingTaps
 from .rank_matched_constants import RankMatchedConstants
 from .remove_dead_channels import RemoveDeadChannels
@@ -32,6 +33,7 @@ class GraphPasses:
     channels_first: ChannelsFirst = field(default_factory=ChannelsFirst)
     conv3d: Conv3dAsConv2d = field(default_factory=Conv3dAsConv2d)
     padding_taps: PaddingTaps = field(default_factory=PaddingTaps)
+    matmul_rows: MatmulRows = field(default_factory=MatmulRows)
 
     def sequence(self) -> list:
         return [
@@ -46,6 +48,7 @@ class GraphPasses:
             FoldConstantsSafely(),
             self.conv3d,  # after folding: conv weights are constants by now
             self.padding_taps,
+            self.matmul_rows,
             self.binarize,  # after folding: in-graph weight binarization is constant by now
             self.sparsity,  # after folding: weight_orig · weight_mask is one constant by now
             self.dead_channels,  # after the report of the model's own zeros
@@ -62,6 +65,7 @@ class GraphPasses:
             "dead_channels": self.dead_channels.report.to_json(),
             "split_batch": self.split_batch.report.to_json(),
             "conv3d_as_conv2d": {"rewritten": self.conv3d.rewritten},
+            "matmul_rows": {"rewritten": self.matmul_rows.rewritten},
             "padding_taps": {
                 "convs_cropped": self.padding_taps.cropped,
                 "taps_removed": self.padding_taps.taps_removed,

@@ -167,18 +167,30 @@ def gemm_register_tiles(lanes: int) -> list[tuple[int, int]]:
     return [(6, 2), (4, 3), (12, 1)]
 
 
-def default_gemm_tile(batch: int, rows: int, cols: int, lanes: int) -> GemmTile:
+def default_gemm_tile(batch: int, rows: int, cols: int, lanes: int, reduction: int = 0) -> GemmTile:
     """The first register tile of :func:`gemm_register_tiles` whose vectors divide the columns'
     vectors (columns that are not whole vectors: one vector wide), its rows capped at ``rows``;
     column tiles dealt into the fewest groups that make :data:`MIN_PARALLEL_CHUNKS` chunks with
-    the batch and the row tiles (one group when the columns leave a partial vector)."""
+    the batch and the row tiles (one group when the columns leave a partial vector), and into
+    more where a group's panel of ``w`` (``reduction`` × its columns) would exceed
+    :data:`GEMM_PANEL_BYTES`: every row tile of a chunk reads its group's whole panel again."""
     vectors_total = cols // lanes
     tile_rows, vectors = next(((r, v) for r, v in gemm_register_tiles(lanes) if vectors_total and vectors_total % v == 0), (1, 1))
     tile_rows = min(tile_rows, rows)
     groups = 1
     if cols % lanes == 0:
-        groups = fewest_parts(vectors_total // vectors, batch * -(-rows // tile_rows))
+        tiles = vectors_total // vectors
+        groups = fewest_parts(tiles, batch * -(-rows // tile_rows))
+        groups = next((g for g in range(groups, tiles + 1) if tiles % g == 0 and 4 * reduction * cols // g <= GEMM_PANEL_BYTES), tiles)
     return GemmTile(tile_rows, vectors, groups)
+
+
+# A column group's panel of w that its row tiles read in turn, kept well inside a 1–2 MB L2
+# with the rows of x and the output. Emerald Rapids (2 MB L2), 1 thread, one matmul alone (G
+# multiply-adds/s, onnxruntime 95–99): Swin-T's 196 × 384 → 1536 (2 groups: 1.2 MB panels) 72 →
+# 96, its 196 × 1536 → 384 79 → 99. (Weight rows 4 KB apart thrash the caches however small the
+# panel: lowering/pad_channels.py widens those.)
+GEMM_PANEL_BYTES = 512 * 1024
 
 
 def schedule_gemm(sch: s_tir.Schedule, lanes: int, tile_rows: int, vectors: int, column_groups: int = 1) -> None:
@@ -344,7 +356,7 @@ class Dense(CPURule):
     def schedule_block(self, sch, block):
         batch, rows, cols, reduction = matmul_shape(sch, block)
         if uses_gemm_form(sch, block):
-            tile = default_gemm_tile(batch, rows, cols, self.lanes)
+            tile = default_gemm_tile(batch, rows, cols, self.lanes, reduction)
             if uses_row_panel(batch, rows, cols, reduction, self.lanes, tile.vectors) and not _slices_columns(sch):
                 schedule_gemm_row_panel(sch, self.lanes, tile.rows, tile.vectors, row_panel_k_block(reduction))
             else:
