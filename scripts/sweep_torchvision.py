@@ -9,7 +9,7 @@ its default input size, ``torch.manual_seed(0)`` weights — zero-initialised ma
 (opset 17, the exporter most users still get from ``torch.onnx.export(..., dynamo=False)``),
 compiles it for this machine and prints one line: ``OK`` with the largest relative difference to
 onnxruntime on the same input, the compile time, slimtvm's and onnxruntime's median time at one
-thread (``--runs``) and their ratio, and any layer left on TVM's generic schedule; ``MISMATCH``
+thread (``--runs`` each, the engines in turns: ``slimtvm.runtime.bench.time_side_by_side``) and their ratio, and any layer left on TVM's generic schedule; ``MISMATCH``
 above 1e-4; ``EXPORTFAIL`` (torch could not export it: not slimtvm's) or ``COMPILEFAIL`` with the
 first line of the error.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import types
@@ -122,16 +121,6 @@ def export(name: str, out_dir: str) -> str:
     return path
 
 
-def _median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def check(path: str, out_dir: str, runs: int) -> str:
     """Compile ``path`` with slimtvm, compare it with onnxruntime and time both; one status line."""
     import numpy as np
@@ -141,6 +130,7 @@ def check(path: str, out_dir: str, runs: int) -> str:
 
     import slimtvm
     from slimtvm.runtime.artifact import set_num_threads
+    from slimtvm.runtime.bench import time_side_by_side
 
     name = os.path.basename(path)[: -len(".onnx")]
     model = onnx.load(path)
@@ -160,8 +150,7 @@ def check(path: str, out_dir: str, runs: int) -> str:
     ours = loaded.run({"input": data})["output"]
     reference = session.run(None, {"input": data})[0]
     worst = relative_difference(ours, reference)
-    ours_ms = _median_ms(lambda: loaded.run({"input": data}), runs)
-    theirs_ms = _median_ms(lambda: session.run(None, {"input": data}), runs)
+    ours_ms, theirs_ms, _ = time_side_by_side(lambda: loaded.run({"input": data}), lambda: session.run(None, {"input": data}), runs)
     fallbacks = next(p for p in artifact.manifest["passes"] if p["name"] == "kernels")["generic_fallbacks"]
     status = "OK" if worst <= 1e-4 else "MISMATCH"
     return (
