@@ -59,13 +59,13 @@ def test_atrous_conv_and_bilinear_upsampling_run_under_emulation(arm_python, tmp
     from onnx_builders import GraphBuilder
 
     g = GraphBuilder(seed=12)
-    x = g.input([1, 8, 14, 14])
-    y = g.relu(g.conv(x, 8, 16, kernel=3, pads=(12, 12, 12, 12), dilation=12))
+    x = g.input([1, 64, 14, 14])
+    y = g.relu(g.conv(x, 64, 96, kernel=3, pads=(12, 12, 12, 12), dilation=12))
     sizes = g.const([1, 5, 56, 56], "sizes", dtype="int64")
-    model = g.model(g.node("Resize", [g.conv(y, 16, 5, kernel=1), "", "", sizes], mode="linear", coordinate_transformation_mode="half_pixel"))
+    model = g.model(g.node("Resize", [g.conv(y, 96, 5, kernel=1), "", "", sizes], mode="linear", coordinate_transformation_mode="half_pixel"))
     artifact = slimtvm.compile(model, str(tmp_path / "head.so"), target="aarch64")
     assert next(e for e in artifact.manifest["passes"] if e["name"] == "padding_taps")["convs_in_regions"] == 1
-    inputs = {"x": np.random.default_rng(12).standard_normal((1, 8, 14, 14)).astype(np.float32)}
+    inputs = {"x": np.random.default_rng(12).standard_normal((1, 64, 14, 14)).astype(np.float32)}
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
 
 

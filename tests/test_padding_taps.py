@@ -32,27 +32,29 @@ def test_image_taps_are_the_taps_that_read_the_image():
         assert image_taps(length, out_length, kernel, stride, dilation, before) == expected
 
 
-CASES = [  # (channels, size, kernel, stride, dilation, pads, groups, taps kept, computed in regions)
-    (16, 14, 3, 1, 24, (24, 24, 24, 24), 1, 1, False),  # DeepLabV3's rate 24 on 14 × 14: its centre tap alone
-    (8, 5, 3, 1, 6, (6, 6, 6, 6), 1, 1, False),
-    (16, 14, 3, 1, 12, (12, 12, 12, 12), 1, 9, True),  # rate 12: off-centre taps reach two border rows / columns
-    (16, 13, 3, 2, 8, (8, 8, 8, 8), 1, 9, True),  # strided: 3 × 3 regions of 7 × 7 outputs
-    (8, 12, 3, 1, (1, 8), (1, 8, 1, 8), 1, 9, False),  # 60% of the products read the image: one conv
-    (8, 6, 5, 2, (6, 3), (12, 6, 12, 6), 1, 3, False),  # rows cut to the centre tap, columns keep three (stride 2)
-    (16, 7, 3, 1, 8, (8, 8, 8, 8), 16, 1, False),  # depthwise
-    (16, 9, 3, 1, 6, (6, 6, 6, 6), 16, 9, True),  # depthwise in regions
-    (8, 9, (3, 1), 1, (16, 1), (16, 0, 16, 0), 1, 1, False),  # a 3 × 1 kernel
-    (8, 4, 3, 1, (6, 1), (6, 1, 6, 1), 1, 3, False),  # rows cut to the centre, columns kept whole
+CASES = [  # (channels in, out, size, kernel, stride, dilation, pads, groups, taps kept, computed in regions)
+    (64, 96, 14, 3, 1, 24, (24, 24, 24, 24), 1, 1, False),  # DeepLabV3's rate 24 on 14 × 14: its centre tap alone
+    (192, 192, 5, 3, 1, 6, (6, 6, 6, 6), 1, 1, False),
+    (64, 96, 14, 3, 1, 12, (12, 12, 12, 12), 1, 9, True),  # rate 12: off-centre taps reach two border rows / columns
+    (192, 192, 13, 3, 2, 8, (8, 8, 8, 8), 1, 9, True),  # strided: 3 × 3 regions of 7 × 7 outputs
+    (64, 96, 12, 3, 1, (1, 8), (1, 8, 1, 8), 1, 9, False),  # 60% of the products read the image: one conv
+    (256, 256, 6, 5, 2, (6, 3), (12, 6, 12, 6), 1, 3, False),  # rows cut to the centre tap, columns keep three (stride 2)
+    (256, 256, 8, (3, 1), 1, (16, 1), (16, 0, 16, 0), 1, 1, False),  # a 3 × 1 kernel
+    (256, 256, 4, 3, 1, (6, 1), (6, 1, 6, 1), 1, 3, False),  # rows cut to the centre, columns kept whole
+    # left as they are: no dilation (a 3 × 3 conv on a 1 × 1 map), too few multiply-adds, depthwise
+    (256, 256, 1, 3, 1, 1, (1, 1, 1, 1), 1, 9, False),
+    (16, 16, 14, 3, 1, 12, (12, 12, 12, 12), 1, 9, False),
+    (256, 256, 14, 3, 1, 12, (12, 12, 12, 12), 256, 9, False),
 ]
 
 
-@pytest.mark.parametrize("channels,size,kernel,stride,dilation,pads,groups,kept,regions", CASES)
-def test_convs_without_their_padding_taps_match_onnxruntime(tmp_path, channels, size, kernel, stride, dilation, pads, groups, kept, regions):
+@pytest.mark.parametrize("cin,cout,size,kernel,stride,dilation,pads,groups,kept,regions", CASES)
+def test_convs_without_their_padding_taps_match_onnxruntime(tmp_path, cin, cout, size, kernel, stride, dilation, pads, groups, kept, regions):
     g = GraphBuilder(seed=size)
-    x = g.input([1, channels, size, size])
-    y = g.relu(g.conv(x, channels, channels, kernel=kernel, stride=stride, pads=pads, dilation=dilation, groups=groups))
-    model = g.model(g.conv(y, channels, 8, kernel=1))
-    inputs = {"x": digits_like_input((1, channels, size, size), seed=size)}
+    x = g.input([1, cin, size, size])
+    y = g.relu(g.conv(x, cin, cout, kernel=kernel, stride=stride, pads=pads, dilation=dilation, groups=groups))
+    model = g.model(g.conv(y, cout, 8, kernel=1))
+    inputs = {"x": digits_like_input((1, cin, size, size), seed=size)}
     artifact = slimtvm.compile(model, str(tmp_path / "taps.so"), target="x86-64")
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     report = next(entry for entry in artifact.manifest["passes"] if entry["name"] == "padding_taps")

@@ -28,9 +28,12 @@ image window those taps read, with those taps and no padding, the regions concat
 the useful share of the multiply-adds of the cut kernel is at most :data:`SPLIT_AT_MOST` and the regions number at
 most :data:`MAX_REGIONS` (each is a kernel call).
 
-Rewrites NCHW / OIHW ``relax.nn.conv2d`` calls with a constant weight and static shapes where the
-cut removes at least one tap. Leaves every other conv as it is, and a conv whose taps all
-touch the image (the common case) unchanged.
+Rewrites dilated NCHW / OIHW ``relax.nn.conv2d`` calls (dilation 2 or more: atrous convs, where
+most taps can miss a small map) of at least :data:`MIN_MACS` multiply-adds with a constant
+weight and static shapes where the cut removes at least one tap. Leaves every other conv as it
+is: an ordinary conv's border taps are a small share of its work, and a rewritten conv is no
+longer one kernel per ONNX node, which per-layer reports count on (a conv in regions shows as
+several decisions in ``inspect``'s table).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .static_shapes import static_shape
 
 SPLIT_AT_MOST = 0.5  # split where at most this share of the multiply-adds reads the image
 MAX_REGIONS = 16
+MIN_MACS = 8_000_000  # smaller convs keep their form: microseconds at most to gain
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,10 @@ class _Rewriter(relax.PyExprMutator):
         data_shape, out_shape = static_shape(call.args[0]), static_shape(call)
         if weight is None or data_shape is None or out_shape is None or weight.ndim != 4:
             return call
-        conv = _Conv(
-            weight, [int(v) for v in attrs.strides], [int(v) for v in attrs.dilation], [int(v) for v in attrs.padding], int(attrs.groups), str(attrs.out_dtype)
-        )
+        dilation = [int(v) for v in attrs.dilation]
+        if max(dilation) < 2 or int(np.prod(out_shape)) * int(np.prod(weight.shape[1:])) < MIN_MACS:
+            return call
+        conv = _Conv(weight, [int(v) for v in attrs.strides], dilation, [int(v) for v in attrs.padding], int(attrs.groups), str(attrs.out_dtype))
         bands = [tap_bands(data_shape[2 + a], out_shape[2 + a], weight.shape[2 + a], conv.strides[a], conv.dilation[a], conv.padding[a]) for a in (0, 1)]
         share = _image_share(bands[0]) * _image_share(bands[1])
         if share <= SPLIT_AT_MOST and len(bands[0]) * len(bands[1]) <= MAX_REGIONS:
