@@ -32,6 +32,7 @@ import tvm
 from tvm import relax
 
 from ..passes.constants import constant_value
+from ..schedules.dense import GEMM_MIN_ROWS
 
 ELEMENTWISE_UNARY = {"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.negative"}
 POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"}
@@ -82,12 +83,12 @@ def _padded_matmul_weight(call, block: int, input_channels):
         return None
     if weight.shape[1] % block == 0 and input_channels is None:
         return None
-    return _zero_padded(weight, block, input_channels if input_channels is not None else weight.shape[0])
+    return _zero_padded(weight, _round_up(weight.shape[1], block), input_channels if input_channels is not None else weight.shape[0])
 
 
-def _zero_padded(weight: np.ndarray, block: int, rows: int) -> np.ndarray:
-    """``weight`` ``[K, N]`` with zero columns up to a multiple of ``block`` and zero rows up to ``rows``."""
-    wide = np.zeros((rows, _round_up(weight.shape[1], block)), dtype=weight.dtype)
+def _zero_padded(weight: np.ndarray, columns: int, rows: int) -> np.ndarray:
+    """``weight`` ``[K, N]`` with zero columns up to ``columns`` and zero rows up to ``rows``."""
+    wide = np.zeros((rows, columns), dtype=weight.dtype)
     wide[: weight.shape[0], : weight.shape[1]] = weight
     return wide
 
@@ -104,7 +105,7 @@ def _token_matmul_weight(call, block: int):
     to the block; None otherwise. (FocalNet's projection to 2·C + 3 features ran with a predicate
     on every vector's lanes: 6× onnxruntime's time for the model.)
 
-    Also for a product of many rows (:data:`ALIASED_MIN_ROWS`, any rank) whose weight rows are a
+    Also for a product in the dense kernel's GEMM form (``GEMM_MIN_ROWS`` rows or more, any rank) whose weight rows are a
     multiple of 4 KB apart (``N`` a multiple of :data:`ALIASED_COLUMNS`): the weight with
     :data:`STRIDE_COLUMNS` more zero columns. The dense kernel's register tile reads a column
     panel of ``w`` down its rows, and at a 4 KB multiple every row of the panel falls in the
@@ -122,16 +123,13 @@ def _token_matmul_weight(call, block: int):
     except (TypeError, ValueError):
         return None
     if len(shape) >= 3 and weight.shape[1] % block:
-        return _zero_padded(weight, block, weight.shape[0])
-    if weight.shape[1] % ALIASED_COLUMNS == 0 and rows >= ALIASED_MIN_ROWS:
-        wide = np.zeros((weight.shape[0], weight.shape[1] + STRIDE_COLUMNS), dtype=weight.dtype)
-        wide[:, : weight.shape[1]] = weight
-        return wide
+        return _zero_padded(weight, _round_up(weight.shape[1], block), weight.shape[0])
+    if weight.shape[1] % ALIASED_COLUMNS == 0 and rows >= GEMM_MIN_ROWS:  # fewer rows: split-K, which reads whole rows
+        return _zero_padded(weight, weight.shape[1] + STRIDE_COLUMNS, weight.shape[0])
     return None
 
 
 ALIASED_COLUMNS = 1024  # fp32 columns whose rows are 4 KB apart: the L1 set period
-ALIASED_MIN_ROWS = 5  # schedules/dense.py's GEMM form (fewer rows: split-K, which reads whole rows)
 STRIDE_COLUMNS = 64  # a whole register tile of columns on every target (6 × 4 × 16 lanes, 6 × 2 × 8)
 
 
