@@ -112,7 +112,7 @@ def test_tune_two_tasks_for_aarch64_through_the_emulated_rpc_server(rpc_server, 
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(spec=conv_specs())
 def test_random_binary_convs_under_emulation(arm_python, tmp_path, spec):
     """The property test's random binarized graphs (a smaller set), compiled for aarch64 (NEON
@@ -148,7 +148,7 @@ def test_binary_conv_register_transposes_under_emulation(arm_python, tmp_path):
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(spec=sparse_specs())
 def test_random_pruned_graphs_under_emulation(arm_python, tmp_path, spec):
     """The sparse property test's random pruned graphs (a smaller set), compiled for aarch64 with

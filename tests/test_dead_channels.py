@@ -94,7 +94,7 @@ def test_compile_prints_what_was_removed(tmp_path, capsys):
     assert "dead_channels: 3 filters and 3 input channels removed exactly (3 constant channels folded into the layers after them)" in out
 
 
-@settings(max_examples=int(os.environ.get("SLIMTVM_DEAD_CHANNEL_EXAMPLES", "60")), **COMMON)
+@settings(max_examples=int(os.environ.get("SLIMTVM_DEAD_CHANNEL_EXAMPLES", "40")), **COMMON)
 @given(spec=dead_channel_specs())
 def test_random_structurally_pruned_graphs_match_onnxruntime(tmp_path, spec):
     model, inputs, zero_filters = dead_channel_graph(spec)

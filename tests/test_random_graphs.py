@@ -2,7 +2,7 @@
 every foldable position, Gemm, Relu, MaxPool, AveragePool, Add) compile with slimtvm and match
 onnxruntime.
 
-The default suite runs ``SLIMTVM_GRAPH_EXAMPLES`` examples (240); ``-m slow`` runs 2,000 more.
+The default suite runs ``SLIMTVM_GRAPH_EXAMPLES`` examples (140); ``-m slow`` runs 2,000 more.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from onnx_builders import GraphBuilder
 import slimtvm
 from slimtvm.compiler.layer_table import decisions_from_manifest, layer_rows
 
-EXAMPLES = int(os.environ.get("SLIMTVM_GRAPH_EXAMPLES", "240"))
+EXAMPLES = int(os.environ.get("SLIMTVM_GRAPH_EXAMPLES", "140"))
 
 
 def _out_size(size, kernel, stride, pad_total, dilation=1):

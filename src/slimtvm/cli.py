@@ -250,7 +250,7 @@ def _cmd_tune(args) -> int:
 
 def _worth_a_line(entry: dict) -> bool:
     """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
-    channels-first, 3-D conv, matmul-row, padding-tap, transposed-conv and matmul-column rewrites of a model they find nothing in."""
+    channels-first, 3-D conv, matmul-row, padding-tap, transposed-conv, matmul-column and weight-packing rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
     if entry["name"] == "transposed_convs":
@@ -261,6 +261,8 @@ def _worth_a_line(entry: dict) -> bool:
         return entry["convs_cropped"] + entry["convs_in_regions"] > 0
     if entry["name"] in ("conv3d_as_conv2d", "matmul_rows"):
         return entry["rewritten"] > 0
+    if entry["name"] == "packed_matmuls":
+        return entry["packed"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
@@ -279,6 +281,8 @@ def _describe_pass(entry: dict) -> str:
             f"padding_taps: {entry['convs_cropped']} convs cut to the kernel taps that read the image ({entry['taps_removed']} taps read only zero padding), "
             f"{entry['convs_in_regions']} computed in regions without the taps on padding (most of their multiply-adds were with zeros)"
         )
+    if entry["name"] == "packed_matmuls":
+        return f"packed_matmuls: {entry['packed']} matmuls by a constant weight read it in column panels (packed once, at compile time)"
     if entry["name"] == "transposed_convs":
         return f"transposed_convs: {entry['rewritten']} transposed convs run as a conv on the input and a depth-to-space (slimtvm's conv kernels)"
     if entry["name"] == "matmul_columns":

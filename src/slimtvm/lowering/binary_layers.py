@@ -68,8 +68,9 @@ def matmul_kernel_for(call) -> tuple[str, str]:
 class _BinaryLowering(BinaryLayerMatcher):
     """The matcher whose hooks emit binary kernels and record every linear layer."""
 
-    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse, winograd=None, banded=None):
+    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse, winograd=None, banded=None, packed_matmuls=None):
         super().__init__(mod, report)
+        self.packed_matmuls = packed_matmuls  # PackedMatmuls: float matmuls by a constant weight, GEMM form
         self.records = records
         self.banded = banded  # BandedLayers: 1×1 convs whose weights are zero outside a band (grouped convs)
         self.sparse = sparse  # SparseLayers: float convs with enough zero weights become sparse kernels
@@ -115,6 +116,10 @@ class _BinaryLowering(BinaryLayerMatcher):
             sparse_note = lowered[1] if lowered is not None else None
         if op_name(call) == "relax.nn.conv2d" and self.winograd is not None:
             lowered = self.winograd.lower(self.builder_, call)
+            if lowered is not None:
+                return self._lowered_float(*lowered, reason, sparse_note)
+        if op_name(call) == "relax.matmul" and self.packed_matmuls is not None:
+            lowered = self.packed_matmuls.lower(self.builder_, call)
             if lowered is not None:
                 return self._lowered_float(*lowered, reason, sparse_note)
         if op_name(call) == "relax.nn.conv2d":
@@ -298,11 +303,14 @@ class LowerBinaryLayers:
     about every float conv, which it may turn into a sparse kernel (:func:`slimtvm.targets.presets.popcount_by_table` says when a target wants
     it); ``winograd`` (a :class:`~slimtvm.lowering.winograd_layers.WinogradLayers`): asked about
     every float conv left dense; ``banded`` (a :class:`~slimtvm.lowering.banded_layers.BandedLayers`):
-    asked first, about every float conv. After a run, ``report`` holds the counts and ``records`` one
+    asked first, about every float conv; ``packed_matmuls`` (a
+    :class:`~slimtvm.lowering.packed_matmuls.PackedMatmuls`): asked about every float matmul the
+    sparse lowering left dense. After a run, ``report`` holds the counts and ``records`` one
     :class:`LayerRecord` per conv2d/matmul in graph order."""
 
-    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None, banded=None):
+    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None, banded=None, packed_matmuls=None):
         self.popcount_tables = popcount_tables
+        self.packed_matmuls = packed_matmuls
         self.sparse = sparse
         self.winograd = winograd
         self.banded = banded
@@ -311,14 +319,16 @@ class LowerBinaryLayers:
 
     def transform_module(self, mod, _ctx):
         self.report, self.records = BinarizeReport(), []
-        for layers in (self.sparse, self.winograd, self.banded):
+        for layers in (self.sparse, self.winograd, self.banded, self.packed_matmuls):
             if layers is not None:
                 layers.start()
-        mod = visit_relax_functions(mod, _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd, self.banded))
+        lowering = _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd, self.banded, self.packed_matmuls)
+        mod = visit_relax_functions(mod, lowering)
         lowered_float = (
             (self.sparse is not None and self.sparse.report.sparse_count)
             or (self.winograd is not None and self.winograd.count)
             or (self.banded is not None and self.banded.count)
+            or (self.packed_matmuls is not None and self.packed_matmuls.count)
         )
         if self.report.binary_convs or self.report.binary_dense or lowered_float:
             mod = relax.transform.DeadCodeElimination()(mod)

@@ -32,7 +32,6 @@ import tvm
 from tvm import relax
 
 from ..passes.constants import constant_value
-from ..schedules.dense import GEMM_MIN_ROWS
 
 ELEMENTWISE_UNARY = {"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.negative"}
 POOLS = {"relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d"}
@@ -103,34 +102,18 @@ def _token_matmul_weight(call, block: int):
     """For a ``matmul`` of a rank-3-or-more input (tokens or pixels × features) and a constant
     ``[K, N]`` weight whose ``N`` is not a multiple of ``block``: the weight with zero columns up
     to the block; None otherwise. (FocalNet's projection to 2·C + 3 features ran with a predicate
-    on every vector's lanes: 6× onnxruntime's time for the model.)
-
-    Also for a product in the dense kernel's GEMM form (``GEMM_MIN_ROWS`` rows or more, any rank) whose weight rows are a
-    multiple of 4 KB apart (``N`` a multiple of :data:`ALIASED_COLUMNS`): the weight with
-    :data:`STRIDE_COLUMNS` more zero columns. The dense kernel's register tile reads a column
-    panel of ``w`` down its rows, and at a 4 KB multiple every row of the panel falls in the
-    same L1 sets (and few L2 ones): ViT-B's 50 × 768 → 3072 MLP product ran at 35 G
-    multiply-adds/s and 75 with 3136 columns, a 64 × 512 → 2048 one at 41 and 86 with 2112
-    (Emerald Rapids, 1 thread; onnxruntime, which packs its weights, 89–95)."""
+    on every vector's lanes: 6× onnxruntime's time for the model.) Weights whose rows are 4 KB
+    apart need no zero columns: lowering/packed_matmuls.py stores GEMM-form weights in column
+    panels."""
     if _name(call) != "relax.matmul":
         return None
     weight = constant_value(call.args[1])
     shape = getattr(call.args[0].ty, "shape", None)
-    if weight is None or weight.ndim != 2 or shape is None or len(shape) < 2:
+    if weight is None or weight.ndim != 2 or shape is None or len(shape) < 3:
         return None
-    try:
-        rows = int(np.prod([int(shape[axis]) for axis in range(len(shape) - 1)]))
-    except (TypeError, ValueError):
-        return None
-    if len(shape) >= 3 and weight.shape[1] % block:
+    if weight.shape[1] % block:
         return _zero_padded(weight, _round_up(weight.shape[1], block), weight.shape[0])
-    if weight.shape[1] % ALIASED_COLUMNS == 0 and rows >= GEMM_MIN_ROWS:  # fewer rows: split-K, which reads whole rows
-        return _zero_padded(weight, weight.shape[1] + STRIDE_COLUMNS, weight.shape[0])
     return None
-
-
-ALIASED_COLUMNS = 1024  # fp32 columns whose rows are 4 KB apart: the L1 set period
-STRIDE_COLUMNS = 64  # a whole register tile of columns on every target (6 × 4 × 16 lanes, 6 × 2 × 8)
 
 
 @relax.expr_functor.mutator

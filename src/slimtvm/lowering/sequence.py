@@ -24,6 +24,7 @@ from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
 from .let_free_kernels import let_free_kernels
 from .matmul_columns import PadMatmulColumns
+from .packed_matmuls import PackedMatmuls
 from .pad_channels import pad_channels_to_block
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
@@ -49,6 +50,7 @@ class LoweringPasses:
     hide_channel_norms: HideChannelNorms = field(default_factory=HideChannelNorms)
     transposed_convs: TransposedConvs = field(default_factory=TransposedConvs)
     matmul_columns: PadMatmulColumns = None
+    packed_matmuls: PackedMatmuls = None
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -65,8 +67,10 @@ class LoweringPasses:
             self.channel_windows = ChannelWindowSums(self.target.lanes)
         if self.banded is None:
             self.banded = BandedLayers(self.target.lanes, lambda: self.split_grouped.block_diagonal_weights + self.channel_windows.weights)
+        if self.packed_matmuls is None:
+            self.packed_matmuls = PackedMatmuls(self.target.lanes)
         if self.lower_binary is None:
-            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd, self.banded)
+            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd, self.banded, self.packed_matmuls)
 
     def to_kernels(self) -> list:
         """Layouts, binary lowering, legalization and fusion: the module whose PrimFuncs are the
@@ -134,6 +138,7 @@ class LoweringPasses:
         return {
             "transposed_convs": {"rewritten": self.transposed_convs.count, "positions": list(self.transposed_convs.positions)},
             "matmul_columns": {"attentions": self.matmul_columns.attentions, "products": self.matmul_columns.products},
+            "packed_matmuls": {"packed": self.packed_matmuls.count},
             "binary_blocks": self.lower_binary.blocks_report(),
             "sparse_layers": self.sparse.report.to_json(),
             "kernels": self.kernels.report.to_json(),

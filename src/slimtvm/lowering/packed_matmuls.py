@@ -1,0 +1,113 @@
+"""fp32 matmuls with a constant weight, in the dense kernel's GEMM form: the weight stored once, at
+compile time, in column panels (``[N / P, K, P]``, ``P`` the register tile's columns), so that a
+register tile reads its columns as one contiguous run down the reduction instead of ``4 · P``
+bytes every ``4 · N``.
+
+The GEMM form (schedules/dense.py) gives each register tile ``rows`` × ``vectors`` SIMD vectors
+of output columns (6 × 4 × 16 lanes on AVX-512: 64 columns; 6 × 2 × 8 on AVX2) and runs the
+reduction outside the tile, so for every ``k`` it loads the tile's columns of row ``k`` of ``w``.
+In ``w``'s own ``[K, N]`` layout those loads are short pieces a whole weight row apart: with ``N``
+a multiple of 1024 every row of the panel falls into the same L1 sets, and otherwise the hardware
+prefetchers follow hundreds of short streams badly. onnxruntime packs its weights the same way
+(MLAS's packed B). In the panel layout the tile's ``K × P`` floats are one run of memory.
+Packed here:
+
+- a ``relax.matmul`` that the dense family runs in its GEMM form (batch axes on ``x``, or at
+  least ``GEMM_MIN_ROWS`` rows; fewer rows run split-K, which streams whole rows of ``w``);
+- ``x`` float32 with a static shape, ``w`` a constant float32 ``[K, N]`` with ``N`` a whole
+  number of the target's vectors, a float32 result.
+
+The kernel is the same computation with the weight read as ``wp[j // P, k, j % P]``: the dense
+rule schedules it (its block is ``matmul``), MetaSchedule tunes it, and the epilogue (bias,
+activation) fuses into it as into the unpacked one. Exact: the same products, summed in the same
+order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from ..passes.constants import constant_value
+from ..passes.static_shapes import static_shape
+from ..schedules.dense import GEMM_MIN_ROWS, MATMUL_BLOCK, gemm_register_tiles
+from .layer_records import LayerRecord
+
+OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
+
+
+def panel_columns(columns: int, lanes: int) -> int:
+    """P: the columns of the GEMM form's default register tile for ``columns`` outputs on a
+    ``lanes``-wide target (:func:`~slimtvm.schedules.dense.gemm_register_tiles`), or 0 where the
+    columns are not a whole number of vectors."""
+    if columns % lanes:
+        return 0
+    return lanes * next((vectors for _, vectors in gemm_register_tiles(lanes) if (columns // lanes) % vectors == 0), 1)
+
+
+def packed_weight(weight: np.ndarray, panel: int) -> np.ndarray:
+    """``weight`` ``[K, N]`` as ``[N / P, K, P]`` (P = ``panel``): panel ``p`` holds columns
+    ``P · p … P · p + P − 1`` of every row. Refuses ``N`` that is not a multiple of ``panel``."""
+    reduction, columns = weight.shape
+    if panel <= 0 or columns % panel:
+        raise ValueError(f"column panels of {panel} need a multiple of {panel} columns, got {columns}")
+    return np.ascontiguousarray(weight.reshape(reduction, columns // panel, panel).transpose(1, 0, 2))
+
+
+def packed_matmul_primfunc(x_shape, reduction: int, columns: int, panel: int):
+    """The PrimFunc ``(x, wp, out)``: ``out[..., i, j] = Σ_k x[..., i, k] · wp[j // P, k, j % P]``
+    for a float32 ``x`` of ``x_shape`` (P = ``panel``), marked out-element-wise fusable."""
+    dims = tuple(_i64(d) for d in x_shape)
+    x = te.placeholder(dims, "float32", name="x")
+    wp = te.placeholder((_i64(columns // panel), _i64(reduction), _i64(panel)), "float32", name="packed_weight")
+    k = te.reduce_axis((_i64(0), _i64(reduction)), name="k")
+
+    def product(*index):
+        *outer, j = index
+        return te.sum(x[(*outer, k)] * wp[j // _i64(panel), k, j % _i64(panel)], axis=k)
+
+    out = te.compute((*dims[:-1], _i64(columns)), product, name=MATMUL_BLOCK)
+    return te.create_prim_func([x, wp, out]).with_attr("op_pattern", OUT_EWISE_FUSABLE).without_attr("global_symbol")
+
+
+def _i64(value: int):
+    """An int64 constant: Relax's shapes are int64 (FuseTIR matches buffers to tensors by type)."""
+    return tirx.IntImm("int64", value)
+
+
+class PackedMatmuls:
+    """The packing of one build for a ``lanes``-wide target; ``count`` says how many matmuls it
+    took (reset by :meth:`start`)."""
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+        self.count = 0
+
+    def start(self) -> None:
+        self.count = 0
+
+    def packable(self, call) -> tuple:
+        """``(x shape, [K, N] weight, P)`` of a ``relax.matmul`` the module docstring packs, else None."""
+        if getattr(call.op, "name", "") != "relax.matmul" or str(getattr(call.ty, "dtype", "")) != "float32":
+            return None
+        shape = static_shape(call.args[0], "float32")
+        weight = constant_value(call.args[1])
+        if shape is None or len(shape) < 2 or weight is None or weight.dtype != np.float32 or weight.ndim != 2 or weight.shape[0] != shape[-1]:
+            return None
+        if len(shape) == 2 and shape[0] < GEMM_MIN_ROWS:
+            return None
+        panel = panel_columns(weight.shape[1], self.lanes)
+        return (shape, weight, panel) if panel else None
+
+    def lower(self, builder, call):
+        """``(kernel call, LayerRecord)`` for a matmul :meth:`packable` takes, else None."""
+        taken = self.packable(call)
+        if taken is None:
+            return None
+        shape, weight, panel = taken
+        reduction, columns = weight.shape
+        gvar = builder.add_func(packed_matmul_primfunc(shape, reduction, columns, panel), "packed_matmul")
+        self.count += 1
+        record = LayerRecord("matmul", "dense", f"fp32 matmul, GEMM kernel (register tiles), weight in {panel}-column panels")
+        out = relax.TensorType([*shape[:-1], columns], "float32")
+        return relax.call_tir(gvar, [call.args[0], relax.const(packed_weight(weight, panel))], out), record
