@@ -62,7 +62,7 @@ def _run_convs(examples: int, workdir: str, target: str) -> None:
     assert counts["run"] >= 0.9 * examples and counts["discarded"] <= DISCARDED_AT_MOST * total, counts
 
 
-CONV_EXAMPLES = 150  # split between the x86 kernel variants this host runs (the AVX2 build and, on AVX-512 hosts, the host's)
+CONV_EXAMPLES = 230  # split between the x86 kernel variants this host runs (the AVX2 build and, on AVX-512 hosts, the host's)
 
 
 @pytest.mark.parametrize("target", x86_kernel_presets() or ["host"])

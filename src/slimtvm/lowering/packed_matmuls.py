@@ -20,7 +20,10 @@ Packed here:
 The kernel is the same computation with the weight read as ``wp[j // P, k, j % P]``: the dense
 rule schedules it (its block is ``matmul``), MetaSchedule tunes it, and the epilogue (bias,
 activation) fuses into it as into the unpacked one. Exact: the same products, summed in the same
-order.
+order. Measured on Emerald Rapids (builds in turns, 1 / 2 threads): a 50 × 768 → 3072 product
+0.77× / 0.71× the unpacked kernel's time (that one with 64 zero columns against the 4 KB
+aliasing), Hugging Face GPT-2 1.60× / 1.40× → 1.18× / 1.03× onnxruntime's time, torchvision
+ViT-B/32 0.98× / 1.41× → 0.85× / 1.01×.
 """
 
 from __future__ import annotations
