@@ -34,9 +34,8 @@ from tvm import relax, te, tirx
 from ..passes.constants import constant_value
 from ..passes.static_shapes import static_shape
 from ..schedules.dense import GEMM_MIN_ROWS, MATMUL_BLOCK, gemm_register_tiles
+from ..schedules.stages import OUT_EWISE_FUSABLE
 from .layer_records import LayerRecord
-
-OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 
 
 def panel_columns(columns: int, lanes: int) -> int:

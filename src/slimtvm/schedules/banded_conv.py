@@ -33,11 +33,10 @@ from tvm import s_tir, te, tirx
 
 from ..conv_geometry import ConvGeometry
 from .cpu_rule import CPURule
-from .stages import categorical, max_accumulators, schedule_padding, split_stages, zero_padded
+from .stages import OUT_EWISE_FUSABLE, categorical, max_accumulators, schedule_padding, split_stages, zero_padded
 
 BANDED_BLOCK = "banded_conv2d"
 TRIP_COUNTS_ANNOTATION = "slimtvm.banded_trip_counts"  # read by lowering/banded_trip_counts.py
-OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 
 
 @dataclass(frozen=True)

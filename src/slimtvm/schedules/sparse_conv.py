@@ -44,8 +44,8 @@ from tvm.script import tirx as T
 
 from .cpu_rule import CPURule
 from .sparse_weights import MAX_BLOCKS, SparseConvLayout
+from .stages import OUT_EWISE_FUSABLE
 
-OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 COPY_VECTOR = 16  # floats per vector of the input copy
 EVEN_LANES = [2 * lane for lane in range(COPY_VECTOR)]  # the even floats of two vectors
 MAX_VECTOR_WIDTH = 16  # floats in one LLVM vector of the accumulators (an AVX-512 register)

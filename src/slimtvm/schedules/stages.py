@@ -23,6 +23,7 @@ class KernelStages:
 # Parallel chunks a kernel's parallel loop should offer: four per thread at 16 threads (TVM's pool
 # gives each thread one contiguous range of the loop, so fewer, larger chunks leave cores idle).
 MIN_PARALLEL_CHUNKS = 64
+OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 
 
 MIN_ACCUMULATORS = 8  # two FMA pipes × 4 cycles of latency: fewer chains leave them idle

@@ -56,7 +56,7 @@ import numpy as np
 from tvm import s_tir, te, tirx, topi
 
 from .cpu_rule import CPURule
-from .stages import MIN_ACCUMULATORS, MIN_PARALLEL_CHUNKS, categorical, fewest_parts, max_accumulators
+from .stages import MIN_ACCUMULATORS, MIN_PARALLEL_CHUNKS, OUT_EWISE_FUSABLE, categorical, fewest_parts, max_accumulators
 
 WINDOW_BLOCK = "winograd_window"  # the (m + 2)² input window of each tile, padding applied
 INPUT_ROWS_BLOCK = "winograd_input_rows"  # Bᵀ d
@@ -65,7 +65,6 @@ GEMM_BLOCK = "winograd_gemm"
 PREFETCH_ANNOTATION = "slimtvm.prefetch_next_winograd_weights"  # read by lowering/weight_prefetch.py
 OUTPUT_ROWS_BLOCK = "winograd_output_rows"  # Aᵀ M
 OUTPUT_BLOCK = "winograd_output"  # (Aᵀ M) A
-OUT_EWISE_FUSABLE = 4  # TVM's OpPatternKind kOutEWiseFusable: element-wise consumers fuse into it
 PHASE_BLOCK = "winograd_phases"  # a stride-2 conv's input split into its 4 phases (phased_input)
 
 
