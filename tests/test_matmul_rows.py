@@ -3,20 +3,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
-from onnx_builders import GraphBuilder, digits_like_input
+from onnx_builders import digits_like_input
+from test_packed_matmuls import _matmul_model  # MatMul by a constant weight, bias, activation
 
 import slimtvm
-
-
-def _matmul_model(shape, columns, seed):
-    g = GraphBuilder(seed=seed)
-    x = g.input(list(shape))
-    weight = g.const(g.rng.normal(0, 1 / np.sqrt(shape[-1]), size=(shape[-1], columns)))
-    product = g.node("Add", [g.node("MatMul", [x, weight]), g.const(g.rng.normal(0, 0.1, size=columns), "b")])
-    return g.model(g.relu(product))
 
 
 @pytest.mark.parametrize("preset", x86_kernel_presets())
