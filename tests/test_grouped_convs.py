@@ -1,10 +1,11 @@
-"""Grouped convs (1 < groups, not depthwise) run as one conv per group, or — groups that do not
-fill channel blocks, or more than 8 — as one banded conv (lowering/split_grouped_convs.py,
-lowering/banded_layers.py), against onnxruntime on every x86 build this host runs: ShuffleNet v1's
-unit (group-4 1×1 convs of 68 or 34 channels per group, channel shuffle, depthwise 3×3),
-ResNeXt's bottleneck (32 groups), a strided 3×3 grouped conv, and groups whose channels fill blocks. None is left on the generic
-schedule; a binary grouped conv stays whole, on the binary kernel. The banded kernel and the
-channel-permutation kernel are also checked alone against numpy."""
+"""Grouped convs (1 < groups, not depthwise) run on x86 as one banded conv on block-diagonal
+weights, or as one conv per group where the band would be more than half a dense conv
+(lowering/split_grouped_convs.py, lowering/banded_layers.py), against onnxruntime on every x86
+build this host runs: ShuffleNet v1's unit (group-4 1×1 convs of 68 or 34 channels per group,
+channel shuffle, depthwise 3×3), ResNeXt's bottleneck (32 groups), a strided 3×3 grouped conv,
+and groups whose channels fill blocks (RegNet's). None is left on the generic schedule; a binary
+grouped conv stays whole, on the binary kernel. The banded kernel and the channel-permutation
+kernel are also checked alone against numpy."""
 
 from __future__ import annotations
 
@@ -56,12 +57,29 @@ def _blocked_groups():
 
 @pytest.mark.parametrize("preset", x86_kernel_presets())
 @pytest.mark.parametrize("build", [_shufflenet_unit, _strided_grouped, _blocked_groups])
-def test_grouped_convs_run_per_group_and_match_onnxruntime(tmp_path, preset, build):
+def test_grouped_convs_match_onnxruntime_off_the_generic_schedule(tmp_path, preset, build):
     model, shape = build()
     inputs = {"x": digits_like_input(shape, seed=2)}
     artifact = slimtvm.compile(model, str(tmp_path / "grouped.so"), target=preset)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
     assert _pass(artifact, "kernels")["generic_fallbacks"] == []
+
+
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("channels,groups,stride", [(32, 2, 2), (64, 4, 1), (64, 2, 1)])
+def test_groups_that_fill_channel_blocks_run_one_banded_conv(tmp_path, preset, channels, groups, stride):
+    """RegNet's grouped 3×3 convs (groups of 16 channels: one AVX-512 block, two AVX2 ones; 32
+    channels each): one banded conv reading its groups' blocks where they lie, where they were
+    split into a copy of each group's channels, one conv per group and a concat."""
+    g = GraphBuilder(seed=8)
+    x = g.input([1, channels, 12, 12])
+    y = g.relu(g.conv(x, channels, channels, kernel=3, stride=stride, pads=(1, 1, 1, 1), groups=groups))
+    model = g.model(g.conv(y, channels, channels, kernel=1))
+    inputs = {"x": digits_like_input((1, channels, 12, 12), seed=3)}
+    artifact = slimtvm.compile(model, str(tmp_path / "blocks.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    assert _conv_kernels(artifact) == ["banded_conv2d", "conv2d"]
+    assert _pass(artifact, "kernels")["by_family"] == {"banded_conv2d": 1, "conv2d": 1}
 
 
 def test_a_binary_grouped_conv_stays_one_binary_conv(tmp_path):

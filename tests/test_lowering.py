@@ -134,7 +134,8 @@ def test_default_tile_fills_the_accumulator_budget(oc_chunks, height, width, exp
         (32, 56, (2, 8)),  # 4-row chunks of 224 pixels: 2 × 10 would leave a tail, 8 divides
         (4, 28, (2, 7)),  # one-row chunks of 28 pixels: 7 divides
         (9, 56, (3, 7)),
-        (5, 56, (1, 14)),  # 1 × 15 leaves a tail in 224 pixels, 14 divides
+        (5, 56, (5, 4)),  # five blocks (neither 2 nor 3 divides): 5 × 4, 20 accumulators, where 1 × 14 ran 22% slower
+        (7, 56, (1, 14)),  # seven blocks: 1 × 15 leaves a tail in 224 pixels, 14 divides
         (1, 56, (1, 14)),  # one block alone, one-row chunks of 56 pixels, 15 evened to 14
         (2, 13, (2, 7)),  # one-row chunks of 13 pixels: evened to 7 + 6, nothing from 7 to 10 divides 13
     ],
@@ -165,6 +166,27 @@ def test_avx512_1x1_convs_with_too_few_row_chunks_take_chunks_of_whole_tiles(oc_
     chunks = (oc_chunks // tile.oc_tile) * (size * size // tile.chunk_pixels)
     assert (tile.oc_tile, tile.px, tile.chunk_pixels) == expected
     assert chunks >= 64 and tile.chunk_pixels % tile.px == 0 and (size * size) % tile.chunk_pixels == 0
+
+
+@pytest.mark.parametrize(
+    "oc_chunks,size,expected",
+    [
+        (25, 7, (5, 4, 4)),  # RegNetX's 400 → 400 at 7×7: 5 groups × 13 one-tile chunks (the last of 1 pixel) = 65
+        (25, 14, (5, 4, 0)),  # 5 groups × 14 one-row chunks = 70: whole rows
+        (5, 7, (1, 7, 0)),  # one group of five blocks would leave 13 chunks: one block × 7, 35 one-row chunks as before
+        (5, 14, (1, 14, 14)),  # 49 four-pixel chunks would be too few: one block × 14, 70 chunks
+    ],
+)
+def test_avx512_five_block_tiles_keep_enough_parallel_chunks(oc_chunks, size, expected):
+    """Channel blocks that only 5 (and 1) divide take 5 × 4 tiles where that leaves 64 parallel
+    chunks — with one-tile chunks of the flattened pixels whose last one is partial where whole
+    rows do not (:func:`ragged_tile`) — and otherwise the one-block tile they had."""
+    from slimtvm.schedules.conv2d_nchwc import default_tile, parallel_chunks
+
+    tile = default_tile(oc_chunks, size, size, 24, oc_chunks * 16, 1, lanes=16)
+    assert (tile.oc_tile, tile.px, tile.chunk_pixels) == expected
+    if tile.oc_tile == 5:
+        assert parallel_chunks(tile, oc_chunks, size, size) >= 64
 
 
 @pytest.mark.parametrize("in_channels,taps,expected", [(3, 49, (2, 8)), (16, 1, (2, 8)), (32, 1, (2, 10)), (64, 9, (2, 10))])
@@ -434,6 +456,35 @@ def test_channel_blocked_pooling_with_borders_matches_onnxruntime(tmp_path, pres
     model = g.model([g.node("Flatten", [g.node("GlobalAveragePool", [narrow])]), average])
     inputs = {"x": digits_like_input((1, 3, 21, 26), seed=4)}
     artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
+    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+
+
+@pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
+def test_small_image_convs_prefetch_the_next_channel_group_on_avx512(tmp_path, preset):
+    """RegNetX's 400 → 400 1×1 conv at 7×7 (640 KB of weights, 25 channel blocks): on 16-lane
+    targets 5 × 4 tiles in one-tile chunks, the last one a single pixel, each chunk prefetching
+    its share of the next group's weights (`prefetcht0` in the library); the AVX2 build (50
+    blocks of 8, 2-block tiles) prefetches nothing. Both match onnxruntime where this host runs
+    them."""
+    import shutil
+    import subprocess
+
+    from conftest import x86_kernel_presets
+
+    import slimtvm
+
+    g = GraphBuilder(seed=23)
+    x = g.input([1, 400, 7, 7])
+    y = g.relu(g.conv(x, 400, 400, kernel=1))
+    model = g.model(g.relu(g.node("Add", [g.conv(y, 400, 400, kernel=1), x])))
+    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
+    if shutil.which("objdump") is not None:
+        disassembly = subprocess.run(["objdump", "-d", artifact.library_path], capture_output=True, text=True, check=True).stdout
+        assert ("prefetcht0" in disassembly) == (preset != "x86-64")
+    runnable = "host" if preset == "x86-64-avx512" else preset
+    if runnable not in x86_kernel_presets():
+        return  # compiled and inspected; this host does not run AVX-512
+    inputs = {"x": digits_like_input((1, 400, 7, 7), seed=24)}
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 

@@ -26,6 +26,7 @@ from .let_free_kernels import let_free_kernels
 from .matmul_columns import PadMatmulColumns
 from .packed_matmuls import PackedMatmuls
 from .pad_channels import pad_channels_to_block
+from .scope_pragmas import drop_scope_pragmas
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
 from .split_grouped_convs import SplitGroupedConvs
@@ -130,6 +131,7 @@ class LoweringPasses:
             dlight.ApplyDefaultSchedule(*default_rules(self.target.lanes)),  # skips functions already scheduled
             insert_weight_prefetch(),
             set_banded_trip_counts(),
+            drop_scope_pragmas(),
             *cpu_generic.dataflow_lower_passes(tvm_target),
             *cpu_generic.finalize_passes(tvm_target),
         ]

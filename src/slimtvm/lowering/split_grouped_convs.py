@@ -11,15 +11,22 @@ shapes are split (the slices of the weight are constants here); the rest, where 
 kernel below does not take them (a NEON target, weights that are not constants), keep the
 generic path, named in ``compile``'s kernel line.
 
-On x86 targets (8 or 16 fp32 lanes) a conv whose groups do not fill whole channel blocks of the
-target (ShuffleNet v1's 1×1 convs of 34, 68, 136 channels) or number more than
-:data:`MAX_GROUPS` (ResNeXt's 32) becomes instead one conv with block-diagonal weights, which the
-banded kernel runs in the blocked layout skipping the zero channels outside each output tile's
-band (lowering/banded_layers.py, schedules/banded_conv.py), where that band is at most half a
-dense conv's multiply-adds. Split, each of ShuffleNet's group convs read a plain NCHW slice of
-the channels and its output went back through a relayout, a slice and a concat:
-light ShuffleNet v1 2.56–2.75 → 1.74–1.81 ms at 1 thread, 1.86 → 1.03 ms at 2 (Zen 5, with the channel-permutation kernel; benchmarks/compare_builds.py). Where the banded kernel does not take such a
-conv after all, its record says that it ran dense (:meth:`SplitGroupedConvs.records_per_layer`).
+On x86 targets (8 or 16 fp32 lanes) a grouped conv becomes instead one conv with block-diagonal
+weights, which the banded kernel runs in the blocked layout skipping the zero channels outside
+each output tile's band (lowering/banded_layers.py, schedules/banded_conv.py), where that band is
+at most half a dense conv's multiply-adds. Split, each of ShuffleNet v1's group convs (1×1 convs
+of 34, 68, 136 channels per group) read a plain NCHW slice of the channels and its output went
+back through a relayout, a slice and a concat: light ShuffleNet v1 2.56–2.75 → 1.74–1.81 ms at 1
+thread, 1.86 → 1.03 ms at 2 (Zen 5, with the channel-permutation kernel;
+benchmarks/compare_builds.py). Groups that fill whole channel blocks were still split until
+session 39: each group's slice was a copy (a channel-permutation kernel) and the pieces a concat,
+which in RegNetX-400MF's first stages (2 and 4 groups of 16 channels at 56×56 and 28×28) cost
+more than the convs (its first block's grouped conv 334 µs as two copies, two convs and a concat
+against onnxruntime's 217 µs; banded 238; RegNetX-400MF 5.02 → 4.94 ms at 1 thread and 3.02 →
+2.92 ms at 2, Emerald Rapids, benchmarks/compare_builds.py). Where the banded kernel does not take
+such a conv after all (a band of more than half: groups narrower than a block, two to a block),
+it is split as above, or, when split would not apply either, its record says that it ran dense
+(:meth:`SplitGroupedConvs.records_per_layer`).
 """
 
 from __future__ import annotations
@@ -111,9 +118,8 @@ class _Splitter(BinaryLayerMatcher):
 
 def _banded_candidate(call, lanes: int) -> bool:
     """Whether ``call`` is a grouped (not depthwise) conv with a constant float32 weight and static
-    shapes, on a target of ``lanes`` (8 or 16) fp32 lanes, whose groups do not fill whole blocks
-    of ``lanes`` channels or number more than :data:`MAX_GROUPS`, and whose block-diagonal
-    weights' band is one the banded kernel takes (:func:`~slimtvm.lowering.banded_layers.band_fraction`)."""
+    shapes, on a target of ``lanes`` (8 or 16) fp32 lanes, whose block-diagonal weights' band is
+    one the banded kernel takes (:func:`~slimtvm.lowering.banded_layers.band_fraction`)."""
     if lanes not in BANDED_LANES or op_name(call) != "relax.nn.conv2d":
         return False
     attrs = call.attrs
@@ -134,8 +140,6 @@ def _banded_candidate(call, lanes: int) -> bool:
     out_channels, in_per_group = weight.shape[0], weight.shape[1]
     if in_per_group == 1 and out_channels == groups:
         return False
-    if groups <= MAX_GROUPS and in_per_group % lanes == 0 and (out_channels // groups) % lanes == 0:
-        return False  # whole blocks: one conv per group on block-aligned slices
     return band_fraction(_block_diagonal_weight(weight, groups), lanes) <= MAX_MULTIPLY_ADD_FRACTION
 
 

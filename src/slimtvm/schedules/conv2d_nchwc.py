@@ -39,7 +39,10 @@ tiles run inside chunks of input channels (:func:`weight_chunk_blocks`), so a ch
 are read from memory once and from L2 by the other tiles, and every step prefetches a share of
 the next chunk (``lowering/weight_prefetch.py``): without it, the first tile of each channel
 block waited on memory for all its weights (ResNet-18's last stage ran 1.21 ms per conv in the
-model against 0.86 ms with warm weights; with it 0.99).
+model against 0.86 ms with warm weights; with it 0.99). In the per-tile form on small images
+(:data:`TILE_PREFETCH_MAX_SHARES` pixel chunks per channel group or fewer, at least
+:data:`TILE_PREFETCH_MIN_WEIGHT_BYTES` of weights, channel groups outermost) each chunk of a
+group prefetches a share of the next group's weights instead (the same pass).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from .stages import MIN_PARALLEL_CHUNKS, schedule_padding, spatial_partition, sp
 
 CONV_BLOCK = "conv2d_NCHWc"
 PREFETCH_ANNOTATION = "slimtvm.prefetch_next_weights"  # read by lowering/weight_prefetch.py
+TILE_PREFETCH_ANNOTATION = "slimtvm.prefetch_next_group_weights"  # the per-tile form's (the same pass)
 
 
 def plain_input_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype):
@@ -200,13 +204,35 @@ def default_tile(
       54.3 (with the kernel columns outside the channel loop instead, which stops the sharing:
       46.6 / 54.3), ResNet-18's 64 → 128 at 56×56 50.4 / 55.0, 128 → 256 at 28×28 50.3 / 55.5.
 
+    Channel blocks that neither 2 nor 3 divide but 5 does (80 or 400 channels) take 5 × 4 (20
+    accumulators) where that leaves :data:`MIN_PARALLEL_CHUNKS` chunks (:func:`ragged_tile` on
+    7×7 images), else the one-block tile. Emerald Rapids, 1 thread, kernel alone, µs, 5 × 4 /
+    1 × 14: 64 → 80 1×1 at 56×56 181–188 / 198–211, 3×3/2 at 56×56 1,871–1,909 / 2,406–2,479,
+    RegNetX's 480 → 80 at 14×14 75–83 / 98–101 (4-pixel chunks, 49 of them: too few, so 1 × 14
+    stays there) and 160 → 400 122–125 / 127–134.
+
     Where the pixel tile leaves a tail in the chunk, a slightly shorter one that divides it is
     taken (:func:`dividing_pixels`).
     """
     if lanes >= 16:
-        oc_tile = next(t for t in (2, 3, 1) if oc_chunks % t == 0)
+        oc_tile = next(t for t in (2, 3, 5, 1) if oc_chunks % t == 0)
     else:
         oc_tile = next(t for t in (4, 6, 3, 2, 1) if oc_chunks % t == 0 and t <= budget)
+    shape = (oc_chunks, out_h, out_w, budget, in_channels, kernel_taps, lanes, batch, column_stride, kernel_w)
+    tile = _tile_of(oc_tile, *shape)
+    if oc_tile == 5 and parallel_chunks(tile, oc_chunks, out_h, out_w, batch) < MIN_PARALLEL_CHUNKS:
+        return _tile_of(1, *shape)  # five blocks only where they keep enough chunks (:func:`ragged_tile`)
+    return tile
+
+
+def parallel_chunks(tile: ConvTile, oc_chunks: int, out_h: int, out_w: int, batch: int = 1) -> int:
+    """The chunks of the parallel loop that ``tile`` gives a conv of this output shape."""
+    per_image = -(-out_h * out_w // tile.chunk_pixels) if tile.chunk_pixels else out_h // tile.rows
+    return batch * (oc_chunks // tile.oc_tile) * per_image
+
+
+def _tile_of(oc_tile, oc_chunks, out_h, out_w, budget, in_channels, kernel_taps, lanes, batch, column_stride, kernel_w) -> ConvTile:
+    """:func:`default_tile` with ``oc_tile`` channel blocks."""
     px = register_pixels(oc_tile, lanes, budget)
     short_reduction = 0 < in_channels <= lanes
     strided_window = 1 < column_stride < kernel_w
@@ -234,10 +260,12 @@ def sub_row_tile(oc_chunks: int, oc_tile: int, px: int, pixels: int, batch: int)
     1×1 convs at 14×14 and 7×7: 28–35 chunks): chunks of whole register tiles in the flattened
     pixels of an image (the per-tile form computes the conv per tile, so a chunk need not be whole
     rows). Tries ``oc_tile`` with pixel tiles from ``px`` down to :data:`MIN_SUB_ROW_PIXELS`, then
-    one channel block with 15 down to :data:`MIN_SUB_ROW_PIXELS_ONE_BLOCK` (more chunks, each
-    weight vector still used by 7 pixels); the first tile dividing the ``pixels`` that leaves
-    enough chunks wins, with the largest chunk that does (up to :data:`MAX_CHUNK_PIXELS`).
-    None where no such tile exists (the caller keeps whole rows)."""
+    one chunk per full tile of at least :data:`MIN_RAGGED_ACCUMULATORS` accumulators, the last
+    one partial (:func:`ragged_tile`), then one channel block with 15 down to
+    :data:`MIN_SUB_ROW_PIXELS_ONE_BLOCK` (more chunks, each weight vector still used by 7 pixels);
+    the first tile dividing the ``pixels`` that leaves enough chunks wins, with the largest chunk
+    that does (up to :data:`MAX_CHUNK_PIXELS`). None where no such tile exists (the caller keeps
+    whole rows)."""
     for tile_oc, most, least in ((oc_tile, px, MIN_SUB_ROW_PIXELS), (1, register_pixels(1, 16, 0), MIN_SUB_ROW_PIXELS_ONE_BLOCK)):
         if oc_chunks % tile_oc:
             continue
@@ -249,7 +277,30 @@ def sub_row_tile(oc_chunks: int, oc_tile: int, px: int, pixels: int, batch: int)
             enough = [k for k in range(1, tiles + 1) if tiles % k == 0 and groups * (tiles // k) >= MIN_PARALLEL_CHUNKS and k * tile_px <= MAX_CHUNK_PIXELS]
             if enough:
                 return ConvTile(tile_oc, tile_px, 1, chunk_pixels=max(enough) * tile_px)
+        if tile_oc > 1:
+            ragged = ragged_tile(oc_chunks, tile_oc, px, pixels, batch)
+            if ragged is not None:
+                return ragged
     return None
+
+
+MIN_RAGGED_ACCUMULATORS = 16
+
+
+def ragged_tile(oc_chunks: int, oc_tile: int, px: int, pixels: int, batch: int):
+    """One full ``oc_tile`` × ``px`` tile per parallel chunk of the flattened pixels, the last
+    chunk holding what is left (its missing pixels masked), where that makes
+    :data:`MIN_PARALLEL_CHUNKS` chunks and the tile keeps :data:`MIN_RAGGED_ACCUMULATORS`
+    accumulators; else None. RegNetX's 400 → 400 1×1 convs at 7×7 (25 channel blocks, which only
+    5 and 1 divide): 5 blocks × 4 pixels in 13 chunks per group (65) against one block × 7 pixels
+    (175), 1 thread, kernel alone (Emerald Rapids, ``conv_layers.py``'s kernels): 78–84 against
+    95–103 µs, onnxruntime's node 87–100 in the same runs; 2 blocks × 4 pixels in such chunks (8
+    accumulators) ran MobileNetV2's 960 → 160 at 7×7 no faster than one block × 7 (97 against
+    100 µs), so smaller tiles keep the one-block fallback."""
+    chunks = batch * (oc_chunks // oc_tile) * -(-pixels // px)
+    if oc_tile * px < MIN_RAGGED_ACCUMULATORS or chunks < MIN_PARALLEL_CHUNKS or pixels % px == 0:
+        return None
+    return ConvTile(oc_tile, px, 1, chunk_pixels=px)
 
 
 def register_pixels(oc_tile: int, lanes: int, budget: int) -> int:
@@ -319,6 +370,8 @@ def channels_outside_by_default(in_channels: int, kernel_taps: int, lanes: int =
 
 WEIGHT_CHUNK_BYTES = 160 * 1024
 PREFETCH_MIN_WEIGHT_BYTES = 1024 * 1024
+TILE_PREFETCH_MIN_WEIGHT_BYTES = 256 * 1024
+TILE_PREFETCH_MAX_SHARES = 16
 
 
 def weight_chunk_blocks(weight_bytes_per_block: int, in_blocks: int, oc_tile: int) -> int:
@@ -355,13 +408,19 @@ def schedule_conv2d_nchwc(
     ic_bn = oc_bn  # blocked inputs use the output's channel block
     in_blocks = in_channels // ic_bn if in_channels % ic_bn == 0 else 1
     block_bytes = kernel_h * kernel_w * (in_channels // in_blocks) * oc_bn * 4
+    wants_prefetch = prefetch
     prefetch = prefetch and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
     if chunk_pixels:
         pixels = chunk_pixels
         if channels_outside or prefetch or pixels % px:
             raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, no prefetch, channels inside)")
     if not channels_outside and not prefetch and pixels % px == 0:
-        _epilogue_per_tile(sch, conv, out, oc_tile, px, pixels, ic_bn, regions)
+        shares = -(-out_h * out_w // pixels)  # the chunks that read one group's weights in turn
+        streamed = (
+            wants_prefetch and not regions and oc_chunks * in_blocks * block_bytes >= TILE_PREFETCH_MIN_WEIGHT_BYTES and shares <= TILE_PREFETCH_MAX_SHARES
+        )
+        tile_prefetch = (oc_tile, px, pixels, pixels // px, shares) if streamed else None
+        _epilogue_per_tile(sch, conv, out, oc_tile, px, pixels, ic_bn, regions, tile_prefetch)
         schedule_padding(sch, stages.pads, regions)
         return
 
@@ -386,12 +445,13 @@ def schedule_conv2d_nchwc(
     schedule_padding(sch, stages.pads, regions)
 
 
-def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int, ic_bn: int, regions: bool = False) -> None:
+def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int, ic_bn: int, regions: bool = False, tile_prefetch=None) -> None:
     """The chunk loop over whole register tiles (``px`` must divide the ``chunk_pixels``), the conv
     computed per tile and the epilogue run on that tile at once: LLVM keeps the accumulators in
     registers from the reduction through the epilogue, where per-chunk accumulators were stored,
     zeroed in memory first, and read back (see the module docstring). ``regions``: pixel chunks
-    outside the channel groups in the parallel loop (:func:`~.stages.spatial_partition`)."""
+    outside the channel groups in the parallel loop (:func:`~.stages.spatial_partition`).
+    ``tile_prefetch``: the :data:`TILE_PREFETCH_ANNOTATION` for the tile's reduction loop, or None."""
     # Both the conv's result and the epilogue run over flattened pixels, so that a tile which
     # wraps from one row to the next reads exactly its pixels back (a bounding box of whole rows
     # otherwise).
@@ -412,15 +472,17 @@ def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int,
     # Below the tile: batch, oc_inner, pixel, oc_block, ic, kh, kw (unit loops are kept).
     tile_oc, pixel = sch.get_loops(conv)[-6:-4]
     sch.reorder(pixel, tile_oc)
-    _tile_and_reduce(sch, conv, ic_bn, px, channels_outside=False)
+    _tile_and_reduce(sch, conv, ic_bn, px, channels_outside=False, tile_prefetch=tile_prefetch)
 
 
-def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, prefetch_step=None) -> None:
+def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, prefetch_step=None, tile_prefetch=None) -> None:
     """Under one pixel loop: ``px``-pixel tiles (the tail: one tile of what is left), the reduction
     outside the unrolled tile, its input-channel chunks outside the tiles if ``channels_outside``.
     ``prefetch_step`` (the :data:`PREFETCH_ANNOTATION`, whose last item is the input-channel
     blocks per weight chunk): the full tiles loop inside weight chunks, and the loop over a
-    chunk's input-channel blocks prefetches the next chunk."""
+    chunk's input-channel blocks prefetches the next chunk. ``tile_prefetch`` (the
+    :data:`TILE_PREFETCH_ANNOTATION`; one whole tile under the loop): the loop over input-channel
+    blocks prefetches a share of the next group of channel blocks' weights."""
     pixel, tile_oc, vec, ic, kh, kw = sch.get_loops(conv)[-6:]
     # ic runs over every input channel; blocked inputs split it into chunks of one channel block
     # (a plain-input stem, whose channels are not a multiple of the block, is one chunk).
@@ -445,6 +507,8 @@ def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, pre
             sch.reorder(pixel_outer, ic_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
     else:
         sch.reorder(ic_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
+        if tile_prefetch is not None:
+            sch.annotate(ic_outer, TILE_PREFETCH_ANNOTATION, list(tile_prefetch))
     for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(vec)
