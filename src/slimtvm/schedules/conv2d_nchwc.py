@@ -208,8 +208,8 @@ def default_tile(
     accumulators) where that leaves :data:`MIN_PARALLEL_CHUNKS` chunks (:func:`ragged_tile` on
     7×7 images), else the one-block tile. Emerald Rapids, 1 thread, kernel alone, µs, 5 × 4 /
     1 × 14: 64 → 80 1×1 at 56×56 181–188 / 198–211, 3×3/2 at 56×56 1,871–1,909 / 2,406–2,479,
-    RegNetX's 480 → 80 at 14×14 75–83 / 98–101 (4-pixel chunks, 49 of them: too few, so 1 × 14
-    stays there) and 160 → 400 122–125 / 127–134.
+    EfficientNet's 480 → 80 at 14×14 75–83 / 98–101 (4-pixel chunks, 49 of them: too few, so
+    1 × 14 stays there) and RegNetX's 160 → 400 at 14×14 122–125 / 127–134.
 
     Where the pixel tile leaves a tail in the chunk, a slightly shorter one that divides it is
     taken (:func:`dividing_pixels`).
