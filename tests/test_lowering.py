@@ -466,26 +466,11 @@ def test_small_image_convs_prefetch_the_next_channel_group_on_avx512(tmp_path, p
     its share of the next group's weights (`prefetcht0` in the library); the AVX2 build (50
     blocks of 8, 2-block tiles) prefetches nothing. Both match onnxruntime where this host runs
     them."""
-    import shutil
-    import subprocess
-
-    from conftest import x86_kernel_presets
-
-    import slimtvm
-
     g = GraphBuilder(seed=23)
     x = g.input([1, 400, 7, 7])
     y = g.relu(g.conv(x, 400, 400, kernel=1))
     model = g.model(g.relu(g.node("Add", [g.conv(y, 400, 400, kernel=1), x])))
-    artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
-    if shutil.which("objdump") is not None:
-        disassembly = subprocess.run(["objdump", "-d", artifact.library_path], capture_output=True, text=True, check=True).stdout
-        assert ("prefetcht0" in disassembly) == (preset != "x86-64")
-    runnable = "host" if preset == "x86-64-avx512" else preset
-    if runnable not in x86_kernel_presets():
-        return  # compiled and inspected; this host does not run AVX-512
-    inputs = {"x": digits_like_input((1, 400, 7, 7), seed=24)}
-    assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
+    _check_prefetch_only_on_avx512(tmp_path, preset, model, (1, 400, 7, 7), seed=24)
 
 
 @pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
@@ -497,6 +482,18 @@ def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_p
     runs them. (ResNet's 7×7 last stage, the first user, now runs one-row chunks of one tile
     each, for enough parallel chunks; with nothing to prefetch between tiles it ran faster than
     before: 2.6–2.8 ms per conv against 3.0–3.1, Zen 4, benchmarks/profile_kernels.py.)"""
+    g = GraphBuilder(seed=21)
+    x = g.input([1, 256, 14, 14])
+    y = g.relu(g.conv(x, 256, 1024, kernel=1))
+    z = g.conv(y, 1024, 1024, kernel=1)
+    model = g.model(g.relu(g.node("Add", [z, y])))
+    _check_prefetch_only_on_avx512(tmp_path, preset, model, (1, 256, 14, 14), seed=22)
+
+
+def _check_prefetch_only_on_avx512(tmp_path, preset, model, shape, seed):
+    """Compile ``model`` for ``preset``: its library has `prefetcht0` on the AVX-512 preset and
+    none on the AVX2 one (where objdump is installed), and it matches onnxruntime where this
+    host runs it."""
     import shutil
     import subprocess
 
@@ -504,11 +501,6 @@ def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_p
 
     import slimtvm
 
-    g = GraphBuilder(seed=21)
-    x = g.input([1, 256, 14, 14])
-    y = g.relu(g.conv(x, 256, 1024, kernel=1))
-    z = g.conv(y, 1024, 1024, kernel=1)
-    model = g.model(g.relu(g.node("Add", [z, y])))
     artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
     if shutil.which("objdump") is not None:
         disassembly = subprocess.run(["objdump", "-d", artifact.library_path], capture_output=True, text=True, check=True).stdout
@@ -516,7 +508,7 @@ def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_p
     runnable = "host" if preset == "x86-64-avx512" else preset
     if runnable not in x86_kernel_presets():
         return  # compiled and inspected; this host does not run AVX-512
-    inputs = {"x": digits_like_input((1, 256, 14, 14), seed=22)}
+    inputs = {"x": digits_like_input(shape, seed=seed)}
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
 
 

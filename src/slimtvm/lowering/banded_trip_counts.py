@@ -13,13 +13,13 @@ steps multiplied zero weights.
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
 from tvm import tirx
 from tvm.s_tir import SBlockRealize
 from tvm.tirx.stmt import For
 
 from ..schedules.banded_conv import BANDED_BLOCK, select_table
 from ..schedules.banded_conv import TRIP_COUNTS_ANNOTATION as ANNOTATION
+from .prim_func_rewrites import rewrite_prim_funcs
 from .weight_prefetch import find_node, task_origin
 
 
@@ -29,12 +29,7 @@ def set_banded_trip_counts() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.SetBandedTripCounts")
     def _set(mod, _ctx):
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, tirx.PrimFunc):
-                body = tvm_ffi.structural_map(func.body, [(For, _with_trip_count)])
-                if not body.same_as(func.body):
-                    mod[gvar] = func.with_body(body)
-        return mod
+        return rewrite_prim_funcs(mod, [(For, _with_trip_count)])
 
     return _set
 

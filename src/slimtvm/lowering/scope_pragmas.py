@@ -11,9 +11,9 @@ kernel (eight lines for torchvision's Swin-V2-T, whose shifted-window masks keep
 from __future__ import annotations
 
 import tvm
-import tvm_ffi
-from tvm import tirx
 from tvm.tirx.stmt import AttrStmt
+
+from .prim_func_rewrites import rewrite_prim_funcs
 
 SCOPE_PRAGMA = "pragma_scope"
 
@@ -24,12 +24,7 @@ def drop_scope_pragmas() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.DropScopePragmas")
     def _drop(mod, _ctx):
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, tirx.PrimFunc):
-                body = tvm_ffi.structural_map(func.body, [(AttrStmt, _without_scope)])
-                if not body.same_as(func.body):
-                    mod[gvar] = func.with_body(body)
-        return mod
+        return rewrite_prim_funcs(mod, [(AttrStmt, _without_scope)])
 
     return _drop
 

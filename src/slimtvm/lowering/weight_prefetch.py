@@ -54,6 +54,7 @@ from ..schedules.conv2d_nchwc import CONV_BLOCK, TILE_PREFETCH_ANNOTATION
 from ..schedules.conv2d_nchwc import PREFETCH_ANNOTATION as ANNOTATION
 from ..schedules.winograd_conv import GEMM_BLOCK as WINOGRAD_BLOCK
 from ..schedules.winograd_conv import PREFETCH_ANNOTATION as WINOGRAD_ANNOTATION
+from .prim_func_rewrites import rewrite_prim_funcs
 
 LINE_BYTES = 64
 
@@ -66,12 +67,7 @@ def insert_weight_prefetch() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.InsertWeightPrefetch")
     def _insert(mod, _ctx):
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, tirx.PrimFunc):
-                body = tvm_ffi.structural_map(func.body, [(For, _with_prefetch)])
-                if not body.same_as(func.body):
-                    mod[gvar] = func.with_body(body)
-        return mod
+        return rewrite_prim_funcs(mod, [(For, _with_prefetch)])
 
     return _insert
 
