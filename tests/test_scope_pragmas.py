@@ -1,5 +1,6 @@
 """A kernel TOPI writes with TVM's IRBuilder (ScatterND) compiles without the code generator's
-"Unknown pragma pragma_scope" warning (lowering/scope_pragmas.py), and still matches onnxruntime."""
+"Unknown pragma pragma_scope" warning — neither the library's kernel (lowering/scope_pragmas.py)
+nor the one constant folding builds (passes/fold_constants.py) — and still matches onnxruntime."""
 
 from __future__ import annotations
 
@@ -12,15 +13,24 @@ import slimtvm
 
 
 def _scatter_model() -> onnx.ModelProto:
-    """``ScatterND(Relu(x), indices, updates)`` with rows chosen by an int64 input, so that the
-    scatter cannot be folded away at compile time."""
+    """``ScatterND(Relu(x), rows, updates)`` with rows chosen by an int64 input, so that the
+    scatter stays a kernel of the library, plus a mask made by a ScatterND of constants (as
+    Swin's window masks are), which constant folding builds and runs at compile time."""
     updates = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(2, 8) - 8, "updates")
+    zeros = numpy_helper.from_array(np.zeros((6, 8), np.float32), "zeros")
+    mask_rows = numpy_helper.from_array(np.array([[0], [5]], np.int64), "mask_rows")
+    mask_values = numpy_helper.from_array(np.full((2, 8), 100.0, np.float32), "mask_values")
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("ScatterND", ["r", "rows", "updates"], ["y"])],
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("ScatterND", ["r", "rows", "updates"], ["s"]),
+            helper.make_node("ScatterND", ["zeros", "mask_rows", "mask_values"], ["mask"]),
+            helper.make_node("Add", ["s", "mask"], ["y"]),
+        ],
         "scatter",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6, 8]), helper.make_tensor_value_info("rows", TensorProto.INT64, [2, 1])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 8])],
-        initializer=[updates],
+        initializer=[updates, zeros, mask_rows, mask_values],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

@@ -5,7 +5,9 @@ IRBuilder, which marks consecutive statements with ``T.seq_scope()``: an ``AttrS
 ``pragma_scope`` whose only job is to let the builder hold a sequence. TVM 0.27's LLVM code
 generator knows no such pragma and prints ``Warning: Unknown pragma pragma_scope`` once per
 kernel (eight lines for torchvision's Swin-V2-T, whose shifted-window masks keep eight
-``ScatterND`` nodes). The attribute changes no code: this pass replaces it with its body.
+``ScatterND`` nodes). The attribute changes no code: this pass replaces it with its body. (The
+scatters constant folding builds and runs at compile time log it too; passes/fold_constants.py
+drops that line.)
 """
 
 from __future__ import annotations
