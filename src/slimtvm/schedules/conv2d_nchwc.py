@@ -392,8 +392,9 @@ def schedule_conv2d_nchwc(
     :data:`PREFETCH_MIN_WEIGHT_BYTES` of weights run in input-channel chunks
     (:func:`weight_chunk_blocks`) outside the pixel tiles, and each step prefetches a share of
     the next chunk's weights (``lowering/weight_prefetch.py``); ignored with ``channels_outside``.
-    ``chunk_pixels`` (:func:`sub_row_tile`, a multiple of ``px`` dividing the image's pixels):
-    chunks of that many flattened pixels instead of ``rows`` rows; only in the per-tile form
+    ``chunk_pixels`` (:func:`sub_row_tile`, a multiple of ``px``): chunks of that many flattened
+    pixels instead of ``rows`` rows, the last one partial where they do not divide the image's
+    pixels (:func:`ragged_tile`: its pixels past the image are masked); only in the per-tile form
     (refused otherwise).
     """
     stages = split_stages(sch, CONV_BLOCK)
