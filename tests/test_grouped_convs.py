@@ -68,8 +68,8 @@ def test_grouped_convs_match_onnxruntime_off_the_generic_schedule(tmp_path, pres
 @pytest.mark.parametrize("preset", x86_kernel_presets())
 @pytest.mark.parametrize("channels,groups,stride", [(32, 2, 2), (64, 4, 1), (64, 2, 1)])
 def test_groups_that_fill_channel_blocks_run_one_banded_conv(tmp_path, preset, channels, groups, stride):
-    """RegNet's grouped 3×3 convs (groups of 16 channels: one AVX-512 block, two AVX2 ones; 32
-    channels each): one banded conv reading its groups' blocks where they lie, where they were
+    """RegNet's grouped 3×3 convs (groups of 16 channels: one AVX-512 block, two AVX2 ones; and
+    groups of 32): one banded conv reading its groups' blocks where they lie, where they were
     split into a copy of each group's channels, one conv per group and a concat."""
     g = GraphBuilder(seed=8)
     x = g.input([1, channels, 12, 12])

@@ -130,7 +130,7 @@ def _per_tile_prefetch(loop: For, key: str) -> For:
     per_block, per_line = math.prod(int(d) for d in kernel.shape[1:]), _floats_per_line(kernel)
     group_elements = oc_tile * per_block
     lines_per_step = math.ceil(math.ceil(group_elements / per_line) / (shares * tiles * int(loop.extent)))
-    share = tirx.floormod(tirx.floordiv(p_base, chunk_pixels), shares)
+    share = tirx.floordiv(p_base, chunk_pixels)  # which of the group's chunks: 0 … shares − 1
     step = (share * tiles + tirx.floordiv(tirx.floormod(p_base, chunk_pixels), px)) * int(loop.extent) + loop.loop_var
     next_start = tirx.min(oc_base + oc_tile, blocks - oc_tile) * per_block
     element = lambda line: next_start + tirx.min((step * lines_per_step + line) * per_line, group_elements - 1)  # noqa: E731
