@@ -22,8 +22,6 @@ import statistics
 import sys
 import tempfile
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
@@ -37,8 +35,9 @@ import slimtvm  # noqa: E402
 NOT_COMPUTE = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "ReorderInput", "ReorderOutput", "Identity", "Cast"}
 
 
-def onnxruntime_nodes(path: str, threads: int, repeat: int, workdir: str) -> list:
-    """[(node name, op type, output shape, median µs)] in execution order, compute nodes only."""
+def onnxruntime_nodes(path: str, threads: int, repeat: int, workdir: str, feeds: dict) -> list:
+    """[(node name, op type, output shape, median µs)] in execution order, compute nodes only,
+    run on ``feeds`` (the inputs slimtvm's run was profiled on)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -46,10 +45,6 @@ def onnxruntime_nodes(path: str, threads: int, repeat: int, workdir: str) -> lis
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(workdir, "onnxruntime_profile")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for item in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in item.shape]
-        feeds[item.name] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     warm_up = 5
     for _ in range(warm_up + repeat):
         session.run(None, feeds)
@@ -87,7 +82,7 @@ def main(argv=None) -> int:
         result = profile(artifact, args.threads, args.repeat)
         shapes = parallel_extents(path, args.target, with_output_shapes=True)
         ours = [(name, logical_shape(shapes[name][1]) if name in shapes else [], us) for name, us in zip(result["names"], result["calls"]) if name in shapes]
-        theirs = onnxruntime_nodes(path, args.threads, args.repeat, workdir)
+        theirs = onnxruntime_nodes(path, args.threads, args.repeat, workdir, artifact.load().random_inputs())
     print(f"CPU: {cpu_name()}; {args.model}, {args.threads} thread(s), slimtvm target {args.target}, medians of {args.repeat} runs")
     print("| # | slimtvm kernel | shape | µs | onnxruntime node | op | shape | µs | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -490,6 +490,29 @@ def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_p
     _check_prefetch_only_on_avx512(tmp_path, preset, model, (1, 256, 14, 14), seed=22)
 
 
+def test_flattened_pixel_chunks_take_the_per_tile_form_even_with_megabytes_of_weights():
+    """A conv whose row chunks would take the chunked weight prefetch (3×3/2, 256 → 512 channels
+    at 7×7: 4.7 MB of weights, 7-row chunks of several tiles) scheduled in chunks of 14 flattened
+    pixels (the last one partial) runs them in the per-tile form, and the kernel matches
+    onnxruntime on this host. Before, the prefetch was decided from the rows and the schedule
+    refused the chunks (no default tile asked for both)."""
+    from tvm import s_tir
+
+    from slimtvm.schedules.conv2d_nchwc import schedule_conv2d_nchwc
+    from slimtvm.targets.presets import resolve_target
+    from slimtvm.tuning.tune import extract_tuning_tasks
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from conv_layers import conv_onnx, kernel_difference
+
+    model = conv_onnx(256, 14, 3, 512, 2, 1)
+    spec = resolve_target("host")
+    (task,) = [t for t in extract_tuning_tasks(model, spec) if t.kind == "conv2d"]
+    sch = s_tir.Schedule(task.mod)
+    schedule_conv2d_nchwc(sch, oc_tile=2, px=7, rows=7, prefetch=True, chunk_pixels=14)
+    assert kernel_difference(sch.mod, spec.tvm_target(), model, (1, 256, 14, 14)) <= 1e-4
+
+
 def _check_prefetch_only_on_avx512(tmp_path, preset, model, shape, seed):
     """Compile ``model`` for ``preset``: its library has `prefetcht0` on the AVX-512 preset and
     none on the AVX2 one (where objdump is installed), and it matches onnxruntime where this

@@ -395,7 +395,7 @@ def schedule_conv2d_nchwc(
     ``chunk_pixels`` (:func:`sub_row_tile`, a multiple of ``px``): chunks of that many flattened
     pixels instead of ``rows`` rows, the last one partial where they do not divide the image's
     pixels (:func:`ragged_tile`: its pixels past the image are masked); only in the per-tile form
-    (refused otherwise).
+    (refused with ``channels_outside``; the chunked ``prefetch`` gives way to the per-tile one).
     """
     stages = split_stages(sch, CONV_BLOCK)
     conv, out = stages.main, stages.out
@@ -405,16 +405,15 @@ def schedule_conv2d_nchwc(
     regions = spatial_partition(out_h * out_w, weight_bytes, input_bytes + 4 * batch * oc_chunks * oc_bn * out_h * out_w)
     sch.transform_block_layout(conv, lambda n, oc, oh, ow, ob, ic, kh, kw: (n, oc, oh * out_w + ow, ob, ic, kh, kw))
 
-    pixels = rows * out_w
+    pixels = chunk_pixels or rows * out_w
     ic_bn = oc_bn  # blocked inputs use the output's channel block
     in_blocks = in_channels // ic_bn if in_channels % ic_bn == 0 else 1
     block_bytes = kernel_h * kernel_w * (in_channels // in_blocks) * oc_bn * 4
     wants_prefetch = prefetch
-    prefetch = prefetch and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
-    if chunk_pixels:
-        pixels = chunk_pixels
-        if channels_outside or prefetch or pixels % px:
-            raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, no prefetch, channels inside)")
+    # flattened chunks run in the per-tile form, where only the per-tile prefetch applies
+    prefetch = prefetch and not chunk_pixels and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
+    if chunk_pixels and (channels_outside or pixels % px):
+        raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, channels inside)")
     if not channels_outside and not prefetch and pixels % px == 0:
         shares = -(-out_h * out_w // pixels)  # the chunks that read one group's weights in turn
         streamed = (
