@@ -419,7 +419,14 @@ def schedule_winograd(sch: s_tir.Schedule, px: int, oc_tile: int) -> None:
     :func:`tile_group` needs for 64 chunks). There each task of the product reads its slice of the weights from
     memory once and prefetches the next task's slice, spread over its steps
     (``lowering/weight_prefetch.py``): 256 channels at 14×14 in ResNet-18, whose 4.2 MB of
-    transformed weights come from memory, 0.58 → 0.43 ms per conv (its warm-weights time)."""
+    transformed weights come from memory, 0.58 → 0.43 ms per conv (its warm-weights time).
+
+    Tried (session 40, Emerald Rapids): the stage-wise input transform in two parts of its rows ξ,
+    outermost, so that with 2 threads each core multiplies the half of ``V`` it transformed (the
+    product runs ξ first). perf's CPU samples showed the product's cross-core reads gone, but in
+    turns ResNet-18's 28 × 28 convs ran no faster at 2 threads (565–574 µs either way): each core
+    then reads the whole input, half of it written by the other core — 200 KB per core against the
+    225 KB of ``V`` it saved. Not kept."""
     root = sch.get_sblock("root")
     names = [sch.get(block).name_hint for block in sch.get_child_blocks(root)]
     for name in names:
