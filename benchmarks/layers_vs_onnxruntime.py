@@ -4,7 +4,10 @@
 
 Compiles the model (as benchmarks/profile_kernels.py does), times every kernel call of the VM run
 (TVM's instrument hook, median of ``--repeat`` runs), profiles onnxruntime's session on the same
-input (its own node profile, ``enable_profiling``, median per node after warm-up), and prints
+input (its own node profile, ``enable_profiling``, median per node after warm-up) in the same
+rounds, one run of each engine per round (session 40: profiled one after the other, the Llama's
+kernels looked 35% faster than onnxruntime's nodes in a stretch where whole runs were 1.1×
+slower), and prints
 both lists side by side, aligned by order: the i-th slimtvm kernel next to the i-th onnxruntime
 compute node (layout reorders, shape ops and the like left out). Both engines fuse a conv with
 its bias and activation, so a chain of convs aligns one to one; where the fusions differ (the
@@ -28,26 +31,30 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from cpu_limits import cpu_name  # noqa: E402
 from fp32_vs_onnxruntime import model_path  # noqa: E402
 from parallel_chunks import parallel_extents  # noqa: E402
-from profile_kernels import profile  # noqa: E402
+from profile_kernels import profile_beside  # noqa: E402
 
 import slimtvm  # noqa: E402
 
 NOT_COMPUTE = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "ReorderInput", "ReorderOutput", "Identity", "Cast"}
 
 
-def onnxruntime_nodes(path: str, threads: int, repeat: int, workdir: str, feeds: dict) -> list:
-    """[(node name, op type, output shape, median µs)] in execution order, compute nodes only,
-    run on ``feeds`` (the inputs slimtvm's run was profiled on)."""
+WARM_UP = 5  # onnxruntime runs before the profiled rounds, dropped from its profile
+
+
+def profiling_session(path: str, threads: int, workdir: str):
+    """An onnxruntime session on ``threads`` threads that records every node of every run."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(workdir, "onnxruntime_profile")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    warm_up = 5
-    for _ in range(warm_up + repeat):
-        session.run(None, feeds)
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_nodes(session, warm_up: int = WARM_UP) -> list:
+    """[(node name, op type, output shape, median µs)] in execution order, compute nodes only,
+    from the profile of ``session``'s runs after its first ``warm_up``."""
     with open(session.end_profiling()) as handle:
         events = json.load(handle)
     times, order = {}, []
@@ -79,10 +86,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         path = args.model if args.model.endswith(".onnx") else model_path(args.model, workdir)
         artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), target=args.target)
-        result = profile(artifact, args.threads, args.repeat)
+        session, feeds = profiling_session(path, args.threads, workdir), artifact.load().random_inputs()
+        for _ in range(WARM_UP):
+            session.run(None, feeds)
+        # the engines take turns round by round: profiled one after the other, a drift of this
+        # VM's speed between them (2× within minutes) read as a gap between the engines
+        result = profile_beside(artifact, args.threads, args.repeat, lambda: session.run(None, feeds))
         shapes = parallel_extents(path, args.target, with_output_shapes=True)
         ours = [(name, logical_shape(shapes[name][1]) if name in shapes else [], us) for name, us in zip(result["names"], result["calls"]) if name in shapes]
-        theirs = onnxruntime_nodes(path, args.threads, args.repeat, workdir, artifact.load().random_inputs())
+        theirs = onnxruntime_nodes(session)
     print(f"CPU: {cpu_name()}; {args.model}, {args.threads} thread(s), slimtvm target {args.target}, medians of {args.repeat} runs")
     print("| # | slimtvm kernel | shape | µs | onnxruntime node | op | shape | µs | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -84,8 +84,10 @@ def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
     return _profiles_in_turns([(artifact, threads) for artifact in artifacts], repeat)
 
 
-def _profiles_in_turns(cases: list, repeat: int) -> list:
-    """One profile per ``(artifact, threads)`` case, the cases run in turns (see above)."""
+def _profiles_in_turns(cases: list, repeat: int, between=None) -> list:
+    """One profile per ``(artifact, threads)`` case, the cases run in turns (see above);
+    ``between`` (a function, or None) is called once at the end of every round, so that another
+    engine profiled there takes the same turns."""
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
@@ -131,6 +133,8 @@ def _profiles_in_turns(cases: list, repeat: int) -> list:
             recording_shapes[0] = round_index == 0
             instrumented["main"](*inputs)
             per_run[index].append(list(rows))
+        if between is not None:
+            between()
     result = []
     for index in range(len(cases)):
         runs = per_run[index]
@@ -138,6 +142,12 @@ def _profiles_in_turns(cases: list, repeat: int) -> list:
         calls = [statistics.median(run[i][1] for run in runs) for i in range(len(names))]
         result.append({"names": names, "calls": calls, "shapes": shapes, "run": statistics.median(whole[index])})
     return result
+
+
+def profile_beside(artifact, threads: int, repeat: int, other) -> dict:
+    """The profile of :func:`profile`, with ``other()`` (another engine's run) called once at the
+    end of every round, so that both see the same stretches of this VM's speed."""
+    return _profiles_in_turns([(artifact, threads)], repeat, between=other)[0]
 
 
 def profile(artifact, threads: int, repeat: int) -> dict:

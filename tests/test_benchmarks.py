@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -104,6 +106,39 @@ def test_conv_layers_and_profile_scripts_run():
     rows = [line for line in scaling.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
     assert rows and all(len(row.split("|")) == 7 for row in rows), scaling.stdout  # every call timed at 1 and 2 threads
     assert "claim: digits_cnn 2 vs 1 thread(s)" in scaling.stdout, scaling.stdout
+
+
+def test_layers_vs_onnxruntime_profiles_both_engines_on_token_ids(tmp_path):
+    """The per-kernel comparison on a model whose input is int64 token ids (an embedding, a
+    matmul and a ReLU): both engines run on the model's own inputs (the script once fed
+    onnxruntime floats and failed on such models), and both the product's kernel and
+    onnxruntime's MatMul node are timed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = numpy_helper.from_array(rng.standard_normal((50, 64)).astype(np.float32), "table")
+    weight = numpy_helper.from_array(rng.standard_normal((64, 128)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["m"]), helper.make_node("Relu", ["m"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 128])],
+        [table, weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "tokens.onnx"
+    onnx.save(model, str(path))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "layers_vs_onnxruntime.py"), str(path), "--repeat", "2"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert any("packed_matmul" in row[1] and float(row[3]) > 0 for row in cells), proc.stdout  # slimtvm's kernel, timed
+    assert any(row[5] == "MatMul" and float(row[7]) > 0 for row in cells), proc.stdout  # onnxruntime's node, timed
+    assert "kernels: slimtvm" in proc.stdout
 
 
 def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
