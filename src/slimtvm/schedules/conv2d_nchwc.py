@@ -542,13 +542,16 @@ def conv2d_design_spaces(sch: s_tir.Schedule, lanes: int) -> list:
     16-lane targets: the pixels the 32 registers hold next to ``oc_tile`` accumulators per pixel
     (:func:`register_pixels`: 2 × 10, 4 × 5, ...), one fewer, the tile that divides the chunk
     (:func:`dividing_pixels`) and the untuned tile's pixels (:func:`default_tile`: 2 × 8 on strided
-    3×3 convs), so that tuning can always find the untuned schedule."""
+    3×3 convs), so that tuning can always find the untuned schedule. Channel blocks that none of
+    2, 3, 4, 6, 8 divides but 5 does (400 or 80 channels on AVX-512) get five-block tiles in row
+    chunks besides the one-block ones (the untuned tile may be five blocks in flattened chunks)."""
     conv = sch.get_sblock(CONV_BLOCK)
     loops = sch.get_loops(conv)
     batch, oc_chunks, out_h, out_w, _, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in loops)
     budget = max(MAX_ACCUMULATORS, accumulator_budget(lanes))
     orders = (False, True) if kernel_h * kernel_w > 1 else (False,)
-    oc_tiles = [t for t in (2, 3, 4, 6, 8) if oc_chunks % t == 0] or [1]
+    # five blocks (and one) where nothing smaller divides, as the untuned tile takes them
+    oc_tiles = [t for t in (2, 3, 4, 6, 8) if oc_chunks % t == 0] or [t for t in (5, 1) if oc_chunks % t == 0]
     untuned = default_tile(
         oc_chunks, out_h, out_w, accumulator_budget(lanes), in_channels, kernel_h * kernel_w, lanes, batch, column_stride(sch, conv), kernel_w
     )
