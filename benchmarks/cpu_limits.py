@@ -1,4 +1,4 @@
-"""The host's limits, measured here: fp32 multiply-adds and binary (XOR + popcount) MACs per second per core, and memory read bandwidth per thread count.
+"""The host's limits, measured here: fp32 multiply-adds and binary (XOR + popcount) MACs per second per core, and per thread count the parallel multiply-adds, a parallel loop's fork and join, and memory read bandwidth.
 
     .venv/bin/python benchmarks/cpu_limits.py [--target host|x86-64|...] [--threads 1,2]
 
@@ -13,7 +13,12 @@ The bandwidth figures are a third TVM kernel: a parallel sum over a 512 MiB floa
 the largest L3 of these machines, so every byte comes from memory) and over an 8 MiB one (past
 the L2s, inside the L3), in 256 chunks of 4 vector accumulators each, timed at each thread count
 of ``--threads`` (median of 7, or of 201 for the small array, after one warm-up).
-A kernel whose bytes cannot shrink (a batch-1 layer streaming its weights) cannot scale with
+The parallel multiply-adds (``PARALLEL_CHUNKS`` chunks of the register-resident work, all threads
+together) say how far the cores themselves scale: on two real cores 2 threads do 2× the work of 1;
+two vCPUs that a hypervisor put on one core's SMT siblings, or a shared clock, give less, and no
+compute-bound kernel can scale past that ratio. The hand-off line times a parallel sum over 1 MiB
+that a parallel kernel just wrote, each thread reading its own part or another thread's: what a
+kernel pays when the kernel before it split its output among the threads differently. A kernel whose bytes cannot shrink (a batch-1 layer streaming its weights) cannot scale with
 threads past the ratio of these figures.
 """
 
@@ -23,6 +28,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -218,15 +224,6 @@ def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
     library = tvm.runtime.load_module(path)
     lanes = description["lanes"]
 
-    def median_seconds(function, *args, runs: int = repeat) -> float:
-        function(*args)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            function(*args)
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
     rng = np.random.default_rng(0)
     a, b = rng.random((PARALLEL_ACCUMULATORS, lanes), dtype=np.float32), rng.random(64, dtype=np.float32)
     out = tvm.runtime.tensor(np.zeros((PARALLEL_CHUNKS, PARALLEL_ACCUMULATORS, lanes), np.float32))
@@ -236,7 +233,7 @@ def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
     if not np.allclose(out.numpy(), weights[:, None, None] * a[None], rtol=1e-3):
         raise SystemExit("the parallel multiply-add kernel differs from numpy")
     macs = PARALLEL_CHUNKS * PARALLEL_ITERATIONS * PARALLEL_ACCUMULATORS * lanes
-    result = {"fp32_gmacs": macs / median_seconds(library["parallel_fma"], *fma_args) / 1e9}
+    result = {"fp32_gmacs": macs / _median_seconds(library["parallel_fma"], fma_args, repeat) / 1e9}
     for name, key in (("read_memory", "memory_gbs"), ("read_cache", "cache_gbs")):
         floats = description["read_floats"][name]
         per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
@@ -245,14 +242,96 @@ def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
         library[name](data, sums)
         if not np.all(sums.numpy() == per_chunk):
             raise SystemExit(f"the {name} kernel's sums differ from numpy's")
-        result[key] = floats * 4 / median_seconds(library[name], data, sums, runs=7 if name == "read_memory" else repeat) / 1e9
+        result[key] = floats * 4 / _median_seconds(library[name], (data, sums), 7 if name == "read_memory" else repeat) / 1e9
         del data
     counter = tvm.runtime.tensor(np.zeros((LAUNCH_CHUNKS, 16), np.float32))
     library["launch"](counter)
     if not np.all(counter.numpy()[:, 0] == 1):
         raise SystemExit("the parallel launch kernel missed a chunk")
-    result["launch_us"] = median_seconds(library["launch"], counter, runs=2001) * 1e6
+    result["launch_us"] = _median_seconds(library["launch"], (counter,), 2001) * 1e6
     return result
+
+
+HANDOFF_FLOATS = 256 * 1024  # 1 MiB: an activation between two kernels, in the cores' L2s
+
+
+def _handoff_kernels(lanes: int, floats: int, shift: int):
+    """``write``: every chunk adds 1 to its own part of ``a`` (so the lines sit modified in the
+    writing core's cache); ``read``: every chunk sums the part ``shift`` chunks further on (0: what
+    its own thread wrote; ``STREAM_CHUNKS / threads``: what the next thread wrote)."""
+    from tvm.script import tirx as T
+
+    per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
+    shape = (STREAM_CHUNKS, per_chunk, STREAM_ACCUMULATORS, lanes)
+
+    @T.prim_func
+    def write(a: T.Buffer(shape, "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for chunk in T.parallel(STREAM_CHUNKS):
+            for k in range(per_chunk):
+                for i in T.unroll(STREAM_ACCUMULATORS):
+                    for lane in T.vectorized(lanes):
+                        a[chunk, k, i, lane] = a[chunk, k, i, lane] + T.float32(1)
+
+    @T.prim_func
+    def read(a: T.Buffer(shape, "float32"), out: T.Buffer((STREAM_CHUNKS, STREAM_ACCUMULATORS, lanes), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for chunk in T.parallel(STREAM_CHUNKS):
+            acc = T.alloc_buffer((STREAM_ACCUMULATORS, lanes), "float32", scope="local")
+            for i in T.unroll(STREAM_ACCUMULATORS):
+                for lane in T.vectorized(lanes):
+                    acc[i, lane] = T.float32(0)
+            for k in range(per_chunk):
+                for i in T.unroll(STREAM_ACCUMULATORS):
+                    for lane in T.vectorized(lanes):
+                        acc[i, lane] = acc[i, lane] + a[(chunk + shift) % STREAM_CHUNKS, k, i, lane]
+            for i in T.unroll(STREAM_ACCUMULATORS):
+                for lane in T.vectorized(lanes):
+                    out[chunk, i, lane] = acc[i, lane]
+
+    return write, read, shape
+
+
+def handoff_reads(target_name: str, threads: int, floats: int = HANDOFF_FLOATS, rounds: int = 201) -> tuple[float, float]:
+    """(µs to read what the same thread wrote, µs to read what another thread wrote) at ``threads``
+    (≥ 2) threads: a parallel write of ``floats`` float32 values, then a parallel sum of them, each
+    chunk reading its own thread's part or the next thread's (TVM's pool gives each thread one
+    contiguous range of chunks). The difference is what a kernel pays when the kernel before it
+    split its output differently: on a mesh the lines come from another core's L2. The two reads
+    take turns, medians of ``rounds``; the sums are checked against numpy."""
+    import tvm
+
+    from slimtvm.runtime.artifact import set_num_threads
+    from slimtvm.targets.kernel_target import KernelTarget
+    from slimtvm.targets.presets import resolve_target
+
+    if threads < 2 or STREAM_CHUNKS % threads:
+        raise SystemExit(f"the hand-off reads need at least 2 threads that divide {STREAM_CHUNKS} chunks, not {threads}")
+    target = resolve_target(target_name).tvm_target()
+    lanes = KernelTarget.of(target).lanes
+    libraries = []
+    for shift in (0, STREAM_CHUNKS // threads):
+        write, read, shape = _handoff_kernels(lanes, floats, shift)
+        libraries.append(
+            tvm.compile(tvm.IRModule({"write": write.with_attr("global_symbol", "write"), "read": read.with_attr("global_symbol", "read")}), target)
+        )
+    data = tvm.runtime.tensor(np.zeros(shape, np.float32))
+    out = tvm.runtime.tensor(np.zeros((STREAM_CHUNKS, STREAM_ACCUMULATORS, shape[-1]), np.float32))
+    set_num_threads(threads)
+    times = [[], []]
+    for round_index in range(rounds + 1):
+        for index, library in enumerate(libraries):
+            library["write"](data)
+            start = time.perf_counter()
+            library["read"](data, out)
+            if round_index:
+                times[index].append(time.perf_counter() - start)
+            else:
+                expected = np.roll(data.numpy(), -index * (STREAM_CHUNKS // threads), axis=0).sum(axis=1)
+                if not np.allclose(out.numpy(), expected):
+                    raise SystemExit("the hand-off read kernel's sums differ from numpy's")
+    set_num_threads(1)
+    return float(np.median(times[0])) * 1e6, float(np.median(times[1])) * 1e6
 
 
 def read_bandwidth(target_name: str, threads: list[int], floats: int = MEMORY_FLOATS) -> dict[int, float]:
@@ -287,6 +366,71 @@ def read_bandwidth(target_name: str, threads: list[int], floats: int = MEMORY_FL
         rates[count] = floats * 4 / float(np.median(times)) / 1e9
     set_num_threads(1)
     return rates
+
+
+def parallel_compute(target_name: str, threads: list[int], rounds: int = 21, runs: int = 5) -> dict[int, tuple[float, float, float, float]]:
+    """At each thread count of ``threads``: (fp32 G MAC/s of all threads together, its ratio to
+    the first count's, that ratio's lowest quarter (the 25th percentile of the rounds), µs of a
+    parallel loop's fork and join). The multiply-adds are :data:`PARALLEL_CHUNKS` chunks of
+    register-resident work (:func:`parallel_fma_probe`), so their ratio between thread counts is
+    what the cores can give a compute-bound kernel: 2.0 from 1 to 2 threads on two real cores,
+    less where the two threads share a core (SMT siblings under a hypervisor) or a clock. The
+    thread counts take turns, ``rounds`` rounds of ``runs`` calls each (a VM whose speed drifts
+    would otherwise read as scaling); rates and ratios are the medians over rounds."""
+    from slimtvm.runtime.artifact import set_num_threads
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe, macs, launch = parallel_fma_probe(target_name, folder, runs)
+        rates = {count: [] for count in threads}
+        launches = {count: [] for count in threads}
+        for _ in range(rounds):
+            for count in threads:
+                set_num_threads(count)
+                rates[count].append(macs / probe() / 1e9)
+                launches[count].append(launch() * 1e6)
+        set_num_threads(1)
+    first = np.array(rates[threads[0]])
+    ratios = {count: np.array(rates[count]) / first for count in threads}
+    return {
+        count: (float(np.median(rates[count])), float(np.median(ratios[count])), float(np.percentile(ratios[count], 25)), float(np.median(launches[count])))
+        for count in threads
+    }
+
+
+def parallel_fma_probe(target_name: str, folder: str, runs: int = 3):
+    """Build :func:`build_limits_library`'s kernels into ``folder`` and check the parallel
+    multiply-add against numpy; return ``(probe, macs, launch)``: ``probe()`` is the median
+    seconds of ``runs`` calls of the multiply-add kernel (``macs`` multiply-adds, register-resident)
+    on TVM's thread pool as it is configured when called, ``launch()`` that of ``40 · runs``
+    calls of the near-empty parallel loop (fork and join)."""
+    import tvm
+
+    path = os.path.join(folder, "limits.so")
+    lanes = build_limits_library(target_name, path, memory_mib=4, cache_mib=4)["lanes"]
+    library = tvm.runtime.load_module(path)
+    rng = np.random.default_rng(0)
+    a, b = rng.random((PARALLEL_ACCUMULATORS, lanes), dtype=np.float32), rng.random(64, dtype=np.float32)
+    out = tvm.runtime.tensor(np.zeros((PARALLEL_CHUNKS, PARALLEL_ACCUMULATORS, lanes), np.float32))
+    fma_args = (tvm.runtime.tensor(a), tvm.runtime.tensor(b), out)
+    library["parallel_fma"](*fma_args)
+    weights = b[(np.arange(PARALLEL_ITERATIONS)[None, :] + np.arange(PARALLEL_CHUNKS)[:, None]) % 64].sum(axis=1, dtype=np.float64)
+    if not np.allclose(out.numpy(), weights[:, None, None] * a[None], rtol=1e-3):
+        raise SystemExit("the parallel multiply-add kernel differs from numpy")
+    counter = tvm.runtime.tensor(np.zeros((LAUNCH_CHUNKS, 16), np.float32))
+    macs = PARALLEL_CHUNKS * PARALLEL_ITERATIONS * PARALLEL_ACCUMULATORS * lanes
+    fma, launch_kernel = library["parallel_fma"], library["launch"]
+    return (lambda: _median_seconds(fma, fma_args, runs)), macs, (lambda: _median_seconds(launch_kernel, (counter,), 40 * runs))
+
+
+def _median_seconds(function, args, runs: int) -> float:
+    """Median wall time of ``runs`` calls of ``function(*args)`` after one warm-up call."""
+    function(*args)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def _best_rate(kernel, dtype: str, accumulators: int, width: int, target, work_per_element: int) -> float:
@@ -326,11 +470,20 @@ def measure(target_name: str = "host") -> CoreLimits:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="host")
-    parser.add_argument("--threads", default="1,2", help="thread counts for the memory read bandwidth (comma-separated; empty to skip)")
+    parser.add_argument(
+        "--threads", default="1,2", help="thread counts for the parallel multiply-adds and the memory read bandwidth (comma-separated; empty to skip)"
+    )
     args = parser.parse_args(argv)
     limits = measure(args.target)
     print(f"CPU: {cpu_name()}; target {args.target}: {limits.describe()}; binary/fp32 = {limits.binary_gmacs / limits.fp32_gmacs:.1f}x")
     threads = [int(count) for count in args.threads.split(",") if count.strip()]
+    if threads:
+        compute = parallel_compute(args.target, threads)
+        line = ", ".join(
+            f"{count} thread{'s' if count > 1 else ''} {rate:.0f} G MAC/s (x{ratio:.2f}, a quarter of rounds below x{low:.2f}), fork+join {launch:.1f} us"
+            for count, (rate, ratio, low, launch) in compute.items()
+        )
+        print(f"parallel multiply-adds (register-resident, {PARALLEL_CHUNKS} chunks, thread counts in turns): {line}")
     for floats, where in ((MEMORY_FLOATS, "memory, 512 MiB"), (CACHE_FLOATS, "L3, 8 MiB")):
         if not threads:
             break
@@ -338,6 +491,13 @@ def main(argv=None) -> int:
         first = rates[threads[0]]
         line = ", ".join(f"{count} thread{'s' if count > 1 else ''} {rate:.1f} GB/s (x{rate / first:.2f})" for count, rate in rates.items())
         print(f"read bandwidth ({where}, parallel sum): {line}")
+    for count in (count for count in threads if count >= 2 and STREAM_CHUNKS % count == 0):
+        own, other = handoff_reads(args.target, count)
+        mib = HANDOFF_FLOATS * 4 / 2**20
+        print(
+            f"hand-off at {count} threads ({mib:.0f} MiB written by a parallel kernel, then summed): each thread reading its own part {own:.1f} us, "
+            f"another thread's {other:.1f} us (+{other - own:.1f} us, x{other / own:.2f})"
+        )
     return 0
 
 

@@ -11,7 +11,11 @@ With several thread counts (``--threads 1,2``) it prints the scaling table inste
 taking at least ``--min-us`` at the first count, its median time at each count and its speed-up,
 marked ``<`` when below ``--goal`` (default 1.8× at 2 threads, scaled as 0.9 × threads); then the
 time between kernels (the VM's own work: allocation, argument checks, calls), and the serial
-fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 − s) / n). The
+fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 − s) / n). Each
+round also times a register-resident parallel multiply-add kernel (``cpu_limits.py``) at each
+count: its speed-up is the most any compute-bound kernel can reach on this host at that moment
+(a 2-core VM's second core gave ×1.69–2.00 from one run to the next, session 41), printed with
+every call's speed-up as a fraction of it. The
 thread counts are measured in turns, round by round (:func:`profiles_in_turns`): measured one
 after the other, a drift of this VM's speed between them read as poor scaling (session 20:
 ResNet-18 ×1.61 in one pass, ×1.80 in turns; ×1.89 for the whole run in
@@ -30,7 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from cpu_limits import cpu_name  # noqa: E402
+from cpu_limits import cpu_name, parallel_fma_probe  # noqa: E402
 from fp32_vs_onnxruntime import model_path  # noqa: E402
 from scaling import with_dynamic_batch  # noqa: E402
 
@@ -58,7 +62,9 @@ def main(argv=None) -> int:
         if shapes:
             path = with_dynamic_batch(path, os.path.join(workdir, "dynamic_batch.onnx"))
         artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse, input_shapes=shapes or None)
-        profiles = profiles_in_turns(artifact, thread_counts, args.repeat)
+        # the host's own scaling, in the same rounds: what a compute-bound kernel can reach here
+        probe = parallel_fma_probe("host", workdir)[0] if len(thread_counts) > 1 else None
+        profiles = profiles_in_turns(artifact, thread_counts, args.repeat, probe=probe)
     print(f"CPU: {cpu_name()}")
     if len(thread_counts) == 1:
         print_top(args.model, profiles[thread_counts[0]], thread_counts[0], args.repeat, args.top)
@@ -67,15 +73,17 @@ def main(argv=None) -> int:
     return 0
 
 
-def profiles_in_turns(artifact, thread_counts: list, repeat: int) -> dict:
+def profiles_in_turns(artifact, thread_counts: list, repeat: int, probe=None) -> dict:
     """{threads: profile} for every thread count, measured in turns: each of ``repeat`` rounds
     runs every thread count once (a warm-up run, a timed whole run, an instrumented run) before
     the next round, so that the VM's speed drifting (this 2-core VM's does, by 10–20% within
     minutes) moves all counts alike instead of biasing their ratio. A profile: per call (in call
     order) the median wall time in µs under ``"calls"``, their names under ``"names"``, the shapes
     of their tensor arguments under ``"shapes"``, and the median whole-run time (µs,
-    uninstrumented) under ``"run"``."""
-    return dict(zip(thread_counts, _profiles_in_turns([(artifact, threads) for threads in thread_counts], repeat)))
+    uninstrumented) under ``"run"``. ``probe`` (a function of no arguments returning seconds, or
+    None) runs after each thread count's runs in every round, on the same thread count; its
+    median goes under ``"probe"``."""
+    return dict(zip(thread_counts, _profiles_in_turns([(artifact, threads) for threads in thread_counts], repeat, probe=probe)))
 
 
 def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
@@ -84,10 +92,11 @@ def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
     return _profiles_in_turns([(artifact, threads) for artifact in artifacts], repeat)
 
 
-def _profiles_in_turns(cases: list, repeat: int, between=None) -> list:
+def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> list:
     """One profile per ``(artifact, threads)`` case, the cases run in turns (see above);
     ``between`` (a function, or None) is called once at the end of every round, so that another
-    engine profiled there takes the same turns."""
+    engine profiled there takes the same turns; ``probe`` (see :func:`profiles_in_turns`) after
+    every case."""
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
@@ -120,6 +129,7 @@ def _profiles_in_turns(cases: list, repeat: int, between=None) -> list:
             machines[artifact.library_path] = (plain, instrumented, inputs)
     whole = [[] for _ in cases]
     per_run = [[] for _ in cases]
+    probed = [[] for _ in cases]
     for round_index in range(repeat):
         for index, (artifact, threads) in enumerate(cases):
             plain, instrumented, inputs = machines[artifact.library_path]
@@ -133,6 +143,8 @@ def _profiles_in_turns(cases: list, repeat: int, between=None) -> list:
             recording_shapes[0] = round_index == 0
             instrumented["main"](*inputs)
             per_run[index].append(list(rows))
+            if probe is not None:
+                probed[index].append(probe())
         if between is not None:
             between()
     result = []
@@ -141,6 +153,8 @@ def _profiles_in_turns(cases: list, repeat: int, between=None) -> list:
         names, shapes = [row[0] for row in runs[0]], [row[2] for row in runs[0]]
         calls = [statistics.median(run[i][1] for run in runs) for i in range(len(names))]
         result.append({"names": names, "calls": calls, "shapes": shapes, "run": statistics.median(whole[index])})
+        if probe is not None:
+            result[-1]["probe"] = statistics.median(probed[index])
     return result
 
 
@@ -166,13 +180,22 @@ def print_top(model_name, result, threads, repeat, top) -> None:
 
 
 def print_scaling(model_name, profiles, thread_counts, min_us, goal) -> None:
+    """The scaling table of the module docstring; where the profiles carry the host's probe (the
+    register-resident parallel multiply-adds of the same rounds), its speed-up at each count and
+    each call's speed-up as a fraction of it ("of host")."""
     base = profiles[thread_counts[0]]
     names = base["names"]
     if any(p["names"] != names for p in profiles.values()):
         raise SystemExit("the call sequence differs between thread counts; cannot compare")
+    host = {t: base["probe"] / profiles[t]["probe"] for t in thread_counts} if "probe" in base else None
     head = " | ".join(f"{t} thr µs" for t in thread_counts)
-    ups = " | ".join(f"×{t}" for t in thread_counts[1:])
+    ups = " | ".join(f"×{t}" + (f" (of host ×{host[t]:.2f})" if host else "") for t in thread_counts[1:])
     print(f"{model_name}: calls ≥ {min_us:.0f} µs at {thread_counts[0]} thread(s); speed-up goal {goal:.2f} × threads")
+    if host:
+        line = ", ".join(f"×{host[t]:.2f} at {t}" for t in thread_counts[1:])
+        print(
+            f"host: register-resident parallel multiply-adds (benchmarks/cpu_limits.py) in the same rounds {line}: no compute-bound kernel scales past this here"
+        )
     print(f"| # | kernel | {head} | {ups} |")
     print("|---|---|" + "---|" * (len(thread_counts) * 2 - 1))
     short = 0
@@ -186,7 +209,7 @@ def print_scaling(model_name, profiles, thread_counts, min_us, goal) -> None:
             up = first / time_at
             miss = up < goal * t / thread_counts[0]
             short += miss
-            speedups.append(f"{up:.2f}{' <' if miss else ''}")
+            speedups.append(f"{up:.2f}{' <' if miss else ''}" + (f" ({up / host[t]:.2f})" if host else ""))
         print(f"| {index} | {name} | " + " | ".join(f"{v:.0f}" for v in times) + " | " + " | ".join(speedups) + " |")
     print(f"{short} kernel(s) below the goal")
     for t in thread_counts:

@@ -106,6 +106,9 @@ def test_conv_layers_and_profile_scripts_run():
     rows = [line for line in scaling.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
     assert rows and all(len(row.split("|")) == 7 for row in rows), scaling.stdout  # every call timed at 1 and 2 threads
     assert "claim: digits_cnn 2 vs 1 thread(s)" in scaling.stdout, scaling.stdout
+    # the host's own parallel multiply-adds, timed in the same rounds, and every call against them
+    assert re.search(r"host: register-resident parallel multiply-adds .* ×\d+\.\d\d at 2", scaling.stdout), scaling.stdout
+    assert all(re.search(r"\| \d+\.\d\d( <)? \(\d+\.\d\d\) \|$", row) for row in rows), scaling.stdout
 
 
 def test_layers_vs_onnxruntime_profiles_both_engines_on_token_ids(tmp_path):
@@ -161,12 +164,22 @@ def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
 
 def test_cpu_limits_are_measured_on_this_host():
     """The limits the benchmarks print come from kernels run here: both positive, binary above fp32
-    (8 binary MACs per byte lane against one fp32 MAC per 4-byte lane)."""
+    (8 binary MACs per byte lane against one fp32 MAC per 4-byte lane), and the parallel
+    multiply-adds at 1 and 2 threads and the hand-off reads at 2 (no bound on their ratios: that is
+    what the host measures)."""
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "cpu_limits.py")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fp32, binary = (float(v) for v in re.search(r"fp32 (\d+) G MAC/s .* binary (\d+) G MAC/s", proc.stdout).groups())
     assert 0 < fp32 < binary, proc.stdout
     assert proc.stdout.startswith("CPU: ")
+    # each thread count's parallel multiply-adds (checked against numpy inside) and fork + join
+    parallel = re.search(
+        r"parallel multiply-adds .*: 1 thread (\d+) G MAC/s \(x1.00, .*\), fork\+join ([0-9.]+) us, 2 threads (\d+) G MAC/s \(x([0-9.]+),", proc.stdout
+    )
+    assert parallel and all(float(value) > 0 for value in parallel.groups()), proc.stdout
+    # a parallel read of what the same thread / another thread wrote (its sums checked against numpy inside)
+    handoff = re.search(r"hand-off at 2 threads .* its own part ([0-9.]+) us, another thread's ([0-9.]+) us", proc.stdout)
+    assert handoff and all(float(value) > 0 for value in handoff.groups()), proc.stdout
 
 
 def test_low_rank_benchmark_smoke():
