@@ -117,7 +117,9 @@ STREAM_CHUNKS = 256
 STREAM_ACCUMULATORS = 4
 
 
-def _read_kernel(lanes: int, floats: int):
+def _read_kernel(lanes: int, floats: int, shift: int = 0):
+    """A parallel sum over ``floats`` float32 values in :data:`STREAM_CHUNKS` chunks, chunk ``c``
+    summing the values of chunk ``c + shift`` (modulo the chunks; see :func:`handoff_reads`)."""
     from tvm.script import tirx as T
 
     per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
@@ -135,7 +137,7 @@ def _read_kernel(lanes: int, floats: int):
             for k in range(per_chunk):
                 for i in T.unroll(STREAM_ACCUMULATORS):
                     for lane in T.vectorized(lanes):
-                        acc[i, lane] = acc[i, lane] + a[chunk, k, i, lane]
+                        acc[i, lane] = acc[i, lane] + a[(chunk + shift) % STREAM_CHUNKS, k, i, lane]
             for i in T.unroll(STREAM_ACCUMULATORS):
                 for lane in T.vectorized(lanes):
                     out[chunk, i, lane] = acc[i, lane]
@@ -224,14 +226,7 @@ def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
     library = tvm.runtime.load_module(path)
     lanes = description["lanes"]
 
-    rng = np.random.default_rng(0)
-    a, b = rng.random((PARALLEL_ACCUMULATORS, lanes), dtype=np.float32), rng.random(64, dtype=np.float32)
-    out = tvm.runtime.tensor(np.zeros((PARALLEL_CHUNKS, PARALLEL_ACCUMULATORS, lanes), np.float32))
-    fma_args = (tvm.runtime.tensor(a), tvm.runtime.tensor(b), out)
-    library["parallel_fma"](*fma_args)
-    weights = b[(np.arange(PARALLEL_ITERATIONS)[None, :] + np.arange(PARALLEL_CHUNKS)[:, None]) % 64].sum(axis=1, dtype=np.float64)
-    if not np.allclose(out.numpy(), weights[:, None, None] * a[None], rtol=1e-3):
-        raise SystemExit("the parallel multiply-add kernel differs from numpy")
+    fma_args = _checked_fma_args(library, lanes)
     macs = PARALLEL_CHUNKS * PARALLEL_ITERATIONS * PARALLEL_ACCUMULATORS * lanes
     result = {"fp32_gmacs": macs / _median_seconds(library["parallel_fma"], fma_args, repeat) / 1e9}
     for name, key in (("read_memory", "memory_gbs"), ("read_cache", "cache_gbs")):
@@ -273,23 +268,7 @@ def _handoff_kernels(lanes: int, floats: int, shift: int):
                     for lane in T.vectorized(lanes):
                         a[chunk, k, i, lane] = a[chunk, k, i, lane] + T.float32(1)
 
-    @T.prim_func
-    def read(a: T.Buffer(shape, "float32"), out: T.Buffer((STREAM_CHUNKS, STREAM_ACCUMULATORS, lanes), "float32")):
-        T.func_attr({"tirx.noalias": True})
-        for chunk in T.parallel(STREAM_CHUNKS):
-            acc = T.alloc_buffer((STREAM_ACCUMULATORS, lanes), "float32", scope="local")
-            for i in T.unroll(STREAM_ACCUMULATORS):
-                for lane in T.vectorized(lanes):
-                    acc[i, lane] = T.float32(0)
-            for k in range(per_chunk):
-                for i in T.unroll(STREAM_ACCUMULATORS):
-                    for lane in T.vectorized(lanes):
-                        acc[i, lane] = acc[i, lane] + a[(chunk + shift) % STREAM_CHUNKS, k, i, lane]
-            for i in T.unroll(STREAM_ACCUMULATORS):
-                for lane in T.vectorized(lanes):
-                    out[chunk, i, lane] = acc[i, lane]
-
-    return write, read, shape
+    return write, _read_kernel(lanes, floats, shift).with_attr("global_symbol", "read"), shape
 
 
 def handoff_reads(target_name: str, threads: int, floats: int = HANDOFF_FLOATS, rounds: int = 201) -> tuple[float, float]:
@@ -408,6 +387,17 @@ def parallel_fma_probe(target_name: str, folder: str, runs: int = 3):
     path = os.path.join(folder, "limits.so")
     lanes = build_limits_library(target_name, path, memory_mib=4, cache_mib=4)["lanes"]
     library = tvm.runtime.load_module(path)
+    fma_args = _checked_fma_args(library, lanes)
+    counter = tvm.runtime.tensor(np.zeros((LAUNCH_CHUNKS, 16), np.float32))
+    macs = PARALLEL_CHUNKS * PARALLEL_ITERATIONS * PARALLEL_ACCUMULATORS * lanes
+    fma, launch_kernel = library["parallel_fma"], library["launch"]
+    return (lambda: _median_seconds(fma, fma_args, runs)), macs, (lambda: _median_seconds(launch_kernel, (counter,), 40 * runs))
+
+
+def _checked_fma_args(library, lanes: int) -> tuple:
+    """The parallel multiply-add kernel's arguments, after one call of it checked against numpy."""
+    import tvm
+
     rng = np.random.default_rng(0)
     a, b = rng.random((PARALLEL_ACCUMULATORS, lanes), dtype=np.float32), rng.random(64, dtype=np.float32)
     out = tvm.runtime.tensor(np.zeros((PARALLEL_CHUNKS, PARALLEL_ACCUMULATORS, lanes), np.float32))
@@ -416,10 +406,7 @@ def parallel_fma_probe(target_name: str, folder: str, runs: int = 3):
     weights = b[(np.arange(PARALLEL_ITERATIONS)[None, :] + np.arange(PARALLEL_CHUNKS)[:, None]) % 64].sum(axis=1, dtype=np.float64)
     if not np.allclose(out.numpy(), weights[:, None, None] * a[None], rtol=1e-3):
         raise SystemExit("the parallel multiply-add kernel differs from numpy")
-    counter = tvm.runtime.tensor(np.zeros((LAUNCH_CHUNKS, 16), np.float32))
-    macs = PARALLEL_CHUNKS * PARALLEL_ITERATIONS * PARALLEL_ACCUMULATORS * lanes
-    fma, launch_kernel = library["parallel_fma"], library["launch"]
-    return (lambda: _median_seconds(fma, fma_args, runs)), macs, (lambda: _median_seconds(launch_kernel, (counter,), 40 * runs))
+    return fma_args
 
 
 def _median_seconds(function, args, runs: int) -> float:
