@@ -577,6 +577,39 @@ def test_every_kernel_offers_enough_parallel_chunks_for_many_cores(name):
     assert families >= {"conv2d_NCHWc", "matmul", "mean"} and len(kernels) >= 20
 
 
+def test_depthwise_convs_on_few_channels_run_bands_of_rows_outermost(tmp_path):
+    """A depthwise conv on at most 32 channels of a large image (MobileNetV2's first, after the
+    stem) runs bands of rows outermost, then channel blocks, then the band's rows: the stem before
+    it and the 1×1 conv after it cover those channels with one register tile, so they split the
+    image among the threads, and each core now reads the rows it wrote (session 41: that layer
+    ×1.79 → ×1.89 at 2 threads, its 1×1 successor ×1.90 → ×2.01, Emerald Rapids). On 64 channels
+    the channel blocks stay outermost. The loop order is read from the scheduled kernels for the
+    AVX-512 target; the model matches onnxruntime on every x86 kernel variant the host runs."""
+    from conftest import x86_kernel_presets
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from parallel_chunks import parallel_extents
+
+    import slimtvm
+
+    g = GraphBuilder(seed=41)
+    image = g.input([1, 3, 64, 64])
+    x = g.relu(g.conv(image, 3, 32, kernel=3, stride=2, pads=(1, 1, 1, 1)))
+    x = g.relu(g.conv(x, 32, 32, kernel=3, pads=(1, 1, 1, 1), groups=32))
+    x = g.relu(g.conv(x, 32, 64, kernel=1))
+    model = g.model(g.conv(g.relu(g.conv(x, 64, 64, kernel=3, pads=(1, 1, 1, 1), groups=64)), 64, 16, kernel=1))
+
+    kernels = parallel_extents(model, "x86-64-avx512", with_output_shapes=True, with_loop_names=True)
+    orders = {shape[1] * shape[-1]: loops[0][0] for kernel, (loops, shape) in kernels.items() if "depthwise" in kernel}
+    assert orders == {32: "b_y_0_c_y_1_0_fused", 64: "b_c_y_0_fused"}, orders  # bands (y_0), channel blocks (c), rows in the band
+
+    inputs = {"x": digits_like_input((1, 3, 64, 64), seed=42)}
+    expected = onnxruntime_outputs(model, inputs)
+    for preset in x86_kernel_presets():
+        artifact = slimtvm.compile(model, str(tmp_path / f"{preset}.so"), target=preset)
+        assert_outputs_match(artifact.load().run(inputs), expected)
+
+
 def test_small_images_split_among_threads_by_image_regions_where_weights_are_small(tmp_path):
     """At 14×14 an inverted residual block (1×1 expansion, depthwise, 1×1 projection: weights
     smaller than activations) runs its parallel loops image regions outermost, so that each core

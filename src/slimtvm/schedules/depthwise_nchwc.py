@@ -8,7 +8,8 @@ registers no compute for it in 0.27.)
 Schedule: parallel over (batch, channel block, ``reg_h`` output rows; rows outside the channel
 blocks where the 1×1 convs around it run image regions too, :func:`_partition_like_the_expansion`,
 so that a thread reads the rows its core wrote in the conv before and writes those the conv
-after reads); a register tile of
+after reads; on few channels of a large image, bands of rows outside the channel blocks,
+:func:`_bands_like_the_conv_before`); a register tile of
 ``reg_h`` rows × ``reg_n`` columns × one channel block accumulates all taps (unrolled) into a
 small per-task buffer, and the fused epilogue writes the task's rows from it while they are in L1.
 Depthwise layers are memory-bound: what matters is that each input vector loaded is reused by the
@@ -81,9 +82,12 @@ def schedule_depthwise_nchwc(sch: s_tir.Schedule, reg_h=1, reg_n: int = 1) -> No
         sch.compute_inline(pad)
     n, chunk, oh, ow, vec, ky, kx = sch.get_loops(conv)
     regions = _partition_like_the_expansion(sch, conv)
+    bands = 0 if regions else _bands_like_the_conv_before(sch, conv, reg_h)
+    if bands:
+        band, oh = sch.split(oh, [bands, None])
     oh_outer, oh_inner = sch.split(oh, [None, reg_h])
     ow_outer, ow_inner = sch.split(ow, [None, reg_n])
-    outer = (n, oh_outer, chunk) if regions else (n, chunk, oh_outer)
+    outer = (n, oh_outer, chunk) if regions else (n, band, chunk, oh_outer) if bands else (n, chunk, oh_outer)
     sch.reorder(*outer, ow_outer, ky, kx, oh_inner, ow_inner, vec)
     task = sch.fuse(*outer)
     sch.parallel(task)
@@ -119,6 +123,33 @@ def _partition_like_the_expansion(sch, conv) -> bool:
     channels, in_pixels = int(data[1]) * int(data[4]), int(data[2]) * int(data[3])
     expansion_weights = 4 * channels * (channels // EXPANSION)
     return spatial_partition(in_pixels, expansion_weights, 4 * (channels + channels // EXPANSION) * in_pixels)
+
+
+BAND_COUNTS = (16, 8, 4, 2)
+FEW_CHANNELS = 32
+
+
+def _bands_like_the_conv_before(sch, conv, reg_h) -> int:
+    """Bands of output rows to run outermost (0: none) for a depthwise conv on at most
+    :data:`FEW_CHANNELS` channels: the conv that wrote its input (a stem, a 1×1 conv) covers so
+    few channels with one register tile that it runs image regions in parallel whatever its rule,
+    so each core holds a band of rows of every channel. Bands (16 where they divide the rows, so
+    that 2, 4, 8 or 16 threads each get whole ones) keep each task on one channel plane, which rows
+    outermost did not (each row of work touching every plane: twice as slow at 1 thread).
+    MobileNetV2's first depthwise conv on Emerald Rapids (per kernel in the model, builds in turns,
+    three runs): 2 threads 106–125 → 94–114 µs, and the 1×1 conv after it, which now reads what
+    its own core wrote, 77–104 → 59–92 µs; 1 thread within 0–5%.
+
+    Tried (session 41): image regions for every conv on images larger than 28 × 28 whose weights
+    are smaller than its activations (``stages.spatial_partition`` without its pixel limit), with
+    these bands for the depthwise convs between them: MobileNetV2's 112 × 112 and 56 × 56 kernels
+    5–25% faster at 2 threads, but its depthwise convs there 4–8% slower at 1, the whole model
+    within the VM's noise. Not kept."""
+    data = sch.get(conv).reads[0].source.shape
+    out_h = int(sch.get(sch.get_loops(conv)[2]).extent)
+    if int(data[1]) * int(data[4]) > FEW_CHANNELS or not isinstance(reg_h, int):
+        return 0
+    return next((count for count in BAND_COUNTS if out_h % (count * reg_h) == 0), 0)
 
 
 class DepthwiseNCHWc(CPURule):
