@@ -1,4 +1,4 @@
-"""The host's limits, measured here: fp32 multiply-adds and binary (XOR + popcount) MACs per second per core, and per thread count the parallel multiply-adds, a parallel loop's fork and join, and memory read bandwidth.
+"""The host's limits, measured here: fp32 multiply-adds and binary (XOR + popcount) MACs per second per core, and per thread count the parallel multiply-adds, a parallel loop's fork and join, memory read bandwidth and the cost of reading what another thread wrote.
 
     .venv/bin/python benchmarks/cpu_limits.py [--target host|x86-64|...] [--threads 1,2]
 
@@ -18,8 +18,9 @@ together) say how far the cores themselves scale: on two real cores 2 threads do
 two vCPUs that a hypervisor put on one core's SMT siblings, or a shared clock, give less, and no
 compute-bound kernel can scale past that ratio. The hand-off line times a parallel sum over 1 MiB
 that a parallel kernel just wrote, each thread reading its own part or another thread's: what a
-kernel pays when the kernel before it split its output among the threads differently. A kernel whose bytes cannot shrink (a batch-1 layer streaming its weights) cannot scale with
-threads past the ratio of these figures.
+kernel pays when the kernel before it split its output among the threads differently. A kernel
+whose bytes cannot shrink (a batch-1 layer streaming its weights) cannot scale with threads past
+the ratio of these figures.
 """
 
 from __future__ import annotations
@@ -291,9 +292,7 @@ def handoff_reads(target_name: str, threads: int, floats: int = HANDOFF_FLOATS, 
     libraries = []
     for shift in (0, STREAM_CHUNKS // threads):
         write, read, shape = _handoff_kernels(lanes, floats, shift)
-        libraries.append(
-            tvm.compile(tvm.IRModule({"write": write.with_attr("global_symbol", "write"), "read": read.with_attr("global_symbol", "read")}), target)
-        )
+        libraries.append(tvm.compile(tvm.IRModule({"write": write.with_attr("global_symbol", "write"), "read": read}), target))
     data = tvm.runtime.tensor(np.zeros(shape, np.float32))
     out = tvm.runtime.tensor(np.zeros((STREAM_CHUNKS, STREAM_ACCUMULATORS, shape[-1]), np.float32))
     set_num_threads(threads)
