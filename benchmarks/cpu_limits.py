@@ -146,6 +146,10 @@ def _read_kernel(lanes: int, floats: int, shift: int = 0):
     return main
 
 
+HANDOFF_FLOATS = 256 * 1024  # 1 MiB: an activation between two kernels, in the cores' L2s
+HANDOFF_SHIFTS = (0, *(STREAM_CHUNKS // threads for threads in (2, 4, 8, 16, 32)))  # the kit's hand-off reads
+
+
 # The many-core kit's machine limits (benchmarks/many_core.py): kernels built here, run there with
 # TVM's runtime only, at every thread count of the models' table.
 PARALLEL_CHUNKS = 256  # chunks of the parallel multiply-add kernel (16 per thread at 16 threads)
@@ -194,8 +198,9 @@ def build_limits_library(target_name: str, path: str, memory_mib: int = 1024, ca
     over :data:`PARALLEL_CHUNKS` chunks of register-resident work (compute at N threads: does it
     scale with the cores, or do two threads share one?), parallel sums over ``memory_mib`` and
     ``cache_mib`` MiB (read bandwidth from memory and from the L3) and a parallel loop of
-    :data:`LAUNCH_CHUNKS` one-line writes (the thread pool's fork and join). Refuses sizes that do not
-    split into the read kernel's chunks."""
+    :data:`LAUNCH_CHUNKS` one-line writes (the thread pool's fork and join), and the hand-off write
+    and reads (:func:`handoff_reads`) for 2–32 threads. Refuses sizes that do not split into the
+    read kernel's chunks."""
     import tvm
 
     from slimtvm.targets.kernel_target import KernelTarget
@@ -211,17 +216,21 @@ def build_limits_library(target_name: str, path: str, memory_mib: int = 1024, ca
         "parallel_fma": _parallel_fma_kernel(PARALLEL_ACCUMULATORS, lanes),
         "launch": _launch_kernel(),
         **{name: _read_kernel(lanes, floats) for name, floats in sizes.items()},
+        "handoff_write": _handoff_write_kernel(lanes, HANDOFF_FLOATS),
+        **{f"handoff_read_{shift}": _read_kernel(lanes, HANDOFF_FLOATS, shift) for shift in HANDOFF_SHIFTS},
     }
     module = tvm.IRModule({name: function.with_attr("global_symbol", name) for name, function in functions.items()})
     tvm.compile(module, target).export_library(path)
-    return {"lanes": lanes, "read_floats": sizes}
+    return {"lanes": lanes, "read_floats": sizes, "handoff_floats": HANDOFF_FLOATS}
 
 
-def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
+def machine_limits(path: str, description: dict, repeat: int = 21, threads: int = 1) -> dict:
     """Run :func:`build_limits_library`'s kernels from ``path`` with TVM's runtime only, on the
-    thread pool as configured (TVM_NUM_THREADS): ``fp32_gmacs`` (all threads together),
-    ``memory_gbs``, ``cache_gbs`` (read bandwidth) and ``launch_us`` (a parallel loop's fork and
-    join). Every kernel's output is checked against numpy first."""
+    thread pool as configured (TVM_NUM_THREADS, ``threads`` threads): ``fp32_gmacs`` (all threads
+    together), ``memory_gbs``, ``cache_gbs`` (read bandwidth), ``launch_us`` (a parallel loop's fork
+    and join) and, at 2–32 threads where the kit has them, ``handoff_own_us`` and
+    ``handoff_other_us`` (:func:`handoff_reads`). Every kernel's output is checked against numpy
+    first."""
     import tvm
 
     library = tvm.runtime.load_module(path)
@@ -245,23 +254,25 @@ def machine_limits(path: str, description: dict, repeat: int = 21) -> dict:
     if not np.all(counter.numpy()[:, 0] == 1):
         raise SystemExit("the parallel launch kernel missed a chunk")
     result["launch_us"] = _median_seconds(library["launch"], (counter,), 2001) * 1e6
+    floats = description.get("handoff_floats")
+    if floats and threads >= 2 and STREAM_CHUNKS // threads in HANDOFF_SHIFTS and STREAM_CHUNKS % threads == 0:
+        shifts = [0, STREAM_CHUNKS // threads]
+        reads = [library[f"handoff_read_{shift}"] for shift in shifts]
+        result["handoff_own_us"], result["handoff_other_us"] = _handoff_times(library["handoff_write"], reads, shifts, lanes, floats, 10 * repeat)
     return result
 
 
-HANDOFF_FLOATS = 256 * 1024  # 1 MiB: an activation between two kernels, in the cores' L2s
-
-
-def _handoff_kernels(lanes: int, floats: int, shift: int):
-    """``write``: every chunk adds 1 to its own part of ``a`` (so the lines sit modified in the
-    writing core's cache); ``read``: every chunk sums the part ``shift`` chunks further on (0: what
-    its own thread wrote; ``STREAM_CHUNKS / threads``: what the next thread wrote)."""
+def _handoff_write_kernel(lanes: int, floats: int):
+    """Every chunk of :data:`STREAM_CHUNKS` adds 1 to its own part of ``a`` (so that the lines sit
+    modified in the writing core's cache) before a :func:`_read_kernel` sums them, each chunk the
+    part ``shift`` chunks further on (0: what its own thread wrote; ``STREAM_CHUNKS / threads``:
+    what the next thread wrote)."""
     from tvm.script import tirx as T
 
     per_chunk = floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes)
-    shape = (STREAM_CHUNKS, per_chunk, STREAM_ACCUMULATORS, lanes)
 
     @T.prim_func
-    def write(a: T.Buffer(shape, "float32")):
+    def write(a: T.Buffer((STREAM_CHUNKS, per_chunk, STREAM_ACCUMULATORS, lanes), "float32")):
         T.func_attr({"tirx.noalias": True})
         for chunk in T.parallel(STREAM_CHUNKS):
             for k in range(per_chunk):
@@ -269,7 +280,28 @@ def _handoff_kernels(lanes: int, floats: int, shift: int):
                     for lane in T.vectorized(lanes):
                         a[chunk, k, i, lane] = a[chunk, k, i, lane] + T.float32(1)
 
-    return write, _read_kernel(lanes, floats, shift).with_attr("global_symbol", "read"), shape
+    return write
+
+
+def _handoff_times(write, reads: list, shifts: list, lanes: int, floats: int, rounds: int) -> list[float]:
+    """Median µs of each of ``reads`` (read kernels of the given ``shifts``) right after ``write``,
+    the reads taking turns for ``rounds`` rounds; the first round's sums are checked against numpy."""
+    import tvm
+
+    shape = (STREAM_CHUNKS, floats // (STREAM_CHUNKS * STREAM_ACCUMULATORS * lanes), STREAM_ACCUMULATORS, lanes)
+    data = tvm.runtime.tensor(np.zeros(shape, np.float32))
+    out = tvm.runtime.tensor(np.zeros((STREAM_CHUNKS, STREAM_ACCUMULATORS, lanes), np.float32))
+    times = [[] for _ in reads]
+    for round_index in range(rounds + 1):
+        for index, (read, shift) in enumerate(zip(reads, shifts)):
+            write(data)
+            start = time.perf_counter()
+            read(data, out)
+            if round_index:
+                times[index].append(time.perf_counter() - start)
+            elif not np.allclose(out.numpy(), np.roll(data.numpy(), -shift, axis=0).sum(axis=1)):
+                raise SystemExit("the hand-off read kernel's sums differ from numpy's")
+    return [float(np.median(values)) * 1e6 for values in times]
 
 
 def handoff_reads(target_name: str, threads: int, floats: int = HANDOFF_FLOATS, rounds: int = 201) -> tuple[float, float]:
@@ -289,27 +321,13 @@ def handoff_reads(target_name: str, threads: int, floats: int = HANDOFF_FLOATS, 
         raise SystemExit(f"the hand-off reads need at least 2 threads that divide {STREAM_CHUNKS} chunks, not {threads}")
     target = resolve_target(target_name).tvm_target()
     lanes = KernelTarget.of(target).lanes
-    libraries = []
-    for shift in (0, STREAM_CHUNKS // threads):
-        write, read, shape = _handoff_kernels(lanes, floats, shift)
-        libraries.append(tvm.compile(tvm.IRModule({"write": write.with_attr("global_symbol", "write"), "read": read}), target))
-    data = tvm.runtime.tensor(np.zeros(shape, np.float32))
-    out = tvm.runtime.tensor(np.zeros((STREAM_CHUNKS, STREAM_ACCUMULATORS, shape[-1]), np.float32))
+    shifts = [0, STREAM_CHUNKS // threads]
+    functions = {"write": _handoff_write_kernel(lanes, floats), **{f"read_{shift}": _read_kernel(lanes, floats, shift) for shift in shifts}}
+    library = tvm.compile(tvm.IRModule({name: function.with_attr("global_symbol", name) for name, function in functions.items()}), target)
     set_num_threads(threads)
-    times = [[], []]
-    for round_index in range(rounds + 1):
-        for index, library in enumerate(libraries):
-            library["write"](data)
-            start = time.perf_counter()
-            library["read"](data, out)
-            if round_index:
-                times[index].append(time.perf_counter() - start)
-            else:
-                expected = np.roll(data.numpy(), -index * (STREAM_CHUNKS // threads), axis=0).sum(axis=1)
-                if not np.allclose(out.numpy(), expected):
-                    raise SystemExit("the hand-off read kernel's sums differ from numpy's")
+    own, other = _handoff_times(library["write"], [library[f"read_{shift}"] for shift in shifts], shifts, lanes, floats, rounds)
     set_num_threads(1)
-    return float(np.median(times[0])) * 1e6, float(np.median(times[1])) * 1e6
+    return own, other
 
 
 def read_bandwidth(target_name: str, threads: list[int], floats: int = MEMORY_FLOATS) -> dict[int, float]:

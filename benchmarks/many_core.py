@@ -422,13 +422,17 @@ def print_limits(limits: dict, thread_counts: list) -> None:
     base = medians[counts[0]]
     print()
     print("machine limits (benchmarks/cpu_limits.py kernels, TVM's thread pool; medians over the rounds):")
-    print("| threads | fp32 G MAC/s (× first) | read from memory GB/s (×) | read from L3 GB/s (×) | parallel loop fork + join µs |")
-    print("|---|---|---|---|---|")
+    print(
+        "| threads | fp32 G MAC/s (× first) | read from memory GB/s (×) | read from L3 GB/s (×) | parallel loop fork + join µs "
+        "| 1 MiB hand-off µs: own part / another thread's |"
+    )
+    print("|---|---|---|---|---|---|")
     for threads in counts:
         row = medians[threads]
+        handoff = f"{row['handoff_own_us']:.1f} / {row['handoff_other_us']:.1f}" if "handoff_own_us" in row else "–"
         print(
             f"| {threads} | {row['fp32_gmacs']:.0f} ({row['fp32_gmacs'] / base['fp32_gmacs']:.2f}) | {row['memory_gbs']:.1f} ({row['memory_gbs'] / base['memory_gbs']:.2f}) | "
-            f"{row['cache_gbs']:.1f} ({row['cache_gbs'] / base['cache_gbs']:.2f}) | {row['launch_us']:.2f} |"
+            f"{row['cache_gbs']:.1f} ({row['cache_gbs'] / base['cache_gbs']:.2f}) | {row['launch_us']:.2f} | {handoff} |"
         )
 
 
@@ -511,7 +515,7 @@ def one_thread_count(directory: str, threads: int, runs: int, profile_repeat: in
     if "limits" in manifest:
         from cpu_limits import machine_limits
 
-        limits = machine_limits(os.path.join(models, LIMITS_LIBRARY), manifest["limits"])
+        limits = machine_limits(os.path.join(models, LIMITS_LIBRARY), manifest["limits"], threads=threads)
     rows = []
     for entry in manifest["models"]:
         label = entry["label"]

@@ -259,6 +259,7 @@ def test_many_core_benchmark_prepares_here_and_measures_with_tvms_runtime_only(t
     assert "serial fraction" in proc.stdout and proc.stdout.count("round 2: ") == 4
     limits = [line for line in proc.stdout.splitlines() if re.match(r"\| [12] \| \d+ \(", line)]
     assert len(limits) == 2 and limits[0].startswith("| 1 | ") and " (1.00) | " in limits[0], proc.stdout[-3000:]  # the machine's limits per thread count
+    assert limits[0].endswith("| – |") and re.search(r"\| \d+\.\d / \d+\.\d \|$", limits[1]), limits  # the hand-off at 2 threads only
     again = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "many_core.py"), "report", str(tmp_path / "r.json")], capture_output=True, text=True
     )
