@@ -218,8 +218,9 @@ def schedule_gemm(sch: s_tir.Schedule, lanes: int, tile_rows: int, vectors: int,
         # with cold weights, builds in turns): each group's row tiles prefetching the next
         # group's panel (as lowering/weight_prefetch.py does for convs). A prefetch in every
         # reduction step made the products 75% slower (likely the accumulators no longer held in
-        # registers across steps; the assembly was not read); once per 16 or 64 steps, 8–32 lines at a time, into L2 or L1, the 512 → 1376 product ran 634 →
-        # 856–924 µs (the 512 → 512 projections of a Llama 13% faster). Row panels (k blocks of
+        # registers across steps; the assembly was not read); once per 16 or 64 steps, 8–32
+        # lines at a time, into L2 or L1, the 512 → 1376 product ran 634 → 856–924 µs (the
+        # 512 → 512 projections of a Llama 13% faster). Row panels (k blocks of
         # 128 or 64) for this 512-long reduction: 646 → 648–673 µs. Weights on 2 MB pages
         # (glibc.malloc.hugetlb=1, both engines): no change. Not kept; the product with warm
         # weights runs at onnxruntime's speed, with cold ones 1.15–1.5× its time.
