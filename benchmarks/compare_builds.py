@@ -9,6 +9,16 @@ numpy in and numpy out on every side. Prints each build's median, its ratio to o
 the first build, and its largest relative output difference from onnxruntime (all builds are
 checked). ``--float-reference`` times onnxruntime on another model (e.g. the float network a
 binary one replaces); outputs are then checked against onnxruntime on MODEL.onnx only.
+
+    .venv/bin/python benchmarks/compare_builds.py MODEL.onnx A.so B.so --kernels [--repeat 20] [--min-us 40]
+
+``--kernels`` times per kernel instead (``profile_kernels.py``'s instrumentation): each round
+runs every build at every thread count once, whole and instrumented, then onnxruntime's whole
+run at each count, so all of them see the same stretches of this VM's speed; prints the whole
+runs (median of the rounds) and every call of at least ``--min-us`` in the first build, µs per
+build and thread count with its ratio to the first build. On the 2-core Intel VM two identical
+builds once timed 27% apart at 2 threads in the whole-run turns above (session 42) and within
+2% per kernel this way.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from slimtvm.runtime.artifact import load, set_num_threads  # noqa: E402
 from slimtvm.runtime.bench import onnxruntime_session, relative_difference, time_in_turns  # noqa: E402
@@ -39,7 +51,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per engine (default: ~10 s worth, 5..200)")
     parser.add_argument("--float-reference", help="time onnxruntime on this model instead (same input)")
+    parser.add_argument("--kernels", action="store_true", help="per-kernel times of every build in turns (see above)")
+    parser.add_argument("--repeat", type=int, default=20, help="--kernels: rounds")
+    parser.add_argument("--min-us", type=float, default=40.0, help="--kernels: calls at least this long in the first build")
     args = parser.parse_args(argv)
+    if args.kernels:
+        return compare_kernels(args.model, args.builds, [int(t) for t in args.threads.split(",")], args.repeat, args.min_us)
     models = [load(path) for path in args.builds]
     inputs = models[0].random_inputs(0)  # every input (token ids, masks: small integers, 0 / 1)
     print(f"CPU: {cpu_model()}; {len(models)} builds of {os.path.basename(args.model)}")
@@ -61,6 +78,61 @@ def main(argv=None) -> int:
             print(
                 f"  {path}: {ms:.2f} ms, ratio to onnxruntime {ms / ort_ms:.3f}, to the first build {ms / medians[0]:.3f}, max relative difference {difference:.1e}"
             )
+    return 0
+
+
+def compare_kernels(model_path: str, build_paths: list, thread_counts: list, repeat: int, min_us: float) -> int:
+    """The ``--kernels`` table of the module docstring. Refuses builds whose call sequences differ
+    (they are not the same model's kernels)."""
+    import time
+    from types import SimpleNamespace
+
+    from profile_kernels import _profiles_in_turns
+
+    models = [load(path) for path in build_paths]
+    inputs = models[0].random_inputs(0)
+    reference = onnxruntime_session(model_path, 1).run(None, inputs)
+    for path, model in zip(build_paths, models):
+        difference = max(relative_difference(ours, theirs) for ours, theirs in zip(model.run(inputs).values(), reference))
+        print(f"{path}: max relative difference from onnxruntime {difference:.1e}")
+    sessions = {threads: onnxruntime_session(model_path, threads) for threads in thread_counts}
+    ort_times = {threads: [] for threads in thread_counts}
+
+    def onnxruntime_round():
+        for threads, session in sessions.items():
+            session.run(None, inputs)
+            begun = time.perf_counter()
+            session.run(None, inputs)
+            ort_times[threads].append((time.perf_counter() - begun) * 1e6)
+
+    artifacts = [SimpleNamespace(library_path=path, load=lambda path=path: load(path)) for path in build_paths]
+    cases = [(artifact, threads) for artifact in artifacts for threads in thread_counts]
+    profiles = _profiles_in_turns(cases, repeat, between=onnxruntime_round)
+    by_case = dict(zip([(index, threads) for index in range(len(artifacts)) for threads in thread_counts], profiles))
+    names = by_case[(0, thread_counts[0])]["names"]
+    if any(profile["names"] != names for profile in profiles):
+        raise SystemExit("the builds' call sequences differ; cannot compare kernel by kernel")
+    print(f"CPU: {cpu_model()}; {len(artifacts)} builds of {os.path.basename(model_path)}, {repeat} rounds in turns")
+    for threads in thread_counts:
+        ort_us = statistics.median(ort_times[threads])
+        runs = ", ".join(
+            f"{os.path.basename(path)} {by_case[(index, threads)]['run'] / 1e3:.2f} ms ({by_case[(index, threads)]['run'] / ort_us:.3f})"
+            for index, path in enumerate(build_paths)
+        )
+        print(f"{threads} thread(s), whole run: onnxruntime {ort_us / 1e3:.2f} ms; {runs} (ratio to onnxruntime)")
+    columns = " | ".join(f"{os.path.basename(path)} {threads} thr µs" for path in build_paths for threads in thread_counts)
+    print(f"| # | kernel | {columns} |")
+    print("|---|---|" + "---|" * (len(build_paths) * len(thread_counts)))
+    for call, name in enumerate(names):
+        if by_case[(0, thread_counts[0])]["calls"][call] < min_us:
+            continue
+        cells = []
+        for index in range(len(build_paths)):
+            for threads in thread_counts:
+                us = by_case[(index, threads)]["calls"][call]
+                first = by_case[(0, threads)]["calls"][call]
+                cells.append(f"{us:.0f}" + (f" ({us / first:.2f})" if index else ""))
+        print(f"| {call} | {name} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -160,6 +160,33 @@ def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
     assert len(rows) == 2, proc.stdout
     for row in rows:
         assert float(re.search(r"max relative difference ([0-9.e+-]+)", row).group(1)) <= 1e-4, row
+    # --kernels: the same builds kernel by kernel in turns, onnxruntime's whole run in the same rounds
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "compare_builds.py"),
+            model,
+            *builds,
+            "--kernels",
+            "--threads",
+            "1,2",
+            "--repeat",
+            "2",
+            "--min-us",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    differences = re.findall(r"max relative difference from onnxruntime ([0-9.e+-]+)", proc.stdout)
+    assert len(differences) == 2 and all(float(d) <= 1e-4 for d in differences), proc.stdout
+    wholes = [line for line in proc.stdout.splitlines() if "whole run: onnxruntime" in line]
+    assert len(wholes) == 2 and all(float(re.search(r"onnxruntime ([0-9.]+) ms", line).group(1)) > 0 for line in wholes), proc.stdout
+    cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert cells and all(len(row) == 2 + 4 for row in cells), proc.stdout  # 2 builds × 2 thread counts
+    assert all(float(row[2]) > 0 and float(row[4].split()[0]) > 0 for row in cells), proc.stdout
 
 
 def test_cpu_limits_are_measured_on_this_host():

@@ -1,7 +1,7 @@
 """fp32 matmuls with a constant weight, in the dense kernel's GEMM form: the weight stored once, at
-compile time, in column panels (``[N / P, K, P]``, ``P`` the register tile's columns), so that a
-register tile reads its columns as one contiguous run down the reduction instead of ``4 · P``
-bytes every ``4 · N``.
+compile time, in column panels one SIMD vector wide (``[N / P, K, P]``, ``P`` the target's fp32
+lanes), so that each vector of a register tile's columns reads one contiguous run down the
+reduction instead of ``4 · P`` bytes every ``4 · N``.
 
 The GEMM form (schedules/dense.py) gives each register tile ``rows`` × ``vectors`` SIMD vectors
 of output columns (6 × 4 × 16 lanes on AVX-512: 64 columns; 6 × 2 × 8 on AVX2) and runs the
@@ -9,7 +9,17 @@ reduction outside the tile, so for every ``k`` it loads the tile's columns of ro
 In ``w``'s own ``[K, N]`` layout those loads are short pieces a whole weight row apart: with ``N``
 a multiple of 1024 every row of the panel falls into the same L1 sets, and otherwise the hardware
 prefetchers follow hundreds of short streams badly. onnxruntime packs its weights the same way
-(MLAS's packed B). In the panel layout the tile's ``K × P`` floats are one run of memory.
+(MLAS's packed B, 16 columns a panel). In the panel layout each of the tile's vectors reads
+one run of memory: ``vectors`` sequential streams at once.
+
+One vector per panel rather than the tile's whole width (one stream of ``4 · vectors · P``
+bytes per step, sessions 38–41): with weights that the layers before evicted, the products
+waited on memory, and several streams keep more reads in flight than one. Measured on Emerald
+Rapids (``benchmarks/compare_builds.py``, builds in turns, 1 / 2 threads, ratio to the tile-wide
+panels): a chain of eight 40 × 512 → 1376 → 512 products 0.79 / 0.96 (then 0.96 / 1.08×
+onnxruntime's time, from 1.23 / 1.13); a 4-layer Llama 0.86 / 0.82 (0.94 / 0.78× onnxruntime);
+GPT-2 0.89 / 0.88 (0.93 / 0.85×); ViT 0.98 / 0.95; BERT (its weights stay in cache) 0.99 /
+1.02; the AVX2 build of the chain on that machine 0.88 / 0.89.
 Packed here:
 
 - a ``relax.matmul`` that the dense family runs in its GEMM form (batch axes on ``x``, or at
@@ -18,12 +28,13 @@ Packed here:
   number of the target's vectors, a float32 result.
 
 The kernel is the same computation with the weight read as ``wp[j // P, k, j % P]``: the dense
-rule schedules it (its block is ``matmul``), MetaSchedule tunes it, and the epilogue (bias,
-activation) fuses into it as into the unpacked one. Exact: the same products, summed in the same
-order. Measured on Emerald Rapids (builds in turns, 1 / 2 threads): a 50 × 768 → 3072 product
-0.77× / 0.71× the unpacked kernel's time (that one with 64 zero columns against the 4 KB
-aliasing), Hugging Face GPT-2 1.60× / 1.40× → 1.18× / 1.03× onnxruntime's time, torchvision
-ViT-B/32 0.98× / 1.41× → 0.85× / 1.01×.
+rule schedules it (its block is ``matmul``), MetaSchedule tunes it (any tile of whole vectors
+reads whole panels), and the epilogue (bias, activation) fuses into it as into the unpacked one.
+Exact: the same products, summed in the same order. Measured on Emerald Rapids with tile-wide
+panels (builds in turns, 1 / 2 threads): a 50 × 768 → 3072 product 0.77× / 0.71× the unpacked
+kernel's time (that one with 64 zero columns against the 4 KB aliasing), Hugging Face GPT-2
+1.60× / 1.40× → 1.18× / 1.03× onnxruntime's time, torchvision ViT-B/32 0.98× / 1.41× → 0.85× /
+1.01×.
 """
 
 from __future__ import annotations
@@ -33,18 +44,15 @@ from tvm import relax, te, tirx
 
 from ..passes.constants import constant_value
 from ..passes.static_shapes import static_shape
-from ..schedules.dense import GEMM_MIN_ROWS, MATMUL_BLOCK, gemm_register_tiles
+from ..schedules.dense import GEMM_MIN_ROWS, MATMUL_BLOCK
 from ..schedules.stages import OUT_EWISE_FUSABLE
 from .layer_records import LayerRecord
 
 
 def panel_columns(columns: int, lanes: int) -> int:
-    """P: the columns of the GEMM form's default register tile for ``columns`` outputs on a
-    ``lanes``-wide target (:func:`~slimtvm.schedules.dense.gemm_register_tiles`), or 0 where the
-    columns are not a whole number of vectors."""
-    if columns % lanes:
-        return 0
-    return lanes * next((vectors for _, vectors in gemm_register_tiles(lanes) if (columns // lanes) % vectors == 0), 1)
+    """P: one SIMD vector of a ``lanes``-wide target (the module docstring says why not the
+    register tile's width), or 0 where the columns are not a whole number of vectors."""
+    return 0 if columns % lanes else lanes
 
 
 def packed_weight(weight: np.ndarray, panel: int) -> np.ndarray:

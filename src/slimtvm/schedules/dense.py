@@ -223,7 +223,10 @@ def schedule_gemm(sch: s_tir.Schedule, lanes: int, tile_rows: int, vectors: int,
         # 512 → 512 projections of a Llama 13% faster). Row panels (k blocks of
         # 128 or 64) for this 512-long reduction: 646 → 648–673 µs. Weights on 2 MB pages
         # (glibc.malloc.hugetlb=1, both engines): no change. Not kept; the product with warm
-        # weights runs at onnxruntime's speed, with cold ones 1.15–1.5× its time.
+        # weights ran at onnxruntime's speed, with cold ones 1.15–1.5× its time. Session 42 found
+        # the cause in the layout: a tile-wide panel of w is one memory stream; panels one vector
+        # wide (lowering/packed_matmuls.py) give the tile one stream per vector, and that chain
+        # ran 0.79× the time (0.96× onnxruntime's) at 1 thread.
         sch.reorder(*batch, group, rows_outer, column_tile, rows_inner, column_vectors, vector)
         sch.parallel(sch.fuse(*batch, group, rows_outer))
     else:
