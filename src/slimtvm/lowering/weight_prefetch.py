@@ -52,6 +52,7 @@ from tvm.tirx.stmt import Evaluate, For, ForKind, SeqStmt
 
 from ..schedules.conv2d_nchwc import CONV_BLOCK, TILE_PREFETCH_ANNOTATION
 from ..schedules.conv2d_nchwc import PREFETCH_ANNOTATION as ANNOTATION
+from ..schedules.dense import COLUMN_GROUPS_ANNOTATION, GROUP_PREFETCH_ANNOTATION, MATMUL_BLOCK, packed_weight
 from ..schedules.winograd_conv import GEMM_BLOCK as WINOGRAD_BLOCK
 from ..schedules.winograd_conv import PREFETCH_ANNOTATION as WINOGRAD_ANNOTATION
 from .prim_func_rewrites import rewrite_prim_funcs
@@ -80,6 +81,8 @@ def _with_prefetch(loop: For) -> For:
         return _per_tile_prefetch(loop, TILE_PREFETCH_ANNOTATION)
     if WINOGRAD_ANNOTATION in annotations:
         return _winograd_prefetch(loop, WINOGRAD_ANNOTATION)
+    if GROUP_PREFETCH_ANNOTATION in annotations:
+        return _gemm_group_prefetch(loop, GROUP_PREFETCH_ANNOTATION)
     return loop
 
 
@@ -157,6 +160,33 @@ def _winograd_prefetch(loop: For, key: str) -> For:
     return _rebuilt(loop, key, [_prefetch_loop(weights, element, lines_per_step, loop)])
 
 
+def _gemm_group_prefetch(loop: For, key: str) -> For:
+    """The dense kernel's GEMM form with packed weights ``[N / P, K, P]`` (schedules/dense.py,
+    ``GROUP_PREFETCH_ANNOTATION`` = [tile rows, tile columns, row tiles] and the column groups
+    beside it): a column group's panels are one contiguous slice of the weight, the next group's
+    the slice after it; the annotated loop over blocks of reduction steps, in every (row tile,
+    column tile) of the group, prefetches an equal share of that next slice."""
+    tile_rows, tile_columns, row_tiles = (int(v) for v in loop.annotations[key])
+    groups = int(loop.annotations[COLUMN_GROUPS_ANNOTATION])
+    realize = find_node(loop.body, lambda node: isinstance(node, SBlockRealize) and str(node.block.name_hint).startswith(MATMUL_BLOCK))
+    weight = packed_weight(realize.block)
+    loop = _rebuilt(loop, COLUMN_GROUPS_ANNOTATION, [])
+    if weight is None:
+        return _rebuilt(loop, key, [])
+    shape = [int(d) for d in weight.shape]
+    total, per_line, reduction = math.prod(shape), _floats_per_line(weight), shape[1]
+    column_tiles = shape[0] * shape[2] // tile_columns // groups  # per group
+    row, column = task_origin(loop, realize)[-3:-1]
+    tile = tirx.floordiv(column, tile_columns)
+    group, tile_in_group = tirx.floordiv(tile, column_tiles), tirx.floormod(tile, column_tiles)
+    step = (tirx.floordiv(row, tile_rows) * column_tiles + tile_in_group) * int(loop.extent) + loop.loop_var
+    group_floats = column_tiles * tile_columns * reduction
+    lines_per_step = math.ceil(group_floats / per_line / (row_tiles * column_tiles * int(loop.extent)))
+    next_start = (group + 1) * group_floats
+    element = lambda line: tirx.min(next_start + (step * lines_per_step + line) * per_line, total - 1)  # noqa: E731
+    return _rebuilt(loop, key, [_prefetch_loop(weight, element, lines_per_step, loop)])
+
+
 def _block_and_weights(loop: For, block_name: str):
     """The realize of the annotated kernel's main block under ``loop`` and the 6-D weights it
     reads (None when it reads none)."""
@@ -177,12 +207,13 @@ def _floats_per_line(buffer) -> int:
     return LINE_BYTES * 8 // tvm.DataType(str(buffer.dtype)).bits
 
 
-def _prefetch_loop(buffer, element_of_line, lines: int, loop: For) -> For:
-    """``for line in range(lines): prefetch(&buffer[element_of_line(line)])`` (flat element index)."""
+def _prefetch_loop(buffer, element_of_line, lines: int, loop: For, locality: int = 3) -> For:
+    """``for line in range(lines): prefetch(&buffer[element_of_line(line)])`` (flat element index);
+    ``locality`` as LLVM's prefetch takes it (3: into L1, ``prefetcht0``; 2: into L2, ``prefetcht1``)."""
     index_type = loop.loop_var.ty.dtype
     line = tirx.Var("prefetch_line", index_type)
     address = tirx.address_of(buffer[tuple(_unravel(element_of_line(line), [int(d) for d in buffer.shape]))])
-    body = Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, 3, 1))
+    body = Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, locality, 1))
     return For(line, tirx.const(0, index_type), tirx.const(lines, index_type), ForKind.SERIAL, body)
 
 

@@ -33,7 +33,9 @@ import math
 from dataclasses import dataclass
 
 import tvm
+import tvm_ffi
 from tvm import s_tir
+from tvm.ir.expr import TensorLoad
 
 from .cpu_rule import CPURule
 from .stages import MIN_PARALLEL_CHUNKS, categorical, fewest_parts, split_stages
@@ -167,16 +169,20 @@ def gemm_register_tiles(lanes: int) -> list[tuple[int, int]]:
     return [(6, 2), (4, 3), (12, 1)]
 
 
-def default_gemm_tile(batch: int, rows: int, cols: int, lanes: int, reduction: int = 0) -> GemmTile:
+def default_gemm_tile(batch: int, rows: int, cols: int, lanes: int, reduction: int = 0, whole_rows: bool = False) -> GemmTile:
     """The first register tile of :func:`gemm_register_tiles` whose vectors divide the columns'
     vectors (columns that are not whole vectors: one vector wide), its rows capped at ``rows``;
     column tiles dealt into the fewest groups that make :data:`MIN_PARALLEL_CHUNKS` chunks with
     the batch and the row tiles (one group when the columns leave a partial vector), and into
     more where a group's panel of ``w`` (``reduction`` × its columns) would exceed
-    :data:`GEMM_PANEL_BYTES`: every row tile of a chunk reads its group's whole panel again."""
+    :data:`GEMM_PANEL_BYTES`: every row tile of a chunk reads its group's whole panel again.
+    ``whole_rows`` (a product that prefetches, :func:`prefetches_next_group`): row tiles that
+    divide the rows where one from half the register tile's rows up does (:func:`whole_row_tile`)."""
     vectors_total = cols // lanes
     tile_rows, vectors = next(((r, v) for r, v in gemm_register_tiles(lanes) if vectors_total and vectors_total % v == 0), (1, 1))
     tile_rows = min(tile_rows, rows)
+    if whole_rows:
+        tile_rows = whole_row_tile(rows, tile_rows)
     groups = 1
     if cols % lanes == 0:
         tiles = vectors_total // vectors
@@ -214,35 +220,92 @@ def schedule_gemm(sch: s_tir.Schedule, lanes: int, tile_rows: int, vectors: int,
     if not rows_first:
         # fewer rows than columns (tokens × a weight matrix): one thread's consecutive chunks share
         # a column group, so its panel of w stays in L2 while the row tiles pass over it.
-        # Tried (session 41, Emerald Rapids, 1 thread, a chain of 40 × 512 → 1376 → 512 products
-        # with cold weights, builds in turns): each group's row tiles prefetching the next
-        # group's panel (as lowering/weight_prefetch.py does for convs). A prefetch in every
-        # reduction step made the products 75% slower (likely the accumulators no longer held in
-        # registers across steps; the assembly was not read); once per 16 or 64 steps, 8–32
-        # lines at a time, into L2 or L1, the 512 → 1376 product ran 634 → 856–924 µs (the
-        # 512 → 512 projections of a Llama 13% faster). Row panels (k blocks of
-        # 128 or 64) for this 512-long reduction: 646 → 648–673 µs. Weights on 2 MB pages
-        # (glibc.malloc.hugetlb=1, both engines): no change. Not kept; the product with warm
-        # weights ran at onnxruntime's speed, with cold ones 1.15–1.5× its time. Session 42 found
-        # the cause in the layout: a tile-wide panel of w is one memory stream; panels one vector
-        # wide (lowering/packed_matmuls.py) give the tile one stream per vector, and that chain
-        # ran 0.79× the time (0.96× onnxruntime's) at 1 thread.
+        # With cold weights the group's first row tile waits on memory: every (row tile, column
+        # tile) of a group prefetches a share of the next group's panels (prefetches_next_group).
+        # Session 41's attempt at it prefetched the accumulator's address (a 3-D buffer, like the
+        # packed weight) and ran 1.8x slower; fixed in session 42, where the row tiles also had to
+        # cover the rows exactly (see prefetches_next_group) and the panels became one vector wide
+        # (lowering/packed_matmuls.py). Emerald Rapids, builds in turns, 1 / 2 threads, a chain of
+        # eight 40 × 512 → 1376 → 512 products: the 512 → 1376 products 634 → 456–480 µs / 420 →
+        # 323–328 with the prefetch (one-vector panels before and after). Row panels (k blocks of
+        # 128 or 64) for this 512-long reduction: 646 → 648–673 µs; weights on 2 MB pages
+        # (glibc.malloc.hugetlb=1, both engines): no change (session 41).
         sch.reorder(*batch, group, rows_outer, column_tile, rows_inner, column_vectors, vector)
         sch.parallel(sch.fuse(*batch, group, rows_outer))
+        prefetch = lanes >= 8 and isinstance(vectors, int) and prefetches_next_group(sch, matmul, tile_rows)
     else:
         sch.reorder(*batch, rows_outer, group, column_tile, rows_inner, column_vectors, vector)
         sch.parallel(sch.fuse(*batch, rows_outer, group))
+        prefetch = False
     sch.unroll(rows_inner)
     sch.unroll(column_vectors)
     sch.vectorize(vector)
     sch.compute_at(matmul, column_tile, preserve_unit_loops=True)
     tile_rows_loop, tile_cols, reduction = sch.get_loops(matmul)[-3:]
     tile_vectors, tile_vector = sch.split(tile_cols, [None, lanes])
-    sch.reorder(reduction, tile_rows_loop, tile_vectors, tile_vector)
+    if prefetch:
+        reduction, steps = sch.split(reduction, [None, PREFETCH_STEPS])
+        rows = int(sch.get(matmul).writes[0].source.shape[-2])
+        sch.annotate(reduction, GROUP_PREFETCH_ANNOTATION, [tile_rows, vectors * lanes, rows // tile_rows])
+        sch.annotate(reduction, COLUMN_GROUPS_ANNOTATION, column_groups)
+        sch.reorder(reduction, steps, tile_rows_loop, tile_vectors, tile_vector)
+    else:
+        sch.reorder(reduction, tile_rows_loop, tile_vectors, tile_vector)
     sch.unroll(tile_rows_loop)
     sch.unroll(tile_vectors)
     sch.vectorize(tile_vector)
     sch.decompose_reduction(matmul, reduction)
+
+
+# The next-column-group prefetch (lowering/weight_prefetch.py reads the annotations): in the GEMM
+# form with fewer rows than columns, a column group's panels of w are read from memory by its
+# first row tile and from L2 by the others; every (row tile, column tile) of a group prefetches an
+# equal share of the next group's panels, a few lines every PREFETCH_STEPS reduction steps.
+GROUP_PREFETCH_ANNOTATION = "slimtvm.prefetch_next_column_group"  # [tile rows, tile columns, row tiles]
+COLUMN_GROUPS_ANNOTATION = "slimtvm.column_groups"  # the column groups (an int, or MetaSchedule's sample)
+PREFETCH_STEPS = 16
+GROUP_PREFETCH_MIN_BYTES = 512 * 1024  # smaller weights stay in L2 from one run to the next
+
+
+def packed_weight(block):
+    """The packed weight ``[N / P, K, P]`` (lowering/packed_matmuls.py) that a matmul block reads:
+    the load indexed by the block's reduction in its middle axis; None for a plain ``[K, N]``
+    weight (whose reduction axis comes first) or a product of two activations."""
+    reduction = next((iv.var for iv in block.iter_vars if iv.iter_type == tvm.tirx.IterVar.CommReduce), None)
+    loads = []
+    tvm_ffi.structural_walk(block.body, lambda node: loads.append(node) if isinstance(node, TensorLoad) else None)
+    return next(
+        (load.source for load in loads if len(load.indices) == 3 and isinstance(load.indices[1], tvm.tirx.Var) and load.indices[1].same_as(reduction)),
+        None,
+    )
+
+
+def prefetchable_weight(sch, matmul) -> bool:
+    """Whether the matmul reads a packed weight of at least :data:`GROUP_PREFETCH_MIN_BYTES`
+    whose reduction is whole :data:`PREFETCH_STEPS`."""
+    weight = packed_weight(sch.get(matmul))
+    if weight is None:
+        return False
+    shape = [int(d) for d in weight.shape]
+    return 4 * math.prod(shape) >= GROUP_PREFETCH_MIN_BYTES and shape[1] % PREFETCH_STEPS == 0
+
+
+def prefetches_next_group(sch, matmul, tile_rows) -> bool:
+    """Whether the GEMM form (fewer rows than columns) gets the next-column-group prefetch: a
+    packed weight of at least :data:`GROUP_PREFETCH_MIN_BYTES`, a reduction of whole
+    :data:`PREFETCH_STEPS`, and row tiles that cover the rows exactly. A partial row tile leaves
+    a predicate on its rows, and with the prefetch loop in the reduction LLVM no longer makes a
+    copy of the loop without it (as it does otherwise): 8 of a 12 × 2 tile's rows then
+    accumulated in memory and Llama's 40 × 512 → 1376 products ran 1.45× slower (session 42).
+    x86 only (the caller checks the lanes): NEON's tiles are not measured with it."""
+    rows = int(sch.get(matmul).writes[0].source.shape[-2])
+    return isinstance(tile_rows, int) and rows % tile_rows == 0 and prefetchable_weight(sch, matmul)
+
+
+def whole_row_tile(rows: int, tile_rows: int) -> int:
+    """The most rows per tile, from half of ``tile_rows`` up to it, that divide ``rows`` (40
+    rows: 10 for a 12-row tile, 5 for a 6-row one); ``tile_rows`` where none does."""
+    return next((r for r in range(min(tile_rows, rows), (tile_rows + 1) // 2 - 1, -1) if r > 0 and rows % r == 0), tile_rows)
 
 
 # The row-panel form (schedule_gemm_row_panel): products of at most this many rows (a decoder's or
@@ -369,7 +432,8 @@ class Dense(CPURule):
     def schedule_block(self, sch, block):
         batch, rows, cols, reduction = matmul_shape(sch, block)
         if uses_gemm_form(sch, block):
-            tile = default_gemm_tile(batch, rows, cols, self.lanes, reduction)
+            whole_rows = self.lanes >= 8 and rows < cols and prefetchable_weight(sch, block)
+            tile = default_gemm_tile(batch, rows, cols, self.lanes, reduction, whole_rows=whole_rows)
             if uses_row_panel(batch, rows, cols, reduction, self.lanes, tile.vectors) and not _slices_columns(sch):
                 schedule_gemm_row_panel(sch, self.lanes, tile.rows, tile.vectors, row_panel_k_block(reduction))
             else:
@@ -416,6 +480,8 @@ def gemm_design_spaces(sch: s_tir.Schedule, lanes: int, batch: int, rows: int, c
     (dividing the column tiles; at least the groups the default chooses for enough chunks)."""
     spaces = []
     tiles_to_try = dict.fromkeys((min(r // halves, rows), v) for r, v in gemm_register_tiles(lanes) for halves in (1, 2))
+    # and tiles that cover the rows exactly, which the next-column-group prefetch needs
+    tiles_to_try.update(dict.fromkeys((whole_row_tile(rows, min(r, rows)), v) for r, v in gemm_register_tiles(lanes)))
     for tile_rows, vectors in tiles_to_try:
         if cols % lanes or (cols // lanes) % vectors:
             continue
