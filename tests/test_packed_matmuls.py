@@ -102,27 +102,28 @@ def _prefetched_buffer_shapes(model, preset: str) -> set:
 
 @pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
 @pytest.mark.parametrize(
-    "rows,columns,prefetched",
+    "rows,reduction,columns,prefetched",
     [
-        (40, 1376, True),  # Llama's MLP, 2.8 MB: 10-row tiles on AVX-512 (12 × 2 would end in a partial one), 5-row on AVX2
-        (37, 1376, False),  # no row tile from half the register tile's rows up divides 37: a partial tile, no prefetch
-        (40, 128, False),  # 256 KB of weights: they stay in L2
+        (40, 512, 1376, True),  # Llama's MLP, 2.8 MB: 10-row tiles on AVX-512 (12 × 2 would end in a partial one), 5-row on AVX2
+        (37, 512, 1376, False),  # no row tile from half the register tile's rows up divides 37: a partial tile, no prefetch
+        (40, 512, 128, False),  # 256 KB of weights: they stay in L2
+        (40, 1376, 512, True),  # Llama's down projection: the GEMM form with the prefetch, not row panels
     ],
 )
-def test_token_products_prefetch_the_next_column_group(tmp_path, preset, rows, columns, prefetched):
+def test_token_products_prefetch_the_next_column_group(tmp_path, preset, rows, reduction, columns, prefetched):
     """A product of fewer rows than columns by a packed weight of 512 KB or more prefetches the
     next column group's panels from that weight (never from the accumulator or ``x``, which are
     3-D as well: session 41's attempt prefetched the accumulator and ran 1.8× slower) where its row
     tiles cover the rows exactly; the model matches onnxruntime where this host runs the preset."""
     from conftest import x86_kernel_presets
 
-    model = _matmul_model((1, rows, 512), columns, seed=7)
+    model = _matmul_model((1, rows, reduction), columns, seed=7)
     lanes = 16 if preset == "x86-64-avx512" else 8
-    expected = {(columns // lanes, 512, lanes)} if prefetched else set()
+    expected = {(columns // lanes, reduction, lanes)} if prefetched else set()
     assert _prefetched_buffer_shapes(model, preset) == expected
     runnable = "host" if preset == "x86-64-avx512" else preset
     if runnable not in x86_kernel_presets():
         return  # scheduled and inspected; this host does not run AVX-512
     artifact = slimtvm.compile(model, str(tmp_path / "model.so"), target=preset)
-    inputs = {"x": digits_like_input((1, rows, 512), seed=7)}
+    inputs = {"x": digits_like_input((1, rows, reduction), seed=7)}
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))

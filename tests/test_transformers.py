@@ -126,7 +126,8 @@ def test_attention_products_run_on_whole_vectors_of_keys(tmp_path, preset, token
         ([5, 40], [40, 64]),  # few rows: the classifier's forms
         ([64, 40], [40, 24]),  # 64 rows of a 2-D product: the GEMM form; 24 columns: padded as a constant
         ([1, 37, 1152], [1152, 512]),  # a prompt's few rows, a long reduction: row panels, blocks of 128, a partial row tile
-        ([1, 40, 1376], [1376, 512]),  # Llama's down projection: row panels, blocks of 172 (no preferred block divides)
+        ([1, 40, 1376], [1376, 512]),  # Llama's down projection: the GEMM form, 10- or 5-row tiles, prefetching the next column group
+        ([1, 41, 1376], [1376, 512]),  # 41 rows (no whole row tiles, no prefetch): row panels, blocks of 172 (no preferred block divides)
     ],
 )
 def test_matmuls_of_every_shape_match_onnxruntime(tmp_path, preset, left, right):
