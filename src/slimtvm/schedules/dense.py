@@ -8,7 +8,9 @@ value of ``x`` is broadcast once per tile row and each vector of ``w`` loaded on
 (DeiT-Tiny's 197 × 192 × 576 product: 123 G multiply-adds/s at 1 thread on Zen 5, 86% of the
 core's peak; TVM's generic schedule ran it 60× slower). The tile is the one the target's
 registers hold (:func:`gemm_register_tiles`); rows that do not fill the last tile are left out by
-a predicate on whole rows, which keeps the vector code.
+a predicate on whole rows, which keeps the vector code. With fewer rows than columns and a large
+packed weight (lowering/packed_matmuls.py), each column group prefetches the next group's panels
+and the row tiles cover the rows exactly (:func:`prefetches_next_group`).
 
 Classifier layers run at batch 1, so this is a matrix-vector product bound by reading ``w``
 once (from DRAM: the layers before it have evicted it), and ``w`` should be read in long
