@@ -104,10 +104,11 @@ def _prefetched_buffer_shapes(model, preset: str) -> set:
 @pytest.mark.parametrize(
     "rows,reduction,columns,prefetched",
     [
-        (40, 512, 1376, True),  # Llama's MLP, 2.8 MB: 10-row tiles on AVX-512 (12 × 2 would end in a partial one), 5-row on AVX2
-        (37, 512, 1376, False),  # no row tile from half the register tile's rows up divides 37: a partial tile, no prefetch
-        (40, 512, 128, False),  # 256 KB of weights: they stay in L2
-        (40, 1376, 512, True),  # Llama's down projection: the GEMM form with the prefetch, not row panels
+        (40, 512, 1376, ("x86-64", "x86-64-avx512")),  # Llama's MLP, 2.8 MB: 10-row tiles on AVX-512 (12 × 2 would end in a partial one), 5-row on AVX2
+        (37, 512, 1376, ()),  # no row tile from half the register tile's rows up divides 37: a partial tile, no prefetch
+        (40, 512, 128, ()),  # 256 KB of weights: they stay in L2
+        (40, 1376, 512, ("x86-64", "x86-64-avx512")),  # Llama's down projection: the GEMM form with the prefetch, not row panels
+        (49, 768, 768, ("x86-64-avx512",)),  # wav2vec2's 49 frames: 7 × 3 on AVX-512 (6 × 4 has no whole-row form); AVX2's 7 × 1 would hold 7 accumulators
     ],
 )
 def test_token_products_prefetch_the_next_column_group(tmp_path, preset, rows, reduction, columns, prefetched):
@@ -119,7 +120,7 @@ def test_token_products_prefetch_the_next_column_group(tmp_path, preset, rows, r
 
     model = _matmul_model((1, rows, reduction), columns, seed=7)
     lanes = 16 if preset == "x86-64-avx512" else 8
-    expected = {(columns // lanes, reduction, lanes)} if prefetched else set()
+    expected = {(columns // lanes, reduction, lanes)} if preset in prefetched else set()
     assert _prefetched_buffer_shapes(model, preset) == expected
     runnable = "host" if preset == "x86-64-avx512" else preset
     if runnable not in x86_kernel_presets():

@@ -40,7 +40,7 @@ from tvm import s_tir
 from tvm.ir.expr import TensorLoad
 
 from .cpu_rule import CPURule
-from .stages import MIN_PARALLEL_CHUNKS, categorical, fewest_parts, split_stages
+from .stages import MIN_ACCUMULATORS, MIN_PARALLEL_CHUNKS, categorical, fewest_parts, split_stages
 
 MATMUL_BLOCK = "matmul"
 
@@ -178,13 +178,15 @@ def default_gemm_tile(batch: int, rows: int, cols: int, lanes: int, reduction: i
     the batch and the row tiles (one group when the columns leave a partial vector), and into
     more where a group's panel of ``w`` (``reduction`` × its columns) would exceed
     :data:`GEMM_PANEL_BYTES`: every row tile of a chunk reads its group's whole panel again.
-    ``whole_rows`` (a product that prefetches, :func:`prefetches_next_group`): row tiles that
-    divide the rows where one from half the register tile's rows up does (:func:`whole_row_tile`)."""
+    ``whole_rows`` (a product that prefetches, :func:`prefetches_next_group`): the first register
+    tile with rows, from half its own up, that divide the rows (:func:`whole_row_tile`) and still
+    :data:`~.stages.MIN_ACCUMULATORS` accumulators, where one has them."""
     vectors_total = cols // lanes
-    tile_rows, vectors = next(((r, v) for r, v in gemm_register_tiles(lanes) if vectors_total and vectors_total % v == 0), (1, 1))
-    tile_rows = min(tile_rows, rows)
-    if whole_rows:
-        tile_rows = whole_row_tile(rows, tile_rows)
+    fitting = [(min(r, rows), v) for r, v in gemm_register_tiles(lanes) if vectors_total and vectors_total % v == 0]
+    tile_rows, vectors = fitting[0] if fitting else (1, 1)
+    if whole_rows:  # the first register tile with a whole-row form (49 rows: 7 × 3 where 6 × 4 has none)
+        whole = [(whole_row_tile(rows, r), v) for r, v in fitting]
+        tile_rows, vectors = next(((r, v) for r, v in whole if rows % r == 0 and r * v >= MIN_ACCUMULATORS), (tile_rows, vectors))
     groups = 1
     if cols % lanes == 0:
         tiles = vectors_total // vectors
