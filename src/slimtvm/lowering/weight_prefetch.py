@@ -213,13 +213,12 @@ def _floats_per_line(buffer) -> int:
     return LINE_BYTES * 8 // tvm.DataType(str(buffer.dtype)).bits
 
 
-def _prefetch_loop(buffer, element_of_line, lines: int, loop: For, locality: int = 3) -> For:
-    """``for line in range(lines): prefetch(&buffer[element_of_line(line)])`` (flat element index);
-    ``locality`` as LLVM's prefetch takes it (3: into L1, ``prefetcht0``; 2: into L2, ``prefetcht1``)."""
+def _prefetch_loop(buffer, element_of_line, lines: int, loop: For) -> For:
+    """``for line in range(lines): prefetch(&buffer[element_of_line(line)])`` (flat element index)."""
     index_type = loop.loop_var.ty.dtype
     line = tirx.Var("prefetch_line", index_type)
     address = tirx.address_of(buffer[tuple(_unravel(element_of_line(line), [int(d) for d in buffer.shape]))])
-    body = Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, locality, 1))
+    body = Evaluate(tirx.call_intrin("void", "tirx.prefetch", address, 0, 3, 1))
     return For(line, tirx.const(0, index_type), tirx.const(lines, index_type), ForKind.SERIAL, body)
 
 
