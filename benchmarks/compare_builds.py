@@ -18,7 +18,7 @@ run at each count, so all of them see the same stretches of this VM's speed; pri
 runs (median of the rounds) and every call of at least ``--min-us`` in the first build, µs per
 build and thread count with its ratio to the first build. On the 2-core Intel VM two identical
 builds once timed 27% apart at 2 threads in the whole-run turns above (session 42) and within
-2% per kernel this way.
+3% per kernel this way.
 """
 
 from __future__ import annotations
