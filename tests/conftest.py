@@ -34,6 +34,24 @@ def x86_kernel_presets() -> list:
     return presets
 
 
+def scheduled_kernels(model, preset: str):
+    """The IRModule of ``model``'s kernels as ``slimtvm compile`` schedules them for ``preset``
+    (lowering, then the default rules), before they are built: for tests that read a kernel's loops."""
+    import tvm
+    from tvm.s_tir import dlight
+
+    from slimtvm.compiler.pipeline import pipeline_for
+    from slimtvm.frontend.onnx_import import import_onnx
+    from slimtvm.schedules.registry import default_rules
+    from slimtvm.targets.presets import resolve_target
+
+    target = resolve_target(preset).tvm_target()
+    pipeline = pipeline_for(target)
+    with target:
+        steps = pipeline.to_kernels() + [dlight.ApplyDefaultSchedule(*default_rules(pipeline.lowering.target.lanes))]
+        return tvm.transform.Sequential(steps)(import_onnx(model, None).mod)
+
+
 def onnxruntime_outputs(model, inputs: dict) -> dict:
     """Run ``model`` (ModelProto or path) in onnxruntime's CPU provider; outputs by name."""
     options = ort.SessionOptions()

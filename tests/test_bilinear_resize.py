@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 import tvm
-from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
+from conftest import assert_outputs_match, onnxruntime_outputs, scheduled_kernels, x86_kernel_presets
 from onnx_builders import GraphBuilder, digits_like_input
-from tvm.s_tir import dlight
 
 import slimtvm
-from slimtvm.compiler.pipeline import pipeline_for
-from slimtvm.frontend.onnx_import import import_onnx
-from slimtvm.schedules.registry import default_rules
-from slimtvm.targets.presets import resolve_target
 
 PLAIN = [  # (channels, height, width, output height, output width, coordinate mode)
     (21, 14, 14, 224, 224, "half_pixel"),  # a segmentation head's last upsampling
@@ -30,11 +25,7 @@ def _resize(g, x, channels, out_h, out_w, mode):
 
 
 def _kernel_scripts(model, preset: str) -> str:
-    target = resolve_target(preset).tvm_target()
-    pipeline = pipeline_for(target)
-    with target:
-        steps = pipeline.to_kernels() + [dlight.ApplyDefaultSchedule(*default_rules(pipeline.lowering.target.lanes))]
-        mod = tvm.transform.Sequential(steps)(import_onnx(model, None).mod)
+    mod = scheduled_kernels(model, preset)
     return "\n".join(func.script() for func in mod.functions.values() if isinstance(func, tvm.tirx.PrimFunc))
 
 

@@ -74,20 +74,12 @@ def _prefetched_buffer_shapes(model, preset: str) -> set:
     through the weight prefetch pass (lowering/weight_prefetch.py), prefetch from."""
     import tvm
     import tvm_ffi
+    from conftest import scheduled_kernels
     from tvm import tirx
-    from tvm.s_tir import dlight
 
-    from slimtvm.compiler.pipeline import pipeline_for
-    from slimtvm.frontend.onnx_import import import_onnx
     from slimtvm.lowering.weight_prefetch import insert_weight_prefetch
-    from slimtvm.schedules.registry import default_rules
-    from slimtvm.targets.presets import resolve_target
 
-    target = resolve_target(preset).tvm_target()
-    pipeline = pipeline_for(target)
-    with target:
-        steps = pipeline.to_kernels() + [dlight.ApplyDefaultSchedule(*default_rules(pipeline.lowering.target.lanes))]
-        mod = insert_weight_prefetch()(tvm.transform.Sequential(steps)(import_onnx(model, None).mod))
+    mod = insert_weight_prefetch()(scheduled_kernels(model, preset))
     shapes = set()
 
     def visit(node):

@@ -10,14 +10,10 @@ import re
 
 import pytest
 import tvm
-from conftest import assert_outputs_match, onnxruntime_outputs, x86_kernel_presets
+from conftest import assert_outputs_match, onnxruntime_outputs, scheduled_kernels, x86_kernel_presets
 from onnx_builders import GraphBuilder, digits_like_input
-from tvm.s_tir import dlight
 
 import slimtvm
-from slimtvm.compiler.pipeline import pipeline_for
-from slimtvm.frontend.onnx_import import import_onnx
-from slimtvm.schedules.registry import default_rules
 from slimtvm.targets.presets import resolve_target
 
 POOLS = [  # (kernel, stride, pads, count_include_pad, ceil_mode, takes the constant-count form)
@@ -45,11 +41,7 @@ def _pool_model(channels: int, size: int, kernel, stride, pads, count_include_pa
 
 
 def _pool_kernel_script(model, preset: str, name: str = "avg_pool2d") -> str:
-    target = resolve_target(preset).tvm_target()
-    pipeline = pipeline_for(target)
-    with target:
-        steps = pipeline.to_kernels() + [dlight.ApplyDefaultSchedule(*default_rules(pipeline.lowering.target.lanes))]
-        mod = tvm.transform.Sequential(steps)(import_onnx(model, None).mod)
+    mod = scheduled_kernels(model, preset)
     (script,) = [func.script() for gvar, func in mod.functions.items() if name in gvar.name_hint]
     return script
 
