@@ -186,7 +186,9 @@ def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
     assert len(wholes) == 2 and all(float(re.search(r"onnxruntime ([0-9.]+) ms", line).group(1)) > 0 for line in wholes), proc.stdout
     cells = [[cell.strip() for cell in line.split("|")[1:-1]] for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| #")]
     assert cells and all(len(row) == 2 + 4 for row in cells), proc.stdout  # 2 builds × 2 thread counts
-    assert all(float(row[2]) > 0 and float(row[4].split()[0]) > 0 for row in cells), proc.stdout
+    # the VM's own builtins (null_value, reshape) can round to 0 µs; the compiled kernels cannot
+    kernels = [row for row in cells if not row[1].startswith("vm.builtin.")]
+    assert kernels and all(float(row[2]) > 0 and float(row[4].split()[0]) > 0 for row in kernels), proc.stdout
 
 
 def test_cpu_limits_are_measured_on_this_host():
