@@ -53,17 +53,19 @@ def test_light_squeezenet_runs_under_emulation(arm_python, tmp_path):
     assert np.argmax(outputs[logits]) == np.argmax(expected[logits])
 
 
-def test_packed_matmul_in_one_vector_panels_runs_under_emulation(arm_python, tmp_path):
+@pytest.mark.parametrize("shape,columns,form", [((1, 13, 48), 72, "GEMM kernel"), ((1, 256), 100, "matrix-vector kernel")])
+def test_packed_matmul_in_one_vector_panels_runs_under_emulation(arm_python, tmp_path, shape, columns, form):
     """A tokens × features product by a constant weight (lowering/packed_matmuls.py): on NEON the
     weight is packed in panels of 4 columns, and the GEMM form's 6 × 2-vector tile reads two
-    of them (13 rows: the last row tile partial); its bias and sigmoid fused."""
+    of them (13 rows: the last row tile partial); its bias and sigmoid fused. A one-row product (a
+    classifier) in the panel form: tiles of 5 panels (of 25) × 8 segments of the reduction."""
     from test_packed_matmuls import _matmul_model
 
-    model = _matmul_model((1, 13, 48), 72, seed=6, activation="Sigmoid")
+    model = _matmul_model(shape, columns, seed=6, activation="Sigmoid")
     artifact = slimtvm.compile(model, str(tmp_path / "packed.so"), target="aarch64")
     assert next(e for e in artifact.manifest["passes"] if e["name"] == "packed_matmuls")["packed"] == 1
-    assert "4-column panels" in artifact.manifest["layers"][0]["plan"]
-    inputs = {"x": np.random.default_rng(6).standard_normal((1, 13, 48)).astype(np.float32)}
+    assert "4-column panels" in artifact.manifest["layers"][0]["plan"] and form in artifact.manifest["layers"][0]["plan"]
+    inputs = {"x": np.random.default_rng(6).standard_normal(shape).astype(np.float32)}
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
 
 

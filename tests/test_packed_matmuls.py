@@ -59,14 +59,72 @@ def test_packed_products_match_onnxruntime(tmp_path, preset, shape, columns, act
     assert kernels["generic"] == 0 and kernels["by_family"] == {"dense": 1}  # the bias and activation fused into it
 
 
-@pytest.mark.parametrize("shape,columns", [((2, 64), 128), ((4, 32), 1024)])
-def test_split_k_products_keep_the_plain_weight(tmp_path, shape, columns):
-    """Up to four rows run split-K, which streams whole rows of w."""
+@pytest.mark.parametrize("preset", x86_kernel_presets())
+@pytest.mark.parametrize("shape,columns", [((1, 512), 1000), ((2, 64), 128), ((4, 160), 1024)])
+def test_few_row_products_run_the_panel_form(tmp_path, preset, shape, columns):
+    """Up to four rows (a classifier at batch 1, its 1000 columns padded to whole vectors and
+    sliced back; two and four rows) are packed too and run the dense family's panel form."""
     model = _matmul_model(shape, columns, seed=5)
     inputs = {"x": digits_like_input(shape, seed=5)}
-    artifact = slimtvm.compile(model, str(tmp_path / "plain.so"), target="x86-64")
+    artifact = slimtvm.compile(model, str(tmp_path / "panels.so"), target=preset)
     assert_outputs_match(artifact.load().run(inputs), onnxruntime_outputs(model, inputs))
-    assert next(e for e in artifact.manifest["passes"] if e["name"] == "packed_matmuls")["packed"] == 0
+    assert next(e for e in artifact.manifest["passes"] if e["name"] == "packed_matmuls")["packed"] == 1
+    assert artifact.manifest["layers"][0]["plan"].startswith("fp32 dense, matrix-vector kernel")
+    assert next(e for e in artifact.manifest["passes"] if e["name"] == "kernels")["generic"] == 0
+
+
+@pytest.mark.parametrize(
+    "rows,reduction,columns,lanes,expected",
+    [
+        (1, 1280, 1008, 16, (3, 4)),  # MobileNetV2's classifier on AVX-512: 63 panels, 21 tiles × 4 segments
+        (1, 512, 1008, 16, (3, 4)),  # ResNet-18's
+        (1, 1280, 1000, 8, (5, 4)),  # AVX2: 125 panels, 25 tiles × 4 segments
+        (4, 512, 1000, 8, (1, 1)),  # four rows on AVX2: 4 × 5 accumulators would not fit 12; 125 one-panel tiles
+        (2, 64, 128, 16, (4, 2)),  # two tiles; segments of at least 32 reductions: 2
+    ],
+)
+def test_panel_tiles_fit_the_registers_and_make_the_chunks(rows, reduction, columns, lanes, expected):
+    from slimtvm.schedules.dense import PANEL_MIN_SEGMENT, default_panel_tile, panel_accumulators
+
+    vectors, segments = default_panel_tile(rows, columns, reduction, lanes)
+    assert (vectors, segments) == expected
+    assert rows * vectors <= panel_accumulators(lanes) and (columns // lanes) % vectors == 0
+    assert reduction % segments == 0 and reduction // segments >= PANEL_MIN_SEGMENT
+
+
+@pytest.mark.parametrize("preset,lanes", [("x86-64", 8), ("x86-64-avx512", 16)])
+def test_a_classifier_streams_panels_with_its_accumulators_in_registers(preset, lanes):
+    """The panel form's loops, read from the scheduled kernel of a 512 → 1000 classifier: a parallel
+    loop of tiles × segments (≥ 64 chunks, issue 16), and under it the reduction with the tile's
+    rows and panels unrolled inside it and one vector innermost — the loop order that lets LLVM
+    keep the accumulators in registers (split-K, before, loaded and stored its partial sums every
+    few reduction steps) — then a parallel final pass over the output vectors."""
+    import tvm_ffi
+    from conftest import scheduled_kernels
+    from tvm.tirx.stmt import For, ForKind
+
+    from slimtvm.schedules.dense import default_panel_tile
+
+    vectors, segments = default_panel_tile(1, 1008 if lanes == 16 else 1000, 512, lanes)
+    mod = scheduled_kernels(_matmul_model((1, 512), 1000, seed=6), preset)
+    (func,) = [f for gv, f in mod.functions.items() if "packed_matmul" in gv.name_hint]
+    parallel, nests = [], []
+
+    def visit(node):
+        if isinstance(node, For):
+            if node.kind == ForKind.PARALLEL:
+                parallel.append(int(node.extent))
+            if node.kind == ForKind.SERIAL and isinstance(node.body, For) and node.body.kind == ForKind.UNROLLED:
+                nests.append(node)
+
+    tvm_ffi.structural_walk(func.body, visit)
+    panels = (1008 if lanes == 16 else 1000) // lanes
+    assert parallel[0] == panels // vectors * segments >= 64, parallel
+    assert len(parallel) == 2 and parallel[1] >= 64, parallel  # the final pass over output vectors
+    (reduction,) = [n for n in nests if int(n.extent) == 512 // segments]
+    rows = reduction.body
+    assert int(rows.extent) == 1 and rows.body.kind == ForKind.UNROLLED and int(rows.body.extent) == vectors
+    assert rows.body.body.kind == ForKind.VECTORIZED and int(rows.body.body.extent) == lanes
 
 
 def _prefetched_buffer_shapes(model, preset: str) -> set:

@@ -42,8 +42,11 @@ def test_a_small_vit_runs_on_slimtvm_kernels_and_matches_onnxruntime(tmp_path, p
     rows = layer_rows(model, decisions_from_manifest(artifact.manifest))  # what `slimtvm inspect` prints
     matmuls = [row.plan for row in rows if row.op == "MatMul"]
     assert len(matmuls) == 12 and all(plan.startswith("fp32 matmul, GEMM kernel (register tiles)") for plan in matmuls), matmuls
-    # the projections by constant weights read them in column panels; q · kᵀ and · v do not
-    assert sum("column panels" in plan for plan in matmuls) == passes["packed_matmuls"]["packed"] == 8, matmuls
+    # the head (a Gemm on the class token: one row) by the matrix-vector kernel
+    (head,) = [row.plan for row in rows if row.op == "Gemm"]
+    assert head.startswith("fp32 dense, matrix-vector kernel (register tiles)"), head
+    # the projections and the head by constant weights read them in column panels; q · kᵀ and · v do not
+    assert sum("column panels" in plan for plan in [*matmuls, head]) == passes["packed_matmuls"]["packed"] == 9, matmuls
 
 
 def _attention_model(tokens: int, heads: int, head_dim: int, between: str, weights_out: bool = False):

@@ -20,17 +20,23 @@ panels): a chain of eight 40 × 512 → 1376 → 512 products 0.79 / 0.96 (then 
 onnxruntime's time, from 1.23 / 1.13); a 4-layer Llama 0.86 / 0.82 (0.94 / 0.78× onnxruntime);
 GPT-2 0.89 / 0.88 (0.93 / 0.85×); ViT 0.98 / 0.95; BERT (its weights stay in cache) 0.99 /
 1.02; the AVX2 build of the chain on that machine 0.88 / 0.89.
-Packed here:
+Since session 43 products of fewer rows than the GEMM form takes (a classifier at batch 1) are
+packed too, for the dense family's panel form (schedules/dense.py, ``schedule_panel_matvec``):
+each task streams a few panels down a range of the reduction with its accumulators in registers,
+where split-K had swept 4–8 rows of ``w`` at a 4 KB stride with the partial sums in memory
+(AMD Zen 4, the 1280 × 1000 classifier alone: 1.35× / 1.9× faster at 1 / 2 threads, weights in
+cache; 1.6–1.7× / 2.0× read from memory). Packed here:
 
-- a ``relax.matmul`` that the dense family runs in its GEMM form (batch axes on ``x``, or at
-  least ``GEMM_MIN_ROWS`` rows; fewer rows run split-K, which streams whole rows of ``w``);
-- ``x`` float32 with a static shape, ``w`` a constant float32 ``[K, N]`` with ``N`` a whole
-  number of the target's vectors, a float32 result.
+- a ``relax.matmul`` whose ``x`` is float32 with a static shape (batch axes, or a matrix of any
+  number of rows), ``w`` a constant float32 ``[K, N]`` with ``N`` a whole number of the target's
+  vectors, a float32 result.
 
 The kernel is the same computation with the weight read as ``wp[j // P, k, j % P]``: the dense
-rule schedules it (its block is ``matmul``), MetaSchedule tunes it (any tile of whole vectors
-reads whole panels), and the epilogue (bias, activation) fuses into it as into the unpacked one.
-Exact: the same products, summed in the same order. Measured on Emerald Rapids with tile-wide
+rule schedules it (its block is ``matmul``; the GEMM form from ``GEMM_MIN_ROWS`` rows or with
+batch axes, the panel form below), MetaSchedule tunes it (any tile of whole vectors reads whole
+panels), and the epilogue (bias, activation) fuses into it as into the unpacked one.
+The same products, summed in the same order in the GEMM form (the panel form adds its
+segments' partial sums, as split-K did). Measured on Emerald Rapids with tile-wide
 panels (builds in turns, 1 / 2 threads): a 50 × 768 → 3072 product 0.77× / 0.71× the unpacked
 kernel's time (that one with 64 zero columns against the 4 KB aliasing), Hugging Face GPT-2
 1.60× / 1.40× → 1.18× / 1.03× onnxruntime's time, torchvision ViT-B/32 0.98× / 1.41× → 0.85× /
@@ -104,8 +110,6 @@ class PackedMatmuls:
         weight = constant_value(call.args[1])
         if shape is None or len(shape) < 2 or weight is None or weight.dtype != np.float32 or weight.ndim != 2 or weight.shape[0] != shape[-1]:
             return None
-        if len(shape) == 2 and shape[0] < GEMM_MIN_ROWS:
-            return None
         panel = panel_columns(weight.shape[1], self.lanes)
         return (shape, weight, panel) if panel else None
 
@@ -118,6 +122,7 @@ class PackedMatmuls:
         reduction, columns = weight.shape
         gvar = builder.add_func(packed_matmul_primfunc(shape, reduction, columns, panel), "packed_matmul")
         self.count += 1
-        record = LayerRecord("matmul", "dense", f"fp32 matmul, GEMM kernel (register tiles), weight in {panel}-column panels")
+        form = "fp32 matmul, GEMM kernel" if len(shape) > 2 or shape[0] >= GEMM_MIN_ROWS else "fp32 dense, matrix-vector kernel"
+        record = LayerRecord("matmul", "dense", f"{form} (register tiles), weight in {panel}-column panels")
         out = relax.TensorType([*shape[:-1], columns], "float32")
         return relax.call_tir(gvar, [call.args[0], relax.const(packed_weight(weight, panel))], out), record
