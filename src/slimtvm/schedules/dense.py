@@ -150,7 +150,7 @@ def schedule_dense_split_k(sch: s_tir.Schedule, lanes: int, k_tasks=8, k_unroll=
 
 
 # The panel form (schedule_panel_matvec): tiles of this many panels, the first that divides the
-# panels and keeps rows × vectors accumulators in registers (PANEL_ACCUMULATORS); the reduction
+# panels and keeps rows × vectors accumulators in registers (panel_accumulators); the reduction
 # in as few segments as give MIN_PARALLEL_CHUNKS chunks, each at least PANEL_MIN_SEGMENT long.
 # Zen 4, 1280 × 1008 alone, 1 thread, warm (µs): 1 panel 64–86, 3 panels 55, 7 panels 56; the
 # segments (1–8) changed nothing at 1 thread.
