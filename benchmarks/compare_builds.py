@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from slimtvm.runtime.artifact import load, set_num_threads  # noqa: E402
-from slimtvm.runtime.bench import onnxruntime_session, relative_difference, time_in_turns  # noqa: E402
+from slimtvm.runtime.bench import SETTLE_SECONDS, onnxruntime_session, relative_difference, time_in_turns  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -100,6 +100,7 @@ def compare_kernels(model_path: str, build_paths: list, thread_counts: list, rep
     ort_times = {threads: [] for threads in thread_counts}
 
     def onnxruntime_round():
+        time.sleep(SETTLE_SECONDS)  # TVM's idle workers stop spinning (runtime/bench.py)
         for threads, session in sessions.items():
             session.run(None, inputs)
             begun = time.perf_counter()

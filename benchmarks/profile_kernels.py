@@ -95,12 +95,18 @@ def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
 def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> list:
     """One profile per ``(artifact, threads)`` case, the cases run in turns (see above);
     ``between`` (a function, or None) is called once at the end of every round, so that another
-    engine profiled there takes the same turns; ``probe`` (see :func:`profiles_in_turns`) after
+    engine profiled there takes the same turns, and is followed by a pause of
+    :data:`~slimtvm.runtime.bench.SETTLE_SECONDS`: until session 43 the next case began while
+    onnxruntime's idle worker still spun (about 32 ms) on the second core, and the first build's
+    2-thread case of a short model read slow (a 256 → 256 1×1 conv at 56×56, alone: 3.5–6.0 ms
+    against 1.9 for the same kernel in a later build). Each case's dropped runs last at least
+    :data:`~slimtvm.runtime.bench.WARM_SECONDS`. ``probe`` (see :func:`profiles_in_turns`) after
     every case."""
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
     from slimtvm.runtime.artifact import set_num_threads
+    from slimtvm.runtime.bench import SETTLE_SECONDS, WARM_SECONDS
 
     rows, started, recording_shapes = [], {}, [True]
 
@@ -134,7 +140,10 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> li
         for index, (artifact, threads) in enumerate(cases):
             plain, instrumented, inputs = machines[artifact.library_path]
             set_num_threads(threads)
+            warm_until = time.perf_counter() + WARM_SECONDS
             for _ in range(3 if round_index == 0 else 1):
+                plain["main"](*inputs)
+            while time.perf_counter() < warm_until:
                 plain["main"](*inputs)
             begun = time.perf_counter()
             plain["main"](*inputs)
@@ -147,6 +156,7 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> li
                 probed[index].append(probe())
         if between is not None:
             between()
+            time.sleep(SETTLE_SECONDS)  # the other engine's idle workers stop spinning
     result = []
     for index in range(len(cases)):
         runs = per_run[index]
