@@ -29,7 +29,14 @@ ResNet-18's 1 × 1 downsampling conv at 7×7 (512 KB) 117–119 → 87–89 µs 
 7×7 (4.7 MB, one-tile chunks, so the chunked form above does not apply) 1,029–1,061 → 971–982;
 RegNetX-400MF's 400 → 400 1×1 convs at 7×7 96 → 87 µs. With regions outermost (small weights
 that every pixel chunk reads again, from L2) it made ResNet-18's 3×3/2 conv at 28×28 11% slower,
-and at 28 chunks per group (28×28 images) gained nothing: neither is annotated.
+and at 28 chunks per group (28×28 images) gained nothing: neither is annotated. Nor is a
+group whose weights have fewer cache lines than its chunks have steps (every step prefetches at
+least one line, so the extra steps re-issued the last line's prefetch): ResNeXt-50's 256 → 256
+1×1 conv at 56×56 (fourteen 224-pixel chunks per group, 512 lines over 6,272 steps) ran 15–22%
+slower with it on Zen 4 (1 / 2 threads, per kernel in the model, builds in turns: 4,692 / 2,736
+→ 3,987 / 2,135 µs without it), while the annotated 7×7 and 14×14 convs of ResNet-18/50 and
+ResNeXt-50 (two or more lines per step) took 0.97–1.12× their time with it when built without it
+(mostly slower; the same runs).
 
 The Winograd product (``schedules/winograd_conv.py``, weights over 1 MB) is annotated with
 :data:`WINOGRAD_ANNOTATION`: there each parallel task's weights are one contiguous slice, and
@@ -56,14 +63,13 @@ from tvm.ir.expr import TensorLoad
 from tvm.s_tir import SBlockRealize
 from tvm.tirx.stmt import Evaluate, For, ForKind, SeqStmt
 
+from ..schedules.conv2d_nchwc import CACHE_LINE_BYTES as LINE_BYTES
 from ..schedules.conv2d_nchwc import CONV_BLOCK, TILE_PREFETCH_ANNOTATION
 from ..schedules.conv2d_nchwc import PREFETCH_ANNOTATION as ANNOTATION
 from ..schedules.dense import COLUMN_GROUPS_ANNOTATION, GROUP_PREFETCH_ANNOTATION, MATMUL_BLOCK, packed_weight
 from ..schedules.winograd_conv import GEMM_BLOCK as WINOGRAD_BLOCK
 from ..schedules.winograd_conv import PREFETCH_ANNOTATION as WINOGRAD_ANNOTATION
 from .prim_func_rewrites import rewrite_prim_funcs
-
-LINE_BYTES = 64
 
 
 def insert_weight_prefetch() -> tvm.transform.Pass:
