@@ -45,7 +45,11 @@ LAYERS = {
     "r50_1x1_7": (2048, 7, 1, 512, 1, 0),
     "r50_1x1_s2_28": (256, 56, 1, 512, 2, 0),  # ResNet-50's (and ResNeXt-50's) strided 1×1 shortcuts
     "r50_1x1_s2_14": (512, 28, 1, 1024, 2, 0),
+    "r50_1x1_s2_14_sliced": (512, 14, 1, 1024, 1, 0),  # the same after a stride-2 slice of its input
     "rx50_1x1_56": (256, 56, 1, 256, 1, 0),  # ResNeXt-50's (and ResNet-50 v1.5's) first 1×1 of layer 2
+    "r50_3x3_s2_28": (128, 56, 3, 128, 2, 1),  # ResNet-50 v1.5's strided 3×3 convs
+    "r50_3x3_s2_14": (256, 28, 3, 256, 2, 1),
+    "r50_3x3_s2_7": (512, 14, 3, 512, 2, 1),
     "l1_half_out": (64, 56, 3, 32, 1, 1),  # a block's first conv with half its filters removed (pruned filters)
     "l1_half_in": (32, 56, 3, 64, 1, 1),  # the block's second conv, half its inputs removed
     "mbv2_stem": (3, 224, 3, 32, 2, 1),
