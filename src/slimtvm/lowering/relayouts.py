@@ -1,5 +1,6 @@
 """Relayouts between plain NCHW and blocked NCHW[x]c tensors: recognising and emitting them
-(shared by the passes that move ops across them: sink_relayouts, blocked_resize_concat)."""
+(shared by the passes that move ops across them: sink_relayouts, blocked_resize_concat,
+pool_before_relayout)."""
 
 from __future__ import annotations
 

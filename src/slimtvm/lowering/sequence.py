@@ -26,6 +26,7 @@ from .let_free_kernels import let_free_kernels
 from .matmul_columns import PadMatmulColumns
 from .packed_matmuls import PackedMatmuls
 from .pad_channels import pad_channels_to_block
+from .pool_before_relayout import pool_before_relayout
 from .scope_pragmas import drop_scope_pragmas
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
@@ -93,6 +94,7 @@ class LoweringPasses:
             BlockedChannelNorms(self.hide_channel_norms),  # … and back in the blocked layout, without the relayouts
             blocked_resize_concat(),  # a detector's upsample + concat path stays blocked
             sink_relayouts(),  # element-wise ops between plain-layout (sparse) kernels stay plain
+            pool_before_relayout(),  # a global mean after a padded conv averages the blocked image
             BlockedChannelPermutations(),  # a channel shuffle between blocked tensors: one kernel, not relayouts around it
             relax.transform.EliminateCommonSubexpr(),  # one relayout per weight where a batch runs per image (passes/split_batch.py)
             FoldConstantsSafely(),  # weights are transformed to the blocked layout once, here
