@@ -14,7 +14,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from .relayouts import op_name, rank, to_plain
+from .relayouts import op_name, rank, same_channels, to_plain
 
 PIXEL_AXES = (2, 3)
 
@@ -28,12 +28,9 @@ def _static_shape(expr) -> list | None:
 
 def _is_relayout_to_plain(call) -> bool:
     """Whether ``call`` relayouts a 5-D NCHW[b]c tensor to 4-D NCHW (padded channels kept)."""
-    if op_name(call) != "relax.layout_transform" or rank(call.args[0]) != 5 or rank(call) != 4:
+    if op_name(call) != "relax.layout_transform" or rank(call.args[0]) != 5 or rank(call) != 4 or not same_channels(call.args[0], call):
         return False
-    blocked, plain = _static_shape(call.args[0]), _static_shape(call)
-    if blocked is None or plain is None or blocked[1] * blocked[4] != plain[1] or blocked[0] != plain[0] or blocked[2:4] != plain[2:4]:
-        return False
-    block = blocked[4]
+    block = _static_shape(call.args[0])[4]
     mapped = [int(v) for v in call.attrs.index_map.map_indices([tvm.tirx.IntImm("int64", v) for v in (1, 2, 3, 4, 5)])]
     return mapped == [1, 2 * block + 5, 3, 4]
 
