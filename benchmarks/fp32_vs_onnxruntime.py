@@ -40,8 +40,12 @@ DEFAULT_MODELS = "digits_cnn,resnet18,mobilenet_v2,light_squeezenet,light_resnet
 
 def model_path(name: str, workdir: str) -> str:
     """The ONNX file of a named model (written to ``workdir`` with seeded random weights), or
-    ``name`` itself when it is a path to an ``.onnx`` file (e.g. scripts/export_hf_models.py's)."""
+    ``name`` itself when it is a path to an ``.onnx`` file (e.g. scripts/export_hf_models.py's).
+    Refuses (SystemExit with a one-line message) a name that is none of these or a path that
+    does not exist."""
     if name.endswith(".onnx"):
+        if not os.path.isfile(name):
+            raise SystemExit(f"error: model file not found: {name}")
         return os.path.abspath(name)
     if name == "digits_cnn":
         return os.path.join(HERE, "..", "examples", "digits_cnn.onnx")
@@ -53,6 +57,11 @@ def model_path(name: str, workdir: str) -> str:
         return path
     from light_zoo import LIGHT, with_logits_output, with_random_weights
 
+    if not os.path.isfile(os.path.join(LIGHT, f"{name}.onnx")):
+        light = sorted(f[: -len(".onnx")] for f in os.listdir(LIGHT) if f.endswith(".onnx"))
+        raise SystemExit(
+            f"error: unknown model {name!r}: give a path to an .onnx file, digits_cnn, one of {', '.join(sorted(ARCHITECTURES))}, or one of {', '.join(light)}"
+        )
     path = os.path.join(workdir, f"{name}.onnx")
     # the logits as a second output: random weights saturate the final Softmax (outputs 0 and 1),
     # which alone would let the outputs check pass whatever the logits were

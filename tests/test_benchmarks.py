@@ -32,6 +32,22 @@ def test_fp32_benchmark_smoke_runs_untuned_and_tuned():
     assert "| digits_cnn | 1 |" in proc.stdout
 
 
+def test_fp32_benchmark_refuses_an_unknown_model_in_one_line():
+    """A model name that is no file, architecture or light-zoo model ends the benchmark with one
+    line naming it and the names it takes, and a non-zero exit (it raised FileNotFoundError's
+    traceback from deep in onnx.load before)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "fp32_vs_onnxruntime.py"), "--models", "squeezenet", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown model 'squeezenet'" in proc.stderr and "light_squeezenet" in proc.stderr, (
+        proc.stderr
+    )
+
+
 def _run_smoke(script: str) -> str:
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), "--smoke"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
