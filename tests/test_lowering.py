@@ -476,20 +476,30 @@ def test_small_image_convs_prefetch_the_next_channel_group_on_avx512(tmp_path, p
 
 
 @pytest.mark.parametrize("preset", ["x86-64", "x86-64-avx512"])
-def test_convs_with_megabytes_of_weights_prefetch_the_next_chunk_on_avx512(tmp_path, preset):
+def test_convs_with_megabytes_of_weights_prefetch_the_next_group_on_avx512(tmp_path, preset):
     """Convs with megabytes of weights whose parallel chunks hold several pixel tiles (here 1×1,
-    1024 → 1024 channels, 4 MB, at 14×14: chunks of 7 rows, ten tiles): on 16-lane targets they
-    run in input-channel chunks and prefetch the next chunk's weights (128 KB ahead, more than
-    L1 holds: `prefetcht1` in the library, into L2; the 256 → 1024 conv before it prefetches its
-    next 32 KB group into L1); the AVX2 build is unchanged (no prefetch). Both match onnxruntime where this host
-    runs them. (ResNet's 7×7 last stage, the first user, now runs one-row chunks of one tile
-    each, for enough parallel chunks; with nothing to prefetch between tiles it ran faster than
-    before: 2.6–2.8 ms per conv against 3.0–3.1, Zen 4, benchmarks/profile_kernels.py.)"""
+    1024 → 1024 channels, 4 MB, at 14×14: chunks of 7 rows, fourteen tiles) run in the per-tile
+    form on 16-lane targets, each chunk prefetching its share of the next channel group's weights
+    (128 KB ahead, more than L1 holds: `prefetcht1` in the library, into L2; the 256 → 1024 conv
+    before it prefetches its next 32 KB group into L1). Until session 45 they ran their tiles in
+    chunks of input channels, prefetching the next chunk, 4–12% slower in ResNet-50 and
+    ConvNeXt-T on Zen 4. The AVX2 build prefetches nothing. Both match onnxruntime where this
+    host runs them."""
+    import re
+
+    from conftest import scheduled_kernels
+
+    from slimtvm.schedules.conv2d_nchwc import TILE_PREFETCH_ANNOTATION
+
     g = GraphBuilder(seed=21)
     x = g.input([1, 256, 14, 14])
     y = g.relu(g.conv(x, 256, 1024, kernel=1))
     z = g.conv(y, 1024, 1024, kernel=1)
     model = g.model(g.relu(g.node("Add", [z, y])))
+    if preset == "x86-64-avx512":
+        mod = scheduled_kernels(model, preset)
+        convs = [gv for gv in mod.get_global_vars() if "conv2d" in gv.name_hint]
+        assert len(convs) == 2 and all(re.search(TILE_PREFETCH_ANNOTATION, mod[conv].script()) for conv in convs)
     _check_prefetch_only_on_avx512(tmp_path, preset, model, (1, 256, 14, 14), seed=22)
 
 
@@ -519,11 +529,11 @@ def test_group_weight_prefetch_only_where_every_step_has_a_line_to_fetch():
 
 
 def test_flattened_pixel_chunks_take_the_per_tile_form_even_with_megabytes_of_weights():
-    """A conv whose row chunks would take the chunked weight prefetch (3×3/2, 256 → 512 channels
-    at 7×7: 4.7 MB of weights, 7-row chunks of several tiles) scheduled in chunks of 14 flattened
-    pixels (the last one partial) runs them in the per-tile form, and the kernel matches
-    onnxruntime on this host. Before, the prefetch was decided from the rows and the schedule
-    refused the chunks (no default tile asked for both)."""
+    """A conv with megabytes of weights (3×3/2, 256 → 512 channels at 7×7: 4.7 MB, 7-row chunks
+    of several tiles) scheduled with the prefetch in chunks of 14 flattened pixels (the last one
+    partial) runs them in the per-tile form, and the kernel matches onnxruntime on this host.
+    (Before session 45's removal of the weight-chunk form, the prefetch was decided from the rows
+    and the schedule had refused such chunks.)"""
     from tvm import s_tir
 
     from slimtvm.schedules.conv2d_nchwc import schedule_conv2d_nchwc

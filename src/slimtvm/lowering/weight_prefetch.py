@@ -7,17 +7,11 @@ tile then needs its 590 KB at five times the pace of the average, more than one 
 bandwidth, and stalls; the others wait on nothing. The hardware prefetchers cannot help: they
 run a few lines ahead of the stream, not one channel block ahead.
 
-The schedule (``schedules/conv2d_nchwc.py``) runs such convs in chunks of input channels (about
-150 KB of weights per tile of channel blocks) outside the pixel tiles, and annotates the loop over
-a chunk's input-channel blocks inside each full pixel tile with :data:`ANNOTATION` = (channel
-blocks per tile, pixels per tile, pixels per parallel chunk, full tiles per chunk, input-channel
-blocks per weight chunk). This pass puts at the top of that loop's body one short loop per
-channel block of prefetches of the *next* weight chunk (the next input channels of the same
-channel blocks, or the first chunk of the next channel blocks; the last tile prefetches its own),
-so that every step of every pixel tile fetches an equal share of it: the memory traffic is spread
-evenly over the conv instead of arriving in bursts. Measured on Zen 5 (ResNet-18, 1 thread, per
-kernel in the whole model): the 512-channel 3×3 convs 1.21–1.25 → 0.99–1.00 ms (0.86 with warm
-weights), the 256-channel ones 0.94–0.95 → 0.85–0.88 ms; the whole model 15.9 → 14.8 ms.
+Until session 45 the direct conv's schedule also ran such convs in chunks of input channels
+outside the pixel tiles, each step prefetching a share of the next chunk (Zen 5, ResNet-18's
+512-channel 3×3 convs then 1.21 → 0.99 ms); those convs have since moved to the forms below,
+and on Zen 4 every conv still in that form ran 4–12% faster without it
+(``schedules/conv2d_nchwc.py``'s docstring), so it was removed.
 
 Convs in the per-tile form on small images (at most 16 pixel chunks per group of channel blocks,
 256 KB of weights or more, channel groups outermost) are annotated with
@@ -26,7 +20,7 @@ chunk would otherwise wait on memory for all the group's weights, and the others
 cache. Each of the group's chunks prefetches its share of the next group's, spread over its
 steps. Measured on Emerald Rapids (1 thread, per kernel in the whole model, builds in turns):
 ResNet-18's 1 × 1 downsampling conv at 7×7 (512 KB) 117–119 → 87–89 µs and its 3×3/2 conv at
-7×7 (4.7 MB, one-tile chunks, so the chunked form above does not apply) 1,029–1,061 → 971–982;
+7×7 (4.7 MB, one-tile chunks) 1,029–1,061 → 971–982;
 RegNetX-400MF's 400 → 400 1×1 convs at 7×7 96 → 87 µs. With regions outermost (small weights
 that every pixel chunk reads again, from L2) it made ResNet-18's 3×3/2 conv at 28×28 11% slower,
 and at 28 chunks per group (28×28 images) gained nothing: neither is annotated. Nor is a
@@ -68,7 +62,6 @@ from tvm.tirx.stmt import Evaluate, For, ForKind, SeqStmt
 
 from ..schedules.conv2d_nchwc import CACHE_LINE_BYTES as LINE_BYTES
 from ..schedules.conv2d_nchwc import CONV_BLOCK, TILE_PREFETCH_ANNOTATION
-from ..schedules.conv2d_nchwc import PREFETCH_ANNOTATION as ANNOTATION
 from ..schedules.dense import COLUMN_GROUPS_ANNOTATION, GROUP_PREFETCH_ANNOTATION, MATMUL_BLOCK, packed_weight
 from ..schedules.winograd_conv import GEMM_BLOCK as WINOGRAD_BLOCK
 from ..schedules.winograd_conv import PREFETCH_ANNOTATION as WINOGRAD_ANNOTATION
@@ -79,10 +72,12 @@ L1_PREFETCH_MAX_BYTES = 32 * 1024  # the smallest L1 data cache of the x86 cores
 
 
 def insert_weight_prefetch() -> tvm.transform.Pass:
-    """Module pass: rewrite every loop annotated with :data:`ANNOTATION` (the direct conv's chunk
-    loop) or :data:`WINOGRAD_ANNOTATION` (the Winograd product's loop over input blocks). A loop
-    whose conv reads no 6-D (blocked) weights, such as a plain-input stem's, loses the annotation
-    and gets no prefetch; other functions are left as they are."""
+    """Module pass: rewrite every loop annotated with :data:`TILE_PREFETCH_ANNOTATION` (the direct
+    conv's per-tile loop over input-channel blocks), :data:`WINOGRAD_ANNOTATION` (the Winograd
+    product's loop over input blocks) or ``GROUP_PREFETCH_ANNOTATION`` (the dense kernel's loop
+    over reduction blocks). A loop whose conv reads no 6-D (blocked) weights, such as a
+    plain-input stem's, loses the annotation and gets no prefetch; other functions are left as
+    they are."""
 
     @tvm.transform.module_pass(opt_level=0, name="slimtvm.InsertWeightPrefetch")
     def _insert(mod, _ctx):
@@ -93,8 +88,6 @@ def insert_weight_prefetch() -> tvm.transform.Pass:
 
 def _with_prefetch(loop: For) -> For:
     annotations = loop.annotations or {}
-    if ANNOTATION in annotations:
-        return _direct_conv_prefetch(loop, ANNOTATION)
     if TILE_PREFETCH_ANNOTATION in annotations:
         return _per_tile_prefetch(loop, TILE_PREFETCH_ANNOTATION)
     if WINOGRAD_ANNOTATION in annotations:
@@ -102,38 +95,6 @@ def _with_prefetch(loop: For) -> For:
     if GROUP_PREFETCH_ANNOTATION in annotations:
         return _gemm_group_prefetch(loop, GROUP_PREFETCH_ANNOTATION)
     return loop
-
-
-def _direct_conv_prefetch(loop: For, key: str) -> For:
-    """The direct conv's form: the next input-channel chunk of the tile's channel blocks, else
-    the first chunk of the next channel blocks (the last tile prefetches its own first chunk)."""
-    oc_tile, px, chunk_pixels, tiles, chunk_blocks = (int(v) for v in loop.annotations[key])
-    realize, kernel = _block_and_weights(loop, CONV_BLOCK)
-    if kernel is None:  # a plain-input stem (5-D weights, a few KB): nothing to prefetch
-        return _rebuilt(loop, key, [])
-    _, oc_base, p_base, _, ic_base = task_origin(loop, realize)[:5]  # (n, oc, pixel, lane, ic, …)
-
-    blocks, in_blocks, kh, kw, ib, ob = (int(d) for d in kernel.shape)
-    per_block = in_blocks * kh * kw * ib * ob
-    chunk_elements = chunk_blocks * kh * kw * ib * ob
-    chunks = in_blocks // chunk_blocks
-    chunk_lines = math.ceil(chunk_elements / _floats_per_line(kernel))
-    lines_per_step = math.ceil(chunk_lines / (tiles * int(loop.extent)))  # per channel block
-
-    chunk = tirx.floordiv(ic_base, chunk_blocks * ib)
-    last_chunk = chunk + 1 >= chunks
-    next_chunk = tirx.Select(last_chunk, tirx.const(0, chunk.ty.dtype), chunk + 1)
-    next_block = tirx.Select(last_chunk, tirx.min(oc_base + oc_tile, blocks - oc_tile), oc_base)
-    step = tirx.floordiv(tirx.floormod(p_base, chunk_pixels), px) * int(loop.extent) + loop.loop_var
-    per_line = _floats_per_line(kernel)
-
-    def start(block):  # one loop per block, so each address is affine in the line
-        return lambda line: (
-            (next_block + block) * per_block + next_chunk * chunk_elements + tirx.min((step * lines_per_step + line) * per_line, chunk_elements - 1)
-        )
-
-    ahead = oc_tile * chunk_elements * _bytes_per_element(kernel)  # the next chunk of the tile's channel blocks
-    return _rebuilt(loop, key, [_prefetch_loop(kernel, start(block), lines_per_step, loop, prefetch_locality(ahead)) for block in range(oc_tile)])
 
 
 def _per_tile_prefetch(loop: For, key: str) -> For:
@@ -241,7 +202,8 @@ def prefetch_locality(ahead_bytes: int) -> int:
     Zen 4, per kernel in the model, 1 thread, builds in turns (µs, every prefetch ``prefetcht0``
     → this rule): ResNet-18's 512-channel Winograd products at 7×7 (a 64 KB slice ahead)
     1,687–1,805 → 1,356–1,374 and its 3×3/2 conv at 7×7 (295 KB groups) 1,365 → 1,165; ResNet-50's
-    3×3/2 convs at 7×7 and 14×14 2,731 → 2,276 and 2,439 → 2,345. The 256-channel Winograd
+    3×3/2 convs at 7×7 and 14×14 2,731 → 2,276 and 2,439 → 2,345 (the latter then in the
+    chunked form, since removed). The 256-channel Winograd
     products at 14×14 (a 32 KB slice, read from L1) keep ``prefetcht0``: with ``prefetcht1``
     they took 1,053–1,103 µs against 998–1,019. VGG-11's 512-channel products at 14×14 and
     MobileNetV2's 1×1 convs (36–123 KB ahead) stayed within 2% either way. Whole runs (20–30 in

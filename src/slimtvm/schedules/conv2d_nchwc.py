@@ -34,16 +34,22 @@ kernel does), so one chunk's weights (9 KB for a 3×3 kernel) stay in L1 for eve
 chunk, and each tile's accumulators are reloaded once per input-channel block. Otherwise every
 tile streams all its weights (up to 590 KB on ResNet's last stage) from L2 or L3.
 
-Weight chunks and prefetch (16-lane targets, convs with more than 1 MB of weights): the full
-tiles run inside chunks of input channels (:func:`weight_chunk_blocks`), so a chunk's weights
-are read from memory once and from L2 by the other tiles, and every step prefetches a share of
-the next chunk (``lowering/weight_prefetch.py``): without it, the first tile of each channel
-block waited on memory for all its weights (ResNet-18's last stage ran 1.21 ms per conv in the
-model against 0.86 ms with warm weights; with it 0.99). In the per-tile form on small images
+Weight prefetch (16-lane targets): in the per-tile form on small images
 (:data:`TILE_PREFETCH_MAX_SHARES` pixel chunks per channel group or fewer, at least
 :data:`TILE_PREFETCH_MIN_WEIGHT_BYTES` of weights, channel groups outermost, and at least one
 cache line of the group's weights per step of its chunks' tiles) each chunk of a group
-prefetches a share of the next group's weights instead (the same pass).
+prefetches a share of the next group's weights (``lowering/weight_prefetch.py``). Until session
+45 convs with more than 1 MB of weights whose chunks hold several tiles ran those tiles inside
+chunks of input channels, each step prefetching a share of the next chunk (written for
+ResNet-18's last stage on Zen 5, 1.21 → 0.99 ms per conv, which has since moved to other
+kernels). On Zen 4 every conv that still took that form ran faster without it, at 1 and 2
+threads (per kernel in the model, builds in turns, µs at 1 thread): ResNet-50's 1×1/2 convs at
+14×14 and 7×7 2,128 → 1,886 and 2,119 → 1,942, its 512 → 2048 1×1 at 7×7 1,049–1,081 →
+942–977, its 3×3/2 at 14×14 2,387 → 2,163, ConvNeXt-T's MLP convs at 14×14 2,144–2,322 →
+2,047–2,156; whole runs 0.97–0.98 of their time (ResNet-18, ResNet-50, Wide ResNet-50-2,
+ResNeXt-50, ConvNeXt-T, Inception v3, AlexNet at 1 thread; EfficientNetV2-S 1.005). The form
+was removed: such convs run in the per-tile form where their chunks are whole tiles (with the
+per-tile prefetch where it applies), else with the tiles outside the reduction.
 """
 
 from __future__ import annotations
@@ -59,7 +65,6 @@ from .cpu_rule import CPURule
 from .stages import MIN_PARALLEL_CHUNKS, schedule_padding, spatial_partition, split_stages, zero_padded
 
 CONV_BLOCK = "conv2d_NCHWc"
-PREFETCH_ANNOTATION = "slimtvm.prefetch_next_weights"  # read by lowering/weight_prefetch.py
 TILE_PREFETCH_ANNOTATION = "slimtvm.prefetch_next_group_weights"  # the per-tile form's (the same pass)
 
 
@@ -245,7 +250,7 @@ def _tile_of(oc_tile, oc_chunks, out_h, out_w, budget, in_channels, kernel_taps,
         px = dividing_pixels(px, rows * out_w)
     channels_outside = channels_outside_by_default(in_channels, kernel_taps, lanes)
     weight_bytes = oc_chunks * lanes * in_channels * kernel_taps * 4
-    if batch * (oc_chunks // oc_tile) * (out_h // rows) < MIN_PARALLEL_CHUNKS and lanes >= 16 and weight_bytes <= PREFETCH_MIN_WEIGHT_BYTES:
+    if batch * (oc_chunks // oc_tile) * (out_h // rows) < MIN_PARALLEL_CHUNKS and lanes >= 16 and weight_bytes <= SUB_ROW_MAX_WEIGHT_BYTES:
         finer = sub_row_tile(oc_chunks, oc_tile, px, out_h * out_w, batch)
         if finer is not None:
             return ConvTile(finer.oc_tile, finer.px, 1, channels_outside, finer.chunk_pixels)
@@ -369,18 +374,10 @@ def channels_outside_by_default(in_channels: int, kernel_taps: int, lanes: int =
     return lanes < 16 and kernel_taps > 1 and in_channels >= 128
 
 
-WEIGHT_CHUNK_BYTES = 160 * 1024
-PREFETCH_MIN_WEIGHT_BYTES = 1024 * 1024
+SUB_ROW_MAX_WEIGHT_BYTES = 1024 * 1024  # heavier convs keep whole-row chunks (they took the weight-chunk form until session 45)
 TILE_PREFETCH_MIN_WEIGHT_BYTES = 256 * 1024
 TILE_PREFETCH_MAX_SHARES = 16
 CACHE_LINE_BYTES = 64
-
-
-def weight_chunk_blocks(weight_bytes_per_block: int, in_blocks: int, oc_tile: int) -> int:
-    """Input-channel blocks per weight chunk: the most (a divisor of ``in_blocks``) whose weights
-    for one tile of ``oc_tile`` channel blocks stay within :data:`WEIGHT_CHUNK_BYTES`, so that a
-    chunk and the next one, which is being prefetched, fit a 1 MB L2 with the input and output."""
-    return max([c for c in range(1, in_blocks + 1) if in_blocks % c == 0 and oc_tile * c * weight_bytes_per_block <= WEIGHT_CHUNK_BYTES] or [1])
 
 
 def schedule_conv2d_nchwc(
@@ -390,14 +387,12 @@ def schedule_conv2d_nchwc(
 
     ``oc_tile`` must divide the output channel blocks and ``rows`` the output rows (ints: each
     MetaSchedule design space is one tile, see :func:`conv2d_design_spaces`). The pixel tile ``px`` may
-    leave a tail; it becomes its own loop. ``prefetch`` (16-lane targets): convs with more than
-    :data:`PREFETCH_MIN_WEIGHT_BYTES` of weights run in input-channel chunks
-    (:func:`weight_chunk_blocks`) outside the pixel tiles, and each step prefetches a share of
-    the next chunk's weights (``lowering/weight_prefetch.py``); ignored with ``channels_outside``.
+    leave a tail; it becomes its own loop. ``prefetch`` (16-lane targets): the per-tile form
+    prefetches the next channel group's weights where the module docstring's conditions hold.
     ``chunk_pixels`` (:func:`sub_row_tile`, a multiple of ``px``): chunks of that many flattened
     pixels instead of ``rows`` rows, the last one partial where they do not divide the image's
     pixels (:func:`ragged_tile`: its pixels past the image are masked); only in the per-tile form
-    (refused with ``channels_outside``; the chunked ``prefetch`` gives way to the per-tile one).
+    (refused with ``channels_outside``).
     """
     stages = split_stages(sch, CONV_BLOCK)
     conv, out = stages.main, stages.out
@@ -411,15 +406,12 @@ def schedule_conv2d_nchwc(
     ic_bn = oc_bn  # blocked inputs use the output's channel block
     in_blocks = in_channels // ic_bn if in_channels % ic_bn == 0 else 1
     block_bytes = kernel_h * kernel_w * (in_channels // in_blocks) * oc_bn * 4
-    wants_prefetch = prefetch
-    # flattened chunks run in the per-tile form, where only the per-tile prefetch applies
-    prefetch = prefetch and not chunk_pixels and not channels_outside and pixels > px and oc_chunks * in_blocks * block_bytes > PREFETCH_MIN_WEIGHT_BYTES
     if chunk_pixels and (channels_outside or pixels % px):
         raise ValueError(f"chunks of {chunk_pixels} pixels need the per-tile form (whole {px}-pixel tiles, channels inside)")
-    if not channels_outside and not prefetch and pixels % px == 0:
+    if not channels_outside and pixels % px == 0:
         shares = -(-out_h * out_w // pixels)  # the chunks that read one group's weights in turn
         streamed = (
-            wants_prefetch
+            prefetch
             and not regions
             and oc_chunks * in_blocks * block_bytes >= TILE_PREFETCH_MIN_WEIGHT_BYTES
             and shares <= TILE_PREFETCH_MAX_SHARES
@@ -443,11 +435,9 @@ def schedule_conv2d_nchwc(
     # Below the chunk: batch, oc_inner, pixel, oc_block, ic, kh, kw (unit loops are kept).
     tile_oc, pixel = sch.get_loops(conv)[-6:-4]
     sch.reorder(pixel, tile_oc)
-    weight_chunk = weight_chunk_blocks(block_bytes, in_blocks, oc_tile) if prefetch else in_blocks
-    prefetch_step = (oc_tile, px, pixels, pixels // px, weight_chunk) if prefetch else None
     parts = sch.loop_partition(pixel, [pixels // px * px]) if pixels % px and pixels > px else [pixel]
     for part in parts:
-        _tile_and_reduce(sch, sch.get_child_blocks(part)[0], ic_bn, px, channels_outside, prefetch_step)
+        _tile_and_reduce(sch, sch.get_child_blocks(part)[0], ic_bn, px, channels_outside)
     schedule_padding(sch, stages.pads, regions)
 
 
@@ -481,12 +471,10 @@ def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int,
     _tile_and_reduce(sch, conv, ic_bn, px, channels_outside=False, tile_prefetch=tile_prefetch)
 
 
-def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, prefetch_step=None, tile_prefetch=None) -> None:
+def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, tile_prefetch=None) -> None:
     """Under one pixel loop: ``px``-pixel tiles (the tail: one tile of what is left), the reduction
     outside the unrolled tile, its input-channel chunks outside the tiles if ``channels_outside``.
-    ``prefetch_step`` (the :data:`PREFETCH_ANNOTATION`, whose last item is the input-channel
-    blocks per weight chunk): the full tiles loop inside weight chunks, and the loop over a
-    chunk's input-channel blocks prefetches the next chunk. ``tile_prefetch`` (the
+    ``tile_prefetch`` (the
     :data:`TILE_PREFETCH_ANNOTATION`; one whole tile under the loop): the loop over input-channel
     blocks prefetches a share of the next group of channel blocks' weights."""
     pixel, tile_oc, vec, ic, kh, kw = sch.get_loops(conv)[-6:]
@@ -504,11 +492,6 @@ def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, pre
         if channels_outside:
             sch.reorder(ic_outer, pixel_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
             unrolled.append(ic_inner)
-        elif prefetch_step is not None:
-            chunk_blocks = prefetch_step[-1]
-            reduction_root, ic_outer = sch.split(ic_outer, [None, chunk_blocks])
-            sch.reorder(reduction_root, pixel_outer, ic_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
-            sch.annotate(ic_outer, PREFETCH_ANNOTATION, list(prefetch_step))
         else:
             sch.reorder(pixel_outer, ic_outer, kh, ic_inner, kw, tile_oc, pixel, vec)
     else:
