@@ -45,8 +45,8 @@ ResNet-18's last stage on Zen 5, 1.21 → 0.99 ms per conv, which has since move
 kernels). On Zen 4 every conv that still took that form ran faster without it, at 1 and 2
 threads (per kernel in the model, builds in turns, µs at 1 thread): ResNet-50's 1×1/2 convs at
 14×14 and 7×7 2,128 → 1,886 and 2,119 → 1,942, its 512 → 2048 1×1 at 7×7 1,049–1,081 →
-942–977, its 3×3/2 at 14×14 2,387 → 2,163, ConvNeXt-T's MLP convs at 14×14 2,144–2,322 →
-2,047–2,156; whole runs 0.97–0.98 of their time (ResNet-18, ResNet-50, Wide ResNet-50-2,
+942–977, its 3×3/2 at 14×14 2,387 → 2,163, ConvNeXt-T's MLP convs at 14×14 2,144–2,237 →
+2,047–2,143; whole runs 0.97–0.98 of their time (ResNet-18, ResNet-50, Wide ResNet-50-2,
 ResNeXt-50, ConvNeXt-T, Inception v3, AlexNet at 1 thread; EfficientNetV2-S 1.005). The form
 was removed: such convs run in the per-tile form where their chunks are whole tiles (with the
 per-tile prefetch where it applies), else with the tiles outside the reduction.
