@@ -1,6 +1,6 @@
 """How many parallel chunks does each kernel offer? (what bounds scaling to many cores)
 
-    .venv/bin/python benchmarks/parallel_chunks.py [--models resnet18,mobilenet_v2,PATH.onnx] [--target x86-64-avx512]
+    .venv/bin/python benchmarks/parallel_chunks.py [--models resnet18,mobilenet_v2,light_resnet50,PATH.onnx] [--target x86-64-avx512]
         [--input-shape input=8,3,224,224] [--goal 64]
 
 Runs the compile pipeline up to slimtvm's default schedules (no code generation, no timing) and
@@ -70,16 +70,15 @@ def main(argv=None) -> int:
     parser.add_argument("--goal", type=int, default=64)
     args = parser.parse_args(argv)
     import onnx
-    from architectures import ARCHITECTURES
+    from fp32_vs_onnxruntime import model_path
 
     from slimtvm.frontend.onnx_model import parse_shape_overrides
 
     shapes = parse_shape_overrides(args.input_shape) or None
     short_total = 0
-    with tempfile.TemporaryDirectory():
+    with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
-            model = ARCHITECTURES[name](seed=0) if name in ARCHITECTURES else onnx.load(name)
-            kernels = parallel_extents(model, args.target, shapes)
+            kernels = parallel_extents(onnx.load(model_path(name, workdir)), args.target, shapes)
             print(f"{os.path.basename(name)} ({args.target}): {len(kernels)} kernels")
             short = 0
             for kernel, loops in sorted(kernels.items(), key=lambda kv: min(kv[1], default=0)):

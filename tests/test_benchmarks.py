@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,12 +33,15 @@ def test_fp32_benchmark_smoke_runs_untuned_and_tuned():
     assert "| digits_cnn | 1 |" in proc.stdout
 
 
-def test_fp32_benchmark_refuses_an_unknown_model_in_one_line():
+@pytest.mark.parametrize("script", ["fp32_vs_onnxruntime.py", "parallel_chunks.py"])
+def test_model_benchmarks_refuse_an_unknown_model_in_one_line(script):
     """A model name that is no file, architecture or light-zoo model ends the benchmark with one
-    line naming it and the names it takes, and a non-zero exit (it raised FileNotFoundError's
-    traceback from deep in onnx.load before)."""
+    line naming it and the names it takes, and a non-zero exit (each raised FileNotFoundError's
+    traceback from deep in onnx.load before: fp32_vs_onnxruntime.py until session 44,
+    parallel_chunks.py, which also took no light-zoo name, until session 45)."""
+    extra = ["--threads", "1"] if script == "fp32_vs_onnxruntime.py" else []
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "fp32_vs_onnxruntime.py"), "--models", "squeezenet", "--threads", "1"],
+        [sys.executable, os.path.join(REPO, "benchmarks", script), "--models", "squeezenet", *extra],
         capture_output=True,
         text=True,
         timeout=300,
