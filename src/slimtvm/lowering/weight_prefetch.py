@@ -203,9 +203,9 @@ def prefetch_locality(ahead_bytes: int) -> int:
     → this rule): ResNet-18's 512-channel Winograd products at 7×7 (a 64 KB slice ahead)
     1,687–1,805 → 1,356–1,374 and its 3×3/2 conv at 7×7 (295 KB groups) 1,365 → 1,165; ResNet-50's
     3×3/2 convs at 7×7 and 14×14 2,731 → 2,276 and 2,439 → 2,345 (the latter then in the
-    chunked form, since removed). The 256-channel Winograd
-    products at 14×14 (a 32 KB slice, read from L1) keep ``prefetcht0``: with ``prefetcht1``
-    they took 1,053–1,103 µs against 998–1,019. VGG-11's 512-channel products at 14×14 and
+    weight-chunk form, since removed). The 256-channel Winograd products at 14×14 (a 32 KB slice,
+    read from L1) keep ``prefetcht0``: with ``prefetcht1`` they took 1,053–1,103 µs against
+    998–1,019. VGG-11's 512-channel products at 14×14 and
     MobileNetV2's 1×1 convs (36–123 KB ahead) stayed within 2% either way. Whole runs (20–30 in
     turns, 1 / 2 threads): Wide ResNet-50-2 0.97 / 0.96 of its time, ResNeXt-50, DenseNet-121,
     EfficientNet-B0, RegNetY-400MF and VGG-11 within 1.5%."""

@@ -474,9 +474,8 @@ def _epilogue_per_tile(sch, conv, out, oc_tile: int, px: int, chunk_pixels: int,
 def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, tile_prefetch=None) -> None:
     """Under one pixel loop: ``px``-pixel tiles (the tail: one tile of what is left), the reduction
     outside the unrolled tile, its input-channel chunks outside the tiles if ``channels_outside``.
-    ``tile_prefetch`` (the
-    :data:`TILE_PREFETCH_ANNOTATION`; one whole tile under the loop): the loop over input-channel
-    blocks prefetches a share of the next group of channel blocks' weights."""
+    ``tile_prefetch`` (the :data:`TILE_PREFETCH_ANNOTATION`; one whole tile under the loop): the
+    loop over input-channel blocks prefetches a share of the next group of channel blocks' weights."""
     pixel, tile_oc, vec, ic, kh, kw = sch.get_loops(conv)[-6:]
     # ic runs over every input channel; blocked inputs split it into chunks of one channel block
     # (a plain-input stem, whose channels are not a multiple of the block, is one chunk).
@@ -485,7 +484,6 @@ def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, til
     ic_outer, ic_inner = sch.split(ic, [None, ic_bn])
     pixels = int(sch.get(pixel).extent)
     unrolled = [kw, tile_oc, pixel]
-    reduction_root = ic_outer
     if int(sch.get(pixel).min) == 0 and pixels > px:
         pixel_outer, pixel = sch.split(pixel, [None, px])
         unrolled[-1] = pixel
@@ -501,7 +499,7 @@ def _tile_and_reduce(sch, conv, ic_bn: int, px: int, channels_outside: bool, til
     for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(vec)
-    sch.decompose_reduction(conv, reduction_root)
+    sch.decompose_reduction(conv, ic_outer)
 
 
 class Conv2dNCHWc(CPURule):
