@@ -265,6 +265,16 @@ def test_scaling_benchmark_smoke(tmp_path):
     assert plot.stat().st_size > 10_000
 
 
+def test_busy_core_benchmark_smoke():
+    """The digits CNN quiet and with a process spinning on one core (the script starts and ends
+    it): both pools and onnxruntime timed, every slimtvm variant's output checked."""
+    out = _run_smoke("busy_core.py")
+    for condition in ("quiet", "busy"):
+        assert re.search(rf"\| digits_cnn \| {condition} \|( [0-9.]+( \(×[0-9.]+\))? \|){{5}}", out), out
+        claim = next(line for line in out.splitlines() if line.startswith(f"claim: digits_cnn, {condition}, 2 threads"))
+        assert float(claim.rsplit("max relative difference ", 1)[1].rstrip(")")) <= 1e-4, claim
+
+
 def test_classifier_scaling_benchmark_smoke():
     """One small classifier, cold and warm, both engines at 1 and 2 threads (the script exits
     non-zero when slimtvm's output differs from onnxruntime's)."""

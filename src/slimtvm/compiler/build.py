@@ -223,13 +223,16 @@ def _blame(imported, tvm_target, err: Exception):
 
 def _link(executable, path: str, spec: TargetSpec) -> str:
     """Export the library to ``path`` (a scratch folder) with the target's linker; ``path``."""
+    from tvm.support import cc
+
+    from ..runtime.claiming_pool import object_file
+
+    pool = [object_file(spec.cross_compiler or cc.get_cc())]  # slimtvm's parallel launch (runtime/claiming_pool.py)
     try:
         if spec.cross_compiler:
-            from tvm.support import cc
-
-            executable.export_library(path, fcompile=cc.cross_compiler(spec.cross_compiler))
+            executable.export_library(path, fcompile=cc.cross_compiler(spec.cross_compiler), addons=pool)
         else:
-            executable.export_library(path)
+            executable.export_library(path, addons=pool)
     except Exception as err:
         raise SlimError(f"linking the shared library failed: {first_line(err)}") from None
     return path

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from ..errors import SlimError, first_line
+from . import claiming_pool
 from .manifest import read_manifest, verify_library
 
 
@@ -65,7 +66,8 @@ def use_all_cores_by_default() -> None:
 
 
 def set_num_threads(threads: int) -> None:
-    """Limit TVM's runtime thread pool to ``threads`` threads (refuses ``threads`` < 1)."""
+    """Run kernels on ``threads`` threads: TVM's runtime thread pool and the pool of every slimtvm
+    artifact loaded now or later (``claiming_pool.py``). Refuses ``threads`` < 1."""
     import tvm.runtime
 
     if int(threads) < 1:
@@ -80,6 +82,7 @@ def set_num_threads(threads: int) -> None:
     config(1, int(threads))  # mode 1: the "big" cores, i.e. all cores on a uniform CPU
     if affinity is not None:
         os.sched_setaffinity(0, affinity)
+    claiming_pool.set_threads(int(threads))  # the pool slimtvm's artifacts run on (runtime/claiming_pool.py)
 
 
 # realpath → sha256 of the library that dlopen() mapped under that path in this process. dlopen
@@ -115,6 +118,7 @@ class Model:
         loadable = _loadable_path(library_path, manifest["library"]["sha256"])
         try:
             library = tvm.runtime.load_module(loadable)
+            self.claiming_pool = claiming_pool.attach(loadable)  # before the private copy goes: found by its path
         except Exception as err:
             raise SlimError(f"TVM cannot load {library_path}: {first_line(err)}") from None
         finally:
@@ -123,6 +127,7 @@ class Model:
         self._vm = VirtualMachine(library, self._device)
         self._main = self._vm["main"]
         self._staging = threading.local()  # per-thread input staging buffers (see _input_tensor)
+        self._vm_lock = threading.Lock()  # TVM's VirtualMachine keeps its registers in the instance
 
     @property
     def input_names(self) -> list:
@@ -168,8 +173,13 @@ class Model:
         return [tvm.runtime.tensor(array, self._device) for array in self.check_inputs(inputs)]
 
     def run_device(self, tensors: list):
-        """Run on already-converted tensors; returns TVM's raw result."""
-        return self._main(*tensors)
+        """Run on already-converted tensors; returns TVM's raw result.
+
+        Calls from several threads take turns: TVM's VirtualMachine is not reentrant (two calls at
+        once failed with "run into invalid section"). Threads that should run at the same time
+        each load the artifact (every :func:`load` makes its own VirtualMachine)."""
+        with self._vm_lock:
+            return self._main(*tensors)
 
     def run(self, inputs: dict) -> dict:
         """Run the model on ``inputs`` (name → array) and return ``{output name: ndarray}``.
