@@ -8,11 +8,12 @@ Each model is compiled once (fp32 models from architectures.py with random weigh
 against onnxruntime on the same ONNX model (fp32 ≤ 1e-4 relative, binary cosine ≥ 0.999). Then,
 in two conditions — "quiet", and "busy": one process of this script spinning on the last CPU of
 this process's CPU set (started here, ended by its PID) — five variants take turns, ``runs``
-timed runs each after warm-up, for ``rounds`` rounds: slimtvm at 1 thread, slimtvm at N threads
+timed runs each after warm-up, for ``rounds`` rounds (each round starting with the next variant): slimtvm at 1 thread, slimtvm at N threads
 on its own pool (``runtime/claiming_pool.c``), the same library at N threads on TVM's pool,
-and onnxruntime at 1 and N threads (numpy in, numpy out). Prints each variant's median and each
-engine's N-thread speed-up over its own 1-thread time in the same condition. Every timed
-variant's output is checked again in each condition.
+and onnxruntime at 1 and N threads (numpy in, numpy out). Prints each variant's median, each
+engine's N-thread speed-up over its own 1-thread time in the same condition, and how often
+slimtvm's pool benched a stalling worker ("benches"). Every timed variant's output is checked
+again in each condition.
 
 ``--smoke`` (CI): the digits CNN, 2 threads, 3 runs, 1 round; checks that the script works, not
 how fast.
@@ -124,11 +125,14 @@ def measure(label, path, reference, kind, threads, runs, rounds, workdir) -> lis
     rows = []
     for condition in ("quiet", "busy"):
         busy = start_busy_process() if condition == "busy" else None
+        benches_before = claiming_pool.benches()
         try:
             times = {name: [] for name in variants}
             agreement = ""
-            for _ in range(rounds):
-                for name, (configure, run) in variants.items():
+            names = list(variants)
+            for round_index in range(rounds):
+                for name in names[round_index % len(names) :] + names[: round_index % len(names)]:  # each round starts elsewhere
+                    configure, run = variants[name]
                     configure()
                     time.sleep(SETTLE_SECONDS)
                     for _ in range(WARM_RUNS):
@@ -145,8 +149,9 @@ def measure(label, path, reference, kind, threads, runs, rounds, workdir) -> lis
                 busy[0].wait()
         medians = {name: statistics.median(values) for name, values in times.items()}
         where = f" (a process spinning on CPU {busy[1]})" if busy else ""
-        print(f"{label}, {condition}{where}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in medians.items()), flush=True)
-        rows.append((label, condition, medians, agreement))
+        benched = claiming_pool.benches() - benches_before
+        print(f"{label}, {condition}{where}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in medians.items()) + f"; {benched} benches", flush=True)
+        rows.append((label, condition, medians, agreement, benched))
     claiming_pool.attach(model.library_path)
     return rows
 
@@ -175,17 +180,19 @@ def main(argv=None) -> int:
         for label, path, reference, kind in model_pairs(args.models.split(","), workdir, args.bireal_onnx, args.smoke):
             rows += measure(label, path, reference, kind, n, args.runs, args.rounds, workdir)
     print()
-    print(f"| model | condition | slimtvm 1 thr ms | slimtvm {n} thr ms (×) | on TVM's pool ms (×) | onnxruntime 1 thr ms | onnxruntime {n} thr ms (×) |")
-    print("|---|---|---|---|---|---|---|")
-    for label, condition, ms, _ in rows:
+    print(
+        f"| model | condition | slimtvm 1 thr ms | slimtvm {n} thr ms (×) | on TVM's pool ms (×) | onnxruntime 1 thr ms | onnxruntime {n} thr ms (×) | benches |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, condition, ms, _, benched in rows:
         ours1, ours, tvm_pool = ms["slimtvm 1"], ms[f"slimtvm {n}"], ms[f"slimtvm {n} on TVM's pool"]
         ort1, ort = ms["onnxruntime 1"], ms[f"onnxruntime {n}"]
         print(
-            f"| {label} | {condition} | {ours1:.2f} | {ours:.2f} (×{ours1 / ours:.2f}) | {tvm_pool:.2f} (×{ours1 / tvm_pool:.2f}) | {ort1:.2f} | {ort:.2f} (×{ort1 / ort:.2f}) |"
+            f"| {label} | {condition} | {ours1:.2f} | {ours:.2f} (×{ours1 / ours:.2f}) | {tvm_pool:.2f} (×{ours1 / tvm_pool:.2f}) | {ort1:.2f} | {ort:.2f} (×{ort1 / ort:.2f}) | {benched} |"
         )
     print()
     on_tvm_pool = f"slimtvm {n} on TVM's pool"
-    for label, condition, ms, agreement in rows:
+    for label, condition, ms, agreement, _ in rows:
         print(
             f"claim: {label}, {condition}, {n} threads: slimtvm {ms[f'slimtvm {n}']:.2f} ms on its pool, {ms[on_tvm_pool]:.2f} ms on TVM's, onnxruntime {ms[f'onnxruntime {n}']:.2f} ms ({agreement})"
         )

@@ -270,7 +270,7 @@ def test_busy_core_benchmark_smoke():
     it): both pools and onnxruntime timed, every slimtvm variant's output checked."""
     out = _run_smoke("busy_core.py")
     for condition in ("quiet", "busy"):
-        assert re.search(rf"\| digits_cnn \| {condition} \|( [0-9.]+( \(×[0-9.]+\))? \|){{5}}", out), out
+        assert re.search(rf"\| digits_cnn \| {condition} \|( [0-9.]+( \(×[0-9.]+\))? \|){{5}} \d+ \|", out), out
         claim = next(line for line in out.splitlines() if line.startswith(f"claim: digits_cnn, {condition}, 2 threads"))
         assert float(claim.rsplit("max relative difference ", 1)[1].rstrip(")")) <= 1e-4, claim
 

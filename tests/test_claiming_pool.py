@@ -157,3 +157,17 @@ def test_the_pool_compiles_without_warnings(tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("preset,expected", [(None, "2000"), ("50000", "50000")])
+def test_import_shortens_tvms_pool_spin_unless_set(preset, expected):
+    """TVM's own pool (pinned workers spinning ~150 ms after each loop by default) would share
+    cores with slimtvm's workers: ``import slimtvm`` sets TVM_THREAD_POOL_SPIN_COUNT, unless
+    the environment already does."""
+    env = {key: value for key, value in os.environ.items() if key != "TVM_THREAD_POOL_SPIN_COUNT"}
+    if preset is not None:
+        env["TVM_THREAD_POOL_SPIN_COUNT"] = preset
+    code = "import os, slimtvm; print(os.environ['TVM_THREAD_POOL_SPIN_COUNT'])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [expected]

@@ -13,9 +13,11 @@ __version__ = "0.1.0"
 
 from .errors import SlimError
 from .runtime.artifact import aligned_array
+from .runtime.artifact import short_tvm_pool_spin_by_default as _short_tvm_pool_spin_by_default
 from .runtime.artifact import use_all_cores_by_default as _use_all_cores_by_default
 
 _use_all_cores_by_default()
+_short_tvm_pool_spin_by_default()
 
 
 def compile(  # noqa: A001 - the natural name

@@ -65,6 +65,23 @@ def use_all_cores_by_default() -> None:
     os.environ["TVM_NUM_THREADS"] = str(max(1, min(cores or available, available)))
 
 
+TVM_POOL_SPIN_COUNT = 2000  # TVM's default 300,000: its idle workers spin ~150 ms (Zen 4 VM)
+
+
+def short_tvm_pool_spin_by_default() -> None:
+    """Let TVM's own thread pool's idle workers spin briefly, unless ``TVM_THREAD_POOL_SPIN_COUNT``
+    says otherwise.
+
+    slimtvm's artifacts run on slimtvm's pool (``claiming_pool.py``); TVM's serves only other
+    kernels (older artifacts, benchmarks' probes). With TVM's default, its workers — pinned to
+    cores — spin about 150 ms after the pool starts (at :func:`set_num_threads`) and after each of
+    its loops, and a worker of slimtvm's pool that shares a core with one barely runs: Bi-Real
+    Net 18 ran at its 1-thread speed for the first 150 ms after ``set_num_threads(2)`` (session
+    47). With 2,000 TVM's workers still spin through the gaps between one model's kernels. TVM
+    reads the variable once, when its pool starts; ``import slimtvm`` calls this first."""
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(TVM_POOL_SPIN_COUNT))
+
+
 def set_num_threads(threads: int) -> None:
     """Run kernels on ``threads`` threads: TVM's runtime thread pool and the pool of every slimtvm
     artifact loaded now or later (``claiming_pool.py``). Refuses ``threads`` < 1."""

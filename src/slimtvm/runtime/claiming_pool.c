@@ -1,23 +1,26 @@
 /* slimtvm's parallel launch: a thread pool whose tasks any thread may claim.
  *
  * Linked into every artifact (runtime/claiming_pool.py); slimtvm's loader points the artifact's
- * `__TVMBackendParallelLaunch` at `slimtvm_parallel_launch` (`slimtvm_use_claiming_pool`).
+ * `__TVMBackendParallelLaunch` at the `slimtvm_parallel_launch` of the first artifact it loaded
+ * (one pool per process). A program on TVM's C++ runtime calls `slimtvm_use_claiming_pool()`.
  *
  * TVM's kernels split each parallel loop into `num_task` equal ranges, one per task. TVM's own
  * pool gives task i to thread i and waits for every thread: when another process holds a core,
  * each of a model's parallel loops waits for the operating system to run that core's worker
- * again, and a model runs several times slower at 2 threads than at 1 (ResNet-18 on a 2-core
- * VM with a busy process on one core: 18 ms at 1 thread, 130-160 ms at 2). Here task i is
- * still thread i's first choice (so each thread reads what it wrote in the kernel before, as
- * with TVM's pool), but each task is claimed with a compare-and-swap, and a thread that has
- * run its own task claims the others' that no thread has started: the caller never waits for a
- * worker that has not woken up, only for tasks already running.
- *
- * Workers spin on the job word for `spin_ns` after their last task, then sleep on a futex.
+ * again (ResNet-18 on a 2-core VM with a process spinning on one core: 18 ms at 1 thread,
+ * 130-140 ms at 2; benchmarks/busy_core.py). Here:
+ * - task i is still thread i's first choice (each thread reads what it wrote in the kernel
+ *   before, as with TVM's pool), but each task is claimed with a compare-and-swap, and a thread
+ *   that has run its own claims the others' that no thread has started: the caller never waits
+ *   for a worker that has not woken up, only for tasks already running;
+ * - a worker whose task kept the caller waiting, longer than the caller's own share took and
+ *   over 200 µs, twice within 100 ms, sits out (asleep) for 20 ms, twice as long each time it
+ *   is benched again (up to 640 ms), and the other threads split the loops meanwhile;
+ * - idle workers spin on the job word for 2 ms, yielding their core every ~30 µs to any thread
+ *   that waits for it (on a busy core, the caller), then sleep on a futex.
  * One caller at a time: a second thread calling in while a job runs (or a kernel launching from
  * inside a task) runs its loop alone on the calling thread. After fork() the child has no
- * workers and runs every task on the calling thread until it starts its own. Workers are
- * stopped and joined when the library is unloaded.
+ * workers and starts its own. Workers are stopped and joined when the library is unloaded.
  *
  * Written by hand: OpenMP's and TVM's pools both wait at the end of a parallel region for
  * every thread of the team, which is the behaviour this replaces.
@@ -53,12 +56,21 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* 
 #define MAX_THREADS 256
 #define JOB_SLOTS 4 /* a late worker may still read the job before last while the next is set up */
 #define DEFAULT_SPIN_NS 2000000L
+#define YIELD_EVERY 16 /* rounds of 64 looks at the job word: ~20-40 µs */
+#define STALL_MIN_NS 200000L        /* a wait this long, and longer than the caller's own share, */
+                                    /* for a worker's task: that worker's core is held */
+#define STALL_AGAIN_NS 100000000L   /* a worker that stalls twice within this long */
+#define BENCH_MIN_NS 20000000L      /* sits out this long first (one stall alone: a hiccup), */
+#define BENCH_MAX_NS 640000000L     /* twice as long each time it is benched again, up to this, */
+#define BENCH_FORGIVE_NS 1000000000L /* and back to the minimum after this long without a bench */
+#define BENCHED_MAX 64              /* workers 1 … 63 can sit out (a bit each in a 64-bit mask) */
 
 typedef struct {
   FTVMParallelLambda lambda;
   void* cdata;
   int tasks;
-  int threads; /* workers 1 … threads − 1 take part */
+  int threads;            /* workers 1 … threads − 1 may take part … */
+  uint64_t participants;  /* … those whose bit is set (all, from worker 64 on) */
   _Atomic int claimed;
   _Atomic int done;
   _Atomic int failed;
@@ -66,7 +78,10 @@ typedef struct {
 
 typedef struct {
   _Atomic uint64_t word; /* (job number << 1) | claimed */
-  char pad[64 - sizeof(uint64_t)];
+  _Atomic int runner;    /* the thread that claimed it, */
+  _Atomic int finished;
+  _Atomic long claimed_at; /* and when */
+  char pad[64 - sizeof(uint64_t) - 2 * sizeof(int) - sizeof(long)];
 } Claim;
 
 static Job jobs[JOB_SLOTS];
@@ -82,6 +97,10 @@ static int worker_count;
 static pthread_mutex_t caller_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
 static __thread int inside_task;
+/* the caller's record of stalls (read and written under caller_lock) */
+static long bench_ns[BENCHED_MAX], last_stall[BENCHED_MAX], last_bench[BENCHED_MAX];
+static _Atomic long benches; /* workers benched so far */
+static _Atomic long benched_until[BENCHED_MAX]; /* read by the benched worker too */
 
 static long now_ns(void) {
   struct timespec t;
@@ -89,9 +108,11 @@ static long now_ns(void) {
   return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
-static int claim(Job* job, int task, uint64_t number) {
+static int claim(Job* job, int task, uint64_t number, int self) {
   uint64_t expected = number << 1;
   if (!atomic_compare_exchange_strong(&claims[task].word, &expected, (number << 1) | 1)) return 0;
+  atomic_store_explicit(&claims[task].claimed_at, now_ns(), memory_order_relaxed);
+  atomic_store_explicit(&claims[task].runner, self, memory_order_relaxed);
   atomic_fetch_add(&job->claimed, 1);
   return 1;
 }
@@ -101,16 +122,35 @@ static void run_task(Job* job, int task) {
   inside_task = 1;
   if (job->lambda(task, &env, job->cdata) != 0) atomic_store(&job->failed, 1);
   inside_task = 0;
+  atomic_store_explicit(&claims[task].finished, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&job->done, 1, memory_order_release);
 }
 
-/* thread `self` runs its own task, then every task no thread has claimed yet (none, when every
- * thread has come: the count of claims, one cache line, says so without a look at each task's) */
-static void take_part(Job* job, uint64_t number, int self) {
-  if (self < job->tasks && claim(job, self, number)) run_task(job, self);
+/* thread `self` (the `rank`-th of the job's threads) runs task `rank`, then every task no thread
+ * has claimed yet (none, when every thread has come: the count of claims, one cache line, says
+ * so without a look at each task's) */
+static void take_part(Job* job, uint64_t number, int self, int rank) {
+  if (rank < job->tasks && claim(job, rank, number, self)) run_task(job, rank);
   for (int k = 1; k < job->tasks && atomic_load(&job->claimed) < job->tasks; k++) {
-    int task = (self + k) % job->tasks;
-    if (claim(job, task, number)) run_task(job, task);
+    int task = (rank + k) % job->tasks;
+    if (claim(job, task, number, self)) run_task(job, task);
+  }
+}
+
+static int rank_of(const Job* job, int self) {
+  if (self >= BENCHED_MAX) return self - BENCHED_MAX + __builtin_popcountll(job->participants);
+  return __builtin_popcountll(job->participants & ((1ULL << self) - 1));
+}
+
+/* A worker that stalled the caller sleeps until it may take part again (in short naps, so that
+ * unloading the library is not held up): spinning, it would take time from the other threads. */
+static void sit_out(int self) {
+  for (;;) {
+    long left = atomic_load_explicit(&benched_until[self], memory_order_relaxed) - now_ns();
+    if (left <= 0 || atomic_load(&stopping)) return;
+    if (left > 20000000L) left = 20000000L;
+    struct timespec nap = {0, left};
+    nanosleep(&nap, NULL);
   }
 }
 
@@ -122,12 +162,17 @@ static void* worker_main(void* arg) {
     if (number != seen) {
       seen = number;
       Job* job = &jobs[number % JOB_SLOTS];
-      if (self < job->threads) take_part(job, number, self);
+      if (self >= job->threads) continue;
+      if (self >= BENCHED_MAX || (job->participants >> self) & 1) take_part(job, number, self, rank_of(job, self));
+      else sit_out(self);
       continue;
     }
     long until = now_ns() + spin_ns;
-    int news = 0;
+    int news = 0, looks = 0;
     while (!news && now_ns() < until) {
+      /* now and then give the core to a thread waiting for it (the caller, where more threads
+       * than cores are runnable): a busy core's worker otherwise spins the caller's time away */
+      if (++looks % YIELD_EVERY == 0) sched_yield();
       for (int i = 0; i < 64 && !news; i++) { /* the clock every 64 looks; the job word at every one */
         CPU_RELAX();
         news = atomic_load_explicit(&job_number, memory_order_acquire) != seen;
@@ -154,6 +199,10 @@ static void wake_workers(void) {
 static void forget_workers_after_fork(void) {
   worker_count = 0; /* the child has only the forking thread */
   atomic_store(&sleepers, 0);
+  for (int w = 0; w < BENCHED_MAX; w++) {
+    atomic_store(&benched_until[w], 0);
+    bench_ns[w] = last_stall[w] = last_bench[w] = 0;
+  }
   pthread_mutex_init(&caller_lock, NULL);
 }
 
@@ -186,6 +235,9 @@ int slimtvm_pool_threads(void) {
   return threads;
 }
 
+/* How many times a worker has been benched for stalling the caller, since the library loaded. */
+long slimtvm_pool_benches(void) { return atomic_load(&benches); }
+
 /* Workers still spin this long (µs) after their last task before they sleep (default 2000). */
 void slimtvm_pool_set_spin_us(long microseconds) { spin_ns = microseconds < 0 ? 0 : microseconds * 1000L; }
 
@@ -198,34 +250,101 @@ static int start_workers(int wanted) {
   return worker_count + 1 < wanted ? worker_count + 1 : wanted;
 }
 
+static int run_alone(FTVMParallelLambda lambda, void* cdata, int tasks) {
+  TVMParallelGroupEnv env = {NULL, tasks};
+  for (int task = 0; task < tasks; task++)
+    if (lambda(task, &env, cdata) != 0) return -1;
+  return 0;
+}
+
+/* The workers that take part now: all but those sitting out after a stall. */
+static uint64_t participants_at(long now, int threads, int* count) {
+  uint64_t participants = 1; /* the caller */
+  *count = 1;
+  for (int w = 1; w < threads; w++) {
+    if (w >= BENCHED_MAX || atomic_load_explicit(&benched_until[w], memory_order_relaxed) <= now) {
+      if (w < BENCHED_MAX) participants |= 1ULL << w;
+      ++*count;
+    }
+  }
+  return participants;
+}
+
+/* The caller has run its share and still waits, longer than STALL_MIN_NS and than its own share
+ * took: the workers whose tasks are unfinished then, and were claimed that long before (not by
+ * a worker that woke late), were held off their cores (by another process, or the hypervisor). A worker that stalls twice within STALL_AGAIN_NS sits out for a
+ * while (longer each time), and the threads left split the next loops. */
+static void wait_and_bench_stalls(Job* job, long started, long mine_done) {
+  long stall_after = mine_done - started > STALL_MIN_NS ? mine_done - started : STALL_MIN_NS;
+  uint64_t stalled = 0;
+  int looked = 0;
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&job->done, memory_order_acquire) >= job->tasks) goto finished;
+      CPU_RELAX();
+    }
+    long now = now_ns();
+    if (!looked && now - mine_done > stall_after) {
+      looked = 1;
+      for (int task = 0; task < job->tasks; task++) {
+        int runner = atomic_load_explicit(&claims[task].runner, memory_order_relaxed);
+        if (runner <= 0 || runner >= BENCHED_MAX || atomic_load_explicit(&claims[task].finished, memory_order_relaxed)) continue;
+        /* running that long since its claim (not a worker that woke late and claimed late) */
+        if (now - atomic_load_explicit(&claims[task].claimed_at, memory_order_relaxed) > stall_after) stalled |= 1ULL << runner;
+      }
+    }
+  }
+finished:
+  if (stalled) {
+    long now = now_ns();
+    for (int w = 1; w < BENCHED_MAX; w++) {
+      if (!((stalled >> w) & 1)) continue;
+      int again = last_stall[w] != 0 && now - last_stall[w] < STALL_AGAIN_NS;
+      last_stall[w] = now;
+      if (!again) continue;
+      if (bench_ns[w] == 0 || now - last_bench[w] > BENCH_FORGIVE_NS) bench_ns[w] = BENCH_MIN_NS;
+      else if (bench_ns[w] < BENCH_MAX_NS) bench_ns[w] *= 2;
+      atomic_store_explicit(&benched_until[w], now + bench_ns[w], memory_order_relaxed);
+      last_bench[w] = now;
+      atomic_fetch_add(&benches, 1);
+    }
+  }
+}
+
 /* TVMBackendParallelLaunch's contract: run lambda(task, env, cdata) for task = 0 … tasks − 1
  * (`num_task`, 0: one per thread) and return 0, or −1 if any task failed. */
 int slimtvm_parallel_launch(FTVMParallelLambda lambda, void* cdata, int num_task) {
   int threads = slimtvm_pool_threads();
-  int tasks = num_task > 0 ? num_task : threads;
-  if (tasks > MAX_THREADS) tasks = MAX_THREADS;
-  if (threads <= 1 || tasks <= 1 || inside_task || pthread_mutex_trylock(&caller_lock) != 0) {
-    TVMParallelGroupEnv env = {NULL, tasks};
-    for (int task = 0; task < tasks; task++)
-      if (lambda(task, &env, cdata) != 0) return -1;
-    return 0;
-  }
+  if (threads <= 1 || inside_task) return run_alone(lambda, cdata, num_task > 0 ? num_task : 1);
+  if (pthread_mutex_trylock(&caller_lock) != 0) return run_alone(lambda, cdata, num_task > 0 ? num_task : 1);
   threads = start_workers(threads);
-  if (num_task <= 0) tasks = threads;
+  long started = now_ns();
+  int count;
+  uint64_t participants = participants_at(started, threads, &count);
+  int tasks = num_task > 0 ? (num_task < MAX_THREADS ? num_task : MAX_THREADS) : count;
+  if (count <= 1 || tasks <= 1) {
+    pthread_mutex_unlock(&caller_lock);
+    return run_alone(lambda, cdata, num_task > 0 ? num_task : 1);
+  }
   uint64_t number = atomic_load(&job_number) + 1;
   Job* job = &jobs[number % JOB_SLOTS];
   job->lambda = lambda;
   job->cdata = cdata;
   job->tasks = tasks;
   job->threads = threads;
+  job->participants = participants;
   atomic_store(&job->claimed, 0);
   atomic_store(&job->done, 0);
   atomic_store(&job->failed, 0);
-  for (int task = 0; task < tasks; task++) atomic_store_explicit(&claims[task].word, number << 1, memory_order_relaxed);
+  for (int task = 0; task < tasks; task++) {
+    atomic_store_explicit(&claims[task].runner, -1, memory_order_relaxed);
+    atomic_store_explicit(&claims[task].finished, 0, memory_order_relaxed);
+    atomic_store_explicit(&claims[task].word, number << 1, memory_order_relaxed);
+  }
   atomic_store(&job_number, number); /* publishes the job and its claims */
   wake_workers();
-  take_part(job, number, 0);
-  while (atomic_load_explicit(&job->done, memory_order_acquire) < tasks) CPU_RELAX(); /* tasks still running */
+  take_part(job, number, 0, 0);
+  if (atomic_load_explicit(&job->done, memory_order_acquire) < tasks) wait_and_bench_stalls(job, started, now_ns());
   int failed = atomic_load(&job->failed);
   pthread_mutex_unlock(&caller_lock);
   return failed ? -1 : 0;

@@ -3,17 +3,19 @@
 TVM's kernels hand each parallel loop to ``TVMBackendParallelLaunch`` through a pointer that
 TVM's loader sets in every library (``__TVMBackendParallelLaunch``). TVM's pool gives task i to
 thread i and waits for every thread, so a core that another process holds stalls every parallel
-loop until the operating system runs that core's worker again: on a 2-core VM with a busy
-process on one core, ResNet-18 took 130–160 ms at 2 threads against 18 ms at 1 (session 47).
-``claiming_pool.c`` keeps each thread's first task (the same split as TVM's) but lets any thread
-claim a task no thread has started; the caller waits only for tasks already running. With it,
-the same run took 17–26 ms at 2 threads, and a quiet machine ran as fast as with TVM's pool
-(``benchmarks/busy_core.py``).
+loop until the operating system runs that core's worker again: on a 2-core VM with a process
+spinning on one core, ResNet-18 took 130–140 ms at 2 threads against 18 ms at 1, MobileNetV2
+220 ms against 7 (session 47, ``benchmarks/busy_core.py``). ``claiming_pool.c`` keeps each
+thread's first task (the same split as TVM's) but lets any thread claim a task no thread has
+started, benches a worker that keeps the caller waiting, and yields idle workers' cores: the
+same runs take about their 1-thread time at 2 threads (onnxruntime's: about twice its own), and
+a quiet machine runs them as fast as TVM's pool does.
 
 :func:`object_file` compiles the C source for the linker of a build (once per compiler and
 process); :func:`attach` points a loaded library's kernels at it. Libraries built before it
 keep TVM's pool. A program that runs artifacts with TVM's C++ runtime alone can switch a library
 to its own pool by calling the library's ``slimtvm_use_claiming_pool()`` after loading it.
+``SLIMTVM_THREAD_POOL=tvm`` in the environment keeps TVM's pool.
 """
 
 from __future__ import annotations
@@ -119,6 +121,17 @@ def set_threads(threads: int) -> None:
         _threads = int(threads)
         if _shared is not None:
             _shared.slimtvm_pool_set_threads(ctypes.c_int(_threads))
+
+
+def benches() -> int | None:
+    """How many times slimtvm's pool has benched a worker whose core another process held (twice
+    within 100 ms the caller waited on its task longer than on its own share, and over 200 µs);
+    None before any library is attached."""
+    with _lock:
+        if _shared is None:
+            return None
+        _shared.slimtvm_pool_benches.restype = ctypes.c_long
+        return int(_shared.slimtvm_pool_benches())
 
 
 def pool_threads() -> int | None:
