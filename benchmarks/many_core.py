@@ -63,6 +63,7 @@ sys.path.insert(0, HERE)
 
 TVM_WHEELS = ("apache-tvm==0.27.0.post1", "apache-tvm-ffi==0.1.14.post1")
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+POOL_VARIABLES = ("SLIMTVM_THREAD_POOL", "TVM_BIND_THREADS", "TVM_THREAD_POOL_SPIN_COUNT")
 RUNTIME_ONLY_DROPS = ("tvm/lib/libtvm_compiler.so", "tvm/lib/libtvm_runtime_cuda.so")
 CARRIED_TESTS_HELPERS = ("light_zoo.py", "onnx_builders.py")
 DEFAULT_MODELS = "light_resnet50,resnet18,mobilenet_v2,birealnet18"
@@ -341,6 +342,7 @@ def measure(args) -> int:
     if unknown:
         raise SystemExit(f"no model {', '.join(unknown)} in {args.dir} (it has {', '.join(sorted(labels))})")
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} logical CPUs; artifacts for {manifest['target']}", flush=True)
+    print("thread pool settings: " + ", ".join(f"{name}={os.environ.get(name, '(unset)')}" for name in POOL_VARIABLES), flush=True)
     rounds = {threads: [] for threads in thread_counts}
     limits = {}  # threads: the machine limits of every round
     for round_index in range(args.rounds):
@@ -373,6 +375,7 @@ def measure(args) -> int:
         "target": manifest["target"],
         "runs": args.runs,
         "rounds": args.rounds,
+        "environment": {name: os.environ.get(name) for name in POOL_VARIABLES},  # which thread pool, pinned or not
         "results": results,
         "limits": limits,
     }
