@@ -171,3 +171,14 @@ def test_import_shortens_tvms_pool_spin_unless_set(preset, expected):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [expected]
+
+
+def test_bench_names_the_thread_pool(digits):
+    """`slimtvm bench` at several threads says whose pool ran the model."""
+    from slimtvm.runtime.bench import bench
+
+    model, _, _ = digits
+    result = bench(model, DIGITS_CNN, threads=2, runs=3)
+    assert result.outputs_agree
+    assert result.lines()[0].endswith("2 threads, slimtvm's thread pool)"), result.lines()[0]
+    assert bench(model, DIGITS_CNN, threads=1, runs=3).lines()[0].endswith("1 thread)")

@@ -31,6 +31,7 @@ class BenchResult:
     threads: int
     max_relative_difference: float
     worst_output: str = ""
+    thread_pool: str = "slimtvm's"  # whose pool ran slimtvm's parallel loops: "slimtvm's" or "TVM's"
 
     @property
     def outputs_agree(self) -> bool:
@@ -43,7 +44,8 @@ class BenchResult:
 
     def lines(self) -> list:
         return [
-            f"slimtvm      {self.slimtvm_ms:10.3f} ms  (median of {self.runs} runs, {self.threads} thread{'s' if self.threads > 1 else ''})",
+            f"slimtvm      {self.slimtvm_ms:10.3f} ms  (median of {self.runs} runs, {self.threads} thread{'s' if self.threads > 1 else ''}"
+            + (f", {self.thread_pool} thread pool)" if self.threads > 1 else ")"),
             f"onnxruntime  {self.onnxruntime_ms:10.3f} ms  (median of {self.runs} runs, {self.threads} thread{'s' if self.threads > 1 else ''})",
             (
                 f"outputs agree: max relative difference {self.max_relative_difference:.2e}"
@@ -138,7 +140,8 @@ def bench(model, onnx_path: str, threads: int = 1, runs: int | None = None, warm
         differences[name] = relative_difference(ours[name], theirs[name])
     worst = max(differences, key=differences.get)
     tvm_ms, ort_ms, runs = time_side_by_side(run_tvm, run_ort, runs, budget_seconds)
-    return BenchResult(tvm_ms, ort_ms, runs, threads, differences[worst], worst)
+    pool = "slimtvm's" if getattr(model, "claiming_pool", False) else "TVM's"
+    return BenchResult(tvm_ms, ort_ms, runs, threads, differences[worst], worst, pool)
 
 
 def time_side_by_side(first, second, runs: int | None = None, budget_seconds: float = 10.0, block: int = BLOCK, warmup: int = 0) -> tuple:
