@@ -25,11 +25,12 @@ DIGITS_CNN = os.path.join(REPO, "examples", "digits_cnn.onnx")
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """(loaded digits CNN, its inputs, onnxruntime's outputs)."""
+    """(loaded digits CNN, its inputs, onnxruntime's outputs); the suite's thread count after."""
     artifact = slimtvm.compile(DIGITS_CNN, str(tmp_path_factory.mktemp("pool") / "digits.so"))
     model = artifact.load()
     inputs = model.random_inputs(seed=3)
-    return model, inputs, onnxruntime_outputs(DIGITS_CNN, inputs)
+    yield model, inputs, onnxruntime_outputs(DIGITS_CNN, inputs)
+    set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
 
 
 def launch_pointer(library_path: str) -> int:

@@ -85,6 +85,7 @@ def test_setting_threads_keeps_the_callers_cpu_set():
     assert os.sched_getaffinity(0) == before
     set_num_threads(1)
     assert os.sched_getaffinity(0) == before
+    set_num_threads(int(os.environ["TVM_NUM_THREADS"]))  # the suite's default, for the tests after this one
 
 
 def test_engines_take_turns_after_a_pause_and_a_timed_warm_up(monkeypatch):
