@@ -8,13 +8,13 @@
  * pool gives task i to thread i and waits for every thread: when another process holds a core,
  * each of a model's parallel loops waits for the operating system to run that core's worker
  * again (ResNet-18 on a 2-core VM with a process spinning on one core: 18 ms at 1 thread,
- * 130-140 ms at 2; benchmarks/busy_core.py). Here:
+ * 124-144 ms at 2; benchmarks/busy_core.py). Here:
  * - task i is still thread i's first choice (each thread reads what it wrote in the kernel
  *   before, as with TVM's pool), but each task is claimed with a compare-and-swap, and a thread
  *   that has run its own claims the others' that no thread has started: the caller never waits
  *   for a worker that has not woken up, only for tasks already running;
  * - a worker whose task kept the caller waiting, longer than the caller's own share took and
- *   over 200 µs, twice within 100 ms, sits out (asleep) for 20 ms, twice as long each time it
+ *   over 200 µs since the worker claimed it, twice within 100 ms, sits out (asleep) for 20 ms, twice as long each time it
  *   is benched again (up to 640 ms), and the other threads split the loops meanwhile;
  * - idle workers spin on the job word for 2 ms, yielding their core every ~30 µs to any thread
  *   that waits for it (on a busy core, the caller), then sleep on a futex.

@@ -4,8 +4,8 @@ TVM's kernels hand each parallel loop to ``TVMBackendParallelLaunch`` through a 
 TVM's loader sets in every library (``__TVMBackendParallelLaunch``). TVM's pool gives task i to
 thread i and waits for every thread, so a core that another process holds stalls every parallel
 loop until the operating system runs that core's worker again: on a 2-core VM with a process
-spinning on one core, ResNet-18 took 130–140 ms at 2 threads against 18 ms at 1, MobileNetV2
-220 ms against 7 (session 47, ``benchmarks/busy_core.py``). ``claiming_pool.c`` keeps each
+spinning on one core, ResNet-18 took 124–144 ms at 2 threads against 18 ms at 1, MobileNetV2
+212–220 ms against 7 (session 47, ``benchmarks/busy_core.py``). ``claiming_pool.c`` keeps each
 thread's first task (the same split as TVM's) but lets any thread claim a task no thread has
 started, benches a worker that keeps the caller waiting, and yields idle workers' cores: the
 same runs take about their 1-thread time at 2 threads (onnxruntime's: about twice its own), and
@@ -125,8 +125,8 @@ def set_threads(threads: int) -> None:
 
 def benches() -> int | None:
     """How many times slimtvm's pool has benched a worker whose core another process held (twice
-    within 100 ms the caller waited on its task longer than on its own share, and over 200 µs);
-    None before any library is attached."""
+    within 100 ms the caller waited on its task, claimed that long before, longer than on its own
+    share and over 200 µs); None before any library is attached."""
     with _lock:
         if _shared is None:
             return None
