@@ -14,8 +14,9 @@
  *   that has run its own claims the others' that no thread has started: the caller never waits
  *   for a worker that has not woken up, only for tasks already running;
  * - a worker whose task kept the caller waiting, longer than the caller's own share took and
- *   over 200 µs since the worker claimed it, twice within 100 ms, sits out (asleep) for 20 ms, twice as long each time it
- *   is benched again (up to 640 ms), and the other threads split the loops meanwhile;
+ *   over 200 µs since the worker claimed it, twice within 100 ms, sits out (asleep) for 20 ms,
+ *   twice as long each time it is benched again (up to 640 ms), and the other threads split the
+ *   loops meanwhile;
  * - idle workers spin on the job word for 2 ms, yielding their core every ~30 µs to any thread
  *   that waits for it (on a busy core, the caller), then sleep on a futex.
  * One caller at a time: a second thread calling in while a job runs (or a kernel launching from
