@@ -186,3 +186,33 @@ def test_hugging_face_exports_run_under_emulation(arm_python, tmp_path, name):
     artifact = slimtvm.compile(model, str(tmp_path / f"{name}.so"), target="aarch64")
     inputs = _inputs(model)
     assert_outputs_match(run_under_emulation(arm_python, artifact.library_path, inputs, tmp_path), onnxruntime_outputs(model, inputs))
+
+
+def test_artifacts_run_on_slimtvms_thread_pool_under_emulation(arm_python, tmp_path):
+    """The pool is cross-compiled into the aarch64 library (`nm -D`), the runtime-only emulated
+    Python switches the library to it, and 4 threads (more than this host's cores) still match
+    onnxruntime."""
+    digits = os.path.join(REPO, "examples", "digits_cnn.onnx")
+    artifact = slimtvm.compile(digits, str(tmp_path / "digits.so"), target="aarch64")
+    symbols = subprocess.run(["nm", "-D", "--defined-only", artifact.library_path], capture_output=True, text=True, check=True).stdout
+    assert " slimtvm_parallel_launch" in symbols and " slimtvm_use_claiming_pool" in symbols
+    inputs = {"image": np.random.default_rng(8).standard_normal((1, 1, 32, 32)).astype(np.float32)}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    code = (
+        "import sys, numpy as np, slimtvm; from slimtvm.runtime import claiming_pool;"
+        "m = slimtvm.load(sys.argv[1]); x = dict(np.load(sys.argv[2]));"
+        "outputs = [m.run(x) for _ in range(5)];"
+        "print(m.claiming_pool, claiming_pool.pool_threads()); np.savez(sys.argv[3], **outputs[-1])"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"), TVM_NUM_THREADS="4")
+    proc = subprocess.run(
+        [arm_python, "-c", code, artifact.library_path, str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "4"], proc.stdout
+    with np.load(tmp_path / "outputs.npz") as saved:
+        assert_outputs_match({name: saved[name] for name in saved.files}, onnxruntime_outputs(digits, inputs))
