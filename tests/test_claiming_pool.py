@@ -42,8 +42,9 @@ def test_loaded_artifacts_launch_their_parallel_loops_on_slimtvms_pool(digits):
     model, inputs, expected = digits
     assert model.claiming_pool
     library = ctypes.CDLL(model.library_path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    assert launch_pointer(model.library_path) != 0
     assert hasattr(library, "slimtvm_parallel_launch")
+    assert claiming_pool.launch_address() is not None
+    assert launch_pointer(model.library_path) == claiming_pool.launch_address()  # not TVM's pool
     for threads in (1, 2, 1, 2):
         set_num_threads(threads)
         assert claiming_pool.pool_threads() == threads

@@ -134,6 +134,13 @@ def benches() -> int | None:
         return int(_shared.slimtvm_pool_benches())
 
 
+def launch_address() -> int | None:
+    """Where slimtvm's ``slimtvm_parallel_launch`` (the one the attached libraries call) starts;
+    None before any library is attached."""
+    with _lock:
+        return None if _shared is None else ctypes.cast(_shared.slimtvm_parallel_launch, ctypes.c_void_p).value
+
+
 def pool_threads() -> int | None:
     """The threads slimtvm's pool uses now; None before any library is attached."""
     with _lock:
