@@ -355,6 +355,8 @@ def _describe_pass(entry: dict) -> str:
         )
     if entry["name"] == "binary_blocks":
         return f"binary_blocks: {entry['thresholds_fused']} BN → Sign pairs fused into integer thresholds (packed bits between binary convs), {entry['max_pools_on_bits']} max-pools on bits (OR)"
+    if entry["name"] == "storage_by_shape":
+        return f"storage_by_shape: {entry['moved']} kernel outputs moved to the planned storage a same-shaped output last held (its lines in the writing core's cache)"
     return f"{entry['name']}: " + ", ".join(f"{k}={v}" for k, v in entry.items() if k != "name")
 
 

@@ -31,6 +31,7 @@ from .scope_pragmas import drop_scope_pragmas
 from .sink_relayouts import sink_relayouts
 from .sparse_layers import SparseLayers
 from .split_grouped_convs import SplitGroupedConvs
+from .storage_by_shape import StorageByShape
 from .transposed_convs import TransposedConvs
 from .weight_prefetch import insert_weight_prefetch
 from .winograd_layers import WinogradLayers
@@ -53,6 +54,7 @@ class LoweringPasses:
     transposed_convs: TransposedConvs = field(default_factory=TransposedConvs)
     matmul_columns: PadMatmulColumns = None
     packed_matmuls: PackedMatmuls = None
+    storage_by_shape: StorageByShape = field(default_factory=StorageByShape)
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
 
@@ -135,7 +137,7 @@ class LoweringPasses:
             set_banded_trip_counts(),
             drop_scope_pragmas(),
             *cpu_generic.dataflow_lower_passes(tvm_target),
-            *cpu_generic.finalize_passes(tvm_target),
+            *_after_memory_planning(cpu_generic.finalize_passes(tvm_target), self.storage_by_shape()),
         ]
 
     def reports(self) -> dict:
@@ -146,7 +148,18 @@ class LoweringPasses:
             "binary_blocks": self.lower_binary.blocks_report(),
             "sparse_layers": self.sparse.report.to_json(),
             "kernels": self.kernels.report.to_json(),
+            "storage_by_shape": {"moved": sum(self.storage_by_shape.moved.values())},
         }
+
+
+def _after_memory_planning(passes: list, extra: tvm.transform.Pass) -> list:
+    """TVM's finalizing passes with ``extra`` right after its memory planner; refuses (raises) a
+    TVM whose list has no ``StaticPlanBlockMemory``, which would leave ``extra`` out silently."""
+    names = [p.info.name for p in passes]
+    if "StaticPlanBlockMemory" not in names:
+        raise RuntimeError(f"TVM's CPU finalizing passes have no StaticPlanBlockMemory: {names}")
+    at = names.index("StaticPlanBlockMemory") + 1
+    return [*passes[:at], extra, *passes[at:]]
 
 
 def apply_database(database) -> tvm.transform.Pass:
