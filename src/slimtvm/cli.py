@@ -250,7 +250,8 @@ def _cmd_tune(args) -> int:
 
 def _worth_a_line(entry: dict) -> bool:
     """Every pass gets a line, except the batch split of a batch of one (nothing to split), and the
-    channels-first, 3-D conv, matmul-row, padding-tap, transposed-conv, matmul-column and weight-packing rewrites of a model they find nothing in."""
+    channels-first, 3-D conv, matmul-row, padding-tap, transposed-conv, matmul-column, weight-packing
+    and output-storage rewrites of a model they find nothing in."""
     if entry["name"] == "channels_first":
         return entry["stretches"] > 0
     if entry["name"] == "transposed_convs":
@@ -263,6 +264,8 @@ def _worth_a_line(entry: dict) -> bool:
         return entry["rewritten"] > 0
     if entry["name"] == "packed_matmuls":
         return entry["packed"] > 0
+    if entry["name"] == "storage_by_shape":
+        return entry["moved"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
 
 
