@@ -295,6 +295,11 @@ def _schedule_float_out(sch, out, tile_channels: int | None = None, reg_n: int |
     (session 30, per kernel, builds in turns, 1 thread): 4 × 1 (112 chunks) 51.4 → 56.2 µs,
     2 × 2 (112) 49 → 64 µs, 7 × 1 (56) 51.3 → 52.6 µs; at 16 threads 112 chunks of the 4 × 1
     tile would take 7 rounds of 0.55 of today's chunk, about 4% less than 56 chunks' 4 rounds.
+    Session 48 (Zen 4) tried the same 4-pixel tile as 2 × 2 pixels (4 × 4 tiles × 4 groups = 64
+    chunks, groups outermost so that 2 and 4 threads split them evenly): the 7×7 layer alone
+    (packing and epilogue included, both builds in turns in one process) 5.5% slower at 1 and
+    6% at 2 threads, the stride-2 14 → 7 one 3.5% and 5% (its edge tiles of 2 and 1 pixels and a
+    two-sided bounds test per pixel). Not kept.
     Returns the parallel loop, under which the popcounts are computed."""
     loops = sch.get_loops(out)
     if len(loops) == 5:  # NCHW[b]c: a row's channel blocks, each pixel's block one vector
