@@ -15,7 +15,9 @@ fraction s that Amdahl's law gives from the whole run, T(n) = T(1) · (s + (1 �
 round also times a register-resident parallel multiply-add kernel (``cpu_limits.py``) at each
 count: its speed-up is the most any compute-bound kernel can reach on this host at that moment
 (a 2-core VM's second core gave ×1.69–2.00 from one run to the next, session 41), printed with
-every call's speed-up as a fraction of it. The
+every call's speed-up as a fraction of it. Rounds in which the probe fell below
+:data:`CALM_FLOOR` of the ideal are left out of the medians (:func:`calm_rounds`; the count is
+printed). The
 thread counts are measured in turns, round by round (:func:`profiles_in_turns`): measured one
 after the other, a drift of this VM's speed between them read as poor scaling (session 20:
 ResNet-18 ×1.61 in one pass, ×1.80 in turns; ×1.89 for the whole run in
@@ -69,6 +71,15 @@ def main(argv=None) -> int:
     if len(thread_counts) == 1:
         print_top(args.model, profiles[thread_counts[0]], thread_counts[0], args.repeat, args.top)
     else:
+        profiles, kept, total = calm_rounds(profiles, thread_counts)
+        if total < MIN_CALM_ROUNDS:
+            print(f"calm rounds: not sorted out ({total} rounds; --repeat {MIN_CALM_ROUNDS} or more to leave disturbed ones out)")
+        elif kept >= MIN_CALM_ROUNDS:
+            print(
+                f"calm rounds: {kept} of {total} (the probe ×{CALM_FLOOR * 2:.2f} or more at 2 threads in the round, as much per added thread); medians over those"
+            )
+        else:
+            print(f"calm rounds: {kept} of {total}, too few: medians over every round, a disturbed run")
         print_scaling(args.model, profiles, thread_counts, args.min_us, args.goal)
     return 0
 
@@ -163,9 +174,44 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> li
         names, shapes = [row[0] for row in runs[0]], [row[2] for row in runs[0]]
         calls = [statistics.median(run[i][1] for run in runs) for i in range(len(names))]
         result.append({"names": names, "calls": calls, "shapes": shapes, "run": statistics.median(whole[index])})
+        result[-1]["rounds"] = {"calls": [[row[1] for row in run] for run in runs], "run": whole[index]}
         if probe is not None:
             result[-1]["probe"] = statistics.median(probed[index])
+            result[-1]["rounds"]["probe"] = probed[index]
     return result
+
+
+CALM_FLOOR = 0.925  # of ideal, per round: the probe at 2 threads ×1.85 or more (×1.93–1.97 when calm)
+MIN_CALM_ROUNDS = 5
+
+
+def calm_rounds(profiles: dict, thread_counts: list, floor: float = CALM_FLOOR) -> tuple:
+    """``(profiles, kept, total)``: the profiles with every median taken over the rounds in
+    which the host's probe (the register-resident multiply-adds, measured right after each thread
+    count in the same round) scaled at least ``floor`` × the ideal at every thread count, and how
+    many rounds those were. This VM loses its second core now and then for seconds at a time
+    (session 48: the probe ×1.03 over a whole run, every kernel ×1.0–1.1); the medians of such
+    rounds say nothing about the kernels. Profiles without probes, or with fewer than
+    :data:`MIN_CALM_ROUNDS` calm rounds, come back as they are (``kept`` says so)."""
+    base = profiles[thread_counts[0]]
+    if "rounds" not in base or "probe" not in base["rounds"]:
+        return profiles, 0, 0
+    total = len(base["rounds"]["probe"])
+    keep = [
+        r
+        for r in range(total)
+        if all(base["rounds"]["probe"][r] / profiles[t]["rounds"]["probe"][r] >= floor * t / thread_counts[0] for t in thread_counts[1:])
+    ]
+    if len(keep) < MIN_CALM_ROUNDS:
+        return profiles, len(keep), total
+    calm = {}
+    for t, profile in profiles.items():
+        rounds = profile["rounds"]
+        calm[t] = dict(profile)
+        calm[t]["calls"] = [statistics.median(rounds["calls"][r][i] for r in keep) for i in range(len(profile["names"]))]
+        calm[t]["run"] = statistics.median(rounds["run"][r] for r in keep)
+        calm[t]["probe"] = statistics.median(rounds["probe"][r] for r in keep)
+    return calm, len(keep), total
 
 
 def profile_beside(artifact, threads: int, repeat: int, other) -> dict:

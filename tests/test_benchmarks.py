@@ -131,6 +131,34 @@ def test_conv_layers_and_profile_scripts_run():
     assert all(re.search(r"\| \d+\.\d\d( <)? \(\d+\.\d\d\) \|$", row) for row in rows), scaling.stdout
 
 
+def test_calm_rounds_leave_out_the_rounds_the_host_lost_a_core():
+    """profile_kernels.calm_rounds on two thread counts over seven rounds: the two rounds whose
+    probe scaled ×1.05 and ×1.5 are left out, the medians are those of the other five, computed here."""
+    import statistics
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from profile_kernels import calm_rounds
+
+    probe_1 = [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    probe_2 = [1.02, 1.9, 1.03, 1.33, 1.04, 1.01, 1.0]  # ×1.96, ×1.05, ×1.94, ×1.50, ×1.92, ×1.98, ×2.0
+    calls_1 = [[100.0, 10.0], [101.0, 11.0], [99.0, 9.0], [102.0, 12.0], [98.0, 10.5], [100.5, 9.5], [97.0, 10.2]]
+    calls_2 = [[51.0, 5.0], [95.0, 10.0], [50.0, 5.5], [70.0, 8.0], [52.0, 6.0], [49.0, 5.2], [48.0, 5.1]]
+
+    def profile(calls, probes):
+        rounds = {"calls": calls, "run": [sum(c) for c in calls], "probe": probes}
+        return {"names": ["a", "b"], "calls": [0.0, 0.0], "run": 0.0, "probe": statistics.median(probes), "rounds": rounds}
+
+    calm, kept, total = calm_rounds({1: profile(calls_1, probe_1), 2: profile(calls_2, probe_2)}, [1, 2])
+    assert (kept, total) == (5, 7)
+    keep = [0, 2, 4, 5, 6]
+    assert calm[2]["calls"] == [statistics.median(calls_2[r][i] for r in keep) for i in range(2)]
+    assert calm[1]["calls"] == [statistics.median(calls_1[r][i] for r in keep) for i in range(2)]
+    assert calm[2]["run"] == statistics.median(sum(calls_2[r]) for r in keep)
+    # fewer calm rounds than MIN_CALM_ROUNDS: every round stays
+    same, kept, _ = calm_rounds({1: profile(calls_1[:4], probe_1[:4]), 2: profile(calls_2[:4], [1.9, 1.9, 1.9, 1.02])}, [1, 2])
+    assert kept == 1 and same[2]["calls"] == [0.0, 0.0]
+
+
 def test_layers_vs_onnxruntime_profiles_both_engines_on_token_ids(tmp_path):
     """The per-kernel comparison on a model whose input is int64 token ids (an embedding, a
     matmul and a ReLU): both engines run on the model's own inputs (the script once fed
