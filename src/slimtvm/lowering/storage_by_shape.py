@@ -2,11 +2,13 @@
 
 TVM's memory planner (``relax.transform.StaticPlanBlockMemory``) gives each intermediate tensor
 the smallest free storage that fits. At 2 threads and more that choice has a cost it does not
-see: a kernel writes its output rows, in its own partition of its parallel loop, into memory whose
-lines the last writer left, modified, in the other cores' caches, and each such line has to be
-taken from that core first. When the last writer had the same output shape (a kernel of the same
+see: a kernel writes its output rows, in its own partition of its parallel loop, and each line
+its core does not already hold has to be fetched first (from the other core's cache, or from L3
+once it has left both). When the last writer had the same output shape (a kernel of the same
 layer sequence, e.g. the convs of one ResNet stage), it also split the same rows over the same
-threads, so each core finds its lines in its own cache.
+threads, so each core finds its lines in its own cache. (The measurements below fit that: the
+call that gained wrote over lines last written five kernels before by another stage; the one that
+lost now writes over older lines than before, not ones the other core wrote.)
 
 Measured on Bi-Real Net 18 (2-core Zen 4, session 48, per kernel in the whole model,
 ``benchmarks/profile_kernels.py --threads 1,2 --repeat 20``, builds in turns): the second of the
