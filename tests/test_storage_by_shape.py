@@ -116,6 +116,21 @@ def test_a_view_keeps_its_storage_alive():
     assert moved == 0
 
 
+def test_a_call_whose_result_is_read_is_not_followed():
+    """A call to another Relax function that hands ``b`` back, its result read after ``d`` is
+    written: what it returns may be ``b``, so the pass leaves the function as planned."""
+    from slimtvm.lowering.storage_by_shape import repick_function
+
+    source = KERNEL_AND_MAIN.replace(
+        "    @R.function\n    def main(",
+        '    @R.function\n    def same(t: R.Tensor((4, 16), "float32")) -> R.Tensor((4, 16), "float32"):\n        return t\n\n    @R.function\n    def main(',
+    )
+    source = source.replace("cls.flat(b, c)", "cls.flat(b, c)\n        r = cls.same(b)").replace("cls.flat(d, e)", "cls.flat(d, e)\n        cls.flat(r, e)")
+    func = _main(source)
+    same, moved = repick_function(func)
+    assert moved == 0 and same.same_as(func)
+
+
 def _two_stage_residual_net():
     """Bi-Real Net 18's second stage in float, small: four residual 3 × 3 blocks at 16 × 16, a
     downsampling block (average pool + 1 × 1 conv beside a 3 × 3 stride-2 conv), three residual

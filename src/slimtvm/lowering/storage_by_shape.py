@@ -26,7 +26,8 @@ storage was last written by a tensor of another shape, another planned storage o
 scope, device and dtype, large enough, allocated before it, whose last occupant had its shape
 and which nothing else occupies while the tensor lives. It refuses (leaves the function as the
 planner made it) anything but one sequence of bindings, and takes a tensor to live until the
-last use of anything bound from it (a reshape, a tuple) other than a kernel call that writes it.
+last use of anything bound from it (a reshape, a tuple) other than a kernel call that writes it;
+a kernel call's own result is never read (else it refuses too).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _op_name(value) -> str | None:
 
 
 def _used(value) -> set:
-    return {var for var in relax.analysis.free_vars(value)}
+    return set(relax.analysis.free_vars(value))
 
 
 class _Tensor:
@@ -86,6 +87,7 @@ def _plan(bindings, body):
     storages = {}  # var -> (index, size in bytes, (device, scope, dtype))
     tensors = []
     owner = {}  # var -> the _Tensor it is (or aliases)
+    call_results = set()  # what kernel calls on planned tensors returned: none is ever read
     for index, binding in enumerate(bindings):
         if not isinstance(binding, relax.VarBinding):
             return None
@@ -108,18 +110,21 @@ def _plan(bindings, body):
             tensors.append(tensor)
             owner[binding.var] = tensor
             continue
-        if isinstance(value, (relax.If, relax.SeqExpr, relax.Function)) or any(var in storages for var in _used(value)):
-            return None  # tensors planned inside a branch, or a storage used other than by alloc_tensor
-        used = [owner[var] for var in _used(value) if var in owner]
+        used_vars = _used(value)
+        if isinstance(value, (relax.If, relax.SeqExpr, relax.Function)) or any(var in storages or var in call_results for var in used_vars):
+            return None  # tensors planned inside a branch, a storage used other than by alloc_tensor, a call's result read
+        used = [owner[var] for var in used_vars if var in owner]
         for tensor in used:
             tensor.last = index
         writes_outputs = isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar)
+        if used and writes_outputs:
+            call_results.add(binding.var)
         if used and not writes_outputs:  # a view or a container of the tensor: the tensor lives as long
             if len(set(map(id, used))) != 1:
                 return None
             owner[binding.var] = used[0]
     for var in _used(body):
-        if var in storages:
+        if var in storages or var in call_results:
             return None
         if var in owner:
             owner[var].last = len(bindings)
@@ -137,7 +142,7 @@ def _repick(tensors, storages) -> int:
     moved = 0
     for tensor in tensors:
         current = previous(tensor.storage, tensor)
-        if current is None or current.shape == tensor.shape:
+        if current is None or (current.shape, current.dtype) == (tensor.shape, tensor.dtype):
             continue
         key = storages[tensor.storage][2]
         best = None
@@ -147,7 +152,7 @@ def _repick(tensors, storages) -> int:
             if any(t.overlaps(tensor) for t in tenants[storage]):
                 continue
             last = previous(storage, tensor)
-            if last is None or last.shape != tensor.shape or last.dtype != tensor.dtype:
+            if last is None or (last.shape, last.dtype) != (tensor.shape, tensor.dtype):
                 continue
             if best is None or last.index > best[1].index:
                 best = (storage, last)
