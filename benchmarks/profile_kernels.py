@@ -93,8 +93,8 @@ def profiles_in_turns(artifact, thread_counts: list, repeat: int, probe=None) ->
     of their tensor arguments under ``"shapes"``, and the median whole-run time (µs,
     uninstrumented) under ``"run"``. ``probe`` (a function of no arguments returning seconds, or
     None) runs after each thread count's runs in every round, on the same thread count; its
-    median goes under ``"probe"``."""
-    return dict(zip(thread_counts, _profiles_in_turns([(artifact, threads) for threads in thread_counts], repeat, probe=probe)))
+    median goes under ``"probe"``; each round's times under ``"rounds"`` (:func:`calm_rounds`)."""
+    return dict(zip(thread_counts, _profiles_in_turns([(artifact, threads) for threads in thread_counts], repeat, probe=probe, keep_rounds=True)))
 
 
 def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
@@ -103,7 +103,7 @@ def builds_in_turns(artifacts: list, threads: int, repeat: int) -> list:
     return _profiles_in_turns([(artifact, threads) for artifact in artifacts], repeat)
 
 
-def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> list:
+def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_rounds: bool = False) -> list:
     """One profile per ``(artifact, threads)`` case, the cases run in turns (see above);
     ``between`` (a function, or None) is called once at the end of every round, so that another
     engine profiled there takes the same turns, and is followed by a pause of
@@ -112,7 +112,8 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> li
     2-thread case of a short model read slow (a 256 → 256 1×1 conv at 56×56, alone: 3.5–6.0 ms
     against 1.9 for the same kernel in a later build). Each case's dropped runs last at least
     :data:`~slimtvm.runtime.bench.WARM_SECONDS`. ``probe`` (see :func:`profiles_in_turns`) after
-    every case."""
+    every case. ``keep_rounds``: each round's times too, under ``"rounds"`` (for
+    :func:`calm_rounds`; left out otherwise, so that saved profiles stay small)."""
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
@@ -174,10 +175,12 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None) -> li
         names, shapes = [row[0] for row in runs[0]], [row[2] for row in runs[0]]
         calls = [statistics.median(run[i][1] for run in runs) for i in range(len(names))]
         result.append({"names": names, "calls": calls, "shapes": shapes, "run": statistics.median(whole[index])})
-        result[-1]["rounds"] = {"calls": [[row[1] for row in run] for run in runs], "run": whole[index]}
         if probe is not None:
             result[-1]["probe"] = statistics.median(probed[index])
-            result[-1]["rounds"]["probe"] = probed[index]
+        if keep_rounds:
+            result[-1]["rounds"] = {"calls": [[row[1] for row in run] for run in runs], "run": whole[index]}
+            if probe is not None:
+                result[-1]["rounds"]["probe"] = probed[index]
     return result
 
 
