@@ -626,7 +626,9 @@ def test_depthwise_convs_on_few_channels_run_bands_of_rows_outermost(tmp_path):
     image among the threads, and each core now reads the rows it wrote (session 41: that layer
     ×1.79 → ×1.89 at 2 threads, its 1×1 successor ×1.90 → ×2.01, Emerald Rapids). On 64 channels
     the channel blocks stay outermost. The loop order is read from the scheduled kernels for the
-    AVX-512 target; the model matches onnxruntime on every x86 kernel variant the host runs."""
+    AVX-512 target; the model matches onnxruntime on every x86 kernel variant the host runs. (3×3
+    convs read the depthwise convs here: a 1×1 conv after one would take it into the fused
+    kernel, tests/test_depthwise_projection.py.)"""
     from conftest import x86_kernel_presets
 
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
@@ -638,8 +640,8 @@ def test_depthwise_convs_on_few_channels_run_bands_of_rows_outermost(tmp_path):
     image = g.input([1, 3, 64, 64])
     x = g.relu(g.conv(image, 3, 32, kernel=3, stride=2, pads=(1, 1, 1, 1)))
     x = g.relu(g.conv(x, 32, 32, kernel=3, pads=(1, 1, 1, 1), groups=32))
-    x = g.relu(g.conv(x, 32, 64, kernel=1))
-    model = g.model(g.conv(g.relu(g.conv(x, 64, 64, kernel=3, pads=(1, 1, 1, 1), groups=64)), 64, 16, kernel=1))
+    x = g.relu(g.conv(x, 32, 64, kernel=3, pads=(1, 1, 1, 1)))
+    model = g.model(g.conv(g.relu(g.conv(x, 64, 64, kernel=3, pads=(1, 1, 1, 1), groups=64)), 64, 16, kernel=3, pads=(1, 1, 1, 1)))
 
     kernels = parallel_extents(model, "x86-64-avx512", with_output_shapes=True, with_loop_names=True)
     orders = {shape[1] * shape[-1]: loops[0][0] for kernel, (loops, shape) in kernels.items() if "depthwise" in kernel}

@@ -264,6 +264,8 @@ def _worth_a_line(entry: dict) -> bool:
         return entry["rewritten"] > 0
     if entry["name"] == "packed_matmuls":
         return entry["packed"] > 0
+    if entry["name"] == "depthwise_projections":
+        return entry["fused"] > 0
     if entry["name"] == "storage_by_shape":
         return entry["moved"] > 0
     return not (entry["name"] == "split_batch" and entry["why_not"] == "batch 1")
@@ -284,6 +286,8 @@ def _describe_pass(entry: dict) -> str:
             f"padding_taps: {entry['convs_cropped']} convs cut to the kernel taps that read the image ({entry['taps_removed']} taps read only zero padding), "
             f"{entry['convs_in_regions']} computed in regions without the taps on padding (most of their multiply-adds were with zeros)"
         )
+    if entry["name"] == "depthwise_projections":
+        return f"depthwise_projections: {entry['fused']} depthwise convs run in one kernel with the 1×1 conv after them (their output never written to memory)"
     if entry["name"] == "packed_matmuls":
         return f"packed_matmuls: {entry['packed']} matmuls by a constant weight read it in column panels (packed once, at compile time)"
     if entry["name"] == "transposed_convs":

@@ -68,8 +68,21 @@ def matmul_kernel_for(call) -> tuple[str, str]:
 class _BinaryLowering(BinaryLayerMatcher):
     """The matcher whose hooks emit binary kernels and record every linear layer."""
 
-    def __init__(self, mod, report: BinarizeReport, records: list, popcount_tables: bool, sparse, winograd=None, banded=None, packed_matmuls=None):
+    def __init__(
+        self,
+        mod,
+        report: BinarizeReport,
+        records: list,
+        popcount_tables: bool,
+        sparse,
+        winograd=None,
+        banded=None,
+        packed_matmuls=None,
+        depthwise_projections=None,
+    ):
         super().__init__(mod, report)
+        self.depthwise_projections = depthwise_projections  # DepthwiseProjections: a depthwise conv and the 1×1 conv after it, one kernel
+        self.depthwise_records: dict = {}  # a depthwise conv's var -> the index of its record
         self.packed_matmuls = packed_matmuls  # PackedMatmuls: float matmuls by a constant weight, GEMM form
         self.records = records
         self.banded = banded  # BandedLayers: 1×1 convs whose weights are zero outside a band (grouped convs)
@@ -125,6 +138,14 @@ class _BinaryLowering(BinaryLayerMatcher):
         if op_name(call) == "relax.nn.conv2d":
             kernel = conv_kernel_for(call)
             family, plan = kernel.family, kernel.description
+            if family == "conv2d" and self.depthwise_projections is not None:
+                pair = self.depthwise_projections.match(call, self.lookup_binding, self.uses)
+                if pair is not None and pair.depthwise_var in self.depthwise_records:
+                    kernel_call, record, depthwise_record = self.depthwise_projections.lower(self.builder_, pair)
+                    self.records[self.depthwise_records[pair.depthwise_var]] = depthwise_record
+                    return self._lowered_float(kernel_call, record, reason, sparse_note)
+            if family == "depthwise" and self.binding_var is not None:
+                self.depthwise_records[self.binding_var] = len(self.records)
         else:
             family, plan = matmul_kernel_for(call)
         if reason is not None:
@@ -308,8 +329,9 @@ class LowerBinaryLayers:
     sparse lowering left dense. After a run, ``report`` holds the counts and ``records`` one
     :class:`LayerRecord` per conv2d/matmul in graph order."""
 
-    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None, banded=None, packed_matmuls=None):
+    def __init__(self, popcount_tables: bool = False, sparse=None, winograd=None, banded=None, packed_matmuls=None, depthwise_projections=None):
         self.popcount_tables = popcount_tables
+        self.depthwise_projections = depthwise_projections
         self.packed_matmuls = packed_matmuls
         self.sparse = sparse
         self.winograd = winograd
@@ -319,16 +341,19 @@ class LowerBinaryLayers:
 
     def transform_module(self, mod, _ctx):
         self.report, self.records = BinarizeReport(), []
-        for layers in (self.sparse, self.winograd, self.banded, self.packed_matmuls):
+        for layers in (self.sparse, self.winograd, self.banded, self.packed_matmuls, self.depthwise_projections):
             if layers is not None:
                 layers.start()
-        lowering = _BinaryLowering(mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd, self.banded, self.packed_matmuls)
+        lowering = _BinaryLowering(
+            mod, self.report, self.records, self.popcount_tables, self.sparse, self.winograd, self.banded, self.packed_matmuls, self.depthwise_projections
+        )
         mod = visit_relax_functions(mod, lowering)
         lowered_float = (
             (self.sparse is not None and self.sparse.report.sparse_count)
             or (self.winograd is not None and self.winograd.count)
             or (self.banded is not None and self.banded.count)
             or (self.packed_matmuls is not None and self.packed_matmuls.count)
+            or (self.depthwise_projections is not None and self.depthwise_projections.count)
         )
         if self.report.binary_convs or self.report.binary_dense or lowered_float:
             mod = relax.transform.DeadCodeElimination()(mod)

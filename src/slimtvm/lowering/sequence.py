@@ -19,6 +19,7 @@ from .channel_norms import BlockedChannelNorms, HideChannelNorms
 from .channel_permutations import BlockedChannelPermutations
 from .channel_windows import ChannelWindowSums
 from .conv_layouts import blocked_layouts_for, convert_layout_or_keep
+from .depthwise_projections import DepthwiseProjections
 from .keep_one_kernel import keep_one_kernel
 from .kernel_report import RecordKernels
 from .legalizations import LEGALIZATIONS
@@ -54,6 +55,7 @@ class LoweringPasses:
     transposed_convs: TransposedConvs = field(default_factory=TransposedConvs)
     matmul_columns: PadMatmulColumns = None
     packed_matmuls: PackedMatmuls = None
+    depthwise_projections: DepthwiseProjections = None
     storage_by_shape: StorageByShape = field(default_factory=StorageByShape)
     sparse_timer: object = None  # for the default SparseLayers: times convs near its thresholds
     conv_algorithm: str = "auto"  # for the default WinogradLayers: "direct" keeps it out
@@ -73,8 +75,12 @@ class LoweringPasses:
             self.banded = BandedLayers(self.target.lanes, lambda: self.split_grouped.block_diagonal_weights + self.channel_windows.weights)
         if self.packed_matmuls is None:
             self.packed_matmuls = PackedMatmuls(self.target.lanes)
+        if self.depthwise_projections is None:
+            self.depthwise_projections = DepthwiseProjections(self.target.channel_block)
         if self.lower_binary is None:
-            self.lower_binary = LowerBinaryLayers(self.target.popcount_tables, self.sparse, self.winograd, self.banded, self.packed_matmuls)
+            self.lower_binary = LowerBinaryLayers(
+                self.target.popcount_tables, self.sparse, self.winograd, self.banded, self.packed_matmuls, self.depthwise_projections
+            )
 
     def to_kernels(self) -> list:
         """Layouts, binary lowering, legalization and fusion: the module whose PrimFuncs are the
@@ -145,6 +151,7 @@ class LoweringPasses:
             "transposed_convs": {"rewritten": self.transposed_convs.count, "positions": list(self.transposed_convs.positions)},
             "matmul_columns": {"attentions": self.matmul_columns.attentions, "products": self.matmul_columns.products},
             "packed_matmuls": {"packed": self.packed_matmuls.count},
+            "depthwise_projections": {"fused": self.depthwise_projections.count},
             "binary_blocks": self.lower_binary.blocks_report(),
             "sparse_layers": self.sparse.report.to_json(),
             "kernels": self.kernels.report.to_json(),

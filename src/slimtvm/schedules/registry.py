@@ -22,6 +22,7 @@ from .conv2d_nchwc import Conv2dNCHWc, conv2d_design_spaces
 from .cpu_rule import CPURule
 from .dense import Dense, dense_design_spaces
 from .depthwise_nchwc import DepthwiseNCHWc, depthwise_design_spaces
+from .depthwise_projection import DepthwiseProjection, depthwise_projection_design_spaces
 from .generic_cpu import GenericCPU
 from .row_reductions import RowReductions
 from .sparse_conv import SparseConv
@@ -53,6 +54,12 @@ FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("binary_conv2d", BinaryConv, binary_conv_design_spaces, "Sign-fed conv2d with ±α weights, groups = 1"),
     KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
     KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
+    KernelFamily(
+        "depthwise_projection",
+        DepthwiseProjection,
+        depthwise_projection_design_spaces,
+        "depthwise conv2d, element-wise steps and the 1×1 conv2d that alone reads them, in NCHW[x]c, on images of 28×28 or more",
+    ),
     KernelFamily(
         "winograd_conv2d",
         WinogradConv,
