@@ -3,8 +3,8 @@
 residual blocks of MobileNetV2 on images of 28×28 or more. Each model is compiled for every x86
 kernel variant the host runs and matched against onnxruntime on the original ONNX model; the
 manifest says which pairs were fused, and the layer records name the fused kernel for both
-convs. Pairs the kernel does not take (a stride-2 depthwise conv, a depthwise output read twice,
-a small image) keep their two kernels and still match."""
+convs. Pairs the kernel does not take (a depthwise output read twice, a small image, a stride-2
+depthwise conv on a large image) keep their two kernels and still match."""
 
 from __future__ import annotations
 
@@ -60,8 +60,9 @@ def _conv_kernels(artifact) -> list:
     [
         {},  # MobileNetV2's block: ReLU6 (Clip), a bias on the depthwise conv, the residual add
         {"activation": "relu", "dw_bias": False, "kernel": 5, "channels": 32, "expanded": 96, "size": 28},
+        {"stride": 2, "size": 56},  # MobileNetV2's 56 → 28 block
     ],
-    ids=["relu6_3x3", "relu_5x5_no_bias"],
+    ids=["relu6_3x3", "relu_5x5_no_bias", "stride_2"],
 )
 def test_depthwise_and_projection_fuse_and_match_onnxruntime(tmp_path, preset, form):
     model, inputs = _inverted_residual(**form)
@@ -75,8 +76,8 @@ def test_depthwise_and_projection_fuse_and_match_onnxruntime(tmp_path, preset, f
 
 @pytest.mark.parametrize(
     "form",
-    [{"stride": 2}, {"extra_reader": True}, {"size": 14}],
-    ids=["stride_2", "depthwise_read_twice", "small_image"],
+    [{"stride": 2, "size": 112, "channels": 8, "expanded": 32}, {"extra_reader": True}, {"size": 14}],
+    ids=["stride_2_from_a_large_image", "depthwise_read_twice", "small_image"],
 )
 def test_pairs_the_fused_kernel_does_not_take_keep_two_kernels(tmp_path, form):
     model, inputs = _inverted_residual(**form)

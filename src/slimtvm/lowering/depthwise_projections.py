@@ -9,8 +9,8 @@ feeds it, when all of these hold:
 - its input is, through element-wise steps each read by nothing else (``add`` of a constant
   per-channel or scalar, ``maximum`` / ``minimum`` with a scalar constant, ReLU), the result of
   a depthwise conv (multiplier 1) in the same blocked layout, float32, read by nothing else;
-- the depthwise conv has stride 1 (see :data:`MIN_FUSED_PIXELS` for stride 2);
-- the depthwise output has at least :data:`MIN_FUSED_PIXELS` pixels per image (see there).
+- a strided depthwise conv reads at most :data:`MAX_STRIDED_INPUT_PIXELS` pixels per image;
+- the depthwise output has at least :data:`MIN_FUSED_PIXELS` pixels per image.
 
 The depthwise conv, its steps and the 1×1 conv become one call, marked out-element-wise
 fusable, so the 1×1 conv's bias, residual add and activation still fuse after it. The depthwise
@@ -33,6 +33,12 @@ from .layer_records import LayerRecord
 # Below this the depthwise conv's output (MobileNetV2's 14 × 14 × 384: 300 KB) stays in the core's
 # L2 between the two kernels, and the 1×1 convs' weights dominate their time.
 MIN_FUSED_PIXELS = 28 * 28
+# Each chunk reads a few rows of every channel plane of the depthwise input. From a large image
+# written just before (MobileNetV2's 96 × 112 × 112 expansion, 4.8 MB) that is too many short
+# streams at once: the 112 → 56 stride-2 pair took 370 µs fused against 149 + 174 as two kernels
+# (Zen 4, 1 thread, in the model); 56 → 28 (144 channels) 107 / 59 µs at 1 / 2 threads against
+# 56 + 65 / 34 + 34. Stride-1 pairs gain at every size measured (see schedules/depthwise_projection.py).
+MAX_STRIDED_INPUT_PIXELS = 56 * 56
 STEP_NAMES = {"relax.add": "add", "relax.maximum": "maximum", "relax.minimum": "minimum", "relax.nn.relu": "maximum"}
 
 
@@ -166,7 +172,9 @@ class DepthwiseProjections:
         data, weight = call.args[0].ty, call.args[1].ty
         if str(data.dtype) != "float32" or str(weight.dtype) != "float32" or getattr(data, "shape", None) is None or weight.shape is None:
             return False
-        if not is_depthwise(data.shape, weight.shape, int(attrs.groups)) or [int(v) for v in attrs.strides] != [1, 1]:
+        if not is_depthwise(data.shape, weight.shape, int(attrs.groups)):
             return False
-        out = [int(d) for d in call.ty.shape]
+        strides, out = [int(v) for v in attrs.strides], [int(d) for d in call.ty.shape]
+        if strides != [1, 1] and int(data.shape[2]) * int(data.shape[3]) > MAX_STRIDED_INPUT_PIXELS:
+            return False
         return out[2] * out[3] >= MIN_FUSED_PIXELS
