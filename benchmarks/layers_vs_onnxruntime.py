@@ -11,7 +11,9 @@ slower), and prints
 both lists side by side, aligned by order: the i-th slimtvm kernel next to the i-th onnxruntime
 compute node (layout reorders, shape ops and the like left out). Both engines fuse a conv with
 its bias and activation, so a chain of convs aligns one to one; where the fusions differ (the
-classifier head, pooling) the output-shape columns show it, so read the rows whose shapes agree.
+classifier head, pooling) the output-shape columns show it, so read the rows whose shapes agree;
+where slimtvm runs a depthwise conv and the 1×1 conv after it as one kernel, onnxruntime's two
+nodes are summed on its row.
 slimtvm's shapes are its blocked layout read back as [N, C, H, W] (C counts padded channels).
 Per-call times include the hook's own cost (a few µs); use the totals for the gap, not a claim.
 """
@@ -70,6 +72,24 @@ def onnxruntime_nodes(session, warm_up: int = WARM_UP) -> list:
     return [(name, op, shape, statistics.median(times[name][warm_up:] or times[name])) for name, op, shape in order if op not in NOT_COMPUTE]
 
 
+def aligned_nodes(ours: list, theirs: list) -> list:
+    """``theirs`` with onnxruntime's two nodes merged (names and ops joined by +, times summed, the
+    second's shape) where slimtvm runs two convs as one kernel (a depthwise conv and the 1×1 conv
+    after it, schedules/depthwise_projection.py), so that the lists stay aligned one to one."""
+    merged, at = [], 0
+    for name, _, _ in ours:
+        if at >= len(theirs):
+            break
+        if "depthwise_projection" in name and at + 1 < len(theirs):
+            (first, first_op, _, first_us), (second, second_op, shape, second_us) = theirs[at], theirs[at + 1]
+            merged.append((f"{first} + {second}", f"{first_op} + {second_op}", shape, first_us + second_us))
+            at += 2
+        else:
+            merged.append(theirs[at])
+            at += 1
+    return merged + theirs[at:]
+
+
 def logical_shape(shape: list) -> list:
     """A blocked [N, C/b, H, W, b] output as [N, C, H, W]; other shapes unchanged."""
     return [shape[0], shape[1] * shape[4], shape[2], shape[3]] if len(shape) == 5 else list(shape)
@@ -94,7 +114,7 @@ def main(argv=None) -> int:
         result = profile_beside(artifact, args.threads, args.repeat, lambda: session.run(None, feeds))
         shapes = parallel_extents(path, args.target, with_output_shapes=True)
         ours = [(name, logical_shape(shapes[name][1]) if name in shapes else [], us) for name, us in zip(result["names"], result["calls"]) if name in shapes]
-        theirs = onnxruntime_nodes(session)
+        theirs = aligned_nodes(ours, onnxruntime_nodes(session))
     print(f"CPU: {cpu_name()}; {args.model}, {args.threads} thread(s), slimtvm target {args.target}, medians of {args.repeat} runs")
     print("| # | slimtvm kernel | shape | µs | onnxruntime node | op | shape | µs | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")

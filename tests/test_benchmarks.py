@@ -192,6 +192,27 @@ def test_layers_vs_onnxruntime_profiles_both_engines_on_token_ids(tmp_path):
     assert "kernels: slimtvm" in proc.stdout
 
 
+def test_layers_vs_onnxruntime_sums_onnxruntimes_two_convs_beside_the_fused_kernel():
+    """Where slimtvm runs a depthwise conv and the 1×1 conv after it as one kernel, onnxruntime's
+    two Conv nodes share its row (times summed), and the rows after stay aligned."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from layers_vs_onnxruntime import aligned_nodes
+
+    ours = [
+        ("fused_conv2d_NCHWc", [1, 96, 56, 56], 200.0),
+        ("fused_depthwise_projection_add1", [1, 32, 56, 56], 300.0),
+        ("fused_conv2d_NCHWc1", [1, 96, 56, 56], 210.0),
+    ]
+    theirs = [
+        ("expand", "Conv", [1, 96, 56, 56], 190.0),
+        ("dw", "Conv", [1, 96, 56, 56], 120.0),
+        ("project", "Conv", [1, 24, 56, 56], 170.0),
+        ("next", "Conv", [1, 96, 56, 56], 195.0),
+        ("tail", "Gemm", [1, 1000], 30.0),
+    ]
+    assert aligned_nodes(ours, theirs) == [theirs[0], ("dw + project", "Conv + Conv", [1, 24, 56, 56], 290.0), theirs[3], theirs[4]]
+
+
 def test_compare_builds_times_every_build_and_checks_outputs(tmp_path):
     import slimtvm
 

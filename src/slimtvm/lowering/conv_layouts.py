@@ -20,7 +20,8 @@ import tvm
 from tvm import relax, topi
 
 from ..errors import first_line
-from ..schedules.conv2d_nchwc import grouped_conv2d_blocked, plain_input_conv2d_nchwc
+from ..passes.constants import constant_value
+from ..schedules.conv2d_nchwc import blocked_conv2d_nchwc, grouped_conv2d_blocked, plain_input_conv2d_nchwc, used_input_channels
 from ..schedules.depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
 from ..targets.kernel_target import MIN_CHANNEL_BLOCK as MIN_BLOCK
 
@@ -126,6 +127,19 @@ def conv_kernel_for(call) -> ConvKernel:
     return ConvKernel("generic", f"fp32 grouped conv, {out_layout}, generic schedule")
 
 
+def _used_input_channels(call):
+    """For a blocked conv2d (groups 1) with a constant float weight whose last input channels'
+    weights are all zero (channels padded to the block): how many input channels to reduce
+    over; None when every channel is used or the weight is not a constant."""
+    if int(call.attrs.groups) != 1 or len(str(call.attrs.kernel_layout)) <= 4:
+        return None
+    weight = constant_value(call.args[1])
+    if weight is None or weight.ndim != 6:
+        return None
+    used = used_input_channels(weight)
+    return used if used < weight.shape[1] * weight.shape[4] else None
+
+
 def legalize_conv2d(bb, call):
     """Legalize ``relax.nn.conv2d`` to the compute :func:`conv_kernel_for` names: plain NCHW to
     TVM's default; a blocked conv with groups as NCHW group conv between TE unpack/pack stages,
@@ -142,6 +156,9 @@ def legalize_conv2d(bb, call):
         return bb.call_te(
             plain_input_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, primfunc_name_hint="conv2d_NCHWc_plain_input"
         )
+    used = _used_input_channels(call)
+    if kernel.family == "conv2d" and used is not None:  # trailing input channels with zero weights left out of the sum
+        return bb.call_te(blocked_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, used, primfunc_name_hint="conv2d_NCHWc")
     if kernel.family == "conv2d":
         return bb.call_te(
             topi.nn.conv2d_NCHWc,

@@ -57,6 +57,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm import s_tir, te, topi
 
@@ -91,6 +92,47 @@ def plain_input_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype
         ),
         name=CONV_BLOCK,
     )
+
+
+def blocked_conv2d_nchwc(data, kernel, strides, padding, dilation, out_dtype, used_channels: int):
+    """TOPI's ``conv2d_NCHWc`` (groups 1: same block name, iterators and index expressions, so the
+    same schedule and templates apply) reducing over the first ``used_channels`` input channels
+    only: the weights of the others are all zero (:func:`used_input_channels`), so the sum is
+    the same, in the same order, without them. ``padding`` is (top, left, bottom, right).
+
+    Channels padded to the block are what leaves such a tail: a 24-channel tensor runs as 32 on
+    16-lane targets (lowering/pad_channels.py), and a 1×1 conv reading it multiplied a quarter of
+    its inputs by zero weights (MobileNetV2's 24 → 144 expansions at 56 × 56; MnasNet's,
+    MobileNetV3's and EfficientNet's 24- and 40-channel stages)."""
+    n, chunks, height, width, block = (int(d) for d in data.shape)
+    out_chunks, _, kh, kw, _, out_block = (int(d) for d in kernel.shape)
+    if not 0 < used_channels <= chunks * block:
+        raise ValueError(f"used input channels {used_channels} outside 1..{chunks * block}")
+    geometry = ConvGeometry.of(height, width, kh, kw, strides, padding, dilation)
+    padded = zero_padded(data, geometry)
+    ic = te.reduce_axis((0, used_channels), name="ic")
+    ry = te.reduce_axis((0, kh), name="kh")
+    rx = te.reduce_axis((0, kw), name="kw")
+    div, mod = tvm.tirx.indexdiv, tvm.tirx.indexmod
+    return te.compute(
+        (n, out_chunks, geometry.out_h, geometry.out_w, out_block),
+        lambda b, oc, y, x, ob: te.sum(
+            padded[b, div(ic, block), geometry.padded_row(y, ry), geometry.padded_col(x, rx), mod(ic, block)].astype(out_dtype)
+            * kernel[oc, div(ic, block), ry, rx, mod(ic, block), ob].astype(out_dtype),
+            axis=[ic, ry, rx],
+        ),
+        name=CONV_BLOCK,
+        tag=CONV_BLOCK,
+    )
+
+
+def used_input_channels(weight) -> int:
+    """1 + the last input channel with a non-zero weight of a blocked ``OIHW[x]i[y]o`` weight
+    (numpy), at least 1: the input channels after it contribute nothing."""
+    out_chunks, in_chunks, kh, kw, in_block, out_block = weight.shape
+    nonzero = np.any(weight != 0, axis=(0, 2, 3, 5)).reshape(in_chunks * in_block)
+    found = np.flatnonzero(nonzero)
+    return int(found[-1]) + 1 if found.size else 1
 
 
 def grouped_conv2d_blocked(data, kernel, strides, padding, dilation, groups, out_dtype):
