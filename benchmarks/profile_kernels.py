@@ -41,6 +41,7 @@ from fp32_vs_onnxruntime import model_path  # noqa: E402
 from scaling import with_dynamic_batch  # noqa: E402
 
 import slimtvm  # noqa: E402
+from slimtvm.runtime import claiming_pool  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -66,8 +67,12 @@ def main(argv=None) -> int:
         artifact = slimtvm.compile(path, os.path.join(workdir, "model.so"), db=args.db, sparse=args.sparse, input_shapes=shapes or None)
         # the host's own scaling, in the same rounds: what a compute-bound kernel can reach here
         probe = parallel_fma_probe("host", workdir)[0] if len(thread_counts) > 1 else None
+        benches_before = claiming_pool.benches() or 0
         profiles = profiles_in_turns(artifact, thread_counts, args.repeat, probe=probe)
+        benched = (claiming_pool.benches() or 0) - benches_before
     print(f"CPU: {cpu_name()}")
+    if benched:  # a benched worker sits out up to 640 ms: the loops of that stretch ran on fewer threads
+        print(f"slimtvm's pool benched a worker {benched} time(s) in these rounds (it kept the caller waiting twice within 100 ms: its core was held)")
     if len(thread_counts) == 1:
         print_top(args.model, profiles[thread_counts[0]], thread_counts[0], args.repeat, args.top)
     else:
