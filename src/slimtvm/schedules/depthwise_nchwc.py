@@ -5,6 +5,9 @@ kernel[c, 0, ky, kx, 0, b]`` — each channel block is one SIMD vector, so the k
 vector multiply-add per tap with no broadcast. (TOPI declares ``depthwise_conv2d_NCHWc`` but
 registers no compute for it in 0.27.)
 
+Where a 1×1 conv alone reads a depthwise conv's output on a large image, the two run as one
+kernel instead (schedules/depthwise_projection.py).
+
 Schedule: parallel over (batch, channel block, ``reg_h`` output rows; rows outside the channel
 blocks where the 1×1 convs around it run image regions too, :func:`_partition_like_the_expansion`,
 so that a thread reads the rows its core wrote in the conv before and writes those the conv
@@ -138,7 +141,10 @@ def _bands_like_the_conv_before(sch, conv, reg_h) -> int:
     outermost did not (each row of work touching every plane: twice as slow at 1 thread).
     MobileNetV2's first depthwise conv on Emerald Rapids (per kernel in the model, builds in turns,
     three runs): 2 threads 106–125 → 94–114 µs, and the 1×1 conv after it, which now reads what
-    its own core wrote, 77–104 → 59–92 µs; 1 thread within 0–5%.
+    its own core wrote, 77–104 → 59–92 µs; 1 thread within 0–5%. (Since session 49 that conv and
+    the 1×1 conv after it run as one kernel, schedules/depthwise_projection.py; the bands stay for
+    depthwise convs that kernel does not take: small images, a large image's stride-2 conv, an
+    output read twice.)
 
     Tried (session 41): image regions for every conv on images larger than 28 × 28 whose weights
     are smaller than its activations (``stages.spatial_partition`` without its pixel limit), with
