@@ -81,7 +81,7 @@ def main(argv=None) -> int:
             print(f"calm rounds: not sorted out ({total} rounds; --repeat {MIN_CALM_ROUNDS} or more to leave disturbed ones out)")
         elif kept >= MIN_CALM_ROUNDS:
             print(
-                f"calm rounds: {kept} of {total} (the probe ×{CALM_FLOOR * 2:.2f} or more at 2 threads in the round, as much per added thread); medians over those"
+                f"calm rounds: {kept} of {total} (the probe ×{CALM_FLOOR * 2:.2f} or more at 2 threads in the round, as much per added thread, and no worker benched); medians over those"
             )
         else:
             print(f"calm rounds: {kept} of {total}, too few: medians over every round, a disturbed run")
@@ -118,7 +118,8 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_
     against 1.9 for the same kernel in a later build). Each case's dropped runs last at least
     :data:`~slimtvm.runtime.bench.WARM_SECONDS`. ``probe`` (see :func:`profiles_in_turns`) after
     every case. ``keep_rounds``: each round's times too, under ``"rounds"`` (for
-    :func:`calm_rounds`; left out otherwise, so that saved profiles stay small)."""
+    :func:`calm_rounds`; left out otherwise, so that saved profiles stay small), with how many
+    times slimtvm's pool benched a worker during the case's runs of that round."""
     import tvm
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
@@ -153,10 +154,12 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_
     whole = [[] for _ in cases]
     per_run = [[] for _ in cases]
     probed = [[] for _ in cases]
+    benched = [[] for _ in cases]
     for round_index in range(repeat):
         for index, (artifact, threads) in enumerate(cases):
             plain, instrumented, inputs = machines[artifact.library_path]
             set_num_threads(threads)
+            benches_before = claiming_pool.benches() or 0
             warm_until = time.perf_counter() + WARM_SECONDS
             for _ in range(3 if round_index == 0 else 1):
                 plain["main"](*inputs)
@@ -169,6 +172,7 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_
             recording_shapes[0] = round_index == 0
             instrumented["main"](*inputs)
             per_run[index].append(list(rows))
+            benched[index].append((claiming_pool.benches() or 0) - benches_before)
             if probe is not None:
                 probed[index].append(probe())
         if between is not None:
@@ -183,7 +187,7 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_
         if probe is not None:
             result[-1]["probe"] = statistics.median(probed[index])
         if keep_rounds:
-            result[-1]["rounds"] = {"calls": [[row[1] for row in run] for run in runs], "run": whole[index]}
+            result[-1]["rounds"] = {"calls": [[row[1] for row in run] for run in runs], "run": whole[index], "benches": benched[index]}
             if probe is not None:
                 result[-1]["rounds"]["probe"] = probed[index]
     return result
@@ -199,7 +203,10 @@ def calm_rounds(profiles: dict, thread_counts: list, floor: float = CALM_FLOOR) 
     count in the same round) scaled at least ``floor`` × the ideal at every thread count, and how
     many rounds those were. This VM loses its second core now and then for seconds at a time
     (session 48: the probe ×1.03 over a whole run, every kernel ×1.0–1.1); the medians of such
-    rounds say nothing about the kernels. Profiles without probes, or with fewer than
+    rounds say nothing about the kernels. Nor do rounds in which slimtvm's pool benched a worker
+    (it then sits out up to 640 ms and its loops run on fewer threads) while the probe, a few
+    milliseconds long, still scaled (session 49: EfficientNet-B0 read ×1.01 at 2 threads in a
+    run whose probe read ×2.02). Profiles without probes, or with fewer than
     :data:`MIN_CALM_ROUNDS` calm rounds, come back as they are (``kept`` says so)."""
     base = profiles[thread_counts[0]]
     if "rounds" not in base or "probe" not in base["rounds"]:
@@ -209,6 +216,7 @@ def calm_rounds(profiles: dict, thread_counts: list, floor: float = CALM_FLOOR) 
         r
         for r in range(total)
         if all(base["rounds"]["probe"][r] / profiles[t]["rounds"]["probe"][r] >= floor * t / thread_counts[0] for t in thread_counts[1:])
+        and not any(profiles[t]["rounds"].get("benches", [0] * total)[r] for t in thread_counts)
     ]
     if len(keep) < MIN_CALM_ROUNDS:
         return profiles, len(keep), total

@@ -154,6 +154,19 @@ def test_calm_rounds_leave_out_the_rounds_the_host_lost_a_core():
     assert calm[2]["calls"] == [statistics.median(calls_2[r][i] for r in keep) for i in range(2)]
     assert calm[1]["calls"] == [statistics.median(calls_1[r][i] for r in keep) for i in range(2)]
     assert calm[2]["run"] == statistics.median(sum(calls_2[r]) for r in keep)
+    # a round in which the pool benched a worker is left out too, though its probe scaled: here
+    # that leaves 4 of the 5, too few, so every round stays (the profiles come back unchanged)
+    benched = {1: profile(calls_1, probe_1), 2: profile(calls_2, probe_2)}
+    benched[2]["rounds"]["benches"] = [0, 0, 0, 0, 0, 2, 0]
+    same, kept, total = calm_rounds(benched, [1, 2])
+    assert (kept, total) == (4, 7) and same[2]["calls"] == [0.0, 0.0]
+    # with a sixth calm round, the benched one is left out of the medians
+    benched = {1: profile([*calls_1, [96.0, 10.0]], [*probe_1, 2.0]), 2: profile([*calls_2, [47.0, 5.3]], [*probe_2, 1.0])}
+    benched[1]["rounds"]["benches"] = [0, 0, 0, 0, 0, 0, 0, 0]
+    benched[2]["rounds"]["benches"] = [0, 0, 0, 0, 0, 2, 0, 0]
+    calm, kept, _ = calm_rounds(benched, [1, 2])
+    keep = [0, 2, 4, 6, 7]
+    assert kept == 5 and calm[2]["calls"] == [statistics.median(([*calls_2, [47.0, 5.3]])[r][i] for r in keep) for i in range(2)]
     # fewer calm rounds than MIN_CALM_ROUNDS: every round stays
     same, kept, _ = calm_rounds({1: profile(calls_1[:4], probe_1[:4]), 2: profile(calls_2[:4], [1.9, 1.9, 1.9, 1.02])}, [1, 2])
     assert kept == 1 and same[2]["calls"] == [0.0, 0.0]
