@@ -26,12 +26,14 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from ..passes.constants import constant_value
+from ..passes.static_shapes import static_shape
 from ..schedules.depthwise_nchwc import is_depthwise
 from ..schedules.depthwise_projection import ElementwiseStep, depthwise_projection_primfunc
 from .layer_records import LayerRecord
 
-# Below this the depthwise conv's output (MobileNetV2's 14 × 14 × 384: 300 KB) stays in the core's
-# L2 between the two kernels, and the 1×1 convs' weights dominate their time.
+# Below this, pieces of at least 7 pixels of each output row make fewer than 64 parallel chunks
+# (14 × 14: 28), and the depthwise output (MobileNetV2's 14 × 14 × 384: 300 KB) stays in the
+# core's L2 between the two kernels anyway (not measured fused).
 MIN_FUSED_PIXELS = 28 * 28
 # Each chunk reads a few rows of every channel plane of the depthwise input. From a large image
 # written just before (MobileNetV2's 96 × 112 × 112 expansion, 4.8 MB) that is too many short
@@ -119,10 +121,10 @@ class DepthwiseProjections:
             return False
         if int(attrs.groups) != 1 or [int(v) for v in attrs.strides] != [1, 1] or any(int(v) for v in attrs.padding):
             return False
-        if str(attrs.kernel_layout) != f"OIHW{self.block}i{self.block}o" or str(call.ty.dtype) != "float32":
+        if str(attrs.kernel_layout) != f"OIHW{self.block}i{self.block}o" or static_shape(call, "float32") is None:
             return False
-        weight = getattr(call.args[1].ty, "shape", None)
-        return weight is not None and len(weight) == 6 and [int(weight[2]), int(weight[3])] == [1, 1]
+        weight = static_shape(call.args[1], "float32")
+        return weight is not None and len(weight) == 6 and weight[2:4] == [1, 1]
 
     def _depthwise_before(self, var, lookup_binding, uses: dict):
         """``(depthwise var, depthwise call, steps, step constants)`` when ``var`` is a depthwise
@@ -155,12 +157,11 @@ class DepthwiseProjections:
         source, operand = call.args
         if constant_value(source) is not None:  # c + x, max(c, x), min(c, x): commutative
             source, operand = operand, source
-        value = constant_value(operand)
-        if value is None or value.dtype != np.float32 or str(getattr(source.ty, "dtype", "")) != "float32":
+        value, shape = constant_value(operand), static_shape(source, "float32")
+        if value is None or value.dtype != np.float32 or shape is None or len(shape) != 5 or static_shape(call) != shape:
             return None
         if value.size == 1:
             return source, ElementwiseStep(STEP_NAMES[name], float(value.reshape(-1)[0])), None
-        shape = [int(d) for d in source.ty.shape]
         if name != "relax.add" or list(value.shape) != [1, shape[1], 1, 1, shape[4]]:
             return None
         return source, ElementwiseStep("add"), operand
@@ -169,12 +170,11 @@ class DepthwiseProjections:
         attrs = call.attrs
         if not (_blocked(str(attrs.data_layout), self.block) and _blocked(str(attrs.out_layout), self.block)):
             return False
-        data, weight = call.args[0].ty, call.args[1].ty
-        if str(data.dtype) != "float32" or str(weight.dtype) != "float32" or getattr(data, "shape", None) is None or weight.shape is None:
+        data, weight, out = (static_shape(expr, "float32") for expr in (call.args[0], call.args[1], call))
+        if data is None or weight is None or out is None or len(data) != 5 or len(weight) != 6:
             return False
-        if not is_depthwise(data.shape, weight.shape, int(attrs.groups)):
+        if not is_depthwise(data, weight, int(attrs.groups)):
             return False
-        strides, out = [int(v) for v in attrs.strides], [int(d) for d in call.ty.shape]
-        if strides != [1, 1] and int(data.shape[2]) * int(data.shape[3]) > MAX_STRIDED_INPUT_PIXELS:
+        if [int(v) for v in attrs.strides] != [1, 1] and data[2] * data[3] > MAX_STRIDED_INPUT_PIXELS:
             return False
         return out[2] * out[3] >= MIN_FUSED_PIXELS
