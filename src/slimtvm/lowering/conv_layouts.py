@@ -156,8 +156,8 @@ def legalize_conv2d(bb, call):
         return bb.call_te(
             plain_input_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, primfunc_name_hint="conv2d_NCHWc_plain_input"
         )
-    used = _used_input_channels(call)
-    if kernel.family == "conv2d" and used is not None:  # trailing input channels with zero weights left out of the sum
+    used = _used_input_channels(call) if kernel.family == "conv2d" else None
+    if used is not None:  # trailing input channels with zero weights left out of the sum
         return bb.call_te(blocked_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, used, primfunc_name_hint="conv2d_NCHWc")
     if kernel.family == "conv2d":
         return bb.call_te(
