@@ -61,8 +61,9 @@ def _conv_kernels(artifact) -> list:
         {},  # MobileNetV2's block: ReLU6 (Clip), a bias on the depthwise conv, the residual add
         {"activation": "relu", "dw_bias": False, "kernel": 5, "channels": 32, "expanded": 96, "size": 28},
         {"stride": 2, "size": 56},  # MobileNetV2's 56 → 28 block
+        {"channels": 96, "expanded": 192, "size": 28},  # 6 or 12 output blocks: several register tiles of them on AVX2
     ],
-    ids=["relu6_3x3", "relu_5x5_no_bias", "stride_2"],
+    ids=["relu6_3x3", "relu_5x5_no_bias", "stride_2", "wide_projection"],
 )
 def test_depthwise_and_projection_fuse_and_match_onnxruntime(tmp_path, preset, form):
     model, inputs = _inverted_residual(**form)

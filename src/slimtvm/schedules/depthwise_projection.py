@@ -127,14 +127,16 @@ class ProjectionTile:
 
 def default_projection_tile(batch: int, out_h: int, out_w: int, out_chunks: int, lanes: int) -> ProjectionTile:
     """The fewest row pieces that give :data:`MIN_PARALLEL_CHUNKS` chunks (pieces of at least 7
-    pixels), every output block in the register tile where they fit (else the largest divisor
-    that does), and the widest divisor of the piece as pixels that keeps the accumulators within
+    pixels); the largest divisor of the output blocks that leaves room for 4 pixels in the
+    register tile (every block of MobileNetV2's 16–32-channel projections; more blocks would
+    leave one pixel per tile, reading all the weights again for every pixel), and the widest
+    divisor of the piece as pixels that keeps the accumulators within
     :func:`~.stages.max_accumulators`."""
     pieces = [p for p in range(1, out_w + 1) if out_w % p == 0 and out_w // p >= 7] or [1]
     parts = next((p for p in pieces if batch * out_h * p >= MIN_PARALLEL_CHUNKS), pieces[-1])
     piece = out_w // parts
     budget = max_accumulators(lanes) - 4
-    oc_tile = max(d for d in range(1, out_chunks + 1) if out_chunks % d == 0 and d <= budget)
+    oc_tile = max(d for d in range(1, out_chunks + 1) if out_chunks % d == 0 and d * 4 <= budget)
     px = max(d for d in range(1, piece + 1) if piece % d == 0 and d * oc_tile <= budget)
     dw_px = max(d for d in range(1, min(8, piece) + 1) if piece % d == 0)
     return ProjectionTile(parts, oc_tile, px, dw_px)
@@ -166,20 +168,16 @@ def schedule_depthwise_projection(sch: s_tir.Schedule, tile: ProjectionTile) -> 
     sch.reorder(n, y, x_piece, o, x_in)
     chunk = sch.fuse(n, y, x_piece)
     sch.parallel(chunk)
+    o_out, o_in = sch.split(o, [None, tile.oc_tile])
+    x_out, x_px = sch.split(x_in, [None, tile.px])
     if out is not None:
         # the projection per register tile, its epilogue right after from the registers
-        o_out, o_in = sch.split(o, [None, tile.oc_tile])
-        x_out, x_px = sch.split(x_in, [None, tile.px])
         sch.reorder(o_out, x_out, o_in, x_px)
         sch.compute_at(projection, x_out, preserve_unit_loops=True)
-        v = sch.get_loops(out)[-1]
-        sch.vectorize(v)
-        p_loops = sch.get_loops(projection)
-        p_o, p_y, p_x, p_v, rc, rb = p_loops[-6:]
+        sch.vectorize(sch.get_loops(out)[-1])
+        p_o, _, p_x, p_v, rc, rb = sch.get_loops(projection)[-6:]
         sch.reorder(rc, rb, p_o, p_x, p_v)
     else:
-        o_out, o_in = sch.split(o, [None, tile.oc_tile])
-        x_out, x_px = sch.split(x_in, [None, tile.px])
         p_v, rc, rb = sch.get_loops(projection)[-3:]
         sch.reorder(o_out, x_out, rc, rb, o_in, x_px, p_v)
         p_o, p_x = o_in, x_px
