@@ -131,6 +131,21 @@ def test_conv_layers_and_profile_scripts_run():
     assert all(re.search(r"\| \d+\.\d\d( <)? \(\d+\.\d\d\) \|$", row) for row in rows), scaling.stdout
 
 
+def test_builds_in_turns_take_every_place_equally_often():
+    """profile_kernels.turn_order: over as many rounds as there are cases, each case runs once in
+    every place of a round (first, right after onnxruntime's turn, included), and every round
+    runs every case once."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from profile_kernels import turn_order
+
+    for cases in (1, 2, 3, 4):
+        rounds = [turn_order(cases, r) for r in range(cases)]
+        assert all(sorted(order) == list(range(cases)) for order in rounds)
+        for place in range(cases):
+            assert sorted(order[place] for order in rounds) == list(range(cases))
+    assert turn_order(3, 0) == [0, 1, 2] and turn_order(3, 4) == [1, 2, 0]
+
+
 def test_calm_rounds_leave_out_the_rounds_the_host_lost_a_core():
     """profile_kernels.calm_rounds on two thread counts over seven rounds: the two rounds whose
     probe scaled ×1.05 and ×1.5 are left out, the medians are those of the other five, computed here."""

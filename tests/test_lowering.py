@@ -619,6 +619,53 @@ def test_every_kernel_offers_enough_parallel_chunks_for_many_cores(name):
     assert families >= {"conv2d_NCHWc", "matmul", "mean"} and len(kernels) >= 20
 
 
+def test_large_images_split_among_threads_by_rows_in_dense_convs_and_pools(tmp_path):
+    """At 56×56 (ResNet-50's first stage in small: a 3×3/2 max-pool after a stem conv, a 1×1
+    conv to 256 channels and one back to 64, with a residual add) every kernel runs bands of rows outermost in its
+    parallel loop: the max-pool (rows outside the channel blocks) and both 1×1 convs (weights of
+    64 KB against megabytes of activations, ``stages.spatial_partition`` without a size limit
+    for dense convs), so each core reads back the rows it wrote. Until session 50 the convs ran
+    channel groups outermost on images larger than 28×28 and the pool its channel blocks, and
+    each core read every input row (ResNet-50's 256 → 64 convs at 2 threads on Emerald Rapids
+    544–566 against 317–342 µs). A depthwise conv at that size keeps its channel blocks
+    outermost. The loop order is read from the scheduled kernels for the AVX-512 target; the
+    model matches onnxruntime on every x86 kernel variant the host runs."""
+    from conftest import x86_kernel_presets
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from parallel_chunks import parallel_extents
+
+    import slimtvm
+
+    g = GraphBuilder(seed=50)
+    image = g.input([1, 16, 112, 112])
+    stem = g.relu(g.conv(image, 16, 64, kernel=1))
+    x = g.node("MaxPool", [stem], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = g.relu(g.conv(x, 64, 256, kernel=1))
+    y = g.relu(g.node("Add", [g.conv(y, 256, 64, kernel=1), x]))
+    y = g.relu(g.conv(y, 64, 64, kernel=3, pads=(1, 1, 1, 1), groups=64))
+    model = g.model(g.conv(y, 64, 64, kernel=3, pads=(1, 1, 1, 1)))
+
+    kernels = parallel_extents(model, "x86-64-avx512", with_loop_names=True)
+    outermost = {}
+    for kernel, loops in kernels.items():
+        if not any(family in kernel for family in ("pool", "conv2d_NCHWc")) or "winograd" in kernel:
+            continue  # layout transforms at the model's ends; the last 3×3 conv runs Winograd tiles
+        for name, _ in loops:
+            parts = name.split("_")
+            pixels = next(i for i, part in enumerate(parts) if part in ("ax2", "y", "i2"))
+            channels = next(i for i, part in enumerate(parts) if part in ("ax1", "c", "i1"))
+            family = "depthwise" if "depthwise" in kernel else "pool" if "pool" in kernel else "conv"
+            outermost.setdefault(family, set()).add("rows" if pixels < channels else "channels")
+    assert outermost == {"pool": {"rows"}, "conv": {"rows"}, "depthwise": {"channels"}}, (outermost, kernels)
+
+    inputs = {"x": digits_like_input((1, 16, 112, 112), seed=51)}
+    expected = onnxruntime_outputs(model, inputs)
+    for preset in x86_kernel_presets():
+        artifact = slimtvm.compile(model, str(tmp_path / f"{preset}.so"), target=preset)
+        assert_outputs_match(artifact.load().run(inputs), expected)
+
+
 def test_depthwise_convs_on_few_channels_run_bands_of_rows_outermost(tmp_path):
     """A depthwise conv on at most 32 channels of a large image (MobileNetV2's first, after the
     stem) runs bands of rows outermost, then channel blocks, then the band's rows: the stem before

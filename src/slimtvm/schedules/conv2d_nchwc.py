@@ -16,7 +16,7 @@ tile is a loop partition of its own, so the full tiles carry no bounds check.
 
 Work is parallel over (batch, groups of ``oc_tile`` channel blocks, chunks of ``rows`` output
 rows; at least ``MIN_PARALLEL_CHUNKS`` chunks where one-row chunks allow it; the row chunks
-outside the channel groups on small images with small weights, :func:`~.stages.spatial_partition`,
+outside the channel groups where the weights are small, :func:`~.stages.spatial_partition`,
 so that each core reads back the pixels it wrote). Where the chunk is
 a whole number of tiles, the fused epilogue (bias, ReLU, residual add, …) runs on each tile as
 soon as its reduction ends, from the registers; otherwise (a tail tile, ``channels_outside``,
@@ -441,7 +441,7 @@ def schedule_conv2d_nchwc(
     batch, oc_chunks, out_h, out_w, oc_bn, in_channels, kernel_h, kernel_w = (int(sch.get(loop).extent) for loop in sch.get_loops(conv))
     input_bytes = 4 * math.prod(int(extent) for extent in sch.get(conv).reads[0].source.shape)
     weight_bytes = 4 * oc_chunks * oc_bn * in_channels * kernel_h * kernel_w
-    regions = spatial_partition(out_h * out_w, weight_bytes, input_bytes + 4 * batch * oc_chunks * oc_bn * out_h * out_w)
+    regions = spatial_partition(out_h * out_w, weight_bytes, input_bytes + 4 * batch * oc_chunks * oc_bn * out_h * out_w, max_pixels=None)
     sch.transform_block_layout(conv, lambda n, oc, oh, ow, ob, ic, kh, kw: (n, oc, oh * out_w + ow, ob, ic, kh, kw))
 
     pixels = chunk_pixels or rows * out_w

@@ -45,7 +45,7 @@ def fewest_parts(extent: int, chunks: int) -> int:
 SPATIAL_PARTITION_MAX_PIXELS = 28 * 28
 
 
-def spatial_partition(out_pixels: int, weight_bytes: int, activation_bytes: int) -> bool:
+def spatial_partition(out_pixels: int, weight_bytes: int, activation_bytes: int, max_pixels: int | None = SPATIAL_PARTITION_MAX_PIXELS) -> bool:
     """Whether a conv's parallel loop should run image regions outermost (each thread a band of
     the image's pixels, every channel group of it) rather than channel groups outermost (each
     thread some output channels at every pixel). TVM's pool hands each thread one contiguous range
@@ -53,19 +53,25 @@ def spatial_partition(out_pixels: int, weight_bytes: int, activation_bytes: int)
     next: with channel groups outermost, a 1×1 conv after a depthwise conv reads every input
     channel of its pixels, half of them (at 2 threads; 15/16 at 16) written by the other core.
 
-    Regions outermost where the output has at most :data:`SPATIAL_PARTITION_MAX_PIXELS` pixels and
-    the weights (which every thread then reads whole) are no more than the input and output
-    activations. MobileNetV2 on Zen 4 (``benchmarks/profile_kernels.py --threads 1,2``, in turns):
+    Regions outermost where the weights (which every thread then reads whole) are no more than the
+    input and output activations, and the output has at most ``max_pixels`` pixels (None: any
+    size). MobileNetV2 on Zen 4 (``benchmarks/profile_kernels.py --threads 1,2``, in turns):
     its 384 → 64 projections at 14×14 ran ×1.59–1.73 faster at 2 threads than at 1 with channel
     groups outermost, ×1.9 with regions (the same kernel alone, its input written by one core:
     ×1.87); the whole model (``benchmarks/compare_builds.py``, 60 runs in turns) 4.69 → 4.49 ms
     at 2 threads and 7.74 → 7.42 at 1; Bi-Real Net 18's float convs 3.52 → 3.36 ms at 2 threads;
-    ResNet-18 within noise (11.55 / 11.29 and 21.36 / 20.74 ms). Larger images keep channel groups
-    outermost: MobileNetV2's depthwise convs at 112×112 and 56×56 ran about twice as slow at 1
-    thread with rows outermost (each row of work then touches every channel plane, 800 KB apart).
+    ResNet-18 within noise (11.55 / 11.29 and 21.36 / 20.74 ms). Depthwise convs keep the
+    default limit of 28 × 28: MobileNetV2's at 112×112 and 56×56 ran about twice as slow at 1
+    thread with rows outermost (each row of work then touches every channel plane, 800 KB
+    apart). Dense convs take no limit (``max_pixels=None``, schedules/conv2d_nchwc.py): a 1×1
+    conv reads every input channel plane for each output pixel either way, and with channel
+    groups outermost each core read the whole input, half of it from the other core's L2.
+    Session 50 (Emerald Rapids, 2 threads, per kernel in turns): ResNet-50's 256 → 64 1×1 convs
+    at 56×56 544–566 → 317–342 µs, its 64 → 64 one 132 → 85, its 256 → 128 one 867 → 637;
+    MobileNetV2's 16 → 96 expansion at 112×112 214 → 148; at 1 thread within 3%.
     Not a tuning decision: MetaSchedule times a kernel alone, where its input is in one core's
     caches whichever way the loop runs."""
-    return out_pixels <= SPATIAL_PARTITION_MAX_PIXELS and weight_bytes <= activation_bytes
+    return (max_pixels is None or out_pixels <= max_pixels) and weight_bytes <= activation_bytes
 
 
 def find_block(sch: s_tir.Schedule, name: str):
