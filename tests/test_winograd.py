@@ -232,3 +232,37 @@ def test_phase_weights_put_each_phase_of_the_kernel_in_its_lanes():
     assert not phased[:, 12:].any()
     wider = phase_weights(rng.standard_normal((16, 3, 7, 7)).astype(np.float32), 8)  # AVX2: two blocks of 8
     assert wider.shape == (16, 16, 4, 4) and not wider[:, 12:].any()
+
+
+def test_stage_wise_transforms_split_the_image_among_threads_by_rows(tmp_path):
+    """A 3×3 conv of 128 channels at 28 × 28 (ResNet's second stage: transformed weights too
+    large for the banded form) between two 1×1 convs, with a residual add: its input transform
+    runs groups of tiles outside the channel blocks and its output transform tile rows outside
+    the output blocks, as the 1×1 convs around it run rows outside channel groups, so each core
+    reads and writes the same band of rows (channel blocks were outermost until session 50). Read
+    from the scheduled kernels (a fused loop is named after its loops, outermost first) for both
+    x86 targets; the model matches onnxruntime on every x86 build the host runs."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from parallel_chunks import parallel_extents
+
+    g = GraphBuilder(seed=52)
+    x = g.input([1, 64, 28, 28])
+    y = g.relu(g.conv(x, 64, 128, kernel=1))
+    y = g.relu(g.node("Add", [g.conv(y, 128, 128, kernel=3, pads=(1, 1, 1, 1)), y]))
+    model = g.model(g.conv(y, 128, 64, kernel=1))
+    for preset in ("x86-64-avx512", "x86-64"):
+        kernels = parallel_extents(model, preset, with_loop_names=True)
+        (loops,) = [loops for name, loops in kernels.items() if "winograd" in name]
+        names = [name.split("_") for name, _ in loops]
+        assert len(names) == 3, loops  # input transform, product, output transform: stage by stage
+        transform_in, _, transform_out = names
+        assert transform_in.index("tile") < transform_in.index("block"), loops
+        assert transform_out.index("i2") < transform_out.index("i1"), loops
+    inputs = {"x": digits_like_input((1, 64, 28, 28), seed=53)}
+    expected = onnxruntime_outputs(model, inputs)
+    for preset in x86_kernel_presets():
+        artifact = slimtvm.compile(model, str(tmp_path / f"{preset}.so"), target=preset)
+        assert_outputs_match(artifact.load().run(inputs), expected)
