@@ -113,6 +113,7 @@ def test_engines_take_turns_after_a_pause_and_a_timed_warm_up(monkeypatch):
         warm_up, timed = calls[:-5], calls[-5:]
         assert timed[0][2] - warm_up[0][2] >= bench.WARM_SECONDS
     assert sum(name == "a" for name, _, _ in events) > 10 and sum(name == "b" for name, _, _ in events) > 10
+    assert [events[index + 1][0] for index in pauses] == ["a", "b", "b", "a"]  # each turn starts with the next engine
 
     # Alone (benchmarks/many_core.py): one block of every run per engine, after a longer warm-up.
     events.clear()
