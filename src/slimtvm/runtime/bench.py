@@ -166,8 +166,9 @@ def time_in_turns(
     warm_seconds: float = WARM_SECONDS,
 ) -> tuple:
     """([median milliseconds of each function], run count): the functions take turns (each turn
-    starting with the next function), ``block`` timed runs each after a pause of ``settle_seconds`` and ``warmup`` untimed runs (at least
-    one, and ``warm_seconds`` of them), as :func:`time_side_by_side`. Functions that share
+    starting with the next function), ``block`` timed runs each after a pause of
+    ``settle_seconds`` and ``warmup`` untimed runs (at least one, and ``warm_seconds`` of
+    them), as :func:`time_side_by_side`. Functions that share
     one thread pool (builds of slimtvm only) may pause less: their pool's spinning workers serve
     the next one. ``block=runs`` with a longer ``warm_seconds`` times each function alone, in
     its steady state."""

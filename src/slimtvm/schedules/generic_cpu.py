@@ -215,8 +215,8 @@ class GenericCPU(CPURule):
         image into bands of rows among the threads (Winograd tiles, :func:`~.stages.
         spatial_partition`), so each core now reads the rows its core wrote; with channel blocks
         outermost each core read every row of its channels, half of them from the other core's
-        L2 (session 50, Emerald Rapids, 2 threads, in the model: ResNet-18's 117 → 101 µs,
-        ResNet-50's 102 → 87). Along each row
+        L2 (session 50, Emerald Rapids, 2 threads, per kernel in the model, builds in turns:
+        ResNet-18's 103 → 95 µs, 117 → 101 in another run). Along each row
         the first and last :data:`BORDER_COLUMNS` outputs are loops of their own, so that in the
         interior the padding's column checks are provably true and drop out (the row check
         stays, constant along the row), leaving unrolled vector loads and maxima (LLVM's SLP
