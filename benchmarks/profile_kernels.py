@@ -124,7 +124,7 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_
     from tvm.runtime.vm import VirtualMachine  # runtime only: also where TVM's compiler is absent
 
     from slimtvm.runtime.artifact import set_num_threads
-    from slimtvm.runtime.bench import SETTLE_SECONDS, WARM_SECONDS
+    from slimtvm.runtime.bench import SETTLE_SECONDS, WARM_SECONDS, turn_order
 
     rows, started, recording_shapes = [], {}, [True]
 
@@ -192,15 +192,6 @@ def _profiles_in_turns(cases: list, repeat: int, between=None, probe=None, keep_
             if probe is not None:
                 result[-1]["rounds"]["probe"] = probed[index]
     return result
-
-
-def turn_order(cases: int, round_index: int) -> list:
-    """The order in which round ``round_index`` runs ``cases`` cases: each round starts one case
-    later than the round before, so that every case takes every place in the rounds equally
-    often. In a fixed order the first case always ran right after onnxruntime's turn and the
-    settling pause: session 50 (Emerald Rapids, 2 threads) read one build of ResNet-50 at 32.3 ms
-    against 29.8 for a byte-identical copy of it in third place, 20–28% apart on single kernels."""
-    return [(round_index + offset) % cases for offset in range(cases)]
 
 
 CALM_FLOOR = 0.925  # of ideal, per round: the probe at 2 threads ×1.85 or more (×1.93–1.97 when calm)

@@ -132,11 +132,10 @@ def test_conv_layers_and_profile_scripts_run():
 
 
 def test_builds_in_turns_take_every_place_equally_often():
-    """profile_kernels.turn_order: over as many rounds as there are cases, each case runs once in
-    every place of a round (first, right after onnxruntime's turn, included), and every round
-    runs every case once."""
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from profile_kernels import turn_order
+    """runtime.bench.turn_order (profile_kernels' rounds, compare_builds, every time_in_turns):
+    over as many rounds as there are cases, each case runs once in every place of a round
+    (first, right after onnxruntime's turn, included), and every round runs every case once."""
+    from slimtvm.runtime.bench import turn_order
 
     for cases in (1, 2, 3, 4):
         rounds = [turn_order(cases, r) for r in range(cases)]
