@@ -28,6 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import SlimError
+from ..frontend.shape_inference import inferred_shapes
 from .lossy_error import calibration_inputs, describe_error, measure_error
 from .reconstruction import describe_refits, refit_when_calibrated
 from .weight_layers import attribute, kept_layers, layer_name, own_weight, weight_layers
@@ -82,7 +83,7 @@ def binarize_model(model: onnx.ModelProto, mode: str, keep_float=("first", "last
 
 
 def _input_ranks(model: onnx.ModelProto) -> dict:
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = inferred_shapes(model)
     values = list(inferred.graph.value_info) + list(inferred.graph.input)
     return {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
 

@@ -28,6 +28,7 @@ import onnx
 from onnx import helper
 
 from ..errors import SlimError
+from ..frontend.shape_inference import inferred_shapes
 from .layer_inputs import layer_input_rows
 from .lossy_error import calibration_inputs, describe_error, measure_error
 from .low_rank_ranks import approximation, choose_ranks, factorised_macs, parse_spec
@@ -53,7 +54,7 @@ class LowRankRequest:
 
 def single_layer_model(model: onnx.ModelProto, layer) -> onnx.ModelProto:
     """A model of ``layer`` alone, input ``x`` (its static input shape) to output ``y``, for timing."""
-    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    shapes = {v.name: v for v in inferred_shapes(model).graph.value_info}
     shapes.update({v.name: v for v in list(model.graph.input) + list(model.graph.output)})
     node = onnx.NodeProto()
     node.CopyFrom(layer.node)

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..frontend.shape_inference import inferred_shapes
 from .weight_layers import attribute, layer_name, weight_layers
 
 
@@ -63,7 +64,7 @@ class MatrixLayer:
 
 
 def _shapes(model: onnx.ModelProto) -> dict:
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = inferred_shapes(model)
     shapes = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = value.type.tensor_type.shape.dim

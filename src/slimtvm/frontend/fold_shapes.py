@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .shape_inference import weightless_copy
+
 FOLDED_MAX_ELEMENTS = 1 << 20  # a shape-derived constant larger than this stays a computation
 SHAPE_LIKE_MAX_ELEMENTS = 8  # a float constant this small is shape arithmetic (one value per axis at most)
 MAX_ROUNDS = 64  # folding rounds (YOLOv8n at 320 takes 5: a folded C2f split makes later shapes static)
@@ -40,8 +42,7 @@ def static_shapes(model: onnx.ModelProto) -> dict:
     (before a fold made the shape static) wrote symbolic dimensions there, and ONNX keeps them
     over what it infers now (ConvBERT's TorchScript export: an ``Add`` of two ``[1, 40, 32]``
     tensors stayed ``[unk, 40, 32]``, its attention's reshapes unfolded, TVM's import failed)."""
-    fresh = onnx.ModelProto()
-    fresh.CopyFrom(model)
+    fresh = weightless_copy(model)  # inference reads no weights (frontend/shape_inference.py)
     static_infos = [info for info in fresh.graph.value_info if _static_dims(info) is not None]
     del fresh.graph.value_info[:]
     fresh.graph.value_info.extend(static_infos)

@@ -15,6 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import SlimError, first_line
+from .shape_inference import infer_shapes
 
 ONNX_TO_NUMPY = {
     onnx.TensorProto.FLOAT: "float32",
@@ -174,7 +175,7 @@ def with_static_inputs(model: onnx.ModelProto, inputs: list) -> onnx.ModelProto:
             for d in by_name[value.name].shape:
                 shape.dim.add().dim_value = d
     try:
-        return onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+        return infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception as err:
         raise SlimError(f"ONNX shape inference fails on the model with inputs {[i.to_json() for i in inputs]}: {first_line(err)}") from None
 

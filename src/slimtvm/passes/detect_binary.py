@@ -53,14 +53,20 @@ class BinarizeReport:
         self.layers.append(reason)
 
 
+EARLY_CHECK_COLUMNS = 16
+
+
 def two_valued_scale(weight: np.ndarray, channel_axis: int):
     """α per output channel if every weight of that channel is ±α with α > 0, else (None, reason)."""
     moved = np.moveaxis(weight, channel_axis, 0).reshape(weight.shape[channel_axis], -1)
     alpha = np.abs(moved[:, 0])
     if not np.all(alpha > 0):
         return None, "an output channel has a zero weight"
-    if not np.all(np.abs(moved) == alpha[:, None]):
-        return None, "weights take more than two values (±α) per output channel"
+    # a float layer's weights differ within the first few of each channel: VGG-19's 548 MB took
+    # 1.9 s of its compile checked whole
+    for columns in (moved[:, :EARLY_CHECK_COLUMNS], moved):
+        if not np.all(np.abs(columns) == alpha[:, None]):
+            return None, "weights take more than two values (±α) per output channel"
     return alpha.astype(np.float32), None
 
 

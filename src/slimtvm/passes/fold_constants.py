@@ -1,4 +1,5 @@
-"""Relax's FoldConstant, kept only when it leaves a whole module.
+"""Relax's FoldConstant, kept only when it leaves a whole module (reshapes and relayouts of
+constants first folded by numpy: passes/constant_data_movement.py).
 
 On a graph with a data-dependent slice (ONNX Slice whose bounds are graph inputs), TVM 0.27's
 FoldConstant legalizes part of ``dynamic_strided_slice`` and leaves a ``call_tir`` of a shape
@@ -16,6 +17,7 @@ import tvm
 from tvm import relax
 
 from ..native_log import without_native_lines
+from .constant_data_movement import fold_constant_data_movement
 
 # TOPI's ``take`` logs this whenever FoldConstant legalizes a Gather, also one it cannot fold (data
 # not constant); the kernels' own legalization (lowering/gathers.py) checks bounds instead
@@ -49,6 +51,7 @@ class FoldConstantsSafely:
     """FoldConstant, or the module unchanged where FoldConstant would leave undefined calls."""
 
     def transform_module(self, mod, _ctx):
+        mod = fold_constant_data_movement(mod)  # exact and ~1000× faster for the operators it takes
         with without_native_lines(SPURIOUS_TAKE_WARNING, SPURIOUS_POW_WARNING, SPURIOUS_SCOPE_PRAGMA_WARNING):
             folded = relax.transform.FoldConstant()(mod)
         missing = undefined_functions(folded)
