@@ -55,21 +55,14 @@ def _folded_array(mod):
     return constant_value(value)
 
 
-@pytest.mark.parametrize("name", list(MAPS))
-def test_a_numpy_relayout_equals_fold_constants(name):
-    shape, index_map = MAPS[name]
-    expected = _folded_array(relax.transform.FoldConstant()(_module(shape, index_map)))
-    folded = _folded_array(fold_constant_data_movement(_module(shape, index_map)))
-    assert expected is not None and folded is not None
-    assert folded.shape == expected.shape and folded.dtype == expected.dtype
-    np.testing.assert_array_equal(folded, expected)
+FOLDED = [(name, {"index_map": index_map}, shape) for name, (shape, index_map) in MAPS.items()]
+FOLDED += [(name, {"operator": operator}, shape) for name, (shape, operator) in OTHER_OPERATORS.items()]
 
 
-@pytest.mark.parametrize("name", list(OTHER_OPERATORS))
-def test_reshapes_and_transposes_equal_fold_constants(name):
-    shape, operator = OTHER_OPERATORS[name]
-    expected = _folded_array(relax.transform.FoldConstant()(_module(shape, operator=operator)))
-    folded = _folded_array(fold_constant_data_movement(_module(shape, operator=operator)))
+@pytest.mark.parametrize("name,call,shape", FOLDED, ids=[case[0] for case in FOLDED])
+def test_numpy_equals_fold_constant(name, call, shape):
+    expected = _folded_array(relax.transform.FoldConstant()(_module(shape, **call)))
+    folded = _folded_array(fold_constant_data_movement(_module(shape, **call)))
     assert expected is not None and folded is not None
     assert folded.shape == expected.shape and folded.dtype == expected.dtype
     np.testing.assert_array_equal(folded, expected)
