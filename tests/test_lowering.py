@@ -706,7 +706,9 @@ def test_small_images_split_among_threads_by_image_regions_where_weights_are_sma
     smaller than activations) runs its parallel loops image regions outermost, so that each core
     reads back the pixels it wrote, and so do the strided 3×3 conv before it and that conv's
     padding stage; at 7×7 with 1280 channels (weights larger than activations) channel groups
-    stay outermost, each thread reading a share of the weights (``stages.spatial_partition``).
+    stay outermost, each thread reading a share of the weights (``stages.spatial_partition``), and
+    the 1280 → 64 projection sums its input channels in two halves first (the halves outermost,
+    schedules/split_reduction_conv.py).
     The loop order is read from the scheduled kernels for the AVX-512 target (a fused loop is
     named after its loops, outermost first); the model matches onnxruntime on every x86 kernel
     variant the host runs."""
@@ -735,6 +737,9 @@ def test_small_images_split_among_threads_by_image_regions_where_weights_are_sma
         key = (shape[1] * shape[-1], shape[2])
         loops_per_kernel.setdefault(key, set()).add(len(loops))
         for name, _ in loops:  # the padding stage's loop too, where there is one
+            if name.startswith("h_"):  # the split-reduction kernel's partial sums: halves of the input channels
+                outermost.setdefault(key, set()).add("halves")
+                continue
             parts = name.split("_")
             pixels = next(i for i, part in enumerate(parts) if part in ("ax2", "y", "i2"))
             channels = next(i for i, part in enumerate(parts) if part in ("ax1", "c", "i1"))
@@ -743,7 +748,7 @@ def test_small_images_split_among_threads_by_image_regions_where_weights_are_sma
         (64, 14): {"regions"},  # the strided conv (74 KB of weights) and its padding; the projection
         (384, 14): {"regions"},  # expansion (98 KB of weights) and depthwise
         (1280, 7): {"channels"},  # 64 → 1280 (328 KB of weights) and the depthwise after it
-        (64, 7): {"channels"},  # 1280 → 64
+        (64, 7): {"halves", "channels"},  # 1280 → 64: its input channels summed in two halves, then channel blocks
     }, outermost
     assert loops_per_kernel[(64, 14)] == {1, 2}, loops_per_kernel  # the strided conv pads in a stage of its own
 

@@ -17,12 +17,14 @@ import warnings
 from dataclasses import dataclass
 
 import tvm
-from tvm import relax, topi
+from tvm import relax, te, topi
 
 from ..errors import first_line
 from ..passes.constants import constant_value
 from ..schedules.conv2d_nchwc import blocked_conv2d_nchwc, grouped_conv2d_blocked, plain_input_conv2d_nchwc, used_input_channels
 from ..schedules.depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
+from ..schedules.split_reduction_conv import PARTS, split_reduction_primfunc
+from ..schedules.stages import spatial_partition
 from ..targets.kernel_target import MIN_CHANNEL_BLOCK as MIN_BLOCK
 
 
@@ -123,6 +125,8 @@ def conv_kernel_for(call) -> ConvKernel:
     if groups == 1 and data_layout == "NCHW":
         return ConvKernel("conv2d", f"fp32 conv, plain NCHW input → {out_layout} kernel")
     if groups == 1 and data_layout == out_layout:
+        if _used_input_channels(call) is None and splits_its_reduction(call):
+            return ConvKernel("split_reduction_conv2d", f"fp32 1×1 conv, blocked {out_layout} kernel, input channels summed in two halves")
         return ConvKernel("conv2d", f"fp32 conv, blocked {out_layout} kernel")
     return ConvKernel("generic", f"fp32 grouped conv, {out_layout}, generic schedule")
 
@@ -138,6 +142,47 @@ def _used_input_channels(call):
         return None
     used = used_input_channels(weight)
     return used if used < weight.shape[1] * weight.shape[4] else None
+
+
+SPLIT_MIN_INPUT_BYTES = 96 * 1024  # 31–63 KB of input lost 4.5 µs at 2 threads, 113–188 KB 17–24 µs
+SPLIT_MAX_WIDTH = 7  # ResNet-50's 1×1 convs at 14 × 14 ran 0.94–1.36× their direct kernel's time split (1 and 2 threads)
+# 16-channel blocks (AVX-512): the 2 × 7 register tile. With 8-channel blocks (AVX2, NEON) the
+# tile is 1 × 7 and MobileNetV2's split projections ran 1.35–1.37× their direct kernel's time at
+# 1 thread, the same at 2 (AVX2 build on Emerald Rapids, session 51)
+SPLIT_MIN_BLOCK = 16
+SPLIT_MAX_WEIGHT_BYTES = 1024 * 1024  # heavier convs keep the direct kernel's weight prefetch (960 → 320: 1.2 MB ran 1.23× slower at 1 thread split)
+
+
+def splits_its_reduction(call) -> bool:
+    """Whether a blocked conv2d runs as schedules/split_reduction_conv.py's kernel: 1×1, stride 1,
+    no padding, groups 1, batch 1, float32, blocks of :data:`SPLIT_MIN_BLOCK` channels or more,
+    an image at most :data:`SPLIT_MAX_WIDTH` wide, input
+    channel blocks that split in two, at least :data:`SPLIT_MIN_INPUT_BYTES` of input, at most
+    :data:`SPLIT_MAX_WEIGHT_BYTES` of weights, and weights that outweigh the activations (so that the direct kernel would run channel groups outermost
+    and every core read the whole input)."""
+    attrs = call.attrs
+    try:
+        data = [int(v) for v in call.args[0].ty.shape]
+        weight = [int(v) for v in call.args[1].ty.shape]
+        out = [int(v) for v in call.ty.shape]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    if len(data) != 5 or len(weight) != 6 or weight[2:4] != [1, 1] or str(call.args[0].ty.dtype) != "float32":
+        return False
+    if [int(v) for v in attrs.strides] != [1, 1] or any(int(v) for v in attrs.padding) or [int(v) for v in attrs.dilation] != [1, 1]:
+        return False
+    if int(attrs.groups) != 1 or data[0] != 1 or out[3] > SPLIT_MAX_WIDTH or data[1] % PARTS or data[4] < SPLIT_MIN_BLOCK:
+        return False
+    input_bytes = 4 * data[1] * data[2] * data[3] * data[4]
+    weight_bytes = 4 * weight[0] * weight[1] * weight[4] * weight[5]
+    activation_bytes = input_bytes + 4 * out[1] * out[2] * out[3] * out[4]
+    if input_bytes < SPLIT_MIN_INPUT_BYTES or weight_bytes > SPLIT_MAX_WEIGHT_BYTES:
+        return False
+    return not spatial_partition(out[2] * out[3], weight_bytes, activation_bytes, max_pixels=None)
+
+
+def _placeholder(tensor_type, name: str):
+    return te.placeholder([tvm.tirx.IntImm("int64", int(d)) for d in tensor_type.shape], str(tensor_type.dtype), name)
 
 
 def legalize_conv2d(bb, call):
@@ -156,6 +201,10 @@ def legalize_conv2d(bb, call):
         return bb.call_te(
             plain_input_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, primfunc_name_hint="conv2d_NCHWc_plain_input"
         )
+    if kernel.family == "split_reduction_conv2d":
+        func = split_reduction_primfunc(_placeholder(call.args[0].ty, "data"), _placeholder(call.args[1].ty, "kernel"))
+        gvar = bb.add_func(func, "conv2d_NCHWc_split")
+        return relax.call_tir(gvar, [data, weight], relax.TensorType([int(v) for v in call.ty.shape], out_dtype))
     used = _used_input_channels(call) if kernel.family == "conv2d" else None
     if used is not None:  # trailing input channels with zero weights left out of the sum
         return bb.call_te(blocked_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, used, primfunc_name_hint="conv2d_NCHWc")

@@ -26,6 +26,7 @@ from .depthwise_projection import DepthwiseProjection, depthwise_projection_desi
 from .generic_cpu import GenericCPU
 from .row_reductions import RowReductions
 from .sparse_conv import SparseConv
+from .split_reduction_conv import SplitReductionConv
 from .winograd_conv import WinogradConv, winograd_design_spaces
 
 
@@ -53,6 +54,12 @@ class KernelFamily:
 FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("binary_conv2d", BinaryConv, binary_conv_design_spaces, "Sign-fed conv2d with ±α weights, groups = 1"),
     KernelFamily("conv2d", Conv2dNCHWc, conv2d_design_spaces, "conv2d in NCHW[x]c (or plain input → NCHW[x]c), groups = 1"),
+    KernelFamily(
+        "split_reduction_conv2d",
+        SplitReductionConv,
+        None,
+        "1×1 conv2d in NCHW[x]c on images of at most 7×7 whose input channels outweigh what crosses between cores when split in two",
+    ),
     KernelFamily("depthwise", DepthwiseNCHWc, depthwise_design_spaces, "depthwise conv2d in NCHW[x]c"),
     KernelFamily(
         "depthwise_projection",
