@@ -167,7 +167,7 @@ def splits_its_reduction(call) -> bool:
         out = [int(v) for v in call.ty.shape]
     except (TypeError, ValueError, AttributeError):
         return False
-    if len(data) != 5 or len(weight) != 6 or weight[2:4] != [1, 1] or str(call.args[0].ty.dtype) != "float32":
+    if len(data) != 5 or len(weight) != 6 or weight[2:4] != [1, 1] or {str(call.args[0].ty.dtype), str(call.args[1].ty.dtype)} != {"float32"}:
         return False
     if [int(v) for v in attrs.strides] != [1, 1] or any(int(v) for v in attrs.padding) or [int(v) for v in attrs.dilation] != [1, 1]:
         return False
