@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 
 import tvm
-from tvm import relax, te, topi
+from tvm import relax, topi
 
 from ..errors import first_line
 from ..passes.constants import constant_value
@@ -26,6 +26,7 @@ from ..schedules.depthwise_nchwc import depthwise_conv2d_nchwc, is_depthwise
 from ..schedules.split_reduction_conv import PARTS, split_reduction_primfunc
 from ..schedules.stages import spatial_partition
 from ..targets.kernel_target import MIN_CHANNEL_BLOCK as MIN_BLOCK
+from .te_placeholders import te_placeholder
 
 
 def blocked_layouts(block: int) -> list:
@@ -125,7 +126,7 @@ def conv_kernel_for(call) -> ConvKernel:
     if groups == 1 and data_layout == "NCHW":
         return ConvKernel("conv2d", f"fp32 conv, plain NCHW input → {out_layout} kernel")
     if groups == 1 and data_layout == out_layout:
-        if _used_input_channels(call) is None and splits_its_reduction(call):
+        if splits_its_reduction(call) and _used_input_channels(call) is None:
             return ConvKernel("split_reduction_conv2d", f"fp32 1×1 conv, blocked {out_layout} kernel, input channels summed in two halves")
         return ConvKernel("conv2d", f"fp32 conv, blocked {out_layout} kernel")
     return ConvKernel("generic", f"fp32 grouped conv, {out_layout}, generic schedule")
@@ -167,7 +168,12 @@ def splits_its_reduction(call) -> bool:
         out = [int(v) for v in call.ty.shape]
     except (TypeError, ValueError, AttributeError):
         return False
-    if len(data) != 5 or len(weight) != 6 or weight[2:4] != [1, 1] or {str(call.args[0].ty.dtype), str(call.args[1].ty.dtype)} != {"float32"}:
+    if (
+        len(data) != 5
+        or len(weight) != 6
+        or weight[2:4] != [1, 1]
+        or {str(call.args[0].ty.dtype), str(call.args[1].ty.dtype), str(call.ty.dtype)} != {"float32"}
+    ):
         return False
     if [int(v) for v in attrs.strides] != [1, 1] or any(int(v) for v in attrs.padding) or [int(v) for v in attrs.dilation] != [1, 1]:
         return False
@@ -179,10 +185,6 @@ def splits_its_reduction(call) -> bool:
     if input_bytes < SPLIT_MIN_INPUT_BYTES or weight_bytes > SPLIT_MAX_WEIGHT_BYTES:
         return False
     return not spatial_partition(out[2] * out[3], weight_bytes, activation_bytes, max_pixels=None)
-
-
-def _placeholder(tensor_type, name: str):
-    return te.placeholder([tvm.tirx.IntImm("int64", int(d)) for d in tensor_type.shape], str(tensor_type.dtype), name)
 
 
 def legalize_conv2d(bb, call):
@@ -202,7 +204,7 @@ def legalize_conv2d(bb, call):
             plain_input_conv2d_nchwc, data, weight, attrs.strides, padding, attrs.dilation, out_dtype, primfunc_name_hint="conv2d_NCHWc_plain_input"
         )
     if kernel.family == "split_reduction_conv2d":
-        func = split_reduction_primfunc(_placeholder(call.args[0].ty, "data"), _placeholder(call.args[1].ty, "kernel"))
+        func = split_reduction_primfunc(te_placeholder(call.args[0].ty, "data"), te_placeholder(call.args[1].ty, "kernel"))
         gvar = bb.add_func(func, "conv2d_NCHWc_split")
         return relax.call_tir(gvar, [data, weight], relax.TensorType([int(v) for v in call.ty.shape], out_dtype))
     used = _used_input_channels(call) if kernel.family == "conv2d" else None

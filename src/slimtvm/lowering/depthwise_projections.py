@@ -23,13 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tvm import relax, te, tirx
+from tvm import relax
 
 from ..passes.constants import constant_value
 from ..passes.static_shapes import static_shape
 from ..schedules.depthwise_nchwc import is_depthwise
 from ..schedules.depthwise_projection import ElementwiseStep, depthwise_projection_primfunc
 from .layer_records import LayerRecord
+from .te_placeholders import te_placeholder
 
 # Below this, pieces of at least 7 pixels of each output row make fewer than 64 parallel chunks
 # (14 × 14: 28), and the depthwise output (MobileNetV2's 14 × 14 × 384: 300 KB) stays in the
@@ -50,12 +51,6 @@ def _name(expr) -> str:
 
 def _blocked(layout: str, block: int) -> bool:
     return layout == f"NCHW{block}c"
-
-
-def _placeholder(tensor_type, name: str):
-    """A float32 TE placeholder of a Relax tensor's static shape, in int64 as Relax's shapes are
-    (FuseTIR matches buffers to tensors by type)."""
-    return te.placeholder([tirx.IntImm("int64", int(d)) for d in tensor_type.shape], "float32", name)
 
 
 @dataclass(frozen=True)
@@ -96,10 +91,10 @@ class DepthwiseProjections:
         attrs = depthwise.attrs
         data_type, dw_type, pw_type = depthwise.args[0].ty, depthwise.args[1].ty, call.args[1].ty
         func = depthwise_projection_primfunc(
-            _placeholder(data_type, "data"),
-            _placeholder(dw_type, "dw_weight"),
-            [_placeholder(c.ty, f"step_constant{i}") for i, c in enumerate(pair.constants)],
-            _placeholder(pw_type, "pw_weight"),
+            te_placeholder(data_type, "data"),
+            te_placeholder(dw_type, "dw_weight"),
+            [te_placeholder(c.ty, f"step_constant{i}") for i, c in enumerate(pair.constants)],
+            te_placeholder(pw_type, "pw_weight"),
             pair.steps,
             [int(v) for v in attrs.strides],
             [int(v) for v in attrs.padding],

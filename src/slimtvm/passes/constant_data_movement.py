@@ -16,7 +16,9 @@ import numpy as np
 from tvm import relax, tirx
 
 from .constants import constant_value
+from .detect_binary import op_name
 from .relax_functions import rewrite_relax_functions
+from .static_shapes import static_shape
 
 RESHAPES = ("relax.reshape", "relax.expand_dims", "relax.squeeze")
 
@@ -72,27 +74,16 @@ def _part(expr, variables):
     return None
 
 
-def _op_name(expr) -> str:
-    return getattr(expr.op, "name", "") if isinstance(expr, relax.Call) else ""
-
-
-def _static_shape(expr) -> list | None:
-    try:
-        return [int(v) for v in expr.ty.shape]
-    except (TypeError, ValueError, AttributeError):  # symbolic or unknown dimensions
-        return None
-
-
 def moved_constant(call, source=None) -> np.ndarray | None:
     """The value of ``call`` (one of the data-movement operators of the module docstring, on a
     constant, with a static result shape), computed by numpy; None where it is not such a call or
     its ``layout_transform`` is not a reshape and a transpose. ``source``: the constant its
     argument is bound to, where that is a variable."""
-    name = _op_name(call)
+    name = op_name(call)
     if name not in (*RESHAPES, "relax.permute_dims", "relax.layout_transform"):
         return None
     array = constant_value(source if source is not None else call.args[0])
-    shape = _static_shape(call)
+    shape = static_shape(call)
     if array is None or shape is None:
         return None
     if name in RESHAPES:
